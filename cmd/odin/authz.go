@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/odin-scan/odin-authz/internal/authzsvc"
+)
+
+// storeFlags are the connection flags shared by every command that talks to
+// the stores.
+type storeFlags struct {
+	databaseURL, redisURL, redisPrefix string
+	cacheTTL                           time.Duration
+}
+
+func (s *storeFlags) bind(f *flags) {
+	f.Secret(&s.databaseURL, "database-url", "ODIN_DATABASE_URL", "PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/odin?sslmode=disable (required)")
+	f.Secret(&s.redisURL, "redis-url", "ODIN_REDIS_URL", "Redis URL, e.g. redis://127.0.0.1:6379/0; empty: no Redis (LRU, then PostgreSQL)")
+	f.String(&s.redisPrefix, "redis-prefix", "ODIN_REDIS_PREFIX", "odin:", "prefix of every Redis key and of the invalidation channel")
+	f.Duration(&s.cacheTTL, "cache-ttl", "ODIN_CACHE_TTL", 30*time.Second,
+		"longest time any cache tier answers for a key after reading PostgreSQL: the revocation bound if a bus message is lost")
+}
+
+func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
+	f := newFlags("authz", "Serve envoy.service.auth.v3.Authorization/Check over gRPC, with gRPC health and\nreflection, and /healthz, /readyz and /metrics on the ops port.")
+	f.SetOutput(stderr)
+	var (
+		cfg              authzsvc.Config
+		sf               storeFlags
+		lo               logOptions
+		grpcAddr, opsAdr string
+		cacheSize        int
+		maxStreams       int
+	)
+	sf.bind(f)
+	lo.bind(f, "json")
+	f.String(&grpcAddr, "grpc-addr", "ODIN_GRPC_ADDR", ":9001", "gRPC listen address (Check, health, reflection)")
+	f.String(&opsAdr, "ops-addr", "ODIN_OPS_ADDR", ":9003", "operations HTTP listen address (/healthz, /readyz, /metrics); empty disables")
+	f.Int(&cacheSize, "cache-size", "ODIN_CACHE_SIZE", 100_000, "entries in the in-process LRU (keys and unknown-key entries)")
+	f.Duration(&cfg.Cache.NegativeTTL, "negative-ttl", "ODIN_NEGATIVE_TTL", 5*time.Second, "how long an unknown key is remembered as unknown")
+	f.Duration(&cfg.Cache.StaleIfError, "stale-if-error", "ODIN_STALE_IF_ERROR", 5*time.Minute, "how long past its TTL a cached key still answers while PostgreSQL is unreachable (negative: never)")
+	f.Duration(&cfg.Cache.StoreTimeout, "store-timeout", "ODIN_STORE_TIMEOUT", 500*time.Millisecond, "deadline of one PostgreSQL lookup; keep it under Envoy's ext_authz timeout")
+	f.Duration(&cfg.RedisTimeout, "redis-timeout", "ODIN_REDIS_TIMEOUT", 100*time.Millisecond, "Redis read/write timeout (dial: twice this)")
+	f.Bool(&cfg.StripCredential, "strip-credential", "ODIN_STRIP_CREDENTIAL", true, "remove the authorization / api-key header from the upstream request")
+	f.Int(&maxStreams, "max-streams", "ODIN_GRPC_MAX_STREAMS", 1024, "maximum concurrent gRPC streams per connection")
+	f.Duration(&cfg.DrainTimeout, "drain-timeout", "ODIN_DRAIN_TIMEOUT", 15*time.Second, "on SIGTERM, how long in-flight checks may take before streams are closed")
+	f.Duration(&cfg.UsageInterval, "usage-interval", "ODIN_USAGE_INTERVAL", 10*time.Second, "how often key last-used times are written to PostgreSQL")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	logger, err := lo.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if maxStreams <= 0 {
+		return fmt.Errorf("--max-streams must be positive")
+	}
+	cfg.DatabaseURL, cfg.RedisURL, cfg.RedisPrefix = sf.databaseURL, sf.redisURL, sf.redisPrefix
+	cfg.Cache.TTL, cfg.Cache.Size, cfg.MaxStreams = sf.cacheTTL, cacheSize, uint32(maxStreams)
+
+	var lis authzsvc.Listeners
+	if lis.GRPC, err = net.Listen("tcp", grpcAddr); err != nil {
+		return fmt.Errorf("listen gRPC: %w", err)
+	}
+	if opsAdr != "" {
+		if lis.Ops, err = net.Listen("tcp", opsAdr); err != nil {
+			return fmt.Errorf("listen ops: %w", err)
+		}
+	}
+	svc, err := authzsvc.New(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	return svc.Serve(ctx, lis)
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// flags is a flag set whose every flag falls back to an ODIN_* environment
+// variable, named in its -h line. Flags win over the environment.
+type flags struct {
+	*flag.FlagSet
+	envErrs []error
+}
+
+func newFlags(name, summary string) *flags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: odin %s\n\n%s\n\nFlags (each also read from the environment variable shown):\n", name, summary)
+		fs.PrintDefaults()
+	}
+	return &flags{FlagSet: fs}
+}
+
+func (f *flags) env(env string) (string, bool) {
+	if env == "" {
+		return "", false
+	}
+	v, ok := os.LookupEnv(env)
+	return v, ok && v != ""
+}
+
+func envNote(usage, env string) string {
+	if env == "" {
+		return usage
+	}
+	return usage + " [" + env + "]"
+}
+
+func (f *flags) String(p *string, name, env, def, usage string) {
+	if v, ok := f.env(env); ok {
+		def = v
+	}
+	f.StringVar(p, name, def, envNote(usage, env))
+}
+
+// Secret is a string flag whose value -h never prints.
+func (f *flags) Secret(p *string, name, env, usage string) {
+	def := ""
+	if v, ok := f.env(env); ok {
+		def = v
+	}
+	*p = def
+	f.Func(name, envNote(usage+" (secret: not shown)", env), func(s string) error { *p = s; return nil })
+}
+
+func (f *flags) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
+	if v, ok := f.env(env); ok {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: not a duration (e.g. 30s, 5m)", env, v))
+		} else {
+			def = d
+		}
+	}
+	f.DurationVar(p, name, def, envNote(usage, env))
+}
+
+func (f *flags) Int(p *int, name, env string, def int, usage string) {
+	if v, ok := f.env(env); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: not an integer", env, v))
+		} else {
+			def = n
+		}
+	}
+	f.IntVar(p, name, def, envNote(usage, env))
+}
+
+func (f *flags) Bool(p *bool, name, env string, def bool, usage string) {
+	if v, ok := f.env(env); ok {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: not a boolean", env, v))
+		} else {
+			def = b
+		}
+	}
+	f.BoolVar(p, name, def, envNote(usage, env))
+}
+
+// List is a comma-separated list flag.
+func (f *flags) List(p *[]string, name, env, usage string) {
+	if v, ok := f.env(env); ok {
+		*p = splitList(v)
+	}
+	f.Func(name, envNote(usage+" (comma-separated)", env), func(s string) error { *p = splitList(s); return nil })
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// parse parses args and reports bad environment values as errors.
+func (f *flags) parse(args []string) error {
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	if len(f.envErrs) > 0 {
+		return f.envErrs[0]
+	}
+	return nil
+}

@@ -1,0 +1,87 @@
+// Command odin is Odin authz: the Envoy ext_authz server (`odin authz`),
+// its schema migrations (`odin migrate`) and the operator CLI (`odin keys`).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+const usage = `Odin authz: API key and session authentication for Envoy ext_authz.
+
+Usage: odin <command> [flags]
+
+Commands:
+  authz      serve the Envoy ext_authz gRPC API (Check), health and metrics
+  migrate    apply the PostgreSQL schema migrations
+  keys       create, list and revoke API keys (odin keys -h)
+
+Run 'odin <command> -h' for a command's flags and their ODIN_* variables.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "odin:", err)
+		os.Exit(1)
+	}
+}
+
+// run dispatches a command line. Only main exits.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return errors.New("no command given")
+		}
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "authz":
+		return runAuthz(ctx, args[1:], stderr)
+	case "migrate":
+		return runMigrate(ctx, args[1:], stderr)
+	case "keys":
+		return runKeys(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+// logOptions are the logging flags every command has.
+type logOptions struct {
+	level, format string
+}
+
+func (o *logOptions) bind(f *flags, defaultFormat string) {
+	f.String(&o.level, "log-level", "ODIN_LOG_LEVEL", "info", "log level: debug, info, warn, error")
+	f.String(&o.format, "log-format", "ODIN_LOG_FORMAT", defaultFormat, "log format: json or text")
+}
+
+func (o *logOptions) logger(w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(o.level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.level)
+	}
+	hopts := &slog.HandlerOptions{Level: lvl}
+	switch strings.ToLower(o.format) {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, hopts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, hopts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", o.format)
+}

@@ -1,0 +1,226 @@
+// Package extauthz decides whether a request may pass: credential →
+// identity → answer. One decision core (Decide) serves the gRPC Check API of
+// Envoy's ext_authz filter and the HTTP forward-auth API; each front end only
+// renders the Decision.
+package extauthz
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+// Outcome is the kind of a decision.
+type Outcome uint8
+
+// The outcomes of SPEC §3.
+const (
+	Allow Outcome = iota
+	DenyUnauthorized
+	DenyForbidden
+	DenyRateLimited
+	DenyUnavailable
+	numOutcomes
+)
+
+// outcomeInfo is the one table that maps an outcome to what each protocol
+// says. The code strings double as metric label values.
+type outcomeInfo struct {
+	label   string
+	status  int
+	code    string
+	message string
+	grpc    codes.Code
+}
+
+var outcomes = [numOutcomes]outcomeInfo{
+	Allow:            {"allow", http.StatusOK, "", "", codes.OK},
+	DenyUnauthorized: {"unauthorized", http.StatusUnauthorized, "UNAUTHORIZED", "Invalid or expired authentication token", codes.Unauthenticated},
+	DenyForbidden:    {"forbidden", http.StatusForbidden, "FORBIDDEN", "Insufficient permissions for this resource", codes.PermissionDenied},
+	DenyRateLimited:  {"rate_limited", http.StatusTooManyRequests, "RATE_LIMITED", "Rate limit exceeded", codes.ResourceExhausted},
+	DenyUnavailable:  {"unavailable", http.StatusServiceUnavailable, "UNAVAILABLE", "Authentication service temporarily unavailable", codes.Unavailable},
+}
+
+// messageMissing is the 401 message when no credential was sent at all.
+const messageMissing = "Missing authentication token"
+
+func (o Outcome) String() string { return outcomes[o].label }
+
+// HTTPStatus is the status the client receives.
+func (o Outcome) HTTPStatus() int { return outcomes[o].status }
+
+// Code is the SPEC error code ("" for Allow).
+func (o Outcome) Code() string { return outcomes[o].code }
+
+// Request is what a decision needs, whatever protocol carried it.
+type Request struct {
+	Method  string
+	Path    string // with the query string, as Envoy sends :path
+	Host    string
+	Headers Headers
+}
+
+// Decision is the answer for one request: Allow with a Principal, or a
+// denial with a fixed Reason (for logs and metrics, never a secret).
+type Decision struct {
+	Outcome    Outcome
+	Reason     string
+	Credential Credential
+	Principal  *Principal
+	RequestID  string
+	Message    string // overrides the outcome's default message
+	RetryAfter time.Duration
+}
+
+// Body renders the SPEC error body for a denial.
+func (d *Decision) Body(now time.Time) []byte {
+	msg := d.Message
+	if msg == "" {
+		msg = outcomes[d.Outcome].message
+	}
+	b, _ := json.Marshal(errorBody{
+		Error:     errorDetail{Code: d.Outcome.Code(), Message: msg},
+		Timestamp: now.UTC().Format(time.RFC3339),
+		RequestID: d.RequestID,
+	})
+	return b
+}
+
+type errorBody struct {
+	Error     errorDetail `json:"error"`
+	Timestamp string      `json:"timestamp"`
+	RequestID string      `json:"requestId"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// DenialHeaders are the response headers of a denial: content-type always,
+// www-authenticate on 401 (RFC 6750), retry-after on 429.
+func (d *Decision) DenialHeaders() []Pair {
+	h := []Pair{{"content-type", "application/json"}, {"x-request-id", d.RequestID}}
+	switch d.Outcome {
+	case DenyUnauthorized:
+		h = append(h, Pair{"www-authenticate", `Bearer realm="odin"`})
+	case DenyRateLimited:
+		secs := int((d.RetryAfter + time.Second - 1) / time.Second)
+		h = append(h, Pair{"retry-after", strconv.Itoa(max(secs, 1))})
+	}
+	return h
+}
+
+// Authorizer is the decision core.
+type Authorizer struct {
+	keys    *keystore.Cache
+	usage   *keystore.UsageRecorder // may be nil
+	log     *slog.Logger
+	metrics *Metrics
+}
+
+// Options are the Authorizer's collaborators.
+type Options struct {
+	Keys    *keystore.Cache
+	Usage   *keystore.UsageRecorder // optional
+	Logger  *slog.Logger
+	Metrics *Metrics
+}
+
+// NewAuthorizer returns the decision core.
+func NewAuthorizer(o Options) *Authorizer {
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(nil)
+	}
+	return &Authorizer{keys: o.Keys, usage: o.Usage, log: o.Logger, metrics: o.Metrics}
+}
+
+// Decide authenticates one request. It never returns an error: every failure
+// is a denial, and a store that cannot be reached is DenyUnavailable, never
+// DenyUnauthorized nor Allow.
+func (a *Authorizer) Decide(ctx context.Context, r *Request) Decision {
+	start := time.Now()
+	d := a.decide(ctx, r)
+	a.observe(&d, r, time.Since(start))
+	return d
+}
+
+func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
+	d := Decision{RequestID: requestID(r.Headers)}
+	d.Credential = ExtractCredential(r.Headers)
+	switch d.Credential.Kind {
+	case CredentialNone:
+		d.Outcome, d.Reason, d.Message = DenyUnauthorized, "missing", messageMissing
+	case CredentialMalformed:
+		d.Outcome, d.Reason = DenyUnauthorized, d.Credential.Reason
+	case CredentialAPIKey:
+		a.decideKey(ctx, &d)
+	case CredentialJWT:
+		// Session tokens are verified once the JWT verifier is configured;
+		// until then a bearer that is not a key cannot be trusted.
+		d.Outcome, d.Reason = DenyUnauthorized, "jwt_not_configured"
+	}
+	if d.Outcome != Allow && ctx.Err() != nil && d.Outcome != DenyUnavailable {
+		d.Outcome, d.Reason = DenyUnavailable, "cancelled"
+	}
+	return d
+}
+
+func (a *Authorizer) decideKey(ctx context.Context, d *Decision) {
+	h, err := keystore.ParseKey(d.Credential.Value)
+	if err != nil { // bad checksum or shape: no cache, no store
+		d.Outcome, d.Reason = DenyUnauthorized, "bad_checksum"
+		return
+	}
+	e, err := a.keys.Lookup(ctx, h)
+	switch {
+	case errors.Is(err, keystore.ErrNotFound):
+		d.Outcome, d.Reason = DenyUnauthorized, "unknown_key"
+		return
+	case err != nil:
+		d.Outcome, d.Reason = DenyUnavailable, "store_unavailable"
+		return
+	}
+	k, now := e.Key(), time.Now()
+	switch err := k.Usable(now); {
+	case errors.Is(err, keystore.ErrRevoked):
+		d.Outcome, d.Reason = DenyUnauthorized, "revoked_key"
+		return
+	case errors.Is(err, keystore.ErrExpired):
+		d.Outcome, d.Reason = DenyUnauthorized, "expired_key"
+		return
+	}
+	p, ok := e.Prepared().(*Principal)
+	if !ok { // a cache built without the Prepare hook: render now
+		p = PrincipalForKey(k).(*Principal)
+	}
+	d.Outcome, d.Principal = Allow, p
+	if a.usage != nil {
+		a.usage.Record(k.ID, now)
+	}
+}
+
+// maxRequestIDLen bounds an x-request-id we echo back; longer or odd ones
+// are replaced with a fresh id.
+const maxRequestIDLen = 128
+
+// requestID returns the request's x-request-id when it is sane, else a fresh
+// req-<random>.
+func requestID(h Headers) string {
+	if id := h.Get("x-request-id"); id != "" && len(id) <= maxRequestIDLen && checkPrintable(id) == "" {
+		return id
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "req-" + hex.EncodeToString(b[:])
+}

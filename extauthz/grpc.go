@@ -1,0 +1,179 @@
+package extauthz
+
+import (
+	"context"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+)
+
+// CheckServer implements envoy.service.auth.v3.Authorization on the
+// decision core. A denial is a successful RPC carrying a DeniedHttpResponse:
+// a gRPC error would be an outage to Envoy, answered with status_on_error and
+// no body.
+type CheckServer struct {
+	authv3.UnimplementedAuthorizationServer
+	authz *Authorizer
+	// StripCredential removes the credential header from the upstream request.
+	stripCredential bool
+	log             *slog.Logger
+}
+
+// NewCheckServer returns the gRPC front end.
+func NewCheckServer(a *Authorizer, stripCredential bool, logger *slog.Logger) *CheckServer {
+	return &CheckServer{authz: a, stripCredential: stripCredential, log: logger}
+}
+
+var okStatus = &status.Status{}
+
+// Check implements the Authorization service.
+func (s *CheckServer) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
+	defer func() {
+		// A panic here is a bug, but it must fail closed with our body, not
+		// crash the replica or look like an outage to Envoy.
+		if p := recover(); p != nil {
+			s.log.Error("panic in Check", "panic", p, "stack", string(debug.Stack()))
+			d := Decision{Outcome: DenyUnavailable, Reason: "internal_error", RequestID: requestID(MapHeaders(nil))}
+			resp, err = deniedResponse(&d), nil
+		}
+	}()
+	r := checkRequest(req)
+	d := s.authz.Decide(ctx, &r)
+	if d.Outcome != Allow {
+		return deniedResponse(&d), nil
+	}
+	return s.okResponse(&d, r.Headers), nil
+}
+
+// checkRequest reads what the decision needs from Envoy's CheckRequest.
+// Envoy sends lower-case headers joined with ","; with encode_raw_headers it
+// fills header_map instead, which is read the same way.
+func checkRequest(req *authv3.CheckRequest) Request {
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	r := Request{Method: httpReq.GetMethod(), Path: httpReq.GetPath(), Host: httpReq.GetHost()}
+	if hdrs := httpReq.GetHeaders(); len(hdrs) > 0 || httpReq.GetHeaderMap() == nil {
+		r.Headers = MapHeaders(hdrs)
+	} else {
+		r.Headers = rawHeaders(httpReq.GetHeaderMap().GetHeaders())
+	}
+	return r
+}
+
+// rawHeaders adapts Envoy's header_map (encode_raw_headers: true), where
+// repeated headers stay separate entries and values may be raw bytes.
+type rawHeaders []*corev3.HeaderValue
+
+func (h rawHeaders) value(hv *corev3.HeaderValue) string {
+	if len(hv.GetRawValue()) > 0 {
+		return string(hv.GetRawValue())
+	}
+	return hv.GetValue()
+}
+
+// Get implements Headers, joining repeats with "," as Envoy does.
+func (h rawHeaders) Get(name string) string {
+	var out string
+	for _, hv := range h {
+		if strings.EqualFold(hv.GetKey(), name) {
+			if out != "" {
+				out += ","
+			}
+			out += h.value(hv)
+		}
+	}
+	return out
+}
+
+// Range implements Headers.
+func (h rawHeaders) Range(fn func(name, value string) bool) {
+	for _, hv := range h {
+		if !fn(strings.ToLower(hv.GetKey()), h.value(hv)) {
+			return
+		}
+	}
+}
+
+// okResponse points at the principal's pre-rendered headers and metadata;
+// only the removal list can depend on the request.
+func (s *CheckServer) okResponse(d *Decision, h Headers) *authv3.CheckResponse {
+	p := d.Principal
+	return &authv3.CheckResponse{
+		Status: okStatus,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:         p.grpcHeaders,
+			HeadersToRemove: HeadersToRemove(p, h, d.Credential, s.stripCredential),
+		}},
+		DynamicMetadata: p.metadata,
+	}
+}
+
+// HeadersToRemove lists what must not reach the upstream: identity headers
+// this principal has no value for, any other x-odin-* header the client
+// sent, and the credential when it is stripped.
+func HeadersToRemove(p *Principal, h Headers, c Credential, strip bool) []string {
+	out := p.Absent
+	grown := false
+	add := func(name string) {
+		if !grown { // never append into the shared p.Absent
+			out = append(make([]string, 0, len(p.Absent)+4), p.Absent...)
+			grown = true
+		}
+		out = append(out, name)
+	}
+	h.Range(func(name, _ string) bool {
+		if len(name) > len(IdentityHeaderPrefix) && strings.HasPrefix(name, IdentityHeaderPrefix) && !p.sets(name) && !contains(p.Absent, name) {
+			add(name)
+		}
+		return true
+	})
+	if strip {
+		if c.InAuthorization {
+			add("authorization")
+		}
+		if c.InAPIKey {
+			add("api-key")
+		}
+	}
+	return out
+}
+
+func (p *Principal) sets(name string) bool {
+	for _, h := range p.Headers {
+		if h.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func deniedResponse(d *Decision) *authv3.CheckResponse {
+	info := outcomes[d.Outcome]
+	hdrs := d.DenialHeaders()
+	opts := make([]*corev3.HeaderValueOption, len(hdrs))
+	for i, h := range hdrs {
+		opts[i] = overwrite(h.Name, h.Value)
+	}
+	return &authv3.CheckResponse{
+		Status: &status.Status{Code: int32(info.grpc), Message: info.code},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(info.status)},
+			Headers: opts,
+			Body:    string(d.Body(time.Now())),
+		}},
+	}
+}

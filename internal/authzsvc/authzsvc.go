@@ -1,0 +1,232 @@
+// Package authzsvc assembles `odin authz`: the key store and its cache
+// tiers, the decision core, the gRPC Check server with health and
+// reflection, and the operations HTTP port. cmd/odin only binds flags to
+// Config and listeners to Serve; tests start whole replicas the same way.
+package authzsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/odin-scan/odin-authz/extauthz"
+	"github.com/odin-scan/odin-authz/internal/ops"
+	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/pgstore"
+)
+
+// Config is everything `odin authz` is configured with.
+type Config struct {
+	DatabaseURL string
+	RedisURL    string // empty: no Redis (LRU → PostgreSQL)
+	RedisPrefix string
+
+	Cache        keystore.CacheOptions
+	RedisTimeout time.Duration
+
+	StripCredential bool
+	MaxStreams      uint32
+	DrainTimeout    time.Duration
+	UsageInterval   time.Duration
+}
+
+// Service is one `odin authz` replica.
+type Service struct {
+	cfg       Config
+	log       *slog.Logger
+	registry  *prometheus.Registry
+	store     *pgstore.Store
+	redis     *keystore.Redis
+	cache     *keystore.Cache
+	usage     *keystore.UsageRecorder
+	authz     *extauthz.Authorizer
+	grpc      *grpc.Server
+	health    *health.Server
+	readiness *ops.Readiness
+}
+
+// New builds a replica and starts its background work (bus subscription,
+// health probes, usage flushing) under ctx. It waits briefly for the bus
+// subscription, so a replica that reports ready also hears revocations.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL)")
+	}
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = 1024
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 15 * time.Second
+	}
+	s := &Service{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	store, err := pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{})
+	if err != nil {
+		return nil, err
+	}
+	s.store = store
+	km := keystore.NewMetrics(s.registry)
+	if cfg.RedisURL != "" {
+		s.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout}, km, logger)
+		if err != nil {
+			store.Close()
+			return nil, err
+		}
+	}
+	cfg.Cache.Prepare = extauthz.PrincipalForKey
+	if s.cache, err = keystore.NewCache(store, s.redis, cfg.Cache, km, logger); err != nil {
+		s.closeStores()
+		return nil, fmt.Errorf("build cache: %w", err)
+	}
+	s.usage = keystore.NewUsageRecorder(store, cfg.UsageInterval, 0, logger)
+	s.authz = extauthz.NewAuthorizer(extauthz.Options{
+		Keys: s.cache, Usage: s.usage, Logger: logger, Metrics: extauthz.NewMetrics(s.registry),
+	})
+	s.buildGRPC()
+	s.buildReadiness()
+	s.startBackground(ctx)
+	return s, nil
+}
+
+func (s *Service) buildGRPC() {
+	s.grpc = grpc.NewServer(
+		grpc.MaxConcurrentStreams(s.cfg.MaxStreams),
+		// Envoy keeps long-lived HTTP/2 connections: ping idle ones so dead
+		// peers are noticed, and let Envoy ping us as often as every 5s.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	authv3.RegisterAuthorizationServer(s.grpc, extauthz.NewCheckServer(s.authz, s.cfg.StripCredential, s.log))
+	s.health = health.NewServer()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+}
+
+// buildReadiness: ready when PostgreSQL answers or the LRU holds entries
+// (cached keys can still be served); Redis is reported but optional.
+func (s *Service) buildReadiness() {
+	probes := []ops.Probe{{Name: "postgres", Fn: s.store.Ping}}
+	if s.redis != nil {
+		probes = append(probes, ops.Probe{Name: "redis", Fn: s.redis.Ping})
+	}
+	rule := func(ok map[string]bool) bool { return ok["postgres"] || s.cache.Len() > 0 }
+	s.readiness = ops.NewReadiness(probes, rule, 2*time.Second, s.log, func(ready bool) {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if ready {
+			st = healthpb.HealthCheckResponse_SERVING
+		}
+		s.health.SetServingStatus("", st)
+		s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
+	})
+}
+
+func (s *Service) startBackground(ctx context.Context) {
+	if s.redis != nil {
+		subscribed := make(chan struct{})
+		go s.redis.Subscribe(ctx, s.cache.Invalidate, func() { close(subscribed) })
+		select {
+		case <-subscribed:
+		case <-time.After(2 * time.Second):
+			s.log.Warn("invalidation bus not subscribed yet (Redis down?); revocations reach this replica within the cache TTL until it is",
+				"cache_ttl", s.cache.Options().TTL)
+		case <-ctx.Done():
+		}
+	}
+	s.readiness.Probe(ctx)
+	go s.readiness.Run(ctx)
+}
+
+// Authorizer exposes the decision core (for the HTTP forward-auth front end
+// and benchmarks).
+func (s *Service) Authorizer() *extauthz.Authorizer { return s.authz }
+
+// Registry is the replica's metrics registry.
+func (s *Service) Registry() *prometheus.Registry { return s.registry }
+
+// Readiness exposes the readiness tracker.
+func (s *Service) Readiness() *ops.Readiness { return s.readiness }
+
+// Listeners are the ports a replica serves; Ops may be nil.
+type Listeners struct {
+	GRPC net.Listener
+	Ops  net.Listener
+}
+
+// Serve answers on the listeners until ctx ends, then drains: it reports
+// NOT_SERVING, lets in-flight checks finish (up to the drain timeout),
+// flushes key usage and closes the stores.
+func (s *Service) Serve(ctx context.Context, lis Listeners) error {
+	usageCtx, stopUsage := context.WithCancel(context.WithoutCancel(ctx))
+	usageDone := make(chan struct{})
+	go func() { s.usage.Run(usageCtx); close(usageDone) }()
+
+	errc := make(chan error, 2)
+	go func() { errc <- s.grpc.Serve(lis.GRPC) }()
+	var opsSrv *http.Server
+	if lis.Ops != nil {
+		opsSrv = &http.Server{Handler: ops.Handler(s.registry, s.readiness), ReadHeaderTimeout: 5 * time.Second}
+		go func() { errc <- opsSrv.Serve(lis.Ops) }()
+	}
+	s.log.Info("odin authz serving", "grpc", lis.GRPC.Addr().String(), "ops", addrOf(lis.Ops))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		s.log.Error("server stopped", "error", serveErr)
+	}
+
+	s.log.Info("draining")
+	s.readiness.Drain()
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(s.cfg.DrainTimeout):
+		s.log.Warn("drain timeout: closing remaining streams", "timeout", s.cfg.DrainTimeout)
+		s.grpc.Stop()
+	}
+	if opsSrv != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = opsSrv.Shutdown(sctx)
+		cancel()
+	}
+	stopUsage()
+	<-usageDone
+	s.closeStores()
+	s.log.Info("odin authz stopped")
+	if errors.Is(serveErr, http.ErrServerClosed) || errors.Is(serveErr, grpc.ErrServerStopped) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+func (s *Service) closeStores() {
+	if s.redis != nil {
+		_ = s.redis.Close()
+	}
+	s.store.Close()
+}
+
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}

@@ -1,0 +1,188 @@
+// Package testenv gives tests real PostgreSQL and Redis, isolated per test:
+// a fresh database cloned from a migrated template, and a Redis key prefix
+// of its own. A test that needs a server skips with a loud message when it
+// is unreachable, except under CI=true, where it fails.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/odin-scan/odin-authz/keystore/pgstore"
+)
+
+// Defaults match the project's machines; override with the variables.
+const (
+	defaultPostgres = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	defaultRedis    = "redis://127.0.0.1:6379/0"
+)
+
+// PostgresAdminURL is the server tests create their databases on
+// (ODIN_TEST_DATABASE_URL).
+func PostgresAdminURL() string {
+	if v := os.Getenv("ODIN_TEST_DATABASE_URL"); v != "" {
+		return v
+	}
+	return defaultPostgres
+}
+
+// RedisServerURL is the Redis tests use (ODIN_TEST_REDIS_URL).
+func RedisServerURL() string {
+	if v := os.Getenv("ODIN_TEST_REDIS_URL"); v != "" {
+		return v
+	}
+	return defaultRedis
+}
+
+// unavailable skips, or fails under CI=true, because a server is missing.
+func unavailable(t testing.TB, what string, err error) {
+	t.Helper()
+	msg := fmt.Sprintf("\n*** %s is unreachable: %v\n*** this test needs it; start it (see README) — skipping", what, err)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " is not allowed under CI=true")
+	}
+	t.Skip(msg)
+}
+
+// RandomSuffix is a short random lower-case hex string for names.
+func RandomSuffix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+var template struct {
+	once sync.Once
+	name string
+	err  error
+}
+
+// withDatabase returns the admin URL with its database replaced.
+func withDatabase(admin, db string) string {
+	u, err := url.Parse(admin)
+	if err != nil {
+		panic(fmt.Sprintf("ODIN_TEST_DATABASE_URL: %v", err))
+	}
+	u.Path = "/" + db
+	return u.String()
+}
+
+func adminConn(ctx context.Context) (*pgx.Conn, error) {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	return pgx.Connect(cctx, PostgresAdminURL())
+}
+
+// makeTemplate creates and migrates this process's template database.
+func makeTemplate(ctx context.Context) (string, error) {
+	conn, err := adminConn(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	name := "odin_tpl_" + RandomSuffix()
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", fmt.Errorf("create template: %w", err)
+	}
+	store, err := pgstore.Open(ctx, withDatabase(PostgresAdminURL(), name), pgstore.Options{MaxConns: 2})
+	if err != nil {
+		return "", err
+	}
+	defer store.Close()
+	if err := store.Migrate(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// Postgres returns the URL of a fresh, migrated database of this test's own,
+// dropped when the test ends.
+func Postgres(t testing.TB) string {
+	t.Helper()
+	ctx := context.Background()
+	template.once.Do(func() { template.name, template.err = makeTemplate(ctx) })
+	if template.err != nil {
+		unavailable(t, "PostgreSQL ("+redactURL(PostgresAdminURL())+")", template.err)
+	}
+	conn, err := adminConn(ctx)
+	if err != nil {
+		unavailable(t, "PostgreSQL", err)
+	}
+	defer conn.Close(ctx)
+	name := "odin_t_" + RandomSuffix()
+	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, template.name)); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() { dropDatabase(name) })
+	return withDatabase(PostgresAdminURL(), name)
+}
+
+func dropDatabase(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := adminConn(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+}
+
+// Main runs a package's tests and then drops its template database. Call it
+// from TestMain.
+func Main(m *testing.M) int {
+	code := m.Run()
+	if template.name != "" {
+		dropDatabase(template.name)
+	}
+	return code
+}
+
+// Redis returns the shared Redis URL and a key prefix of this test's own;
+// keys under the prefix are deleted when the test ends.
+func Redis(t testing.TB) (redisURL, prefix string) {
+	t.Helper()
+	redisURL = RedisServerURL()
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		t.Fatalf("ODIN_TEST_REDIS_URL: %v", err)
+	}
+	c := redis.NewClient(opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		c.Close()
+		unavailable(t, "Redis ("+redisURL+")", err)
+	}
+	prefix = "odintest:" + RandomSuffix() + ":"
+	t.Cleanup(func() {
+		defer c.Close()
+		ctx := context.Background()
+		iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			c.Del(ctx, iter.Val())
+		}
+	})
+	return redisURL, prefix
+}
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "an unparsable URL"
+	}
+	return strings.Replace(u.Redacted(), "xxxxx", "***", 1)
+}

@@ -1,0 +1,240 @@
+package keystore
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+)
+
+// CacheOptions configure the cache tiers. Zero values take the defaults.
+type CacheOptions struct {
+	// Size is the number of entries the in-process LRU holds. Default 100000.
+	Size int
+	// TTL bounds how long any tier may answer for a key after it was read
+	// from PostgreSQL. It is the safety net of revocation: if every bus
+	// message is lost, a revoked key is still refused everywhere within TTL.
+	// Default 30s.
+	TTL time.Duration
+	// NegativeTTL is how long "no such key" is cached. Short, so that a flood
+	// of bogus keys never reaches PostgreSQL twice in a row. Creating a key
+	// clears it at once through Redis and the bus. Default 5s.
+	NegativeTTL time.Duration
+	// StaleIfError is how long past its TTL an LRU entry may still answer
+	// while PostgreSQL is unreachable, so cached keys keep working through an
+	// outage. Zero takes the default, 5m; negative disables.
+	StaleIfError time.Duration
+	// StoreTimeout bounds one PostgreSQL lookup. Default 500ms: below the
+	// ext_authz timeout, so an outage reaches the client as a 503.
+	StoreTimeout time.Duration
+	// Prepare, when set, is called once per entry loaded into the LRU; its
+	// result rides along with the key (for example a pre-rendered response).
+	Prepare func(*Key) any
+}
+
+func (o *CacheOptions) defaults() {
+	if o.Size <= 0 {
+		o.Size = 100_000
+	}
+	if o.TTL <= 0 {
+		o.TTL = 30 * time.Second
+	}
+	if o.NegativeTTL <= 0 {
+		o.NegativeTTL = 5 * time.Second
+	}
+	if o.StaleIfError == 0 {
+		o.StaleIfError = 5 * time.Minute
+	}
+	if o.StoreTimeout <= 0 {
+		o.StoreTimeout = 500 * time.Millisecond
+	}
+}
+
+// Entry is a cached answer for a key hash.
+type Entry struct {
+	key      *Key
+	until    time.Time // fresh until
+	stale    time.Time // usable until, while PostgreSQL is unreachable
+	prepared any
+}
+
+type entry = Entry
+
+// Key is the key record.
+func (e *Entry) Key() *Key { return e.key }
+
+// Prepared is what CacheOptions.Prepare made of the key.
+func (e *Entry) Prepared() any { return e.prepared }
+
+// Cache answers "which key has this hash?" from the LRU, then Redis, then
+// PostgreSQL, collapsing concurrent misses into one store query.
+type Cache struct {
+	opts   CacheOptions
+	store  Store
+	redis  *Redis // nil without Redis
+	lru    *lru.Cache[Hash, *entry]
+	sf     singleflight.Group
+	m      *Metrics
+	log    *slog.Logger
+	errLog logLimiter
+
+	// fillMu and gen close the race between a fill and an invalidation: a
+	// load that began before an invalidation must not put what it read into
+	// the LRU after the invalidation removed it. Held only on misses and
+	// invalidations, never on a hit.
+	fillMu sync.Mutex
+	gen    atomic.Uint64
+
+	// storeDownUntil (UnixNano) makes misses fail fast for a moment after a
+	// store error, so a hung PostgreSQL costs one timeout per backoff rather
+	// than one per request.
+	storeDownUntil atomic.Int64
+}
+
+// storeBackoff is how long misses skip PostgreSQL after it failed.
+const storeBackoff = 500 * time.Millisecond
+
+// staleRetry is how long a stale entry served during an outage answers from
+// the LRU before PostgreSQL is tried again.
+const staleRetry = time.Second
+
+// NewCache builds the tiers. redis may be nil.
+func NewCache(store Store, redis *Redis, opts CacheOptions, m *Metrics, logger *slog.Logger) (*Cache, error) {
+	opts.defaults()
+	l, err := lru.New[Hash, *entry](opts.Size)
+	if err != nil {
+		return nil, err
+	}
+	return &Cache{opts: opts, store: store, redis: redis, lru: l, m: m, log: logger,
+		errLog: logLimiter{every: 10 * time.Second}}, nil
+}
+
+// Options returns the options in force, defaults filled in.
+func (c *Cache) Options() CacheOptions { return c.opts }
+
+// Len is the number of LRU entries, positive and negative.
+func (c *Cache) Len() int { return c.lru.Len() }
+
+// Lookup returns the entry for a key hash: ErrNotFound for an unknown key,
+// ErrUnavailable when the store cannot be reached and nothing usable is
+// cached. A found key may be revoked or expired: check Key().Usable.
+func (c *Cache) Lookup(ctx context.Context, h Hash) (*Entry, error) {
+	if e, ok := c.lru.Get(h); ok && time.Now().Before(e.until) {
+		c.m.hitLRU.Inc()
+		return e.result()
+	}
+	v, err, _ := c.sf.Do(string(h[:]), func() (any, error) { return c.load(ctx, h) })
+	if err != nil {
+		return nil, err
+	}
+	return v.(*entry).result()
+}
+
+func (e *entry) result() (*Entry, error) {
+	if e.key == nil {
+		return nil, ErrNotFound
+	}
+	return e, nil
+}
+
+// load fills the LRU from Redis or PostgreSQL. It runs once for all the
+// concurrent callers of one hash, so it must not depend on the first
+// caller's cancellation: it has its own deadline instead.
+func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
+	gen := c.gen.Load()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.StoreTimeout)
+	defer cancel()
+
+	if c.redis != nil {
+		if e, err := c.redis.get(ctx, h); err == nil && time.Now().Before(e.until) {
+			c.m.hitRedis.Inc()
+			if c.opts.StaleIfError > 0 {
+				e.stale = e.until.Add(c.opts.StaleIfError)
+			}
+			return c.fill(h, e, gen), nil
+		}
+	}
+	var (
+		k   *Key
+		err = ErrUnavailable
+	)
+	if down := c.storeDownUntil.Load(); down == 0 || time.Now().UnixNano() >= down {
+		k, err = c.store.KeyByHash(ctx, h)
+	}
+	now := time.Now()
+	var e *entry
+	switch {
+	case err == nil:
+		c.storeDownUntil.Store(0)
+		c.m.storeQueries.WithLabelValues("found").Inc()
+		e = c.newEntry(k, now, c.opts.TTL)
+	case errors.Is(err, ErrNotFound):
+		c.storeDownUntil.Store(0)
+		c.m.storeQueries.WithLabelValues("not_found").Inc()
+		e = c.newEntry(nil, now, c.opts.NegativeTTL)
+	default:
+		if err != ErrUnavailable { // a real attempt failed, not the backoff
+			c.storeDownUntil.Store(now.Add(storeBackoff).UnixNano())
+			c.m.storeQueries.WithLabelValues("error").Inc()
+			if c.errLog.allow() {
+				c.log.Warn("key store unavailable: serving cached keys only", "error", err.Error())
+			}
+		}
+		if old, ok := c.lru.Peek(h); ok && now.Before(old.stale) {
+			c.m.hitStale.Inc()
+			e := *old
+			e.until = now.Add(staleRetry)
+			if e.until.After(old.stale) {
+				e.until = old.stale
+			}
+			return c.fill(h, &e, gen), nil
+		}
+		return nil, ErrUnavailable
+	}
+	c.m.hitStore.Inc()
+	if c.redis != nil {
+		c.redis.set(ctx, h, e, true)
+	}
+	return c.fill(h, e, gen), nil
+}
+
+func (c *Cache) newEntry(k *Key, now time.Time, ttl time.Duration) *entry {
+	e := &entry{key: k, until: now.Add(ttl)}
+	if c.opts.StaleIfError > 0 {
+		e.stale = e.until.Add(c.opts.StaleIfError)
+	}
+	return e
+}
+
+// fill prepares e and puts it in the LRU unless an invalidation happened
+// since the load began; either way e answers the requests that waited for
+// it, since it was true when read.
+func (c *Cache) fill(h Hash, e *entry, gen uint64) *entry {
+	if e.key != nil && e.prepared == nil && c.opts.Prepare != nil {
+		e.prepared = c.opts.Prepare(e.key)
+	}
+	c.fillMu.Lock()
+	if c.gen.Load() == gen {
+		c.lru.Add(h, e)
+	}
+	c.fillMu.Unlock()
+	return e
+}
+
+// Invalidate drops what an invalidation names. It is the bus's handler.
+func (c *Cache) Invalidate(inv Invalidation) {
+	c.fillMu.Lock()
+	defer c.fillMu.Unlock()
+	c.gen.Add(1)
+	switch inv.Kind {
+	case InvalidateKey:
+		c.lru.Remove(inv.Hash)
+	case InvalidateAll:
+		c.lru.Purge()
+	}
+}

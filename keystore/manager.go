@@ -1,0 +1,84 @@
+package keystore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrNotPropagated is returned with a committed change whose cache
+// invalidation could not be published: the change is in PostgreSQL, and
+// replicas drop what they cached within the cache TTL.
+var ErrNotPropagated = errors.New("change committed, but the invalidation bus could not be reached")
+
+// Manager issues and revokes keys: it writes PostgreSQL first, then the Redis
+// tier, then the bus, so that when it returns every replica is on its way to
+// the new state. The CLI and the admin service both go through it.
+type Manager struct {
+	store Store
+	redis *Redis // nil without Redis
+	ttl   time.Duration
+}
+
+// NewManager returns a manager. ttl must be the cache TTL the replicas use.
+func NewManager(store Store, redis *Redis, ttl time.Duration) *Manager {
+	if ttl <= 0 {
+		ttl = 30 * time.Second
+	}
+	return &Manager{store: store, redis: redis, ttl: ttl}
+}
+
+// Store returns the underlying store.
+func (m *Manager) Store() Store { return m.store }
+
+// Create issues a key and returns its plaintext, which exists nowhere else:
+// show it once. The new key works at once: the record is written to Redis
+// over any cached "no such key", and replicas drop their negative entries.
+func (m *Manager) Create(ctx context.Context, n NewKey) (string, *Key, error) {
+	plaintext, err := GenerateKey()
+	if err != nil {
+		return "", nil, fmt.Errorf("generate key: %w", err)
+	}
+	k, err := m.Issue(ctx, n, plaintext)
+	return plaintext, k, err
+}
+
+// Issue stores a key whose plaintext the caller made with GenerateKey (a
+// roll that must print the key before storing it, or a test that checks the
+// key before it exists). It refuses anything that is not a valid key.
+func (m *Manager) Issue(ctx context.Context, n NewKey, plaintext string) (*Key, error) {
+	h, err := ParseKey(plaintext)
+	if err != nil {
+		return nil, fmt.Errorf("%w: key: not a valid odin_sk_ key", ErrInvalid)
+	}
+	k, err := m.store.CreateKey(ctx, n, h, KeyHint(plaintext))
+	if err != nil {
+		return nil, err
+	}
+	return k, m.propagate(ctx, k)
+}
+
+// Revoke revokes a key by id. It returns only after the revocation is
+// committed in PostgreSQL and published on the bus.
+func (m *Manager) Revoke(ctx context.Context, id string) (*Key, error) {
+	k, err := m.store.RevokeKey(ctx, id, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return k, m.propagate(ctx, k)
+}
+
+// propagate writes the key's current record to Redis (overwriting, so a
+// stale fill can no longer win: fills use SET NX) and tells every replica
+// to drop its LRU entry.
+func (m *Manager) propagate(ctx context.Context, k *Key) error {
+	if m.redis == nil {
+		return nil
+	}
+	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.ttl)}, false)
+	if err := m.redis.Publish(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash}); err != nil {
+		return fmt.Errorf("%w: %v", ErrNotPropagated, err)
+	}
+	return nil
+}

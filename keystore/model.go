@@ -1,0 +1,178 @@
+package keystore
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNotFound means no key has that hash or id.
+	ErrNotFound = errors.New("key not found")
+	// ErrRevoked means the key exists and was revoked.
+	ErrRevoked = errors.New("key revoked")
+	// ErrExpired means the key exists and its expiry has passed.
+	ErrExpired = errors.New("key expired")
+	// ErrUnavailable means the answer depends on a store that cannot be
+	// reached and nothing usable is cached. It must never become a 401.
+	ErrUnavailable = errors.New("key store unavailable")
+	// ErrInvalid wraps a request the store refuses (bad name, scope, tier…).
+	ErrInvalid = errors.New("invalid key request")
+)
+
+// Key is one issued API key as stored: never the plaintext, only its hash.
+type Key struct {
+	ID         string    `json:"id"`
+	UserID     string    `json:"user_id,omitempty"`
+	OrgID      string    `json:"org_id,omitempty"`
+	Name       string    `json:"name"`
+	Hash       Hash      `json:"-"`
+	Hint       string    `json:"hint"`
+	Scopes     []string  `json:"scopes"`
+	Tier       string    `json:"tier"`
+	CreatedAt  time.Time `json:"created_at"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	RevokedAt  time.Time `json:"revoked_at,omitzero"`
+	LastUsedAt time.Time `json:"last_used_at,omitzero"`
+}
+
+// Owner is the tenant that owns the key: its organisation when it has one,
+// else its user.
+func (k *Key) Owner() string {
+	if k.OrgID != "" {
+		return k.OrgID
+	}
+	return k.UserID
+}
+
+// Subject is the principal a key acts as: the user who owns it, or for an
+// organisation key created by no particular user, the organisation.
+func (k *Key) Subject() string {
+	if k.UserID != "" {
+		return k.UserID
+	}
+	return k.OrgID
+}
+
+// Usable reports why the key may not be used at now: ErrRevoked,
+// ErrExpired, or nil.
+func (k *Key) Usable(now time.Time) error {
+	if !k.RevokedAt.IsZero() && !now.Before(k.RevokedAt) {
+		return ErrRevoked
+	}
+	if !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) {
+		return ErrExpired
+	}
+	return nil
+}
+
+// NewKey is what a caller asks for when it issues a key.
+type NewKey struct {
+	UserID    string
+	OrgID     string
+	Name      string
+	Scopes    []string
+	Tier      string
+	ExpiresAt time.Time // zero: never
+}
+
+var (
+	namePattern  = regexp.MustCompile(`^[^\x00-\x1f\x7f]{1,200}$`)
+	scopePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.:*-]{0,63}$`)
+	tierPattern  = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)
+	ownerPattern = regexp.MustCompile(`^[A-Za-z0-9_.:@-]{1,128}$`)
+)
+
+// DefaultTier is the tier of a key created without one.
+const DefaultTier = "free"
+
+// Validate checks a NewKey and fills its defaults; the error names the field.
+func (n *NewKey) Validate(now time.Time) error {
+	if n.UserID == "" && n.OrgID == "" {
+		return fmt.Errorf("%w: owner: a user or an organisation id is required", ErrInvalid)
+	}
+	for _, id := range []string{n.UserID, n.OrgID} {
+		if id != "" && !ownerPattern.MatchString(id) {
+			return fmt.Errorf("%w: owner: %q is not a valid id", ErrInvalid, id)
+		}
+	}
+	if !namePattern.MatchString(n.Name) {
+		return fmt.Errorf("%w: name: 1 to 200 printable characters required", ErrInvalid)
+	}
+	if n.Tier == "" {
+		n.Tier = DefaultTier
+	}
+	if !tierPattern.MatchString(n.Tier) {
+		return fmt.Errorf("%w: tier: %q is not a valid tier name", ErrInvalid, n.Tier)
+	}
+	if len(n.Scopes) > 64 {
+		return fmt.Errorf("%w: scopes: at most 64", ErrInvalid)
+	}
+	for _, s := range n.Scopes {
+		if !scopePattern.MatchString(s) {
+			return fmt.Errorf("%w: scopes: %q is not a valid scope", ErrInvalid, s)
+		}
+	}
+	if n.Scopes == nil {
+		n.Scopes = []string{}
+	}
+	if !n.ExpiresAt.IsZero() && !n.ExpiresAt.After(now) {
+		return fmt.Errorf("%w: expires_at: must be in the future", ErrInvalid)
+	}
+	return nil
+}
+
+// ListKeysOptions selects and pages keys. Results are newest first.
+type ListKeysOptions struct {
+	UserID string // when set, only keys of this user
+	OrgID  string // when set, only keys of this organisation
+	// Revoked filters on revocation: nil for all, true for revoked only,
+	// false for active (not revoked) only.
+	Revoked *bool
+	Limit   int    // 1..1000, default 50
+	Cursor  string // from the previous page; empty for the first
+}
+
+// Store is the source of truth for keys. PostgreSQL implements it; an
+// embedded store for `odin dev` will too.
+type Store interface {
+	// KeyByHash returns the key with that hash, revoked or not, or ErrNotFound.
+	KeyByHash(ctx context.Context, h Hash) (*Key, error)
+	// Key returns the key with that public id, or ErrNotFound.
+	Key(ctx context.Context, id string) (*Key, error)
+	// CreateKey stores a new key with the given hash and hint.
+	CreateKey(ctx context.Context, n NewKey, h Hash, hint string) (*Key, error)
+	// ListKeys returns a page of keys and the cursor of the next page ("" at the end).
+	ListKeys(ctx context.Context, opts ListKeysOptions) ([]*Key, string, error)
+	// RevokeKey marks a key revoked at the given time and returns it. Revoking
+	// a revoked key keeps the first revocation time.
+	RevokeKey(ctx context.Context, id string, at time.Time) (*Key, error)
+	// TouchKeys records last-used times, off the hot path.
+	TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error
+	// Ping reports whether the store is reachable.
+	Ping(ctx context.Context) error
+}
+
+// NewKeyID returns a public key id: key_ and 20 base62 characters.
+func NewKeyID() (string, error) {
+	const n = 20
+	buf := make([]byte, 4+n)
+	copy(buf, "key_")
+	var rnd [32]byte
+	for i := 4; i < len(buf); {
+		if _, err := rand.Read(rnd[:]); err != nil {
+			return "", err
+		}
+		for _, b := range rnd {
+			if b < 248 && i < len(buf) {
+				buf[i] = base62Alphabet[b%62]
+				i++
+			}
+		}
+	}
+	return string(buf), nil
+}

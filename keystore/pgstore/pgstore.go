@@ -1,0 +1,316 @@
+// Package pgstore is the PostgreSQL implementation of keystore.Store, the
+// source of truth for keys. Its schema is managed by goose migrations
+// embedded in the binary and applied by `odin migrate`.
+package pgstore
+
+import (
+	"context"
+	"embed"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Store is a keystore.Store on a pgx connection pool.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+var _ keystore.Store = (*Store)(nil)
+
+// Options tune the pool. Zero values take the defaults.
+type Options struct {
+	MaxConns       int32         // default 16
+	ConnectTimeout time.Duration // default 2s
+}
+
+// Open creates a pool for the URL. It does not wait for the server: a store
+// that is down at start is an outage to ride out, not a reason to exit.
+func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx errors can echo the URL, password included: say only what failed.
+		return nil, errors.New("parse database url: invalid PostgreSQL connection string")
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	} else if cfg.MaxConns < 16 {
+		cfg.MaxConns = 16
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 2 * time.Second
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 || cfg.ConnConfig.ConnectTimeout > opts.ConnectTimeout {
+		cfg.ConnConfig.ConnectTimeout = opts.ConnectTimeout
+	}
+	cfg.HealthCheckPeriod = 10 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", err)
+	}
+	return &Store{pool: pool}, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() { s.pool.Close() }
+
+// Pool exposes the pool to packages that keep their own tables beside keys.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Migrate applies every pending migration. Concurrent runs (two replicas
+// starting at once) are serialised by a PostgreSQL advisory lock.
+func (s *Store) Migrate(ctx context.Context, logger *slog.Logger) error {
+	db := stdlib.OpenDBFromPool(s.pool)
+	defer db.Close()
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
+		goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	results, err := p.Up(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	for _, r := range results {
+		logger.Info("migration applied", "version", r.Source.Version, "path", r.Source.Path, "duration", r.Duration)
+	}
+	v, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: read version: %w", err)
+	}
+	logger.Info("database schema up to date", "version", v, "applied", len(results))
+	return nil
+}
+
+const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at`
+
+func scanKey(row pgx.Row) (*keystore.Key, error) {
+	var (
+		k                          keystore.Key
+		hash                       []byte
+		expires, revoked, lastUsed pgtype.Timestamptz
+	)
+	err := row.Scan(&k.ID, &k.UserID, &k.OrgID, &k.Name, &hash, &k.Hint, &k.Scopes, &k.Tier,
+		&k.CreatedAt, &expires, &revoked, &lastUsed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, keystore.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(hash) != len(k.Hash) {
+		return nil, fmt.Errorf("key %s: stored hash has %d bytes", k.ID, len(hash))
+	}
+	copy(k.Hash[:], hash)
+	k.ExpiresAt, k.RevokedAt, k.LastUsedAt = tsValue(expires), tsValue(revoked), tsValue(lastUsed)
+	k.CreatedAt = k.CreatedAt.UTC()
+	if k.Scopes == nil {
+		k.Scopes = []string{}
+	}
+	return &k, nil
+}
+
+func tsValue(t pgtype.Timestamptz) time.Time {
+	if !t.Valid {
+		return time.Time{}
+	}
+	return t.Time.UTC()
+}
+
+func tsArg(t time.Time) pgtype.Timestamptz {
+	return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()}
+}
+
+// KeyByHash implements keystore.Store.
+func (s *Store) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, error) {
+	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE key_hash = $1`, h[:]))
+	if err != nil && !errors.Is(err, keystore.ErrNotFound) {
+		return nil, fmt.Errorf("look up key by hash: %w", err)
+	}
+	return k, err
+}
+
+// Key implements keystore.Store.
+func (s *Store) Key(ctx context.Context, id string) (*keystore.Key, error) {
+	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1`, id))
+	if err != nil && !errors.Is(err, keystore.ErrNotFound) {
+		return nil, fmt.Errorf("read key %s: %w", id, err)
+	}
+	return k, err
+}
+
+// CreateKey implements keystore.Store.
+func (s *Store) CreateKey(ctx context.Context, n keystore.NewKey, h keystore.Hash, hint string) (*keystore.Key, error) {
+	if err := n.Validate(time.Now()); err != nil {
+		return nil, err
+	}
+	id, err := keystore.NewKeyID()
+	if err != nil {
+		return nil, fmt.Errorf("create key: %w", err)
+	}
+	k, err := scanKey(s.pool.QueryRow(ctx, `
+		INSERT INTO api_keys (id, user_id, org_id, name, key_hash, hint, scopes, tier, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		RETURNING `+keyColumns,
+		id, n.UserID, n.OrgID, n.Name, h[:], hint, n.Scopes, n.Tier, tsArg(n.ExpiresAt)))
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+			return nil, fmt.Errorf("create key: %w: duplicate key", keystore.ErrInvalid)
+		}
+		return nil, fmt.Errorf("create key: %w", err)
+	}
+	return k, nil
+}
+
+// RevokeKey implements keystore.Store.
+func (s *Store) RevokeKey(ctx context.Context, id string, at time.Time) (*keystore.Key, error) {
+	k, err := scanKey(s.pool.QueryRow(ctx, `
+		UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2)
+		WHERE id = $1
+		RETURNING `+keyColumns, id, at))
+	if err != nil && !errors.Is(err, keystore.ErrNotFound) {
+		return nil, fmt.Errorf("revoke key %s: %w", id, err)
+	}
+	return k, err
+}
+
+// TouchKeys implements keystore.Store with one statement for the batch.
+func (s *Store) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error {
+	if len(lastUsed) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(lastUsed))
+	times := make([]time.Time, 0, len(lastUsed))
+	for id, t := range lastUsed {
+		ids = append(ids, id)
+		times = append(times, t)
+	}
+	_, err := s.pool.Exec(ctx, `
+		UPDATE api_keys AS k SET last_used_at = u.t
+		FROM unnest($1::text[], $2::timestamptz[]) AS u(id, t)
+		WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.t)`, ids, times)
+	if err != nil {
+		return fmt.Errorf("record key usage: %w", err)
+	}
+	return nil
+}
+
+// ListKeys implements keystore.Store with keyset pagination on
+// (created_at, id), newest first.
+func (s *Store) ListKeys(ctx context.Context, opts keystore.ListKeysOptions) ([]*keystore.Key, string, error) {
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	if limit > 1000 {
+		limit = 1000
+	}
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
+	if opts.UserID != "" {
+		where = append(where, "user_id = "+arg(opts.UserID))
+	}
+	if opts.OrgID != "" {
+		where = append(where, "org_id = "+arg(opts.OrgID))
+	}
+	if opts.Revoked != nil {
+		if *opts.Revoked {
+			where = append(where, "revoked_at IS NOT NULL")
+		} else {
+			where = append(where, "revoked_at IS NULL")
+		}
+	}
+	if opts.Cursor != "" {
+		at, id, err := decodeCursor(opts.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, fmt.Sprintf("(created_at, id) < (%s, %s)", arg(at), arg(id)))
+	}
+	q := `SELECT ` + keyColumns + ` FROM api_keys`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY created_at DESC, id DESC LIMIT " + arg(limit+1)
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list keys: %w", err)
+	}
+	defer rows.Close()
+	keys := make([]*keystore.Key, 0, limit)
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("list keys: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("list keys: %w", err)
+	}
+	next := ""
+	if len(keys) > limit {
+		keys = keys[:limit]
+		last := keys[limit-1]
+		next = encodeCursor(last.CreatedAt, last.ID)
+	}
+	return keys, next, nil
+}
+
+// Ping implements keystore.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("ping database: %w", err)
+	}
+	return nil
+}
+
+func encodeCursor(at time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(at.UTC().Format(time.RFC3339Nano) + "|" + id))
+}
+
+func decodeCursor(c string) (time.Time, string, error) {
+	bad := fmt.Errorf("%w: cursor: not a cursor returned by this API", keystore.ErrInvalid)
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return time.Time{}, "", bad
+	}
+	ts, id, ok := strings.Cut(string(raw), "|")
+	if !ok {
+		return time.Time{}, "", bad
+	}
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		return time.Time{}, "", bad
+	}
+	return at, id, nil
+}
