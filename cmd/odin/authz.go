@@ -26,19 +26,22 @@ func (s *storeFlags) bind(f *flags) {
 }
 
 func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
-	f := newFlags("authz", "Serve envoy.service.auth.v3.Authorization/Check over gRPC, with gRPC health and\nreflection, and /healthz, /readyz and /metrics on the ops port.")
+	f := newFlags("authz", "Serve envoy.service.auth.v3.Authorization/Check over gRPC (with gRPC health and\nreflection), the same decision over HTTP for forward-auth proxies, and\n/healthz, /readyz and /metrics on the ops port.")
 	f.SetOutput(stderr)
 	var (
 		cfg              authzsvc.Config
 		sf               storeFlags
 		lo               logOptions
 		grpcAddr, opsAdr string
+		httpAddr         string
 		cacheSize        int
 		maxStreams       int
 	)
 	sf.bind(f)
 	lo.bind(f, "json")
 	f.String(&grpcAddr, "grpc-addr", "ODIN_GRPC_ADDR", ":9001", "gRPC listen address (Check, health, reflection)")
+	f.String(&httpAddr, "http-addr", "ODIN_HTTP_ADDR", ":9002", "HTTP forward-auth listen address (Envoy http_service, NGINX auth_request, Caddy forward_auth, Traefik ForwardAuth); empty disables")
+	f.String(&cfg.HTTPPathPrefix, "http-path-prefix", "ODIN_HTTP_PATH_PREFIX", "", "prefix to strip from forward-auth paths (Envoy http_service path_prefix)")
 	f.String(&opsAdr, "ops-addr", "ODIN_OPS_ADDR", ":9003", "operations HTTP listen address (/healthz, /readyz, /metrics); empty disables")
 	f.Int(&cacheSize, "cache-size", "ODIN_CACHE_SIZE", 100_000, "entries in the in-process LRU (keys and unknown-key entries)")
 	f.Duration(&cfg.Cache.NegativeTTL, "negative-ttl", "ODIN_NEGATIVE_TTL", 5*time.Second, "how long an unknown key is remembered as unknown")
@@ -65,6 +68,11 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	var lis authzsvc.Listeners
 	if lis.GRPC, err = net.Listen("tcp", grpcAddr); err != nil {
 		return fmt.Errorf("listen gRPC: %w", err)
+	}
+	if httpAddr != "" {
+		if lis.HTTP, err = net.Listen("tcp", httpAddr); err != nil {
+			return fmt.Errorf("listen HTTP: %w", err)
+		}
 	}
 	if opsAdr != "" {
 		if lis.Ops, err = net.Listen("tcp", opsAdr); err != nil {

@@ -38,9 +38,12 @@ type Config struct {
 	RedisTimeout time.Duration
 
 	StripCredential bool
-	MaxStreams      uint32
-	DrainTimeout    time.Duration
-	UsageInterval   time.Duration
+	// HTTPPathPrefix is stripped from forward-auth paths (Envoy
+	// http_service path_prefix) when no X-Forwarded-Uri says otherwise.
+	HTTPPathPrefix string
+	MaxStreams     uint32
+	DrainTimeout   time.Duration
+	UsageInterval  time.Duration
 }
 
 // Service is one `odin authz` replica.
@@ -162,10 +165,18 @@ func (s *Service) Registry() *prometheus.Registry { return s.registry }
 // Readiness exposes the readiness tracker.
 func (s *Service) Readiness() *ops.Readiness { return s.readiness }
 
-// Listeners are the ports a replica serves; Ops may be nil.
+// Listeners are the ports a replica serves; HTTP and Ops may be nil.
 type Listeners struct {
-	GRPC net.Listener
-	Ops  net.Listener
+	GRPC net.Listener // Check, health, reflection
+	HTTP net.Listener // forward-auth: the same decision over plain HTTP
+	Ops  net.Listener // /healthz, /readyz, /metrics
+}
+
+// ForwardAuth is the replica's HTTP forward-auth handler.
+func (s *Service) ForwardAuth() http.Handler {
+	return extauthz.NewForwardAuth(s.authz, extauthz.ForwardAuthOptions{
+		StripCredential: s.cfg.StripCredential, PathPrefix: s.cfg.HTTPPathPrefix, Logger: s.log,
+	})
 }
 
 // Serve answers on the listeners until ctx ends, then drains: it reports
@@ -176,14 +187,27 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 	usageDone := make(chan struct{})
 	go func() { s.usage.Run(usageCtx); close(usageDone) }()
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- s.grpc.Serve(lis.GRPC) }()
-	var opsSrv *http.Server
-	if lis.Ops != nil {
-		opsSrv = &http.Server{Handler: ops.Handler(s.registry, s.readiness), ReadHeaderTimeout: 5 * time.Second}
-		go func() { errc <- opsSrv.Serve(lis.Ops) }()
+	var httpServers []*http.Server
+	serveHTTP := func(l net.Listener, h http.Handler) {
+		if l == nil {
+			return
+		}
+		srv := &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    96 << 10, // a 64 KiB header is answered (401), not cut off
+		}
+		httpServers = append(httpServers, srv)
+		go func() { errc <- srv.Serve(l) }()
 	}
-	s.log.Info("odin authz serving", "grpc", lis.GRPC.Addr().String(), "ops", addrOf(lis.Ops))
+	serveHTTP(lis.HTTP, s.ForwardAuth())
+	serveHTTP(lis.Ops, ops.Handler(s.registry, s.readiness))
+	s.log.Info("odin authz serving", "grpc", lis.GRPC.Addr().String(), "http", addrOf(lis.HTTP), "ops", addrOf(lis.Ops))
 
 	var serveErr error
 	select {
@@ -202,11 +226,11 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 		s.log.Warn("drain timeout: closing remaining streams", "timeout", s.cfg.DrainTimeout)
 		s.grpc.Stop()
 	}
-	if opsSrv != nil {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		_ = opsSrv.Shutdown(sctx)
-		cancel()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DrainTimeout)
+	for _, srv := range httpServers { // in-flight forward-auth requests finish
+		_ = srv.Shutdown(sctx)
 	}
+	cancel()
 	stopUsage()
 	<-usageDone
 	s.closeStores()

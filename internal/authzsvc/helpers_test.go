@@ -51,6 +51,8 @@ type replica struct {
 	client authv3.AuthorizationClient
 	conn   *grpc.ClientConn
 	opsURL string
+	// httpURL is the forward-auth port.
+	httpURL string
 	logs   *syncBuffer
 	cancel context.CancelFunc
 	done   chan error
@@ -68,8 +70,10 @@ func startReplica(t *testing.T, cfg Config) *replica {
 	}
 	gl, _ := net.Listen("tcp", "127.0.0.1:0")
 	ol, _ := net.Listen("tcp", "127.0.0.1:0")
-	r := &replica{svc: svc, logs: logs, cancel: cancel, done: make(chan error, 1), opsURL: "http://" + ol.Addr().String()}
-	go func() { r.done <- svc.Serve(ctx, Listeners{GRPC: gl, Ops: ol}) }()
+	hl, _ := net.Listen("tcp", "127.0.0.1:0")
+	r := &replica{svc: svc, logs: logs, cancel: cancel, done: make(chan error, 1),
+		opsURL: "http://" + ol.Addr().String(), httpURL: "http://" + hl.Addr().String()}
+	go func() { r.done <- svc.Serve(ctx, Listeners{GRPC: gl, HTTP: hl, Ops: ol}) }()
 	r.conn, err = grpc.NewClient(gl.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
