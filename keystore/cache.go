@@ -147,9 +147,7 @@ func (e *entry) result() (*Entry, error) {
 // caller's cancellation: it has its own deadline instead.
 func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 	gen := c.gen.Load()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.StoreTimeout)
-	defer cancel()
-
+	ctx = context.WithoutCancel(ctx)
 	if c.redis != nil {
 		if e, err := c.redis.get(ctx, h); err == nil && time.Now().Before(e.until) {
 			c.m.hitRedis.Inc()
@@ -164,7 +162,9 @@ func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 		err = ErrUnavailable
 	)
 	if down := c.storeDownUntil.Load(); down == 0 || time.Now().UnixNano() >= down {
-		k, err = c.store.KeyByHash(ctx, h)
+		sctx, cancel := context.WithTimeout(ctx, c.opts.StoreTimeout)
+		k, err = c.store.KeyByHash(sctx, h)
+		cancel()
 	}
 	now := time.Now()
 	var e *entry

@@ -22,6 +22,9 @@ type Redis struct {
 	client  redis.UniversalClient
 	prefix  string
 	backoff time.Duration
+	// opTimeout bounds one cache read or write, retries included, so a slow
+	// Redis never eats the PostgreSQL lookup's budget.
+	opTimeout time.Duration
 	// downUntil is the UnixNano until which Redis is skipped after an error.
 	downUntil atomic.Int64
 	m         *Metrics
@@ -58,14 +61,17 @@ func OpenRedis(opts RedisOptions, m *Metrics, logger *slog.Logger) (*Redis, erro
 	}
 	ro.DialTimeout, ro.ReadTimeout, ro.WriteTimeout = 2*opts.Timeout, opts.Timeout, opts.Timeout
 	ro.PoolTimeout = opts.Timeout
-	ro.MaxRetries = 1
+	// One quick retry for a dropped pooled connection; no long backoffs
+	// eating the request's budget.
+	ro.MaxRetries, ro.MinRetryBackoff, ro.MaxRetryBackoff = 1, time.Millisecond, 10*time.Millisecond
 	return &Redis{
-		client:  redis.NewClient(ro),
-		prefix:  opts.Prefix,
-		backoff: opts.Backoff,
-		m:       m,
-		log:     logger,
-		errLog:  logLimiter{every: 10 * time.Second},
+		opTimeout: 3 * opts.Timeout,
+		client:    redis.NewClient(ro),
+		prefix:    opts.Prefix,
+		backoff:   opts.Backoff,
+		m:         m,
+		log:       logger,
+		errLog:    logLimiter{every: 10 * time.Second},
 	}, nil
 }
 
@@ -107,6 +113,8 @@ func (r *Redis) get(ctx context.Context, h Hash) (*entry, error) {
 	if !r.available() {
 		return nil, errCacheMiss
 	}
+	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
+	defer cancel()
 	raw, err := r.client.Get(ctx, r.keyName(h)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		r.ok()
@@ -143,6 +151,8 @@ func (r *Redis) set(ctx context.Context, h Hash, e *entry, onlyNew bool) {
 	if err != nil {
 		return
 	}
+	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
+	defer cancel()
 	if onlyNew {
 		err = r.client.SetArgs(ctx, r.keyName(h), raw, redis.SetArgs{Mode: "NX", TTL: ttl}).Err()
 		if errors.Is(err, redis.Nil) { // NX refused: somebody wrote first, which is fine

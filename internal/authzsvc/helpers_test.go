@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -53,9 +54,9 @@ type replica struct {
 	opsURL string
 	// httpURL is the forward-auth port.
 	httpURL string
-	logs   *syncBuffer
-	cancel context.CancelFunc
-	done   chan error
+	logs    *syncBuffer
+	cancel  context.CancelFunc
+	done    chan error
 }
 
 func startReplica(t *testing.T, cfg Config) *replica {
@@ -251,4 +252,14 @@ func redisKeys(f *fixture) ([]string, error) {
 	c := redis.NewClient(opts)
 	defer c.Close()
 	return c.Keys(context.Background(), f.prefix+"key:*").Result()
+}
+
+func replaceHost(t *testing.T, rawURL, hostPort string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = hostPort
+	return u.String()
 }
