@@ -150,12 +150,12 @@ func NewAuthorizer(o Options) *Authorizer {
 // DenyUnauthorized nor Allow.
 func (a *Authorizer) Decide(ctx context.Context, r *Request) Decision {
 	start := time.Now()
-	d := a.decide(ctx, r)
+	d := a.decide(ctx, r, start)
 	a.observe(&d, r, time.Since(start))
 	return d
 }
 
-func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
+func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Decision {
 	d := Decision{RequestID: requestID(r.Headers)}
 	d.Credential = ExtractCredential(r.Headers)
 	switch d.Credential.Kind {
@@ -164,7 +164,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	case CredentialMalformed:
 		d.Outcome, d.Reason = DenyUnauthorized, d.Credential.Reason
 	case CredentialAPIKey:
-		a.decideKey(ctx, &d)
+		a.decideKey(ctx, &d, now)
 	case CredentialJWT:
 		// Session tokens are verified once the JWT verifier is configured;
 		// until then a bearer that is not a key cannot be trusted.
@@ -176,13 +176,13 @@ func (a *Authorizer) decide(ctx context.Context, r *Request) Decision {
 	return d
 }
 
-func (a *Authorizer) decideKey(ctx context.Context, d *Decision) {
+func (a *Authorizer) decideKey(ctx context.Context, d *Decision, now time.Time) {
 	h, err := keystore.ParseKey(d.Credential.Value)
 	if err != nil { // bad checksum or shape: no cache, no store
 		d.Outcome, d.Reason = DenyUnauthorized, "bad_checksum"
 		return
 	}
-	e, err := a.keys.Lookup(ctx, h)
+	e, err := a.keys.Lookup(ctx, h, now)
 	switch {
 	case errors.Is(err, keystore.ErrNotFound):
 		d.Outcome, d.Reason = DenyUnauthorized, "unknown_key"
@@ -191,7 +191,7 @@ func (a *Authorizer) decideKey(ctx context.Context, d *Decision) {
 		d.Outcome, d.Reason = DenyUnavailable, "store_unavailable"
 		return
 	}
-	k, now := e.Key(), time.Now()
+	k := e.Key()
 	switch err := k.Usable(now); {
 	case errors.Is(err, keystore.ErrRevoked):
 		d.Outcome, d.Reason = DenyUnauthorized, "revoked_key"

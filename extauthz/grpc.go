@@ -115,32 +115,38 @@ func (s *CheckServer) okResponse(d *Decision, h Headers) *authv3.CheckResponse {
 
 // HeadersToRemove lists what must not reach the upstream: identity headers
 // this principal has no value for, any other x-odin-* header the client
-// sent, and the credential when it is stripped.
+// sent, and the credential when it is stripped. In the common case (no
+// stray x-odin-* header) it returns a list pre-rendered with the principal
+// and allocates nothing.
 func HeadersToRemove(p *Principal, h Headers, c Credential, strip bool) []string {
-	out := p.Absent
-	grown := false
-	add := func(name string) {
-		if !grown { // never append into the shared p.Absent
-			out = append(make([]string, 0, len(p.Absent)+4), p.Absent...)
-			grown = true
-		}
-		out = append(out, name)
-	}
-	h.Range(func(name, _ string) bool {
-		if len(name) > len(IdentityHeaderPrefix) && strings.HasPrefix(name, IdentityHeaderPrefix) && !p.sets(name) && !contains(p.Absent, name) {
-			add(name)
-		}
-		return true
-	})
+	base := p.Absent
 	if strip {
-		if c.InAuthorization {
-			add("authorization")
-		}
-		if c.InAPIKey {
-			add("api-key")
+		switch {
+		case c.InAuthorization && c.InAPIKey:
+			base = p.removeBoth
+		case c.InAuthorization:
+			base = p.removeAuthorization
+		case c.InAPIKey:
+			base = p.removeAPIKey
 		}
 	}
-	return out
+	var extra []string
+	note := func(name string) {
+		if len(name) > len(IdentityHeaderPrefix) && strings.HasPrefix(name, IdentityHeaderPrefix) && !p.sets(name) && !contains(p.Absent, name) {
+			extra = append(extra, name)
+		}
+	}
+	if m, ok := h.(MapHeaders); ok { // Envoy's map: iterate without a closure
+		for name := range m {
+			note(name)
+		}
+	} else {
+		h.Range(func(name, _ string) bool { note(name); return true })
+	}
+	if len(extra) == 0 {
+		return base
+	}
+	return append(append(make([]string, 0, len(base)+len(extra)), base...), extra...)
 }
 
 func (p *Principal) sets(name string) bool {

@@ -56,6 +56,8 @@ type Principal struct {
 
 	grpcHeaders []*corev3.HeaderValueOption
 	metadata    *structpb.Struct
+	// Absent plus the credential header(s), for when credentials are stripped.
+	removeAuthorization, removeAPIKey, removeBoth []string
 }
 
 // NewPrincipal renders an identity.
@@ -79,6 +81,8 @@ func NewPrincipal(id Identity) *Principal {
 	add(HeaderScopes, "scopes", strings.Join(id.Scopes, " "))
 	add(HeaderTier, "tier", id.Tier)
 	p.metadata = &structpb.Struct{Fields: fields}
+	with := func(names ...string) []string { return append(append([]string(nil), p.Absent...), names...) }
+	p.removeAuthorization, p.removeAPIKey, p.removeBoth = with("authorization"), with("api-key"), with("authorization", "api-key")
 	return p
 }
 

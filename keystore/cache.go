@@ -122,9 +122,10 @@ func (c *Cache) Len() int { return c.lru.Len() }
 
 // Lookup returns the entry for a key hash: ErrNotFound for an unknown key,
 // ErrUnavailable when the store cannot be reached and nothing usable is
-// cached. A found key may be revoked or expired: check Key().Usable.
-func (c *Cache) Lookup(ctx context.Context, h Hash) (*Entry, error) {
-	if e, ok := c.lru.Get(h); ok && time.Now().Before(e.until) {
+// cached. A found key may be revoked or expired: check Key().Usable. now is
+// the caller's clock reading, so the hot path reads the clock once.
+func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, error) {
+	if e, ok := c.lru.Get(h); ok && now.Before(e.until) {
 		c.m.hitLRU.Inc()
 		return e.result()
 	}

@@ -54,7 +54,14 @@ func ParseHash(s string) (Hash, error) {
 }
 
 // HashKey returns the storage hash of a key string.
-func HashKey(key string) Hash { return sha256.Sum256([]byte(key)) }
+func HashKey(key string) Hash {
+	if len(key) == KeyLen { // the common case hashes from the stack
+		var buf [KeyLen]byte
+		copy(buf[:], key)
+		return sha256.Sum256(buf[:])
+	}
+	return sha256.Sum256([]byte(key))
+}
 
 // GenerateKey returns a new random key in the odin_sk_ format.
 func GenerateKey() (string, error) {

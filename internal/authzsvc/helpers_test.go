@@ -201,7 +201,7 @@ type fixture struct {
 	manager                 *keystore.Manager
 }
 
-func newFixture(t *testing.T, withRedis bool) *fixture {
+func newFixture(t testing.TB, withRedis bool) *fixture {
 	t.Helper()
 	f := &fixture{dbURL: testenv.Postgres(t)}
 	ctx := context.Background()
@@ -226,7 +226,7 @@ func (f *fixture) config() Config {
 	return Config{DatabaseURL: f.dbURL, RedisURL: f.redisURL, RedisPrefix: f.prefix, StripCredential: true}
 }
 
-func (f *fixture) createKey(t *testing.T, n keystore.NewKey) (string, *keystore.Key) {
+func (f *fixture) createKey(t testing.TB, n keystore.NewKey) (string, *keystore.Key) {
 	t.Helper()
 	if n.Name == "" {
 		n.Name = "test key"
