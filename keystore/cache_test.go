@@ -1,0 +1,221 @@
+package keystore_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/odin-scan/odin-authz/internal/testenv"
+	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/pgstore"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// countingStore is the real PostgreSQL store with a count of lookups.
+type countingStore struct {
+	*pgstore.Store
+	lookups atomic.Int64
+	delay   time.Duration
+}
+
+func (s *countingStore) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, error) {
+	s.lookups.Add(1)
+	time.Sleep(s.delay)
+	return s.Store.KeyByHash(ctx, h)
+}
+
+func newStore(t *testing.T) *countingStore {
+	t.Helper()
+	s, err := pgstore.Open(context.Background(), testenv.Postgres(t), pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return &countingStore{Store: s}
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newCache(t *testing.T, store keystore.Store, rd *keystore.Redis, opts keystore.CacheOptions) (*keystore.Cache, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	c, err := keystore.NewCache(store, rd, opts, keystore.NewMetrics(reg), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, reg
+}
+
+// A burst of concurrent checks of one uncached key makes one store query.
+func TestConcurrentMissesCollapse(t *testing.T) {
+	store := newStore(t)
+	store.delay = 20 * time.Millisecond // keep the first query in flight while the others arrive
+	mgr := keystore.NewManager(store, nil, 0)
+	plaintext, k, err := mgr.Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "burst"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := newCache(t, store, nil, keystore.CacheOptions{})
+	h := keystore.HashKey(plaintext)
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	start := make(chan struct{})
+	for range 1000 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			e, err := c.Lookup(context.Background(), h, time.Now())
+			if err != nil || e.Key().ID != k.ID {
+				bad.Add(1)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if bad.Load() != 0 {
+		t.Fatalf("%d lookups failed", bad.Load())
+	}
+	if n := store.lookups.Load(); n != 1 {
+		t.Fatalf("1000 concurrent lookups made %d store queries, want 1", n)
+	}
+}
+
+// Unknown keys are cached negatively: a flood of one unknown key costs one
+// query per negative TTL.
+func TestNegativeCaching(t *testing.T) {
+	store := newStore(t)
+	c, reg := newCache(t, store, nil, keystore.CacheOptions{NegativeTTL: 200 * time.Millisecond})
+	unknown, _ := keystore.GenerateKey()
+	h := keystore.HashKey(unknown)
+	for range 100 {
+		if _, err := c.Lookup(context.Background(), h, time.Now()); err != keystore.ErrNotFound {
+			t.Fatalf("unknown key: %v, want ErrNotFound", err)
+		}
+	}
+	if n := store.lookups.Load(); n != 1 {
+		t.Fatalf("100 lookups of an unknown key made %d queries, want 1", n)
+	}
+	time.Sleep(250 * time.Millisecond)
+	_, _ = c.Lookup(context.Background(), h, time.Now())
+	if n := store.lookups.Load(); n != 2 {
+		t.Fatalf("after the negative TTL: %d queries, want 2", n)
+	}
+	if got := counterValue(t, reg, "odin_keystore_store_queries_total", "not_found"); got != 2 {
+		t.Errorf("not_found queries metric = %v", got)
+	}
+}
+
+// counterValue reads one labelled counter from a registry.
+func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == label {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// Every cached entry ends within the TTL even if no invalidation arrives:
+// the bound documented as the revocation safety net.
+func TestTTLBoundsAStaleEntry(t *testing.T) {
+	store := newStore(t)
+	mgr := keystore.NewManager(store, nil, 0)
+	plaintext, k, _ := mgr.Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "ttl"})
+	c, _ := newCache(t, store, nil, keystore.CacheOptions{TTL: 300 * time.Millisecond})
+	h := keystore.HashKey(plaintext)
+	if _, err := c.Lookup(context.Background(), h, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// Revoke behind the cache's back (no bus): the LRU still says usable…
+	if _, err := store.RevokeKey(context.Background(), k.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	e, _ := c.Lookup(context.Background(), h, time.Now())
+	if e.Key().Usable(time.Now()) != nil {
+		t.Fatal("expected the stale cached entry before the TTL")
+	}
+	// …until the TTL ends it.
+	time.Sleep(350 * time.Millisecond)
+	e, err := c.Lookup(context.Background(), h, time.Now())
+	if err != nil || e.Key().Usable(time.Now()) != keystore.ErrRevoked {
+		t.Fatalf("after TTL: %v, %v; want the revoked key", e, err)
+	}
+}
+
+// A load that read PostgreSQL before a revoke must not put its stale result
+// into the LRU after the invalidation for that revoke was handled.
+func TestInvalidationDuringLoadWins(t *testing.T) {
+	store := newStore(t)
+	store.delay = 100 * time.Millisecond
+	mgr := keystore.NewManager(store, nil, 0)
+	plaintext, k, _ := mgr.Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "race"})
+	c, _ := newCache(t, store, nil, keystore.CacheOptions{})
+	h := keystore.HashKey(plaintext)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = c.Lookup(context.Background(), h, time.Now()) // reads "active", slowly
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if _, err := store.RevokeKey(context.Background(), k.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	c.Invalidate(keystore.Invalidation{Kind: keystore.InvalidateKey, Hash: h})
+	<-done
+	store.delay = 0
+	e, err := c.Lookup(context.Background(), h, time.Now())
+	if err != nil || e.Key().Usable(time.Now()) != keystore.ErrRevoked {
+		t.Fatalf("after invalidation: key usable = %v (%v); the stale load was cached", e.Key().Usable(time.Now()), err)
+	}
+}
+
+// Redis is the second tier: a second replica's cache finds the key there
+// without a PostgreSQL query.
+func TestRedisTierServesOtherReplicas(t *testing.T) {
+	store := newStore(t)
+	url, prefix := testenv.Redis(t)
+	rd, err := keystore.OpenRedis(keystore.RedisOptions{URL: url, Prefix: prefix}, keystore.NewMetrics(nil), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	plaintext, _, err := keystore.NewManager(store, rd, 0).Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "redis"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := keystore.HashKey(plaintext)
+	c1, _ := newCache(t, store, rd, keystore.CacheOptions{})
+	c2, reg2 := newCache(t, store, rd, keystore.CacheOptions{})
+	for _, c := range []*keystore.Cache{c1, c2} {
+		if _, err := c.Lookup(context.Background(), h, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := store.lookups.Load(); n != 0 {
+		t.Fatalf("store queried %d times; the manager wrote the key to Redis at creation", n)
+	}
+	if got := counterValue(t, reg2, "odin_keystore_lookups_total", "redis"); got != 1 {
+		t.Errorf("redis tier hits = %v, want 1", got)
+	}
+}
