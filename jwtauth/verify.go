@@ -1,0 +1,297 @@
+package jwtauth
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// b64 is the only base64 Verify accepts: base64url, no padding, no stray
+// bits, as RFC 7515 requires.
+var b64 = base64.RawURLEncoding.Strict()
+
+// Verifier checks session JWTs against a JWKS. It is safe for concurrent use.
+type Verifier struct {
+	cfg       Config
+	logger    *slog.Logger
+	metrics   *metrics
+	results   map[string]prometheus.Counter // verification counter by reason
+	keys      *keyStore
+	life      context.Context         // ends the background refresh and bounds waits on fetches
+	verifiers map[string]jws.Verifier // one per allowed algorithm
+	azp       map[string]bool
+	flights   flightGroup
+
+	// beforeSignatureCheck, when set (by tests only), runs just before a
+	// signature is verified.
+	beforeSignatureCheck func()
+}
+
+// New validates cfg, registers the metrics on reg (nil: no metrics), tries
+// one JWKS fetch bounded by cfg.FetchTimeout and returns; when that fetch
+// fails the verifier answers ErrUnavailable until a later one succeeds. The
+// background refresh runs until ctx ends. A nil logger discards logs.
+func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Verifier, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("jwtauth: new verifier: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "jwtauth")
+	v := &Verifier{
+		cfg:       cfg,
+		logger:    logger,
+		life:      ctx,
+		verifiers: make(map[string]jws.Verifier, len(cfg.Algorithms)),
+		azp:       make(map[string]bool, len(cfg.AuthorizedParties)),
+		flights:   flightGroup{m: make(map[[sha256.Size]byte]*flight)},
+	}
+	for _, a := range cfg.Algorithms {
+		sv, err := jws.NewVerifier(jwa.SignatureAlgorithm(a))
+		if err != nil {
+			return nil, fmt.Errorf("jwtauth: verifier for %s: %w", a, err)
+		}
+		v.verifiers[a] = sv
+	}
+	for _, p := range cfg.AuthorizedParties {
+		v.azp[p] = true
+	}
+	v.keys = &keyStore{
+		url:          cfg.JWKSURL,
+		client:       cfg.HTTPClient,
+		fetchTimeout: cfg.FetchTimeout,
+		logger:       logger,
+		life:         ctx,
+	}
+	if v.metrics, err = newMetrics(reg, v.keys); err != nil {
+		return nil, err
+	}
+	v.keys.metrics = v.metrics
+	v.results = make(map[string]prometheus.Counter, len(allReasons))
+	for _, r := range allReasons {
+		v.results[r] = v.metrics.verifications.WithLabelValues(r)
+	}
+	// The first fetch is bounded by FetchTimeout inside fetch, so a dead
+	// identity provider delays start-up by that much at most; its failure
+	// is logged there and retried by the background loop.
+	_ = v.keys.refresh(ctx, 0)
+	go v.keys.refreshLoop(ctx, cfg.RefreshInterval)
+	return v, nil
+}
+
+// Ready reports whether a key set is loaded, for readiness checks. It stays
+// true while the endpoint fails after a first success: the last good set is
+// still used.
+func (v *Verifier) Ready() bool { return v.keys.load() != nil }
+
+// Verify checks token and returns its Session. Errors wrap ErrInvalidToken
+// (answer 401) or ErrUnavailable (answer 503), or are ctx's error. Concurrent
+// calls with the same token share one verification.
+func (v *Verifier) Verify(ctx context.Context, token string) (*Session, error) {
+	s, err := v.verify(ctx, token)
+	v.results[Reason(err)].Inc()
+	return s, err
+}
+
+func (v *Verifier) verify(ctx context.Context, token string) (*Session, error) {
+	if len(token) > MaxTokenSize {
+		return nil, invalid(ReasonTooLarge, fmt.Sprintf("token longer than %d bytes", MaxTokenSize))
+	}
+	if !LooksLikeJWT(token) {
+		return nil, invalid(ReasonMalformed, "not three base64url segments")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("jwtauth: verify: %w", err)
+	}
+	// The flight key is a digest: the token itself is never kept as a key.
+	s, err := v.flights.do(ctx, sha256.Sum256([]byte(token)), func() (*Session, error) {
+		return v.verifyOnce(token)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s.clone(), nil
+}
+
+// verifyOnce does the work of one verification. It runs on its own
+// goroutine (see flightGroup), so it recovers any panic rather than let a
+// hostile token take the process down.
+func (v *Verifier) verifyOnce(token string) (s *Session, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			v.logger.Error("jwt verification panicked", "panic", fmt.Sprint(p))
+			s, err = nil, invalid(ReasonInternal, "internal error")
+		}
+	}()
+	dot1 := strings.IndexByte(token, '.')
+	dot2 := strings.LastIndexByte(token, '.')
+	h, err := v.parseHeader(token[:dot1])
+	if err != nil {
+		return nil, err
+	}
+	keys, err := v.selectKeys(h)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := b64.DecodeString(token[dot2+1:])
+	if err != nil {
+		return nil, invalid(ReasonMalformed, "signature is not base64url")
+	}
+	if v.beforeSignatureCheck != nil {
+		v.beforeSignatureCheck()
+	}
+	v.metrics.signatureChecks.Inc()
+	signed := []byte(token[:dot2])
+	verifier := v.verifiers[h.alg]
+	ok := false
+	for _, k := range keys {
+		if verifier.Verify(signed, sig, k.raw) == nil {
+			ok = true
+			break
+		}
+	}
+	if !ok {
+		return nil, invalid(ReasonBadSignature, "signature does not verify")
+	}
+	return v.sessionFromPayload(token[dot1+1:dot2], time.Now())
+}
+
+// header is what Verify reads from the JOSE header. Everything else is
+// ignored, in particular jku, x5u, jwk and x5c: keys come from the
+// configured JWKS only.
+type header struct {
+	alg, kid string
+}
+
+func (v *Verifier) parseHeader(seg string) (header, error) {
+	raw, err := b64.DecodeString(seg)
+	if err != nil {
+		return header{}, invalid(ReasonMalformed, "header is not base64url")
+	}
+	// A map keeps member names exact; encoding/json matches struct fields
+	// case-insensitively, which would let "ALG" stand for "alg".
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
+		return header{}, invalid(ReasonMalformed, "header is not a JSON object")
+	}
+	var h header
+	algRaw, ok := fields["alg"]
+	if !ok {
+		return header{}, invalid(ReasonBadAlgorithm, "no alg")
+	}
+	if json.Unmarshal(algRaw, &h.alg) != nil {
+		return header{}, invalid(ReasonBadAlgorithm, "alg is not a string")
+	}
+	if v.verifiers[h.alg] == nil { // none, HS*, and anything not allowlisted
+		return header{}, invalid(ReasonBadAlgorithm, "alg not allowed")
+	}
+	if _, ok := fields["crit"]; ok {
+		return header{}, invalid(ReasonBadHeader, "crit header: no extension is understood")
+	}
+	if _, ok := fields["b64"]; ok {
+		return header{}, invalid(ReasonBadHeader, "b64 header: unencoded payloads are not accepted")
+	}
+	if kidRaw, ok := fields["kid"]; ok {
+		if json.Unmarshal(kidRaw, &h.kid) != nil {
+			return header{}, invalid(ReasonBadHeader, "kid is not a string")
+		}
+	}
+	return h, nil
+}
+
+// selectKeys returns the keys that may have signed a token with header h.
+// An unknown kid triggers one refresh, shared and rate-limited across all
+// callers; a token without kid needs exactly one key fitting its alg.
+func (v *Verifier) selectKeys(h header) ([]*publicKey, error) {
+	set := v.keys.load()
+	if set == nil {
+		_ = v.keys.refresh(v.life, v.cfg.MinRefreshInterval)
+		if set = v.keys.load(); set == nil {
+			return nil, &unavailableError{cause: v.keys.lastError()}
+		}
+	}
+	fit, known := set.find(h.kid, h.alg)
+	if !known && h.kid != "" {
+		// The identity provider may have rotated its keys since our last fetch.
+		_ = v.keys.refresh(v.life, v.cfg.MinRefreshInterval)
+		set = v.keys.load()
+		if fit, known = set.find(h.kid, h.alg); !known {
+			return nil, invalid(ReasonUnknownKID, "kid not in the key set")
+		}
+	}
+	switch {
+	case len(fit) == 0:
+		return nil, invalid(ReasonNoKey, "no key of the set fits the token's alg")
+	case h.kid == "" && len(fit) > 1:
+		return nil, invalid(ReasonNoKey, "no kid and several keys fit the token's alg")
+	}
+	return fit, nil
+}
+
+// flightGroup collapses concurrent verifications of the same token into
+// one. Unlike x/sync/singleflight, the work runs on its own goroutine, so
+// every caller, the first included, can stop waiting when its context ends
+// without cancelling the work the others wait for.
+type flightGroup struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*flight
+}
+
+type flight struct {
+	done    chan struct{}
+	session *Session
+	err     error
+	callers int // callers sharing the flight; read by tests
+}
+
+// do runs fn once for all concurrent callers with the same key and returns
+// its result. The Session is shared: callers must copy it before handing it out.
+func (g *flightGroup) do(ctx context.Context, key [sha256.Size]byte, fn func() (*Session, error)) (*Session, error) {
+	g.mu.Lock()
+	f, ok := g.m[key]
+	if ok {
+		f.callers++
+	} else {
+		f = &flight{done: make(chan struct{}), callers: 1}
+		g.m[key] = f
+		go func() {
+			f.session, f.err = fn()
+			g.mu.Lock()
+			delete(g.m, key)
+			g.mu.Unlock()
+			close(f.done)
+		}()
+	}
+	g.mu.Unlock()
+	select {
+	case <-f.done:
+		return f.session, f.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("jwtauth: verify: %w", ctx.Err())
+	}
+}
+
+// callers returns how many callers share the flight for key, 0 if none.
+func (g *flightGroup) callers(key [sha256.Size]byte) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if f, ok := g.m[key]; ok {
+		return f.callers
+	}
+	return 0
+}
