@@ -123,18 +123,20 @@ func (d *Decision) DenialHeaders() []Pair {
 
 // Authorizer is the decision core.
 type Authorizer struct {
-	keys    *keystore.Cache
-	usage   *keystore.UsageRecorder // may be nil
-	log     *slog.Logger
-	metrics *Metrics
+	keys     *keystore.Cache
+	sessions *Sessions               // nil: JWTs are not configured
+	usage    *keystore.UsageRecorder // may be nil
+	log      *slog.Logger
+	metrics  *Metrics
 }
 
 // Options are the Authorizer's collaborators.
 type Options struct {
-	Keys    *keystore.Cache
-	Usage   *keystore.UsageRecorder // optional
-	Logger  *slog.Logger
-	Metrics *Metrics
+	Keys     *keystore.Cache
+	Sessions *Sessions               // optional: without it every JWT is refused
+	Usage    *keystore.UsageRecorder // optional
+	Logger   *slog.Logger
+	Metrics  *Metrics
 }
 
 // NewAuthorizer returns the decision core.
@@ -142,7 +144,7 @@ func NewAuthorizer(o Options) *Authorizer {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
-	return &Authorizer{keys: o.Keys, usage: o.Usage, log: o.Logger, metrics: o.Metrics}
+	return &Authorizer{keys: o.Keys, sessions: o.Sessions, usage: o.Usage, log: o.Logger, metrics: o.Metrics}
 }
 
 // Decide authenticates one request. It never returns an error: every failure
@@ -166,9 +168,11 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 	case CredentialAPIKey:
 		a.decideKey(ctx, &d, now)
 	case CredentialJWT:
-		// Session tokens are verified once the JWT verifier is configured;
-		// until then a bearer that is not a key cannot be trusted.
-		d.Outcome, d.Reason = DenyUnauthorized, "jwt_not_configured"
+		if a.sessions == nil { // no JWKS configured: no bearer but a key can be trusted
+			d.Outcome, d.Reason = DenyUnauthorized, "jwt_not_configured"
+			break
+		}
+		a.sessions.authenticate(ctx, &d, d.Credential.Value, now)
 	}
 	if d.Outcome != Allow && ctx.Err() != nil && d.Outcome != DenyUnavailable {
 		d.Outcome, d.Reason = DenyUnavailable, "cancelled"

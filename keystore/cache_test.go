@@ -58,7 +58,7 @@ func newCache(t *testing.T, store keystore.Store, rd *keystore.Redis, opts keyst
 func TestConcurrentMissesCollapse(t *testing.T) {
 	store := newStore(t)
 	store.delay = 20 * time.Millisecond // keep the first query in flight while the others arrive
-	mgr := keystore.NewManager(store, nil, 0)
+	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
 	plaintext, k, err := mgr.Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "burst"})
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +140,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 // the bound documented as the revocation safety net.
 func TestTTLBoundsAStaleEntry(t *testing.T) {
 	store := newStore(t)
-	mgr := keystore.NewManager(store, nil, 0)
+	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
 	plaintext, k, _ := mgr.Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "ttl"})
 	c, _ := newCache(t, store, nil, keystore.CacheOptions{TTL: 300 * time.Millisecond})
 	h := keystore.HashKey(plaintext)
@@ -168,7 +168,7 @@ func TestTTLBoundsAStaleEntry(t *testing.T) {
 func TestInvalidationDuringLoadWins(t *testing.T) {
 	store := newStore(t)
 	store.delay = 100 * time.Millisecond
-	mgr := keystore.NewManager(store, nil, 0)
+	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
 	plaintext, k, _ := mgr.Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "race"})
 	c, _ := newCache(t, store, nil, keystore.CacheOptions{})
 	h := keystore.HashKey(plaintext)
@@ -200,7 +200,7 @@ func TestRedisTierServesOtherReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rd.Close()
-	plaintext, _, err := keystore.NewManager(store, rd, 0).Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "redis"})
+	plaintext, _, err := keystore.NewManager(store, rd, keystore.ManagerOptions{}).Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "redis"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,15 +18,39 @@ var ErrNotPropagated = errors.New("change committed, but the invalidation bus co
 type Manager struct {
 	store Store
 	redis *Redis // nil without Redis
-	ttl   time.Duration
+	opts  ManagerOptions
 }
 
-// NewManager returns a manager. ttl must be the cache TTL the replicas use.
-func NewManager(store Store, redis *Redis, ttl time.Duration) *Manager {
-	if ttl <= 0 {
-		ttl = 30 * time.Second
+// ManagerOptions must match what the replicas are configured with.
+type ManagerOptions struct {
+	// CacheTTL is the replicas' cache TTL (default 30s): how long a record
+	// written to Redis may answer.
+	CacheTTL time.Duration
+	// SessionRetention is how long a revoked session is remembered (default
+	// 24h). Replicas refuse tokens that live longer than this, so no token
+	// of a revoked session outlives its revocation record.
+	SessionRetention time.Duration
+}
+
+// Defaults for ManagerOptions and the replicas' matching settings.
+const (
+	DefaultCacheTTL         = 30 * time.Second
+	DefaultSessionRetention = 24 * time.Hour
+)
+
+func (o *ManagerOptions) defaults() {
+	if o.CacheTTL <= 0 {
+		o.CacheTTL = DefaultCacheTTL
 	}
-	return &Manager{store: store, redis: redis, ttl: ttl}
+	if o.SessionRetention <= 0 {
+		o.SessionRetention = DefaultSessionRetention
+	}
+}
+
+// NewManager returns a manager. redis may be nil.
+func NewManager(store Store, redis *Redis, opts ManagerOptions) *Manager {
+	opts.defaults()
+	return &Manager{store: store, redis: redis, opts: opts}
 }
 
 // Store returns the underlying store.
@@ -76,9 +100,31 @@ func (m *Manager) propagate(ctx context.Context, k *Key) error {
 	if m.redis == nil {
 		return nil
 	}
-	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.ttl)}, false)
+	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
 	if err := m.redis.Publish(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash}); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotPropagated, err)
 	}
 	return nil
+}
+
+// RevokeSession logs a session out everywhere: it records the revocation in
+// PostgreSQL, mirrors it in Redis and publishes it, so every replica refuses
+// every token of the session from then on.
+func (m *Manager) RevokeSession(ctx context.Context, sid, reason string) (RevokedSession, error) {
+	if !ValidSessionID(sid) {
+		return RevokedSession{}, fmt.Errorf("%w: session_id: not a valid session id", ErrInvalid)
+	}
+	now := time.Now().UTC()
+	r := RevokedSession{SessionID: sid, RevokedAt: now, ExpiresAt: now.Add(m.opts.SessionRetention), Reason: reason}
+	if err := m.store.RevokeSession(ctx, r); err != nil {
+		return RevokedSession{}, err
+	}
+	if m.redis == nil {
+		return r, nil
+	}
+	m.redis.SetRaw(ctx, revokedSessionKey(sid), []byte(r.RevokedAt.Format(time.RFC3339Nano)), m.opts.SessionRetention)
+	if err := m.redis.Publish(ctx, Invalidation{Kind: InvalidateSession, SessionID: sid}); err != nil {
+		return r, fmt.Errorf("%w: %v", ErrNotPropagated, err)
+	}
+	return r, nil
 }

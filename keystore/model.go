@@ -153,9 +153,30 @@ type Store interface {
 	RevokeKey(ctx context.Context, id string, at time.Time) (*Key, error)
 	// TouchKeys records last-used times, off the hot path.
 	TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error
+	// RevokeSession records a logged-out session.
+	RevokeSession(ctx context.Context, r RevokedSession) error
+	// RevokedSessions returns revocations made at or after since that have
+	// not expired at now.
+	RevokedSessions(ctx context.Context, since, now time.Time) ([]RevokedSession, error)
+	// PruneRevokedSessions deletes revocations that expired before now.
+	PruneRevokedSessions(ctx context.Context, now time.Time) (int64, error)
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
 }
+
+// RevokedSession is a logged-out session: every token carrying its id is
+// refused until ExpiresAt.
+type RevokedSession struct {
+	SessionID string    `json:"session_id"`
+	RevokedAt time.Time `json:"revoked_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Reason    string    `json:"reason,omitempty"`
+}
+
+var sessionIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
+
+// ValidSessionID reports whether s can be a session id (Clerk: sess_...).
+func ValidSessionID(s string) bool { return sessionIDPattern.MatchString(s) }
 
 // NewKeyID returns a public key id: key_ and 20 base62 characters.
 func NewKeyID() (string, error) {

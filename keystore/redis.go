@@ -168,12 +168,49 @@ func (r *Redis) set(ctx context.Context, h Hash, e *entry, onlyNew bool) {
 	r.ok()
 }
 
+// GetRaw reads a value under the prefix; ok is false when it is absent or
+// Redis is unavailable (best-effort, like every cache read).
+func (r *Redis) GetRaw(ctx context.Context, name string) ([]byte, bool) {
+	if !r.available() {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
+	defer cancel()
+	raw, err := r.client.Get(ctx, r.prefix+name).Bytes()
+	if err != nil {
+		if !errors.Is(err, redis.Nil) {
+			r.fail("get", err)
+		}
+		return nil, false
+	}
+	r.ok()
+	return raw, true
+}
+
+// SetRaw writes a value under the prefix with a TTL, best-effort.
+func (r *Redis) SetRaw(ctx context.Context, name string, val []byte, ttl time.Duration) {
+	if !r.available() || ttl <= 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
+	defer cancel()
+	if err := r.client.Set(ctx, r.prefix+name, val, ttl).Err(); err != nil {
+		r.fail("set", err)
+		return
+	}
+	r.ok()
+}
+
+func revokedSessionKey(sid string) string { return "rsid:" + sid }
+
 // Invalidation is one message on the bus.
 type Invalidation struct {
 	// Kind says what to drop.
 	Kind InvalidationKind
 	// Hash is the key's hash for InvalidateKey.
 	Hash Hash
+	// SessionID is the session for InvalidateSession.
+	SessionID string
 }
 
 // InvalidationKind says what an Invalidation drops.
@@ -186,12 +223,16 @@ const (
 	// InvalidateAll drops everything: sent to a subscriber after it
 	// reconnects, since it may have missed messages while it was away.
 	InvalidateAll
+	// InvalidateSession revokes every token of one session.
+	InvalidateSession
 )
 
 func (inv Invalidation) encode() string {
 	switch inv.Kind {
 	case InvalidateKey:
 		return "key " + inv.Hash.String()
+	case InvalidateSession:
+		return "session " + inv.SessionID
 	default:
 		return "all"
 	}
@@ -208,6 +249,11 @@ func decodeInvalidation(s string) (Invalidation, error) {
 		return Invalidation{Kind: InvalidateKey, Hash: h}, nil
 	case "all":
 		return Invalidation{Kind: InvalidateAll}, nil
+	case "session":
+		if !ValidSessionID(arg) {
+			return Invalidation{}, errors.New("invalid session id")
+		}
+		return Invalidation{Kind: InvalidateSession, SessionID: arg}, nil
 	}
 	return Invalidation{}, fmt.Errorf("unknown invalidation %q", kind)
 }

@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/odin-scan/odin-authz/internal/authzsvc"
+	"github.com/odin-scan/odin-authz/jwtauth"
 )
 
 // storeFlags are the connection flags shared by every command that talks to
 // the stores.
 type storeFlags struct {
 	databaseURL, redisURL, redisPrefix string
-	cacheTTL                           time.Duration
+	cacheTTL, sessionRetention         time.Duration
 }
 
 func (s *storeFlags) bind(f *flags) {
@@ -23,6 +24,25 @@ func (s *storeFlags) bind(f *flags) {
 	f.String(&s.redisPrefix, "redis-prefix", "ODIN_REDIS_PREFIX", "odin:", "prefix of every Redis key and of the invalidation channel")
 	f.Duration(&s.cacheTTL, "cache-ttl", "ODIN_CACHE_TTL", 30*time.Second,
 		"longest time any cache tier answers for a key after reading PostgreSQL: the revocation bound if a bus message is lost")
+	f.Duration(&s.sessionRetention, "session-retention", "ODIN_SESSION_RETENTION", 24*time.Hour,
+		"how long a revoked session is remembered; tokens living longer than this are refused")
+}
+
+// bindJWT binds the session token (Clerk JWT) flags.
+func bindJWT(f *flags, c *jwtauth.Config) {
+	f.String(&c.JWKSURL, "jwks-url", "ODIN_JWKS_URL", "", "JWKS of the session token issuer, e.g. https://<clerk-frontend-api>/.well-known/jwks.json; empty: JWTs are refused")
+	f.String(&c.Issuer, "jwt-issuer", "ODIN_JWT_ISSUER", "", "required iss of session tokens, e.g. https://<clerk-frontend-api> (required with --jwks-url)")
+	f.List(&c.AuthorizedParties, "jwt-authorized-parties", "ODIN_JWT_AUTHORIZED_PARTIES", "allowed azp values (the dashboard's origins, e.g. https://app.odinscan.io); empty: azp not checked")
+	f.List(&c.Audience, "jwt-audience", "ODIN_JWT_AUDIENCE", "accepted aud values; empty: aud not checked")
+	c.Algorithms = []string{jwtauth.DefaultAlgorithm}
+	f.List(&c.Algorithms, "jwt-algorithms", "ODIN_JWT_ALGORITHMS", "allowed signature algorithms (default RS256; RS*, PS*, ES*; never HS* or none)")
+	f.Duration(&c.Leeway, "jwt-leeway", "ODIN_JWT_LEEWAY", jwtauth.DefaultLeeway, "clock skew allowed on exp, nbf and iat")
+	f.Duration(&c.RefreshInterval, "jwks-refresh", "ODIN_JWKS_REFRESH", jwtauth.DefaultRefreshInterval, "background JWKS refresh period")
+	f.Duration(&c.MinRefreshInterval, "jwks-min-refresh", "ODIN_JWKS_MIN_REFRESH", jwtauth.DefaultMinRefreshInterval, "at most one JWKS fetch per this interval when tokens name unknown kids")
+	f.Duration(&c.FetchTimeout, "jwks-fetch-timeout", "ODIN_JWKS_FETCH_TIMEOUT", jwtauth.DefaultFetchTimeout, "deadline of one JWKS fetch (also the most start-up waits for it)")
+	f.String(&c.Claims.TierClaim, "jwt-tier-claim", "ODIN_JWT_TIER_CLAIM", jwtauth.DefaultTierClaim, "claim holding the subscription tier (also looked up in metadata / public_metadata)")
+	f.String(&c.Claims.PermissionsClaim, "jwt-permissions-claim", "ODIN_JWT_PERMISSIONS_CLAIM", "", "claim holding scopes (array or space-separated); empty: Clerk organisation permissions only")
+	f.String(&c.Claims.DefaultTier, "jwt-default-tier", "ODIN_JWT_DEFAULT_TIER", jwtauth.DefaultTier, "tier of a token without a tier claim")
 }
 
 func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
@@ -39,6 +59,9 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	)
 	sf.bind(f)
 	lo.bind(f, "json")
+	bindJWT(f, &cfg.JWT)
+	f.Duration(&cfg.SessionTTL, "session-ttl", "ODIN_SESSION_TTL", 15*time.Minute, "how long a verified session token is cached (never past its exp)")
+	f.Duration(&cfg.SessionSync, "session-sync", "ODIN_SESSION_SYNC", 30*time.Second, "how often revoked sessions are re-read from PostgreSQL (the bound if a bus message is lost)")
 	f.String(&grpcAddr, "grpc-addr", "ODIN_GRPC_ADDR", ":9001", "gRPC listen address (Check, health, reflection)")
 	f.String(&httpAddr, "http-addr", "ODIN_HTTP_ADDR", ":9002", "HTTP forward-auth listen address (Envoy http_service, NGINX auth_request, Caddy forward_auth, Traefik ForwardAuth); empty disables")
 	f.String(&cfg.HTTPPathPrefix, "http-path-prefix", "ODIN_HTTP_PATH_PREFIX", "", "prefix to strip from forward-auth paths (Envoy http_service path_prefix)")
@@ -64,6 +87,7 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg.DatabaseURL, cfg.RedisURL, cfg.RedisPrefix = sf.databaseURL, sf.redisURL, sf.redisPrefix
 	cfg.Cache.TTL, cfg.Cache.Size, cfg.MaxStreams = sf.cacheTTL, cacheSize, uint32(maxStreams)
+	cfg.SessionRetention = sf.sessionRetention
 
 	var lis authzsvc.Listeners
 	if lis.GRPC, err = net.Listen("tcp", grpcAddr); err != nil {

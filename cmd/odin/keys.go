@@ -78,7 +78,7 @@ func openKeysEnv(ctx context.Context, sf storeFlags, stderr io.Writer) (*keysEnv
 			return nil, err
 		}
 	}
-	e.manager = keystore.NewManager(store, e.redis, sf.cacheTTL)
+	e.manager = keystore.NewManager(store, e.redis, keystore.ManagerOptions{CacheTTL: sf.cacheTTL, SessionRetention: sf.sessionRetention})
 	return e, nil
 }
 

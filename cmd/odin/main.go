@@ -23,6 +23,7 @@ Commands:
   authz      serve the Envoy ext_authz gRPC API (Check), health and metrics
   migrate    apply the PostgreSQL schema migrations
   keys       create, list and revoke API keys (odin keys -h)
+  sessions   revoke a session: log it out on every replica (odin sessions -h)
 
 Run 'odin <command> -h' for a command's flags and their ODIN_* variables.
 `
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runMigrate(ctx, args[1:], stderr)
 	case "keys":
 		return runKeys(ctx, args[1:], stdout, stderr)
+	case "sessions":
+		return runSessions(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])

@@ -24,6 +24,7 @@ import (
 
 	"github.com/odin-scan/odin-authz/extauthz"
 	"github.com/odin-scan/odin-authz/internal/ops"
+	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
@@ -36,6 +37,18 @@ type Config struct {
 
 	Cache        keystore.CacheOptions
 	RedisTimeout time.Duration
+
+	// JWT is the session token verifier's configuration; JWTs are refused
+	// (401) when JWT.JWKSURL is empty.
+	JWT jwtauth.Config
+	// SessionTTL caps how long a verified token is cached (default 15m).
+	SessionTTL time.Duration
+	// SessionRetention is how long a revoked session is remembered, and so
+	// the longest token lifetime accepted (default 24h).
+	SessionRetention time.Duration
+	// SessionSync is how often revoked sessions are re-read from PostgreSQL,
+	// the bound for a lost bus message (default 30s).
+	SessionSync time.Duration
 
 	StripCredential bool
 	// HTTPPathPrefix is stripped from forward-auth paths (Envoy
@@ -55,6 +68,8 @@ type Service struct {
 	redis     *keystore.Redis
 	cache     *keystore.Cache
 	usage     *keystore.UsageRecorder
+	revoked   *keystore.RevokedSessions
+	verifier  *jwtauth.Verifier // nil when JWTs are not configured
 	authz     *extauthz.Authorizer
 	grpc      *grpc.Server
 	health    *health.Server
@@ -96,13 +111,40 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		return nil, fmt.Errorf("build cache: %w", err)
 	}
 	s.usage = keystore.NewUsageRecorder(store, cfg.UsageInterval, 0, logger)
+	s.revoked = keystore.NewRevokedSessions(store, s.redis, cfg.SessionRetention, logger)
+	sessions, err := s.buildSessions(ctx)
+	if err != nil {
+		s.closeStores()
+		return nil, err
+	}
 	s.authz = extauthz.NewAuthorizer(extauthz.Options{
-		Keys: s.cache, Usage: s.usage, Logger: logger, Metrics: extauthz.NewMetrics(s.registry),
+		Keys: s.cache, Sessions: sessions, Usage: s.usage, Logger: logger, Metrics: extauthz.NewMetrics(s.registry),
 	})
 	s.buildGRPC()
 	s.buildReadiness()
 	s.startBackground(ctx)
 	return s, nil
+}
+
+// buildSessions starts the JWT verifier (its first JWKS fetch is bounded by
+// the fetch timeout: a dead IdP does not block start-up) and the session
+// cache, when a JWKS URL is configured.
+func (s *Service) buildSessions(ctx context.Context) (*extauthz.Sessions, error) {
+	if s.cfg.JWT.JWKSURL == "" {
+		return nil, nil
+	}
+	v, err := jwtauth.New(ctx, s.cfg.JWT, s.log, s.registry)
+	if err != nil {
+		return nil, fmt.Errorf("configure JWT verification: %w", err)
+	}
+	s.verifier = v
+	leeway := s.cfg.JWT.Leeway
+	if leeway <= 0 {
+		leeway = jwtauth.DefaultLeeway
+	}
+	return extauthz.NewSessions(v, s.revoked, s.redis, extauthz.SessionOptions{
+		TTL: s.cfg.SessionTTL, Size: s.cfg.Cache.Size, Leeway: leeway,
+	}, s.registry)
 }
 
 func (s *Service) buildGRPC() {
@@ -128,6 +170,14 @@ func (s *Service) buildReadiness() {
 	if s.redis != nil {
 		probes = append(probes, ops.Probe{Name: "redis", Fn: s.redis.Ping})
 	}
+	if s.verifier != nil { // reported; API keys do not depend on it
+		probes = append(probes, ops.Probe{Name: "jwks", Fn: func(context.Context) error {
+			if !s.verifier.Ready() {
+				return errors.New("no key set loaded")
+			}
+			return nil
+		}})
+	}
 	rule := func(ok map[string]bool) bool { return ok["postgres"] || s.cache.Len() > 0 }
 	s.readiness = ops.NewReadiness(probes, rule, 2*time.Second, s.log, func(ready bool) {
 		st := healthpb.HealthCheckResponse_NOT_SERVING
@@ -142,7 +192,11 @@ func (s *Service) buildReadiness() {
 func (s *Service) startBackground(ctx context.Context) {
 	if s.redis != nil {
 		subscribed := make(chan struct{})
-		go s.redis.Subscribe(ctx, s.cache.Invalidate, func() { close(subscribed) })
+		onMessage := func(inv keystore.Invalidation) {
+			s.cache.Invalidate(inv)
+			s.revoked.Apply(ctx, inv)
+		}
+		go s.redis.Subscribe(ctx, onMessage, func() { close(subscribed) })
 		select {
 		case <-subscribed:
 		case <-time.After(2 * time.Second):
@@ -151,6 +205,12 @@ func (s *Service) startBackground(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}
+	sync := s.cfg.SessionSync
+	if sync <= 0 {
+		sync = 30 * time.Second
+	}
+	_ = s.revoked.Sync(ctx) // a failure is retried by Run; JWTs get 503 meanwhile
+	go s.revoked.Run(ctx, sync)
 	s.readiness.Probe(ctx)
 	go s.readiness.Run(ctx)
 }

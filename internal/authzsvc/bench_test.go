@@ -8,6 +8,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/odin-scan/odin-authz/extauthz"
+	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -79,5 +80,63 @@ func BenchmarkCheckUnknownKeyNegativeCache(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		srv.Check(ctx, req)
+	}
+}
+
+// benchJWTService is benchService with session tokens configured.
+func benchJWTService(b *testing.B) (*issuer, *extauthz.CheckServer) {
+	b.Helper()
+	f := newFixture(b, true)
+	is := newIssuer(b)
+	cfg := f.config()
+	cfg.JWT.JWKSURL, cfg.JWT.Issuer = is.url, is.Issuer()
+	svc, err := New(b.Context(), cfg, discardLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return is, extauthz.NewCheckServer(svc.Authorizer(), true, discardLogger())
+}
+
+// BenchmarkCheckCachedSession is a Clerk session token already verified:
+// it should cost about what a cached API key costs.
+func BenchmarkCheckCachedSession(b *testing.B) {
+	is, srv := benchJWTService(b)
+	tok := is.mint(b, devissuer.Claims{Subject: "user_bench", SessionID: "sess_bench",
+		Org: &devissuer.Org{ID: "org_bench", Role: "admin", Permissions: []string{"scans:read"}}})
+	req := envoyRequest("GET", "/v1/scans", map[string]string{"authorization": "Bearer " + tok, "x-request-id": "req-bench"})
+	ctx := context.Background()
+	if resp, _ := srv.Check(ctx, req); resp.GetOkResponse() == nil {
+		b.Fatalf("not allowed: %v", resp)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		srv.Check(ctx, req)
+	}
+}
+
+// BenchmarkCheckFirstSightSession is a new token on every check: one RS256
+// signature verification each (tokens are minted before the timer starts).
+func BenchmarkCheckFirstSightSession(b *testing.B) {
+	is, srv := benchJWTService(b)
+	const n = 5000
+	reqs := make([]*authv3.CheckRequest, n)
+	for i := range n {
+		tok := is.mint(b, devissuer.Claims{Subject: fmt.Sprintf("user_%d", i)})
+		reqs[i] = envoyRequest("GET", "/v1/scans", map[string]string{"authorization": "Bearer " + tok})
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if i == n {
+			b.StopTimer()
+			_, srv = benchJWTService(b)
+			i = 0
+			b.StartTimer()
+		}
+		srv.Check(ctx, reqs[i])
+		i++
 	}
 }

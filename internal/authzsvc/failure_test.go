@@ -127,7 +127,7 @@ func newManagerOn(t *testing.T, f *fixture, redisURL string) *keystore.Manager {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rd.Close() })
-	return keystore.NewManager(f.store, rd, 30*time.Second)
+	return keystore.NewManager(f.store, rd, keystore.ManagerOptions{})
 }
 
 func waitStatus(t *testing.T, r *replica, key string, want int, within time.Duration) {

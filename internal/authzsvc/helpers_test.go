@@ -218,7 +218,7 @@ func newFixture(t testing.TB, withRedis bool) *fixture {
 		}
 		t.Cleanup(func() { f.redis.Close() })
 	}
-	f.manager = keystore.NewManager(f.store, f.redis, 30*time.Second)
+	f.manager = keystore.NewManager(f.store, f.redis, keystore.ManagerOptions{})
 	return f
 }
 

@@ -314,3 +314,46 @@ func decodeCursor(c string) (time.Time, string, error) {
 	}
 	return at, id, nil
 }
+
+// RevokeSession implements keystore.Store. Revoking twice keeps the first
+// revocation time and the later expiry.
+func (s *Store) RevokeSession(ctx context.Context, r keystore.RevokedSession) error {
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO revoked_sessions (session_id, revoked_at, expires_at, reason)
+		VALUES ($1, $2, $3, $4)
+		ON CONFLICT (session_id) DO UPDATE
+		SET expires_at = GREATEST(revoked_sessions.expires_at, EXCLUDED.expires_at)`,
+		r.SessionID, r.RevokedAt, r.ExpiresAt, r.Reason)
+	if err != nil {
+		return fmt.Errorf("revoke session: %w", err)
+	}
+	return nil
+}
+
+// RevokedSessions implements keystore.Store.
+func (s *Store) RevokedSessions(ctx context.Context, since, now time.Time) ([]keystore.RevokedSession, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT session_id, revoked_at, expires_at, reason FROM revoked_sessions
+		WHERE revoked_at >= $1 AND expires_at > $2`, since, now)
+	if err != nil {
+		return nil, fmt.Errorf("load revoked sessions: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (keystore.RevokedSession, error) {
+		var r keystore.RevokedSession
+		err := row.Scan(&r.SessionID, &r.RevokedAt, &r.ExpiresAt, &r.Reason)
+		return r, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load revoked sessions: %w", err)
+	}
+	return out, nil
+}
+
+// PruneRevokedSessions implements keystore.Store.
+func (s *Store) PruneRevokedSessions(ctx context.Context, now time.Time) (int64, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM revoked_sessions WHERE expires_at <= $1`, now)
+	if err != nil {
+		return 0, fmt.Errorf("prune revoked sessions: %w", err)
+	}
+	return tag.RowsAffected(), nil
+}

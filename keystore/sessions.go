@@ -1,0 +1,167 @@
+package keystore
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrSessionsNotLoaded means the revoked-session set has never been loaded
+// from PostgreSQL: nobody can say whether a session is revoked, so a JWT is
+// answered 503, never allowed.
+var ErrSessionsNotLoaded = errors.New("revoked sessions not loaded")
+
+// RevokedSessions is a replica's copy of the logged-out sessions: loaded from
+// PostgreSQL at start, kept current by the bus, and re-synced every interval
+// as the safety net for a lost message. Every JWT check asks it, so a lookup
+// is a read-locked map access.
+type RevokedSessions struct {
+	store     Store
+	redis     *Redis // optional: the mirror checked at a token's first sight
+	retention time.Duration
+	log       *slog.Logger
+	errLog    logLimiter
+
+	mu       sync.RWMutex
+	set      map[string]time.Time // session id → when its revocation expires
+	loaded   atomic.Bool
+	lastSync time.Time // revoked_at watermark of the last successful sync
+}
+
+// NewRevokedSessions returns an empty, not yet loaded set. retention must
+// match the Manager's SessionRetention.
+func NewRevokedSessions(store Store, redis *Redis, retention time.Duration, logger *slog.Logger) *RevokedSessions {
+	if retention <= 0 {
+		retention = DefaultSessionRetention
+	}
+	return &RevokedSessions{store: store, redis: redis, retention: retention, log: logger,
+		errLog: logLimiter{every: 10 * time.Second}, set: map[string]time.Time{}}
+}
+
+// Retention is how long a revocation is kept, and so the longest token
+// lifetime a replica accepts.
+func (r *RevokedSessions) Retention() time.Duration { return r.retention }
+
+// Loaded reports whether the set has been loaded at least once.
+func (r *RevokedSessions) Loaded() bool { return r.loaded.Load() }
+
+// Len is the number of revocations held.
+func (r *RevokedSessions) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.set)
+}
+
+// IsRevoked reports whether sid was logged out. ErrSessionsNotLoaded when
+// the set has never been loaded.
+func (r *RevokedSessions) IsRevoked(sid string, now time.Time) (bool, error) {
+	if !r.loaded.Load() {
+		return false, ErrSessionsNotLoaded
+	}
+	r.mu.RLock()
+	until, ok := r.set[sid]
+	r.mu.RUnlock()
+	return ok && now.Before(until), nil
+}
+
+// CheckMirror asks the Redis mirror about sid, for a token seen for the
+// first time: it catches a revocation whose bus message this replica missed
+// before the next sync. Found revocations are added to the set.
+func (r *RevokedSessions) CheckMirror(ctx context.Context, sid string, now time.Time) bool {
+	if r.redis == nil {
+		return false
+	}
+	if _, ok := r.redis.GetRaw(ctx, revokedSessionKey(sid)); !ok {
+		return false
+	}
+	r.add(sid, now.Add(r.retention))
+	return true
+}
+
+func (r *RevokedSessions) add(sid string, until time.Time) {
+	r.mu.Lock()
+	if cur, ok := r.set[sid]; !ok || cur.Before(until) {
+		r.set[sid] = until
+	}
+	r.mu.Unlock()
+}
+
+// Apply is the bus handler: a session revocation is added at once; after a
+// reconnect (InvalidateAll) a sync runs in the background.
+func (r *RevokedSessions) Apply(ctx context.Context, inv Invalidation) {
+	switch inv.Kind {
+	case InvalidateSession:
+		r.add(inv.SessionID, time.Now().Add(r.retention))
+	case InvalidateAll:
+		go func() { _ = r.Sync(ctx) }()
+	}
+}
+
+// Sync loads revocations made since the last sync (with a minute of overlap
+// for clock skew between writers) and drops expired ones.
+func (r *RevokedSessions) Sync(ctx context.Context) error {
+	now := time.Now()
+	r.mu.RLock()
+	since := r.lastSync.Add(-time.Minute)
+	r.mu.RUnlock()
+	if !r.loaded.Load() {
+		since = now.Add(-r.retention)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	revs, err := r.store.RevokedSessions(ctx, since, now)
+	if err != nil {
+		if r.errLog.allow() {
+			r.log.Warn("sync revoked sessions failed", "error", err.Error())
+		}
+		return err
+	}
+	r.mu.Lock()
+	for _, rev := range revs {
+		if cur, ok := r.set[rev.SessionID]; !ok || cur.Before(rev.ExpiresAt) {
+			r.set[rev.SessionID] = rev.ExpiresAt
+		}
+		if rev.RevokedAt.After(r.lastSync) {
+			r.lastSync = rev.RevokedAt
+		}
+	}
+	for sid, until := range r.set {
+		if !now.Before(until) {
+			delete(r.set, sid)
+		}
+	}
+	if r.lastSync.IsZero() {
+		r.lastSync = now.Add(-time.Minute)
+	}
+	r.mu.Unlock()
+	if !r.loaded.Swap(true) {
+		r.log.Info("revoked sessions loaded", "count", len(revs))
+	}
+	return nil
+}
+
+// Run syncs every interval until ctx ends: the bound on how long a replica
+// that missed a bus message keeps accepting a revoked session's cached
+// tokens. One replica's prune also deletes expired rows.
+// Until the first load succeeds it retries every 2s.
+func (r *RevokedSessions) Run(ctx context.Context, every time.Duration) {
+	for {
+		wait := every
+		if !r.loaded.Load() {
+			wait = min(every, 2*time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+			if r.Sync(ctx) == nil {
+				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, _ = r.store.PruneRevokedSessions(pctx, time.Now())
+				cancel()
+			}
+		}
+	}
+}
