@@ -13,7 +13,8 @@ import (
 // variable, named in its -h line. Flags win over the environment.
 type flags struct {
 	*flag.FlagSet
-	envErrs []error
+	envErrs    []error
+	positional []string
 }
 
 func newFlags(name, summary string) *flags {
@@ -111,10 +112,20 @@ func splitList(s string) []string {
 	return out
 }
 
-// parse parses args and reports bad environment values as errors.
+// parse parses args, flags and positional arguments in any order (`odin
+// keys revoke key_1 --json` works as well as `--json key_1`), and reports bad
+// environment values as errors. Positional arguments are in f.positional.
 func (f *flags) parse(args []string) error {
-	if err := f.Parse(args); err != nil {
-		return err
+	for {
+		if err := f.Parse(args); err != nil {
+			return err
+		}
+		rest := f.Args()
+		if len(rest) == 0 {
+			break
+		}
+		f.positional = append(f.positional, rest[0])
+		args = rest[1:]
 	}
 	if len(f.envErrs) > 0 {
 		return f.envErrs[0]

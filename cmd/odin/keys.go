@@ -112,8 +112,8 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if f.NArg() > 0 {
-		return fmt.Errorf("keys create: unexpected argument %q", f.Arg(0))
+	if len(f.positional) > 0 {
+		return fmt.Errorf("keys create: unexpected argument %q", f.positional[0])
 	}
 	if expiresIn < 0 {
 		return errors.New("keys create: --expires-in must not be negative")
@@ -220,7 +220,7 @@ func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if f.NArg() != 1 {
+	if len(f.positional) != 1 {
 		return errors.New("keys revoke: exactly one key id is required")
 	}
 	env, err := openKeysEnv(ctx, sf, stderr)
@@ -228,10 +228,10 @@ func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer env.close()
-	k, err := env.manager.Revoke(ctx, f.Arg(0))
+	k, err := env.manager.Revoke(ctx, f.positional[0])
 	switch {
 	case errors.Is(err, keystore.ErrNotFound):
-		return fmt.Errorf("keys revoke: no key with id %q", f.Arg(0))
+		return fmt.Errorf("keys revoke: no key with id %q", f.positional[0])
 	case errors.Is(err, keystore.ErrNotPropagated):
 		fmt.Fprintf(stderr, "odin: warning: %v; replicas drop the key within --cache-ttl (%s)\n", err, sf.cacheTTL)
 	case err != nil:

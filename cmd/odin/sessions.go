@@ -39,7 +39,7 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err := f.parse(args[1:]); err != nil {
 		return err
 	}
-	if f.NArg() != 1 {
+	if len(f.positional) != 1 {
 		return errors.New("sessions revoke: exactly one session id is required")
 	}
 	env, err := openKeysEnv(ctx, sf, stderr)
@@ -47,7 +47,7 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer env.close()
-	r, err := env.manager.RevokeSession(ctx, f.Arg(0), reason)
+	r, err := env.manager.RevokeSession(ctx, f.positional[0], reason)
 	switch {
 	case errors.Is(err, keystore.ErrNotPropagated):
 		fmt.Fprintf(stderr, "odin: warning: %v; replicas pick it up within --session-sync\n", err)

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/odin-scan/odin-authz/internal/testenv"
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+func odin(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), args, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func TestKeysLifecycle(t *testing.T) {
+	db := testenv.Postgres(t)
+	redisURL, prefix := testenv.Redis(t)
+	t.Setenv("ODIN_DATABASE_URL", db)
+	t.Setenv("ODIN_REDIS_URL", redisURL)
+	t.Setenv("ODIN_REDIS_PREFIX", prefix)
+	if _, stderr, err := odin(t, "migrate"); err != nil {
+		t.Fatalf("migrate: %v\n%s", err, stderr)
+	}
+
+	out, stderr, err := odin(t, "keys", "create", "--name", "GitHub Actions - Production", "--owner", "user_ci", "--scopes", "scans:read,scans:write", "--tier", "pro", "--expires-in", "720h")
+	if err != nil {
+		t.Fatalf("create: %v\n%s", err, stderr)
+	}
+	key := strings.TrimSuffix(out, "\n")
+	if strings.Contains(key, "\n") || !keystore.ValidKey(key) {
+		t.Fatalf("create printed %q: want the key alone on stdout", out)
+	}
+
+	out, _, err = odin(t, "keys", "create", "--name", "org key", "--owner", "org_acme", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created struct {
+		Key   string `json:"key"`
+		ID    string `json:"id"`
+		OrgID string `json:"org_id"`
+		Hint  string `json:"hint"`
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil || !keystore.ValidKey(created.Key) || created.OrgID != "org_acme" || !strings.HasPrefix(created.ID, "key_") {
+		t.Fatalf("create --json = %s (%v)", out, err)
+	}
+
+	out, _, err = odin(t, "keys", "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, keystore.KeyHint(key)) || strings.Contains(out, key) || strings.Contains(out, created.Key) {
+		t.Fatalf("list must show hints, never keys:\n%s", out)
+	}
+	out, _, _ = odin(t, "keys", "list", "--owner", "org_acme", "--json")
+	var listed struct {
+		Keys []keystore.Key `json:"keys"`
+	}
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed.Keys) != 1 || listed.Keys[0].ID != created.ID {
+		t.Fatalf("list --owner org_acme --json = %s", out)
+	}
+
+	out, _, err = odin(t, "keys", "revoke", created.ID)
+	if err != nil || !strings.HasPrefix(out, "revoked "+created.ID) {
+		t.Fatalf("revoke: %q %v", out, err)
+	}
+	out, _, _ = odin(t, "keys", "list", "--revoked", "yes")
+	if !strings.Contains(out, created.ID) || !strings.Contains(out, "revoked") {
+		t.Fatalf("list --revoked yes:\n%s", out)
+	}
+	if _, _, err := odin(t, "keys", "revoke", "key_doesnotexist"); err == nil || !strings.Contains(err.Error(), "no key with id") {
+		t.Errorf("revoke unknown: %v", err)
+	}
+
+	out, _, err = odin(t, "sessions", "revoke", "sess_123", "--reason", "logout")
+	if err != nil || !strings.Contains(out, "revoked session sess_123") {
+		t.Fatalf("sessions revoke: %q %v", out, err)
+	}
+	if _, _, err := odin(t, "sessions", "revoke", "bad id with spaces"); err == nil {
+		t.Error("sessions revoke accepted a bad id")
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	t.Setenv("ODIN_DATABASE_URL", "")
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"no command", nil, nil, "no command"},
+		{"unknown command", []string{"frobnicate"}, nil, `unknown command "frobnicate"`},
+		{"missing database url", []string{"keys", "list"}, nil, "database URL is required"},
+		{"bad env duration", []string{"authz"}, map[string]string{"ODIN_CACHE_TTL": "soon"}, `ODIN_CACHE_TTL="soon": not a duration`},
+		{"bad flag", []string{"keys", "create", "--nope"}, nil, "flag provided but not defined"},
+		{"bad revoked filter", []string{"keys", "list", "--revoked", "maybe"}, nil, "want all, yes or no"},
+		{"revoke without id", []string{"keys", "revoke"}, nil, "exactly one key id"},
+		{"bad log level", []string{"migrate", "--log-level", "loud"}, nil, "--log-level"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			_, _, err := odin(t, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("odin %v: error %v, want one containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestKeysCreateValidation(t *testing.T) {
+	t.Setenv("ODIN_DATABASE_URL", testenv.Postgres(t))
+	t.Setenv("ODIN_REDIS_URL", "")
+	for _, args := range [][]string{
+		{"keys", "create", "--owner", "user_1"},                             // no name
+		{"keys", "create", "--name", "x"},                                   // no owner
+		{"keys", "create", "--name", "x", "--owner", "user_1", "--scopes", "BAD SCOPE"},
+		{"keys", "create", "--name", "x", "--owner", "user_1", "--expires-in", "-1h"},
+	} {
+		out, _, err := odin(t, args...)
+		if err == nil || out != "" {
+			t.Errorf("odin %v: out %q, err %v; want an error and nothing on stdout", args, out, err)
+		}
+	}
+}
+
+// Every command's -h lists its flags with their ODIN_* variables and exits 0.
+func TestHelpListsEnvironment(t *testing.T) {
+	for _, cmd := range [][]string{{"authz"}, {"migrate"}, {"keys", "create"}, {"keys", "list"}, {"sessions", "revoke"}} {
+		_, stderr, err := odin(t, append(cmd, "-h")...)
+		if !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("%v -h: %v, want flag.ErrHelp", cmd, err)
+		}
+		if !strings.Contains(stderr, "[ODIN_DATABASE_URL]") {
+			t.Errorf("%v -h does not name ODIN_DATABASE_URL:\n%s", cmd, stderr)
+		}
+	}
+	_, stderr, _ := odin(t, "authz", "-h")
+	for _, env := range []string{"ODIN_GRPC_ADDR", "ODIN_HTTP_ADDR", "ODIN_OPS_ADDR", "ODIN_REDIS_URL", "ODIN_JWKS_URL", "ODIN_JWT_ISSUER", "ODIN_JWT_AUTHORIZED_PARTIES"} {
+		if !strings.Contains(stderr, "["+env+"]") {
+			t.Errorf("authz -h does not list %s", env)
+		}
+	}
+	if regexp.MustCompile(`postgres://[^ ]*@127`).MatchString(stderr) && os.Getenv("ODIN_DATABASE_URL") != "" {
+		t.Error("-h prints the database URL")
+	}
+}
