@@ -127,8 +127,8 @@ func TestKeysCreateValidation(t *testing.T) {
 	t.Setenv("ODIN_DATABASE_URL", testenv.Postgres(t))
 	t.Setenv("ODIN_REDIS_URL", "")
 	for _, args := range [][]string{
-		{"keys", "create", "--owner", "user_1"},                             // no name
-		{"keys", "create", "--name", "x"},                                   // no owner
+		{"keys", "create", "--owner", "user_1"}, // no name
+		{"keys", "create", "--name", "x"},       // no owner
 		{"keys", "create", "--name", "x", "--owner", "user_1", "--scopes", "BAD SCOPE"},
 		{"keys", "create", "--name", "x", "--owner", "user_1", "--expires-in", "-1h"},
 	} {
