@@ -56,6 +56,7 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 		httpAddr         string
 		cacheSize        int
 		maxStreams       int
+		migrate          bool
 	)
 	sf.bind(f)
 	lo.bind(f, "json")
@@ -72,6 +73,7 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	f.Duration(&cfg.Cache.StoreTimeout, "store-timeout", "ODIN_STORE_TIMEOUT", 500*time.Millisecond, "deadline of one PostgreSQL lookup; keep it under Envoy's ext_authz timeout")
 	f.Duration(&cfg.RedisTimeout, "redis-timeout", "ODIN_REDIS_TIMEOUT", 100*time.Millisecond, "Redis read/write timeout (dial: twice this)")
 	f.Bool(&cfg.StripCredential, "strip-credential", "ODIN_STRIP_CREDENTIAL", true, "remove the authorization / api-key header from the upstream request")
+	f.Bool(&migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving (as 'odin migrate' does)")
 	f.Int(&maxStreams, "max-streams", "ODIN_GRPC_MAX_STREAMS", 1024, "maximum concurrent gRPC streams per connection")
 	f.Duration(&cfg.DrainTimeout, "drain-timeout", "ODIN_DRAIN_TIMEOUT", 15*time.Second, "on SIGTERM, how long in-flight checks may take before streams are closed")
 	f.Duration(&cfg.UsageInterval, "usage-interval", "ODIN_USAGE_INTERVAL", 10*time.Second, "how often key last-used times are written to PostgreSQL")
@@ -101,6 +103,14 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	if opsAdr != "" {
 		if lis.Ops, err = net.Listen("tcp", opsAdr); err != nil {
 			return fmt.Errorf("listen ops: %w", err)
+		}
+	}
+	if migrate {
+		if cfg.DatabaseURL == "" {
+			return errMissingDatabaseURL
+		}
+		if err := migrateDatabase(ctx, cfg.DatabaseURL, logger); err != nil {
+			return err
 		}
 	}
 	svc, err := authzsvc.New(ctx, cfg, logger)

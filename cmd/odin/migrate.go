@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"log/slog"
 
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
@@ -26,7 +27,11 @@ func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
 	if databaseURL == "" {
 		return errMissingDatabaseURL
 	}
-	store, err := pgstore.Open(ctx, databaseURL, pgstore.Options{})
+	return migrateDatabase(ctx, databaseURL, logger)
+}
+
+func migrateDatabase(ctx context.Context, databaseURL string, logger *slog.Logger) error {
+	store, err := pgstore.Open(ctx, databaseURL, pgstore.Options{MaxConns: 2})
 	if err != nil {
 		return err
 	}
