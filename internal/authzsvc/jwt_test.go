@@ -182,6 +182,9 @@ func TestSessionRevocationAcrossReplicas(t *testing.T) {
 			}
 		}
 	}
+	if b.counter(t, "odin_authz_session_lookups_total", map[string]string{"tier": "redis"}) < 1 {
+		t.Error("replica b verified tokens replica a had already cached in Redis")
+	}
 	start := time.Now()
 	if _, err := f.manager.RevokeSession(context.Background(), "sess_dave", "logout"); err != nil {
 		t.Fatal(err)
