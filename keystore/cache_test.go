@@ -59,7 +59,7 @@ func TestConcurrentMissesCollapse(t *testing.T) {
 	store := newStore(t)
 	store.delay = 20 * time.Millisecond // keep the first query in flight while the others arrive
 	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
-	plaintext, k, err := mgr.Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "burst"})
+	plaintext, k, err := mgr.Create(context.Background(), keystore.Actor{ID: "test"}, keystore.NewKey{UserID: "user_1", Name: "burst"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,14 +141,14 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) fl
 func TestTTLBoundsAStaleEntry(t *testing.T) {
 	store := newStore(t)
 	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
-	plaintext, k, _ := mgr.Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "ttl"})
+	plaintext, k, _ := mgr.Create(context.Background(), keystore.Actor{ID: "test"}, keystore.NewKey{UserID: "user_1", Name: "ttl"})
 	c, _ := newCache(t, store, nil, keystore.CacheOptions{TTL: 300 * time.Millisecond})
 	h := keystore.HashKey(plaintext)
 	if _, err := c.Lookup(context.Background(), h, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	// Revoke behind the cache's back (no bus): the LRU still says usable…
-	if _, err := store.RevokeKey(context.Background(), k.ID, time.Now()); err != nil {
+	if _, err := store.RevokeKey(context.Background(), k.ID, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	e, _ := c.Lookup(context.Background(), h, time.Now())
@@ -169,7 +169,7 @@ func TestInvalidationDuringLoadWins(t *testing.T) {
 	store := newStore(t)
 	store.delay = 100 * time.Millisecond
 	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
-	plaintext, k, _ := mgr.Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "race"})
+	plaintext, k, _ := mgr.Create(context.Background(), keystore.Actor{ID: "test"}, keystore.NewKey{UserID: "user_1", Name: "race"})
 	c, _ := newCache(t, store, nil, keystore.CacheOptions{})
 	h := keystore.HashKey(plaintext)
 	done := make(chan struct{})
@@ -178,7 +178,7 @@ func TestInvalidationDuringLoadWins(t *testing.T) {
 		_, _ = c.Lookup(context.Background(), h, time.Now()) // reads "active", slowly
 	}()
 	time.Sleep(20 * time.Millisecond)
-	if _, err := store.RevokeKey(context.Background(), k.ID, time.Now()); err != nil {
+	if _, err := store.RevokeKey(context.Background(), k.ID, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	c.Invalidate(keystore.Invalidation{Kind: keystore.InvalidateKey, Hash: h})
@@ -200,7 +200,7 @@ func TestRedisTierServesOtherReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rd.Close()
-	plaintext, _, err := keystore.NewManager(store, rd, keystore.ManagerOptions{}).Create(context.Background(), keystore.NewKey{UserID: "user_1", Name: "redis"})
+	plaintext, _, err := keystore.NewManager(store, rd, keystore.ManagerOptions{}).Create(context.Background(), keystore.Actor{ID: "test"}, keystore.NewKey{UserID: "user_1", Name: "redis"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,24 +59,40 @@ func (m *Manager) Store() Store { return m.store }
 // Create issues a key and returns its plaintext, which exists nowhere else:
 // show it once. The new key works at once: the record is written to Redis
 // over any cached "no such key", and replicas drop their negative entries.
-func (m *Manager) Create(ctx context.Context, n NewKey) (string, *Key, error) {
+func (m *Manager) Create(ctx context.Context, by Actor, n NewKey) (string, *Key, error) {
 	plaintext, err := GenerateKey()
 	if err != nil {
 		return "", nil, fmt.Errorf("generate key: %w", err)
 	}
-	k, err := m.Issue(ctx, n, plaintext)
+	k, err := m.Issue(ctx, by, n, plaintext)
 	return plaintext, k, err
+}
+
+// Actor is who makes a change, for the audit log.
+type Actor struct {
+	ID        string // user id, "operator", "clerk-webhook"…
+	RequestID string
+}
+
+func (a Actor) event(action string, details map[string]any) *AuditEvent {
+	id := a.ID
+	if id == "" {
+		id = "unknown"
+	}
+	return &AuditEvent{Actor: id, Action: action, RequestID: a.RequestID, Details: details}
 }
 
 // Issue stores a key whose plaintext the caller made with GenerateKey (a
 // roll that must print the key before storing it, or a test that checks the
 // key before it exists). It refuses anything that is not a valid key.
-func (m *Manager) Issue(ctx context.Context, n NewKey, plaintext string) (*Key, error) {
+func (m *Manager) Issue(ctx context.Context, by Actor, n NewKey, plaintext string) (*Key, error) {
 	h, err := ParseKey(plaintext)
 	if err != nil {
 		return nil, fmt.Errorf("%w: key: not a valid odin_sk_ key", ErrInvalid)
 	}
-	k, err := m.store.CreateKey(ctx, n, h, KeyHint(plaintext))
+	k, err := m.store.CreateKey(ctx, n, h, KeyHint(plaintext), by.event(ActionKeyCreated, map[string]any{
+		"name": n.Name, "hint": KeyHint(plaintext), "scopes": n.Scopes, "tier": n.Tier,
+	}))
 	if err != nil {
 		return nil, err
 	}
@@ -85,12 +101,35 @@ func (m *Manager) Issue(ctx context.Context, n NewKey, plaintext string) (*Key, 
 
 // Revoke revokes a key by id. It returns only after the revocation is
 // committed in PostgreSQL and published on the bus.
-func (m *Manager) Revoke(ctx context.Context, id string) (*Key, error) {
-	k, err := m.store.RevokeKey(ctx, id, time.Now())
+func (m *Manager) Revoke(ctx context.Context, by Actor, id string) (*Key, error) {
+	k, err := m.store.RevokeKey(ctx, id, time.Now(), by.event(ActionKeyRevoked, nil))
 	if err != nil {
 		return nil, err
 	}
 	return k, m.propagate(ctx, k)
+}
+
+// MaxRollGrace bounds the grace period of a roll.
+const MaxRollGrace = 30 * 24 * time.Hour
+
+// Roll replaces a key with a new one of the same name, owner, scopes, tier
+// and expiry. The old key keeps working for grace, then expires (401). It
+// returns the new key's plaintext, shown once.
+func (m *Manager) Roll(ctx context.Context, by Actor, id string, grace time.Duration) (string, *Key, *Key, error) {
+	if grace < 0 || grace > MaxRollGrace {
+		return "", nil, nil, fmt.Errorf("%w: grace_seconds: between 0 and %d", ErrInvalid, int(MaxRollGrace.Seconds()))
+	}
+	plaintext, err := GenerateKey()
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	old, rolled, err := m.store.RollKey(ctx, id, HashKey(plaintext), KeyHint(plaintext), time.Now().Add(grace),
+		by.event(ActionKeyRolled, map[string]any{"grace_seconds": int(grace.Seconds()), "new_hint": KeyHint(plaintext)}))
+	if err != nil {
+		return "", nil, nil, err
+	}
+	err = errors.Join(m.propagate(ctx, old), m.propagate(ctx, rolled))
+	return plaintext, old, rolled, err
 }
 
 // propagate writes the key's current record to Redis (overwriting, so a
@@ -110,13 +149,13 @@ func (m *Manager) propagate(ctx context.Context, k *Key) error {
 // RevokeSession logs a session out everywhere: it records the revocation in
 // PostgreSQL, mirrors it in Redis and publishes it, so every replica refuses
 // every token of the session from then on.
-func (m *Manager) RevokeSession(ctx context.Context, sid, reason string) (RevokedSession, error) {
+func (m *Manager) RevokeSession(ctx context.Context, by Actor, sid, reason string) (RevokedSession, error) {
 	if !ValidSessionID(sid) {
 		return RevokedSession{}, fmt.Errorf("%w: session_id: not a valid session id", ErrInvalid)
 	}
 	now := time.Now().UTC()
 	r := RevokedSession{SessionID: sid, RevokedAt: now, ExpiresAt: now.Add(m.opts.SessionRetention), Reason: reason}
-	if err := m.store.RevokeSession(ctx, r); err != nil {
+	if err := m.store.RevokeSession(ctx, r, by.event(ActionSessionRevoked, map[string]any{"reason": reason})); err != nil {
 		return RevokedSession{}, err
 	}
 	if m.redis == nil {

@@ -22,6 +22,9 @@ var (
 	ErrUnavailable = errors.New("key store unavailable")
 	// ErrInvalid wraps a request the store refuses (bad name, scope, tier…).
 	ErrInvalid = errors.New("invalid key request")
+	// ErrConflict wraps a request that the key's state forbids (rolling a
+	// revoked key).
+	ErrConflict = errors.New("conflict")
 )
 
 // Key is one issued API key as stored: never the plaintext, only its hash.
@@ -144,17 +147,29 @@ type Store interface {
 	KeyByHash(ctx context.Context, h Hash) (*Key, error)
 	// Key returns the key with that public id, or ErrNotFound.
 	Key(ctx context.Context, id string) (*Key, error)
-	// CreateKey stores a new key with the given hash and hint.
-	CreateKey(ctx context.Context, n NewKey, h Hash, hint string) (*Key, error)
+	// CreateKey stores a new key with the given hash and hint, and ev (when
+	// not nil) in the audit log in the same transaction.
+	CreateKey(ctx context.Context, n NewKey, h Hash, hint string, ev *AuditEvent) (*Key, error)
 	// ListKeys returns a page of keys and the cursor of the next page ("" at the end).
 	ListKeys(ctx context.Context, opts ListKeysOptions) ([]*Key, string, error)
-	// RevokeKey marks a key revoked at the given time and returns it. Revoking
-	// a revoked key keeps the first revocation time.
-	RevokeKey(ctx context.Context, id string, at time.Time) (*Key, error)
-	// TouchKeys records last-used times, off the hot path.
-	TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error
-	// RevokeSession records a logged-out session.
-	RevokeSession(ctx context.Context, r RevokedSession) error
+	// RevokeKey marks a key revoked at the given time and returns it, with ev
+	// in the audit log. Revoking a revoked key keeps the first revocation
+	// time and writes no event.
+	RevokeKey(ctx context.Context, id string, at time.Time, ev *AuditEvent) (*Key, error)
+	// RollKey replaces a key: in one transaction the old key's expiry is
+	// brought forward to oldExpiresAt and a new key with the same name,
+	// owner, scopes, tier and expiry is stored under the new hash.
+	RollKey(ctx context.Context, id string, h Hash, hint string, oldExpiresAt time.Time, ev *AuditEvent) (old, rolled *Key, err error)
+	// RecordUsage adds a batch of usage counts and last-used times.
+	RecordUsage(ctx context.Context, batch []Usage) error
+	// KeyUsage returns the hourly counts of a key since the given time.
+	KeyUsage(ctx context.Context, id string, since time.Time) ([]HourlyUsage, error)
+	// RevokeSession records a logged-out session, with ev in the audit log.
+	RevokeSession(ctx context.Context, r RevokedSession, ev *AuditEvent) error
+	// AppendAudit writes one audit event on its own.
+	AppendAudit(ctx context.Context, ev AuditEvent) error
+	// ListAudit returns a page of audit events, newest first.
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, string, error)
 	// RevokedSessions returns revocations made at or after since that have
 	// not expired at now.
 	RevokedSessions(ctx context.Context, since, now time.Time) ([]RevokedSession, error)
@@ -162,6 +177,52 @@ type Store interface {
 	PruneRevokedSessions(ctx context.Context, now time.Time) (int64, error)
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error
+}
+
+// AuditEvent is one entry of the audit log (SPEC §10). It never holds a
+// secret: keys appear by id and hint only.
+type AuditEvent struct {
+	ID        int64          `json:"id"`
+	At        time.Time      `json:"at"`
+	Actor     string         `json:"actor"`
+	Action    string         `json:"action"`
+	Target    string         `json:"target"`
+	Owner     string         `json:"owner,omitempty"`
+	RequestID string         `json:"request_id,omitempty"`
+	Details   map[string]any `json:"details,omitempty"`
+}
+
+// The audit actions.
+const (
+	ActionKeyCreated     = "key.created"
+	ActionKeyRolled      = "key.rolled"
+	ActionKeyRevoked     = "key.revoked"
+	ActionSessionRevoked = "session.revoked"
+)
+
+// AuditFilter selects audit events. Empty fields match everything.
+type AuditFilter struct {
+	Owners       []string // any of these tenants
+	Actor        string
+	Action       string
+	Target       string
+	Since, Until time.Time
+	Limit        int    // 1..1000, default 50
+	Cursor       string // from the previous page
+}
+
+// Usage is one batch entry: a key's checks in one hour, and its latest use.
+type Usage struct {
+	KeyID    string
+	Hour     time.Time // truncated to the hour, UTC
+	Count    int64
+	LastUsed time.Time
+}
+
+// HourlyUsage is a key's number of checks in one hour.
+type HourlyUsage struct {
+	Hour  time.Time `json:"hour"`
+	Count int64     `json:"count"`
 }
 
 // RevokedSession is a logged-out session: every token carrying its id is

@@ -17,8 +17,14 @@ type UsageRecorder struct {
 	log      *slog.Logger
 
 	mu      sync.Mutex
-	pending map[string]time.Time
+	pending map[usageKey]*Usage
 	dropped int
+}
+
+// usageKey is one counter: a key in one hour.
+type usageKey struct {
+	id   string
+	hour int64 // Unix hour
 }
 
 // NewUsageRecorder returns a recorder flushing every interval (default 10s)
@@ -31,14 +37,22 @@ func NewUsageRecorder(store Store, interval time.Duration, max int, logger *slog
 	if max <= 0 {
 		max = 100_000
 	}
-	return &UsageRecorder{store: store, interval: interval, max: max, log: logger, pending: make(map[string]time.Time)}
+	return &UsageRecorder{store: store, interval: interval, max: max, log: logger, pending: make(map[usageKey]*Usage)}
 }
 
-// Record notes that the key was used at t.
+// Record counts one use of the key at t. Past the bound, uses of keys not
+// already pending are counted as dropped (and logged) rather than grow the
+// map without limit.
 func (u *UsageRecorder) Record(id string, t time.Time) {
+	k := usageKey{id: id, hour: t.Unix() / 3600}
 	u.mu.Lock()
-	if _, ok := u.pending[id]; ok || len(u.pending) < u.max {
-		u.pending[id] = t
+	if p, ok := u.pending[k]; ok {
+		p.Count++
+		if t.After(p.LastUsed) {
+			p.LastUsed = t
+		}
+	} else if len(u.pending) < u.max {
+		u.pending[k] = &Usage{KeyID: id, Hour: time.Unix(k.hour*3600, 0).UTC(), Count: 1, LastUsed: t}
 	} else {
 		u.dropped++
 	}
@@ -67,21 +81,30 @@ func (u *UsageRecorder) Run(ctx context.Context) {
 // is retried at the next flush.
 func (u *UsageRecorder) Flush(ctx context.Context) {
 	u.mu.Lock()
-	batch, dropped := u.pending, u.dropped
-	u.pending, u.dropped = make(map[string]time.Time, len(batch)), 0
+	pending, dropped := u.pending, u.dropped
+	u.pending, u.dropped = make(map[usageKey]*Usage, len(pending)), 0
 	u.mu.Unlock()
 	if dropped > 0 {
-		u.log.Warn("key usage buffer full, some last-used times will be late", "dropped", dropped)
+		u.log.Warn("key usage buffer full, some uses were not counted", "dropped", dropped)
 	}
-	if len(batch) == 0 {
+	if len(pending) == 0 {
 		return
 	}
-	if err := u.store.TouchKeys(ctx, batch); err != nil {
-		u.log.Warn("record key usage failed, will retry", "keys", len(batch), "error", err.Error())
+	batch := make([]Usage, 0, len(pending))
+	for _, p := range pending {
+		batch = append(batch, *p)
+	}
+	if err := u.store.RecordUsage(ctx, batch); err != nil {
+		u.log.Warn("record key usage failed, will retry", "entries", len(batch), "error", err.Error())
 		u.mu.Lock()
-		for id, t := range batch {
-			if cur, ok := u.pending[id]; !ok || cur.Before(t) {
-				u.pending[id] = t
+		for k, p := range pending { // merge back: counts add, nothing is lost
+			if cur, ok := u.pending[k]; ok {
+				cur.Count += p.Count
+				if p.LastUsed.After(cur.LastUsed) {
+					cur.LastUsed = p.LastUsed
+				}
+			} else {
+				u.pending[k] = p
 			}
 		}
 		u.mu.Unlock()

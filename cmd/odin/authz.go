@@ -66,6 +66,8 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	f.String(&grpcAddr, "grpc-addr", "ODIN_GRPC_ADDR", ":9001", "gRPC listen address (Check, health, reflection)")
 	f.String(&httpAddr, "http-addr", "ODIN_HTTP_ADDR", ":9002", "HTTP forward-auth listen address (Envoy http_service, NGINX auth_request, Caddy forward_auth, Traefik ForwardAuth); empty disables")
 	f.String(&cfg.HTTPPathPrefix, "http-path-prefix", "ODIN_HTTP_PATH_PREFIX", "", "prefix to strip from forward-auth paths (Envoy http_service path_prefix)")
+	f.String(&cfg.ForwardedHeaders, "forwarded-headers", "ODIN_FORWARDED_HEADERS", "auto",
+		"which headers forward-auth trusts for the original method and URI: auto (X-Forwarded-* or X-Original-*, refusing a request whose two disagree), original (NGINX), forwarded (Caddy, Traefik), none (Envoy http_service)")
 	f.String(&opsAdr, "ops-addr", "ODIN_OPS_ADDR", ":9003", "operations HTTP listen address (/healthz, /readyz, /metrics); empty disables")
 	f.Int(&cacheSize, "cache-size", "ODIN_CACHE_SIZE", 100_000, "entries in the in-process LRU (keys and unknown-key entries)")
 	f.Duration(&cfg.Cache.NegativeTTL, "negative-ttl", "ODIN_NEGATIVE_TTL", 5*time.Second, "how long an unknown key is remembered as unknown")

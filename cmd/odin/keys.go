@@ -128,7 +128,7 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if expiresIn > 0 {
 		n.ExpiresAt = time.Now().Add(expiresIn)
 	}
-	plaintext, k, err := env.manager.Create(ctx, n)
+	plaintext, k, err := env.manager.Create(ctx, cliActor, n)
 	if errors.Is(err, keystore.ErrNotPropagated) {
 		fmt.Fprintln(stderr, "odin: warning:", err)
 	} else if err != nil {
@@ -228,7 +228,7 @@ func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer env.close()
-	k, err := env.manager.Revoke(ctx, f.positional[0])
+	k, err := env.manager.Revoke(ctx, cliActor, f.positional[0])
 	switch {
 	case errors.Is(err, keystore.ErrNotFound):
 		return fmt.Errorf("keys revoke: no key with id %q", f.positional[0])
@@ -265,3 +265,7 @@ func orDash(t time.Time) string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// cliActor is the audit log's name for changes made with this CLI on the
+// database directly.
+var cliActor = keystore.Actor{ID: "operator:cli"}

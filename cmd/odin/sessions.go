@@ -47,7 +47,7 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer env.close()
-	r, err := env.manager.RevokeSession(ctx, f.positional[0], reason)
+	r, err := env.manager.RevokeSession(ctx, cliActor, f.positional[0], reason)
 	switch {
 	case errors.Is(err, keystore.ErrNotPropagated):
 		fmt.Fprintf(stderr, "odin: warning: %v; replicas pick it up within --session-sync\n", err)

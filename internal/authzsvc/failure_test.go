@@ -33,7 +33,7 @@ func TestRevocationPropagatesAcrossReplicas(t *testing.T) {
 			}
 		}
 		start := time.Now()
-		if _, err := f.manager.Revoke(context.Background(), k.ID); err != nil {
+		if _, err := f.manager.Revoke(context.Background(), testActor, k.ID); err != nil {
 			t.Fatalf("revoke: %v", err)
 		}
 		for _, r := range []*replica{b, a} {
@@ -62,7 +62,7 @@ func TestCreatingAKeyClearsTheNegativeCache(t *testing.T) {
 	if got := httpStatus(r.check(t, map[string]string{"api-key": plaintext})); got != 401 {
 		t.Fatalf("unknown key: %d", got)
 	}
-	if _, err := f.manager.Issue(context.Background(), keystore.NewKey{UserID: "user_x", Name: "late"}, plaintext); err != nil {
+	if _, err := f.manager.Issue(context.Background(), testActor, keystore.NewKey{UserID: "user_x", Name: "late"}, plaintext); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(time.Second)
@@ -114,7 +114,7 @@ func TestRedisDown(t *testing.T) {
 	if got := httpStatus(r.check(t, map[string]string{"api-key": key})); got != 200 {
 		t.Fatalf("after Redis returned: %d", got)
 	}
-	if _, err := mgr.Revoke(context.Background(), k.ID); err != nil {
+	if _, err := mgr.Revoke(context.Background(), testActor, k.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitStatus(t, r, key, 401, time.Second)

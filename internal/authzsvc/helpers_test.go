@@ -234,7 +234,7 @@ func (f *fixture) createKey(t testing.TB, n keystore.NewKey) (string, *keystore.
 	if n.UserID == "" && n.OrgID == "" {
 		n.UserID = "user_test"
 	}
-	plaintext, k, err := f.manager.Create(context.Background(), n)
+	plaintext, k, err := f.manager.Create(context.Background(), testActor, n)
 	if err != nil {
 		t.Fatalf("create key: %v", err)
 	}
@@ -263,3 +263,6 @@ func replaceHost(t *testing.T, rawURL, hostPort string) string {
 	u.Host = hostPort
 	return u.String()
 }
+
+// testActor is who makes changes in these tests, for the audit log.
+var testActor = keystore.Actor{ID: "test"}

@@ -186,7 +186,7 @@ func TestSessionRevocationAcrossReplicas(t *testing.T) {
 		t.Error("replica b verified tokens replica a had already cached in Redis")
 	}
 	start := time.Now()
-	if _, err := f.manager.RevokeSession(context.Background(), "sess_dave", "logout"); err != nil {
+	if _, err := f.manager.RevokeSession(context.Background(), testActor, "sess_dave", "logout"); err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range []*replica{b, a} {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -165,19 +166,19 @@ func (s *Store) Key(ctx context.Context, id string) (*keystore.Key, error) {
 }
 
 // CreateKey implements keystore.Store.
-func (s *Store) CreateKey(ctx context.Context, n keystore.NewKey, h keystore.Hash, hint string) (*keystore.Key, error) {
+func (s *Store) CreateKey(ctx context.Context, n keystore.NewKey, h keystore.Hash, hint string, ev *keystore.AuditEvent) (*keystore.Key, error) {
 	if err := n.Validate(time.Now()); err != nil {
 		return nil, err
 	}
-	id, err := keystore.NewKeyID()
-	if err != nil {
-		return nil, fmt.Errorf("create key: %w", err)
-	}
-	k, err := scanKey(s.pool.QueryRow(ctx, `
-		INSERT INTO api_keys (id, user_id, org_id, name, key_hash, hint, scopes, tier, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-		RETURNING `+keyColumns,
-		id, n.UserID, n.OrgID, n.Name, h[:], hint, n.Scopes, n.Tier, tsArg(n.ExpiresAt)))
+	var k *keystore.Key
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		k, err = insertKey(ctx, tx, n, h, hint)
+		if err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, ev, k.ID, k.Owner())
+	})
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" {
@@ -188,37 +189,159 @@ func (s *Store) CreateKey(ctx context.Context, n keystore.NewKey, h keystore.Has
 	return k, nil
 }
 
-// RevokeKey implements keystore.Store.
-func (s *Store) RevokeKey(ctx context.Context, id string, at time.Time) (*keystore.Key, error) {
-	k, err := scanKey(s.pool.QueryRow(ctx, `
-		UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2)
-		WHERE id = $1
-		RETURNING `+keyColumns, id, at))
-	if err != nil && !errors.Is(err, keystore.ErrNotFound) {
-		return nil, fmt.Errorf("revoke key %s: %w", id, err)
+func insertKey(ctx context.Context, tx pgx.Tx, n keystore.NewKey, h keystore.Hash, hint string) (*keystore.Key, error) {
+	id, err := keystore.NewKeyID()
+	if err != nil {
+		return nil, err
 	}
-	return k, err
+	return scanKey(tx.QueryRow(ctx, `
+		INSERT INTO api_keys (id, user_id, org_id, name, key_hash, hint, scopes, tier, expires_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		RETURNING `+keyColumns,
+		id, n.UserID, n.OrgID, n.Name, h[:], hint, n.Scopes, n.Tier, tsArg(n.ExpiresAt)))
 }
 
-// TouchKeys implements keystore.Store with one statement for the batch.
-func (s *Store) TouchKeys(ctx context.Context, lastUsed map[string]time.Time) error {
-	if len(lastUsed) == 0 {
+// appendAudit writes ev (when not nil) for target in tx.
+func appendAudit(ctx context.Context, tx pgx.Tx, ev *keystore.AuditEvent, target, owner string) error {
+	if ev == nil {
 		return nil
 	}
-	ids := make([]string, 0, len(lastUsed))
-	times := make([]time.Time, 0, len(lastUsed))
-	for id, t := range lastUsed {
-		ids = append(ids, id)
-		times = append(times, t)
+	if ev.Target == "" {
+		ev.Target = target
 	}
-	_, err := s.pool.Exec(ctx, `
-		UPDATE api_keys AS k SET last_used_at = u.t
-		FROM unnest($1::text[], $2::timestamptz[]) AS u(id, t)
-		WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.t)`, ids, times)
+	if ev.Owner == "" {
+		ev.Owner = owner
+	}
+	details := ev.Details
+	if details == nil {
+		details = map[string]any{}
+	}
+	return tx.QueryRow(ctx, `
+		INSERT INTO audit_events (actor, action, target, owner, request_id, details)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, at`,
+		ev.Actor, ev.Action, ev.Target, ev.Owner, ev.RequestID, details).Scan(&ev.ID, &ev.At)
+}
+
+// RevokeKey implements keystore.Store.
+func (s *Store) RevokeKey(ctx context.Context, id string, at time.Time, ev *keystore.AuditEvent) (*keystore.Key, error) {
+	var k *keystore.Key
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var wasRevoked bool
+		if err := tx.QueryRow(ctx, `SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = $1 FOR UPDATE`, id).Scan(&wasRevoked); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return keystore.ErrNotFound
+			}
+			return err
+		}
+		var err error
+		if k, err = scanKey(tx.QueryRow(ctx, `
+			UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2)
+			WHERE id = $1
+			RETURNING `+keyColumns, id, at)); err != nil {
+			return err
+		}
+		if wasRevoked {
+			return nil
+		}
+		return appendAudit(ctx, tx, ev, k.ID, k.Owner())
+	})
+	if errors.Is(err, keystore.ErrNotFound) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("revoke key %s: %w", id, err)
+	}
+	return k, nil
+}
+
+// RollKey implements keystore.Store.
+func (s *Store) RollKey(ctx context.Context, id string, h keystore.Hash, hint string, oldExpiresAt time.Time, ev *keystore.AuditEvent) (*keystore.Key, *keystore.Key, error) {
+	var old, rolled *keystore.Key
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		cur, err := scanKey(tx.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1 FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		if err := cur.Usable(time.Now()); err != nil {
+			return fmt.Errorf("%w: key is %s", keystore.ErrConflict, strings.TrimPrefix(err.Error(), "key "))
+		}
+		if old, err = scanKey(tx.QueryRow(ctx, `
+			UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $2), $2)
+			WHERE id = $1 RETURNING `+keyColumns, id, oldExpiresAt)); err != nil {
+			return err
+		}
+		n := keystore.NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt}
+		if rolled, err = insertKey(ctx, tx, n, h, hint); err != nil {
+			return err
+		}
+		if ev != nil {
+			if ev.Details == nil {
+				ev.Details = map[string]any{}
+			}
+			ev.Details["new_key_id"] = rolled.ID
+			ev.Details["old_key_expires_at"] = old.ExpiresAt
+		}
+		return appendAudit(ctx, tx, ev, old.ID, old.Owner())
+	})
+	switch {
+	case errors.Is(err, keystore.ErrNotFound), errors.Is(err, keystore.ErrConflict):
+		return nil, nil, err
+	case err != nil:
+		return nil, nil, fmt.Errorf("roll key %s: %w", id, err)
+	}
+	return old, rolled, nil
+}
+
+// RecordUsage implements keystore.Store with two statements for the batch.
+func (s *Store) RecordUsage(ctx context.Context, batch []keystore.Usage) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	ids := make([]string, len(batch))
+	hours := make([]time.Time, len(batch))
+	counts := make([]int64, len(batch))
+	last := make([]time.Time, len(batch))
+	for i, u := range batch {
+		ids[i], hours[i], counts[i], last[i] = u.KeyID, u.Hour, u.Count, u.LastUsed
+	}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO key_usage_hourly (key_id, hour, count)
+			SELECT u.id, u.hour, SUM(u.n) FROM unnest($1::text[], $2::timestamptz[], $3::bigint[]) AS u(id, hour, n)
+			WHERE EXISTS (SELECT 1 FROM api_keys k WHERE k.id = u.id)
+			GROUP BY u.id, u.hour
+			ON CONFLICT (key_id, hour) DO UPDATE SET count = key_usage_hourly.count + EXCLUDED.count`,
+			ids, hours, counts); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `
+			UPDATE api_keys AS k SET last_used_at = u.t
+			FROM (SELECT id, MAX(t) AS t FROM unnest($1::text[], $2::timestamptz[]) AS x(id, t) GROUP BY id) AS u
+			WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.t)`, ids, last)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("record key usage: %w", err)
 	}
 	return nil
+}
+
+// KeyUsage implements keystore.Store.
+func (s *Store) KeyUsage(ctx context.Context, id string, since time.Time) ([]keystore.HourlyUsage, error) {
+	rows, err := s.pool.Query(ctx, `SELECT hour, count FROM key_usage_hourly WHERE key_id = $1 AND hour >= $2 ORDER BY hour`, id, since)
+	if err != nil {
+		return nil, fmt.Errorf("read key usage: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (keystore.HourlyUsage, error) {
+		var u keystore.HourlyUsage
+		err := row.Scan(&u.Hour, &u.Count)
+		u.Hour = u.Hour.UTC()
+		return u, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read key usage: %w", err)
+	}
+	return out, nil
 }
 
 // ListKeys implements keystore.Store with keyset pagination on
@@ -317,13 +440,18 @@ func decodeCursor(c string) (time.Time, string, error) {
 
 // RevokeSession implements keystore.Store. Revoking twice keeps the first
 // revocation time and the later expiry.
-func (s *Store) RevokeSession(ctx context.Context, r keystore.RevokedSession) error {
-	_, err := s.pool.Exec(ctx, `
-		INSERT INTO revoked_sessions (session_id, revoked_at, expires_at, reason)
-		VALUES ($1, $2, $3, $4)
-		ON CONFLICT (session_id) DO UPDATE
-		SET expires_at = GREATEST(revoked_sessions.expires_at, EXCLUDED.expires_at)`,
-		r.SessionID, r.RevokedAt, r.ExpiresAt, r.Reason)
+func (s *Store) RevokeSession(ctx context.Context, r keystore.RevokedSession, ev *keystore.AuditEvent) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO revoked_sessions (session_id, revoked_at, expires_at, reason)
+			VALUES ($1, $2, $3, $4)
+			ON CONFLICT (session_id) DO UPDATE
+			SET expires_at = GREATEST(revoked_sessions.expires_at, EXCLUDED.expires_at)`,
+			r.SessionID, r.RevokedAt, r.ExpiresAt, r.Reason); err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, ev, r.SessionID, "")
+	})
 	if err != nil {
 		return fmt.Errorf("revoke session: %w", err)
 	}
@@ -356,4 +484,72 @@ func (s *Store) PruneRevokedSessions(ctx context.Context, now time.Time) (int64,
 		return 0, fmt.Errorf("prune revoked sessions: %w", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// AppendAudit implements keystore.Store.
+func (s *Store) AppendAudit(ctx context.Context, ev keystore.AuditEvent) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return appendAudit(ctx, tx, &ev, ev.Target, ev.Owner) })
+	if err != nil {
+		return fmt.Errorf("append audit event: %w", err)
+	}
+	return nil
+}
+
+// ListAudit implements keystore.Store with keyset pagination on id.
+func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keystore.AuditEvent, string, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	limit = min(limit, 1000)
+	var (
+		where []string
+		args  []any
+	)
+	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
+	if len(f.Owners) > 0 {
+		where = append(where, "owner = ANY("+arg(f.Owners)+")")
+	}
+	for col, v := range map[string]string{"actor": f.Actor, "action": f.Action, "target": f.Target} {
+		if v != "" {
+			where = append(where, col+" = "+arg(v))
+		}
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "at >= "+arg(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "at < "+arg(f.Until))
+	}
+	if f.Cursor != "" {
+		id, err := strconv.ParseInt(f.Cursor, 10, 64)
+		if err != nil || id <= 0 {
+			return nil, "", fmt.Errorf("%w: cursor: not a cursor returned by this API", keystore.ErrInvalid)
+		}
+		where = append(where, "id < "+arg(id))
+	}
+	q := `SELECT id, at, actor, action, target, owner, request_id, details FROM audit_events`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY id DESC LIMIT " + arg(limit+1)
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list audit events: %w", err)
+	}
+	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (keystore.AuditEvent, error) {
+		var e keystore.AuditEvent
+		err := row.Scan(&e.ID, &e.At, &e.Actor, &e.Action, &e.Target, &e.Owner, &e.RequestID, &e.Details)
+		e.At = e.At.UTC()
+		return e, err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list audit events: %w", err)
+	}
+	next := ""
+	if len(events) > limit {
+		events = events[:limit]
+		next = strconv.FormatInt(events[limit-1].ID, 10)
+	}
+	return events, next, nil
 }
