@@ -68,6 +68,9 @@ type Request struct {
 	Path    string // with the query string, as Envoy sends :path
 	Host    string
 	Headers Headers
+	// Invalid, when set, is why the request itself cannot be trusted (for
+	// example contradictory forwarded headers): it is refused with that reason.
+	Invalid string
 }
 
 // Decision is the answer for one request: Allow with a Principal, or a
@@ -160,6 +163,10 @@ func (a *Authorizer) Decide(ctx context.Context, r *Request) Decision {
 func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Decision {
 	d := Decision{RequestID: requestID(r.Headers)}
 	d.Credential = ExtractCredential(r.Headers)
+	if r.Invalid != "" {
+		d.Outcome, d.Reason = DenyUnauthorized, r.Invalid
+		return d
+	}
 	switch d.Credential.Kind {
 	case CredentialNone:
 		d.Outcome, d.Reason, d.Message = DenyUnauthorized, "missing", messageMissing

@@ -17,7 +17,15 @@ type ForwardAuthOptions struct {
 	// X-Original-URI says what the original path was: Envoy's http_service
 	// sends path_prefix + original path.
 	PathPrefix string
-	Logger     *slog.Logger
+	// ForwardedHeaders says which headers carry the original method and URI:
+	// "auto" (default: X-Forwarded-* or X-Original-*, and a request that
+	// carries both with different values is refused, since a client could
+	// have set one of them), "original" (NGINX: X-Original-URI and
+	// X-Original-Method only), "forwarded" (Caddy, Traefik:
+	// X-Forwarded-Uri, -Method, -Host only), or "none" (Envoy http_service:
+	// the request line itself).
+	ForwardedHeaders string
+	Logger           *slog.Logger
 }
 
 // HeaderAuthHeadersToRemove is Envoy's http_service header listing request
@@ -50,7 +58,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeDenial(w, &d)
 		}
 	}()
-	req := ForwardedRequest(r, f.opts.PathPrefix)
+	req := ForwardedRequest(r, f.opts.PathPrefix, f.opts.ForwardedHeaders)
 	d := f.authz.Decide(r.Context(), &req)
 	if d.Outcome != Allow {
 		writeDenial(w, &d)
@@ -68,34 +76,51 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // ForwardedRequest reads the original request from a forward-auth
-// subrequest: the method from X-Forwarded-Method (Caddy, Traefik) or
-// X-Original-Method (NGINX), else the subrequest's own (Envoy); the URI from
-// X-Forwarded-Uri or X-Original-URI, else the subrequest's path less
-// pathPrefix; the host from X-Forwarded-Host, else Host.
-func ForwardedRequest(r *http.Request, pathPrefix string) Request {
+// subrequest, trusting the headers that mode names (see
+// ForwardAuthOptions.ForwardedHeaders): the method from X-Forwarded-Method
+// (Caddy, Traefik) or X-Original-Method (NGINX), else the subrequest's own
+// (Envoy); the URI from X-Forwarded-Uri or X-Original-URI, else the
+// subrequest's path less pathPrefix; the host from X-Forwarded-Host, else
+// Host.
+func ForwardedRequest(r *http.Request, pathPrefix, mode string) Request {
 	h := httpHeaders(r.Header)
 	req := Request{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Headers: h}
-	if m := firstOf(h, "x-forwarded-method", "x-original-method"); m != "" {
-		req.Method = m
-	}
-	if u := firstOf(h, "x-forwarded-uri", "x-original-uri"); u != "" {
-		req.Path = u
-	} else if pathPrefix != "" {
+	if pathPrefix != "" {
 		req.Path = "/" + strings.TrimLeft(strings.TrimPrefix(req.Path, pathPrefix), "/")
 	}
-	if host := h.Get("x-forwarded-host"); host != "" {
+	fwdMethod, fwdURI := h.Get("x-forwarded-method"), h.Get("x-forwarded-uri")
+	origMethod, origURI := h.Get("x-original-method"), h.Get("x-original-uri")
+	var method, uri string
+	switch mode {
+	case "none":
+		return req
+	case "original":
+		method, uri = origMethod, origURI
+	case "forwarded":
+		method, uri = fwdMethod, fwdURI
+	default:
+		if (fwdURI != "" && origURI != "" && fwdURI != origURI) || (fwdMethod != "" && origMethod != "" && fwdMethod != origMethod) {
+			req.Invalid = "conflicting_forwarded_headers"
+		}
+		method, uri = firstNonEmpty(fwdMethod, origMethod), firstNonEmpty(fwdURI, origURI)
+	}
+	if method != "" {
+		req.Method = method
+	}
+	if uri != "" {
+		req.Path = uri
+	}
+	if host := h.Get("x-forwarded-host"); host != "" && mode != "original" {
 		req.Host = host
 	}
 	return req
 }
 
-func firstOf(h Headers, names ...string) string {
-	for _, n := range names {
-		if v := h.Get(n); v != "" {
-			return v
-		}
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
 	}
-	return ""
+	return b
 }
 
 // httpHeaders adapts net/http headers: repeated values are joined with ","

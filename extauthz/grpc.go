@@ -132,7 +132,7 @@ func HeadersToRemove(p *Principal, h Headers, c Credential, strip bool) []string
 	}
 	var extra []string
 	note := func(name string) {
-		if len(name) > len(IdentityHeaderPrefix) && strings.HasPrefix(name, IdentityHeaderPrefix) && !p.sets(name) && !contains(p.Absent, name) {
+		if isIdentityHeader(name) && !p.sets(name) && !contains(p.Absent, name) {
 			extra = append(extra, name)
 		}
 	}
@@ -147,6 +147,23 @@ func HeadersToRemove(p *Principal, h Headers, c Credential, strip bool) []string
 		return base
 	}
 	return append(append(make([]string, 0, len(base)+len(extra)), base...), extra...)
+}
+
+// isIdentityHeader reports whether a (lower-case) header name claims to be an
+// identity header: x-odin-*, and also x_odin_* and mixes, which CGI-style
+// frameworks read as the same HTTP_X_ODIN_* variable.
+func isIdentityHeader(name string) bool {
+	const n = len(IdentityHeaderPrefix)
+	if len(name) <= n {
+		return false
+	}
+	for i := 0; i < n; i++ {
+		c, want := name[i], IdentityHeaderPrefix[i]
+		if c != want && !(want == '-' && c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *Principal) sets(name string) bool {

@@ -54,9 +54,12 @@ type Config struct {
 	// HTTPPathPrefix is stripped from forward-auth paths (Envoy
 	// http_service path_prefix) when no X-Forwarded-Uri says otherwise.
 	HTTPPathPrefix string
-	MaxStreams     uint32
-	DrainTimeout   time.Duration
-	UsageInterval  time.Duration
+	// ForwardedHeaders picks the headers forward-auth trusts for the original
+	// method and URI: auto, original, forwarded or none.
+	ForwardedHeaders string
+	MaxStreams       uint32
+	DrainTimeout     time.Duration
+	UsageInterval    time.Duration
 }
 
 // Service is one `odin authz` replica.
@@ -82,6 +85,11 @@ type Service struct {
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
 	if cfg.DatabaseURL == "" {
 		return nil, errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL)")
+	}
+	switch cfg.ForwardedHeaders {
+	case "", "auto", "original", "forwarded", "none":
+	default:
+		return nil, fmt.Errorf("forwarded headers %q: want auto, original, forwarded or none", cfg.ForwardedHeaders)
 	}
 	if cfg.MaxStreams == 0 {
 		cfg.MaxStreams = 1024
@@ -235,7 +243,8 @@ type Listeners struct {
 // ForwardAuth is the replica's HTTP forward-auth handler.
 func (s *Service) ForwardAuth() http.Handler {
 	return extauthz.NewForwardAuth(s.authz, extauthz.ForwardAuthOptions{
-		StripCredential: s.cfg.StripCredential, PathPrefix: s.cfg.HTTPPathPrefix, Logger: s.log,
+		StripCredential: s.cfg.StripCredential, PathPrefix: s.cfg.HTTPPathPrefix,
+		ForwardedHeaders: s.cfg.ForwardedHeaders, Logger: s.log,
 	})
 }
 

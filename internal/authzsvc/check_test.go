@@ -28,7 +28,7 @@ func TestCheck(t *testing.T) {
 	}
 	time.Sleep(time.Until(expiredKey.ExpiresAt) + 10*time.Millisecond)
 	revoked, revokedKey := f.createKey(t, keystore.NewKey{})
-	if _, err := f.manager.Revoke(ctx, revokedKey.ID); err != nil {
+	if _, err := f.manager.Revoke(ctx, testActor, revokedKey.ID); err != nil {
 		t.Fatal(err)
 	}
 	unknown, _ := keystore.GenerateKey()
@@ -101,6 +101,7 @@ func TestCheck(t *testing.T) {
 		resp := r.check(t, map[string]string{
 			"authorization":  "Bearer " + valid,
 			"x-odin-subject": "user_mallory", "x-odin-session-id": "sess_spoof", "x-odin-admin": "true",
+			"x_odin_subject": "user_mallory", "x-odin_tier": "enterprise", "x-odin-": "empty suffix",
 		})
 		ok := resp.GetOkResponse()
 		if ok == nil {
@@ -120,7 +121,7 @@ func TestCheck(t *testing.T) {
 		}
 		removed := append([]string(nil), ok.GetHeadersToRemove()...)
 		sort.Strings(removed)
-		if diff := cmp.Diff([]string{"authorization", "x-odin-admin", "x-odin-session-id"}, removed); diff != "" {
+		if diff := cmp.Diff([]string{"authorization", "x-odin-admin", "x-odin-session-id", "x-odin_tier", "x_odin_subject"}, removed); diff != "" {
 			t.Errorf("headers_to_remove (-want, +got):\n%s", diff)
 		}
 		md := resp.GetDynamicMetadata().GetFields()

@@ -28,6 +28,7 @@ func TestForwardAuth(t *testing.T) {
 		{"nginx auth_request", "GET", "/auth", map[string]string{"X-Original-URI": "/v1/scans", "X-Original-Method": "DELETE", "api-key": key}, 200},
 		{"caddy/traefik forward_auth", "GET", "/", map[string]string{"X-Forwarded-Method": "PUT", "X-Forwarded-Uri": "/v1/scans/1", "X-Forwarded-Host": "api.odin.test", "Authorization": "bearer " + key}, 200},
 		{"missing", "GET", "/", nil, 401},
+		{"forwarded and original URIs disagree", "GET", "/", map[string]string{"X-Original-URI": "/v1/admin", "X-Forwarded-Uri": "/healthz", "api-key": key}, 401},
 		{"forged", "GET", "/", map[string]string{"api-key": key[:len(key)-3] + "000"}, 401},
 		{"64 KiB header", "GET", "/", map[string]string{"Authorization": "Bearer " + strings.Repeat("x", 64<<10)}, 401},
 	}
