@@ -133,6 +133,8 @@ func (n *NewKey) Validate(now time.Time) error {
 type ListKeysOptions struct {
 	UserID string // when set, only keys of this user
 	OrgID  string // when set, only keys of this organisation
+	// PersonalOnly keeps only keys with no organisation.
+	PersonalOnly bool
 	// Revoked filters on revocation: nil for all, true for revoked only,
 	// false for active (not revoked) only.
 	Revoked *bool
@@ -166,6 +168,10 @@ type Store interface {
 	KeyUsage(ctx context.Context, id string, since time.Time) ([]HourlyUsage, error)
 	// RevokeSession records a logged-out session, with ev in the audit log.
 	RevokeSession(ctx context.Context, r RevokedSession, ev *AuditEvent) error
+	// FirstDelivery records a webhook delivery id and reports whether it is
+	// new; a replay or retry of a processed delivery reports false. Ids
+	// older than keep are pruned.
+	FirstDelivery(ctx context.Context, id string, keep time.Duration) (bool, error)
 	// AppendAudit writes one audit event on its own.
 	AppendAudit(ctx context.Context, ev AuditEvent) error
 	// ListAudit returns a page of audit events, newest first.

@@ -21,6 +21,7 @@ Usage: odin <command> [flags]
 
 Commands:
   authz      serve the Envoy ext_authz gRPC API (Check), health and metrics
+  admin      serve the admin API: keys, sessions, Clerk webhooks, audit log
   migrate    apply the PostgreSQL schema migrations
   keys       create, list and revoke API keys (odin keys -h)
   sessions   revoke a session: log it out on every replica (odin sessions -h)
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "authz":
 		return runAuthz(ctx, args[1:], stderr)
+	case "admin":
+		return runAdmin(ctx, args[1:], stderr)
 	case "migrate":
 		return runMigrate(ctx, args[1:], stderr)
 	case "keys":

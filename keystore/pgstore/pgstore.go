@@ -365,6 +365,9 @@ func (s *Store) ListKeys(ctx context.Context, opts keystore.ListKeysOptions) ([]
 	if opts.OrgID != "" {
 		where = append(where, "org_id = "+arg(opts.OrgID))
 	}
+	if opts.PersonalOnly {
+		where = append(where, "org_id = ''")
+	}
 	if opts.Revoked != nil {
 		if *opts.Revoked {
 			where = append(where, "revoked_at IS NOT NULL")
@@ -552,4 +555,16 @@ func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keysto
 		next = strconv.FormatInt(events[limit-1].ID, 10)
 	}
 	return events, next, nil
+}
+
+// FirstDelivery implements keystore.Store.
+func (s *Store) FirstDelivery(ctx context.Context, id string, keep time.Duration) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id) VALUES ($1) ON CONFLICT (id) DO NOTHING`, id)
+	if err != nil {
+		return false, fmt.Errorf("record webhook delivery: %w", err)
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM webhook_deliveries WHERE received_at < $1`, time.Now().Add(-keep)); err != nil {
+		return false, fmt.Errorf("prune webhook deliveries: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
 }

@@ -1,0 +1,239 @@
+package admin
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+// keyView is a key as the API shows it: hints, never the key or its hash.
+type keyView struct {
+	*keystore.Key
+	Revoked bool                   `json:"revoked"`
+	Expired bool                   `json:"expired"`
+	Usage   []keystore.HourlyUsage `json:"usage,omitempty"`
+}
+
+func view(k *keystore.Key) keyView {
+	now := time.Now()
+	return keyView{Key: k, Revoked: !k.RevokedAt.IsZero(), Expired: !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt)}
+}
+
+// createdKeyView adds the plaintext, shown this once.
+type createdKeyView struct {
+	Plaintext string `json:"key"`
+	keyView
+}
+
+type createKeyRequest struct {
+	Name      string     `json:"name"`
+	Scopes    []string   `json:"scopes"`
+	Tier      string     `json:"tier,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// OrgID makes an organisation key (the caller must administer it).
+	OrgID string `json:"org_id,omitempty"`
+	// UserID is for the operator only: the user who owns the key.
+	UserID string `json:"user_id,omitempty"`
+}
+
+// createKey is POST /v1/keys.
+func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req createKeyRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	n := keystore.NewKey{Name: req.Name, Scopes: req.Scopes, Tier: req.Tier}
+	if req.ExpiresAt != nil {
+		n.ExpiresAt = *req.ExpiresAt
+	}
+	if req.Scopes == nil {
+		return errInvalid("scopes", "scopes is required (a list; empty for none)")
+	}
+	for _, sc := range req.Scopes {
+		if !s.scopes[sc] {
+			return errInvalid("scopes", "unknown scope "+strconv.Quote(sc))
+		}
+	}
+	switch {
+	case c.operator:
+		if req.UserID == "" && req.OrgID == "" {
+			return errInvalid("user_id", "the operator must name the owner: user_id or org_id")
+		}
+		n.UserID, n.OrgID = req.UserID, req.OrgID
+	default:
+		if req.UserID != "" && req.UserID != c.userID {
+			return errForbidden("keys can only be created for yourself or your organisation")
+		}
+		n.UserID = c.userID
+		if req.OrgID != "" {
+			if req.OrgID != c.orgID || !c.orgAdmin {
+				return errForbidden("creating an organisation key needs the admin role in that organisation")
+			}
+			n.OrgID = req.OrgID
+		}
+		for _, sc := range req.Scopes {
+			if !s.grants(c, sc) {
+				return errForbidden("scope " + strconv.Quote(sc) + " is wider than your own")
+			}
+		}
+		if n.Tier == "" {
+			n.Tier = c.tier
+		}
+		if n.Tier != c.tier && c.tier != "" {
+			return errForbidden("a key's tier cannot differ from your own (" + c.tier + ")")
+		}
+	}
+	plaintext, k, err := s.opts.Manager.Create(r.Context(), c.actor(), n)
+	if err != nil && !errors.Is(err, keystore.ErrNotPropagated) {
+		return fieldError(err)
+	}
+	return writeJSON(w, http.StatusCreated, createdKeyView{Plaintext: plaintext, keyView: view(k)})
+}
+
+// fieldError turns a store validation error ("invalid key request: name:
+// ...") into a 400 naming the field.
+func fieldError(err error) error {
+	if !errors.Is(err, keystore.ErrInvalid) {
+		return err
+	}
+	msg := err.Error()
+	const prefix = "invalid key request: "
+	if len(msg) > len(prefix) {
+		msg = msg[len(prefix):]
+	}
+	field := ""
+	for i := 0; i < len(msg); i++ {
+		if msg[i] == ':' {
+			field = msg[:i]
+			break
+		}
+	}
+	return errInvalid(field, msg)
+}
+
+// listKeys is GET /v1/keys?owner=me|org&revoked=true|false&limit=&cursor=.
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, c *caller) error {
+	q := r.URL.Query()
+	opts := keystore.ListKeysOptions{Cursor: q.Get("cursor")}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			return errInvalid("limit", "limit must be an integer between 1 and 1000")
+		}
+		opts.Limit = n
+	}
+	switch v := q.Get("revoked"); v {
+	case "":
+	case "true", "false":
+		b := v == "true"
+		opts.Revoked = &b
+	default:
+		return errInvalid("revoked", "revoked must be true or false")
+	}
+	switch {
+	case c.operator:
+		opts.UserID, opts.OrgID = q.Get("user_id"), q.Get("org_id")
+	case q.Get("owner") == "org":
+		if !c.orgAdmin {
+			return errForbidden("listing organisation keys needs the admin role in that organisation")
+		}
+		opts.OrgID = c.orgID
+	case q.Get("owner") == "" || q.Get("owner") == "me":
+		opts.UserID, opts.PersonalOnly = c.userID, true
+	default:
+		return errInvalid("owner", "owner must be me or org")
+	}
+	keys, next, err := s.opts.Store.ListKeys(r.Context(), opts)
+	if err != nil {
+		return fieldError(err)
+	}
+	out := struct {
+		Keys       []keyView `json:"keys"`
+		NextCursor string    `json:"next_cursor,omitempty"`
+	}{Keys: make([]keyView, 0, len(keys)), NextCursor: next}
+	for _, k := range keys {
+		out.Keys = append(out.Keys, view(k))
+	}
+	return writeJSON(w, http.StatusOK, out)
+}
+
+// managedKey loads a key the caller may manage; anyone else's is a 404.
+func (s *Server) managedKey(r *http.Request, c *caller) (*keystore.Key, error) {
+	k, err := s.opts.Store.Key(r.Context(), r.PathValue("id"))
+	if errors.Is(err, keystore.ErrNotFound) || (err == nil && !c.canManage(k)) {
+		return nil, errNotFound("no such key")
+	}
+	return k, err
+}
+
+// getKey is GET /v1/keys/{id}, with the last 7 days of hourly usage.
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request, c *caller) error {
+	k, err := s.managedKey(r, c)
+	if err != nil {
+		return err
+	}
+	usage, err := s.opts.Store.KeyUsage(r.Context(), k.ID, time.Now().Add(-7*24*time.Hour).Truncate(time.Hour))
+	if err != nil {
+		return err
+	}
+	v := view(k)
+	v.Usage = usage
+	return writeJSON(w, http.StatusOK, v)
+}
+
+// revokeKey is POST /v1/keys/{id}/revoke. It answers only once the
+// revocation is committed and published (SPEC §8); revoking a revoked key
+// answers the same record.
+func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, c *caller) error {
+	k, err := s.managedKey(r, c)
+	if err != nil {
+		return err
+	}
+	k, err = s.opts.Manager.Revoke(r.Context(), c.actor(), k.ID)
+	if errors.Is(err, keystore.ErrNotPropagated) {
+		s.log.Warn("key revoked but not propagated: replicas drop it within the cache TTL", "key_id", k.ID)
+	} else if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, view(k))
+}
+
+type rollRequest struct {
+	GraceSeconds *int `json:"grace_seconds,omitempty"`
+}
+
+// rollKey is POST /v1/keys/{id}/roll: a new key now, the old one expiring
+// after the grace period (default 0: at once).
+func (s *Server) rollKey(w http.ResponseWriter, r *http.Request, c *caller) error {
+	var req rollRequest
+	if r.ContentLength != 0 {
+		if err := decode(r, &req); err != nil {
+			return err
+		}
+	}
+	grace := 0
+	if req.GraceSeconds != nil {
+		grace = *req.GraceSeconds
+	}
+	if grace < 0 || time.Duration(grace)*time.Second > keystore.MaxRollGrace {
+		return errInvalid("grace_seconds", "grace_seconds must be between 0 and "+strconv.Itoa(int(keystore.MaxRollGrace.Seconds())))
+	}
+	k, err := s.managedKey(r, c)
+	if err != nil {
+		return err
+	}
+	plaintext, old, rolled, err := s.opts.Manager.Roll(r.Context(), c.actor(), k.ID, time.Duration(grace)*time.Second)
+	switch {
+	case errors.Is(err, keystore.ErrConflict):
+		return errConflict("only an active key can be rolled")
+	case err != nil && !errors.Is(err, keystore.ErrNotPropagated):
+		return err
+	}
+	return writeJSON(w, http.StatusCreated, struct {
+		createdKeyView
+		Previous keyView `json:"previous"`
+	}{createdKeyView{Plaintext: plaintext, keyView: view(rolled)}, view(old)})
+}

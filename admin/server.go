@@ -1,0 +1,288 @@
+// Package admin is `odin admin`: the JSON-over-HTTP service the dashboard's
+// "Settings > API Keys" page and CI scripts use to issue, list, read, roll
+// and revoke keys, log sessions out, receive Clerk webhooks and read the
+// audit log (SPEC §9, §10). Every error carries the SPEC error body.
+package admin
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	svix "github.com/svix/svix-webhooks/go"
+
+	"github.com/odin-scan/odin-authz/jwtauth"
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+// Options are the admin service's collaborators and settings.
+type Options struct {
+	Store   keystore.Store
+	Manager *keystore.Manager
+	// Verifier checks callers' Clerk session tokens; nil: only the operator
+	// token is accepted.
+	Verifier *jwtauth.Verifier
+	// Revoked refuses callers whose session was logged out.
+	Revoked *keystore.RevokedSessions
+	// OperatorToken is ODIN_ADMIN_TOKEN: full access, compared in constant
+	// time. Empty: no operator access over HTTP.
+	OperatorToken string
+	// WebhookSecret is the Clerk (Svix) signing secret, whsec_...; empty
+	// disables the webhook endpoint (404).
+	WebhookSecret string
+	// Scopes is the set of scopes a key may carry.
+	Scopes []string
+	// UserScopes are the scopes of a caller whose token carries no
+	// permissions (a personal account); default: all of Scopes.
+	UserScopes []string
+	// OrgAdminRoles are the organisation roles that manage the
+	// organisation's keys, default ["org:admin"].
+	OrgAdminRoles []string
+	// MaxBodyBytes bounds a request body, default 64 KiB.
+	MaxBodyBytes int64
+	Logger       *slog.Logger
+	Registerer   prometheus.Registerer
+}
+
+// Server is the admin API.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	webhook  *svix.Webhook
+	scopes   map[string]bool
+	requests *prometheus.CounterVec
+}
+
+// New validates opts and returns the server.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil || opts.Manager == nil || opts.Revoked == nil {
+		return nil, errors.New("admin: store, manager and revoked sessions are required")
+	}
+	if opts.OperatorToken == "" && opts.Verifier == nil {
+		return nil, errors.New("admin: no way to authenticate callers: set an operator token (ODIN_ADMIN_TOKEN) or a JWKS (ODIN_JWKS_URL)")
+	}
+	if opts.OperatorToken != "" && len(opts.OperatorToken) < 32 {
+		return nil, errors.New("admin: the operator token must be at least 32 characters")
+	}
+	if len(opts.Scopes) == 0 {
+		opts.Scopes = []string{"scans:read", "scans:write"}
+	}
+	if opts.UserScopes == nil {
+		opts.UserScopes = opts.Scopes
+	}
+	if len(opts.OrgAdminRoles) == 0 {
+		opts.OrgAdminRoles = []string{"org:admin"}
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = 64 << 10
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	s := &Server{opts: opts, log: opts.Logger, scopes: map[string]bool{}}
+	for _, sc := range opts.Scopes {
+		s.scopes[sc] = true
+	}
+	if opts.WebhookSecret != "" {
+		wh, err := svix.NewWebhook(opts.WebhookSecret)
+		if err != nil {
+			return nil, errors.New("admin: the webhook secret is not a valid Svix secret (whsec_...)")
+		}
+		s.webhook = wh
+	}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "odin_admin_requests_total",
+		Help: "Admin API requests by route and status code.",
+	}, []string{"route", "code"})
+	if err := opts.Registerer.Register(s.requests); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Handler routes the API. Operations endpoints (/healthz, /readyz,
+// /metrics) are mounted beside it by the command.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(pattern string, h func(http.ResponseWriter, *http.Request, *caller) error) {
+		mux.Handle(pattern, s.wrap(pattern, true, h))
+	}
+	route("POST /v1/keys", s.createKey)
+	route("GET /v1/keys", s.listKeys)
+	route("GET /v1/keys/{id}", s.getKey)
+	route("POST /v1/keys/{id}/revoke", s.revokeKey)
+	route("POST /v1/keys/{id}/roll", s.rollKey)
+	route("POST /v1/sessions/{sid}/revoke", s.revokeSession)
+	route("GET /v1/audit-log", s.auditLog)
+	mux.Handle("POST /v1/webhooks/clerk", s.wrap("POST /v1/webhooks/clerk", false, s.clerkWebhook))
+	mux.Handle("/", s.wrap("unknown", false, func(http.ResponseWriter, *http.Request, *caller) error {
+		return errNotFound("no such endpoint")
+	}))
+	return mux
+}
+
+// wrap gives every handler a request id, a body limit, panic recovery,
+// authentication (when auth), the SPEC error body and a metric.
+func (s *Server) wrap(route string, auth bool, h func(http.ResponseWriter, *http.Request, *caller) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reqID := r.Header.Get("X-Request-Id")
+		if reqID == "" || len(reqID) > 128 {
+			var b [12]byte
+			_, _ = rand.Read(b[:])
+			reqID = "req-" + hex.EncodeToString(b[:])
+		}
+		w.Header().Set("X-Request-Id", reqID)
+		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic in admin handler", "route", route, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				writeError(rec, reqID, errInternal())
+			}
+			s.requests.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
+		}()
+		var c *caller
+		if auth {
+			var err error
+			if c, err = s.authenticate(r); err != nil {
+				writeError(rec, reqID, err)
+				s.log.Info("admin request refused", "route", route, "request_id", reqID, "error", err.Error())
+				return
+			}
+			c.requestID = reqID
+		}
+		if err := h(rec, r, c); err != nil {
+			writeError(rec, reqID, err)
+			level := slog.LevelInfo
+			var ae *apiError
+			if !errors.As(err, &ae) || ae.status >= 500 {
+				level = slog.LevelError
+			}
+			s.log.Log(r.Context(), level, "admin request failed", "route", route, "request_id", reqID, "error", err.Error())
+		}
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// apiError is an error with its HTTP status and SPEC code.
+type apiError struct {
+	status  int
+	code    string
+	message string
+	field   string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func errInvalid(field, message string) *apiError {
+	return &apiError{http.StatusBadRequest, "INVALID_REQUEST", message, field}
+}
+func errNotFound(message string) *apiError {
+	return &apiError{status: http.StatusNotFound, code: "NOT_FOUND", message: message}
+}
+func errForbidden(message string) *apiError {
+	return &apiError{status: http.StatusForbidden, code: "FORBIDDEN", message: message}
+}
+func errConflict(message string) *apiError {
+	return &apiError{status: http.StatusConflict, code: "CONFLICT", message: message}
+}
+func errUnauthorized() *apiError {
+	return &apiError{status: http.StatusUnauthorized, code: "UNAUTHORIZED", message: "Invalid or expired authentication token"}
+}
+func errUnavailable() *apiError {
+	return &apiError{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", message: "Service temporarily unavailable"}
+}
+func errInternal() *apiError {
+	return &apiError{status: http.StatusInternalServerError, code: "INTERNAL", message: "Internal error"}
+}
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+		Field   string `json:"field,omitempty"`
+	} `json:"error"`
+	Timestamp string `json:"timestamp"`
+	RequestID string `json:"requestId"`
+}
+
+// writeError renders any error as the SPEC body. Errors that are not an
+// apiError are internal: their text is logged, never sent.
+func writeError(w http.ResponseWriter, reqID string, err error) {
+	var ae *apiError
+	if !errors.As(err, &ae) {
+		switch {
+		case errors.Is(err, keystore.ErrNotFound):
+			ae = errNotFound("no such key")
+		case errors.Is(err, keystore.ErrConflict):
+			ae = errConflict(err.Error())
+		case errors.Is(err, keystore.ErrInvalid):
+			ae = errInvalid("", err.Error())
+		case errors.Is(err, context.DeadlineExceeded):
+			ae = errUnavailable()
+		default:
+			ae = errUnavailable()
+		}
+	}
+	var b errorBody
+	b.Error.Code, b.Error.Message, b.Error.Field = ae.code, ae.message, ae.field
+	b.Timestamp, b.RequestID = time.Now().UTC().Format(time.RFC3339), reqID
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if ae.status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer realm="odin"`)
+	}
+	w.WriteHeader(ae.status)
+	_ = json.NewEncoder(w).Encode(b)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	return json.NewEncoder(w).Encode(v)
+}
+
+// decode reads a JSON body strictly: unknown fields and trailing data are
+// errors that name what is wrong.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var maxErr *http.MaxBytesError
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &maxErr):
+			return errInvalid("", "request body too large")
+		case errors.As(err, &typeErr):
+			return errInvalid(typeErr.Field, "wrong type for field "+typeErr.Field)
+		case err.Error() == "EOF":
+			return errInvalid("", "request body is empty: a JSON object is required")
+		}
+		return errInvalid("", "request body is not valid JSON: "+err.Error())
+	}
+	if dec.More() {
+		return errInvalid("", "request body has data after the JSON object")
+	}
+	return nil
+}

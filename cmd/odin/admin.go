@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/odin-scan/odin-authz/internal/adminsvc"
+)
+
+func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
+	f := newFlags("admin", "Serve the admin API (keys, sessions, Clerk webhooks, audit log) with /healthz,\n/readyz and /metrics on the same port.")
+	f.SetOutput(stderr)
+	var (
+		cfg     adminsvc.Config
+		sf      storeFlags
+		lo      logOptions
+		addr    string
+		migrate bool
+	)
+	sf.bind(f)
+	lo.bind(f, "json")
+	bindJWT(f, &cfg.JWT)
+	f.String(&addr, "admin-addr", "ODIN_ADMIN_ADDR", ":9004", "listen address")
+	f.Secret(&cfg.OperatorToken, "admin-token", "ODIN_ADMIN_TOKEN", "operator token (at least 32 characters): full access as `Authorization: Bearer <token>`")
+	f.Secret(&cfg.WebhookSecret, "webhook-secret", "ODIN_WEBHOOK_SECRET", "Clerk webhook signing secret (whsec_...); empty: the webhook endpoint answers 404")
+	cfg.Scopes = []string{"scans:read", "scans:write"}
+	f.List(&cfg.Scopes, "key-scopes", "ODIN_KEY_SCOPES", "scopes a key may carry (default scans:read,scans:write)")
+	f.List(&cfg.UserScopes, "user-scopes", "ODIN_USER_SCOPES", "scopes of a caller whose token carries no permissions (default: all key scopes)")
+	f.List(&cfg.OrgAdminRoles, "org-admin-roles", "ODIN_ORG_ADMIN_ROLES", "organisation roles that manage the organisation's keys (default org:admin)")
+	f.Bool(&migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving")
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	logger, err := lo.logger(stderr)
+	if err != nil {
+		return err
+	}
+	cfg.DatabaseURL, cfg.RedisURL, cfg.RedisPrefix = sf.databaseURL, sf.redisURL, sf.redisPrefix
+	cfg.CacheTTL, cfg.SessionRetention = sf.cacheTTL, sf.sessionRetention
+	if cfg.DatabaseURL == "" {
+		return errMissingDatabaseURL
+	}
+	if migrate {
+		if err := migrateDatabase(ctx, cfg.DatabaseURL, logger); err != nil {
+			return err
+		}
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	svc, err := adminsvc.New(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	return svc.Serve(ctx, l)
+}

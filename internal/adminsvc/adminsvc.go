@@ -1,0 +1,141 @@
+// Package adminsvc assembles `odin admin`: the admin API on the key store,
+// with the same session rules as odin authz, and /healthz, /readyz and
+// /metrics on the same port. cmd/odin binds flags to Config; tests start
+// it the same way.
+package adminsvc
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/odin-scan/odin-authz/admin"
+	"github.com/odin-scan/odin-authz/internal/ops"
+	"github.com/odin-scan/odin-authz/jwtauth"
+	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/pgstore"
+)
+
+// Config is everything `odin admin` is configured with.
+type Config struct {
+	DatabaseURL, RedisURL, RedisPrefix string
+	CacheTTL, SessionRetention         time.Duration
+	JWT                                jwtauth.Config // JWKSURL empty: operator token only
+	OperatorToken, WebhookSecret       string
+	Scopes, UserScopes, OrgAdminRoles  []string
+}
+
+// Service is a running admin API.
+type Service struct {
+	handler  http.Handler
+	store    *pgstore.Store
+	redis    *keystore.Redis
+	log      *slog.Logger
+	registry *prometheus.Registry
+}
+
+// New builds the service and starts its background work under ctx.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
+	if cfg.DatabaseURL == "" {
+		return nil, errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL)")
+	}
+	s := &Service{log: logger, registry: prometheus.NewRegistry()}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var err error
+	if s.store, err = pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{}); err != nil {
+		return nil, err
+	}
+	km := keystore.NewMetrics(s.registry)
+	if cfg.RedisURL != "" {
+		if s.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix}, km, logger); err != nil {
+			s.close()
+			return nil, err
+		}
+	}
+	revoked := keystore.NewRevokedSessions(s.store, s.redis, cfg.SessionRetention, logger)
+	var verifier *jwtauth.Verifier
+	if cfg.JWT.JWKSURL != "" {
+		if verifier, err = jwtauth.New(ctx, cfg.JWT, logger, s.registry); err != nil {
+			s.close()
+			return nil, err
+		}
+	}
+	api, err := admin.New(admin.Options{
+		Store:    s.store,
+		Manager:  keystore.NewManager(s.store, s.redis, keystore.ManagerOptions{CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention}),
+		Verifier: verifier, Revoked: revoked,
+		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
+		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,
+		Logger: logger, Registerer: s.registry,
+	})
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	probes := []ops.Probe{{Name: "postgres", Fn: s.store.Ping}}
+	if s.redis != nil {
+		probes = append(probes, ops.Probe{Name: "redis", Fn: s.redis.Ping})
+		go s.redis.Subscribe(ctx, func(inv keystore.Invalidation) { revoked.Apply(ctx, inv) }, nil)
+	}
+	readiness := ops.NewReadiness(probes, func(ok map[string]bool) bool { return ok["postgres"] }, 2*time.Second, logger, nil)
+	_ = revoked.Sync(ctx)
+	go revoked.Run(ctx, 30*time.Second)
+	readiness.Probe(ctx)
+	go readiness.Run(ctx)
+
+	mux := http.NewServeMux()
+	opsHandler := ops.Handler(s.registry, readiness)
+	for _, p := range []string{"GET /healthz", "GET /readyz", "GET /metrics"} {
+		mux.Handle(p, opsHandler)
+	}
+	mux.Handle("/", api.Handler())
+	s.handler = mux
+	return s, nil
+}
+
+// Handler is the whole HTTP surface (for tests with httptest).
+func (s *Service) Handler() http.Handler { return s.handler }
+
+// Registry is the metrics registry.
+func (s *Service) Registry() *prometheus.Registry { return s.registry }
+
+// Serve answers on l until ctx ends, then lets in-flight requests finish.
+func (s *Service) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	s.log.Info("odin admin serving", "addr", l.Addr().String())
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	s.close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (s *Service) close() {
+	if s.redis != nil {
+		_ = s.redis.Close()
+	}
+	s.store.Close()
+}
