@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/odin-scan/odin-authz/extauthz/policy"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -126,6 +127,7 @@ func (d *Decision) DenialHeaders() []Pair {
 
 // Authorizer is the decision core.
 type Authorizer struct {
+	policy   *policy.Holder // nil: the built-in default policy (SPEC §6)
 	keys     *keystore.Cache
 	sessions *Sessions               // nil: JWTs are not configured
 	usage    *keystore.UsageRecorder // may be nil
@@ -135,6 +137,8 @@ type Authorizer struct {
 
 // Options are the Authorizer's collaborators.
 type Options struct {
+	// Policy maps routes to required scopes; nil: the built-in default.
+	Policy   *policy.Holder
 	Keys     *keystore.Cache
 	Sessions *Sessions               // optional: without it every JWT is refused
 	Usage    *keystore.UsageRecorder // optional
@@ -147,7 +151,7 @@ func NewAuthorizer(o Options) *Authorizer {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
-	return &Authorizer{keys: o.Keys, sessions: o.Sessions, usage: o.Usage, log: o.Logger, metrics: o.Metrics}
+	return &Authorizer{policy: o.Policy, keys: o.Keys, sessions: o.Sessions, usage: o.Usage, log: o.Logger, metrics: o.Metrics}
 }
 
 // Decide authenticates one request. It never returns an error: every failure
@@ -167,6 +171,15 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 		d.Outcome, d.Reason = DenyUnauthorized, r.Invalid
 		return d
 	}
+	pol := policy.Default()
+	if a.policy != nil {
+		pol = a.policy.Current()
+	}
+	rule := pol.Match(r.Method, r.Path)
+	if rule.Public() { // no credential needed; whatever the client sent proves nothing
+		d.Outcome, d.Reason, d.Principal = Allow, "public_route", anonymous
+		return d
+	}
 	switch d.Credential.Kind {
 	case CredentialNone:
 		d.Outcome, d.Reason, d.Message = DenyUnauthorized, "missing", messageMissing
@@ -181,11 +194,24 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 		}
 		a.sessions.authenticate(ctx, &d, d.Credential.Value, now)
 	}
+	if d.Outcome == Allow {
+		if res := rule.Check(d.Principal.Scopes); !res.Allowed() {
+			d.Outcome, d.Message = DenyForbidden, res.Message()
+			d.Reason = "missing_scope"
+			if res.Invalid {
+				d.Reason = "invalid_path"
+			}
+		}
+	}
 	if d.Outcome != Allow && ctx.Err() != nil && d.Outcome != DenyUnavailable {
 		d.Outcome, d.Reason = DenyUnavailable, "cancelled"
 	}
 	return d
 }
+
+// anonymous is the principal of a public route: no identity, so every
+// x-odin-* header the client sent is removed.
+var anonymous = NewPrincipal(Identity{})
 
 func (a *Authorizer) decideKey(ctx context.Context, d *Decision, now time.Time) {
 	h, err := keystore.ParseKey(d.Credential.Value)

@@ -25,6 +25,9 @@ type SessionOptions struct {
 	Size int
 	// Leeway is the clock skew allowed on exp, the verifier's.
 	Leeway time.Duration
+	// DefaultScopes are the scopes of a token that carries no permissions
+	// (a personal account without an organisation).
+	DefaultScopes []string
 }
 
 // Sessions authenticates Clerk session JWTs: a verified token is cached
@@ -146,7 +149,7 @@ func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, 
 	e := &sessionEntry{
 		principal: NewPrincipal(Identity{
 			Method: "jwt", Subject: sess.Subject, OrgID: sess.OrgID, SessionID: sess.SessionID,
-			Scopes: sess.Permissions, Tier: sess.Tier,
+			Scopes: orDefault(sess.Permissions, s.opts.DefaultScopes), Tier: sess.Tier,
 		}),
 		deadline: sess.Expiry.Add(s.opts.Leeway),
 		until:    now.Add(s.opts.TTL),
@@ -181,4 +184,11 @@ func decodeSession(raw []byte) *sessionEntry {
 		return nil
 	}
 	return &sessionEntry{principal: NewPrincipal(c.Identity), deadline: time.Unix(0, c.Deadline), until: time.Unix(0, c.Until)}
+}
+
+func orDefault(scopes, def []string) []string {
+	if len(scopes) == 0 {
+		return def
+	}
+	return scopes
 }

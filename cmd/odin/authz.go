@@ -62,6 +62,9 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	lo.bind(f, "json")
 	bindJWT(f, &cfg.JWT)
 	f.Duration(&cfg.SessionTTL, "session-ttl", "ODIN_SESSION_TTL", 15*time.Minute, "how long a verified session token is cached (never past its exp)")
+	cfg.JWTDefaultScopes = []string{"read", "write"}
+	f.List(&cfg.JWTDefaultScopes, "jwt-default-scopes", "ODIN_JWT_DEFAULT_SCOPES", "scopes of a session token that carries no permissions (default read,write: full access under the default policy)")
+	f.String(&cfg.PolicyFile, "policy-file", "ODIN_POLICY_FILE", "", "route policy (YAML): scopes per method and path; reloaded on change and SIGHUP; empty: read for GET/HEAD/OPTIONS, write otherwise")
 	f.Duration(&cfg.SessionSync, "session-sync", "ODIN_SESSION_SYNC", 30*time.Second, "how often revoked sessions are re-read from PostgreSQL (the bound if a bus message is lost)")
 	f.String(&grpcAddr, "grpc-addr", "ODIN_GRPC_ADDR", ":9001", "gRPC listen address (Check, health, reflection)")
 	f.String(&httpAddr, "http-addr", "ODIN_HTTP_ADDR", ":9002", "HTTP forward-auth listen address (Envoy http_service, NGINX auth_request, Caddy forward_auth, Traefik ForwardAuth); empty disables")

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/odin-scan/odin-authz/extauthz"
+	"github.com/odin-scan/odin-authz/extauthz/policy"
 	"github.com/odin-scan/odin-authz/internal/ops"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -49,6 +50,12 @@ type Config struct {
 	// SessionSync is how often revoked sessions are re-read from PostgreSQL,
 	// the bound for a lost bus message (default 30s).
 	SessionSync time.Duration
+	// JWTDefaultScopes are the scopes of a session token that carries no
+	// permissions.
+	JWTDefaultScopes []string
+	// PolicyFile is the route policy (YAML); empty: the built-in default
+	// (read for GET/HEAD/OPTIONS, write otherwise).
+	PolicyFile string
 
 	StripCredential bool
 	// HTTPPathPrefix is stripped from forward-auth paths (Envoy
@@ -125,8 +132,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		s.closeStores()
 		return nil, err
 	}
+	pol, err := policy.NewHolder(cfg.PolicyFile, logger, s.registry)
+	if err != nil {
+		s.closeStores()
+		return nil, fmt.Errorf("load policy: %w", err)
+	}
+	go pol.Watch(ctx)
 	s.authz = extauthz.NewAuthorizer(extauthz.Options{
-		Keys: s.cache, Sessions: sessions, Usage: s.usage, Logger: logger, Metrics: extauthz.NewMetrics(s.registry),
+		Policy: pol, Keys: s.cache, Sessions: sessions, Usage: s.usage, Logger: logger, Metrics: extauthz.NewMetrics(s.registry),
 	})
 	s.buildGRPC()
 	s.buildReadiness()
@@ -151,7 +164,7 @@ func (s *Service) buildSessions(ctx context.Context) (*extauthz.Sessions, error)
 		leeway = jwtauth.DefaultLeeway
 	}
 	return extauthz.NewSessions(v, s.revoked, s.redis, extauthz.SessionOptions{
-		TTL: s.cfg.SessionTTL, Size: s.cfg.Cache.Size, Leeway: leeway,
+		TTL: s.cfg.SessionTTL, Size: s.cfg.Cache.Size, Leeway: leeway, DefaultScopes: s.cfg.JWTDefaultScopes,
 	}, s.registry)
 }
 

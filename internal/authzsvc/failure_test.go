@@ -62,7 +62,7 @@ func TestCreatingAKeyClearsTheNegativeCache(t *testing.T) {
 	if got := httpStatus(r.check(t, map[string]string{"api-key": plaintext})); got != 401 {
 		t.Fatalf("unknown key: %d", got)
 	}
-	if _, err := f.manager.Issue(context.Background(), testActor, keystore.NewKey{UserID: "user_x", Name: "late"}, plaintext); err != nil {
+	if _, err := f.manager.Issue(context.Background(), testActor, keystore.NewKey{UserID: "user_x", Name: "late", Scopes: []string{"scans:read"}}, plaintext); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(time.Second)

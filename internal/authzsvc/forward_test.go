@@ -15,7 +15,7 @@ import (
 func TestForwardAuth(t *testing.T) {
 	f := newFixture(t, false)
 	r := startReplica(t, f.config())
-	key, k := f.createKey(t, keystore.NewKey{UserID: "user_bob", Scopes: []string{"scans:read"}})
+	key, k := f.createKey(t, keystore.NewKey{UserID: "user_bob", Scopes: []string{"scans:read", "scans:write"}})
 
 	tests := []struct {
 		name    string

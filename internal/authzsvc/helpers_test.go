@@ -234,6 +234,9 @@ func (f *fixture) createKey(t testing.TB, n keystore.NewKey) (string, *keystore.
 	if n.UserID == "" && n.OrgID == "" {
 		n.UserID = "user_test"
 	}
+	if n.Scopes == nil {
+		n.Scopes = []string{"scans:read", "scans:write"}
+	}
 	plaintext, k, err := f.manager.Create(context.Background(), testActor, n)
 	if err != nil {
 		t.Fatalf("create key: %v", err)

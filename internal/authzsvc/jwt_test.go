@@ -47,6 +47,7 @@ func jwtConfig(f *fixture, is *issuer) Config {
 		JWKSURL: is.url, Issuer: is.Issuer(), AuthorizedParties: []string{"https://app.odin.test"},
 		MinRefreshInterval: 100 * time.Millisecond, FetchTimeout: time.Second,
 	}
+	cfg.JWTDefaultScopes = []string{"read", "write"}
 	return cfg
 }
 
