@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/odin-scan/odin-authz/extauthz/policy"
+	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -84,6 +85,9 @@ type Decision struct {
 	RequestID  string
 	Message    string // overrides the outcome's default message
 	RetryAfter time.Duration
+	// RateLimit is the limiter's answer when one was asked (HasRateLimit).
+	RateLimit    ratelimit.Result
+	HasRateLimit bool
 }
 
 // Body renders the SPEC error body for a denial.
@@ -122,12 +126,14 @@ func (d *Decision) DenialHeaders() []Pair {
 		secs := int((d.RetryAfter + time.Second - 1) / time.Second)
 		h = append(h, Pair{"retry-after", strconv.Itoa(max(secs, 1))})
 	}
-	return h
+	return append(h, d.RateLimitHeaders()...)
 }
 
 // Authorizer is the decision core.
 type Authorizer struct {
-	policy   *policy.Holder // nil: the built-in default policy (SPEC §6)
+	policy   *policy.Holder     // nil: the built-in default policy (SPEC §6)
+	limiter  *ratelimit.Limiter // nil: no rate limits
+	limitBy  string
 	keys     *keystore.Cache
 	sessions *Sessions               // nil: JWTs are not configured
 	usage    *keystore.UsageRecorder // may be nil
@@ -138,7 +144,13 @@ type Authorizer struct {
 // Options are the Authorizer's collaborators.
 type Options struct {
 	// Policy maps routes to required scopes; nil: the built-in default.
-	Policy   *policy.Holder
+	Policy *policy.Holder
+	// Limiter enforces the tier rate limits; nil: none.
+	Limiter *ratelimit.Limiter
+	// LimitBy is what a limit counts: "credential" (the API key, or the
+	// session token's user; the default) or "org" (the organisation when
+	// there is one).
+	LimitBy  string
 	Keys     *keystore.Cache
 	Sessions *Sessions               // optional: without it every JWT is refused
 	Usage    *keystore.UsageRecorder // optional
@@ -151,7 +163,7 @@ func NewAuthorizer(o Options) *Authorizer {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
-	return &Authorizer{policy: o.Policy, keys: o.Keys, sessions: o.Sessions, usage: o.Usage, log: o.Logger, metrics: o.Metrics}
+	return &Authorizer{policy: o.Policy, limiter: o.Limiter, limitBy: o.LimitBy, keys: o.Keys, sessions: o.Sessions, usage: o.Usage, log: o.Logger, metrics: o.Metrics}
 }
 
 // Decide authenticates one request. It never returns an error: every failure
@@ -203,10 +215,48 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 			}
 		}
 	}
+	if d.Outcome == Allow && a.limiter != nil {
+		a.rateLimit(ctx, &d, now)
+	}
 	if d.Outcome != Allow && ctx.Err() != nil && d.Outcome != DenyUnavailable {
 		d.Outcome, d.Reason = DenyUnavailable, "cancelled"
 	}
 	return d
+}
+
+// rateLimit spends one request of the caller's tier: 429 when it is spent,
+// 503 when the limiter is down and configured to fail closed.
+func (a *Authorizer) rateLimit(ctx context.Context, d *Decision, now time.Time) {
+	p := d.Principal
+	key := p.KeyID
+	if key == "" {
+		key = "user:" + p.Subject
+	}
+	if a.limitBy == "org" && p.OrgID != "" {
+		key = "org:" + p.OrgID
+	}
+	d.RateLimit, d.HasRateLimit = a.limiter.Allow(ctx, key, p.Tier, now), true
+	switch {
+	case d.RateLimit.Allowed:
+	case d.RateLimit.Unavailable:
+		d.Outcome, d.Reason = DenyUnavailable, "rate_limiter_unavailable"
+	default:
+		d.Outcome, d.Reason, d.RetryAfter = DenyRateLimited, "rate_limited", d.RateLimit.RetryAfter
+	}
+}
+
+// RateLimitHeaders are the ratelimit-* headers of a decision (none when no
+// limit applied): the tier's burst, what is left, and seconds until whole.
+func (d *Decision) RateLimitHeaders() []Pair {
+	if !d.HasRateLimit {
+		return nil
+	}
+	r := d.RateLimit
+	return []Pair{
+		{"ratelimit-limit", strconv.Itoa(r.Limit)},
+		{"ratelimit-remaining", strconv.Itoa(r.Remaining)},
+		{"ratelimit-reset", strconv.Itoa(int((r.Reset + time.Second - 1) / time.Second))},
+	}
 }
 
 // anonymous is the principal of a public route: no identity, so every

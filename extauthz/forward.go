@@ -71,6 +71,9 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if remove := HeadersToRemove(d.Principal, req.Headers, d.Credential, f.opts.StripCredential); len(remove) > 0 {
 		h.Set(HeaderAuthHeadersToRemove, strings.Join(remove, ","))
 	}
+	for _, p := range d.RateLimitHeaders() {
+		h.Set(p.Name, p.Value)
+	}
 	h.Set("x-request-id", d.RequestID)
 	w.WriteHeader(http.StatusOK)
 }

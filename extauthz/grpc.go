@@ -103,12 +103,16 @@ func (h rawHeaders) Range(fn func(name, value string) bool) {
 // only the removal list can depend on the request.
 func (s *CheckServer) okResponse(d *Decision, h Headers) *authv3.CheckResponse {
 	p := d.Principal
+	ok := &authv3.OkHttpResponse{
+		Headers:         p.grpcHeaders,
+		HeadersToRemove: HeadersToRemove(p, h, d.Credential, s.stripCredential),
+	}
+	if d.HasRateLimit { // to the client, on success too
+		ok.ResponseHeadersToAdd = rateLimitOptions(d)
+	}
 	return &authv3.CheckResponse{
-		Status: okStatus,
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers:         p.grpcHeaders,
-			HeadersToRemove: HeadersToRemove(p, h, d.Credential, s.stripCredential),
-		}},
+		Status:          okStatus,
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
 		DynamicMetadata: p.metadata,
 	}
 }
@@ -199,4 +203,23 @@ func deniedResponse(d *Decision) *authv3.CheckResponse {
 			Body:    string(d.Body(time.Now())),
 		}},
 	}
+}
+
+// rateLimitBlock holds the three ratelimit-* header options of one answer
+// in a single allocation.
+type rateLimitBlock struct {
+	opts [3]corev3.HeaderValueOption
+	vals [3]corev3.HeaderValue
+	ptrs [3]*corev3.HeaderValueOption
+}
+
+func rateLimitOptions(d *Decision) []*corev3.HeaderValueOption {
+	b := new(rateLimitBlock)
+	for i, p := range d.RateLimitHeaders() {
+		b.vals[i].Key, b.vals[i].Value = p.Name, p.Value
+		b.opts[i].Header, b.opts[i].Append = &b.vals[i], appendFalse
+		b.opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		b.ptrs[i] = &b.opts[i]
+	}
+	return b.ptrs[:]
 }

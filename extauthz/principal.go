@@ -99,13 +99,17 @@ func PrincipalForKey(k *keystore.Key) any {
 	})
 }
 
+// appendFalse is shared by every header option: messages are only read
+// once built.
+var appendFalse = wrapperspb.Bool(false)
+
 // overwrite is a header mutation that replaces any existing value. Both the
 // old `append` flag and the newer `append_action` are set, because Envoy
 // versions disagree on which one wins.
 func overwrite(name, value string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
 		Header:       &corev3.HeaderValue{Key: name, Value: value},
-		Append:       wrapperspb.Bool(false),
+		Append:       appendFalse,
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}
 }

@@ -75,6 +75,10 @@ func OpenRedis(opts RedisOptions, m *Metrics, logger *slog.Logger) (*Redis, erro
 	}, nil
 }
 
+// Client is the underlying client, for other Redis users (the rate limiter)
+// to share its connections.
+func (r *Redis) Client() redis.UniversalClient { return r.client }
+
 // Close closes the client.
 func (r *Redis) Close() error { return r.client.Close() }
 

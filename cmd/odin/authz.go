@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/authzsvc"
 	"github.com/odin-scan/odin-authz/jwtauth"
 )
@@ -65,6 +66,12 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.JWTDefaultScopes = []string{"read", "write"}
 	f.List(&cfg.JWTDefaultScopes, "jwt-default-scopes", "ODIN_JWT_DEFAULT_SCOPES", "scopes of a session token that carries no permissions (default read,write: full access under the default policy)")
 	f.String(&cfg.PolicyFile, "policy-file", "ODIN_POLICY_FILE", "", "route policy (YAML): scopes per method and path; reloaded on change and SIGHUP; empty: read for GET/HEAD/OPTIONS, write otherwise")
+	var tiers string
+	f.String(&tiers, "rate-limit-tiers", "ODIN_RATE_LIMIT_TIERS", "", "tier limits as name=rate/unit:burst, e.g. free=10/s:20,pro=6000/m:200 (added over the defaults free=10/s:20, pro=100/s:200, enterprise=1000/s:2000)")
+	f.String(&cfg.RateLimit.DefaultTier, "rate-limit-default-tier", "ODIN_RATE_LIMIT_DEFAULT_TIER", "free", "tier of a caller whose tier is unknown")
+	f.String(&cfg.RateLimitBy, "rate-limit-by", "ODIN_RATE_LIMIT_BY", "credential", "what a limit counts: credential (the API key, or the session's user) or org (the organisation when there is one)")
+	f.Bool(&cfg.RateLimit.FailClosed, "rate-limit-fail-closed", "ODIN_RATE_LIMIT_FAIL_CLOSED", false, "with Redis down, refuse (503) instead of limiting each replica on its own")
+	f.Bool(&cfg.DisableRateLimit, "rate-limit-disabled", "ODIN_RATE_LIMIT_DISABLED", false, "turn tier rate limits off")
 	f.Duration(&cfg.SessionSync, "session-sync", "ODIN_SESSION_SYNC", 30*time.Second, "how often revoked sessions are re-read from PostgreSQL (the bound if a bus message is lost)")
 	f.String(&grpcAddr, "grpc-addr", "ODIN_GRPC_ADDR", ":9001", "gRPC listen address (Check, health, reflection)")
 	f.String(&httpAddr, "http-addr", "ODIN_HTTP_ADDR", ":9002", "HTTP forward-auth listen address (Envoy http_service, NGINX auth_request, Caddy forward_auth, Traefik ForwardAuth); empty disables")
@@ -95,6 +102,11 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.DatabaseURL, cfg.RedisURL, cfg.RedisPrefix = sf.databaseURL, sf.redisURL, sf.redisPrefix
 	cfg.Cache.TTL, cfg.Cache.Size, cfg.MaxStreams = sf.cacheTTL, cacheSize, uint32(maxStreams)
 	cfg.SessionRetention = sf.sessionRetention
+	if tiers != "" {
+		if cfg.RateLimit.Tiers, err = ratelimit.ParseTiers(tiers); err != nil {
+			return fmt.Errorf("--rate-limit-tiers: %w", err)
+		}
+	}
 
 	var lis authzsvc.Listeners
 	if lis.GRPC, err = net.Listen("tcp", grpcAddr); err != nil {

@@ -16,6 +16,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/odin-scan/odin-authz/extauthz"
 	"github.com/odin-scan/odin-authz/extauthz/policy"
+	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/ops"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -56,6 +58,12 @@ type Config struct {
 	// PolicyFile is the route policy (YAML); empty: the built-in default
 	// (read for GET/HEAD/OPTIONS, write otherwise).
 	PolicyFile string
+	// RateLimit configures the tier limits (prefix defaults to the Redis
+	// prefix + "ratelimit:"); DisableRateLimit turns them off.
+	RateLimit        ratelimit.Options
+	DisableRateLimit bool
+	// RateLimitBy is "credential" (default) or "org".
+	RateLimitBy string
 
 	StripCredential bool
 	// HTTPPathPrefix is stripped from forward-auth paths (Envoy
@@ -138,13 +146,44 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		return nil, fmt.Errorf("load policy: %w", err)
 	}
 	go pol.Watch(ctx)
+	limiter, err := s.buildLimiter()
+	if err != nil {
+		s.closeStores()
+		return nil, fmt.Errorf("configure rate limits: %w", err)
+	}
 	s.authz = extauthz.NewAuthorizer(extauthz.Options{
-		Policy: pol, Keys: s.cache, Sessions: sessions, Usage: s.usage, Logger: logger, Metrics: extauthz.NewMetrics(s.registry),
+		Policy: pol, Limiter: limiter, LimitBy: cfg.RateLimitBy, Keys: s.cache, Sessions: sessions, Usage: s.usage, Logger: logger, Metrics: extauthz.NewMetrics(s.registry),
 	})
 	s.buildGRPC()
 	s.buildReadiness()
 	s.startBackground(ctx)
 	return s, nil
+}
+
+// buildLimiter builds the tier rate limiter, shared across replicas through
+// Redis when there is one.
+func (s *Service) buildLimiter() (*ratelimit.Limiter, error) {
+	if s.cfg.DisableRateLimit {
+		return nil, nil
+	}
+	switch s.cfg.RateLimitBy {
+	case "", "credential", "org":
+	default:
+		return nil, fmt.Errorf("rate limit key %q: want credential or org", s.cfg.RateLimitBy)
+	}
+	opts := s.cfg.RateLimit
+	var client redis.UniversalClient
+	if s.redis != nil {
+		client = s.redis.Client()
+		if opts.Prefix == "" {
+			prefix := s.cfg.RedisPrefix
+			if prefix == "" {
+				prefix = "odin:"
+			}
+			opts.Prefix = prefix + "ratelimit:"
+		}
+	}
+	return ratelimit.New(client, opts, s.log, s.registry)
 }
 
 // buildSessions starts the JWT verifier (its first JWKS fetch is bounded by

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
@@ -222,8 +223,14 @@ func newFixture(t testing.TB, withRedis bool) *fixture {
 	return f
 }
 
+// config is a replica's configuration. Tiers are generous so that tests
+// sending many checks per key are not limited; the rate limit tests set
+// their own.
 func (f *fixture) config() Config {
-	return Config{DatabaseURL: f.dbURL, RedisURL: f.redisURL, RedisPrefix: f.prefix, StripCredential: true}
+	return Config{DatabaseURL: f.dbURL, RedisURL: f.redisURL, RedisPrefix: f.prefix, StripCredential: true,
+		RateLimit: ratelimit.Options{Tiers: map[string]ratelimit.Tier{
+			"free": {Rate: 1e5, Burst: 1e5}, "pro": {Rate: 1e5, Burst: 1e5},
+		}}}
 }
 
 func (f *fixture) createKey(t testing.TB, n keystore.NewKey) (string, *keystore.Key) {
