@@ -35,6 +35,11 @@ type CacheOptions struct {
 	// Prepare, when set, is called once per entry loaded into the LRU; its
 	// result rides along with the key (for example a pre-rendered response).
 	Prepare func(*Key) any
+	// Fenced, when set, reports that this replica may have missed bus
+	// messages (Bus.Fenced): then an LRU entry answers only if it was read
+	// from PostgreSQL less than FenceAfter ago, and no stale entry is served.
+	Fenced     func(time.Time) bool
+	FenceAfter time.Duration
 }
 
 func (o *CacheOptions) defaults() {
@@ -53,11 +58,15 @@ func (o *CacheOptions) defaults() {
 	if o.StoreTimeout <= 0 {
 		o.StoreTimeout = 500 * time.Millisecond
 	}
+	if o.FenceAfter <= 0 {
+		o.FenceAfter = DefaultFenceAfter
+	}
 }
 
 // Entry is a cached answer for a key hash.
 type Entry struct {
 	key      *Key
+	loaded   time.Time // when it was read from PostgreSQL
 	until    time.Time // fresh until
 	stale    time.Time // usable until, while PostgreSQL is unreachable
 	prepared any
@@ -125,7 +134,7 @@ func (c *Cache) Len() int { return c.lru.Len() }
 // cached. A found key may be revoked or expired: check Key().Usable. now is
 // the caller's clock reading, so the hot path reads the clock once.
 func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, error) {
-	if e, ok := c.lru.Get(h); ok && now.Before(e.until) {
+	if e, ok := c.lru.Get(h); ok && now.Before(e.until) && c.trusted(e, now) {
 		c.m.hitLRU.Inc()
 		return e.result()
 	}
@@ -134,6 +143,12 @@ func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, erro
 		return nil, err
 	}
 	return v.(*entry).result()
+}
+
+// trusted reports whether an LRU entry may answer: always while the bus is
+// in contact, and only when freshly read while it is not.
+func (c *Cache) trusted(e *entry, now time.Time) bool {
+	return c.opts.Fenced == nil || now.Sub(e.loaded) < c.opts.FenceAfter || !c.opts.Fenced(now)
 }
 
 func (e *entry) result() (*Entry, error) {
@@ -186,7 +201,8 @@ func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 				c.log.Warn("key store unavailable: serving cached keys only", "error", err.Error())
 			}
 		}
-		if old, ok := c.lru.Peek(h); ok && now.Before(old.stale) {
+		fenced := c.opts.Fenced != nil && c.opts.Fenced(now)
+		if old, ok := c.lru.Peek(h); ok && now.Before(old.stale) && !fenced {
 			c.m.hitStale.Inc()
 			e := *old
 			e.until = now.Add(staleRetry)
@@ -205,7 +221,7 @@ func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 }
 
 func (c *Cache) newEntry(k *Key, now time.Time, ttl time.Duration) *entry {
-	e := &entry{key: k, until: now.Add(ttl)}
+	e := &entry{key: k, loaded: now, until: now.Add(ttl)}
 	if c.opts.StaleIfError > 0 {
 		e.stale = e.until.Add(c.opts.StaleIfError)
 	}

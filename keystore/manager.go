@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -30,6 +31,12 @@ type ManagerOptions struct {
 	// 24h). Replicas refuse tokens that live longer than this, so no token
 	// of a revoked session outlives its revocation record.
 	SessionRetention time.Duration
+	// FenceAfter is the replicas' bus contact window (default 1s): a revoke
+	// waits for every live replica's acknowledgement at most this long plus
+	// a clock margin.
+	FenceAfter time.Duration
+	// Logger reports replicas that did not acknowledge a revoke (optional).
+	Logger *slog.Logger
 }
 
 // Defaults for ManagerOptions and the replicas' matching settings.
@@ -44,6 +51,9 @@ func (o *ManagerOptions) defaults() {
 	}
 	if o.SessionRetention <= 0 {
 		o.SessionRetention = DefaultSessionRetention
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
 	}
 }
 
@@ -106,7 +116,7 @@ func (m *Manager) Revoke(ctx context.Context, by Actor, id string) (*Key, error)
 	if err != nil {
 		return nil, err
 	}
-	return k, m.propagate(ctx, k)
+	return k, m.propagateAndWait(ctx, k)
 }
 
 // MaxRollGrace bounds the grace period of a roll.
@@ -128,7 +138,7 @@ func (m *Manager) Roll(ctx context.Context, by Actor, id string, grace time.Dura
 	if err != nil {
 		return "", nil, nil, err
 	}
-	err = errors.Join(m.propagate(ctx, old), m.propagate(ctx, rolled))
+	err = errors.Join(m.propagateAndWait(ctx, old), m.propagate(ctx, rolled))
 	return plaintext, old, rolled, err
 }
 
@@ -139,9 +149,28 @@ func (m *Manager) propagate(ctx context.Context, k *Key) error {
 	if m.redis == nil {
 		return nil
 	}
-	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
+	m.redis.set(ctx, k.Hash, &entry{key: k, loaded: time.Now(), until: time.Now().Add(m.opts.CacheTTL)}, false)
 	if err := m.redis.Publish(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash}); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotPropagated, err)
+	}
+	return nil
+}
+
+// propagateAndWait is propagate for a change that must be final when the
+// call returns (a revoke): it waits until every live replica acknowledged
+// dropping the key, or until those that did not are fenced (Bus).
+func (m *Manager) propagateAndWait(ctx context.Context, k *Key) error {
+	if m.redis == nil {
+		return nil
+	}
+	m.redis.set(ctx, k.Hash, &entry{key: k, loaded: time.Now(), until: time.Now().Add(m.opts.CacheTTL)}, false)
+	missing, err := m.redis.PublishAndWait(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash}, m.opts.FenceAfter)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNotPropagated, err)
+	}
+	if len(missing) > 0 {
+		m.opts.Logger.Warn("replicas did not acknowledge a revoke in time; they are fenced and no longer trust their caches",
+			"key_id", k.ID, "replicas", missing)
 	}
 	return nil
 }

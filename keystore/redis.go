@@ -137,7 +137,7 @@ func (r *Redis) get(ctx context.Context, h Hash) (*entry, error) {
 	if c.Key != nil {
 		c.Key.Hash = h
 	}
-	return &entry{key: c.Key, until: time.Unix(0, c.Until)}, nil
+	return &entry{key: c.Key, loaded: time.Unix(0, c.Fetched), until: time.Unix(0, c.Until)}, nil
 }
 
 // set writes e for h with a TTL that ends when the entry does. With onlyNew
@@ -151,7 +151,11 @@ func (r *Redis) set(ctx context.Context, h Hash, e *entry, onlyNew bool) {
 	if ttl <= time.Millisecond {
 		return
 	}
-	raw, err := json.Marshal(cachedKey{Key: e.key, Fetched: time.Now().UnixNano(), Until: e.until.UnixNano()})
+	fetched := e.loaded
+	if fetched.IsZero() {
+		fetched = time.Now()
+	}
+	raw, err := json.Marshal(cachedKey{Key: e.key, Fetched: fetched.UnixNano(), Until: e.until.UnixNano()})
 	if err != nil {
 		return
 	}
@@ -215,6 +219,9 @@ type Invalidation struct {
 	Hash Hash
 	// SessionID is the session for InvalidateSession.
 	SessionID string
+	// AckID, when set, asks every replica to acknowledge the message on the
+	// acks channel once it has acted on it.
+	AckID string
 }
 
 // InvalidationKind says what an Invalidation drops.
@@ -232,18 +239,30 @@ const (
 )
 
 func (inv Invalidation) encode() string {
+	var msg string
 	switch inv.Kind {
 	case InvalidateKey:
-		return "key " + inv.Hash.String()
+		msg = "key " + inv.Hash.String()
 	case InvalidateSession:
-		return "session " + inv.SessionID
+		msg = "session " + inv.SessionID
 	default:
-		return "all"
+		msg = "all -"
 	}
+	if inv.AckID != "" {
+		msg += " " + inv.AckID
+	}
+	return msg
 }
 
 func decodeInvalidation(s string) (Invalidation, error) {
 	kind, arg, _ := strings.Cut(s, " ")
+	arg, ackID, _ := strings.Cut(arg, " ")
+	inv, err := decodeKind(kind, arg)
+	inv.AckID = ackID
+	return inv, err
+}
+
+func decodeKind(kind, arg string) (Invalidation, error) {
 	switch kind {
 	case "key":
 		h, err := ParseHash(arg)
@@ -273,56 +292,11 @@ func (r *Redis) Publish(ctx context.Context, inv Invalidation) error {
 	return nil
 }
 
-// Subscribe delivers every invalidation to fn until ctx ends. After the
-// subscription is re-established (Redis restarted, network blip), fn gets an
-// InvalidateAll first, because messages sent meanwhile are lost. ready, when
-// not nil, is called once the first subscription is confirmed.
+// Subscribe delivers every invalidation to fn until ctx ends, as a bus
+// with no replica identity (no heartbeat, no acknowledgements): for
+// processes such as odin admin that only listen.
 func (r *Redis) Subscribe(ctx context.Context, fn func(Invalidation), ready func()) {
-	ps := r.client.Subscribe(ctx, r.channel())
-	defer ps.Close()
-	subscribed, retry := false, 50*time.Millisecond
-	for ctx.Err() == nil {
-		msg, err := ps.Receive(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			r.m.redisErrors.WithLabelValues("subscribe").Inc()
-			if r.errLog.allow() {
-				r.log.Warn("invalidation bus disconnected, retrying", "error", err.Error())
-			}
-			select { // go-redis reconnects on the next Receive; do not spin meanwhile
-			case <-ctx.Done():
-				return
-			case <-time.After(retry):
-			}
-			retry = min(2*retry, 2*time.Second)
-			continue
-		}
-		retry = 50 * time.Millisecond
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind != "subscribe" {
-				continue
-			}
-			if subscribed {
-				r.m.busMessages.WithLabelValues("resubscribed").Inc()
-				r.log.Info("invalidation bus reconnected, dropping cached entries that may have missed messages")
-				fn(Invalidation{Kind: InvalidateAll})
-			} else if ready != nil {
-				ready()
-			}
-			subscribed = true
-		case *redis.Message:
-			inv, err := decodeInvalidation(m.Payload)
-			if err != nil {
-				r.m.busMessages.WithLabelValues("invalid").Inc()
-				continue
-			}
-			r.m.busMessages.WithLabelValues("received").Inc()
-			fn(inv)
-		}
-	}
+	(&Bus{r: r}).Run(ctx, fn, ready)
 }
 
 // logLimiter lets one log line through per interval, so an outage is

@@ -87,6 +87,7 @@ type Service struct {
 	cache     *keystore.Cache
 	usage     *keystore.UsageRecorder
 	revoked   *keystore.RevokedSessions
+	bus       *keystore.Bus     // nil without Redis
 	verifier  *jwtauth.Verifier // nil when JWTs are not configured
 	authz     *extauthz.Authorizer
 	grpc      *grpc.Server
@@ -129,6 +130,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		}
 	}
 	cfg.Cache.Prepare = extauthz.PrincipalForKey
+	if s.redis != nil {
+		s.bus = s.redis.NewBus(keystore.NewReplicaID(), cfg.Cache.FenceAfter)
+		cfg.Cache.Fenced, cfg.Cache.FenceAfter = s.bus.Fenced, s.bus.FenceAfter()
+	}
 	if s.cache, err = keystore.NewCache(store, s.redis, cfg.Cache, km, logger); err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("build cache: %w", err)
@@ -256,7 +261,7 @@ func (s *Service) startBackground(ctx context.Context) {
 			s.cache.Invalidate(inv)
 			s.revoked.Apply(ctx, inv)
 		}
-		go s.redis.Subscribe(ctx, onMessage, func() { close(subscribed) })
+		go s.bus.Run(ctx, onMessage, func() { close(subscribed) })
 		select {
 		case <-subscribed:
 		case <-time.After(2 * time.Second):
