@@ -100,6 +100,9 @@ func (m *Manager) Issue(ctx context.Context, by Actor, n NewKey, plaintext strin
 	if err != nil {
 		return nil, fmt.Errorf("%w: key: not a valid odin_sk_ key", ErrInvalid)
 	}
+	if err := n.Validate(time.Now()); err != nil { // fills the defaults the audit event records
+		return nil, err
+	}
 	k, err := m.store.CreateKey(ctx, n, h, KeyHint(plaintext), by.event(ActionKeyCreated, map[string]any{
 		"name": n.Name, "hint": KeyHint(plaintext), "scopes": n.Scopes, "tier": n.Tier,
 	}))
