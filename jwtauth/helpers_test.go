@@ -1,15 +1,15 @@
 package jwtauth
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/odin-scan/odin-authz/internal/testenv"
 
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,7 +22,7 @@ type testEnv struct {
 	srv  *httptest.Server
 	v    *Verifier
 	reg  *prometheus.Registry
-	logs *syncBuffer
+	logs *testenv.LogBuffer
 }
 
 // envOptions tune newEnv; the zero value is an RS256 provider and a
@@ -54,7 +54,7 @@ func newEnv(t testing.TB, o envOptions) *testEnv {
 	if o.config != nil {
 		o.config(&cfg)
 	}
-	e := &testEnv{idp: idp, srv: srv, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	e := &testEnv{idp: idp, srv: srv, reg: prometheus.NewRegistry(), logs: &testenv.LogBuffer{}}
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.v, err = New(t.Context(), cfg, logger, e.reg)
 	if err != nil {
@@ -123,24 +123,6 @@ func segments(t testing.TB, tok string) (header, payload, sig string) {
 		t.Fatalf("token has %d segments", len(parts))
 	}
 	return parts[0], parts[1], parts[2]
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // waitFor polls cond until it holds or the deadline passes.

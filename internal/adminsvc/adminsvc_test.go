@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,30 +30,13 @@ const operatorToken = "op-token-0123456789abcdef0123456789abcdef"
 
 var webhookSecret = "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // env is an admin API on a fresh database, with a dev identity provider.
 type env struct {
 	t        *testing.T
 	url      string
 	issuer   *devissuer.Provider
 	store    *pgstore.Store
-	logs     *syncBuffer
+	logs     *testenv.LogBuffer
 	cfg      Config
 	registry func() string
 }
@@ -75,7 +57,7 @@ func newEnv(t *testing.T) *env {
 		OperatorToken: operatorToken, WebhookSecret: webhookSecret,
 		Scopes: []string{"scans:read", "scans:write", "admin"},
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	svc, err := New(ctx, cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))

@@ -1,7 +1,6 @@
 package authzsvc
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,24 +27,6 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // replica is one running `odin authz`, as the binary would run it.
 type replica struct {
 	svc    *Service
@@ -55,14 +35,14 @@ type replica struct {
 	opsURL string
 	// httpURL is the forward-auth port.
 	httpURL string
-	logs    *syncBuffer
+	logs    *testenv.LogBuffer
 	cancel  context.CancelFunc
 	done    chan error
 }
 
 func startReplica(t *testing.T, cfg Config) *replica {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := New(ctx, cfg, logger)

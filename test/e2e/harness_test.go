@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -28,24 +26,6 @@ import (
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
-
-// syncBuffer collects output from several goroutines or processes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // replica is the addresses of one running `odin authz`.
 type replica struct {
@@ -96,13 +76,13 @@ type world struct {
 	authz, outage replica
 	dead          string
 	keys          keys
-	logs          *syncBuffer
+	logs          *testenv.LogBuffer
 }
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	ctx := context.Background()
-	w := &world{logs: &syncBuffer{}}
+	w := &world{logs: &testenv.LogBuffer{}}
 	dbURL := testenv.Postgres(t)
 	redisURL, prefix := testenv.Redis(t)
 
@@ -217,7 +197,7 @@ func gopathBin(name string) string {
 type process struct {
 	name   string
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testenv.LogBuffer
 	exited chan struct{}
 }
 
@@ -225,7 +205,7 @@ type process struct {
 // accepts connections.
 func startProcess(t *testing.T, name string, cmd *exec.Cmd, addr string) *process {
 	t.Helper()
-	p := &process{name: name, cmd: cmd, out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &process{name: name, cmd: cmd, out: &testenv.LogBuffer{}, exited: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
