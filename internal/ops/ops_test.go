@@ -1,0 +1,76 @@
+package ops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestReadiness(t *testing.T) {
+	var pgDown atomic.Bool
+	var changes []bool
+	probes := []Probe{
+		{Name: "postgres", Fn: func(context.Context) error {
+			if pgDown.Load() {
+				return errors.New("dial tcp 10.0.0.5:5432: connection refused")
+			}
+			return nil
+		}},
+		{Name: "redis", Fn: func(context.Context) error { return errors.New("down") }},
+	}
+	r := NewReadiness(probes, func(ok map[string]bool) bool { return ok["postgres"] }, 0, nil, func(ready bool) { changes = append(changes, ready) })
+	h := Handler(prometheus.NewRegistry(), r)
+	get := func(path string) (int, Report) {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		var rep Report
+		_ = json.Unmarshal(rec.Body.Bytes(), &rep)
+		return rec.Code, rep
+	}
+
+	if code, _ := get("/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("before the first probe: %d, want 503 (never ready by default)", code)
+	}
+	r.Probe(context.Background())
+	code, rep := get("/readyz")
+	if code != 200 || !rep.Ready || rep.Checks["redis"] != "unavailable" || rep.Checks["postgres"] != "ok" {
+		t.Fatalf("ready with redis down: %d %+v", code, rep)
+	}
+	pgDown.Store(true)
+	r.Probe(context.Background())
+	code, rep = get("/readyz")
+	if code != 503 || rep.Ready {
+		t.Fatalf("postgres down: %d %+v", code, rep)
+	}
+	if body := rep.Checks["postgres"]; body != "unavailable" {
+		t.Errorf("the report must not carry error text (hosts): %q", body)
+	}
+	pgDown.Store(false)
+	r.Probe(context.Background())
+	r.Drain()
+	r.Probe(context.Background())
+	if code, rep = get("/readyz"); code != 503 || !rep.Draining {
+		t.Fatalf("draining: %d %+v", code, rep)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz %d", code)
+	}
+	if code, _ := get("/metrics"); code != 200 {
+		t.Errorf("/metrics %d", code)
+	}
+	want := []bool{true, false, true, false}
+	if len(changes) != len(want) {
+		t.Fatalf("readiness changes %v, want %v", changes, want)
+	}
+	for i := range want {
+		if changes[i] != want[i] {
+			t.Fatalf("readiness changes %v, want %v", changes, want)
+		}
+	}
+}
