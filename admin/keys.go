@@ -209,16 +209,15 @@ type rollRequest struct {
 // after the grace period (default 0: at once).
 func (s *Server) rollKey(w http.ResponseWriter, r *http.Request, c *caller) error {
 	var req rollRequest
-	if r.ContentLength != 0 {
-		if err := decode(r, &req); err != nil {
-			return err
-		}
+	if err := decodeOptional(r, &req); err != nil {
+		return err
 	}
 	grace := 0
 	if req.GraceSeconds != nil {
 		grace = *req.GraceSeconds
 	}
-	if grace < 0 || time.Duration(grace)*time.Second > keystore.MaxRollGrace {
+	// Compare in seconds: multiplying first could overflow into a small grace.
+	if grace < 0 || grace > int(keystore.MaxRollGrace/time.Second) {
 		return errInvalid("grace_seconds", "grace_seconds must be between 0 and "+strconv.Itoa(int(keystore.MaxRollGrace.Seconds())))
 	}
 	k, err := s.managedKey(r, c)

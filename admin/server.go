@@ -5,12 +5,14 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -127,6 +129,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/sessions/{sid}/revoke", s.revokeSession)
 	route("GET /v1/audit-log", s.auditLog)
 	mux.Handle("POST /v1/webhooks/clerk", s.wrap("POST /v1/webhooks/clerk", false, s.clerkWebhook))
+	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
 	mux.Handle("/", s.wrap("unknown", false, func(http.ResponseWriter, *http.Request, *caller) error {
 		return errNotFound("no such endpoint")
 	}))
@@ -261,6 +264,20 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	return json.NewEncoder(w).Encode(v)
+}
+
+// decodeOptional is decode for an optional body: an empty one (however it
+// was sent, chunked included) leaves v as it is.
+func decodeOptional(r *http.Request, v any) error {
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
+		return errInvalid("", "request body too large")
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil
+	}
+	r.Body = io.NopCloser(bytes.NewReader(raw))
+	return decode(r, v)
 }
 
 // decode reads a JSON body strictly: unknown fields and trailing data are

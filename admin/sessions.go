@@ -62,14 +62,14 @@ func (s *Server) clerkWebhook(w http.ResponseWriter, r *http.Request, _ *caller)
 	if err := json.Unmarshal(body, &ev); err != nil || ev.Type == "" {
 		return errInvalid("type", "not a Clerk event")
 	}
-	first, err := s.opts.Store.FirstDelivery(r.Context(), r.Header.Get("svix-id"), 2*webhookTolerance)
+	first, err := s.opts.Store.FirstDelivery(r.Context(), signedDeliveryID(r.Header), 2*webhookTolerance)
 	if err != nil {
 		return err
 	}
 	if !first {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "duplicate"})
 	}
-	by := keystore.Actor{ID: "clerk-webhook", RequestID: r.Header.Get("svix-id")}
+	by := keystore.Actor{ID: "clerk-webhook", RequestID: signedDeliveryID(r.Header)}
 	switch ev.Type {
 	case "session.ended", "session.removed", "session.revoked":
 		if !keystore.ValidSessionID(ev.Data.ID) {
@@ -88,6 +88,17 @@ func (s *Server) clerkWebhook(w http.ResponseWriter, r *http.Request, _ *caller)
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "ignored"})
 	}
 	return writeJSON(w, http.StatusOK, map[string]string{"status": "processed"})
+}
+
+// signedDeliveryID is the delivery id the signature covered: Svix's library
+// reads the svix-* headers when all three are present, else the webhook-*
+// ones. Replays are detected on that same id, so a second delivery cannot
+// hide behind a different header set.
+func signedDeliveryID(h http.Header) string {
+	if h.Get("svix-id") != "" && h.Get("svix-signature") != "" && h.Get("svix-timestamp") != "" {
+		return "svix:" + h.Get("svix-id")
+	}
+	return "svix:" + h.Get("webhook-id")
 }
 
 // revokeUserKeys revokes every active key a user owns or created.

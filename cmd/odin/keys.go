@@ -14,18 +14,31 @@ import (
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
 
-const keysUsage = `Usage: odin keys <create|list|revoke> [flags]
+const keysUsage = `Usage: odin keys <create|list|get|roll|revoke> [flags]
 
   create --name N [--scopes a,b] [--tier T] --owner ID [--expires-in DUR] [--json]
          prints the new key alone on stdout (it is shown once, never again)
-  list   [--owner ID] [--revoked all|yes|no] [--limit N] [--cursor C] [--json]
+  list   [--owner ID|me|org] [--revoked all|yes|no] [--limit N] [--cursor C] [--json]
+  get    <id> [--json]
+         the key by hint (never the key itself) and its checks per hour, last 7 days
+  roll   <id> [--grace DUR] [--json]
+         prints the new key alone; the old one keeps working for --grace (default 0)
   revoke <id> [--json]
          revokes at once: PostgreSQL, then Redis, then every replica via the bus
+
+They act on the database (--database-url, ODIN_DATABASE_URL), or, when
+--admin-url (ODIN_ADMIN_URL) is set, through the admin API with --admin-token
+(ODIN_ADMIN_TOKEN), and then need no database URL.
 
 Run 'odin keys <subcommand> -h' for every flag.
 `
 
-var errMissingDatabaseURL = errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL)")
+var (
+	errMissingDatabaseURL = errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL)")
+	// errMissingBackend is errMissingDatabaseURL for the commands that can
+	// also go through the admin API.
+	errMissingBackend = errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL), or the admin API's (--admin-url or ODIN_ADMIN_URL)")
+)
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -37,6 +50,10 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return keysCreate(ctx, args[1:], stdout, stderr)
 	case "list":
 		return keysList(ctx, args[1:], stdout, stderr)
+	case "get":
+		return keysGet(ctx, args[1:], stdout, stderr)
+	case "roll":
+		return keysRoll(ctx, args[1:], stdout, stderr)
 	case "revoke":
 		return keysRevoke(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
@@ -47,14 +64,101 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return fmt.Errorf("keys: unknown subcommand %q", args[0])
 }
 
-// keysEnv is what every keys subcommand opens.
+// keyAdmin is where the keys and sessions commands act: the database
+// (keysEnv) or the admin API (adminClient). Both answer the same records,
+// so the commands print the same thing either way.
+type keyAdmin interface {
+	CreateKey(ctx context.Context, req createKeyRequest) (createdKeyRecord, error)
+	ListKeys(ctx context.Context, q listKeysQuery) (keyPage, error)
+	// Key returns a key with its checks per hour over the last 7 days.
+	Key(ctx context.Context, id string) (keyRecord, error)
+	RevokeKey(ctx context.Context, id string) (keyRecord, error)
+	RollKey(ctx context.Context, id string, grace time.Duration) (rolledKeyRecord, error)
+	RevokeSession(ctx context.Context, sid, reason string) (keystore.RevokedSession, error)
+	Close()
+}
+
+// createKeyRequest is a new key, as the admin API's POST /v1/keys takes it.
+type createKeyRequest struct {
+	Name      string     `json:"name"`
+	Scopes    []string   `json:"scopes"`
+	Tier      string     `json:"tier,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	OrgID     string     `json:"org_id,omitempty"`
+	UserID    string     `json:"user_id,omitempty"`
+}
+
+// listKeysQuery selects a page of keys.
+type listKeysQuery struct {
+	owner         string // "me" or "org": a session token's own keys (admin API only)
+	userID, orgID string
+	revoked       *bool
+	limit         int
+	cursor        string
+}
+
+// keyRecord is a key as the CLI prints it with --json, whichever way it
+// reached it: the admin API's view, by hint, with its state.
+type keyRecord struct {
+	*keystore.Key
+	Revoked bool                   `json:"revoked"`
+	Expired bool                   `json:"expired"`
+	Usage   []keystore.HourlyUsage `json:"usage,omitempty"`
+}
+
+func newKeyRecord(k *keystore.Key, now time.Time) keyRecord {
+	return keyRecord{Key: k, Revoked: !k.RevokedAt.IsZero(), Expired: !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt)}
+}
+
+// createdKeyRecord adds the key itself, shown this once.
+type createdKeyRecord struct {
+	Plaintext string `json:"key"`
+	keyRecord
+}
+
+// rolledKeyRecord is the new key of a roll and the old one it replaces.
+type rolledKeyRecord struct {
+	createdKeyRecord
+	Previous keyRecord `json:"previous"`
+}
+
+type keyPage struct {
+	Keys       []keyRecord `json:"keys"`
+	NextCursor string      `json:"next_cursor,omitempty"`
+}
+
+// backendFlags are the flags of every keys and sessions subcommand: the
+// database, or the admin API when --admin-url is set.
+type backendFlags struct {
+	store storeFlags
+	admin adminFlags
+}
+
+func (b *backendFlags) bind(f *flags) {
+	b.store.bind(f)
+	b.admin.bind(f)
+}
+
+func (b *backendFlags) open(ctx context.Context, stderr io.Writer) (keyAdmin, error) {
+	if b.admin.url != "" {
+		return newAdminClient(b.admin, stderr)
+	}
+	return openKeysEnv(ctx, b.store, stderr)
+}
+
+// keysEnv is keyAdmin on the database directly.
 type keysEnv struct {
 	store   *pgstore.Store
 	redis   *keystore.Redis
 	manager *keystore.Manager
+	sf      storeFlags
+	warn    io.Writer // where a change that could not be propagated is reported
 }
 
-func (e *keysEnv) close() {
+var _ keyAdmin = (*keysEnv)(nil)
+
+// Close implements keyAdmin.
+func (e *keysEnv) Close() {
 	if e.redis != nil {
 		_ = e.redis.Close()
 	}
@@ -63,13 +167,13 @@ func (e *keysEnv) close() {
 
 func openKeysEnv(ctx context.Context, sf storeFlags, stderr io.Writer) (*keysEnv, error) {
 	if sf.databaseURL == "" {
-		return nil, errMissingDatabaseURL
+		return nil, errMissingBackend
 	}
 	store, err := pgstore.Open(ctx, sf.databaseURL, pgstore.Options{MaxConns: 2})
 	if err != nil {
 		return nil, err
 	}
-	e := &keysEnv{store: store}
+	e := &keysEnv{store: store, sf: sf, warn: stderr}
 	if sf.redisURL != "" {
 		logger, _ := (&logOptions{level: "warn", format: "text"}).logger(stderr)
 		e.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: sf.redisURL, Prefix: sf.redisPrefix}, keystore.NewMetrics(nil), logger)
@@ -80,6 +184,104 @@ func openKeysEnv(ctx context.Context, sf storeFlags, stderr io.Writer) (*keysEnv
 	}
 	e.manager = keystore.NewManager(store, e.redis, keystore.ManagerOptions{CacheTTL: sf.cacheTTL, SessionRetention: sf.sessionRetention})
 	return e, nil
+}
+
+// notPropagated reports a committed change the bus did not carry, and
+// hides it from the caller: the change stands.
+func (e *keysEnv) notPropagated(err error) error {
+	if errors.Is(err, keystore.ErrNotPropagated) {
+		fmt.Fprintf(e.warn, "odin: warning: %v; replicas drop their cached copy within --cache-ttl (%s)\n", err, e.sf.cacheTTL)
+		return nil
+	}
+	return err
+}
+
+func notFound(err error, id string) error {
+	if errors.Is(err, keystore.ErrNotFound) {
+		return fmt.Errorf("no key with id %q", id)
+	}
+	return err
+}
+
+// CreateKey implements keyAdmin.
+func (e *keysEnv) CreateKey(ctx context.Context, req createKeyRequest) (createdKeyRecord, error) {
+	n := keystore.NewKey{Name: req.Name, Scopes: req.Scopes, Tier: req.Tier, UserID: req.UserID, OrgID: req.OrgID}
+	if req.ExpiresAt != nil {
+		n.ExpiresAt = *req.ExpiresAt
+	}
+	plaintext, k, err := e.manager.Create(ctx, cliActor, n)
+	if err = e.notPropagated(err); err != nil {
+		return createdKeyRecord{}, err
+	}
+	return createdKeyRecord{Plaintext: plaintext, keyRecord: newKeyRecord(k, time.Now())}, nil
+}
+
+// ListKeys implements keyAdmin.
+func (e *keysEnv) ListKeys(ctx context.Context, q listKeysQuery) (keyPage, error) {
+	if q.owner != "" {
+		return keyPage{}, fmt.Errorf("--owner %s names the caller of the admin API: it needs --admin-url", q.owner)
+	}
+	keys, next, err := e.store.ListKeys(ctx, keystore.ListKeysOptions{UserID: q.userID, OrgID: q.orgID, Revoked: q.revoked, Limit: q.limit, Cursor: q.cursor})
+	if err != nil {
+		return keyPage{}, err
+	}
+	page := keyPage{Keys: make([]keyRecord, 0, len(keys)), NextCursor: next}
+	now := time.Now()
+	for _, k := range keys {
+		page.Keys = append(page.Keys, newKeyRecord(k, now))
+	}
+	return page, nil
+}
+
+// usageWindow is how far back `keys get` shows usage, as the admin API does.
+const usageWindow = 7 * 24 * time.Hour
+
+// Key implements keyAdmin.
+func (e *keysEnv) Key(ctx context.Context, id string) (keyRecord, error) {
+	k, err := e.store.Key(ctx, id)
+	if err != nil {
+		return keyRecord{}, notFound(err, id)
+	}
+	now := time.Now()
+	usage, err := e.store.KeyUsage(ctx, k.ID, now.Add(-usageWindow).Truncate(time.Hour))
+	if err != nil {
+		return keyRecord{}, fmt.Errorf("read usage of %s: %w", id, err)
+	}
+	r := newKeyRecord(k, now)
+	r.Usage = usage
+	return r, nil
+}
+
+// RevokeKey implements keyAdmin.
+func (e *keysEnv) RevokeKey(ctx context.Context, id string) (keyRecord, error) {
+	k, err := e.manager.Revoke(ctx, cliActor, id)
+	if err = e.notPropagated(err); err != nil {
+		return keyRecord{}, notFound(err, id)
+	}
+	return newKeyRecord(k, time.Now()), nil
+}
+
+// RollKey implements keyAdmin.
+func (e *keysEnv) RollKey(ctx context.Context, id string, grace time.Duration) (rolledKeyRecord, error) {
+	plaintext, old, rolled, err := e.manager.Roll(ctx, cliActor, id, grace)
+	if errors.Is(err, keystore.ErrConflict) {
+		return rolledKeyRecord{}, fmt.Errorf("only an active key can be rolled: %w", err)
+	}
+	if err = e.notPropagated(err); err != nil {
+		return rolledKeyRecord{}, notFound(err, id)
+	}
+	now := time.Now()
+	return rolledKeyRecord{createdKeyRecord{plaintext, newKeyRecord(rolled, now)}, newKeyRecord(old, now)}, nil
+}
+
+// RevokeSession implements keyAdmin.
+func (e *keysEnv) RevokeSession(ctx context.Context, sid, reason string) (keystore.RevokedSession, error) {
+	r, err := e.manager.RevokeSession(ctx, cliActor, sid, reason)
+	if errors.Is(err, keystore.ErrNotPropagated) {
+		fmt.Fprintf(e.warn, "odin: warning: %v; replicas pick it up within --session-sync\n", err)
+		err = nil
+	}
+	return r, err
 }
 
 // ownerIDs maps --owner to user and organisation: ids that start with org_
@@ -95,17 +297,17 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	f := newFlags("keys create", "Issue an API key. The key is printed alone on stdout, once; only its hash is stored.")
 	f.SetOutput(stderr)
 	var (
-		sf                     storeFlags
+		bf                     backendFlags
 		name, tier, owner, org string
 		scopes                 []string
 		expiresIn              time.Duration
 		asJSON                 bool
 	)
-	sf.bind(f)
+	bf.bind(f)
 	f.String(&name, "name", "", "", "descriptive name, e.g. \"GitHub Actions - Production\" (required)")
 	f.List(&scopes, "scopes", "", "scopes, e.g. scans:read,scans:write")
-	f.String(&tier, "tier", "", keystore.DefaultTier, "subscription tier")
-	f.String(&owner, "owner", "", "", "owning user id (user_...) or organisation id (org_...) (required)")
+	f.String(&tier, "tier", "", "", "subscription tier (default "+keystore.DefaultTier+"; over the admin API with a session token, your own)")
+	f.String(&owner, "owner", "", "", "owning user id (user_...) or organisation id (org_...) (required, except over the admin API with a session token: you)")
 	f.String(&org, "org", "", "", "organisation the key belongs to, when --owner is a user")
 	f.Duration(&expiresIn, "expires-in", "", 0, "lifetime, e.g. 720h; 0: never expires")
 	f.BoolVar(&asJSON, "json", false, "print the record with the key as JSON")
@@ -118,26 +320,24 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if expiresIn < 0 {
 		return errors.New("keys create: --expires-in must not be negative")
 	}
-	env, err := openKeysEnv(ctx, sf, stderr)
+	req := createKeyRequest{Name: name, Scopes: scopes, Tier: tier}
+	req.UserID, req.OrgID = ownerIDs(owner, org)
+	if expiresIn > 0 {
+		req.ExpiresAt = ptr(time.Now().Add(expiresIn).UTC())
+	}
+	ka, err := bf.open(ctx, stderr)
 	if err != nil {
 		return err
 	}
-	defer env.close()
-	n := keystore.NewKey{Name: name, Scopes: scopes, Tier: tier}
-	n.UserID, n.OrgID = ownerIDs(owner, org)
-	if expiresIn > 0 {
-		n.ExpiresAt = time.Now().Add(expiresIn)
-	}
-	plaintext, k, err := env.manager.Create(ctx, cliActor, n)
-	if errors.Is(err, keystore.ErrNotPropagated) {
-		fmt.Fprintln(stderr, "odin: warning:", err)
-	} else if err != nil {
+	defer ka.Close()
+	created, err := ka.CreateKey(ctx, req)
+	if err != nil {
 		return fmt.Errorf("keys create: %w", err)
 	}
 	if asJSON {
-		return writeJSON(stdout, createdKey{Plaintext: plaintext, Key: k})
+		return writeJSON(stdout, created)
 	}
-	_, err = fmt.Fprintln(stdout, plaintext)
+	_, err = fmt.Fprintln(stdout, created.Plaintext)
 	return err
 }
 
@@ -145,96 +345,196 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f := newFlags("keys list", "List keys, newest first, by hint (never the key).")
 	f.SetOutput(stderr)
 	var (
-		sf                     storeFlags
-		owner, revoked, cursor string
-		limit                  int
-		asJSON                 bool
+		bf             backendFlags
+		owner, revoked string
+		q              listKeysQuery
+		asJSON         bool
 	)
-	sf.bind(f)
-	f.String(&owner, "owner", "", "", "only keys of this user (user_...) or organisation (org_...)")
+	bf.bind(f)
+	f.String(&owner, "owner", "", "", "only keys of this user (user_...) or organisation (org_...); over the admin API with a session token: me (default) or org")
 	f.String(&revoked, "revoked", "", "all", "all, yes (revoked only) or no (active only)")
-	f.Int(&limit, "limit", "", 50, "page size, 1 to 1000")
-	f.String(&cursor, "cursor", "", "", "next-page cursor printed by the previous page")
+	f.Int(&q.limit, "limit", "", 50, "page size, 1 to 1000")
+	f.String(&q.cursor, "cursor", "", "", "next-page cursor printed by the previous page")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	opts := keystore.ListKeysOptions{Limit: limit, Cursor: cursor}
-	opts.UserID, opts.OrgID = ownerIDs(owner, "")
+	if len(f.positional) > 0 {
+		return fmt.Errorf("keys list: unexpected argument %q", f.positional[0])
+	}
+	switch owner {
+	case "me", "org":
+		q.owner = owner
+	default:
+		q.userID, q.orgID = ownerIDs(owner, "")
+	}
 	switch revoked {
 	case "all":
 	case "yes", "true":
-		opts.Revoked = ptr(true)
+		q.revoked = ptr(true)
 	case "no", "false":
-		opts.Revoked = ptr(false)
+		q.revoked = ptr(false)
 	default:
 		return fmt.Errorf("keys list: --revoked %q: want all, yes or no", revoked)
 	}
-	if limit < 1 || limit > 1000 {
+	if q.limit < 1 || q.limit > 1000 {
 		return errors.New("keys list: --limit must be between 1 and 1000")
 	}
-	env, err := openKeysEnv(ctx, sf, stderr)
+	ka, err := bf.open(ctx, stderr)
 	if err != nil {
 		return err
 	}
-	defer env.close()
-	keys, next, err := env.store.ListKeys(ctx, opts)
+	defer ka.Close()
+	page, err := ka.ListKeys(ctx, q)
 	if err != nil {
 		return fmt.Errorf("keys list: %w", err)
 	}
 	if asJSON {
-		return writeJSON(stdout, struct {
-			Keys       []*keystore.Key `json:"keys"`
-			NextCursor string          `json:"next_cursor,omitempty"`
-		}{keys, next})
+		return writeJSON(stdout, page)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tHINT\tOWNER\tSCOPES\tTIER\tCREATED\tEXPIRES\tSTATE")
 	now := time.Now()
-	for _, k := range keys {
-		state := "active"
-		if err := k.Usable(now); err != nil {
-			state = strings.TrimPrefix(err.Error(), "key ")
-		}
+	for _, k := range page.Keys {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Hint, k.Owner(),
-			strings.Join(k.Scopes, ","), k.Tier, k.CreatedAt.Format(time.RFC3339), orDash(k.ExpiresAt), state)
+			strings.Join(k.Scopes, ","), k.Tier, k.CreatedAt.Format(time.RFC3339), orDash(k.ExpiresAt), keyState(k.Key, now))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if next != "" {
-		fmt.Fprintf(stderr, "more: odin keys list --cursor %s\n", next)
+	if page.NextCursor != "" {
+		fmt.Fprintf(stderr, "more: odin keys list --cursor %s\n", page.NextCursor)
 	}
 	return nil
+}
+
+// keyState is active, revoked or expired.
+func keyState(k *keystore.Key, now time.Time) string {
+	if err := k.Usable(now); err != nil {
+		return strings.TrimPrefix(err.Error(), "key ")
+	}
+	return "active"
+}
+
+// parseKeyID parses the flags of a subcommand that takes one key id.
+func parseKeyID(f *flags, args []string) (string, error) {
+	if err := f.parse(args); err != nil {
+		return "", err
+	}
+	if len(f.positional) != 1 {
+		return "", fmt.Errorf("%s: exactly one key id is required", f.Name())
+	}
+	return f.positional[0], nil
+}
+
+func keysGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("keys get", "Show a key by id (key_...): its record by hint, never the key, and its checks per hour over the last 7 days.")
+	f.SetOutput(stderr)
+	var (
+		bf     backendFlags
+		asJSON bool
+	)
+	bf.bind(f)
+	f.BoolVar(&asJSON, "json", false, "print the record with its usage as JSON")
+	id, err := parseKeyID(f, args)
+	if err != nil {
+		return err
+	}
+	ka, err := bf.open(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	defer ka.Close()
+	k, err := ka.Key(ctx, id)
+	if err != nil {
+		return fmt.Errorf("keys get: %w", err)
+	}
+	if asJSON {
+		return writeJSON(stdout, k)
+	}
+	return printKey(stdout, k, time.Now())
+}
+
+// printKey shows a key and its usage for a person.
+func printKey(w io.Writer, k keyRecord, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, row := range [][2]string{
+		{"id", k.ID}, {"name", k.Name}, {"hint", k.Hint}, {"user", orDashString(k.UserID)}, {"org", orDashString(k.OrgID)},
+		{"scopes", orDashString(strings.Join(k.Scopes, ","))}, {"tier", k.Tier}, {"state", keyState(k.Key, now)},
+		{"created", k.CreatedAt.Format(time.RFC3339)}, {"expires", orDash(k.ExpiresAt)}, {"revoked", orDash(k.RevokedAt)},
+		{"last used", orDash(k.LastUsedAt)},
+	} {
+		fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])
+	}
+	if len(k.Usage) == 0 {
+		fmt.Fprintln(tw, "\nno checks in the last 7 days")
+		return tw.Flush()
+	}
+	var total int64
+	fmt.Fprintln(tw, "\nHOUR (UTC)\tCHECKS")
+	for _, u := range k.Usage {
+		fmt.Fprintf(tw, "%s\t%d\n", u.Hour.UTC().Format("2006-01-02 15:00"), u.Count)
+		total += u.Count
+	}
+	fmt.Fprintf(tw, "total\t%d\n", total)
+	return tw.Flush()
+}
+
+func keysRoll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	f := newFlags("keys roll", "Replace a key (key_...) with a new one of the same name, owner, scopes, tier and expiry.\nThe new key is printed alone on stdout, once; the old one keeps working for --grace.")
+	f.SetOutput(stderr)
+	var (
+		bf     backendFlags
+		grace  time.Duration
+		asJSON bool
+	)
+	bf.bind(f)
+	f.Duration(&grace, "grace", "", 0, "how long the old key keeps working, whole seconds up to 720h; 0: it stops at once")
+	f.BoolVar(&asJSON, "json", false, "print the new record with the key, and the old record, as JSON")
+	id, err := parseKeyID(f, args)
+	if err != nil {
+		return err
+	}
+	if grace < 0 || grace > keystore.MaxRollGrace || grace%time.Second != 0 {
+		return fmt.Errorf("keys roll: --grace %s: want whole seconds from 0 to %s", grace, keystore.MaxRollGrace)
+	}
+	ka, err := bf.open(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	defer ka.Close()
+	r, err := ka.RollKey(ctx, id, grace)
+	if err != nil {
+		return fmt.Errorf("keys roll: %w", err)
+	}
+	if asJSON {
+		return writeJSON(stdout, r)
+	}
+	fmt.Fprintf(stderr, "rolled %s into %s; the old key (%s) stops working at %s\n", r.Previous.ID, r.ID, r.Previous.Hint, orDash(r.Previous.ExpiresAt))
+	_, err = fmt.Fprintln(stdout, r.Plaintext)
+	return err
 }
 
 func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	f := newFlags("keys revoke", "Revoke a key by id (key_...). It stops working at once on every replica.")
 	f.SetOutput(stderr)
 	var (
-		sf     storeFlags
+		bf     backendFlags
 		asJSON bool
 	)
-	sf.bind(f)
+	bf.bind(f)
 	f.BoolVar(&asJSON, "json", false, "print the revoked record as JSON")
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if len(f.positional) != 1 {
-		return errors.New("keys revoke: exactly one key id is required")
-	}
-	env, err := openKeysEnv(ctx, sf, stderr)
+	id, err := parseKeyID(f, args)
 	if err != nil {
 		return err
 	}
-	defer env.close()
-	k, err := env.manager.Revoke(ctx, cliActor, f.positional[0])
-	switch {
-	case errors.Is(err, keystore.ErrNotFound):
-		return fmt.Errorf("keys revoke: no key with id %q", f.positional[0])
-	case errors.Is(err, keystore.ErrNotPropagated):
-		fmt.Fprintf(stderr, "odin: warning: %v; replicas drop the key within --cache-ttl (%s)\n", err, sf.cacheTTL)
-	case err != nil:
+	ka, err := bf.open(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	defer ka.Close()
+	k, err := ka.RevokeKey(ctx, id)
+	if err != nil {
 		return fmt.Errorf("keys revoke: %w", err)
 	}
 	if asJSON {
@@ -242,13 +542,6 @@ func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	_, err = fmt.Fprintf(stdout, "revoked %s (%s) at %s\n", k.ID, k.Hint, k.RevokedAt.Format(time.RFC3339))
 	return err
-}
-
-// createdKey is the --json form of a new key: the record and, this once,
-// the key itself.
-type createdKey struct {
-	Plaintext string `json:"key"`
-	*keystore.Key
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -264,8 +557,15 @@ func orDash(t time.Time) string {
 	return t.Format(time.RFC3339)
 }
 
+func orDashString(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 func ptr[T any](v T) *T { return &v }
 
 // cliActor is the audit log's name for changes made with this CLI on the
-// database directly.
+// database directly; through the admin API, the API names the caller.
 var cliActor = keystore.Actor{ID: "operator:cli"}

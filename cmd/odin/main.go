@@ -23,7 +23,7 @@ Commands:
   authz      serve the Envoy ext_authz gRPC API (Check), health and metrics
   admin      serve the admin API: keys, sessions, Clerk webhooks, audit log
   migrate    apply the PostgreSQL schema migrations
-  keys       create, list and revoke API keys (odin keys -h)
+  keys       create, list, get, roll and revoke API keys (odin keys -h)
   sessions   revoke a session: log it out on every replica (odin sessions -h)
 
 Run 'odin <command> -h' for a command's flags and their ODIN_* variables.

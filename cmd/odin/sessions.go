@@ -3,17 +3,20 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"time"
-
-	"github.com/odin-scan/odin-authz/keystore"
 )
 
 const sessionsUsage = `Usage: odin sessions revoke <session-id> [--reason R] [--json]
 
   revoke  log a session (Clerk sid, sess_...) out everywhere: every token of it
           is refused by every replica from now on
+
+It acts on the database (--database-url, ODIN_DATABASE_URL), or, when
+--admin-url (ODIN_ADMIN_URL) is set, through the admin API with --admin-token
+(ODIN_ADMIN_TOKEN), and then needs no database URL.
 
 Run 'odin sessions revoke -h' for every flag.
 `
@@ -29,12 +32,12 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	f := newFlags("sessions revoke", "Revoke a session: PostgreSQL, then the Redis mirror, then every replica via the bus.")
 	f.SetOutput(stderr)
 	var (
-		sf     storeFlags
+		bf     backendFlags
 		reason string
 		asJSON bool
 	)
-	sf.bind(f)
-	f.String(&reason, "reason", "", "operator", "why, for the record (e.g. logout, compromised)")
+	bf.bind(f)
+	f.String(&reason, "reason", "", "operator", "why, for the record (e.g. logout, compromised); the admin API records admin_api instead")
 	f.BoolVar(&asJSON, "json", false, "print the revocation as JSON")
 	if err := f.parse(args[1:]); err != nil {
 		return err
@@ -42,16 +45,20 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if len(f.positional) != 1 {
 		return errors.New("sessions revoke: exactly one session id is required")
 	}
-	env, err := openKeysEnv(ctx, sf, stderr)
+	if bf.admin.url != "" {
+		f.Visit(func(fl *flag.Flag) {
+			if fl.Name == "reason" {
+				fmt.Fprintln(stderr, "odin: warning: --reason is not sent over the admin API, which records admin_api")
+			}
+		})
+	}
+	ka, err := bf.open(ctx, stderr)
 	if err != nil {
 		return err
 	}
-	defer env.close()
-	r, err := env.manager.RevokeSession(ctx, cliActor, f.positional[0], reason)
-	switch {
-	case errors.Is(err, keystore.ErrNotPropagated):
-		fmt.Fprintf(stderr, "odin: warning: %v; replicas pick it up within --session-sync\n", err)
-	case err != nil:
+	defer ka.Close()
+	r, err := ka.RevokeSession(ctx, f.positional[0], reason)
+	if err != nil {
 		return fmt.Errorf("sessions revoke: %w", err)
 	}
 	if asJSON {

@@ -394,3 +394,52 @@ func TestSessionRevokeEndpoint(t *testing.T) {
 	}
 	e.mustStatus(e.do("POST", "/v1/sessions/sess_any/revoke", operatorToken, nil), 200)
 }
+
+// Regressions: an overflowing grace is refused, not wrapped into a tiny
+// one; an empty chunked body is "no body"; a delivery signed with the
+// webhook-* headers is deduplicated on the id the signature covered.
+func TestAdminEdgeCases(t *testing.T) {
+	e := newEnv(t)
+	r := e.do("POST", "/v1/keys", operatorToken, map[string]any{"name": "edge", "scopes": []string{}, "user_id": "user_e"})
+	e.mustStatus(r, 201)
+	id := r.str("id")
+	if r := e.do("POST", "/v1/keys/"+id+"/roll", operatorToken, `{"grace_seconds":18446744074}`); r.status != 400 || r.errorField() != "grace_seconds" {
+		t.Fatalf("overflowing grace: %d %s", r.status, r.raw)
+	}
+	req, _ := http.NewRequest("POST", e.url+"/v1/keys/"+id+"/roll", io.NopCloser(strings.NewReader("")))
+	req.ContentLength = -1 // sent chunked
+	req.Header.Set("Authorization", "Bearer "+operatorToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("roll with an empty chunked body: %d", resp.StatusCode)
+	}
+
+	payload := `{"type":"session.ended","data":{"id":"sess_hdr"}}`
+	wh, _ := svix.NewWebhook(webhookSecret)
+	send := func(prefix, id string) string {
+		now := time.Now()
+		sig, _ := wh.Sign(id, now, []byte(payload))
+		req, _ := http.NewRequest("POST", e.url+"/v1/webhooks/clerk", strings.NewReader(payload))
+		req.Header.Set(prefix+"-id", id)
+		req.Header.Set(prefix+"-timestamp", fmt.Sprint(now.Unix()))
+		req.Header.Set(prefix+"-signature", sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]string
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return body["status"]
+	}
+	if got := send("webhook", "msg_h1"); got != "processed" || !e.sessionRevoked("sess_hdr") {
+		t.Fatalf("webhook-* delivery: %q", got)
+	}
+	if got := send("svix", "msg_h1"); got != "duplicate" {
+		t.Errorf("same id over svix-* headers: %q, want duplicate", got)
+	}
+}
