@@ -238,14 +238,23 @@ func TestWatchFileChanges(t *testing.T) {
 			eventually(t, "the new policy", func() bool { return e.ruleFor() == "two-a" })
 
 			tc.replace(t, e.path, badPolicy)
-			eventually(t, "the failure to be counted", func() bool { _, failed, _ := e.counts(t); return failed == 1 })
+			eventually(t, "the failure to be counted", func() bool { _, failed, _ := e.counts(t); return failed >= 1 })
 			if got := e.ruleFor(); got != "two-a" {
 				t.Errorf("after a bad change: rule %q, want two-a kept", got)
 			}
 
 			tc.replace(t, e.path, generation("three"))
 			eventually(t, "the fixed policy", func() bool { return e.ruleFor() == "three-a" })
-			e.wantCounts(t, 3, 1, 1)
+			if tc.name == "rename over" {
+				e.wantCounts(t, 3, 1, 1)
+				return
+			}
+			// An in-place rewrite is truncate then write: on a loaded machine a
+			// poll can catch the empty file in between and count one more
+			// (harmless) failure; the good policy is what stays in force.
+			if ok, failed, last := e.counts(t); ok != 3 || failed < 1 || failed > 3 || last != 1 {
+				t.Errorf("loads ok %v, error %v, last_load_ok %v; want 3, 1..3, 1", ok, failed, last)
+			}
 		})
 	}
 }
