@@ -142,8 +142,9 @@ type ListKeysOptions struct {
 	Cursor  string // from the previous page; empty for the first
 }
 
-// Store is the source of truth for keys. PostgreSQL implements it; an
-// embedded store for `odin dev` will too.
+// Store is the source of truth for keys. PostgreSQL implements it
+// (pgstore) and so does the embedded SQLite store of `odin dev`
+// (sqlitestore); storetest is the conformance suite both pass.
 type Store interface {
 	// KeyByHash returns the key with that hash, revoked or not, or ErrNotFound.
 	KeyByHash(ctx context.Context, h Hash) (*Key, error)

@@ -1,0 +1,335 @@
+package sqlitestore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at`
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+func scanKey(row scanner) (*keystore.Key, error) {
+	var (
+		k                          keystore.Key
+		hash                       []byte
+		scopes                     string
+		created                    int64
+		expires, revoked, lastUsed sql.NullInt64
+	)
+	err := row.Scan(&k.ID, &k.UserID, &k.OrgID, &k.Name, &hash, &k.Hint, &scopes, &k.Tier,
+		&created, &expires, &revoked, &lastUsed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, keystore.ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(hash) != len(k.Hash) {
+		return nil, fmt.Errorf("key %s: stored hash has %d bytes", k.ID, len(hash))
+	}
+	copy(k.Hash[:], hash)
+	if err := json.Unmarshal([]byte(scopes), &k.Scopes); err != nil {
+		return nil, fmt.Errorf("key %s: stored scopes: %w", k.ID, err)
+	}
+	if k.Scopes == nil {
+		k.Scopes = []string{}
+	}
+	k.CreatedAt = fromMicros(created)
+	k.ExpiresAt, k.RevokedAt, k.LastUsedAt = fromNullMicros(expires), fromNullMicros(revoked), fromNullMicros(lastUsed)
+	return &k, nil
+}
+
+// KeyByHash implements keystore.Store.
+func (s *Store) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, error) {
+	k, err := scanKey(s.reader.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE key_hash = ?`, h[:]))
+	if err != nil && !errors.Is(err, keystore.ErrNotFound) {
+		return nil, fmt.Errorf("look up key by hash: %w", err)
+	}
+	return k, err
+}
+
+// Key implements keystore.Store.
+func (s *Store) Key(ctx context.Context, id string) (*keystore.Key, error) {
+	k, err := scanKey(s.reader.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = ?`, id))
+	if err != nil && !errors.Is(err, keystore.ErrNotFound) {
+		return nil, fmt.Errorf("read key %s: %w", id, err)
+	}
+	return k, err
+}
+
+// CreateKey implements keystore.Store.
+func (s *Store) CreateKey(ctx context.Context, n keystore.NewKey, h keystore.Hash, hint string, ev *keystore.AuditEvent) (*keystore.Key, error) {
+	if err := n.Validate(time.Now()); err != nil {
+		return nil, err
+	}
+	var k *keystore.Key
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		if k, err = insertKey(ctx, tx, n, h, hint); err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, ev, k.ID, k.Owner())
+	})
+	if err != nil {
+		if isUniqueViolation(err) {
+			return nil, fmt.Errorf("create key: %w: duplicate key", keystore.ErrInvalid)
+		}
+		return nil, fmt.Errorf("create key: %w", err)
+	}
+	return k, nil
+}
+
+func insertKey(ctx context.Context, tx *sql.Tx, n keystore.NewKey, h keystore.Hash, hint string) (*keystore.Key, error) {
+	id, err := keystore.NewKeyID()
+	if err != nil {
+		return nil, err
+	}
+	scopes, err := json.Marshal(n.Scopes)
+	if err != nil {
+		return nil, err
+	}
+	if n.Scopes == nil {
+		scopes = []byte("[]")
+	}
+	return scanKey(tx.QueryRowContext(ctx, `
+		INSERT INTO api_keys (id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		RETURNING `+keyColumns,
+		id, n.UserID, n.OrgID, n.Name, h[:], hint, string(scopes), n.Tier, micros(timestamp()), nullMicros(n.ExpiresAt)))
+}
+
+// RevokeKey implements keystore.Store.
+func (s *Store) RevokeKey(ctx context.Context, id string, at time.Time, ev *keystore.AuditEvent) (*keystore.Key, error) {
+	var k *keystore.Key
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var wasRevoked bool
+		err := tx.QueryRowContext(ctx, `SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = ?`, id).Scan(&wasRevoked)
+		if errors.Is(err, sql.ErrNoRows) {
+			return keystore.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if k, err = scanKey(tx.QueryRowContext(ctx, `
+			UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?)
+			WHERE id = ? RETURNING `+keyColumns, micros(at), id)); err != nil {
+			return err
+		}
+		if wasRevoked {
+			return nil
+		}
+		return appendAudit(ctx, tx, ev, k.ID, k.Owner())
+	})
+	if errors.Is(err, keystore.ErrNotFound) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("revoke key %s: %w", id, err)
+	}
+	return k, nil
+}
+
+// RollKey implements keystore.Store.
+func (s *Store) RollKey(ctx context.Context, id string, h keystore.Hash, hint string, oldExpiresAt time.Time, ev *keystore.AuditEvent) (*keystore.Key, *keystore.Key, error) {
+	var old, rolled *keystore.Key
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		cur, err := scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = ?`, id))
+		if err != nil {
+			return err
+		}
+		if err := cur.Usable(time.Now()); err != nil {
+			return fmt.Errorf("%w: key is %s", keystore.ErrConflict, strings.TrimPrefix(err.Error(), "key "))
+		}
+		until := micros(oldExpiresAt)
+		if old, err = scanKey(tx.QueryRowContext(ctx, `
+			UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?), ?)
+			WHERE id = ? RETURNING `+keyColumns, until, until, id)); err != nil {
+			return err
+		}
+		n := keystore.NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt}
+		if rolled, err = insertKey(ctx, tx, n, h, hint); err != nil {
+			return err
+		}
+		if ev != nil {
+			if ev.Details == nil {
+				ev.Details = map[string]any{}
+			}
+			ev.Details["new_key_id"] = rolled.ID
+			ev.Details["old_key_expires_at"] = old.ExpiresAt
+		}
+		return appendAudit(ctx, tx, ev, old.ID, old.Owner())
+	})
+	switch {
+	case errors.Is(err, keystore.ErrNotFound), errors.Is(err, keystore.ErrConflict):
+		return nil, nil, err
+	case err != nil:
+		return nil, nil, fmt.Errorf("roll key %s: %w", id, err)
+	}
+	return old, rolled, nil
+}
+
+// RecordUsage implements keystore.Store: one transaction for the batch.
+// Counts of keys that no longer exist are skipped, and last_used_at only
+// moves forward.
+func (s *Store) RecordUsage(ctx context.Context, batch []keystore.Usage) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		count, err := tx.PrepareContext(ctx, `
+			INSERT INTO key_usage_hourly (key_id, hour, count)
+			SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ?1)
+			ON CONFLICT (key_id, hour) DO UPDATE SET count = key_usage_hourly.count + excluded.count`)
+		if err != nil {
+			return err
+		}
+		defer count.Close()
+		last, err := tx.PrepareContext(ctx, `
+			UPDATE api_keys SET last_used_at = ?2
+			WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)`)
+		if err != nil {
+			return err
+		}
+		defer last.Close()
+		for _, u := range batch {
+			if _, err := count.ExecContext(ctx, u.KeyID, micros(u.Hour), u.Count); err != nil {
+				return err
+			}
+			if u.LastUsed.IsZero() {
+				continue
+			}
+			if _, err := last.ExecContext(ctx, u.KeyID, micros(u.LastUsed)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record key usage: %w", err)
+	}
+	return nil
+}
+
+// KeyUsage implements keystore.Store.
+func (s *Store) KeyUsage(ctx context.Context, id string, since time.Time) ([]keystore.HourlyUsage, error) {
+	rows, err := s.reader.QueryContext(ctx, `
+		SELECT hour, count FROM key_usage_hourly WHERE key_id = ? AND hour >= ? ORDER BY hour`, id, micros(since))
+	if err != nil {
+		return nil, fmt.Errorf("read key usage: %w", err)
+	}
+	defer rows.Close()
+	var out []keystore.HourlyUsage
+	for rows.Next() {
+		var (
+			u    keystore.HourlyUsage
+			hour int64
+		)
+		if err := rows.Scan(&hour, &u.Count); err != nil {
+			return nil, fmt.Errorf("read key usage: %w", err)
+		}
+		u.Hour = fromMicros(hour)
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read key usage: %w", err)
+	}
+	return out, nil
+}
+
+// ListKeys implements keystore.Store with keyset pagination on
+// (created_at, id), newest first.
+func (s *Store) ListKeys(ctx context.Context, opts keystore.ListKeysOptions) ([]*keystore.Key, string, error) {
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = 50
+	}
+	limit = min(limit, 1000)
+	var (
+		where []string
+		args  []any
+	)
+	if opts.UserID != "" {
+		where, args = append(where, "user_id = ?"), append(args, opts.UserID)
+	}
+	if opts.OrgID != "" {
+		where, args = append(where, "org_id = ?"), append(args, opts.OrgID)
+	}
+	if opts.PersonalOnly {
+		where = append(where, "org_id = ''")
+	}
+	if opts.Revoked != nil {
+		if *opts.Revoked {
+			where = append(where, "revoked_at IS NOT NULL")
+		} else {
+			where = append(where, "revoked_at IS NULL")
+		}
+	}
+	if opts.Cursor != "" {
+		at, id, err := decodeCursor(opts.Cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		where, args = append(where, "(created_at, id) < (?, ?)"), append(args, at, id)
+	}
+	q := `SELECT ` + keyColumns + ` FROM api_keys`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY created_at DESC, id DESC LIMIT ?"
+	rows, err := s.reader.QueryContext(ctx, q, append(args, limit+1)...)
+	if err != nil {
+		return nil, "", fmt.Errorf("list keys: %w", err)
+	}
+	defer rows.Close()
+	keys := make([]*keystore.Key, 0, limit)
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, "", fmt.Errorf("list keys: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("list keys: %w", err)
+	}
+	next := ""
+	if len(keys) > limit {
+		keys = keys[:limit]
+		last := keys[limit-1]
+		next = encodeCursor(micros(last.CreatedAt), last.ID)
+	}
+	return keys, next, nil
+}
+
+// A key cursor is the (created_at, id) of the last key of a page.
+func encodeCursor(at int64, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at, 10) + "|" + id))
+}
+
+func decodeCursor(c string) (int64, string, error) {
+	bad := fmt.Errorf("%w: cursor: not a cursor returned by this API", keystore.ErrInvalid)
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, "", bad
+	}
+	ts, id, ok := strings.Cut(string(raw), "|")
+	if !ok {
+		return 0, "", bad
+	}
+	at, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return 0, "", bad
+	}
+	return at, id, nil
+}
