@@ -25,6 +25,8 @@ Commands:
   migrate    apply the PostgreSQL schema migrations
   keys       create, list, get, roll and revoke API keys (odin keys -h)
   sessions   revoke a session: log it out on every replica (odin sessions -h)
+  devissuer  DEVELOPMENT ONLY: serve a JWKS and mint session tokens (odin devissuer -h)
+  healthcheck  GET a health URL, exit 0 on 2xx (container health checks)
 
 Run 'odin <command> -h' for a command's flags and their ODIN_* variables.
 `
@@ -56,6 +58,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAuthz(ctx, args[1:], stderr)
 	case "admin":
 		return runAdmin(ctx, args[1:], stderr)
+	case "devissuer":
+		return runDevIssuer(ctx, args[1:], stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, args[1:], stderr)
 	case "migrate":
 		return runMigrate(ctx, args[1:], stderr)
 	case "keys":
