@@ -37,6 +37,10 @@ type ManagerOptions struct {
 	FenceAfter time.Duration
 	// Logger reports replicas that did not acknowledge a revoke (optional).
 	Logger *slog.Logger
+	// Notify, when set, is told every invalidation synchronously, before
+	// the change's call returns: the in-process bus of a single process
+	// without Redis (odin dev), where the caches live beside the manager.
+	Notify func(Invalidation)
 }
 
 // Defaults for ManagerOptions and the replicas' matching settings.
@@ -149,6 +153,7 @@ func (m *Manager) Roll(ctx context.Context, by Actor, id string, grace time.Dura
 // stale fill can no longer win: fills use SET NX) and tells every replica
 // to drop its LRU entry.
 func (m *Manager) propagate(ctx context.Context, k *Key) error {
+	m.notify(Invalidation{Kind: InvalidateKey, Hash: k.Hash})
 	if m.redis == nil {
 		return nil
 	}
@@ -163,6 +168,7 @@ func (m *Manager) propagate(ctx context.Context, k *Key) error {
 // call returns (a revoke): it waits until every live replica acknowledged
 // dropping the key, or until those that did not are fenced (Bus).
 func (m *Manager) propagateAndWait(ctx context.Context, k *Key) error {
+	m.notify(Invalidation{Kind: InvalidateKey, Hash: k.Hash})
 	if m.redis == nil {
 		return nil
 	}
@@ -178,6 +184,12 @@ func (m *Manager) propagateAndWait(ctx context.Context, k *Key) error {
 	return nil
 }
 
+func (m *Manager) notify(inv Invalidation) {
+	if m.opts.Notify != nil {
+		m.opts.Notify(inv)
+	}
+}
+
 // RevokeSession logs a session out everywhere: it records the revocation in
 // PostgreSQL, mirrors it in Redis and publishes it, so every replica refuses
 // every token of the session from then on.
@@ -190,6 +202,7 @@ func (m *Manager) RevokeSession(ctx context.Context, by Actor, sid, reason strin
 	if err := m.store.RevokeSession(ctx, r, by.event(ActionSessionRevoked, map[string]any{"reason": reason})); err != nil {
 		return RevokedSession{}, err
 	}
+	m.notify(Invalidation{Kind: InvalidateSession, SessionID: sid})
 	if m.redis == nil {
 		return r, nil
 	}

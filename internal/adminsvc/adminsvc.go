@@ -24,6 +24,12 @@ import (
 
 // Config is everything `odin admin` is configured with.
 type Config struct {
+	// Store, when set, is used instead of opening DatabaseURL; the caller
+	// closes it. StoreName names it in readiness (default "postgres").
+	Store     keystore.Store
+	StoreName string
+	// Notify is the in-process bus of a single process without Redis.
+	Notify                             func(keystore.Invalidation)
 	DatabaseURL, RedisURL, RedisPrefix string
 	CacheTTL, SessionRetention         time.Duration
 	JWT                                jwtauth.Config // JWKSURL empty: operator token only
@@ -33,23 +39,32 @@ type Config struct {
 
 // Service is a running admin API.
 type Service struct {
-	handler  http.Handler
-	store    *pgstore.Store
-	redis    *keystore.Redis
-	log      *slog.Logger
-	registry *prometheus.Registry
+	handler    http.Handler
+	store      keystore.Store
+	closeStore func()
+	redis      *keystore.Redis
+	log        *slog.Logger
+	registry   *prometheus.Registry
 }
 
 // New builds the service and starts its background work under ctx.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
-	if cfg.DatabaseURL == "" {
+	if cfg.DatabaseURL == "" && cfg.Store == nil {
 		return nil, errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL)")
+	}
+	if cfg.StoreName == "" {
+		cfg.StoreName = "postgres"
 	}
 	s := &Service{log: logger, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
-	if s.store, err = pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{}); err != nil {
-		return nil, err
+	s.store, s.closeStore = cfg.Store, func() {}
+	if s.store == nil {
+		pg, err := pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{})
+		if err != nil {
+			return nil, err
+		}
+		s.store, s.closeStore = pg, pg.Close
 	}
 	km := keystore.NewMetrics(s.registry)
 	if cfg.RedisURL != "" {
@@ -67,8 +82,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		}
 	}
 	api, err := admin.New(admin.Options{
-		Store:    s.store,
-		Manager:  keystore.NewManager(s.store, s.redis, keystore.ManagerOptions{CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention}),
+		Store: s.store,
+		Manager: keystore.NewManager(s.store, s.redis, keystore.ManagerOptions{CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, Notify: func(inv keystore.Invalidation) {
+			revoked.Apply(ctx, inv) // this process's own view of logged-out sessions
+			if cfg.Notify != nil {
+				cfg.Notify(inv)
+			}
+		}, Logger: logger}),
 		Verifier: verifier, Revoked: revoked,
 		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
 		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,
@@ -78,12 +98,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		s.close()
 		return nil, err
 	}
-	probes := []ops.Probe{{Name: "postgres", Fn: s.store.Ping}}
+	probes := []ops.Probe{{Name: cfg.StoreName, Fn: s.store.Ping}}
 	if s.redis != nil {
 		probes = append(probes, ops.Probe{Name: "redis", Fn: s.redis.Ping})
 		go s.redis.Subscribe(ctx, func(inv keystore.Invalidation) { revoked.Apply(ctx, inv) }, nil)
 	}
-	readiness := ops.NewReadiness(probes, func(ok map[string]bool) bool { return ok["postgres"] }, 2*time.Second, logger, nil)
+	readiness := ops.NewReadiness(probes, func(ok map[string]bool) bool { return ok[cfg.StoreName] }, 2*time.Second, logger, nil)
 	_ = revoked.Sync(ctx)
 	go revoked.Run(ctx, 30*time.Second)
 	readiness.Probe(ctx)
@@ -137,5 +157,5 @@ func (s *Service) close() {
 	if s.redis != nil {
 		_ = s.redis.Close()
 	}
-	s.store.Close()
+	s.closeStore()
 }

@@ -34,6 +34,11 @@ import (
 
 // Config is everything `odin authz` is configured with.
 type Config struct {
+	// Store, when set, is used instead of opening DatabaseURL (odin dev's
+	// embedded store); the caller closes it. StoreName names it in
+	// readiness reports (default "postgres").
+	Store       keystore.Store
+	StoreName   string
 	DatabaseURL string
 	RedisURL    string // empty: no Redis (LRU → PostgreSQL)
 	RedisPrefix string
@@ -79,28 +84,32 @@ type Config struct {
 
 // Service is one `odin authz` replica.
 type Service struct {
-	cfg       Config
-	log       *slog.Logger
-	registry  *prometheus.Registry
-	store     *pgstore.Store
-	redis     *keystore.Redis
-	cache     *keystore.Cache
-	usage     *keystore.UsageRecorder
-	revoked   *keystore.RevokedSessions
-	bus       *keystore.Bus     // nil without Redis
-	verifier  *jwtauth.Verifier // nil when JWTs are not configured
-	authz     *extauthz.Authorizer
-	grpc      *grpc.Server
-	health    *health.Server
-	readiness *ops.Readiness
+	cfg        Config
+	log        *slog.Logger
+	registry   *prometheus.Registry
+	store      keystore.Store
+	closeStore func()
+	redis      *keystore.Redis
+	cache      *keystore.Cache
+	usage      *keystore.UsageRecorder
+	revoked    *keystore.RevokedSessions
+	bus        *keystore.Bus     // nil without Redis
+	verifier   *jwtauth.Verifier // nil when JWTs are not configured
+	authz      *extauthz.Authorizer
+	grpc       *grpc.Server
+	health     *health.Server
+	readiness  *ops.Readiness
 }
 
 // New builds a replica and starts its background work (bus subscription,
 // health probes, usage flushing) under ctx. It waits briefly for the bus
 // subscription, so a replica that reports ready also hears revocations.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
-	if cfg.DatabaseURL == "" {
+	if cfg.DatabaseURL == "" && cfg.Store == nil {
 		return nil, errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL)")
+	}
+	if cfg.StoreName == "" {
+		cfg.StoreName = "postgres"
 	}
 	switch cfg.ForwardedHeaders {
 	case "", "auto", "original", "forwarded", "none":
@@ -116,16 +125,22 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	s := &Service{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	store, err := pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{})
-	if err != nil {
-		return nil, err
+	store := cfg.Store
+	s.closeStore = func() {}
+	if store == nil {
+		pg, err := pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{})
+		if err != nil {
+			return nil, err
+		}
+		store, s.closeStore = pg, pg.Close
 	}
 	s.store = store
 	km := keystore.NewMetrics(s.registry)
+	var err error
 	if cfg.RedisURL != "" {
 		s.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout}, km, logger)
 		if err != nil {
-			store.Close()
+			s.closeStore()
 			return nil, err
 		}
 	}
@@ -231,7 +246,7 @@ func (s *Service) buildGRPC() {
 // buildReadiness: ready when PostgreSQL answers or the LRU holds entries
 // (cached keys can still be served); Redis is reported but optional.
 func (s *Service) buildReadiness() {
-	probes := []ops.Probe{{Name: "postgres", Fn: s.store.Ping}}
+	probes := []ops.Probe{{Name: s.cfg.StoreName, Fn: s.store.Ping}}
 	if s.redis != nil {
 		probes = append(probes, ops.Probe{Name: "redis", Fn: s.redis.Ping})
 	}
@@ -243,7 +258,7 @@ func (s *Service) buildReadiness() {
 			return nil
 		}})
 	}
-	rule := func(ok map[string]bool) bool { return ok["postgres"] || s.cache.Len() > 0 }
+	rule := func(ok map[string]bool) bool { return ok[s.cfg.StoreName] || s.cache.Len() > 0 }
 	s.readiness = ops.NewReadiness(probes, rule, 2*time.Second, s.log, func(ready bool) {
 		st := healthpb.HealthCheckResponse_NOT_SERVING
 		if ready {
@@ -283,6 +298,14 @@ func (s *Service) startBackground(ctx context.Context) {
 // Authorizer exposes the decision core (for the HTTP forward-auth front end
 // and benchmarks).
 func (s *Service) Authorizer() *extauthz.Authorizer { return s.authz }
+
+// Invalidate applies an invalidation to this replica's caches, for a
+// process without Redis that changes keys itself (odin dev): its bus is a
+// function call.
+func (s *Service) Invalidate(ctx context.Context, inv keystore.Invalidation) {
+	s.cache.Invalidate(inv)
+	s.revoked.Apply(ctx, inv)
+}
 
 // Registry is the replica's metrics registry.
 func (s *Service) Registry() *prometheus.Registry { return s.registry }
@@ -371,7 +394,7 @@ func (s *Service) closeStores() {
 	if s.redis != nil {
 		_ = s.redis.Close()
 	}
-	s.store.Close()
+	s.closeStore()
 }
 
 func addrOf(l net.Listener) string {
