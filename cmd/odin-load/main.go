@@ -1,0 +1,63 @@
+// Command odin-load is the load-test harness of Odin authz: it measures
+// `odin authz` against a do-nothing ext_authz baseline under the same load
+// (gRPC Check through the ghz runner, HTTP forward-auth through vegeta) and
+// reports each figure as a ratio to the baseline. See BENCHMARKS.md.
+//
+// It is a binary of its own so that `odin` does not carry the load
+// generators and their dependencies.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `odin-load: load tests for Odin authz, every figure against a baseline.
+
+Usage: odin-load <command> [flags]
+
+Commands:
+  run        seed, start the servers, run the scenarios, print the report (odin-load run -h)
+  seed       create, migrate and seed the load database only (odin-load seed -h)
+  baseline   serve the do-nothing ext_authz baseline (started by run itself)
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "odin-load:", err)
+		os.Exit(1)
+	}
+}
+
+// run dispatches a command line. Only main exits.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return errors.New("no command given")
+		}
+		return flag.ErrHelp
+	}
+	switch args[0] {
+	case "run":
+		return runLoad(ctx, args[1:], stdout, stderr)
+	case "seed":
+		return runSeed(ctx, args[1:], stderr)
+	case "baseline":
+		return runBaseline(ctx, args[1:], stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
