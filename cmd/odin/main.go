@@ -20,6 +20,7 @@ const usage = `Odin authz: API key and session authentication for Envoy ext_auth
 Usage: odin <command> [flags]
 
 Commands:
+  dev        DEVELOPMENT ONLY: authz, admin and a dev issuer in one process, no database (odin dev -h)
   authz      serve the Envoy ext_authz gRPC API (Check), health and metrics
   admin      serve the admin API: keys, sessions, Clerk webhooks, audit log
   migrate    apply the PostgreSQL schema migrations
@@ -27,6 +28,7 @@ Commands:
   sessions   revoke a session: log it out on every replica (odin sessions -h)
   devissuer  DEVELOPMENT ONLY: serve a JWKS and mint session tokens (odin devissuer -h)
   healthcheck  GET a health URL, exit 0 on 2xx (container health checks)
+  check      send one Check (gRPC) or forward-auth (HTTP) request, print the decision (odin check -h)
 
 Run 'odin <command> -h' for a command's flags and their ODIN_* variables.
 `
@@ -40,6 +42,10 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "odin:", err)
+		var coded interface{ ExitCode() int } // odin check: 1 denied, 2 error
+		if errors.As(err, &coded) {
+			os.Exit(coded.ExitCode())
+		}
 		os.Exit(1)
 	}
 }
@@ -60,6 +66,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAdmin(ctx, args[1:], stderr)
 	case "devissuer":
 		return runDevIssuer(ctx, args[1:], stdout, stderr)
+	case "dev":
+		return runDev(ctx, args[1:], stdout, stderr)
+	case "check":
+		return runCheck(ctx, args[1:], stdout, stderr)
 	case "healthcheck":
 		return runHealthcheck(ctx, args[1:], stderr)
 	case "migrate":
