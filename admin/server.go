@@ -298,7 +298,7 @@ func decode(r *http.Request, v any) error {
 		}
 		return errInvalid("", "request body is not valid JSON: "+err.Error())
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF { // anything after the object, even a stray "}"
 		return errInvalid("", "request body has data after the JSON object")
 	}
 	return nil

@@ -126,6 +126,9 @@ func (n *NewKey) Validate(now time.Time) error {
 	if !n.ExpiresAt.IsZero() && !n.ExpiresAt.After(now) {
 		return fmt.Errorf("%w: expires_at: must be in the future", ErrInvalid)
 	}
+	if n.ExpiresAt.UTC().Year() > 9999 { // RFC 3339 cannot write it back
+		return fmt.Errorf("%w: expires_at: must be before the year 10000", ErrInvalid)
+	}
 	return nil
 }
 
