@@ -2,6 +2,8 @@ module github.com/odin-scan/odin-authz
 
 go 1.26.8
 
+toolchain go1.26.10
+
 require (
 	cel.dev/expr v0.25.3 // indirect
 	cloud.google.com/go/compute/metadata v0.9.0 // indirect

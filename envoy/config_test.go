@@ -150,6 +150,7 @@ var brokenEnvoyCases = []brokenEnvoy{
 		editExtAuthz(t, b, func(e *extauthzv3.ExtAuthz) { e.FailureModeAllow = true })
 	}},
 	{name: "transport_api_version V2", wantErr: "transport_api_version", mutate: func(t *testing.T, b *bootstrapv3.Bootstrap) {
+		//lint:ignore SA1019 the test proves the deprecated V2 API is refused
 		editExtAuthz(t, b, func(e *extauthzv3.ExtAuthz) { e.TransportApiVersion = corev3.ApiVersion_V2 })
 	}},
 	{name: "transport_api_version unset", wantErr: "transport_api_version", mutate: func(t *testing.T, b *bootstrapv3.Bootstrap) {
@@ -212,6 +213,7 @@ var brokenEnvoyCases = []brokenEnvoy{
 		b.GetAdmin().GetAddress().GetSocketAddress().Address = "0.0.0.0"
 	}},
 	{name: "deprecated field", wantErr: "dns_refresh_rate: deprecated", mutate: func(t *testing.T, b *bootstrapv3.Bootstrap) {
+		//lint:ignore SA1019 the test proves deprecated fields are refused
 		clusterNamed(t, b, "upstream").DnsRefreshRate = durationpb.New(time.Second)
 	}},
 	{name: "path_prefix set", only: "http", wantErr: "path_prefix", mutate: func(t *testing.T, b *bootstrapv3.Bootstrap) {

@@ -217,6 +217,7 @@ func rateLimitOptions(d *Decision) []*corev3.HeaderValueOption {
 	b := new(rateLimitBlock)
 	for i, p := range d.RateLimitHeaders() {
 		b.vals[i].Key, b.vals[i].Value = p.Name, p.Value
+		//lint:ignore SA1019 set with append_action: Envoy versions disagree on which one wins
 		b.opts[i].Header, b.opts[i].Append = &b.vals[i], appendFalse
 		b.opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
 		b.ptrs[i] = &b.opts[i]

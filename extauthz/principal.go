@@ -108,7 +108,8 @@ var appendFalse = wrapperspb.Bool(false)
 // versions disagree on which one wins.
 func overwrite(name, value string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: name, Value: value},
+		Header: &corev3.HeaderValue{Key: name, Value: value},
+		//lint:ignore SA1019 set with append_action: Envoy versions disagree on which one wins
 		Append:       appendFalse,
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}

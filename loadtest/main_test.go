@@ -7,7 +7,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -58,7 +58,7 @@ var odinBinary struct {
 func buildOdin(t *testing.T) string {
 	t.Helper()
 	odinBinary.once.Do(func() {
-		goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+		goTool := goBinary()
 		if _, err := os.Stat(goTool); err != nil {
 			goTool = "go"
 		}
@@ -82,3 +82,16 @@ func buildOdin(t *testing.T) string {
 }
 
 func selfPID() int { return os.Getpid() }
+
+// goBinary is the go command running this test: GOROOT from the go command
+// itself ("go env GOROOT"), else whatever "go" is on PATH.
+func goBinary() string {
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		if p := filepath.Join(strings.TrimSpace(string(out)), "bin", "go"); p != "" {
+			if _, err := os.Stat(p); err == nil {
+				return p
+			}
+		}
+	}
+	return "go"
+}

@@ -32,13 +32,12 @@ var webhookSecret = "whsec_" + base64.StdEncoding.EncodeToString([]byte("0123456
 
 // env is an admin API on a fresh database, with a dev identity provider.
 type env struct {
-	t        *testing.T
-	url      string
-	issuer   *devissuer.Provider
-	store    *pgstore.Store
-	logs     *testenv.LogBuffer
-	cfg      Config
-	registry func() string
+	t      *testing.T
+	url    string
+	issuer *devissuer.Provider
+	store  *pgstore.Store
+	logs   *testenv.LogBuffer
+	cfg    Config
 }
 
 func newEnv(t *testing.T) *env {

@@ -115,6 +115,7 @@ func TestCheck(t *testing.T) {
 			t.Errorf("identity headers (-want, +got):\n%s", diff)
 		}
 		for _, o := range ok.GetHeaders() {
+			//lint:ignore SA1019 the test checks the deprecated flag is set for older Envoys
 			if o.GetAppend().GetValue() || o.GetAppendAction().String() != "OVERWRITE_IF_EXISTS_OR_ADD" {
 				t.Errorf("header %s is not an overwrite: %v", o.GetHeader().GetKey(), o)
 			}

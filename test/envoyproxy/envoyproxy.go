@@ -170,8 +170,9 @@ func ApplyHeaderMutations(h http.Header, opts []*corev3.HeaderValueOption) {
 			continue
 		}
 		_, exists := h[http.CanonicalHeaderKey(name)]
-		if o.GetAppend() != nil {
-			if o.GetAppend().GetValue() && exists {
+		//lint:ignore SA1019 Envoy still honours the deprecated append flag; the fake must too
+		if appendFlag := o.GetAppend(); appendFlag != nil {
+			if appendFlag.GetValue() && exists {
 				h.Set(name, strings.Join(append(h.Values(name), value), ","))
 			} else {
 				h.Set(name, value)

@@ -172,6 +172,7 @@ func hv(name, value string, action corev3.HeaderValueOption_HeaderAppendAction) 
 }
 
 func hvAppend(name, value string, appendFlag bool) *corev3.HeaderValueOption {
+	//lint:ignore SA1019 the test covers the deprecated append flag
 	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: name, Value: value}, Append: wrapperspb.Bool(appendFlag)}
 }
 

@@ -1,0 +1,325 @@
+package extauthz_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/odin-scan/odin-authz/extauthz"
+	"github.com/odin-scan/odin-authz/internal/testenv"
+	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/pgstore"
+)
+
+// TestMain drops the package's template database when the tests (or a fuzz
+// worker) end.
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// malformedReasons are the only reasons ExtractCredential may give.
+var malformedReasons = map[string]bool{
+	"not_bearer": true, "empty": true, "oversized": true, "non_printable": true,
+	"ambiguous": true, "api_key_header_not_a_key": true,
+}
+
+// printableToken reports whether v is what a credential may be: non-empty,
+// at most MaxCredentialLen, printable ASCII without spaces.
+func printableToken(v string) bool {
+	if v == "" || len(v) > extauthz.MaxCredentialLen {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] <= ' ' || v[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// bearerCarries reports whether an Authorization value is "Bearer <v>"
+// (scheme in any case, then a space or tab, whitespace trimmed around).
+func bearerCarries(authz, v string) bool {
+	a := strings.TrimSpace(authz)
+	return len(a) > 7 && strings.EqualFold(a[:6], "bearer") && (a[6] == ' ' || a[6] == '\t') &&
+		strings.TrimSpace(a[7:]) == v
+}
+
+// FuzzExtractCredential feeds arbitrary authorization and api-key values
+// (empty means absent): SPEC §2's rules must hold for every answer.
+func FuzzExtractCredential(f *testing.F) {
+	f.Fuzz(func(t *testing.T, authz, apiKey string) {
+		h := extauthz.MapHeaders{}
+		if authz != "" {
+			h["authorization"] = authz
+		}
+		if apiKey != "" {
+			h["api-key"] = apiKey
+		}
+		c := extauthz.ExtractCredential(h)
+		if c.InAuthorization != (authz != "") || c.InAPIKey != (apiKey != "") {
+			t.Fatalf("InAuthorization, InAPIKey = %v, %v for %q, %q", c.InAuthorization, c.InAPIKey, authz, apiKey)
+		}
+		switch c.Kind {
+		case extauthz.CredentialNone:
+			if authz != "" || apiKey != "" || c.Value != "" {
+				t.Fatalf("none for %q, %q (value %q)", authz, apiKey, c.Value)
+			}
+		case extauthz.CredentialMalformed:
+			if c.Value != "" || !malformedReasons[c.Reason] {
+				t.Fatalf("malformed with value %q, reason %q", c.Value, c.Reason)
+			}
+		case extauthz.CredentialAPIKey, extauthz.CredentialJWT:
+			if !printableToken(c.Value) || strings.TrimSpace(c.Value) != c.Value || c.Reason != "" {
+				t.Fatalf("%v value %q (reason %q) is not a trimmed printable token of at most 8 KiB", c.Kind, c.Value, c.Reason)
+			}
+			if c.InAuthorization && !bearerCarries(authz, c.Value) {
+				t.Fatalf("%v value %q is not the bearer token of %q", c.Kind, c.Value, authz)
+			}
+			if c.InAPIKey && strings.TrimSpace(apiKey) != c.Value {
+				t.Fatalf("%v value %q is not the api-key %q", c.Kind, c.Value, apiKey)
+			}
+			if (c.Kind == extauthz.CredentialAPIKey) != strings.HasPrefix(c.Value, keystore.KeyPrefix) {
+				t.Fatalf("%v for %q", c.Kind, c.Value)
+			}
+			if c.Kind == extauthz.CredentialJWT && (c.InAPIKey || !c.InAuthorization) {
+				t.Fatalf("a JWT taken from the api-key header (%q, %q)", authz, apiKey)
+			}
+		default:
+			t.Fatalf("unknown kind %d", c.Kind)
+		}
+
+		// Each header alone, and the two headers agree on an API key.
+		alone := func(name, v string) extauthz.Credential {
+			return extauthz.ExtractCredential(extauthz.MapHeaders{name: v})
+		}
+		if authz != "" && apiKey != "" {
+			a, k := alone("authorization", authz), alone("api-key", apiKey)
+			if a.Value != "" && k.Value != "" && a.Value != k.Value && c.Kind != extauthz.CredentialMalformed {
+				t.Fatalf("two different credentials %q and %q gave %v, want malformed", a.Value, k.Value, c.Kind)
+			}
+		}
+		if c.Kind == extauthz.CredentialAPIKey {
+			for _, eq := range []extauthz.Credential{alone("api-key", c.Value), alone("authorization", "BEARER "+c.Value)} {
+				if eq.Kind != extauthz.CredentialAPIKey || eq.Value != c.Value {
+					t.Fatalf("key %q is not read the same from both headers: %+v", c.Value, eq)
+				}
+			}
+		}
+	})
+}
+
+var forwardModes = []string{"", "auto", "original", "forwarded", "none"}
+
+// FuzzForwardedRequest feeds a forward-auth subrequest arbitrary
+// X-Forwarded-* and X-Original-* headers (a "\n" in a value makes a
+// repeated header), a request target, a path prefix and a mode.
+func FuzzForwardedRequest(f *testing.F) {
+	authz := extauthz.NewAuthorizer(extauthz.Options{}) // only ever asked about invalid requests
+	f.Fuzz(func(t *testing.T, target, fwdMethod, fwdURI, origMethod, origURI, fwdHost, prefix string, modeIndex uint8) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return // net/http answers 400 before any handler runs
+		}
+		mode := forwardModes[int(modeIndex)%len(forwardModes)]
+		r := &http.Request{Method: http.MethodGet, URL: u, RequestURI: target, Host: "authz.internal", Header: http.Header{}}
+		joined := map[string]string{}
+		for name, v := range map[string]string{
+			"X-Forwarded-Method": fwdMethod, "X-Forwarded-Uri": fwdURI, "X-Forwarded-Host": fwdHost,
+			"X-Original-Method": origMethod, "X-Original-Uri": origURI,
+		} {
+			if v != "" {
+				r.Header[name] = strings.Split(v, "\n")
+				joined[name] = strings.ReplaceAll(v, "\n", ",")
+			}
+		}
+		got := extauthz.ForwardedRequest(r, prefix, mode)
+
+		base := extauthz.Request{Method: http.MethodGet, Path: u.RequestURI(), Host: r.Host}
+		if prefix != "" {
+			base.Path = "/" + strings.TrimLeft(strings.TrimPrefix(base.Path, prefix), "/")
+		}
+		want := base
+		fm, fu, om, ou := joined["X-Forwarded-Method"], joined["X-Forwarded-Uri"], joined["X-Original-Method"], joined["X-Original-Uri"]
+		pick := func(method, uri string, host bool) {
+			if method != "" {
+				want.Method = method
+			}
+			if uri != "" {
+				want.Path = uri
+			}
+			if h := joined["X-Forwarded-Host"]; host && h != "" {
+				want.Host = h
+			}
+		}
+		switch mode {
+		case "none": // the subrequest itself, whatever headers it carries
+		case "original":
+			pick(om, ou, false)
+		case "forwarded":
+			pick(fm, fu, true)
+		default:
+			pick(om, ou, true)
+			pick(fm, fu, true)
+			if (fu != "" && ou != "" && fu != ou) || (fm != "" && om != "" && fm != om) {
+				want.Invalid = "conflicting_forwarded_headers"
+			}
+		}
+		if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(extauthz.Request{}, "Headers")); diff != "" {
+			t.Fatalf("ForwardedRequest(%q, %q, %q) (-want, +got):\n%s", target, prefix, mode, diff)
+		}
+		if got.Invalid != "" {
+			d := authz.Decide(context.Background(), &got)
+			if d.Outcome != extauthz.DenyUnauthorized || d.Reason != got.Invalid {
+				t.Fatalf("an invalid request was decided %v (%s), want unauthorized", d.Outcome, d.Reason)
+			}
+		}
+	})
+}
+
+// keyPlaceholder in a seed's header values stands for the run's real key,
+// so that committed seeds can present it.
+const keyPlaceholder = "{{key}}"
+
+var freshRequestID = regexp.MustCompile(`^req-[0-9a-f]{24}$`)
+
+// FuzzDecideInvalidCredential asks a real Authorizer (key cache on a real
+// PostgreSQL database holding one key with scans:read, default policy, no
+// JWKS) about arbitrary authorization, api-key and x-request-id values, for
+// GET or POST /v1/scans. Only the real key may be allowed, and only for GET;
+// everything else is denied with the SPEC body, and no log line carries the
+// key.
+func FuzzDecideInvalidCredential(f *testing.F) {
+	ctx := context.Background()
+	store, err := pgstore.Open(ctx, testenv.Postgres(f), pgstore.Options{MaxConns: 4})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(store.Close)
+	realKey, k, err := keystore.NewManager(store, nil, keystore.ManagerOptions{}).Create(ctx,
+		keystore.Actor{ID: "fuzz"}, keystore.NewKey{UserID: "user_fuzz", Name: "fuzz", Scopes: []string{"scans:read"}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	// A generous store timeout: a 503 here would be a bug, not load.
+	cache, err := keystore.NewCache(store, nil, keystore.CacheOptions{Prepare: extauthz.PrincipalForKey, StoreTimeout: 10 * time.Second},
+		keystore.NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.Fatal(err)
+	}
+	logs := &bytes.Buffer{} // the log lines of one input (Decide logs before it returns)
+	authz := extauthz.NewAuthorizer(extauthz.Options{Keys: cache,
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+
+	f.Fuzz(func(t *testing.T, authorization, apiKey, requestID string, write bool) {
+		authorization = strings.ReplaceAll(authorization, keyPlaceholder, realKey)
+		apiKey = strings.ReplaceAll(apiKey, keyPlaceholder, realKey)
+		h := extauthz.MapHeaders{}
+		for name, v := range map[string]string{"authorization": authorization, "api-key": apiKey, "x-request-id": requestID} {
+			if v != "" {
+				h[name] = v
+			}
+		}
+		method := http.MethodGet
+		if write {
+			method = http.MethodPost
+		}
+		logs.Reset()
+		now := time.Now()
+		d := authz.Decide(ctx, &extauthz.Request{Method: method, Path: "/v1/scans", Host: "api.odin.test", Headers: h})
+
+		// The real key, read from the raw headers without ExtractCredential:
+		// every header present carries exactly it.
+		inAuthz := authorization != "" && bearerCarries(authorization, realKey)
+		inAPIKey := apiKey != "" && strings.TrimSpace(apiKey) == realKey
+		isReal := (inAuthz || inAPIKey) && (authorization == "" || inAuthz) && (apiKey == "" || inAPIKey)
+		if d.Outcome == extauthz.Allow && !isReal {
+			t.Fatalf("allowed %q / %q (credential %v %q), which is not the real key", authorization, apiKey, d.Credential.Kind, d.Credential.Value)
+		}
+		want := extauthz.DenyUnauthorized
+		switch {
+		case isReal && !write:
+			want = extauthz.Allow
+		case isReal && write:
+			want = extauthz.DenyForbidden // scans:read does not grant write
+		}
+		if d.Outcome != want {
+			t.Fatalf("%s with %q / %q: %v (%s), want %v", method, authorization, apiKey, d.Outcome, d.Reason, want)
+		}
+		if strings.Contains(logs.String(), realKey) {
+			t.Fatalf("the key was logged: %s", logs.String())
+		}
+		if v := d.Credential.Value; strings.HasPrefix(v, keystore.KeyPrefix) && !strings.Contains(requestID, v) && strings.Contains(logs.String(), v) {
+			t.Fatalf("the credential %q was logged: %s", v, logs.String())
+		}
+		if d.Outcome == extauthz.Allow {
+			if d.Principal == nil || d.Principal.KeyID != k.ID {
+				t.Fatalf("allowed as %+v, want key %s", d.Principal, k.ID)
+			}
+			return
+		}
+		checkDenialBody(t, &d, requestID, now)
+	})
+}
+
+// checkDenialBody asserts SPEC §3: the body is JSON with exactly the error
+// code and a fixed message, an RFC 3339 UTC timestamp and the request id
+// (the client's when sane, else a fresh req-<hex>); 401 carries
+// www-authenticate.
+func checkDenialBody(t *testing.T, d *extauthz.Decision, requestID string, now time.Time) {
+	t.Helper()
+	body := d.Body(now)
+	var b struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+		Timestamp string `json:"timestamp"`
+		RequestID string `json:"requestId"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil || !json.Valid(body) {
+		t.Fatalf("denial body %s is not the SPEC JSON: %v", body, err)
+	}
+	if b.Error.Code != d.Outcome.Code() || b.Error.Code == "" {
+		t.Fatalf("body code %q for outcome %v", b.Error.Code, d.Outcome)
+	}
+	switch d.Outcome {
+	case extauthz.DenyUnauthorized:
+		if b.Error.Message != "Invalid or expired authentication token" && b.Error.Message != "Missing authentication token" {
+			t.Fatalf("401 message %q is not one of the fixed messages", b.Error.Message)
+		}
+	case extauthz.DenyForbidden:
+		if b.Error.Message == "" || strings.Contains(b.Error.Message, keystore.KeyPrefix) {
+			t.Fatalf("403 message %q", b.Error.Message)
+		}
+	}
+	if ts, err := time.Parse(time.RFC3339, b.Timestamp); err != nil || !strings.HasSuffix(b.Timestamp, "Z") || ts.Sub(now).Abs() > 2*time.Second {
+		t.Fatalf("timestamp %q is not RFC 3339 UTC now (%v)", b.Timestamp, err)
+	}
+	sane := requestID != "" && len(requestID) <= 128 && printableToken(requestID)
+	if (sane && b.RequestID != requestID) || (!sane && !freshRequestID.MatchString(b.RequestID)) {
+		t.Fatalf("requestId %q for x-request-id %q", b.RequestID, requestID)
+	}
+	headers := map[string]string{}
+	for _, p := range d.DenialHeaders() {
+		headers[p.Name] = p.Value
+	}
+	if headers["content-type"] != "application/json" || headers["x-request-id"] != b.RequestID {
+		t.Fatalf("denial headers %v", headers)
+	}
+	if d.Outcome == extauthz.DenyUnauthorized && headers["www-authenticate"] != `Bearer realm="odin"` {
+		t.Fatalf("401 without www-authenticate: %v", headers)
+	}
+}
