@@ -23,6 +23,11 @@ const (
 	DefaultFenceAfter  = time.Second
 	clockMargin        = 500 * time.Millisecond
 	heartbeatRetention = 3 * time.Second
+	// heartbeatVisible is how recent a replica's last accepted heartbeat
+	// must be for it to trust its LRU: well inside heartbeatRetention, so
+	// that any revoker, even with a skewed clock, counts it as live and
+	// waits for its acknowledgement.
+	heartbeatVisible = 2 * time.Second
 )
 
 // Bus is a replica's end of the invalidation bus. Besides delivering
@@ -46,8 +51,11 @@ type Bus struct {
 	// contact is the UnixNano send time of the newest ping whose pong was
 	// received: every message published before then has been handled.
 	contact atomic.Int64
-	mu      sync.Mutex
-	pings   []int64 // send times of pings in flight, oldest first
+	// heartbeat is the UnixNano time of the last heartbeat Redis accepted:
+	// revokers wait only for replicas they can see in the heartbeat set.
+	heartbeat atomic.Int64
+	mu        sync.Mutex
+	pings     []int64 // send times of pings in flight, oldest first
 }
 
 // NewBus returns a replica's bus end. fenceAfter <= 0 takes the default.
@@ -71,6 +79,11 @@ func (b *Bus) FenceAfter() time.Duration { return b.fenceAfter }
 // Fenced reports whether the replica may have missed invalidations: it has
 // not heard from the bus about anything sent in the last FenceAfter.
 func (b *Bus) Fenced(now time.Time) bool {
+	return b.outOfContact(now) || now.UnixNano()-b.heartbeat.Load() > int64(heartbeatVisible)
+}
+
+// outOfContact: no answer to a ping sent within FenceAfter.
+func (b *Bus) outOfContact(now time.Time) bool {
 	return now.UnixNano()-b.contact.Load() > int64(b.fenceAfter)
 }
 
@@ -195,7 +208,7 @@ func (b *Bus) heartbeatLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		now := time.Now()
-		if b.Fenced(now) {
+		if b.outOfContact(now) {
 			continue // out of contact: do not ask revokers to wait for us
 		}
 		hctx, cancel := context.WithTimeout(ctx, b.r.opTimeout)
@@ -204,6 +217,8 @@ func (b *Bus) heartbeatLoop(ctx context.Context) {
 		pipe.ZRemRangeByScore(hctx, b.heartbeatKey(), "-inf", fmt.Sprint(now.Add(-10*heartbeatRetention).UnixMilli()))
 		if _, err := pipe.Exec(hctx); err != nil {
 			b.r.m.redisErrors.WithLabelValues("heartbeat").Inc()
+		} else {
+			b.heartbeat.Store(now.UnixNano())
 		}
 		cancel()
 	}

@@ -36,8 +36,8 @@ type CacheOptions struct {
 	// result rides along with the key (for example a pre-rendered response).
 	Prepare func(*Key) any
 	// Fenced, when set, reports that this replica may have missed bus
-	// messages (Bus.Fenced): then an LRU entry answers only if it was read
-	// from PostgreSQL less than FenceAfter ago, and no stale entry is served.
+	// messages (Bus.Fenced): then no LRU entry answers and no stale entry is
+	// served.
 	Fenced     func(time.Time) bool
 	FenceAfter time.Duration
 }
@@ -145,10 +145,12 @@ func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, erro
 	return v.(*entry).result()
 }
 
-// trusted reports whether an LRU entry may answer: always while the bus is
-// in contact, and only when freshly read while it is not.
-func (c *Cache) trusted(e *entry, now time.Time) bool {
-	return c.opts.Fenced == nil || now.Sub(e.loaded) < c.opts.FenceAfter || !c.opts.Fenced(now)
+// trusted reports whether an LRU entry may answer: only while the bus is in
+// contact. A fenced replica may have missed a revoke that no revoker waited
+// for, so it reads every key again (Redis, which revokers overwrite first,
+// or PostgreSQL) until contact is back.
+func (c *Cache) trusted(_ *entry, now time.Time) bool {
+	return c.opts.Fenced == nil || !c.opts.Fenced(now)
 }
 
 func (e *entry) result() (*Entry, error) {
