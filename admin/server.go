@@ -51,8 +51,12 @@ type Options struct {
 	OrgAdminRoles []string
 	// MaxBodyBytes bounds a request body, default 64 KiB.
 	MaxBodyBytes int64
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
+	// FailedAuthPerMinute and FailedAuthBurst bound failed authentications
+	// per client address (default 10 a minute, burst 20); past them the
+	// client gets 429 until its budget refills.
+	FailedAuthPerMinute, FailedAuthBurst int
+	Logger                               *slog.Logger
+	Registerer                           prometheus.Registerer
 }
 
 // Server is the admin API.
@@ -60,6 +64,7 @@ type Server struct {
 	opts     Options
 	log      *slog.Logger
 	webhook  *svix.Webhook
+	authFail *failedAuthLimiter
 	scopes   map[string]bool
 	requests *prometheus.CounterVec
 }
@@ -93,7 +98,14 @@ func New(opts Options) (*Server, error) {
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
-	s := &Server{opts: opts, log: opts.Logger, scopes: map[string]bool{}}
+	if opts.FailedAuthPerMinute <= 0 {
+		opts.FailedAuthPerMinute = 10
+	}
+	if opts.FailedAuthBurst <= 0 {
+		opts.FailedAuthBurst = 20
+	}
+	s := &Server{opts: opts, log: opts.Logger, scopes: map[string]bool{},
+		authFail: newFailedAuthLimiter(opts.FailedAuthPerMinute, opts.FailedAuthBurst)}
 	for _, sc := range opts.Scopes {
 		s.scopes[sc] = true
 	}
@@ -158,8 +170,17 @@ func (s *Server) wrap(route string, auth bool, h func(http.ResponseWriter, *http
 		}()
 		var c *caller
 		if auth {
+			if blocked, retry := s.authFail.blocked(r); blocked {
+				rec.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
+				writeError(rec, reqID, errTooManyFailures())
+				return
+			}
 			var err error
 			if c, err = s.authenticate(r); err != nil {
+				var ae *apiError
+				if errors.As(err, &ae) && ae.status == http.StatusUnauthorized {
+					s.authFail.failed(r)
+				}
 				writeError(rec, reqID, err)
 				s.log.Info("admin request refused", "route", route, "request_id", reqID, "error", err.Error())
 				return
@@ -215,6 +236,9 @@ func errUnauthorized() *apiError {
 }
 func errUnavailable() *apiError {
 	return &apiError{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", message: "Service temporarily unavailable"}
+}
+func errTooManyFailures() *apiError {
+	return &apiError{status: http.StatusTooManyRequests, code: "RATE_LIMITED", message: "Too many failed authentication attempts"}
 }
 func errInternal() *apiError {
 	return &apiError{status: http.StatusInternalServerError, code: "INTERNAL", message: "Internal error"}

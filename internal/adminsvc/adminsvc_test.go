@@ -442,3 +442,25 @@ func TestAdminEdgeCases(t *testing.T) {
 		t.Errorf("same id over svix-* headers: %q, want duplicate", got)
 	}
 }
+
+// Guessing credentials is throttled per client address: after the burst of
+// failures, even a good credential from that address waits (429), while
+// successes never spend the budget.
+func TestFailedAuthIsThrottled(t *testing.T) {
+	e := newEnv(t)
+	for range 30 { // successes do not count
+		e.mustStatus(e.do("GET", "/v1/keys", operatorToken, nil), 200)
+	}
+	for i := range 20 {
+		if r := e.do("GET", "/v1/keys", "wrong-token-"+fmt.Sprint(i), nil); r.status != 401 {
+			t.Fatalf("failure %d: %d", i, r.status)
+		}
+	}
+	r := e.do("GET", "/v1/keys", "wrong-token-again", nil)
+	if r.status != 429 || r.errorCode() != "RATE_LIMITED" || r.header.Get("Retry-After") == "" || r.str("requestId") == "" {
+		t.Fatalf("after 20 failures: %d %v %s", r.status, r.header, r.raw)
+	}
+	if r := e.do("GET", "/v1/keys", operatorToken, nil); r.status != 429 {
+		t.Errorf("a throttled address got through with a good token: %d", r.status)
+	}
+}
