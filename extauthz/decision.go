@@ -228,12 +228,9 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 // 503 when the limiter is down and configured to fail closed.
 func (a *Authorizer) rateLimit(ctx context.Context, d *Decision, now time.Time) {
 	p := d.Principal
-	key := p.KeyID
-	if key == "" {
-		key = "user:" + p.Subject
-	}
-	if a.limitBy == "org" && p.OrgID != "" {
-		key = "org:" + p.OrgID
+	key := p.limitByCredential
+	if a.limitBy == "org" {
+		key = p.limitByOrg
 	}
 	d.RateLimit, d.HasRateLimit = a.limiter.Allow(ctx, key, p.Tier, now), true
 	switch {

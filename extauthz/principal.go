@@ -58,6 +58,9 @@ type Principal struct {
 	metadata    *structpb.Struct
 	// Absent plus the credential header(s), for when credentials are stripped.
 	removeAuthorization, removeAPIKey, removeBoth []string
+	// The rate-limit keys, built once here rather than on every check: by
+	// credential (the API key, or the session's user) and by organisation.
+	limitByCredential, limitByOrg string
 }
 
 // NewPrincipal renders an identity.
@@ -83,6 +86,14 @@ func NewPrincipal(id Identity) *Principal {
 	p.metadata = &structpb.Struct{Fields: fields}
 	with := func(names ...string) []string { return append(append([]string(nil), p.Absent...), names...) }
 	p.removeAuthorization, p.removeAPIKey, p.removeBoth = with("authorization"), with("api-key"), with("authorization", "api-key")
+	p.limitByCredential = id.KeyID
+	if p.limitByCredential == "" {
+		p.limitByCredential = "user:" + id.Subject
+	}
+	p.limitByOrg = p.limitByCredential
+	if id.OrgID != "" {
+		p.limitByOrg = "org:" + id.OrgID
+	}
 	return p
 }
 
