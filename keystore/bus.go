@@ -39,10 +39,10 @@ const (
 //     knows whom to wait for;
 //   - acknowledges every invalidation that asks for it, after acting on it.
 //
-// A replica out of contact for longer than FenceAfter is fenced: it answers
-// no key from its LRU that it did not read from PostgreSQL within
-// FenceAfter. Together these make a revoke that returned after all
-// acknowledgements (or after FenceAfter + margin) final on every replica.
+// A replica out of contact for longer than FenceAfter, or whose heartbeat
+// revokers may no longer see, is fenced: it answers no key from its LRU.
+// Together these make a revoke that returned after all acknowledgements (or
+// after FenceAfter + margin) final on every replica.
 type Bus struct {
 	r          *Redis
 	id         string // empty: a listener only (no heartbeat, no acks)

@@ -38,8 +38,7 @@ type CacheOptions struct {
 	// Fenced, when set, reports that this replica may have missed bus
 	// messages (Bus.Fenced): then no LRU entry answers and no stale entry is
 	// served.
-	Fenced     func(time.Time) bool
-	FenceAfter time.Duration
+	Fenced func(time.Time) bool
 }
 
 func (o *CacheOptions) defaults() {
@@ -58,15 +57,11 @@ func (o *CacheOptions) defaults() {
 	if o.StoreTimeout <= 0 {
 		o.StoreTimeout = 500 * time.Millisecond
 	}
-	if o.FenceAfter <= 0 {
-		o.FenceAfter = DefaultFenceAfter
-	}
 }
 
 // Entry is a cached answer for a key hash.
 type Entry struct {
 	key      *Key
-	loaded   time.Time // when it was read from PostgreSQL
 	until    time.Time // fresh until
 	stale    time.Time // usable until, while PostgreSQL is unreachable
 	prepared any
@@ -134,7 +129,7 @@ func (c *Cache) Len() int { return c.lru.Len() }
 // cached. A found key may be revoked or expired: check Key().Usable. now is
 // the caller's clock reading, so the hot path reads the clock once.
 func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, error) {
-	if e, ok := c.lru.Get(h); ok && now.Before(e.until) && c.trusted(e, now) {
+	if e, ok := c.lru.Get(h); ok && now.Before(e.until) && !c.fenced(now) {
 		c.m.hitLRU.Inc()
 		return e.result()
 	}
@@ -145,12 +140,12 @@ func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, erro
 	return v.(*entry).result()
 }
 
-// trusted reports whether an LRU entry may answer: only while the bus is in
-// contact. A fenced replica may have missed a revoke that no revoker waited
-// for, so it reads every key again (Redis, which revokers overwrite first,
-// or PostgreSQL) until contact is back.
-func (c *Cache) trusted(_ *entry, now time.Time) bool {
-	return c.opts.Fenced == nil || !c.opts.Fenced(now)
+// fenced reports whether the LRU may not answer: the replica is out of bus
+// contact and may have missed a revoke that no revoker waited for, so it
+// reads every key again (Redis, which revokers overwrite first, or
+// PostgreSQL) until contact is back.
+func (c *Cache) fenced(now time.Time) bool {
+	return c.opts.Fenced != nil && c.opts.Fenced(now)
 }
 
 func (e *entry) result() (*Entry, error) {
@@ -223,7 +218,7 @@ func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 }
 
 func (c *Cache) newEntry(k *Key, now time.Time, ttl time.Duration) *entry {
-	e := &entry{key: k, loaded: now, until: now.Add(ttl)}
+	e := &entry{key: k, until: now.Add(ttl)}
 	if c.opts.StaleIfError > 0 {
 		e.stale = e.until.Add(c.opts.StaleIfError)
 	}

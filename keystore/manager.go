@@ -157,7 +157,7 @@ func (m *Manager) propagate(ctx context.Context, k *Key) error {
 	if m.redis == nil {
 		return nil
 	}
-	m.redis.set(ctx, k.Hash, &entry{key: k, loaded: time.Now(), until: time.Now().Add(m.opts.CacheTTL)}, false)
+	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
 	if err := m.redis.Publish(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash}); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotPropagated, err)
 	}
@@ -172,7 +172,7 @@ func (m *Manager) propagateAndWait(ctx context.Context, k *Key) error {
 	if m.redis == nil {
 		return nil
 	}
-	m.redis.set(ctx, k.Hash, &entry{key: k, loaded: time.Now(), until: time.Now().Add(m.opts.CacheTTL)}, false)
+	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
 	missing, err := m.redis.PublishAndWait(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash}, m.opts.FenceAfter)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrNotPropagated, err)

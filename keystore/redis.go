@@ -107,9 +107,8 @@ func (r *Redis) keyName(h Hash) string { return r.prefix + "key:" + h.String() }
 // cachedKey is the Redis form of an entry: the key record (absent for a
 // negative entry) and the time it was read from PostgreSQL.
 type cachedKey struct {
-	Key     *Key  `json:"k,omitempty"`
-	Fetched int64 `json:"f"`
-	Until   int64 `json:"u"`
+	Key   *Key  `json:"k,omitempty"`
+	Until int64 `json:"u"`
 }
 
 // get returns the cached entry for h, errCacheMiss, or a Redis error.
@@ -137,7 +136,7 @@ func (r *Redis) get(ctx context.Context, h Hash) (*entry, error) {
 	if c.Key != nil {
 		c.Key.Hash = h
 	}
-	return &entry{key: c.Key, loaded: time.Unix(0, c.Fetched), until: time.Unix(0, c.Until)}, nil
+	return &entry{key: c.Key, until: time.Unix(0, c.Until)}, nil
 }
 
 // set writes e for h with a TTL that ends when the entry does. With onlyNew
@@ -151,11 +150,7 @@ func (r *Redis) set(ctx context.Context, h Hash, e *entry, onlyNew bool) {
 	if ttl <= time.Millisecond {
 		return
 	}
-	fetched := e.loaded
-	if fetched.IsZero() {
-		fetched = time.Now()
-	}
-	raw, err := json.Marshal(cachedKey{Key: e.key, Fetched: fetched.UnixNano(), Until: e.until.UnixNano()})
+	raw, err := json.Marshal(cachedKey{Key: e.key, Until: e.until.UnixNano()})
 	if err != nil {
 		return
 	}

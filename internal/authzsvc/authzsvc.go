@@ -146,8 +146,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	}
 	cfg.Cache.Prepare = extauthz.PrincipalForKey
 	if s.redis != nil {
-		s.bus = s.redis.NewBus(keystore.NewReplicaID(), cfg.Cache.FenceAfter)
-		cfg.Cache.Fenced, cfg.Cache.FenceAfter = s.bus.Fenced, s.bus.FenceAfter()
+		s.bus = s.redis.NewBus(keystore.NewReplicaID(), 0)
+		cfg.Cache.Fenced = s.bus.Fenced
 	}
 	if s.cache, err = keystore.NewCache(store, s.redis, cfg.Cache, km, logger); err != nil {
 		s.closeStores()
