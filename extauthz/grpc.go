@@ -45,6 +45,7 @@ func (s *CheckServer) Check(ctx context.Context, req *authv3.CheckRequest) (resp
 	}()
 	r := checkRequest(req)
 	d := s.authz.Decide(ctx, &r)
+	traceDecision(ctx, &d, &r)
 	if d.Outcome != Allow {
 		return deniedResponse(&d), nil
 	}
@@ -99,22 +100,26 @@ func (h rawHeaders) Range(fn func(name, value string) bool) {
 	}
 }
 
-// okResponse points at the principal's pre-rendered headers and metadata;
-// only the removal list can depend on the request.
+// okResponse attaches the principal's pre-encoded headers and metadata
+// (Principal.wire); only the removal list and the rate-limit headers depend
+// on the request. A Go reader of the returned message in this process finds
+// the identity headers and metadata among its unknown fields; a gRPC client
+// decodes them as the fields they are.
 func (s *CheckServer) okResponse(d *Decision, h Headers) *authv3.CheckResponse {
 	p := d.Principal
 	ok := &authv3.OkHttpResponse{
-		Headers:         p.grpcHeaders,
 		HeadersToRemove: HeadersToRemove(p, h, d.Credential, s.stripCredential),
 	}
 	if d.HasRateLimit { // to the client, on success too
 		ok.ResponseHeadersToAdd = rateLimitOptions(d)
 	}
-	return &authv3.CheckResponse{
-		Status:          okStatus,
-		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
-		DynamicMetadata: p.metadata,
+	ok.ProtoReflect().SetUnknown(p.wire[:p.okEnd:p.okEnd])
+	resp := &authv3.CheckResponse{
+		Status:       okStatus,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
 	}
+	resp.ProtoReflect().SetUnknown(p.wire[p.okEnd:])
+	return resp
 }
 
 // HeadersToRemove lists what must not reach the upstream: identity headers
@@ -127,11 +132,11 @@ func HeadersToRemove(p *Principal, h Headers, c Credential, strip bool) []string
 	if strip {
 		switch {
 		case c.InAuthorization && c.InAPIKey:
-			base = p.removeBoth
+			base = p.remove.both
 		case c.InAuthorization:
-			base = p.removeAuthorization
+			base = p.remove.authorization
 		case c.InAPIKey:
-			base = p.removeAPIKey
+			base = p.remove.apiKey
 		}
 	}
 	var extra []string

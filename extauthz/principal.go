@@ -1,9 +1,12 @@
 package extauthz
 
 import (
+	"slices"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -46,6 +49,12 @@ type Pair struct{ Name, Value string }
 // Principal is an Identity with its answer pre-rendered. It is built once
 // per cached key or session and shared, read-only, by every request that
 // presents that credential: the hot path only points at it.
+//
+// A principal lives as long as its LRU entry, so a million cached keys hold
+// a million principals: the gRPC answer is kept as protobuf wire bytes (one
+// allocation, about 0.5 KB) rather than as messages (about 2 KB of small
+// objects), and the removal lists are shared by every principal with the
+// same absent headers.
 type Principal struct {
 	Identity
 	// Headers are the identity headers with a value, in order.
@@ -54,38 +63,85 @@ type Principal struct {
 	// upstream request, so a client cannot supply them.
 	Absent []string
 
-	grpcHeaders []*corev3.HeaderValueOption
-	metadata    *structpb.Struct
-	// Absent plus the credential header(s), for when credentials are stripped.
-	removeAuthorization, removeAPIKey, removeBoth []string
+	// wire is the constant part of the gRPC answer, encoded once: the
+	// OkHttpResponse.headers fields (wire[:okEnd]) and the
+	// CheckResponse.dynamic_metadata field (wire[okEnd:]). okResponse
+	// attaches them as the messages' unknown fields, which protobuf
+	// marshals verbatim: on the wire they are the fields themselves.
+	wire  []byte
+	okEnd int
+	// Absent plus the credential header(s), for when credentials are
+	// stripped (shared: see removalLists).
+	remove *removalLists
 	// The rate-limit keys, built once here rather than on every check: by
 	// credential (the API key, or the session's user) and by organisation.
 	limitByCredential, limitByOrg string
 }
 
+// identityHeaders are the SPEC §4 headers in answer order, with their
+// dynamic-metadata names.
+var identityHeaders = [...]struct{ name, meta string }{
+	{HeaderAuthMethod, "auth_method"}, {HeaderSubject, "subject"}, {HeaderOrgID, "org_id"}, {HeaderKeyID, "key_id"},
+	{HeaderSessionID, "session_id"}, {HeaderScopes, "scopes"}, {HeaderTier, "tier"},
+}
+
+// removalLists are the headers a principal removes from the upstream
+// request: the identity headers it has no value for, with and without the
+// credential headers. One set exists per combination of absent headers.
+type removalLists struct {
+	absent, authorization, apiKey, both []string
+}
+
+// sharedRemovals holds the removal lists of every absent-header mask.
+var sharedRemovals = func() (t [1 << len(identityHeaders)]removalLists) {
+	for mask := range t {
+		var absent []string
+		for i, h := range identityHeaders {
+			if mask&(1<<i) != 0 {
+				absent = append(absent, h.name)
+			}
+		}
+		// Clipped: a caller that appends to a shared list gets a copy.
+		with := func(names ...string) []string { return slices.Clip(append(slices.Clone(absent), names...)) }
+		t[mask] = removalLists{absent: slices.Clip(absent), authorization: with("authorization"), apiKey: with("api-key"), both: with("authorization", "api-key")}
+	}
+	return t
+}()
+
 // NewPrincipal renders an identity.
 func NewPrincipal(id Identity) *Principal {
 	p := &Principal{Identity: id}
-	fields := map[string]*structpb.Value{}
-	add := func(name, metaKey, value string) {
-		if value == "" {
-			p.Absent = append(p.Absent, name)
-			return
+	values := [len(identityHeaders)]string{id.Method, id.Subject, id.OrgID, id.KeyID, id.SessionID, strings.Join(id.Scopes, " "), id.Tier}
+	fields := make(map[string]*structpb.Value, len(values))
+	var grpcHeaders []*corev3.HeaderValueOption
+	n := 0
+	for _, v := range values {
+		if v != "" {
+			n++
 		}
-		p.Headers = append(p.Headers, Pair{name, value})
-		p.grpcHeaders = append(p.grpcHeaders, overwrite(name, value))
-		fields[metaKey] = structpb.NewStringValue(value)
 	}
-	add(HeaderAuthMethod, "auth_method", id.Method)
-	add(HeaderSubject, "subject", id.Subject)
-	add(HeaderOrgID, "org_id", id.OrgID)
-	add(HeaderKeyID, "key_id", id.KeyID)
-	add(HeaderSessionID, "session_id", id.SessionID)
-	add(HeaderScopes, "scopes", strings.Join(id.Scopes, " "))
-	add(HeaderTier, "tier", id.Tier)
-	p.metadata = &structpb.Struct{Fields: fields}
-	with := func(names ...string) []string { return append(append([]string(nil), p.Absent...), names...) }
-	p.removeAuthorization, p.removeAPIKey, p.removeBoth = with("authorization"), with("api-key"), with("authorization", "api-key")
+	p.Headers = make([]Pair, 0, n) // exact: it lives as long as the cache entry
+	mask := 0
+	for i, h := range identityHeaders {
+		if values[i] == "" {
+			mask |= 1 << i
+			continue
+		}
+		p.Headers = append(p.Headers, Pair{h.name, values[i]})
+		grpcHeaders = append(grpcHeaders, overwrite(h.name, values[i]))
+		fields[h.meta] = structpb.NewStringValue(values[i])
+	}
+	p.remove = &sharedRemovals[mask]
+	p.Absent = p.remove.absent
+	ok, err := proto.Marshal(&authv3.OkHttpResponse{Headers: grpcHeaders})
+	if err != nil { // strings only: cannot fail
+		panic("extauthz: encode identity headers: " + err.Error())
+	}
+	meta, err := proto.Marshal(&authv3.CheckResponse{DynamicMetadata: &structpb.Struct{Fields: fields}})
+	if err != nil {
+		panic("extauthz: encode identity metadata: " + err.Error())
+	}
+	p.wire, p.okEnd = append(ok, meta...), len(ok)
 	p.limitByCredential = id.KeyID
 	if p.limitByCredential == "" {
 		p.limitByCredential = "user:" + id.Subject
