@@ -39,8 +39,9 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go build -trimpath -ldflags="-s -w" -o /out/odin-load ./cmd/odin-load
 
 # ---- load: odin-load and the odin binary it starts and measures ----
-# (`odin-load run --odin-bin /odin`; it needs a loopback PostgreSQL and Redis,
-# see the load service in docker-compose.yml.)
+# (`odin-load run --odin-bin /odin` with a loopback PostgreSQL and Redis: the
+# bench service of docker-compose.yml; or `odin-load run --grpc-target …`
+# against a running stack: its load service.)
 FROM gcr.io/distroless/static-debian12:nonroot AS load
 COPY --from=build /out/odin /odin
 COPY --from=build-load /out/odin-load /odin-load

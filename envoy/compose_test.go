@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -42,8 +44,9 @@ const (
 // stackServices must exist; loadProfile holds those only started on demand.
 var (
 	stackServices = []string{"postgres", "redis", "migrate", "authz", "admin", "envoy", "upstream", "issuer"}
-	loadServices  = []string{"load"}
-	loadProfile   = "load"
+	// onDemand maps each on-demand service to its only profile: load drives
+	// the stack, bench is the isolated benchmark with its own stores.
+	onDemand = map[string]string{"load": "load", "bench": "bench", "bench-postgres": "bench", "bench-redis": "bench"}
 )
 
 // wantDependsOn lists, per service, the dependencies it must declare and the
@@ -138,7 +141,7 @@ func TestComposeStack(t *testing.T) {
 func checkCompose(p *types.Project, in composeInputs) error {
 	all := p.AllServices()
 	var errs []error
-	for _, name := range append(append([]string{}, stackServices...), loadServices...) {
+	for _, name := range append(append([]string{}, stackServices...), slices.Sorted(maps.Keys(onDemand))...) {
 		if _, ok := all[name]; !ok {
 			errs = append(errs, fmt.Errorf("service %q is missing", name))
 		}
@@ -150,9 +153,9 @@ func checkCompose(p *types.Project, in composeInputs) error {
 			}
 		}
 	}
-	for _, name := range loadServices {
-		if s, ok := all[name]; ok && !slices.Equal(s.Profiles, []string{loadProfile}) {
-			errs = append(errs, fmt.Errorf("service %q: profiles %v, want [%s]", name, s.Profiles, loadProfile))
+	for name, profile := range onDemand {
+		if s, ok := all[name]; ok && !slices.Equal(s.Profiles, []string{profile}) {
+			errs = append(errs, fmt.Errorf("service %q: profiles %v, want [%s]", name, s.Profiles, profile))
 		}
 	}
 	errs = append(errs, checkDependencies(all)...)
@@ -162,6 +165,7 @@ func checkCompose(p *types.Project, in composeInputs) error {
 	errs = append(errs, checkRestarts(p)...)
 	errs = append(errs, checkOdinServices(all)...)
 	errs = append(errs, checkLoad(all)...)
+	errs = append(errs, checkBench(all)...)
 	errs = append(errs, checkEnvoyService(all, in)...)
 	return errors.Join(errs...)
 }
@@ -424,8 +428,9 @@ func checkDatabaseURL(name, raw string, pg types.ServiceConfig) []error {
 	return nil
 }
 
-// checkLoad: odin-load accepts loopback addresses only, so it must share a
-// network namespace with its database.
+// checkLoad: the load service drives this stack: gRPC to every authz
+// replica, their ops ports for CPU and decisions, HTTP through Envoy, tokens
+// from the issuer, keys seeded into the stack's database.
 func checkLoad(all types.Services) []error {
 	s, ok := all["load"]
 	if !ok {
@@ -435,17 +440,52 @@ func checkLoad(all types.Services) []error {
 	if s.Build == nil || s.Build.Target != "load" {
 		errs = append(errs, errors.New("load: want the Dockerfile's load target"))
 	}
+	if s.NetworkMode != "" {
+		errs = append(errs, fmt.Errorf("load: network_mode %q; it must be on the stack's network to reach authz and envoy", s.NetworkMode))
+	}
+	authz, envoy, issuer := all["authz"], all["envoy"], all["issuer"]
+	want := map[string]string{
+		"ODIN_LOAD_GRPC_TARGET": "authz:" + portOf(envOfService(authz, "ODIN_GRPC_ADDR")),
+		"ODIN_LOAD_OPS_TARGET":  "authz:" + portOf(envOfService(authz, "ODIN_OPS_ADDR")),
+		"ODIN_LOAD_PROXY_URL":   "http://envoy:" + strconv.Itoa(envoyListenerPort(envoy)),
+		"ODIN_LOAD_MINT_URL":    "http://issuer:" + portOf(envOfService(issuer, "ODIN_DEVISSUER_ADDR")) + "/mint",
+	}
+	for v, w := range want {
+		if got := envOfService(s, v); got != w {
+			errs = append(errs, fmt.Errorf("load: %s is %q, want %q", v, got, w))
+		}
+	}
+	errs = append(errs, checkDatabaseURL("load", envOfService(s, "ODIN_LOAD_DATABASE_URL"), all["postgres"])...)
+	for _, dep := range []string{"envoy", "authz", "issuer"} {
+		if d, ok := s.DependsOn[dep]; !ok || d.Condition != types.ServiceConditionHealthy {
+			errs = append(errs, fmt.Errorf("load: must wait for %s to be healthy", dep))
+		}
+	}
+	return errs
+}
+
+// checkBench: odin-load starting its own servers accepts loopback addresses
+// only, so it must share a network namespace with its database.
+func checkBench(all types.Services) []error {
+	s, ok := all["bench"]
+	if !ok {
+		return nil
+	}
+	var errs []error
+	if s.Build == nil || s.Build.Target != "load" {
+		errs = append(errs, errors.New("bench: want the Dockerfile's load target"))
+	}
 	if !strings.HasPrefix(s.NetworkMode, types.ServicePrefix) {
-		errs = append(errs, fmt.Errorf("load: network_mode %q; odin-load needs its PostgreSQL and Redis on its loopback (network_mode: service:…)", s.NetworkMode))
+		errs = append(errs, fmt.Errorf("bench: network_mode %q; odin-load needs its PostgreSQL and Redis on its loopback (network_mode: service:…)", s.NetworkMode))
 	}
 	for _, v := range []string{"ODIN_LOAD_DATABASE_URL", "ODIN_LOAD_REDIS_URL"} {
 		u, err := url.Parse(envOfService(s, v))
 		if ip := net.ParseIP(hostOf(u, err)); ip == nil || !ip.IsLoopback() {
-			errs = append(errs, fmt.Errorf("load: %s must be a loopback URL (odin-load refuses others)", v))
+			errs = append(errs, fmt.Errorf("bench: %s must be a loopback URL (odin-load refuses others)", v))
 		}
 	}
 	if envOfService(s, "ODIN_LOAD_ODIN_BIN") == "" {
-		errs = append(errs, errors.New("load: ODIN_LOAD_ODIN_BIN is not set"))
+		errs = append(errs, errors.New("bench: ODIN_LOAD_ODIN_BIN is not set"))
 	}
 	return errs
 }
@@ -672,7 +712,8 @@ func TestComposeBrokenCopiesFail(t *testing.T) {
 		{"missing service", del("services.load"), `service "load" is missing`},
 		{"missing upstream", edits(del("services.upstream"), del("services.envoy.depends_on.upstream")), `resolves "upstream", which is not a service`},
 		{"missing issuer", del("services.issuer"), `undefined service "issuer"`},
-		{"load runs by default", edits(del("services.load.profiles"), del("services.load-postgres.profiles"), del("services.load-redis.profiles")), "profiles []"},
+		{"load runs by default", del("services.load.profiles"), "profiles []"},
+		{"bench runs by default", edits(del("services.bench.profiles"), del("services.bench-postgres.profiles"), del("services.bench-redis.profiles")), "profiles []"},
 		{"upstream only in a profile", edits(set("services.upstream.profiles", []any{"extra"}), del("services.envoy.depends_on.upstream")), `"upstream" does not start`},
 		{"authz only in a profile", set("services.authz.profiles", []any{"extra"}), `undefined service "authz"`},
 		{"unknown key", set("services.authz.replica", 2), "replica"},
@@ -711,7 +752,11 @@ func TestComposeBrokenCopiesFail(t *testing.T) {
 		{"database password mismatch", set("services.postgres.environment.POSTGRES_PASSWORD", "another"), "does not match the postgres service"},
 		{"short admin token", set("services.admin.environment.ODIN_ADMIN_TOKEN", "dev"), "at least 32 characters"},
 		{"authz does not restart", set("services.authz.restart", "no"), `authz: restart "no"`},
-		{"load over the network", set("services.load.environment.ODIN_LOAD_DATABASE_URL", "postgres://odin:x@postgres:5432/odin"), "loopback URL"},
+		{"bench over the network", set("services.bench.environment.ODIN_LOAD_DATABASE_URL", "postgres://odin:x@postgres:5432/odin"), "loopback URL"},
+		{"load misses a replica port", set("services.load.environment.ODIN_LOAD_GRPC_TARGET", "authz:9011"), `want "authz:9001"`},
+		{"load bypasses Envoy", set("services.load.environment.ODIN_LOAD_PROXY_URL", "http://upstream:8080"), `want "http://envoy:8000"`},
+		{"load seeds elsewhere", set("services.load.environment.ODIN_LOAD_DATABASE_URL", "postgres://odin:x@postgres:5432/other"), "does not match the postgres service"},
+		{"load does not wait for envoy", del("services.load.depends_on.envoy"), "wait for envoy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			js, err := yaml.YAMLToJSON(data)
@@ -759,4 +804,13 @@ func TestComposeRoundTripPasses(t *testing.T) {
 	if err := checkCompose(p, newComposeInputs(t)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// envoyListenerPort is the container port the Envoy service publishes: its
+// listener (checkEnvoyService ties the two together).
+func envoyListenerPort(s types.ServiceConfig) int {
+	if len(s.Ports) == 0 {
+		return 0
+	}
+	return int(s.Ports[0].Target)
 }

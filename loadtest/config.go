@@ -80,6 +80,10 @@ type Config struct {
 	ProxyURL string
 	// MaxTime bounds the whole run.
 	MaxTime time.Duration
+	// Remote, when set, measures a deployment the harness did not start
+	// instead of starting odin: no odin binary, the database is seeded in
+	// place (SeedInPlace), and addresses need not be on loopback.
+	Remote *Remote
 
 	// BaselineCommand starts the baseline server; the harness appends
 	// --grpc-addr and --http-addr. Default: this executable with "baseline".
@@ -145,6 +149,9 @@ func LongConfig() Config {
 
 // check validates the configuration: every address must be on loopback.
 func (c *Config) check() error {
+	if c.Remote != nil {
+		return c.checkRemote()
+	}
 	switch {
 	case c.OdinBinary == "":
 		return errors.New("the odin binary is required (go build -o /tmp/odin ./cmd/odin; --odin-bin /tmp/odin)")
@@ -197,6 +204,35 @@ func (c *Config) check() error {
 		}
 	}
 	return nil
+}
+
+// checkRemote validates a run against a remote deployment.
+func (c *Config) checkRemote() error {
+	switch {
+	case c.DatabaseURL == "":
+		return errors.New("a database URL is required: the deployment's PostgreSQL, where the load keys are seeded")
+	case c.Keys < c.CachedKeys+1:
+		return fmt.Errorf("keys %d: want more than cached-keys %d", c.Keys, c.CachedKeys)
+	case c.Rounds < 1 || len(c.Concurrency) == 0 || c.Duration <= 0 || c.Requests <= 0 || c.Rate < 0:
+		return errors.New("rounds, concurrency, duration and requests must be positive, rate not negative")
+	case c.CachedKeys < 1 || c.UnknownKeys < 1 || c.CachedSessions < 1:
+		return errors.New("the working sets must be positive")
+	case c.ServerCPUs != "":
+		return errors.New("--server-cpu: a remote deployment's servers cannot be pinned from here")
+	case c.RSSKeys > 0:
+		return errors.New("--rss-keys: the RSS probe needs a server of the harness's own")
+	}
+	for _, n := range c.Concurrency {
+		if n < 1 || n > 4096 {
+			return fmt.Errorf("concurrency %d: want 1 to 4096", n)
+		}
+	}
+	if c.LoadCPUs != "" {
+		if _, err := exec.LookPath("taskset"); err != nil {
+			return errors.New("--load-cpu needs taskset (util-linux), which is not installed")
+		}
+	}
+	return c.Remote.check(c)
 }
 
 // checkLoopbackURL refuses a URL whose host is not a loopback address: the

@@ -54,6 +54,7 @@ func (p boundedPacer) Rate(time.Duration) float64 { return p.rate }
 // run is one bounded load run against one server.
 type run struct {
 	addr        string // host:port (gRPC) or base URL (HTTP)
+	balanced    bool   // gRPC: addr names several replicas; balance round-robin
 	concurrency int
 	connections int
 	requests    int64
@@ -152,7 +153,12 @@ func runGRPC(ctx context.Context, r run) (*runStats, error) {
 		return []*dynamic.Message{actual.(*dynamic.Message)}, nil
 	}
 	conns := max(1, min(r.connections, r.concurrency))
+	lb := ""
+	if r.balanced {
+		lb = "round_robin"
+	}
 	cfg, err := runner.NewConfig(checkMethod, r.addr,
+		runner.WithClientLoadBalancing(lb),
 		runner.WithProtosetBinary(protoset),
 		runner.WithInsecure(true),
 		runner.WithConcurrency(uint(r.concurrency)),

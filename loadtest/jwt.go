@@ -37,6 +37,12 @@ func startIssuer() (*issuer, error) {
 
 func (is *issuer) close() { _ = is.srv.Close() }
 
+// minter makes session tokens the server under test trusts: the harness's
+// own issuer, or a remote deployment's dev issuer.
+type minter interface {
+	mint(ctx context.Context, prefix string, n, workers int) ([]string, error)
+}
+
 // mint signs n RS256 session tokens, each with its own subject and
 // session, valid for an hour, on every core. Minting costs about a
 // millisecond a token, so tokens are made before any measurement.

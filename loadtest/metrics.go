@@ -27,7 +27,12 @@ var watchedCounters = []string{
 var memoryGauges = []string{
 	"go_memstats_heap_inuse_bytes", "go_memstats_heap_alloc_bytes", "go_memstats_next_gc_bytes",
 	"go_memstats_last_gc_time_seconds", "go_gc_gogc_percent", "process_resident_memory_bytes",
+	processCPUSeconds,
 }
+
+// processCPUSeconds is the Prometheus process collector's CPU time (user
+// and system, from /proc/self/stat): a remote deployment's CPU.
+const processCPUSeconds = "process_cpu_seconds_total"
 
 // counters are the samples of the watched counters, keyed
 // `name{label="value",…}`.

@@ -31,6 +31,26 @@ type Process struct {
 	done  chan struct{}
 	err   error
 	log   *os.File
+	// remote is set for a deployment the harness did not start (no
+	// child process: no cmd, done or log).
+	remote *remoteServer
+}
+
+// grpcAddrs are the Check addresses of every replica of the server.
+func (p *Process) grpcAddrs() []string {
+	if p.remote != nil {
+		return p.remote.grpc
+	}
+	return []string{p.Addrs["grpc"]}
+}
+
+// counters reads the server's watched counters (summed over the replicas
+// of a remote deployment).
+func (p *Process) counters(ctx context.Context) (counters, error) {
+	if p.remote != nil {
+		return scrapeAll(ctx, p.remote.ops)
+	}
+	return scrapeCounters(ctx, p.Addrs["ops"])
 }
 
 // processSpec describes a child to start.
@@ -127,6 +147,9 @@ func (p *Process) PID() int { return p.cmd.Process.Pid }
 
 // Stop asks the child to drain (SIGTERM) and kills it after 15 s.
 func (p *Process) Stop() {
+	if p.remote != nil {
+		return
+	}
 	select {
 	case <-p.done:
 	default:
@@ -143,6 +166,9 @@ func (p *Process) Stop() {
 
 // Alive reports whether the child is still running.
 func (p *Process) Alive() bool {
+	if p.remote != nil {
+		return true
+	}
 	select {
 	case <-p.done:
 		return false

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -36,6 +37,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (*Report, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.MaxTime)
 	defer cancel()
+	if cfg.Remote != nil {
+		cfg.SeedInPlace = true // the deployment's own database
+	}
 	if cfg.WorkDir == "" {
 		dir, err := os.MkdirTemp("", "odin-load-")
 		if err != nil {
@@ -121,7 +125,7 @@ func prepareDatabase(ctx context.Context, cfg *Config, log *slog.Logger) (string
 			return "", SeedResult{}, err
 		}
 	}
-	if cfg.OdinBinary != "" {
+	if cfg.OdinBinary != "" && cfg.Remote == nil { // a deployment migrates itself
 		mctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(mctx, cfg.OdinBinary, "migrate")
@@ -157,18 +161,25 @@ func (h *harness) material(ctx context.Context, list []*scenario) (*material, er
 	if !needJWT {
 		return m, nil
 	}
-	var err error
-	if h.issuer, err = startIssuer(); err != nil {
-		return nil, err
+	var mint minter
+	if c.Remote != nil {
+		mint = httpMinter{url: c.Remote.MintURL, client: &http.Client{Timeout: 10 * time.Second}}
+	} else {
+		var err error
+		if h.issuer, err = startIssuer(); err != nil {
+			return nil, err
+		}
+		mint = h.issuer
 	}
+	var err error
 	start := time.Now()
 	workers := runtime.GOMAXPROCS(0)
-	if m.sessions, err = h.issuer.mint(ctx, "cached_", c.CachedSessions, workers); err != nil {
+	if m.sessions, err = mint.mint(ctx, "cached_", c.CachedSessions, workers); err != nil {
 		return nil, err
 	}
 	if needFirst {
 		for ri := range len(c.Concurrency) * c.Rounds {
-			toks, err := h.issuer.mint(ctx, fmt.Sprintf("r%d_", ri), c.FirstSightTokens, workers)
+			toks, err := mint.mint(ctx, fmt.Sprintf("r%d_", ri), c.FirstSightTokens, workers)
 			if err != nil {
 				return nil, err
 			}
@@ -182,12 +193,20 @@ func (h *harness) material(ctx context.Context, list []*scenario) (*material, er
 // runProfile starts one odin server, runs its probes and scenarios, and
 // stops it.
 func (h *harness) runProfile(ctx context.Context, prof string, list []*scenario, m *material) error {
-	odin, err := h.startOdin(ctx, h.profileOptions(prof))
+	var odin *Process
+	var err error
+	if h.cfg.Remote != nil {
+		odin, err = h.startRemote(ctx)
+	} else {
+		odin, err = h.startOdin(ctx, h.profileOptions(prof))
+	}
 	if err != nil {
 		return err
 	}
 	defer odin.Stop()
-	if h.cfg.Burst > 0 && (prof == profileMain || prof == profileCold) {
+	// The burst probe counts one replica's queries: it needs a server of
+	// the harness's own.
+	if h.cfg.Burst > 0 && h.cfg.Remote == nil && (prof == profileMain || prof == profileCold) {
 		for b := range burstProbes {
 			r, err := h.burstProbe(ctx, odin, prof, m, m.n-1-b)
 			if err != nil {
@@ -256,16 +275,19 @@ func (h *harness) runScenario(ctx context.Context, s *scenario, odin *Process) e
 // measure runs one bounded run of s against p and folds it into m.
 func (h *harness) measure(ctx context.Context, s *scenario, p *Process, isOdin bool, ri, conc int, m *Measurement) (*runStats, counters, error) {
 	// The proxy scenario loads a stack the harness did not start: its
-	// servers' CPU and counters are not this odin's.
-	own := isOdin && !s.proxy
+	// servers' CPU and counters are not this odin's, unless odin is a
+	// remote deployment, the proxy's own ext_authz servers.
+	own := isOdin && (!s.proxy || p.remote != nil)
 	if s.warm != nil && own {
-		mismatch, err := warmUp(ctx, p.Addrs["grpc"], s.warm(ri), s.warmExpect)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: warm-up: %w", s.name, err)
+		for _, addr := range p.grpcAddrs() { // every replica holds the set
+			mismatch, err := warmUp(ctx, addr, s.warm(ri), s.warmExpect)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: warm-up of %s: %w", s.name, addr, err)
+			}
+			m.warmMismatch += mismatch
 		}
-		m.warmMismatch += mismatch
 	}
-	r := run{addr: p.Addrs["grpc"], concurrency: conc, connections: h.cfg.Connections,
+	r := run{addr: p.Addrs["grpc"], balanced: p.remote != nil, concurrency: conc, connections: h.cfg.Connections,
 		requests: h.cfg.Requests, duration: h.cfg.Duration, rate: h.cfg.Rate, timeout: h.cfg.Timeout,
 		cred: func(i int64) credential { return s.cred(ri, i) }, cycled: !s.fresh}
 	if s.requestCap > 0 {
@@ -274,22 +296,25 @@ func (h *harness) measure(ctx context.Context, s *scenario, p *Process, isOdin b
 	switch {
 	case s.proxy:
 		r.addr = strings.TrimSuffix(h.cfg.ProxyURL, "/")
-		m.ServerCPUNotMeasured = true
+		m.ServerCPUNotMeasured = !own
 	case s.http:
 		r.addr = "http://" + p.Addrs["http"]
 	}
 	var before counters
 	var err error
 	if own {
-		if before, err = scrapeCounters(ctx, p.Addrs["ops"]); err != nil {
+		if before, err = p.counters(ctx); err != nil {
 			return nil, nil, err
 		}
 	}
 	time.Sleep(100 * time.Millisecond) // let the warm-up's and the previous run's tail settle
 	la := LoadAvg()
 	cpu := func() (time.Duration, error) {
-		if s.proxy {
+		switch {
+		case !own && s.proxy:
 			return 0, nil
+		case p.remote != nil:
+			return remoteCPU(ctx, p.remote.ops)
 		}
 		return CPUTime(p.PID())
 	}
@@ -317,7 +342,7 @@ func (h *harness) measure(ctx context.Context, s *scenario, p *Process, isOdin b
 	self1, _ := CPUTime(os.Getpid())
 	var delta counters
 	if own {
-		after, err := scrapeCounters(ctx, p.Addrs["ops"])
+		after, err := p.counters(ctx)
 		if err != nil {
 			return nil, nil, err
 		}

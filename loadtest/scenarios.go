@@ -121,6 +121,9 @@ func buildScenarios(cfg *Config, m *material) []*scenario {
 		if !cfg.wants(s.name) || (s.proxy && cfg.ProxyURL == "") || (s.needsRedis && cfg.RedisURL == "") {
 			continue
 		}
+		if r := cfg.Remote; r != nil && (!slices.Contains(remoteScenarios, s.name) || (s.needsJWT && r.MintURL == "")) {
+			continue
+		}
 		out = append(out, s)
 	}
 	return out

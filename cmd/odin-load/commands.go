@@ -45,7 +45,12 @@ func bindRun(fs *flag.FlagSet, cfg *loadtest.Config, out *outputs) {
 	fs.StringVar(&cfg.LoadCPUs, "load-cpu", "", "pin the load generator to these CPUs with taskset, e.g. 1")
 	fs.IntVar(&cfg.Connections, "connections", cfg.Connections, "gRPC connections of the generator")
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "timeout of one request")
-	fs.StringVar(&cfg.ProxyURL, "proxy-url", "", "loopback URL of a proxy in front of odin (Envoy, NGINX…): adds proxy-cached-key")
+	fs.StringVar(&cfg.ProxyURL, "proxy-url", envOr("ODIN_LOAD_PROXY_URL", ""), "URL of a proxy in front of odin (Envoy, NGINX…): adds proxy-cached-key; loopback unless --grpc-target is set [ODIN_LOAD_PROXY_URL]")
+	fs.Func("grpc-target", "measure a running deployment instead of starting odin: its replicas' gRPC Check addresses, host:port, comma-separated; a host name stands for every address it resolves to [ODIN_LOAD_GRPC_TARGET]",
+		func(s string) error { out.remote.GRPC = splitList(s); return nil })
+	fs.Func("ops-target", "with --grpc-target: the replicas' ops addresses (host:port, comma-separated), whose /metrics give their CPU time and decisions [ODIN_LOAD_OPS_TARGET]",
+		func(s string) error { out.remote.Ops = splitList(s); return nil })
+	fs.StringVar(&out.remote.MintURL, "mint-url", envOr("ODIN_LOAD_MINT_URL", ""), "with --grpc-target: a dev issuer's POST /mint the replicas trust (odin devissuer), for the session scenarios [ODIN_LOAD_MINT_URL]")
 	fs.DurationVar(&cfg.MaxTime, "max-time", cfg.MaxTime, "bound of the whole run")
 	fs.StringVar(&cfg.WorkDir, "work-dir", "", "directory for server logs and reports (default: a new temporary directory)")
 	fs.StringVar(&cfg.ServerLogLevel, "server-log-level", cfg.ServerLogLevel, "odin --log-level")
@@ -70,7 +75,10 @@ func bindStore(fs *flag.FlagSet, cfg *loadtest.Config) {
 	fs.StringVar(&cfg.Seed, "seed", cfg.Seed, "seed the keys are derived from (same seed, same keys)")
 }
 
-type outputs struct{ json, markdown, cpuProfile string }
+type outputs struct {
+	json, markdown, cpuProfile string
+	remote                     loadtest.Remote
+}
 
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := loadtest.ShortConfig()
@@ -81,15 +89,22 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: odin-load run --odin-bin PATH [flags]\n\nSeeds (or reuses) the load database, starts the baseline and odin authz as child\nprocesses on loopback, runs every scenario against both, interleaved, and prints\nthe report as Markdown (stdout) and JSON (--json).\n\nFlags:")
+		fmt.Fprintln(fs.Output(), "Usage: odin-load run --odin-bin PATH [flags]\n       odin-load run --grpc-target HOST:PORT --ops-target HOST:PORT --database-url URL [flags]\n\nSeeds (or reuses) the load database, starts the baseline and odin authz as child\nprocesses on loopback, runs every scenario against both, interleaved, and prints\nthe report as Markdown (stdout) and JSON (--json).\n\nWith --grpc-target it measures a running deployment instead (the docker compose\nstack): the keys are seeded into its database (--database-url), the load is spread\nover its replicas, their CPU is read from their /metrics, and the baseline is\nstill started here. Scenarios: cached-key, invalid-flood, proxy-cached-key (with\n--proxy-url), and cached-session, jwt-first-sight, mixed (with --mint-url).\n\nFlags:")
 		fs.PrintDefaults()
 	}
+	out.remote.GRPC, out.remote.Ops = splitList(os.Getenv("ODIN_LOAD_GRPC_TARGET")), splitList(os.Getenv("ODIN_LOAD_OPS_TARGET"))
 	bindRun(fs, &cfg, &out)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("run: unexpected argument %q", fs.Arg(0))
+	}
+	if len(out.remote.GRPC) > 0 || len(out.remote.Ops) > 0 {
+		cfg.Remote = &out.remote
+		if cfg.Mode == "short" || cfg.Mode == "long" {
+			cfg.Mode += ", remote"
+		}
 	}
 	if cfg.WorkDir == "" {
 		dir, err := os.MkdirTemp("", "odin-load-")
