@@ -10,8 +10,12 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	svix "github.com/svix/svix-webhooks/go"
 
 	"github.com/odin-scan/odin-authz/admin"
 	"github.com/odin-scan/odin-authz/internal/testenv"
@@ -190,4 +194,129 @@ func checkError(t *testing.T, w *httptest.ResponseRecorder) {
 	if ts, err := time.Parse(time.RFC3339, b.Timestamp); err != nil || ts.Location() != time.UTC {
 		t.Fatalf("timestamp %q is not RFC 3339 UTC", b.Timestamp)
 	}
+}
+
+// fuzzWebhookSecret is a Svix signing secret (whsec_ and base64 key).
+const fuzzWebhookSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// webhookEvent is how the handler reads a Clerk event (same shape, same
+// encoding/json rules), the oracle of FuzzClerkWebhookBody.
+type webhookEvent struct {
+	Type string `json:"type"`
+	Data struct {
+		ID string `json:"id"`
+	} `json:"data"`
+}
+
+// FuzzClerkWebhookBody posts arbitrary bytes as a Clerk webhook to the
+// admin API on a real PostgreSQL database, once correctly signed and once
+// with the signature of other bytes. The forged one is always 401; the
+// signed one is processed exactly as its type says (a session event with a
+// valid id revokes that session; user.deleted revokes the user's keys;
+// other types are ignored), a body that is not a Clerk event is a 400 with
+// the SPEC error body, and nothing is ever a 5xx.
+func FuzzClerkWebhookBody(f *testing.F) {
+	ctx := context.Background()
+	store, err := pgstore.Open(ctx, testenv.Postgres(f), pgstore.Options{MaxConns: 4})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(store.Close)
+	quiet := slog.New(slog.DiscardHandler)
+	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
+	srv, err := admin.New(admin.Options{
+		Store: store, Manager: mgr, Revoked: keystore.NewRevokedSessions(store, nil, 0, quiet),
+		OperatorToken: fuzzOperatorToken, WebhookSecret: fuzzWebhookSecret, Scopes: fuzzScopes, Logger: quiet,
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	handler := srv.Handler()
+	wh, err := svix.NewWebhook(fuzzWebhookSecret)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var delivery atomic.Int64
+	post := func(t *testing.T, body []byte, signed bool) *httptest.ResponseRecorder {
+		id := "msg_fuzz_" + strconv.FormatInt(delivery.Add(1), 10) + "_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		now := time.Now()
+		signedBody := body
+		if !signed {
+			signedBody = append([]byte("not "), body...)
+		}
+		sig, err := wh.Sign(id, now, signedBody)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := httptest.NewRequest(http.MethodPost, "/v1/webhooks/clerk", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("X-Request-Id", "req-fuzz")
+		r.Header.Set("svix-id", id)
+		r.Header.Set("svix-timestamp", strconv.FormatInt(now.Unix(), 10))
+		r.Header.Set("svix-signature", sig)
+		w := httptest.NewRecorder()
+		handler.ServeHTTP(w, r)
+		return w
+	}
+
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if w := post(t, body, false); w.Code != http.StatusUnauthorized {
+			t.Fatalf("a forged signature was answered %d: %s", w.Code, w.Body)
+		}
+		// A key of the user a user.deleted event may name.
+		_, victim, err := mgr.Create(ctx, keystore.Actor{ID: "fuzz"}, keystore.NewKey{UserID: "user_victim", Name: "victim", Scopes: fuzzScopes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := post(t, body, true)
+		var ev webhookEvent
+		isEvent := json.Unmarshal(body, &ev) == nil && ev.Type != ""
+		switch {
+		case !isEvent:
+			if w.Code != http.StatusBadRequest {
+				t.Fatalf("%d for a body that is not a Clerk event %q: %s", w.Code, body, w.Body)
+			}
+			checkError(t, w)
+		case ev.Type == "session.ended" || ev.Type == "session.removed" || ev.Type == "session.revoked":
+			if !keystore.ValidSessionID(ev.Data.ID) {
+				if w.Code != http.StatusBadRequest {
+					t.Fatalf("%d for session id %q: %s", w.Code, ev.Data.ID, w.Body)
+				}
+				checkError(t, w)
+				return
+			}
+			if w.Code != http.StatusOK {
+				t.Fatalf("%d for %s of %q: %s", w.Code, ev.Type, ev.Data.ID, w.Body)
+			}
+			revoked, err := store.RevokedSessions(ctx, time.Time{}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.ContainsFunc(revoked, func(r keystore.RevokedSession) bool { return r.SessionID == ev.Data.ID }) {
+				t.Fatalf("%s of %q answered 200 but the session is not revoked", ev.Type, ev.Data.ID)
+			}
+		case ev.Type == "user.deleted":
+			if ev.Data.ID == "" {
+				if w.Code != http.StatusBadRequest {
+					t.Fatalf("%d for user.deleted without an id: %s", w.Code, w.Body)
+				}
+				checkError(t, w)
+				return
+			}
+			if w.Code != http.StatusOK {
+				t.Fatalf("%d for user.deleted of %q: %s", w.Code, ev.Data.ID, w.Body)
+			}
+			k, err := store.Key(ctx, victim.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (ev.Data.ID == "user_victim") != !k.RevokedAt.IsZero() {
+				t.Fatalf("user.deleted of %q: the key of user_victim revoked=%v", ev.Data.ID, !k.RevokedAt.IsZero())
+			}
+		default:
+			if w.Code != http.StatusOK || !bytes.Contains(w.Body.Bytes(), []byte(`"ignored"`)) {
+				t.Fatalf("%d for event type %q: %s, want 200 ignored", w.Code, ev.Type, w.Body)
+			}
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"regexp"
@@ -19,6 +20,8 @@ import (
 
 	"github.com/odin-scan/odin-authz/extauthz"
 	"github.com/odin-scan/odin-authz/internal/testenv"
+	"github.com/odin-scan/odin-authz/jwtauth"
+	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
@@ -187,18 +190,24 @@ func FuzzForwardedRequest(f *testing.F) {
 	})
 }
 
-// keyPlaceholder in a seed's header values stands for the run's real key,
-// so that committed seeds can present it.
-const keyPlaceholder = "{{key}}"
+// keyPlaceholder and tokenPlaceholder in a seed's header values stand for
+// the run's real key and real session token, so that committed seeds can
+// present them.
+const (
+	keyPlaceholder   = "{{key}}"
+	tokenPlaceholder = "{{jwt}}"
+)
 
 var freshRequestID = regexp.MustCompile(`^req-[0-9a-f]{24}$`)
 
 // FuzzDecideInvalidCredential asks a real Authorizer (key cache on a real
-// PostgreSQL database holding one key with scans:read, default policy, no
-// JWKS) about arbitrary authorization, api-key and x-request-id values, for
-// GET or POST /v1/scans. Only the real key may be allowed, and only for GET;
-// everything else is denied with the SPEC body, and no log line carries the
-// key.
+// PostgreSQL database holding one key with scans:read, default policy, JWT
+// sessions verified against a live JWKS that signed one real token with
+// scans:read) about arbitrary authorization, api-key and x-request-id
+// values, for GET or POST /v1/scans. Only the real key and the real token
+// may be allowed, and only for GET; everything else is denied with the SPEC
+// body (401, never 503: every store is up), and no log line carries the key
+// or the token.
 func FuzzDecideInvalidCredential(f *testing.F) {
 	ctx := context.Background()
 	store, err := pgstore.Open(ctx, testenv.Postgres(f), pgstore.Options{MaxConns: 4})
@@ -217,13 +226,14 @@ func FuzzDecideInvalidCredential(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	sessions, realToken := fuzzSessions(f, store)
 	logs := &bytes.Buffer{} // the log lines of one input (Decide logs before it returns)
-	authz := extauthz.NewAuthorizer(extauthz.Options{Keys: cache,
+	authz := extauthz.NewAuthorizer(extauthz.Options{Keys: cache, Sessions: sessions,
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 
 	f.Fuzz(func(t *testing.T, authorization, apiKey, requestID string, write bool) {
-		authorization = strings.ReplaceAll(authorization, keyPlaceholder, realKey)
-		apiKey = strings.ReplaceAll(apiKey, keyPlaceholder, realKey)
+		authorization = strings.ReplaceAll(strings.ReplaceAll(authorization, keyPlaceholder, realKey), tokenPlaceholder, realToken)
+		apiKey = strings.ReplaceAll(strings.ReplaceAll(apiKey, keyPlaceholder, realKey), tokenPlaceholder, realToken)
 		h := extauthz.MapHeaders{}
 		for name, v := range map[string]string{"authorization": authorization, "api-key": apiKey, "x-request-id": requestID} {
 			if v != "" {
@@ -243,9 +253,12 @@ func FuzzDecideInvalidCredential(f *testing.F) {
 		inAuthz := authorization != "" && bearerCarries(authorization, realKey)
 		inAPIKey := apiKey != "" && strings.TrimSpace(apiKey) == realKey
 		isReal := (inAuthz || inAPIKey) && (authorization == "" || inAuthz) && (apiKey == "" || inAPIKey)
-		if d.Outcome == extauthz.Allow && !isReal {
-			t.Fatalf("allowed %q / %q (credential %v %q), which is not the real key", authorization, apiKey, d.Credential.Kind, d.Credential.Value)
+		// The real token: only in Authorization, and no api-key beside it.
+		isToken := apiKey == "" && bearerCarries(authorization, realToken)
+		if d.Outcome == extauthz.Allow && !isReal && !isToken {
+			t.Fatalf("allowed %q / %q (credential %v %q), which is neither the real key nor the real token", authorization, apiKey, d.Credential.Kind, d.Credential.Value)
 		}
+		isReal = isReal || isToken
 		want := extauthz.DenyUnauthorized
 		switch {
 		case isReal && !write:
@@ -256,20 +269,57 @@ func FuzzDecideInvalidCredential(f *testing.F) {
 		if d.Outcome != want {
 			t.Fatalf("%s with %q / %q: %v (%s), want %v", method, authorization, apiKey, d.Outcome, d.Reason, want)
 		}
-		if strings.Contains(logs.String(), realKey) {
-			t.Fatalf("the key was logged: %s", logs.String())
+		if strings.Contains(logs.String(), realKey) || strings.Contains(logs.String(), realToken) {
+			t.Fatalf("the key or the token was logged: %s", logs.String())
 		}
 		if v := d.Credential.Value; strings.HasPrefix(v, keystore.KeyPrefix) && !strings.Contains(requestID, v) && strings.Contains(logs.String(), v) {
 			t.Fatalf("the credential %q was logged: %s", v, logs.String())
 		}
 		if d.Outcome == extauthz.Allow {
-			if d.Principal == nil || d.Principal.KeyID != k.ID {
+			if isToken && (d.Principal == nil || d.Principal.Method != "jwt" || d.Principal.Subject != "user_fuzz_jwt") {
+				t.Fatalf("allowed as %+v, want the real token's session", d.Principal)
+			}
+			if !isToken && (d.Principal == nil || d.Principal.KeyID != k.ID) {
 				t.Fatalf("allowed as %+v, want key %s", d.Principal, k.ID)
 			}
 			return
 		}
 		checkDenialBody(t, &d, requestID, now)
 	})
+}
+
+// fuzzSessions starts a JWKS (the dev issuer, over loopback HTTP), a
+// verifier and a session cache on it, and mints the one real token: user
+// user_fuzz_jwt with scans:read, valid for the whole fuzzing run. Unknown
+// kids may refetch the key set at most every 30 s, so a fuzzed kid cannot
+// turn the JWKS server into the bottleneck.
+func fuzzSessions(f *testing.F, store keystore.Store) (*extauthz.Sessions, string) {
+	is, err := devissuer.New(devissuer.Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	srv := httptest.NewServer(is.Handler())
+	f.Cleanup(srv.Close)
+	logger := slog.New(slog.DiscardHandler)
+	v, err := jwtauth.New(context.Background(), jwtauth.Config{JWKSURL: srv.URL + devissuer.JWKSPath, Issuer: is.Issuer()}, logger, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	revoked := keystore.NewRevokedSessions(store, nil, 0, logger)
+	if err := revoked.Sync(context.Background()); err != nil {
+		f.Fatal(err)
+	}
+	sessions, err := extauthz.NewSessions(v, revoked, nil, extauthz.SessionOptions{}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	now := time.Now()
+	tok, err := is.Mint(devissuer.Claims{Subject: "user_fuzz_jwt", IssuedAt: now, Expiry: now.Add(time.Hour),
+		Org: &devissuer.Org{ID: "org_fuzz", Role: "member", Permissions: []string{"scans:read"}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	return sessions, tok
 }
 
 // checkDenialBody asserts SPEC §3: the body is JSON with exactly the error
