@@ -11,8 +11,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -93,7 +96,8 @@ func makeTemplate(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer conn.Close(ctx)
-	name := "odin_tpl_" + RandomSuffix()
+	sweepOrphans(ctx, conn)
+	name := "odin_tpl_" + ownedName()
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		return "", fmt.Errorf("create template: %w", err)
 	}
@@ -122,12 +126,57 @@ func Postgres(t testing.TB) string {
 		unavailable(t, "PostgreSQL", err)
 	}
 	defer conn.Close(ctx)
-	name := "odin_t_" + RandomSuffix()
+	name := "odin_t_" + ownedName()
 	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, template.name)); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
 	t.Cleanup(func() { dropDatabase(name) })
 	return withDatabase(PostgresAdminURL(), name)
+}
+
+// ownedName is a database name suffix carrying this process's id, so that
+// the databases of a process that died before its cleanup (a fuzz worker
+// killed at the end of -fuzztime, an interrupted run) can be recognised
+// and dropped by a later one.
+func ownedName() string { return strconv.Itoa(os.Getpid()) + "_" + RandomSuffix() }
+
+// orphanName matches the databases ownedName names, capturing the pid.
+var orphanName = regexp.MustCompile(`^odin_(?:tpl|t)_([0-9]+)_[0-9a-f]{12}$`)
+
+// sweepOrphans drops the test databases whose creating process is gone and
+// to which nobody is connected. It only runs when PostgreSQL is on this
+// machine's loopback, where the pids in the names are this machine's.
+func sweepOrphans(ctx context.Context, conn *pgx.Conn) {
+	if u, err := url.Parse(PostgresAdminURL()); err != nil || !isLoopback(u.Hostname()) {
+		return
+	}
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database d
+		WHERE datname LIKE 'odin\_t%' AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)`)
+	if err != nil {
+		return
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return
+	}
+	for _, name := range names {
+		m := orphanName.FindStringSubmatch(name)
+		if m == nil {
+			continue
+		}
+		if _, err := os.Stat("/proc/" + m[1]); err == nil {
+			continue // its process still runs
+		}
+		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	}
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" || host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func dropDatabase(name string) {
