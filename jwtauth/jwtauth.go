@@ -142,8 +142,10 @@ var (
 	// the caller answers 401. The wrapping message says why, never what
 	// the token was.
 	ErrInvalidToken = errors.New("jwtauth: invalid token")
-	// ErrUnavailable means no key set has ever been loaded and the JWKS
-	// endpoint cannot be reached now: the caller answers 503, not 401.
+	// ErrUnavailable means the token cannot be checked because the JWKS
+	// endpoint cannot be reached: no key set has ever been loaded, or the
+	// token names a kid the loaded set lacks and the refresh failed. The
+	// caller answers 503, not 401.
 	ErrUnavailable = errors.New("jwtauth: key set unavailable")
 )
 

@@ -1,6 +1,7 @@
 package jwtauth
 
 import (
+	"errors"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -228,9 +229,20 @@ func (v *Verifier) selectKeys(h header) ([]*publicKey, error) {
 	fit, known := set.find(h.kid, h.alg)
 	if !known && h.kid != "" {
 		// The identity provider may have rotated its keys since our last fetch.
-		_ = v.keys.refresh(v.life, v.cfg.MinRefreshInterval)
+		err := v.keys.refresh(v.life, v.cfg.MinRefreshInterval)
 		set = v.keys.load()
 		if fit, known = set.find(h.kid, h.alg); !known {
+			// Unknown only counts when the key set could be read: while the
+			// JWKS is unreachable (this refresh failed, or the last one did
+			// and another may not start yet), a new kid may be the
+			// provider's rotated key, and refusing it as invalid would sign
+			// its users out.
+			if errors.Is(err, errRateLimited) {
+				err = v.keys.lastError()
+			}
+			if err != nil {
+				return nil, &unavailableError{cause: err}
+			}
 			return nil, invalid(ReasonUnknownKID, "kid not in the key set")
 		}
 	}
