@@ -60,6 +60,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	req := ForwardedRequest(r, f.opts.PathPrefix, f.opts.ForwardedHeaders)
 	d := f.authz.Decide(r.Context(), &req)
+	traceDecision(r.Context(), &d, &req)
 	if d.Outcome != Allow {
 		writeDenial(w, &d)
 		return
