@@ -49,8 +49,9 @@ type envoySummary struct {
 func TestEnvoyConfigShape(t *testing.T) {
 	filters := []string{"envoy.filters.http.header_mutation", "envoy.filters.http.ext_authz", "envoy.filters.http.router"}
 	want := map[string]envoySummary{
-		"envoy-grpc.yaml": {Mode: "grpc", AuthzCluster: "odin_authz", HTTPFilters: filters, Clusters: []string{"odin_authz", "upstream"}, Port: 8000},
-		"envoy-http.yaml": {Mode: "http", AuthzCluster: "odin_authz_http", HTTPFilters: filters, Clusters: []string{"odin_authz_http", "upstream"}, Port: 8000},
+		"envoy-grpc.yaml":      {Mode: "grpc", AuthzCluster: "odin_authz", HTTPFilters: filters, Clusters: []string{"odin_authz", "upstream"}, Port: 8000},
+		"envoy-http.yaml":      {Mode: "http", AuthzCluster: "odin_authz_http", HTTPFilters: filters, Clusters: []string{"odin_authz_http", "upstream"}, Port: 8000},
+		"envoy-grpc-mtls.yaml": {Mode: "grpc", AuthzCluster: "odin_authz", HTTPFilters: filters, Clusters: []string{"odin_authz", "upstream"}, Port: 8000},
 	}
 	got := map[string]envoySummary{}
 	for _, file := range envoyFiles(t) {
