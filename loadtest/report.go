@@ -24,6 +24,9 @@ type Report struct {
 	RSS      []RSSResult   `json:"rss_probes,omitempty"`
 	Targets  []Target      `json:"targets"`
 	Notes    []string      `json:"notes,omitempty"`
+
+	// StoreProcesses: the store processes watched, and the store probes.
+	StoreProcesses *StoreWatch `json:"store_processes,omitempty"`
 }
 
 // Machine describes where the figures were taken.
@@ -174,6 +177,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		}
 		b.WriteString("\n")
 	}
+	writeStoreTable(&b, r)
 	for _, res := range r.Results {
 		for _, w := range res.Warnings {
 			fmt.Fprintf(&b, "- warning, %s c=%d: %s\n", res.Scenario, res.Concurrency, w)

@@ -50,6 +50,9 @@ func TestRunProducesASaneReport(t *testing.T) {
 		for name, m := range map[string]Measurement{"odin": res.Odin, "baseline": res.Baseline} {
 			checkMeasurement(t, res.Scenario+"/"+name, m)
 			serverCPU += m.ServerCPUSeconds
+			if m.Store == nil || !m.Store.PGMeasured || !m.Store.RedisMeasured {
+				t.Errorf("%s/%s: store CPU not recorded: %+v", res.Scenario, name, m.Store)
+			}
 		}
 		if len(res.Warnings) > 0 {
 			t.Errorf("%s: warnings %v", res.Scenario, res.Warnings)
@@ -69,6 +72,13 @@ func TestRunProducesASaneReport(t *testing.T) {
 			if q := counters(res.Odin.Server).sum("odin_keystore_store_queries_total"); q < float64(res.Odin.Requests)/2 {
 				t.Errorf("cold-key: %v PostgreSQL queries for %d requests: the keys were not cold", q, res.Odin.Requests)
 			}
+			if s := res.Odin.Store; s == nil || !s.PGMeasured || s.PGCPUSeconds <= 0 || s.PGCPUPerQueryUS <= 0 {
+				t.Errorf("cold-key: PostgreSQL CPU not measured: %+v", s)
+			}
+		case "redis-key":
+			if s := res.Odin.Store; s == nil || !s.RedisMeasured || s.RedisCalls <= 0 || s.RedisHits <= 0 {
+				t.Errorf("redis-key: Redis commands not measured: %+v", s)
+			}
 		case "cached-key", "cached-session":
 			if res.Odin.NonOK != 0 {
 				t.Errorf("%s: %d denials", res.Scenario, res.Odin.NonOK)
@@ -77,6 +87,9 @@ func TestRunProducesASaneReport(t *testing.T) {
 	}
 	if serverCPU <= 0 {
 		t.Errorf("no server CPU time measured at all")
+	}
+	if w := rep.StoreProcesses; w == nil || w.PostgresProcesses == 0 || w.RedisPID == 0 || w.Usage == nil || w.Usage.PGCPUPerRowUS < 0 || w.RedisEntryBytes["key"] <= 0 {
+		t.Errorf("store processes and probes: %+v", w)
 	}
 	if len(rep.Bursts) != 2*burstProbes {
 		t.Errorf("got %d burst probes, want %d", len(rep.Bursts), 2*burstProbes)
@@ -97,7 +110,7 @@ func TestRunProducesASaneReport(t *testing.T) {
 	if err := rep.WriteMarkdown(&md); err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range append(want, "| scenario | conc | server |", "| target | measured | verdict |") {
+	for _, s := range append(want, "| scenario | conc | server |", "| target | measured | verdict |", "| scenario | conc | PG queries/req |", "usage flush") {
 		if !strings.Contains(md.String(), s) {
 			t.Errorf("Markdown report lacks %q", s)
 		}
@@ -132,5 +145,8 @@ func checkMeasurement(t *testing.T, name string, m Measurement) {
 		t.Errorf("%s: percentiles out of order: p50 %v p90 %v p99 %v max %v", name, m.P50US, m.P90US, m.P99US, m.MaxUS)
 	case len(m.LoadAvg) != 1:
 		t.Errorf("%s: load average not recorded", name)
+	case m.Store != nil && !finite(m.Store.PGCPUSeconds, m.Store.RedisCPUSeconds, m.Store.PGCPUPerQueryUS, m.Store.PGCPUPerReqUS,
+		m.Store.RedisCPUPerReqUS, m.Store.RedisCPUPerCallUS, m.Store.RedisCallsPerReq, float64(m.Store.RedisCalls)):
+		t.Errorf("%s: store figures not finite and non-negative: %+v", name, *m.Store)
 	}
 }

@@ -26,6 +26,8 @@ type harness struct {
 	baseline *Process
 	prefixes []string // Redis prefixes to clean up
 	servers  int      // odin servers started, to name their logs
+
+	store *storeWatcher // nil: store CPU not measured (remote)
 }
 
 // Run seeds the database, starts the baseline and odin servers, runs the
@@ -72,6 +74,10 @@ func (h *harness) run(ctx context.Context) error {
 		return err
 	}
 	h.dbURL, h.rep.Seeding = dbURL, &seeded
+	if h.cfg.Remote == nil {
+		h.store = newStoreWatcher(ctx, h.cfg.RedisURL)
+		h.rep.StoreProcesses = h.store.watch
+	}
 	list := buildScenarios(&h.cfg, &material{})
 	m, err := h.material(ctx, list)
 	if err != nil {
@@ -86,6 +92,11 @@ func (h *harness) run(ctx context.Context) error {
 	for _, prof := range profiles(list) {
 		if err := h.runProfile(ctx, prof, list, m); err != nil {
 			return err
+		}
+	}
+	if len(list) > 0 {
+		if err := h.usageProbe(ctx); err != nil {
+			h.rep.Notes = append(h.rep.Notes, "usage probe: "+err.Error())
 		}
 	}
 	if h.cfg.RSSKeys > 0 {
@@ -318,6 +329,7 @@ func (h *harness) measure(ctx context.Context, s *scenario, p *Process, isOdin b
 		}
 		return CPUTime(p.PID())
 	}
+	store0 := h.store.snapshot(ctx)
 	cpu0, err := cpu()
 	if err != nil {
 		return nil, nil, err
@@ -340,6 +352,7 @@ func (h *harness) measure(ctx context.Context, s *scenario, p *Process, isOdin b
 		return nil, nil, err
 	}
 	self1, _ := CPUTime(os.Getpid())
+	store1 := h.store.snapshot(ctx)
 	var delta counters
 	if own {
 		after, err := p.counters(ctx)
@@ -352,12 +365,17 @@ func (h *harness) measure(ctx context.Context, s *scenario, p *Process, isOdin b
 		}
 	}
 	m.add(st, cpu1-cpu0, self1-self0, la, delta)
+	m.addStore(store0, store1, delta)
+	if own && len(h.prefixes) > 0 {
+		h.store.sampleEntries(ctx, s.name, h.prefixes[len(h.prefixes)-1])
+	}
 	return st, delta, ctx.Err()
 }
 
 // cleanup stops the children and the issuer and removes the Redis keys
 // the servers wrote.
 func (h *harness) cleanup() {
+	h.store.close()
 	if h.baseline != nil {
 		h.baseline.Stop()
 	}

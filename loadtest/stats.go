@@ -69,6 +69,9 @@ type Measurement struct {
 	// Server holds deltas of the server's own counters over the runs
 	// (lookups by tier, PostgreSQL queries, decisions); odin only.
 	Server map[string]float64 `json:"server_counters,omitempty"`
+	// Store is the local PostgreSQL's and Redis's CPU over the same runs
+	// (storecpu.go); nil when not measured.
+	Store *StoreCPU `json:"store,omitempty"`
 
 	lat          *latencies
 	serverCPU    time.Duration
@@ -119,4 +122,5 @@ func (m *Measurement) finish() {
 	if len(m.ErrorKinds) == 0 {
 		m.ErrorKinds = nil
 	}
+	m.finishStore()
 }

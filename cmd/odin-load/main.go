@@ -26,6 +26,7 @@ Commands:
   run        seed, start the servers, run the scenarios, print the report (odin-load run -h)
   seed       create, migrate and seed the load database only (odin-load seed -h)
   baseline   serve the do-nothing ext_authz baseline (started by run itself)
+  capacity   size a deployment from run reports: replicas, Redis, PostgreSQL, memory (odin-load capacity -h)
 `
 
 func main() {
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSeed(ctx, args[1:], stderr)
 	case "baseline":
 		return runBaseline(ctx, args[1:], stderr)
+	case "capacity":
+		return runCapacity(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])
