@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,11 +16,11 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The bus's timing. A replica pings its subscription every busPing; it
-// counts as in contact while it has received the answer to a ping sent
-// less than FenceAfter ago. Revokes wait for acknowledgements at most
-// FenceAfter + clockMargin: by then every replica that has not
-// acknowledged has stopped trusting its LRU (see Bus.Fenced).
+// The bus's timing. A replica publishes a probe to itself every busPing; it
+// counts as in contact while it has received a probe it sent less than
+// FenceAfter ago. Revokes wait for acknowledgements at most FenceAfter +
+// clockMargin: by then every replica that has not acknowledged has stopped
+// trusting its LRU (see Bus.Fenced).
 const (
 	busPing            = 200 * time.Millisecond
 	DefaultFenceAfter  = time.Second
@@ -28,13 +31,20 @@ const (
 	// that any revoker, even with a skewed clock, counts it as live and
 	// waits for its acknowledgement.
 	heartbeatVisible = 2 * time.Second
+	// busStall is how long a subscription may go without a probe coming
+	// back before it is dropped and made again: a connection to a node
+	// that vanished without a reset, or a subscription left on a node that
+	// no longer takes the bus's publishes.
+	busStall = 3 * time.Second
 )
 
 // Bus is a replica's end of the invalidation bus. Besides delivering
 // invalidations it
-//   - pings its subscription and records when it last heard an answer to a
-//     ping it sent after a given time (pongs come back in order after any
-//     message published before the ping reached Redis);
+//   - publishes a probe to itself every busPing, through the same client
+//     and routing as every revoker's publish, and records the send time of
+//     the newest probe that came back on its subscription: Redis delivers
+//     one node's messages in order, so by then every message published
+//     before the probe has been handled;
 //   - announces itself in a heartbeat set while in contact, so a revoker
 //     knows whom to wait for;
 //   - acknowledges every invalidation that asks for it, after acting on it.
@@ -43,19 +53,23 @@ const (
 // revokers may no longer see, is fenced: it answers no key from its LRU.
 // Together these make a revoke that returned after all acknowledgements (or
 // after FenceAfter + margin) final on every replica.
+//
+// The probe, rather than a PING on the subscription, is what makes this
+// hold across a failover: a subscription left on a demoted Sentinel master,
+// or on a cluster node that lost the bus's slot, still answers PINGs but
+// no longer receives the revokers' messages, and it no longer receives the
+// probes either.
 type Bus struct {
 	r          *Redis
-	id         string // empty: a listener only (no heartbeat, no acks)
+	id         string // empty: a listener only (no probes, heartbeat or acks)
 	fenceAfter time.Duration
 
-	// contact is the UnixNano send time of the newest ping whose pong was
-	// received: every message published before then has been handled.
+	// contact is the UnixNano send time of the newest probe received: every
+	// message published before then has been handled.
 	contact atomic.Int64
 	// heartbeat is the UnixNano time of the last heartbeat Redis accepted:
 	// revokers wait only for replicas they can see in the heartbeat set.
 	heartbeat atomic.Int64
-	mu        sync.Mutex
-	pings     []int64 // send times of pings in flight, oldest first
 }
 
 // NewBus returns a replica's bus end. fenceAfter <= 0 takes the default.
@@ -82,71 +96,177 @@ func (b *Bus) Fenced(now time.Time) bool {
 	return b.outOfContact(now) || now.UnixNano()-b.heartbeat.Load() > int64(heartbeatVisible)
 }
 
-// outOfContact: no answer to a ping sent within FenceAfter.
+// outOfContact: no probe sent within FenceAfter came back.
 func (b *Bus) outOfContact(now time.Time) bool {
 	return now.UnixNano()-b.contact.Load() > int64(b.fenceAfter)
 }
 
-func (b *Bus) heartbeatKey() string { return b.r.prefix + "replicas" }
-func (b *Bus) acksChannel() string  { return b.r.prefix + "acks" }
+// busName names a key or channel of the bus. On a cluster they all carry
+// the hash tag {bus}, so that the invalidation channel, the probes, the
+// acknowledgements and the heartbeat set live on one shard: one master's
+// failure either takes the whole bus (and every replica fences itself) or
+// none of it. Elsewhere the names are unchanged since the first release.
+func (r *Redis) busName(name string) string {
+	if r.sharded {
+		return r.prefix + "{bus}:" + name
+	}
+	return r.prefix + name
+}
 
-// Run delivers invalidations to fn until ctx ends (see Redis.Subscribe for
-// reconnects), pinging, heartbeating and acknowledging as described on Bus.
+func (b *Bus) heartbeatKey() string   { return b.r.busName("replicas") }
+func (r *Redis) acksChannel() string  { return r.busName("acks") }
+func (b *Bus) probeChannel() string   { return b.r.busName("probe:" + b.id) }
+func isSubscribed(kind string) bool   { return kind == "subscribe" || kind == "ssubscribe" }
+func isUnsubscribed(kind string) bool { return kind == "unsubscribe" || kind == "sunsubscribe" }
+
+// publish sends a bus message: SPUBLISH on a cluster, so that it goes to the
+// master owning the channel's slot, where the subscribers are; PUBLISH
+// elsewhere.
+func (r *Redis) publish(ctx context.Context, channel, msg string) error {
+	if r.sharded {
+		return r.client.SPublish(ctx, channel, msg).Err()
+	}
+	return r.client.Publish(ctx, channel, msg).Err()
+}
+
+// subscribe subscribes to bus channels (of one slot, on a cluster).
+func (r *Redis) subscribe(ctx context.Context, channels ...string) *redis.PubSub {
+	if r.sharded {
+		return r.client.SSubscribe(ctx, channels...)
+	}
+	return r.client.Subscribe(ctx, channels...)
+}
+
+// reloadTopology asks a cluster client to re-read the slot map, after the
+// bus lost its subscription: the channel's slot may have a new master.
+func (r *Redis) reloadTopology(ctx context.Context) {
+	if c, ok := r.client.(*redis.ClusterClient); ok {
+		c.ReloadState(ctx)
+	}
+}
+
+// errResubscribe ends a subscription that has to be made again.
+var errResubscribe = errors.New("subscription dropped")
+
+// Run delivers invalidations to fn until ctx ends, probing, heartbeating and
+// acknowledging as described on Bus. Whenever it (re)subscribes, fn gets
+// InvalidateAll before anything else: messages published while it was not
+// subscribed are lost. ready is called after the first subscription.
 func (b *Bus) Run(ctx context.Context, fn func(Invalidation), ready func()) {
 	r := b.r
-	ps := r.client.Subscribe(ctx, r.channel())
-	defer ps.Close()
 	if b.id != "" {
-		go b.pingLoop(ctx, ps)
 		go b.heartbeatLoop(ctx)
 	}
-	subscribed, retry := false, 50*time.Millisecond
-	for ctx.Err() == nil {
-		msg, err := ps.Receive(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			b.resetPings()
-			r.m.redisErrors.WithLabelValues("subscribe").Inc()
-			if r.errLog.allow() {
-				r.log.Warn("invalidation bus disconnected, retrying", "error", err.Error())
-			}
-			select { // go-redis reconnects on the next Receive; do not spin meanwhile
-			case <-ctx.Done():
-				return
-			case <-time.After(retry):
-			}
-			retry = min(2*retry, 2*time.Second)
-			continue
+	first, retry := true, 50*time.Millisecond
+	onSubscribed := func() {
+		if r.sharded && !first {
+			// A failover of the bus's shard: other writes may be lost too.
+			r.trust.raise(time.Now().UnixNano())
 		}
-		retry = 50 * time.Millisecond
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			if m.Kind != "subscribe" {
-				continue
-			}
-			if subscribed {
-				r.m.busMessages.WithLabelValues("resubscribed").Inc()
-				r.log.Info("invalidation bus reconnected, dropping cached entries that may have missed messages")
-				fn(Invalidation{Kind: InvalidateAll})
-			} else if ready != nil {
+		fn(Invalidation{Kind: InvalidateAll})
+		if first {
+			first = false
+			if ready != nil {
 				ready()
 			}
-			subscribed = true
-		case *redis.Pong:
-			b.pong()
+			return
+		}
+		r.m.busMessages.WithLabelValues("resubscribed").Inc()
+		r.log.Info("invalidation bus reconnected, dropping cached entries that may have missed messages")
+	}
+	for ctx.Err() == nil {
+		subscribed, err := b.session(ctx, fn, onSubscribed)
+		if os.Getenv("DBGW") != "" {
+			println("DBGB", time.Now().Format("15:04:05.000"), b.id, subscribed, err.Error())
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if subscribed {
+			retry = 50 * time.Millisecond
+		}
+		r.m.redisErrors.WithLabelValues("subscribe").Inc()
+		if r.errLog.allow() {
+			r.log.Warn("invalidation bus disconnected, retrying", "error", err.Error())
+		}
+		r.reloadTopology(ctx)
+		select { // do not spin while Redis is away
+		case <-ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, time.Second)
+	}
+}
+
+// session makes one subscription and handles what arrives on it until it
+// is lost, which it reports with whether it was ever confirmed. Only probes
+// received on a confirmed subscription count as contact, and a second
+// confirmation (go-redis reconnected underneath) ends the session, so that
+// each subscription starts with InvalidateAll.
+func (b *Bus) session(ctx context.Context, fn func(Invalidation), onSubscribed func()) (bool, error) {
+	r := b.r
+	sctx, cancel := context.WithCancel(ctx)
+	channels := []string{r.channel()}
+	if b.id != "" {
+		channels = append(channels, b.probeChannel())
+	}
+	ps := r.subscribe(sctx, channels...)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		_ = ps.Close()
+		wg.Wait()
+	}()
+	if b.id != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.probeLoop(sctx, ps)
+		}()
+	}
+	live, confirmed := false, 0
+	for {
+		msg, err := ps.Receive(sctx)
+		if err != nil {
+			return live, err
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			switch {
+			case isSubscribed(m.Kind):
+				confirmed++
+				if confirmed > len(channels) {
+					return live, errResubscribe
+				}
+				if confirmed == len(channels) {
+					live = true
+					onSubscribed()
+				}
+			case isUnsubscribed(m.Kind):
+				// The server dropped us: on a cluster, the bus's slot moved.
+				return live, errResubscribe
+			}
 		case *redis.Message:
+			if m.Channel != channels[0] {
+				if live {
+					b.probed(m.Payload)
+				}
+				continue
+			}
 			inv, err := decodeInvalidation(m.Payload)
 			if err != nil {
 				r.m.busMessages.WithLabelValues("invalid").Inc()
 				continue
 			}
 			r.m.busMessages.WithLabelValues("received").Inc()
+			if inv.Kind == InvalidateKey {
+				r.trust.invalidated(inv.Hash, time.Now())
+			}
 			fn(inv)
 			if inv.AckID != "" && b.id != "" {
 				actx, cancel := context.WithTimeout(ctx, r.opTimeout)
-				if err := r.client.Publish(actx, b.acksChannel(), inv.AckID+" "+b.id).Err(); err != nil {
+				if err := r.publish(actx, r.acksChannel(), inv.AckID+" "+b.id); err != nil {
 					r.m.redisErrors.WithLabelValues("ack").Inc()
 				}
 				cancel()
@@ -155,44 +275,43 @@ func (b *Bus) Run(ctx context.Context, fn func(Invalidation), ready func()) {
 	}
 }
 
-func (b *Bus) pingLoop(ctx context.Context, ps *redis.PubSub) {
+// probeLoop publishes a probe every busPing, and closes ps when no probe
+// has come back for busStall, so that session starts over.
+func (b *Bus) probeLoop(ctx context.Context, ps *redis.PubSub) {
 	t := time.NewTicker(busPing)
 	defer t.Stop()
+	start := time.Now().UnixNano()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		b.mu.Lock()
-		if len(b.pings) < 64 { // unanswered pings pile up only while disconnected
-			b.pings = append(b.pings, time.Now().UnixNano())
+		now := time.Now().UnixNano()
+		if now-max(start, b.contact.Load()) > int64(busStall) {
+			_ = ps.Close()
+			return
 		}
-		b.mu.Unlock()
-		if err := ps.Ping(ctx); err != nil {
-			b.resetPings()
+		pctx, cancel := context.WithTimeout(ctx, b.r.opTimeout)
+		if err := b.r.publish(pctx, b.probeChannel(), strconv.FormatInt(now, 10)); err != nil && ctx.Err() == nil {
+			b.r.m.redisErrors.WithLabelValues("probe").Inc()
 		}
+		cancel()
 	}
 }
 
-// pong matches an answer with the oldest ping in flight.
-func (b *Bus) pong() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.pings) == 0 {
+// probed records a probe that came back.
+func (b *Bus) probed(payload string) {
+	sent, err := strconv.ParseInt(payload, 10, 64)
+	if err != nil {
 		return
 	}
-	sent := b.pings[0]
-	b.pings = b.pings[1:]
-	if sent > b.contact.Load() {
-		b.contact.Store(sent)
+	for {
+		cur := b.contact.Load()
+		if sent <= cur || b.contact.CompareAndSwap(cur, sent) {
+			return
+		}
 	}
-}
-
-func (b *Bus) resetPings() {
-	b.mu.Lock()
-	b.pings = b.pings[:0]
-	b.mu.Unlock()
 }
 
 func (b *Bus) heartbeatLoop(ctx context.Context) {
@@ -212,7 +331,7 @@ func (b *Bus) heartbeatLoop(ctx context.Context) {
 			continue // out of contact: do not ask revokers to wait for us
 		}
 		hctx, cancel := context.WithTimeout(ctx, b.r.opTimeout)
-		pipe := b.r.client.Pipeline()
+		pipe := b.r.client.Pipeline() // one key: one node, even on a cluster
 		pipe.ZAdd(hctx, b.heartbeatKey(), redis.Z{Score: float64(now.UnixMilli()), Member: b.id})
 		pipe.ZRemRangeByScore(hctx, b.heartbeatKey(), "-inf", fmt.Sprint(now.Add(-10*heartbeatRetention).UnixMilli()))
 		if _, err := pipe.Exec(hctx); err != nil {
@@ -235,19 +354,24 @@ func (r *Redis) PublishAndWait(ctx context.Context, inv Invalidation, fenceAfter
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	inv.AckID = hex.EncodeToString(b[:])
-	acks := r.client.Subscribe(ctx, r.prefix+"acks")
+	acks := r.subscribe(ctx, r.acksChannel())
 	defer acks.Close()
-	if _, err := acks.ReceiveTimeout(ctx, time.Second); err != nil { // the subscription confirmation
+	msg, err := acks.ReceiveTimeout(ctx, time.Second) // the subscription confirmation
+	if err != nil {
 		return nil, fmt.Errorf("subscribe to acknowledgements: %w", err)
 	}
+	if s, ok := msg.(*redis.Subscription); !ok || !isSubscribed(s.Kind) {
+		return nil, fmt.Errorf("subscribe to acknowledgements: unexpected %v", msg)
+	}
 	now := time.Now()
-	live, err := r.client.ZRangeByScore(ctx, r.prefix+"replicas", &redis.ZRangeBy{
+	live, err := r.client.ZRangeByScore(ctx, r.busName("replicas"), &redis.ZRangeBy{
 		Min: fmt.Sprint(now.Add(-heartbeatRetention).UnixMilli()), Max: "+inf",
 	}).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read live replicas: %w", err)
 	}
-	if err := r.Publish(ctx, inv); err != nil {
+	werr, err := r.publishInvalidation(ctx, inv)
+	if err != nil {
 		return nil, err
 	}
 	waiting := make(map[string]bool, len(live))
@@ -271,7 +395,7 @@ func (r *Redis) PublishAndWait(ctx context.Context, inv Invalidation, fenceAfter
 		}
 	}
 	if len(waiting) == 0 {
-		return nil, nil
+		return nil, werr
 	}
 	missing := make([]string, 0, len(waiting))
 	for id := range waiting {
@@ -279,5 +403,5 @@ func (r *Redis) PublishAndWait(ctx context.Context, inv Invalidation, fenceAfter
 	}
 	// Whoever did not answer has been out of contact for FenceAfter by now.
 	time.Sleep(time.Until(deadline))
-	return missing, nil
+	return missing, werr
 }

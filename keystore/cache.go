@@ -98,6 +98,14 @@ type Cache struct {
 	// store error, so a hung PostgreSQL costs one timeout per backoff rather
 	// than one per request.
 	storeDownUntil atomic.Int64
+	// storeLastOK (UnixNano) is when a store lookup last succeeded.
+	storeLastOK atomic.Int64
+}
+
+// storeOK records a successful store lookup: the backoff ends.
+func (c *Cache) storeOK(now time.Time) {
+	c.storeDownUntil.Store(0)
+	c.storeLastOK.Store(now.UnixNano())
 }
 
 // storeBackoff is how long misses skip PostgreSQL after it failed.
@@ -133,7 +141,16 @@ func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, erro
 		c.m.hitLRU.Inc()
 		return e.result()
 	}
-	v, err, _ := c.sf.Do(string(h[:]), func() (any, error) { return c.load(ctx, h) })
+	v, err, _ := c.sf.Do(string(h[:]), func() (any, error) {
+		// A flight that ended between this caller's miss and its Do has
+		// filled the LRU: use that rather than query again.
+		if now := time.Now(); !c.fenced(now) {
+			if e, ok := c.lru.Peek(h); ok && now.Before(e.until) {
+				return e, nil
+			}
+		}
+		return c.load(ctx, h)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +191,8 @@ func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 		k   *Key
 		err = ErrUnavailable
 	)
-	if down := c.storeDownUntil.Load(); down == 0 || time.Now().UnixNano() >= down {
+	began := time.Now().UnixNano()
+	if down := c.storeDownUntil.Load(); down == 0 || began >= down {
 		sctx, cancel := context.WithTimeout(ctx, c.opts.StoreTimeout)
 		k, err = c.store.KeyByHash(sctx, h)
 		cancel()
@@ -183,16 +201,22 @@ func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 	var e *entry
 	switch {
 	case err == nil:
-		c.storeDownUntil.Store(0)
+		c.storeOK(now)
 		c.m.storeQueries.WithLabelValues("found").Inc()
 		e = c.newEntry(k, now, c.opts.TTL)
 	case errors.Is(err, ErrNotFound):
-		c.storeDownUntil.Store(0)
+		c.storeOK(now)
 		c.m.storeQueries.WithLabelValues("not_found").Inc()
 		e = c.newEntry(nil, now, c.opts.NegativeTTL)
 	default:
-		if err != ErrUnavailable { // a real attempt failed, not the backoff
-			c.storeDownUntil.Store(now.Add(storeBackoff).UnixNano())
+		// A real attempt failed (not the backoff). It starts the backoff
+		// unless a lookup that began later has already succeeded: a slow
+		// PostgreSQL that recovered must not be declared down again by the
+		// timeouts of lookups sent while it was slow.
+		if err != ErrUnavailable {
+			if c.storeLastOK.Load() < began {
+				c.storeDownUntil.Store(now.Add(storeBackoff).UnixNano())
+			}
 			c.m.storeQueries.WithLabelValues("error").Inc()
 			if c.errLog.allow() {
 				c.log.Warn("key store unavailable: serving cached keys only", "error", err.Error())
@@ -211,7 +235,10 @@ func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 		return nil, ErrUnavailable
 	}
 	c.m.hitStore.Inc()
-	if c.redis != nil {
+	// A load that overlapped an invalidation may have read a row older than
+	// the change (a lagging read replica, or the primary before the commit):
+	// it answers its callers but is shared with no other replica.
+	if c.redis != nil && c.gen.Load() == gen {
 		c.redis.set(ctx, h, e, true)
 	}
 	return c.fill(h, e, gen), nil

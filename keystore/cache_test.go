@@ -219,3 +219,60 @@ func TestRedisTierServesOtherReplicas(t *testing.T) {
 		t.Errorf("redis tier hits = %v, want 1", got)
 	}
 }
+
+// gatedStore holds the lookups of one hash until released, so a test can
+// keep one lookup in flight while others run.
+type gatedStore struct {
+	*countingStore
+	slow    keystore.Hash
+	release chan struct{}
+}
+
+func (s *gatedStore) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, error) {
+	if h == s.slow {
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return s.countingStore.KeyByHash(ctx, h)
+}
+
+// A lookup that times out after a later one succeeded does not declare the
+// store down: PostgreSQL was slow, has recovered, and misses keep reaching
+// it instead of failing fast for the backoff.
+func TestLateTimeoutAfterRecoveryStartsNoBackoff(t *testing.T) {
+	base := newStore(t)
+	mgr := keystore.NewManager(base, nil, keystore.ManagerOptions{})
+	var keys []string
+	for i := range 3 {
+		k, _, err := mgr.Create(context.Background(), keystore.Actor{ID: "test"}, keystore.NewKey{UserID: "user_1", Name: "k" + string(rune('a'+i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	store := &gatedStore{countingStore: base, slow: keystore.HashKey(keys[0]), release: make(chan struct{})}
+	c, reg := newCache(t, store, nil, keystore.CacheOptions{StoreTimeout: 300 * time.Millisecond})
+
+	slow := make(chan error, 1)
+	go func() { // sent while the store is "slow": times out after 300 ms
+		_, err := c.Lookup(context.Background(), keystore.HashKey(keys[0]), time.Now())
+		slow <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if _, err := c.Lookup(context.Background(), keystore.HashKey(keys[1]), time.Now()); err != nil {
+		t.Fatalf("a lookup after the store recovered: %v", err)
+	}
+	if err := <-slow; err != keystore.ErrUnavailable {
+		t.Fatalf("the slow lookup: %v, want ErrUnavailable", err)
+	}
+	if _, err := c.Lookup(context.Background(), keystore.HashKey(keys[2]), time.Now()); err != nil {
+		t.Fatalf("a miss right after the late timeout: %v, want the key (no backoff)", err)
+	}
+	if got := counterValue(t, reg, "odin_keystore_store_queries_total", "error"); got != 1 {
+		t.Errorf("error queries = %v, want 1 (the timeout is still counted)", got)
+	}
+	close(store.release)
+}

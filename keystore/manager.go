@@ -113,7 +113,7 @@ func (m *Manager) Issue(ctx context.Context, by Actor, n NewKey, plaintext strin
 	if err != nil {
 		return nil, err
 	}
-	return k, m.propagate(ctx, k)
+	return k, m.propagate(ctx, k, m.position(ctx))
 }
 
 // Revoke revokes a key by id. It returns only after the revocation is
@@ -123,7 +123,7 @@ func (m *Manager) Revoke(ctx context.Context, by Actor, id string) (*Key, error)
 	if err != nil {
 		return nil, err
 	}
-	return k, m.propagateAndWait(ctx, k)
+	return k, m.propagateAndWait(ctx, k, m.position(ctx))
 }
 
 // MaxRollGrace bounds the grace period of a roll.
@@ -145,20 +145,39 @@ func (m *Manager) Roll(ctx context.Context, by Actor, id string, grace time.Dura
 	if err != nil {
 		return "", nil, nil, err
 	}
-	err = errors.Join(m.propagateAndWait(ctx, old), m.propagate(ctx, rolled))
+	lsn := m.position(ctx)
+	err = errors.Join(m.propagateAndWait(ctx, old, lsn), m.propagate(ctx, rolled, lsn))
 	return plaintext, old, rolled, err
+}
+
+// position is the primary's WAL position after a change the caller just
+// committed, sent with its invalidation so that replicas reading a lagging
+// read replica go to the primary for that key until the replica has it.
+// Zero (a store without positions, or an error) makes them ask the primary
+// for its position instead.
+func (m *Manager) position(ctx context.Context) LSN {
+	p, ok := m.store.(WALPositioner)
+	if !ok {
+		return 0
+	}
+	lsn, err := p.WALPosition(ctx)
+	if err != nil {
+		m.opts.Logger.Warn("read the WAL position after a change; replicas will ask the primary for theirs", "error", err.Error())
+		return 0
+	}
+	return lsn
 }
 
 // propagate writes the key's current record to Redis (overwriting, so a
 // stale fill can no longer win: fills use SET NX) and tells every replica
 // to drop its LRU entry.
-func (m *Manager) propagate(ctx context.Context, k *Key) error {
-	m.notify(Invalidation{Kind: InvalidateKey, Hash: k.Hash})
+func (m *Manager) propagate(ctx context.Context, k *Key, lsn LSN) error {
+	m.notify(Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn})
 	if m.redis == nil {
 		return nil
 	}
 	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
-	if err := m.redis.Publish(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash}); err != nil {
+	if err := m.redis.Publish(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn}); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotPropagated, err)
 	}
 	return nil
@@ -167,13 +186,13 @@ func (m *Manager) propagate(ctx context.Context, k *Key) error {
 // propagateAndWait is propagate for a change that must be final when the
 // call returns (a revoke): it waits until every live replica acknowledged
 // dropping the key, or until those that did not are fenced (Bus).
-func (m *Manager) propagateAndWait(ctx context.Context, k *Key) error {
-	m.notify(Invalidation{Kind: InvalidateKey, Hash: k.Hash})
+func (m *Manager) propagateAndWait(ctx context.Context, k *Key, lsn LSN) error {
+	m.notify(Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn})
 	if m.redis == nil {
 		return nil
 	}
 	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
-	missing, err := m.redis.PublishAndWait(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash}, m.opts.FenceAfter)
+	missing, err := m.redis.PublishAndWait(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn}, m.opts.FenceAfter)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrNotPropagated, err)
 	}
@@ -202,12 +221,13 @@ func (m *Manager) RevokeSession(ctx context.Context, by Actor, sid, reason strin
 	if err := m.store.RevokeSession(ctx, r, by.event(ActionSessionRevoked, map[string]any{"reason": reason})); err != nil {
 		return RevokedSession{}, err
 	}
-	m.notify(Invalidation{Kind: InvalidateSession, SessionID: sid})
+	inv := Invalidation{Kind: InvalidateSession, SessionID: sid, LSN: m.position(ctx)}
+	m.notify(inv)
 	if m.redis == nil {
 		return r, nil
 	}
 	m.redis.SetRaw(ctx, revokedSessionKey(sid), []byte(r.RevokedAt.Format(time.RFC3339Nano)), m.opts.SessionRetention)
-	if err := m.redis.Publish(ctx, Invalidation{Kind: InvalidateSession, SessionID: sid}); err != nil {
+	if err := m.redis.Publish(ctx, inv); err != nil {
 		return r, fmt.Errorf("%w: %v", ErrNotPropagated, err)
 	}
 	return r, nil

@@ -29,26 +29,56 @@ import (
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Store is a keystore.Store on a pgx connection pool.
+// Store is a keystore.Store on a pgx connection pool, with an optional
+// second pool on a read replica for KeyByHash (see replica.go).
 type Store struct {
 	pool *pgxpool.Pool
+	rep  *replica // nil without a read replica
 }
 
 var _ keystore.Store = (*Store)(nil)
 
 // Options tune the pool. Zero values take the defaults.
 type Options struct {
-	MaxConns       int32         // default 16
+	MaxConns       int32         // default 16, per pool
 	ConnectTimeout time.Duration // default 2s
+	// ReadURL, when set, is a read replica (a hot standby streaming from the
+	// primary) for KeyByHash, the hot path, whenever Watermark says it is
+	// current enough; everything else reads and writes the primary.
+	ReadURL string
+	// Watermark decides when the read replica may answer; required with
+	// ReadURL.
+	Watermark *keystore.Watermark
 }
 
 // Open creates a pool for the URL. It does not wait for the server: a store
 // that is down at start is an outage to ride out, not a reason to exit.
 func Open(ctx context.Context, url string, opts Options) (*Store, error) {
+	cfg, err := poolConfig(url, opts)
+	if err != nil {
+		return nil, errors.New("parse database url: invalid PostgreSQL connection string")
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", err)
+	}
+	s := &Store{pool: pool}
+	if opts.ReadURL != "" {
+		if s.rep, err = openReplica(ctx, opts); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// poolConfig parses a URL into a pool configuration with opts applied.
+// pgx errors can echo the URL, password included: callers say only what
+// failed.
+func poolConfig(url string, opts Options) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
-		// pgx errors can echo the URL, password included: say only what failed.
-		return nil, errors.New("parse database url: invalid PostgreSQL connection string")
+		return nil, err
 	}
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
@@ -62,15 +92,16 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		cfg.ConnConfig.ConnectTimeout = opts.ConnectTimeout
 	}
 	cfg.HealthCheckPeriod = 10 * time.Second
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("open database pool: %w", err)
-	}
-	return &Store{pool: pool}, nil
+	return cfg, nil
 }
 
-// Close closes the pool.
-func (s *Store) Close() { s.pool.Close() }
+// Close closes the pools.
+func (s *Store) Close() {
+	s.pool.Close()
+	if s.rep != nil {
+		s.rep.pool.Close()
+	}
+}
 
 // Pool exposes the pool to packages that keep their own tables beside keys.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
@@ -147,8 +178,12 @@ func tsArg(t time.Time) pgtype.Timestamptz {
 	return pgtype.Timestamptz{Time: t, Valid: !t.IsZero()}
 }
 
-// KeyByHash implements keystore.Store.
+// KeyByHash implements keystore.Store. With a read replica it may answer
+// from the replica (see keyByHashRouted).
 func (s *Store) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, error) {
+	if s.rep != nil {
+		return s.keyByHashRouted(ctx, h)
+	}
 	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE key_hash = $1`, h[:]))
 	if err != nil && !errors.Is(err, keystore.ErrNotFound) {
 		return nil, fmt.Errorf("look up key by hash: %w", err)
