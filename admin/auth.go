@@ -26,6 +26,18 @@ type caller struct {
 	requestID   string
 }
 
+// kind is who the caller is, for traces: operator, org (an organisation
+// session) or user.
+func (c *caller) kind() string {
+	switch {
+	case c.operator:
+		return "operator"
+	case c.orgID != "":
+		return "org"
+	}
+	return "user"
+}
+
 func (c *caller) actor() keystore.Actor {
 	if c.operator {
 		return keystore.Actor{ID: "operator", RequestID: c.requestID}

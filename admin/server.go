@@ -23,6 +23,7 @@ import (
 	svix "github.com/svix/svix-webhooks/go"
 
 	"github.com/odin-scan/odin-authz/jwtauth"
+	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -186,6 +187,7 @@ func (s *Server) wrap(route string, auth bool, h func(http.ResponseWriter, *http
 				return
 			}
 			c.requestID = reqID
+			telemetry.AnnotateActor(r.Context(), c.kind())
 		}
 		if err := h(rec, r, c); err != nil {
 			writeError(rec, reqID, err)

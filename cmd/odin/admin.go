@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 
 	"github.com/odin-scan/odin-authz/internal/adminsvc"
 )
@@ -22,6 +23,7 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 	sf.bind(f)
 	lo.bind(f, "json")
 	bindJWT(f, &cfg.JWT)
+	bindTracing(f, &cfg.Tracing)
 	f.String(&addr, "admin-addr", "ODIN_ADMIN_ADDR", ":9004", "listen address")
 	f.Secret(&cfg.OperatorToken, "admin-token", "ODIN_ADMIN_TOKEN", "operator token (at least 32 characters): full access as `Authorization: Bearer <token>`")
 	f.Secret(&cfg.WebhookSecret, "webhook-secret", "ODIN_WEBHOOK_SECRET", "Clerk webhook signing secret (whsec_...); empty: the webhook endpoint answers 404")
@@ -30,6 +32,8 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 	f.List(&cfg.UserScopes, "user-scopes", "ODIN_USER_SCOPES", "scopes of a caller whose token carries no permissions (default: all key scopes)")
 	f.List(&cfg.OrgAdminRoles, "org-admin-roles", "ODIN_ORG_ADMIN_ROLES", "organisation roles that manage the organisation's keys (default org:admin)")
 	f.Bool(&migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving")
+	var tf tlsServerFlags
+	tf.bind(f, "ODIN_ADMIN_", "the admin API and its /healthz, /readyz, /metrics")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -39,6 +43,10 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg.DatabaseURL, cfg.RedisURL, cfg.RedisPrefix = sf.databaseURL, sf.redisURL, sf.redisPrefix
 	cfg.CacheTTL, cfg.SessionRetention = sf.cacheTTL, sf.sessionRetention
+	if cfg.TLS, err = tf.config(); err != nil {
+		return err
+	}
+	cfg.Tracing.FillFromEnv(os.Getenv)
 	if cfg.DatabaseURL == "" {
 		return errMissingDatabaseURL
 	}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/jwtauth"
 )
 
@@ -21,7 +23,7 @@ type storeFlags struct {
 
 func (s *storeFlags) bind(f *flags) {
 	f.Secret(&s.databaseURL, "database-url", "ODIN_DATABASE_URL", "PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/odin?sslmode=disable (required)")
-	f.Secret(&s.redisURL, "redis-url", "ODIN_REDIS_URL", "Redis URL, e.g. redis://127.0.0.1:6379/0; empty: no Redis (LRU, then PostgreSQL)")
+	f.Secret(&s.redisURL, "redis-url", "ODIN_REDIS_URL", "Redis URL: redis://host:6379/0 (one server), redis+sentinel://sentinel:26379?master_name=NAME&addr=sentinel2:26379, redis+cluster://node:6379?addr=node2:6379 (rediss… for TLS); empty: no Redis (LRU, then PostgreSQL)")
 	f.String(&s.redisPrefix, "redis-prefix", "ODIN_REDIS_PREFIX", "odin:", "prefix of every Redis key and of the invalidation channel")
 	f.Duration(&s.cacheTTL, "cache-ttl", "ODIN_CACHE_TTL", 30*time.Second,
 		"longest time any cache tier answers for a key after reading PostgreSQL: the revocation bound if a bus message is lost")
@@ -46,6 +48,14 @@ func bindJWT(f *flags, c *jwtauth.Config) {
 	f.String(&c.Claims.DefaultTier, "jwt-default-tier", "ODIN_JWT_DEFAULT_TIER", jwtauth.DefaultTier, "tier of a token without a tier claim")
 }
 
+// bindTracing binds the OpenTelemetry flags; main then fills what they
+// leave empty from the OTEL_* variables (telemetry.Config.FillFromEnv).
+func bindTracing(f *flags, c *telemetry.Config) {
+	f.String(&c.Endpoint, "otlp-endpoint", "ODIN_OTLP_ENDPOINT", "", "OTLP collector to send traces to, e.g. http://otel-collector:4317 (grpc) or http://otel-collector:4318 (http/protobuf); empty: OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, else tracing off")
+	f.String(&c.Protocol, "otlp-protocol", "ODIN_OTLP_PROTOCOL", "", "OTLP protocol: grpc or http/protobuf; empty: OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL, else grpc")
+	f.String(&c.SampleRatio, "trace-sample-ratio", "ODIN_TRACE_SAMPLE_RATIO", "", "fraction (0 to 1) of new traces recorded; a trace Envoy sampled is always followed; empty: OTEL_TRACES_SAMPLER_ARG, else 1")
+}
+
 func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	f := newFlags("authz", "Serve envoy.service.auth.v3.Authorization/Check over gRPC (with gRPC health and\nreflection), the same decision over HTTP for forward-auth proxies, and\n/healthz, /readyz and /metrics on the ops port.")
 	f.SetOutput(stderr)
@@ -60,8 +70,11 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 		migrate          bool
 	)
 	sf.bind(f)
+	f.Secret(&cfg.DatabaseReadURL, "database-read-url", "ODIN_DATABASE_READ_URL",
+		"PostgreSQL read replica (a hot standby of --database-url) for key lookups, used while it has replayed every change heard of on the bus; empty: the primary only")
 	lo.bind(f, "json")
 	bindJWT(f, &cfg.JWT)
+	bindTracing(f, &cfg.Tracing)
 	f.Duration(&cfg.SessionTTL, "session-ttl", "ODIN_SESSION_TTL", 15*time.Minute, "how long a verified session token is cached (never past its exp)")
 	cfg.JWTDefaultScopes = []string{"read", "write"}
 	f.List(&cfg.JWTDefaultScopes, "jwt-default-scopes", "ODIN_JWT_DEFAULT_SCOPES", "scopes of a session token that carries no permissions (default read,write: full access under the default policy)")
@@ -88,7 +101,10 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	f.Bool(&migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving (as 'odin migrate' does)")
 	f.Int(&maxStreams, "max-streams", "ODIN_GRPC_MAX_STREAMS", 1024, "maximum concurrent gRPC streams per connection")
 	f.Duration(&cfg.DrainTimeout, "drain-timeout", "ODIN_DRAIN_TIMEOUT", 15*time.Second, "on SIGTERM, how long in-flight checks may take before streams are closed")
+	f.Bool(&cfg.Profiling, "pprof", "ODIN_PPROF", false, "serve Go's profiler on the ops port (/debug/pprof/); keep the ops port private")
 	f.Duration(&cfg.UsageInterval, "usage-interval", "ODIN_USAGE_INTERVAL", 10*time.Second, "how often key last-used times are written to PostgreSQL")
+	var tf tlsServerFlags // gRPC and forward-auth; the ops port stays plain HTTP for probes
+	tf.bind(f, "ODIN_", "gRPC and forward-auth (not the ops port)")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -102,6 +118,10 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.DatabaseURL, cfg.RedisURL, cfg.RedisPrefix = sf.databaseURL, sf.redisURL, sf.redisPrefix
 	cfg.Cache.TTL, cfg.Cache.Size, cfg.MaxStreams = sf.cacheTTL, cacheSize, uint32(maxStreams)
 	cfg.SessionRetention = sf.sessionRetention
+	if cfg.TLS, err = tf.config(); err != nil {
+		return err
+	}
+	cfg.Tracing.FillFromEnv(os.Getenv)
 	if tiers != "" {
 		if cfg.RateLimit.Tiers, err = ratelimit.ParseTiers(tiers); err != nil {
 			return fmt.Errorf("--rate-limit-tiers: %w", err)

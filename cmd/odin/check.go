@@ -17,6 +17,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/odin-scan/odin-authz/extauthz"
@@ -45,6 +46,7 @@ type checkOptions struct {
 	method, path, host string
 	headers            []headerField
 	timeout            time.Duration
+	tls                tlsClientFlags // TLS to odin authz (gRPC, or forward-auth at an https:// URL)
 }
 
 // headerField is one header, name in lower case.
@@ -126,6 +128,7 @@ func parseCheckFlags(args []string, stderr io.Writer) (checkOptions, error) {
 	f.Secret(&key, "key", "ODIN_CHECK_KEY", "an API key, sent as api-key")
 	f.Secret(&token, "token", "ODIN_CHECK_TOKEN", "a session token (JWT), sent as authorization: Bearer")
 	f.Duration(&o.timeout, "timeout", "", 5*time.Second, "deadline of the request")
+	o.tls.bind(f, "ODIN_CHECK_")
 	if err := f.parse(args); err != nil {
 		return o, err
 	}
@@ -171,7 +174,13 @@ func parseHeaderFlag(s string) (headerField, error) {
 // checkGRPC sends one Check as Envoy would: lower-case headers, repeats
 // joined with ",".
 func checkGRPC(ctx context.Context, o checkOptions) (checkResult, error) {
-	conn, err := grpc.NewClient(o.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if cfg, err := o.tls.config(); err != nil {
+		return checkResult{}, fmt.Errorf("check: %w", err)
+	} else if cfg != nil {
+		creds = credentials.NewTLS(cfg)
+	}
+	conn, err := grpc.NewClient(o.grpcAddr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return checkResult{}, fmt.Errorf("check: gRPC %s: %w", o.grpcAddr, err)
 	}
@@ -262,7 +271,19 @@ func checkHTTP(ctx context.Context, o checkOptions) (checkResult, error) {
 		}
 		req.Header.Add(h.Name, h.Value)
 	}
+	tlsCfg, err := o.tls.config()
+	if err != nil {
+		return checkResult{}, fmt.Errorf("check: %w", err)
+	}
+	if tlsCfg != nil && u.Scheme != "https" {
+		return checkResult{}, fmt.Errorf("check: --tls-* flags need an https:// --http URL, not %q", o.httpURL)
+	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if tlsCfg != nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.TLSClientConfig = tlsCfg
+		client.Transport = t
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return checkResult{}, fmt.Errorf("check: forward-auth at %s: %w", u.Host, err)

@@ -18,9 +18,11 @@ func runHealthcheck(ctx context.Context, args []string, stderr io.Writer) error 
 	var (
 		target  string
 		timeout time.Duration
+		tf      tlsClientFlags // for https:// URLs: the admin port with TLS
 	)
 	f.String(&target, "url", "ODIN_HEALTHCHECK_URL", "http://127.0.0.1:9003/readyz", "URL to probe (authz: :9003/readyz, admin: :9004/readyz, devissuer: :9005/healthz)")
 	f.Duration(&timeout, "timeout", "ODIN_HEALTHCHECK_TIMEOUT", 2*time.Second, "deadline of the probe")
+	tf.bind(f, "ODIN_HEALTHCHECK_")
 	if err := f.parse(args); err != nil {
 		return err
 	}
@@ -29,6 +31,12 @@ func runHealthcheck(ctx context.Context, args []string, stderr io.Writer) error 
 	}
 	if u, err := url.Parse(target); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("healthcheck: --url %q: want an http:// or https:// URL", target)
+	} else if tf.requested() && u.Scheme != "https" {
+		return fmt.Errorf("healthcheck: --tls-* flags need an https:// --url, not %q", target)
+	}
+	tlsCfg, err := tf.config()
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -38,7 +46,7 @@ func runHealthcheck(ctx context.Context, args []string, stderr io.Writer) error 
 	}
 	// Straight to the target: a probe of the container's own port must not
 	// go through an HTTP_PROXY from the environment.
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true, TLSClientConfig: tlsCfg}}
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)

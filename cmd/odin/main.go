@@ -27,6 +27,7 @@ Commands:
   keys       create, list, get, roll and revoke API keys (odin keys -h)
   sessions   revoke a session: log it out on every replica (odin sessions -h)
   devissuer  DEVELOPMENT ONLY: serve a JWKS and mint session tokens (odin devissuer -h)
+  devcerts   DEVELOPMENT ONLY: write a CA, server and client certificates for TLS (odin devcerts -h)
   healthcheck  GET a health URL, exit 0 on 2xx (container health checks)
   check      send one Check (gRPC) or forward-auth (HTTP) request, print the decision (odin check -h)
 
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAdmin(ctx, args[1:], stderr)
 	case "devissuer":
 		return runDevIssuer(ctx, args[1:], stdout, stderr)
+	case "devcerts":
+		return runDevCerts(ctx, args[1:], stdout, stderr)
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr)
 	case "check":

@@ -6,7 +6,9 @@ package adminsvc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -17,6 +19,8 @@ import (
 
 	"github.com/odin-scan/odin-authz/admin"
 	"github.com/odin-scan/odin-authz/internal/ops"
+	"github.com/odin-scan/odin-authz/internal/telemetry"
+	"github.com/odin-scan/odin-authz/internal/tlsreload"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
@@ -35,6 +39,12 @@ type Config struct {
 	JWT                                jwtauth.Config // JWKSURL empty: operator token only
 	OperatorToken, WebhookSecret       string
 	Scopes, UserScopes, OrgAdminRoles  []string
+	// Tracing configures OpenTelemetry traces of the admin API; the zero
+	// value is off.
+	Tracing telemetry.Config
+	// TLS, when set, serves the API and its /healthz, /readyz, /metrics
+	// over TLS (mutual TLS when TLS.ClientCAFile is set).
+	TLS *tlsreload.Config
 }
 
 // Service is a running admin API.
@@ -45,6 +55,8 @@ type Service struct {
 	redis      *keystore.Redis
 	log        *slog.Logger
 	registry   *prometheus.Registry
+	tracing    *telemetry.Provider
+	tls        *tlsreload.Reloader // nil: plain HTTP
 }
 
 // New builds the service and starts its background work under ctx.
@@ -58,6 +70,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	s := &Service{log: logger, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
+	if cfg.TLS != nil { // before any store is opened: nothing to close on error
+		if s.tls, err = tlsreload.New(*cfg.TLS, logger, s.registry); err != nil {
+			return nil, err
+		}
+		go s.tls.Watch(ctx)
+	}
 	s.store, s.closeStore = cfg.Store, func() {}
 	if s.store == nil {
 		pg, err := pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{})
@@ -115,7 +133,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		mux.Handle(p, opsHandler)
 	}
 	mux.Handle("/", api.Handler())
-	s.handler = mux
+	if s.tracing, err = telemetry.New(ctx, cfg.Tracing, telemetry.Resource{Service: "odin-admin", Instance: keystore.NewReplicaID()}, logger); err != nil {
+		s.close()
+		return nil, fmt.Errorf("configure tracing: %w", err)
+	}
+	s.handler = s.tracing.AdminHandler(mux, "/healthz", "/readyz", "/metrics")
 	return s, nil
 }
 
@@ -136,6 +158,9 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 	}
 	errc := make(chan error, 1)
+	if s.tls != nil {
+		l = tls.NewListener(l, s.tls.ServerConfig("h2", "http/1.1"))
+	}
 	go func() { errc <- srv.Serve(l) }()
 	s.log.Info("odin admin serving", "addr", l.Addr().String())
 	var err error
@@ -146,6 +171,9 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
+	if err := s.tracing.Shutdown(sctx); err != nil {
+		s.log.Warn("tracing shutdown", "error", err.Error())
+	}
 	s.close()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil

@@ -6,6 +6,7 @@ package authzsvc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -27,6 +29,8 @@ import (
 	"github.com/odin-scan/odin-authz/extauthz/policy"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/ops"
+	"github.com/odin-scan/odin-authz/internal/telemetry"
+	"github.com/odin-scan/odin-authz/internal/tlsreload"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
@@ -42,6 +46,11 @@ type Config struct {
 	DatabaseURL string
 	RedisURL    string // empty: no Redis (LRU → PostgreSQL)
 	RedisPrefix string
+
+	// DatabaseReadURL, when set, is a PostgreSQL read replica that answers
+	// key lookups when it has replayed every change this replica heard of
+	// (keystore.Watermark); everything else uses DatabaseURL.
+	DatabaseReadURL string
 
 	Cache        keystore.CacheOptions
 	RedisTimeout time.Duration
@@ -80,6 +89,14 @@ type Config struct {
 	MaxStreams       uint32
 	DrainTimeout     time.Duration
 	UsageInterval    time.Duration
+	// Profiling serves Go's profiler on the ops port (/debug/pprof/).
+	Profiling bool
+	// Tracing configures OpenTelemetry traces of Check and forward-auth;
+	// the zero value is off.
+	Tracing telemetry.Config
+	// TLS, when set, serves gRPC and forward-auth over TLS (mutual TLS when
+	// TLS.ClientCAFile is set); the ops port stays plain HTTP, for probes.
+	TLS *tlsreload.Config
 }
 
 // Service is one `odin authz` replica.
@@ -98,7 +115,14 @@ type Service struct {
 	authz      *extauthz.Authorizer
 	grpc       *grpc.Server
 	health     *health.Server
+	draining   chan struct{} // closed when the drain begins
 	readiness  *ops.Readiness
+	tracing    *telemetry.Provider
+	tls        *tlsreload.Reloader // nil: plain gRPC and HTTP
+
+	// watermark and pingReplica serve the read replica; nil without one.
+	watermark   *keystore.Watermark
+	pingReplica func(context.Context) error
 }
 
 // New builds a replica and starts its background work (bus subscription,
@@ -107,6 +131,9 @@ type Service struct {
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
 	if cfg.DatabaseURL == "" && cfg.Store == nil {
 		return nil, errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL)")
+	}
+	if cfg.DatabaseReadURL != "" && cfg.Store != nil {
+		return nil, errors.New("a database read URL needs PostgreSQL, not an embedded store")
 	}
 	if cfg.StoreName == "" {
 		cfg.StoreName = "postgres"
@@ -124,15 +151,31 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	}
 	s := &Service{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if cfg.TLS != nil { // before any store is opened: nothing to close on error
+		tr, err := tlsreload.New(*cfg.TLS, logger, s.registry)
+		if err != nil {
+			return nil, err
+		}
+		s.tls = tr
+		go tr.Watch(ctx)
+	}
 
 	store := cfg.Store
 	s.closeStore = func() {}
 	if store == nil {
-		pg, err := pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{})
+		opts := pgstore.Options{}
+		if cfg.DatabaseReadURL != "" {
+			s.watermark = keystore.NewWatermark(keystore.WatermarkOptions{Fenced: s.fenced, Registerer: s.registry, Logger: logger})
+			opts.ReadURL, opts.Watermark = cfg.DatabaseReadURL, s.watermark
+		}
+		pg, err := pgstore.Open(ctx, cfg.DatabaseURL, opts)
 		if err != nil {
 			return nil, err
 		}
 		store, s.closeStore = pg, pg.Close
+		if pg.HasReplica() {
+			s.pingReplica = pg.PingReplica
+		}
 	}
 	s.store = store
 	km := keystore.NewMetrics(s.registry)
@@ -145,8 +188,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		}
 	}
 	cfg.Cache.Prepare = extauthz.PrincipalForKey
+	replica := keystore.NewReplicaID() // also the trace resource's service.instance.id
 	if s.redis != nil {
-		s.bus = s.redis.NewBus(keystore.NewReplicaID(), 0)
+		s.bus = s.redis.NewBus(replica, 0)
 		cfg.Cache.Fenced = s.bus.Fenced
 	}
 	if s.cache, err = keystore.NewCache(store, s.redis, cfg.Cache, km, logger); err != nil {
@@ -174,6 +218,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	s.authz = extauthz.NewAuthorizer(extauthz.Options{
 		Policy: pol, Limiter: limiter, LimitBy: cfg.RateLimitBy, Keys: s.cache, Sessions: sessions, Usage: s.usage, Logger: logger, Metrics: extauthz.NewMetrics(s.registry),
 	})
+	if s.tracing, err = telemetry.New(ctx, cfg.Tracing, telemetry.Resource{Service: "odin-authz", Instance: replica}, logger); err != nil {
+		s.closeStores()
+		return nil, fmt.Errorf("configure tracing: %w", err)
+	}
 	s.buildGRPC()
 	s.buildReadiness()
 	s.startBackground(ctx)
@@ -228,18 +276,24 @@ func (s *Service) buildSessions(ctx context.Context) (*extauthz.Sessions, error)
 }
 
 func (s *Service) buildGRPC() {
-	s.grpc = grpc.NewServer(
+	var transport grpc.ServerOption = grpc.EmptyServerOption{}
+	if s.tls != nil { // credentials.NewTLS keeps "h2" in ALPN, as gRPC over TLS requires
+		transport = grpc.Creds(credentials.NewTLS(s.tls.ServerConfig("h2")))
+	}
+	s.grpc = grpc.NewServer(append([]grpc.ServerOption{
+		transport,
 		grpc.MaxConcurrentStreams(s.cfg.MaxStreams),
 		// Envoy keeps long-lived HTTP/2 connections: ping idle ones so dead
 		// peers are noticed, and let Envoy ping us as often as every 5s.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	}, s.tracing.GRPCServerOptions()...)...) // none when tracing is off
 	authv3.RegisterAuthorizationServer(s.grpc, extauthz.NewCheckServer(s.authz, s.cfg.StripCredential, s.log))
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(s.grpc, s.health)
+	s.draining = make(chan struct{})
+	healthpb.RegisterHealthServer(s.grpc, &drainingHealth{Server: s.health, draining: s.draining})
 	reflection.Register(s.grpc)
 }
 
@@ -249,6 +303,9 @@ func (s *Service) buildReadiness() {
 	probes := []ops.Probe{{Name: s.cfg.StoreName, Fn: s.store.Ping}}
 	if s.redis != nil {
 		probes = append(probes, ops.Probe{Name: "redis", Fn: s.redis.Ping})
+	}
+	if s.pingReplica != nil { // reported; lookups fall back to the primary without it
+		probes = append(probes, ops.Probe{Name: "postgres-replica", Fn: s.pingReplica})
 	}
 	if s.verifier != nil { // reported; API keys do not depend on it
 		probes = append(probes, ops.Probe{Name: "jwks", Fn: func(context.Context) error {
@@ -273,6 +330,7 @@ func (s *Service) startBackground(ctx context.Context) {
 	if s.redis != nil {
 		subscribed := make(chan struct{})
 		onMessage := func(inv keystore.Invalidation) {
+			s.watermark.Apply(inv) // first: a lookup missing the cache must see the new position
 			s.cache.Invalidate(inv)
 			s.revoked.Apply(ctx, inv)
 		}
@@ -295,6 +353,10 @@ func (s *Service) startBackground(ctx context.Context) {
 	go s.readiness.Run(ctx)
 }
 
+// fenced is the bus's fence for the watermark, which is built before the
+// bus: false without a bus.
+func (s *Service) fenced(now time.Time) bool { return s.bus != nil && s.bus.Fenced(now) }
+
 // Authorizer exposes the decision core (for the HTTP forward-auth front end
 // and benchmarks).
 func (s *Service) Authorizer() *extauthz.Authorizer { return s.authz }
@@ -303,6 +365,7 @@ func (s *Service) Authorizer() *extauthz.Authorizer { return s.authz }
 // process without Redis that changes keys itself (odin dev): its bus is a
 // function call.
 func (s *Service) Invalidate(ctx context.Context, inv keystore.Invalidation) {
+	s.watermark.Apply(inv)
 	s.cache.Invalidate(inv)
 	s.revoked.Apply(ctx, inv)
 }
@@ -322,10 +385,10 @@ type Listeners struct {
 
 // ForwardAuth is the replica's HTTP forward-auth handler.
 func (s *Service) ForwardAuth() http.Handler {
-	return extauthz.NewForwardAuth(s.authz, extauthz.ForwardAuthOptions{
+	return s.tracing.ForwardAuthHandler(extauthz.NewForwardAuth(s.authz, extauthz.ForwardAuthOptions{
 		StripCredential: s.cfg.StripCredential, PathPrefix: s.cfg.HTTPPathPrefix,
 		ForwardedHeaders: s.cfg.ForwardedHeaders, Logger: s.log,
-	})
+	}))
 }
 
 // Serve answers on the listeners until ctx ends, then drains: it reports
@@ -338,6 +401,9 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 
 	errc := make(chan error, 3)
 	go func() { errc <- s.grpc.Serve(lis.GRPC) }()
+	if s.tls != nil && lis.HTTP != nil { // forward-auth only: the ops port stays plain for probes
+		lis.HTTP = tls.NewListener(lis.HTTP, s.tls.ServerConfig("h2", "http/1.1"))
+	}
 	var httpServers []*http.Server
 	serveHTTP := func(l net.Listener, h http.Handler) {
 		if l == nil {
@@ -355,7 +421,11 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 		go func() { errc <- srv.Serve(l) }()
 	}
 	serveHTTP(lis.HTTP, s.ForwardAuth())
-	serveHTTP(lis.Ops, ops.Handler(s.registry, s.readiness))
+	opsHandler := ops.Handler(s.registry, s.readiness)
+	if s.cfg.Profiling {
+		opsHandler = ops.WithProfiling(opsHandler)
+	}
+	serveHTTP(lis.Ops, opsHandler)
 	s.log.Info("odin authz serving", "grpc", lis.GRPC.Addr().String(), "http", addrOf(lis.HTTP), "ops", addrOf(lis.Ops))
 
 	var serveErr error
@@ -367,6 +437,7 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 
 	s.log.Info("draining")
 	s.readiness.Drain()
+	close(s.draining) // health Watch streams end, or GracefulStop would wait for them
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
 	select {
@@ -382,6 +453,9 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 	cancel()
 	stopUsage()
 	<-usageDone
+	if err := s.tracing.Shutdown(context.WithoutCancel(ctx)); err != nil { // the spans of the drained requests
+		s.log.Warn("tracing shutdown", "error", err.Error())
+	}
 	s.closeStores()
 	s.log.Info("odin authz stopped")
 	if errors.Is(serveErr, http.ErrServerClosed) || errors.Is(serveErr, grpc.ErrServerStopped) {
@@ -403,3 +477,41 @@ func addrOf(l net.Listener) string {
 	}
 	return l.Addr().String()
 }
+
+// drainingHealth is the gRPC health service, with Watch streams that end
+// once the replica drains, right after they have sent NOT_SERVING: a Watch
+// never ends on its own, and GracefulStop waits for every open stream, so
+// one client-side health watcher would hold the drain for --drain-timeout.
+type drainingHealth struct {
+	*health.Server
+	draining <-chan struct{}
+}
+
+// watchGrace is how long a Watch stream lives after the drain began, for
+// the NOT_SERVING update to be sent.
+const watchGrace = 100 * time.Millisecond
+
+func (h *drainingHealth) Watch(in *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-h.draining:
+			select {
+			case <-time.After(watchGrace):
+			case <-ctx.Done():
+			}
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return h.Server.Watch(in, &watchStream{Health_WatchServer: stream, ctx: ctx})
+}
+
+// watchStream is a Watch stream whose context ends with the drain.
+type watchStream struct {
+	healthpb.Health_WatchServer
+	ctx context.Context
+}
+
+func (w *watchStream) Context() context.Context { return w.ctx }

@@ -74,3 +74,27 @@ func TestReadiness(t *testing.T) {
 		}
 	}
 }
+
+// TestProfilingIsOptIn: /debug/pprof/ answers only on a handler wrapped by
+// WithProfiling, which still serves the ops endpoints.
+func TestProfilingIsOptIn(t *testing.T) {
+	r := NewReadiness(nil, func(map[string]bool) bool { return true }, 0, nil, nil)
+	plain := Handler(prometheus.NewRegistry(), r)
+	for _, tc := range []struct {
+		h    http.Handler
+		path string
+		want int
+	}{
+		{plain, "/debug/pprof/", http.StatusNotFound},
+		{WithProfiling(plain), "/debug/pprof/", http.StatusOK},
+		{WithProfiling(plain), "/debug/pprof/symbol", http.StatusOK},
+		{WithProfiling(plain), "/metrics", http.StatusOK},
+		{WithProfiling(plain), "/healthz", http.StatusOK},
+	} {
+		w := httptest.NewRecorder()
+		tc.h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, tc.path, nil))
+		if w.Code != tc.want {
+			t.Errorf("GET %s: %d, want %d", tc.path, w.Code, tc.want)
+		}
+	}
+}
