@@ -1,0 +1,237 @@
+package drills
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/odin-scan/odin-authz/internal/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/testenv"
+	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/pgstore"
+	"github.com/odin-scan/odin-authz/loadtest"
+)
+
+// countingStore is the real PostgreSQL store with a record of every key
+// lookup (by hash, with its start time), so the drill can count queries per
+// distinct key rather than in total.
+type countingStore struct {
+	keystore.Store
+	mu      sync.Mutex
+	queries map[keystore.Hash][]time.Time
+}
+
+func (s *countingStore) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, error) {
+	s.mu.Lock()
+	s.queries[h] = append(s.queries[h], time.Now())
+	s.mu.Unlock()
+	return s.Store.KeyByHash(ctx, h)
+}
+
+func (s *countingStore) snapshot() map[keystore.Hash][]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := make(map[keystore.Hash][]time.Time, len(s.queries))
+	for h, q := range s.queries {
+		c[h] = append([]time.Time(nil), q...)
+	}
+	return c
+}
+
+// TestDrillUnknownKeyFlood floods one replica with keys nobody issued:
+//   - a pool of well-formed unknown keys sent over and over: each reaches
+//     PostgreSQL at most once per negative-cache TTL (consecutive queries for
+//     one key are at least the TTL apart);
+//   - well-formed random keys, each new: exactly one query each, which is
+//     the most a negative cache can do against an attacker who never
+//     repeats (figure: queries per second);
+//   - malformed keys (bad checksum, wrong length, wrong alphabet): refused
+//     on their format, zero queries;
+//
+// every one answered 401 with the SPEC body, no RPC failing.
+func TestDrillUnknownKeyFlood(t *testing.T) {
+	var (
+		workers     = 12
+		duration    = pick(4*time.Second, 30*time.Second)
+		negativeTTL = pick(time.Second, 5*time.Second) // the default run shortens it to see several windows
+		poolSize    = 32
+	)
+	db := testenv.Postgres(t)
+	redisURL, prefix := testenv.Redis(t)
+	pg, err := pgstore.Open(context.Background(), db, pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	store := &countingStore{Store: pg, queries: map[keystore.Hash][]time.Time{}}
+	cfg := authzsvc.Config{Store: store, RedisURL: redisURL, RedisPrefix: prefix, StripCredential: true, RateLimit: generousTiers()}
+	cfg.Cache.NegativeTTL = negativeTTL
+	// A Redis read timing out on a starved machine, while the bus is late
+	// too, sends a lookup to PostgreSQL that the drill would count against
+	// the negative cache; the default 100ms is for production's latency.
+	cfg.RedisTimeout = 500 * time.Millisecond
+	r := startReplica(t, "a", cfg)
+
+	pool := unknownKeys(t, poolSize)
+	poolHashes := map[keystore.Hash]bool{}
+	for _, k := range pool {
+		poolHashes[keystore.HashKey(k)] = true
+	}
+	// Fresh keys come from the load library's derivation: well-formed,
+	// distinct for every i, and never issued.
+	fresh := loadtest.Keys{Seed: "drill-" + testenv.RandomSuffix()}
+	var freshMu sync.Mutex
+	freshHashes := map[keystore.Hash]bool{}
+	malformed := malformedKeys(t, 64)
+
+	// Of every 4 requests: 2 from the repeated pool, 1 fresh random key, 1
+	// malformed key.
+	ph := newPhases("flood")
+	run := load{
+		targets: []authv3.AuthorizationClient{r.client}, workers: workers,
+		maxDuration: duration, maxRequests: 2_000_000, timeout: 5 * time.Second, phases: ph,
+		next: func(i int64) checkReq {
+			req := checkReq{header: "api-key"}
+			switch i % 4 {
+			case 0, 1:
+				req.class, req.value = "pool", pool[int(i/4)%poolSize]
+			case 2:
+				k := fresh.Unknown(int(i))
+				freshMu.Lock()
+				freshHashes[keystore.HashKey(k)] = true
+				freshMu.Unlock()
+				req.class, req.value = "fresh", k
+			default:
+				req.class, req.value = "malformed", malformed[int(i/4)%len(malformed)]
+				if i%8 == 7 { // also as a Bearer token, the other way a key arrives
+					req.header, req.value = "authorization", "Bearer "+req.value
+				}
+			}
+			return req
+		},
+	}.start()
+	samples := run.wait()
+	elapsed := run.elapsed
+	queries := store.snapshot()
+
+	if bad := transportErrors(samples); len(bad) > 0 {
+		t.Errorf("failed RPCs or denials without the SPEC body: %v", bad)
+	}
+	for _, class := range []string{"pool", "fresh", "malformed"} {
+		if other := only(counts(samples, ofClass(class)), "401"); len(other) > 0 {
+			t.Errorf("%s keys: want every answer 401, got also %v", class, other)
+		}
+	}
+	var poolQueries, freshQueries, strayQueries, maxPerKey int
+	var minGap time.Duration = -1
+	for h, q := range queries {
+		switch {
+		case poolHashes[h]:
+			poolQueries += len(q)
+			maxPerKey = max(maxPerKey, len(q))
+			for i := 1; i < len(q); i++ {
+				gap := q[i].Sub(q[i-1])
+				if minGap < 0 || gap < minGap {
+					minGap = gap
+				}
+				if gap < negativeTTL {
+					t.Errorf("a pooled unknown key reached PostgreSQL twice %v apart, within the negative TTL %v", gap, negativeTTL)
+				}
+			}
+		case freshHashes[h]:
+			freshQueries += len(q)
+			if len(q) > 1 {
+				t.Errorf("a fresh unknown key, sent once, reached PostgreSQL %d times", len(q))
+			}
+		default:
+			strayQueries += len(q)
+		}
+	}
+	if strayQueries > 0 {
+		t.Errorf("%d PostgreSQL queries for hashes the drill never sent as well-formed keys (malformed keys must cost none)", strayQueries)
+	}
+	windows := int(elapsed/negativeTTL) + 1
+	if maxPerKey > windows {
+		t.Errorf("a pooled key was queried %d times in %v: more than once per %v", maxPerKey, elapsed, negativeTTL)
+	}
+	total := poolQueries + freshQueries + strayQueries
+	if m := int(r.storeQueries(t)); m != total {
+		t.Errorf("odin_keystore_store_queries_total = %d, the store saw %d lookups", m, total)
+	}
+	sent := counts(samples, ofClass("fresh"))["401"]
+	if freshQueries > sent {
+		t.Errorf("%d queries for %d fresh keys", freshQueries, sent)
+	}
+
+	p50, p99, maxLat := quantiles(samples, nil)
+	f := newFigures("unknown_key_flood")
+	f.add("requests", len(samples))
+	f.add("rps", rps(len(samples), elapsed))
+	f.add("workers", workers)
+	f.add("elapsed", elapsed)
+	f.add("negative_ttl", negativeTTL)
+	f.add("outcomes", counts(samples, nil))
+	f.add("pool_requests", sum(counts(samples, ofClass("pool"))))
+	f.add("pool_keys", poolSize)
+	f.add("pool_pg_queries", poolQueries)
+	f.add("pool_queries_per_key_per_ttl", float64(poolQueries)/float64(poolSize)/(elapsed.Seconds()/negativeTTL.Seconds()))
+	f.add("pool_max_queries_per_key", maxPerKey)
+	f.add("pool_min_gap", minGap)
+	f.add("fresh_requests", sum(counts(samples, ofClass("fresh"))))
+	f.add("fresh_pg_queries", freshQueries)
+	f.add("fresh_pg_queries_per_s", float64(freshQueries)/elapsed.Seconds())
+	f.add("malformed_requests", sum(counts(samples, ofClass("malformed"))))
+	f.add("malformed_pg_queries", strayQueries)
+	f.add("pg_queries_per_s", float64(total)/elapsed.Seconds())
+	f.add("p50", p50)
+	f.add("p99", p99)
+	f.add("max", maxLat)
+	f.add("redis_errors", int(r.metric(t, "odin_keystore_redis_errors_total", nil)))
+	f.report(t)
+}
+
+// malformedKeys returns n keys that fail the format check in different
+// ways: a changed checksum character, one character too many or too few, a
+// character outside base62, the wrong prefix.
+func malformedKeys(t *testing.T, n int) []string {
+	t.Helper()
+	out := make([]string, 0, n)
+	for i := range n {
+		k := unknownKeys(t, 1)[0]
+		var bad string
+		switch i % 5 {
+		case 0: // checksum off by one character
+			last := k[len(k)-1]
+			repl := byte('A')
+			if last == 'A' {
+				repl = 'B'
+			}
+			bad = k[:len(k)-1] + string(repl)
+		case 1:
+			bad = k + "x"
+		case 2:
+			bad = k[:len(k)-1]
+		case 3:
+			bad = k[:20] + "-" + k[21:]
+		default:
+			bad = strings.Replace(k, keystore.KeyPrefix, "odin_pk_", 1)
+		}
+		if keystore.ValidKey(bad) {
+			t.Fatalf("malformed key %d passes the format check", i)
+		}
+		out = append(out, bad)
+	}
+	return out
+}
+
+func sum(c map[string]int) int {
+	n := 0
+	for _, v := range c {
+		n += v
+	}
+	return n
+}
