@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,7 +52,10 @@ const (
 // A replica out of contact for longer than FenceAfter, or whose heartbeat
 // revokers may no longer see, is fenced: it answers no key from its LRU.
 // Together these make a revoke that returned after all acknowledgements (or
-// after FenceAfter + margin) final on every replica.
+// after FenceAfter + margin) final on every replica. Whenever messages may
+// have been lost — a new subscription, a probe of its own that never came
+// back, a gap of more than FenceAfter between probes — the replica empties
+// its caches before it trusts them again.
 //
 // The probe, rather than a PING on the subscription, is what makes this
 // hold across a failover: a subscription left on a demoted Sentinel master,
@@ -70,6 +73,12 @@ type Bus struct {
 	// heartbeat is the UnixNano time of the last heartbeat Redis accepted:
 	// revokers wait only for replicas they can see in the heartbeat set.
 	heartbeat atomic.Int64
+	// inflight are the send times of the probes published on the current
+	// subscription and not back yet, oldest first.
+	// lastBack is the send time of the newest probe back on it.
+	mu       sync.Mutex
+	inflight []int64
+	lastBack int64
 }
 
 // NewBus returns a replica's bus end. fenceAfter <= 0 takes the default.
@@ -176,9 +185,6 @@ func (b *Bus) Run(ctx context.Context, fn func(Invalidation), ready func()) {
 	}
 	for ctx.Err() == nil {
 		subscribed, err := b.session(ctx, fn, onSubscribed)
-		if os.Getenv("DBGW") != "" {
-			println("DBGB", time.Now().Format("15:04:05.000"), b.id, subscribed, err.Error())
-		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -241,6 +247,10 @@ func (b *Bus) session(ctx context.Context, fn func(Invalidation), onSubscribed f
 				}
 				if confirmed == len(channels) {
 					live = true
+					b.mu.Lock()
+					b.inflight = b.inflight[:0] // sent before: delivered or not
+					b.lastBack = time.Now().UnixNano()
+					b.mu.Unlock()
 					onSubscribed()
 				}
 			case isUnsubscribed(m.Kind):
@@ -250,7 +260,7 @@ func (b *Bus) session(ctx context.Context, fn func(Invalidation), onSubscribed f
 		case *redis.Message:
 			if m.Channel != channels[0] {
 				if live {
-					b.probed(m.Payload)
+					b.probed(m.Payload, fn)
 				}
 				continue
 			}
@@ -292,19 +302,62 @@ func (b *Bus) probeLoop(ctx context.Context, ps *redis.PubSub) {
 			_ = ps.Close()
 			return
 		}
+		b.mu.Lock()                // before the publish: the probe may be back before it returns
+		if len(b.inflight) >= 64 { // none back for 12s: the stall check resubscribes
+			b.inflight = b.inflight[1:]
+		}
+		b.inflight = append(b.inflight, now)
+		b.mu.Unlock()
 		pctx, cancel := context.WithTimeout(ctx, b.r.opTimeout)
-		if err := b.r.publish(pctx, b.probeChannel(), strconv.FormatInt(now, 10)); err != nil && ctx.Err() == nil {
-			b.r.m.redisErrors.WithLabelValues("probe").Inc()
+		if err := b.r.publish(pctx, b.probeChannel(), strconv.FormatInt(now, 10)); err != nil {
+			b.mu.Lock() // not sent (or not known to be): not awaited
+			if i := slices.Index(b.inflight, now); i >= 0 {
+				b.inflight = slices.Delete(b.inflight, i, i+1)
+			}
+			b.mu.Unlock()
+			if ctx.Err() == nil {
+				b.r.m.redisErrors.WithLabelValues("probe").Inc()
+			}
 		}
 		cancel()
 	}
 }
 
-// probed records a probe that came back.
-func (b *Bus) probed(payload string) {
+// probed records a probe that came back. Probes are published one after
+// the other and delivered in order, so a probe published before it that is
+// still awaited was lost, and so may have been any message published
+// around it: the subscription stayed up, but the path to it broke (on a
+// cluster, a subscription held by a replica whose master died). So may a
+// message published while no probe could be: when the previous probe that
+// came back was sent more than FenceAfter earlier, the replica was out of
+// contact. Either way the caches start over, as after a resubscription.
+func (b *Bus) probed(payload string, fn func(Invalidation)) {
 	sent, err := strconv.ParseInt(payload, 10, 64)
 	if err != nil {
 		return
+	}
+	b.mu.Lock()
+	i := 0
+	for i < len(b.inflight) && b.inflight[i] < sent {
+		i++
+	}
+	lost := i > 0 || sent-b.lastBack > int64(b.fenceAfter)
+	if i < len(b.inflight) && b.inflight[i] == sent {
+		i++
+	}
+	b.inflight = b.inflight[i:]
+	b.lastBack = max(b.lastBack, sent)
+	b.mu.Unlock()
+	if lost {
+		r := b.r
+		if r.sharded {
+			r.trust.raise(time.Now().UnixNano())
+		}
+		fn(Invalidation{Kind: InvalidateAll})
+		r.m.busMessages.WithLabelValues("resynced").Inc()
+		if r.errLog.allow() {
+			r.log.Warn("invalidation bus lost messages, dropping cached entries that may have missed them")
+		}
 	}
 	for {
 		cur := b.contact.Load()

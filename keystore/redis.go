@@ -122,6 +122,9 @@ func newRedisClient(rawURL string, timeout time.Duration) (redis.UniversalClient
 	if !ok {
 		return nil, "", nil, errors.New("invalid Redis URL: want redis://, rediss://, redis+sentinel:// or redis+cluster://")
 	}
+	if strings.Trim(strings.ToLower(scheme), "abcdefghijklmnopqrstuvwxyz+") != "" {
+		return nil, "", nil, errors.New("invalid Redis URL: want redis://, rediss://, redis+sentinel:// or redis+cluster://")
+	}
 	base, topology, _ := strings.Cut(strings.ToLower(scheme), "+")
 	switch {
 	case base == "unix" && topology == "":

@@ -122,8 +122,12 @@ func (r *replica) counter(name string, labels map[string]string) float64 {
 	return sum
 }
 
+// resubscribed counts the times the replica's bus came back after it may
+// have lost messages: resubscribed, or found a probe of its own lost
+// (a subscription held by a cluster replica survives its master's death).
 func (r *replica) resubscribed() float64 {
-	return r.counter("odin_keystore_bus_messages_total", map[string]string{"kind": "resubscribed"})
+	return r.counter("odin_keystore_bus_messages_total", map[string]string{"kind": "resubscribed"}) +
+		r.counter("odin_keystore_bus_messages_total", map[string]string{"kind": "resynced"})
 }
 
 // env is a database, a Manager (as odin keys and odin admin use it) and two

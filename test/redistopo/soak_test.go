@@ -1,7 +1,6 @@
 package redistopo
 
 import (
-	"os"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -25,7 +24,6 @@ func TestSoak(t *testing.T) {
 	t.Run("cluster", func(t *testing.T) {
 		c := testenv.StartRedisCluster(t, testenv.RedisClusterOptions{Replicas: 1})
 		e := newEnv(t, c.URL(), 5*time.Second)
-		c0 = func(*env) int { return c.SlotOwner(busKey) }
 		soak(t, e, 6, func(t *testing.T, i int) bool {
 			victim := c.SlotOwner(busKey) // even cycles: the bus's master
 			if i%2 == 1 {                 // odd cycles: another master
@@ -110,9 +108,6 @@ func soak(t *testing.T, e *env, cycles int, fault func(t *testing.T, i int) (bus
 	start := time.Now()
 	for i := range cycles {
 		before := e.replicas[0].resubscribed()
-		if os.Getenv("DBGW") != "" {
-			println("DBGF", time.Now().Format("15:04:05.000"), "fault", i, "bus owner", c0(e))
-		}
 		if fault(t, i) {
 			deadline := time.Now().Add(20 * time.Second)
 			for e.replicas[0].resubscribed() == before {
@@ -150,5 +145,3 @@ func soak(t *testing.T, e *env, cycles int, fault func(t *testing.T, i int) (bus
 	t.Logf("%d faults in %v: %d revokes (%d answered ErrNotPropagated), checked %d times afterwards: %s",
 		cycles, time.Since(start).Round(time.Second), revokes.Load(), unpublished.Load(), checks, summarize(allows))
 }
-
-var c0 = func(*env) int { return -1 }

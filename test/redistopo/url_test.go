@@ -37,6 +37,7 @@ func TestRedisURLs(t *testing.T) {
 	for url, says := range map[string]string{
 		"":                               "want redis://",
 		"127.0.0.1:6379":                 "want redis://",
+		"redis:s3cret@h:6379://x":        "want redis://",
 		"http://127.0.0.1:6379":          `scheme "http"`,
 		"redis+sharded://127.0.0.1:6379": `scheme "redis+sharded"`,
 		"unix+cluster:///run/redis.sock": `scheme "unix+cluster"`,

@@ -59,10 +59,10 @@ func (w *watcher) run() {
 		select {
 		case <-w.stop:
 			return
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 		w.mu.Lock()
-		keys := w.keys[max(0, len(w.keys)-64):] // the latest: older ones have had their chance
+		keys := w.keys[max(0, len(w.keys)-32):] // the latest: older ones have had their chance
 		w.mu.Unlock()
 		for _, k := range keys {
 			for _, r := range w.e.replicas {
