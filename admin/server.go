@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	svix "github.com/svix/svix-webhooks/go"
 
-	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
+	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 

@@ -1,11 +1,11 @@
 package jwtauth
 
 import (
-	"errors"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
