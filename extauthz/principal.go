@@ -112,6 +112,11 @@ var sharedRemovals = func() (t [1 << len(identityHeaders)]removalLists) {
 func NewPrincipal(id Identity) *Principal {
 	p := &Principal{Identity: id}
 	values := [len(identityHeaders)]string{id.Method, id.Subject, id.OrgID, id.KeyID, id.SessionID, strings.Join(id.Scopes, " "), id.Tier}
+	for i, v := range values {
+		// protobuf refuses a string field that is not UTF-8; keep the
+		// encoding below infallible whatever a store or a token holds.
+		values[i] = strings.ToValidUTF8(v, "\uFFFD")
+	}
 	fields := make(map[string]*structpb.Value, len(values))
 	var grpcHeaders []*corev3.HeaderValueOption
 	n := 0
@@ -134,7 +139,7 @@ func NewPrincipal(id Identity) *Principal {
 	p.remove = &sharedRemovals[mask]
 	p.Absent = p.remove.absent
 	ok, err := proto.Marshal(&authv3.OkHttpResponse{Headers: grpcHeaders})
-	if err != nil { // strings only: cannot fail
+	if err != nil { // valid UTF-8 strings only: cannot fail
 		panic("extauthz: encode identity headers: " + err.Error())
 	}
 	meta, err := proto.Marshal(&authv3.CheckResponse{DynamicMetadata: &structpb.Struct{Fields: fields}})

@@ -112,3 +112,19 @@ func BenchmarkNewPrincipal(b *testing.B) {
 		_ = NewPrincipal(id)
 	}
 }
+
+// TestPrincipalOfInvalidUTF8: protobuf refuses non-UTF-8 strings, so a
+// principal built from such bytes (a store row, a token claim) must still
+// encode, with the bad bytes replaced, not panic.
+func TestPrincipalOfInvalidUTF8(t *testing.T) {
+	p := NewPrincipal(Identity{Method: "api_key", Subject: "user_\xff\xfe", KeyID: "key_1", Tier: "pro"})
+	var ok authv3.OkHttpResponse
+	if err := proto.Unmarshal(p.wire[:p.okEnd], &ok); err != nil {
+		t.Fatalf("the encoded headers do not decode: %v", err)
+	}
+	for _, h := range ok.GetHeaders() {
+		if h.GetHeader().GetKey() == HeaderSubject && h.GetHeader().GetValue() != "user_\uFFFD" {
+			t.Errorf("subject header %q, want the invalid bytes replaced", h.GetHeader().GetValue())
+		}
+	}
+}
