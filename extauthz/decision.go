@@ -32,6 +32,10 @@ const (
 	DenyForbidden
 	DenyRateLimited
 	DenyUnavailable
+	// DenyMisconfigured: the deployment, not the caller, is at fault (a
+	// forward-auth proxy that does not send what the configured mode says
+	// it sends). Retrying does not help; an operator must fix it.
+	DenyMisconfigured
 	numOutcomes
 )
 
@@ -46,11 +50,12 @@ type outcomeInfo struct {
 }
 
 var outcomes = [numOutcomes]outcomeInfo{
-	Allow:            {"allow", http.StatusOK, "", "", codes.OK},
-	DenyUnauthorized: {"unauthorized", http.StatusUnauthorized, "UNAUTHORIZED", "Invalid or expired authentication token", codes.Unauthenticated},
-	DenyForbidden:    {"forbidden", http.StatusForbidden, "FORBIDDEN", "Insufficient permissions for this resource", codes.PermissionDenied},
-	DenyRateLimited:  {"rate_limited", http.StatusTooManyRequests, "RATE_LIMITED", "Rate limit exceeded", codes.ResourceExhausted},
-	DenyUnavailable:  {"unavailable", http.StatusServiceUnavailable, "UNAVAILABLE", "Authentication service temporarily unavailable", codes.Unavailable},
+	Allow:             {"allow", http.StatusOK, "", "", codes.OK},
+	DenyUnauthorized:  {"unauthorized", http.StatusUnauthorized, "UNAUTHORIZED", "Invalid or expired authentication token", codes.Unauthenticated},
+	DenyForbidden:     {"forbidden", http.StatusForbidden, "FORBIDDEN", "Insufficient permissions for this resource", codes.PermissionDenied},
+	DenyRateLimited:   {"rate_limited", http.StatusTooManyRequests, "RATE_LIMITED", "Rate limit exceeded", codes.ResourceExhausted},
+	DenyUnavailable:   {"unavailable", http.StatusServiceUnavailable, "UNAVAILABLE", "Authentication service temporarily unavailable", codes.Unavailable},
+	DenyMisconfigured: {"misconfigured", http.StatusInternalServerError, "INTERNAL", "Authentication service misconfigured", codes.Internal},
 }
 
 // messageMissing is the 401 message when no credential was sent at all.
@@ -70,9 +75,10 @@ type Request struct {
 	Path    string // with the query string, as Envoy sends :path
 	Host    string
 	Headers Headers
-	// Invalid, when set, is why the request itself cannot be trusted (for
-	// example contradictory forwarded headers): it is refused with that reason.
-	Invalid string
+	// Misconfigured, when set, is why the original request is not known
+	// (a forward-auth proxy did not send what its mode promises): it is
+	// refused as DenyMisconfigured with that reason, whatever it carries.
+	Misconfigured string
 }
 
 // Decision is the answer for one request: Allow with a Principal, or a
@@ -179,8 +185,8 @@ func (a *Authorizer) Decide(ctx context.Context, r *Request) Decision {
 func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Decision {
 	d := Decision{RequestID: requestID(r.Headers)}
 	d.Credential = ExtractCredential(r.Headers)
-	if r.Invalid != "" {
-		d.Outcome, d.Reason = DenyUnauthorized, r.Invalid
+	if r.Misconfigured != "" {
+		d.Outcome, d.Reason = DenyMisconfigured, r.Misconfigured
 		return d
 	}
 	pol := policy.Default()

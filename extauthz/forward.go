@@ -1,11 +1,15 @@
 package extauthz
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // ForwardAuthOptions configure the HTTP forward-auth front end.
@@ -13,19 +17,73 @@ type ForwardAuthOptions struct {
 	// StripCredential asks the proxy to drop the credential header before the
 	// upstream (Envoy http_service honours x-envoy-auth-headers-to-remove).
 	StripCredential bool
-	// PathPrefix is removed from the request path when no X-Forwarded-Uri or
-	// X-Original-URI says what the original path was: Envoy's http_service
-	// sends path_prefix + original path.
+	// PathPrefix is what the proxy puts before the original path (Envoy
+	// http_service path_prefix); only with ForwardedNone. See
+	// ForwardedRequest.
 	PathPrefix string
-	// ForwardedHeaders says which headers carry the original method and URI:
-	// "auto" (default: X-Forwarded-* or X-Original-*, and a request that
-	// carries both with different values is refused, since a client could
-	// have set one of them), "original" (NGINX: X-Original-URI and
-	// X-Original-Method only), "forwarded" (Caddy, Traefik:
-	// X-Forwarded-Uri, -Method, -Host only), or "none" (Envoy http_service:
-	// the request line itself).
+	// ForwardedHeaders names what the proxy in front sends, and so where the
+	// original method and URI are read: ForwardedNone (the default),
+	// ForwardedOriginal or ForwardedForwarded. Check it with
+	// CheckForwarding before serving.
 	ForwardedHeaders string
 	Logger           *slog.Logger
+}
+
+// The values of ForwardAuthOptions.ForwardedHeaders: one per way a proxy
+// tells the original request. Each names headers the proxy sets itself,
+// overwriting any a client sent; no mode takes a header the proxy merely
+// passes through.
+const (
+	// ForwardedNone: the subrequest's own method and path are the original
+	// ones (Envoy http_service, which may put PathPrefix before the path).
+	ForwardedNone = "none"
+	// ForwardedOriginal: X-Original-Method and X-Original-URI (NGINX
+	// auth_request with proxy_set_header, as envoy/nginx/nginx.conf does).
+	ForwardedOriginal = "original"
+	// ForwardedForwarded: X-Forwarded-Method and X-Forwarded-Uri (Caddy
+	// forward_auth; Traefik ForwardAuth with trustForwardHeader off).
+	ForwardedForwarded = "forwarded"
+)
+
+// The headers that carry the original method and URI. In ForwardedNone a
+// subrequest carrying any of them comes from a proxy that expects another
+// mode, and is refused rather than decided on its request line.
+var forwardedHeaderNames = [...]string{"X-Original-Method", "X-Original-Uri", "X-Forwarded-Method", "X-Forwarded-Uri"}
+
+// CheckForwarding says whether a forward-auth mode and path prefix can be
+// served. "auto", the former default, is refused: it took X-Forwarded-* or
+// X-Original-*, whichever was present, so through a proxy that sets only
+// one of the two a client could name the method and path to authorize.
+func CheckForwarding(mode, pathPrefix string) error {
+	switch mode {
+	case "", ForwardedNone:
+	case ForwardedOriginal, ForwardedForwarded:
+		if pathPrefix != "" {
+			return fmt.Errorf("a path prefix needs forwarded headers %q: with %q the path comes from a header, whole", ForwardedNone, mode)
+		}
+	case "auto":
+		return errors.New(`"auto" is no longer accepted (a client could choose the method and path to authorize): name what the proxy in front sets: ` + modeList)
+	default:
+		return fmt.Errorf("%q is not a mode: want %s", mode, modeList)
+	}
+	if pathPrefix != "" && !validPathPrefix(pathPrefix) {
+		return fmt.Errorf("path prefix %q: want a path starting with / (no query, fragment, space or control byte)", pathPrefix)
+	}
+	return nil
+}
+
+const modeList = `none (Envoy http_service: the request line), original (NGINX auth_request: X-Original-Method and X-Original-URI), forwarded (Caddy forward_auth, Traefik ForwardAuth: X-Forwarded-Method and X-Forwarded-Uri)`
+
+func validPathPrefix(p string) bool {
+	if p[0] != '/' {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c >= 0x7f || c == '?' || c == '#' {
+			return false
+		}
+	}
+	return true
 }
 
 // HeaderAuthHeadersToRemove is Envoy's http_service header listing request
@@ -79,52 +137,93 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// Why ForwardedRequest refuses a subrequest: the proxy did not send what the
+// configured mode says it always sends, so the original request is not
+// known. Fixed strings, for logs and traces.
+const (
+	reasonForwardedMissing    = "forwarded_header_missing"
+	reasonForwardedRepeated   = "forwarded_header_repeated"
+	reasonForwardedUnexpected = "forwarded_header_unexpected"
+	reasonForwardedMethod     = "forwarded_method_invalid"
+	reasonPathPrefixMissing   = "path_prefix_missing"
+	reasonForwardedMode       = "forwarded_mode_unknown"
+)
+
 // ForwardedRequest reads the original request from a forward-auth
-// subrequest, trusting the headers that mode names (see
-// ForwardAuthOptions.ForwardedHeaders): the method from X-Forwarded-Method
-// (Caddy, Traefik) or X-Original-Method (NGINX), else the subrequest's own
-// (Envoy); the URI from X-Forwarded-Uri or X-Original-URI, else the
-// subrequest's path less pathPrefix; the host from X-Forwarded-Host, else
-// Host.
+// subrequest, as mode (see ForwardAuthOptions.ForwardedHeaders) says the
+// proxy sends it:
+//
+//   - ForwardedNone (or ""): the subrequest's method and path; pathPrefix,
+//     when set, must begin the path and is removed once, exactly as
+//     written, leaving the original path (Envoy sends path_prefix + path).
+//     A subrequest carrying X-Original-Method, -URI, X-Forwarded-Method or
+//     -Uri is refused: a proxy that sends those expects another mode.
+//   - ForwardedOriginal: X-Original-Method and X-Original-URI.
+//   - ForwardedForwarded: X-Forwarded-Method and X-Forwarded-Uri; the host
+//     from X-Forwarded-Host when present.
+//
+// A header the mode reads must be present exactly once, and the method must
+// be an HTTP token: the proxy sets it, so a missing or repeated one means
+// the proxy is not the one configured (or lets a client's value through).
+// The request is then marked Misconfigured, never decided on a fallback.
+// The path is returned as sent; the policy canonicalises it like any path.
 func ForwardedRequest(r *http.Request, pathPrefix, mode string) Request {
 	h := httpHeaders(r.Header)
 	req := Request{Method: r.Method, Path: r.URL.RequestURI(), Host: r.Host, Headers: h}
-	if pathPrefix != "" {
-		req.Path = "/" + strings.TrimLeft(strings.TrimPrefix(req.Path, pathPrefix), "/")
-	}
-	fwdMethod, fwdURI := h.Get("x-forwarded-method"), h.Get("x-forwarded-uri")
-	origMethod, origURI := h.Get("x-original-method"), h.Get("x-original-uri")
-	var method, uri string
+	var methodHeader, uriHeader string
 	switch mode {
-	case "none":
-		return req
-	case "original":
-		method, uri = origMethod, origURI
-	case "forwarded":
-		method, uri = fwdMethod, fwdURI
-	default:
-		if (fwdURI != "" && origURI != "" && fwdURI != origURI) || (fwdMethod != "" && origMethod != "" && fwdMethod != origMethod) {
-			req.Invalid = "conflicting_forwarded_headers"
+	case "", ForwardedNone:
+		for _, name := range forwardedHeaderNames {
+			if _, ok := r.Header[name]; ok {
+				req.Misconfigured = reasonForwardedUnexpected
+				return req
+			}
 		}
-		method, uri = firstNonEmpty(fwdMethod, origMethod), firstNonEmpty(fwdURI, origURI)
+		if pathPrefix != "" {
+			rest, ok := strings.CutPrefix(req.Path, pathPrefix)
+			if !ok || !strings.HasPrefix(rest, "/") {
+				req.Misconfigured = reasonPathPrefixMissing
+				return req
+			}
+			req.Path = rest
+		}
+		return req
+	case ForwardedOriginal:
+		methodHeader, uriHeader = "X-Original-Method", "X-Original-Uri"
+	case ForwardedForwarded:
+		methodHeader, uriHeader = "X-Forwarded-Method", "X-Forwarded-Uri"
+		if host, ok := only(r.Header, "X-Forwarded-Host"); ok && host != "" {
+			req.Host = host
+		}
+	default:
+		req.Misconfigured = reasonForwardedMode
+		return req
 	}
-	if method != "" {
-		req.Method = method
-	}
-	if uri != "" {
-		req.Path = uri
-	}
-	if host := h.Get("x-forwarded-host"); host != "" && mode != "original" {
-		req.Host = host
+	method, mok := only(r.Header, methodHeader)
+	uri, uok := only(r.Header, uriHeader)
+	switch {
+	case !mok || !uok:
+		req.Misconfigured = reasonForwardedRepeated
+	case method == "" || uri == "":
+		req.Misconfigured = reasonForwardedMissing
+	case !httpguts.ValidHeaderFieldName(method): // a method is a token, as a header name is
+		req.Misconfigured = reasonForwardedMethod
+	default:
+		req.Method, req.Path = method, uri
 	}
 	return req
 }
 
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
+// only returns the one value of a header, "" when it is absent, and false
+// when it is repeated.
+func only(h http.Header, name string) (string, bool) {
+	switch v := h[name]; len(v) {
+	case 0:
+		return "", true
+	case 1:
+		return v[0], true
 	}
-	return b
+	return "", false
 }
 
 // httpHeaders adapts net/http headers: repeated values are joined with ","

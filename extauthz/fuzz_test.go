@@ -122,13 +122,22 @@ func FuzzExtractCredential(f *testing.F) {
 	})
 }
 
+// forwardModes are the modes a seed's modeIndex picks. "auto" is no longer a
+// mode (CheckForwarding refuses it at start); kept at its index so the
+// committed seeds mean what they did, and refused as an unknown mode.
+// httpToken is RFC 9110's token, the syntax of a method.
+var httpToken = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
 var forwardModes = []string{"", "auto", "original", "forwarded", "none"}
 
 // FuzzForwardedRequest feeds a forward-auth subrequest arbitrary
 // X-Forwarded-* and X-Original-* headers (a "\n" in a value makes a
-// repeated header), a request target, a path prefix and a mode.
+// repeated header), a request target, a path prefix and a mode. Only the
+// headers the mode names may decide the method and path, each exactly
+// once; anything else is refused as misconfigured, never decided on a
+// fallback.
 func FuzzForwardedRequest(f *testing.F) {
-	authz := extauthz.NewAuthorizer(extauthz.Options{}) // only ever asked about invalid requests
+	authz := extauthz.NewAuthorizer(extauthz.Options{}) // only ever asked about misconfigured requests
 	f.Fuzz(func(t *testing.T, target, fwdMethod, fwdURI, origMethod, origURI, fwdHost, prefix string, modeIndex uint8) {
 		u, err := url.ParseRequestURI(target)
 		if err != nil {
@@ -136,55 +145,61 @@ func FuzzForwardedRequest(f *testing.F) {
 		}
 		mode := forwardModes[int(modeIndex)%len(forwardModes)]
 		r := &http.Request{Method: http.MethodGet, URL: u, RequestURI: target, Host: "authz.internal", Header: http.Header{}}
-		joined := map[string]string{}
+		values := map[string][]string{}
 		for name, v := range map[string]string{
 			"X-Forwarded-Method": fwdMethod, "X-Forwarded-Uri": fwdURI, "X-Forwarded-Host": fwdHost,
 			"X-Original-Method": origMethod, "X-Original-Uri": origURI,
 		} {
 			if v != "" {
 				r.Header[name] = strings.Split(v, "\n")
-				joined[name] = strings.ReplaceAll(v, "\n", ",")
+				values[name] = r.Header[name]
 			}
 		}
 		got := extauthz.ForwardedRequest(r, prefix, mode)
 
-		base := extauthz.Request{Method: http.MethodGet, Path: u.RequestURI(), Host: r.Host}
-		if prefix != "" {
-			base.Path = "/" + strings.TrimLeft(strings.TrimPrefix(base.Path, prefix), "/")
-		}
-		want := base
-		fm, fu, om, ou := joined["X-Forwarded-Method"], joined["X-Forwarded-Uri"], joined["X-Original-Method"], joined["X-Original-Uri"]
-		pick := func(method, uri string, host bool) {
-			if method != "" {
-				want.Method = method
-			}
-			if uri != "" {
-				want.Path = uri
-			}
-			if h := joined["X-Forwarded-Host"]; host && h != "" {
-				want.Host = h
+		want := extauthz.Request{Method: http.MethodGet, Path: u.RequestURI(), Host: r.Host}
+		// read is what the mode's method and URI headers give: both there
+		// exactly once, a token for a method; else why not.
+		read := func(methodHeader, uriHeader string) {
+			m, uri := values[methodHeader], values[uriHeader]
+			switch {
+			case len(m) > 1 || len(uri) > 1:
+				want.Misconfigured = "forwarded_header_repeated"
+			case len(m) == 0 || len(uri) == 0 || m[0] == "" || uri[0] == "":
+				want.Misconfigured = "forwarded_header_missing"
+			case !httpToken.MatchString(m[0]):
+				want.Misconfigured = "forwarded_method_invalid"
+			default:
+				want.Method, want.Path = m[0], uri[0]
 			}
 		}
 		switch mode {
-		case "none": // the subrequest itself, whatever headers it carries
-		case "original":
-			pick(om, ou, false)
-		case "forwarded":
-			pick(fm, fu, true)
-		default:
-			pick(om, ou, true)
-			pick(fm, fu, true)
-			if (fu != "" && ou != "" && fu != ou) || (fm != "" && om != "" && fm != om) {
-				want.Invalid = "conflicting_forwarded_headers"
+		case "", "none":
+			switch rest, ok := strings.CutPrefix(want.Path, prefix); {
+			case fwdMethod != "" || fwdURI != "" || origMethod != "" || origURI != "":
+				want.Misconfigured = "forwarded_header_unexpected"
+			case prefix != "" && (!ok || !strings.HasPrefix(rest, "/")):
+				want.Misconfigured = "path_prefix_missing"
+			case prefix != "":
+				want.Path = rest
 			}
+		case "original":
+			read("X-Original-Method", "X-Original-Uri")
+		case "forwarded":
+			if h := values["X-Forwarded-Host"]; len(h) == 1 && h[0] != "" {
+				want.Host = h[0]
+			}
+			read("X-Forwarded-Method", "X-Forwarded-Uri")
+		default:
+			want.Misconfigured = "forwarded_mode_unknown"
 		}
 		if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(extauthz.Request{}, "Headers")); diff != "" {
 			t.Fatalf("ForwardedRequest(%q, %q, %q) (-want, +got):\n%s", target, prefix, mode, diff)
 		}
-		if got.Invalid != "" {
+		if got.Misconfigured != "" {
 			d := authz.Decide(context.Background(), &got)
-			if d.Outcome != extauthz.DenyUnauthorized || d.Reason != got.Invalid {
-				t.Fatalf("an invalid request was decided %v (%s), want unauthorized", d.Outcome, d.Reason)
+			if d.Outcome != extauthz.DenyMisconfigured || d.Reason != got.Misconfigured || d.Outcome.HTTPStatus() != http.StatusInternalServerError {
+				t.Fatalf("a misconfigured request was decided %v (%s), want misconfigured (500)", d.Outcome, d.Reason)
 			}
 		}
 	})

@@ -27,7 +27,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "odin_authz_decisions_total",
-			Help: "Check decisions by result (allow, unauthorized, forbidden, rate_limited, unavailable) and credential kind (none, malformed, api_key, jwt).",
+			Help: "Check decisions by result (allow, unauthorized, forbidden, rate_limited, unavailable, misconfigured) and credential kind (none, malformed, api_key, jwt).",
 		}, []string{"result", "credential"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "odin_authz_check_duration_seconds",
@@ -51,8 +51,11 @@ func (a *Authorizer) observe(d *Decision, r *Request, took time.Duration) {
 	a.metrics.byOutcome[d.Outcome][d.Credential.Kind].Inc()
 	a.metrics.latency.Observe(took.Seconds())
 	level := slog.LevelInfo
-	if d.Outcome == Allow {
+	switch d.Outcome {
+	case Allow:
 		level = slog.LevelDebug
+	case DenyMisconfigured: // for an operator to fix, not a caller's mistake
+		level = slog.LevelError
 	}
 	if a.log == nil || !a.log.Enabled(context.Background(), level) {
 		return

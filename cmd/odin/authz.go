@@ -88,9 +88,9 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	f.Duration(&cfg.SessionSync, "session-sync", "ODIN_SESSION_SYNC", 30*time.Second, "how often revoked sessions are re-read from PostgreSQL (the bound if a bus message is lost)")
 	f.String(&grpcAddr, "grpc-addr", "ODIN_GRPC_ADDR", ":9001", "gRPC listen address (Check, health, reflection)")
 	f.String(&httpAddr, "http-addr", "ODIN_HTTP_ADDR", ":9002", "HTTP forward-auth listen address (Envoy http_service, NGINX auth_request, Caddy forward_auth, Traefik ForwardAuth); empty disables")
-	f.String(&cfg.HTTPPathPrefix, "http-path-prefix", "ODIN_HTTP_PATH_PREFIX", "", "prefix to strip from forward-auth paths (Envoy http_service path_prefix)")
-	f.String(&cfg.ForwardedHeaders, "forwarded-headers", "ODIN_FORWARDED_HEADERS", "auto",
-		"which headers forward-auth trusts for the original method and URI: auto (X-Forwarded-* or X-Original-*, refusing a request whose two disagree), original (NGINX), forwarded (Caddy, Traefik), none (Envoy http_service)")
+	f.String(&cfg.HTTPPathPrefix, "http-path-prefix", "ODIN_HTTP_PATH_PREFIX", "", "Envoy http_service path_prefix: every forward-auth path must start with it and it is removed once (needs --forwarded-headers none)")
+	f.String(&cfg.ForwardedHeaders, "forwarded-headers", "ODIN_FORWARDED_HEADERS", "none",
+		"what the forward-auth proxy sets, and so where the original method and URI are read: none (Envoy http_service: the request line), original (NGINX auth_request: X-Original-Method and X-Original-URI), forwarded (Caddy forward_auth, Traefik ForwardAuth: X-Forwarded-Method and X-Forwarded-Uri); a subrequest without what its mode expects is refused with 500")
 	f.String(&opsAdr, "ops-addr", "ODIN_OPS_ADDR", ":9003", "operations HTTP listen address (/healthz, /readyz, /metrics); empty disables")
 	f.Int(&cacheSize, "cache-size", "ODIN_CACHE_SIZE", 100_000, "entries in the in-process LRU (keys and unknown-key entries)")
 	f.Duration(&cfg.Cache.NegativeTTL, "negative-ttl", "ODIN_NEGATIVE_TTL", 5*time.Second, "how long an unknown key is remembered as unknown")

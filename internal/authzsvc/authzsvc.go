@@ -80,11 +80,12 @@ type Config struct {
 	RateLimitBy string
 
 	StripCredential bool
-	// HTTPPathPrefix is stripped from forward-auth paths (Envoy
-	// http_service path_prefix) when no X-Forwarded-Uri says otherwise.
+	// HTTPPathPrefix is removed, once, from the front of forward-auth paths
+	// (Envoy http_service path_prefix); only with ForwardedHeaders "none".
 	HTTPPathPrefix string
-	// ForwardedHeaders picks the headers forward-auth trusts for the original
-	// method and URI: auto, original, forwarded or none.
+	// ForwardedHeaders names what the forward-auth proxy sends: "none"
+	// (default: the request line), "original" (X-Original-*) or
+	// "forwarded" (X-Forwarded-*); see extauthz.ForwardAuthOptions.
 	ForwardedHeaders string
 	MaxStreams       uint32
 	DrainTimeout     time.Duration
@@ -138,10 +139,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	if cfg.StoreName == "" {
 		cfg.StoreName = "postgres"
 	}
-	switch cfg.ForwardedHeaders {
-	case "", "auto", "original", "forwarded", "none":
-	default:
-		return nil, fmt.Errorf("forwarded headers %q: want auto, original, forwarded or none", cfg.ForwardedHeaders)
+	if err := extauthz.CheckForwarding(cfg.ForwardedHeaders, cfg.HTTPPathPrefix); err != nil {
+		return nil, fmt.Errorf("forwarded headers (--forwarded-headers, ODIN_FORWARDED_HEADERS) and path prefix (--http-path-prefix): %w", err)
 	}
 	if cfg.MaxStreams == 0 {
 		cfg.MaxStreams = 1024

@@ -156,22 +156,25 @@ func TestCheckSpanJWT(t *testing.T) {
 
 func TestForwardAuthSpans(t *testing.T) {
 	f := newFixture(t, false)
-	r, rec := startTraced(t, f.config())
 	key, k := f.createKey(t, keystore.NewKey{UserID: "user_fwd", Scopes: []string{"scans:read"}})
 	tests := []struct {
 		name    string
+		mode    string // --forwarded-headers
 		headers map[string]string
 		trace   string
 		parent  string
 		want    map[string]string
 	}{
-		{"NGINX with traceparent", map[string]string{"Traceparent": traceparent(envoyTraceID, envoySpanID), "X-Original-URI": "/v1/scans?cursor=abc", "X-Original-Method": "GET", "Api-Key": key},
+		{"NGINX with traceparent", "original", map[string]string{"Traceparent": traceparent(envoyTraceID, envoySpanID), "X-Original-URI": "/v1/scans?cursor=abc", "X-Original-Method": "GET", "Api-Key": key},
 			envoyTraceID, envoySpanID, map[string]string{"odin.decision": "allow", "odin.key_id": k.ID, "odin.request.path": "/v1/scans", "odin.request.method": "GET", "http.response.status_code": "200"}},
-		{"Envoy http_service with B3 (zipkin tracer)", map[string]string{"X-B3-Traceid": b3TraceID, "X-B3-Spanid": b3SpanID, "X-B3-Sampled": "1", "X-Forwarded-Method": "DELETE", "X-Forwarded-Uri": "/v1/scans/1", "Authorization": "Bearer " + key},
+		{"Caddy with B3 (zipkin tracer)", "forwarded", map[string]string{"X-B3-Traceid": b3TraceID, "X-B3-Spanid": b3SpanID, "X-B3-Sampled": "1", "X-Forwarded-Method": "DELETE", "X-Forwarded-Uri": "/v1/scans/1", "Authorization": "Bearer " + key},
 			b3TraceID, b3SpanID, map[string]string{"odin.decision": "FORBIDDEN", "odin.reason": "missing_scope", "odin.request.method": "DELETE", "http.response.status_code": "403"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			cfg := f.config()
+			cfg.ForwardedHeaders = tt.mode
+			r, rec := startTraced(t, cfg)
 			req, _ := http.NewRequest("GET", r.httpURL+"/auth", nil)
 			req.Header.Set("X-Request-Id", "req-fwd-trace")
 			for k, v := range tt.headers {
