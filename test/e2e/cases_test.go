@@ -176,6 +176,10 @@ func runCases(t *testing.T, w *world, f front) {
 		}
 	})
 
+	t.Run("forwarded headers from the client", func(t *testing.T) {
+		runSpoofCases(t, f.allow, f.upstream, k)
+	})
+
 	t.Run("store outage", func(t *testing.T) {
 		hits := f.upstream.hits.Load()
 		got := send(t, "GET", f.outage+"/v1/scans", http.Header{"Authorization": {"Bearer " + k.valid}}, "")
@@ -245,5 +249,52 @@ func checkDenial(t *testing.T, got reply, status int, code string) {
 	}
 	if strings.Contains(string(got.body), "odin_sk_") {
 		t.Error("the denial body echoes a key")
+	}
+}
+
+// forgedOrigin are the headers a client sends to pass for another request:
+// a GET of a public path, under every name a forward-auth proxy uses.
+var forgedOrigin = http.Header{
+	"X-Forwarded-Method": {"GET"}, "X-Original-Method": {"GET"},
+	"X-Forwarded-Uri": {"/v1/public/x"}, "X-Original-Uri": {"/v1/public/x"},
+}
+
+// runSpoofCases: what a client sends in X-Forwarded-* and X-Original-*
+// never changes a decision. A POST with a read-only key stays 403, a path
+// stays out of the public rule, whether the headers come once or repeated;
+// and the public rule itself works (so the refusals mean something).
+func runSpoofCases(t *testing.T, base string, up *echoUpstream, k keys) {
+	t.Run("public path, for reference", func(t *testing.T) {
+		hits := up.hits.Load()
+		if got := send(t, "GET", base+"/v1/public/x", nil, ""); got.status != http.StatusOK || up.hits.Load()-hits != 1 {
+			t.Fatalf("GET /v1/public/x: status %d, upstream hits %d; want 200 from the upstream", got.status, up.hits.Load()-hits)
+		}
+	})
+	repeated := http.Header{}
+	for name, v := range forgedOrigin {
+		repeated[name] = []string{v[0], v[0]}
+	}
+	tests := []struct {
+		name, method, path string
+		header             http.Header
+		status             int
+		code               string
+	}{
+		{"POST with a read-only key", "POST", "/v1/scans", with(forgedOrigin, http.Header{"Api-Key": {k.readOnly}}), 403, "FORBIDDEN"},
+		{"POST with a read-only key, headers repeated", "POST", "/v1/scans", with(repeated, http.Header{"Api-Key": {k.readOnly}}), 403, "FORBIDDEN"},
+		{"POST with a read-only key to a public path", "POST", "/v1/public/x", with(forgedOrigin, http.Header{"Api-Key": {k.readOnly}}), 403, "FORBIDDEN"},
+		{"no credential", "GET", "/v1/admin", forgedOrigin, 401, "UNAUTHORIZED"},
+		{"no credential, headers repeated", "GET", "/v1/admin", repeated, 401, "UNAUTHORIZED"},
+		{"no credential, a public URI after a comma", "GET", "/v1/admin", http.Header{"X-Forwarded-Uri": {"/v1/public/x,/v1/admin"}, "X-Original-Uri": {"/v1/public/x,/v1/admin"}}, 401, "UNAUTHORIZED"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			hits := up.hits.Load()
+			got := send(t, tt.method, base+tt.path, tt.header, "{}")
+			checkDenial(t, got, tt.status, tt.code)
+			if n := up.hits.Load() - hits; n != 0 {
+				t.Errorf("a denied request reached the upstream (%d requests)", n)
+			}
+		})
 	}
 }

@@ -22,7 +22,7 @@ import (
 // file's local_reply_config, which the stand-in does not model.
 func TestEnvoyProxy(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorld(t, "none")
 	up := startEcho(t)
 	upstream, _ := url.Parse("http://" + up.Addr)
 	var mu sync.Mutex

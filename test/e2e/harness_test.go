@@ -63,11 +63,24 @@ func startReplica(t *testing.T, cfg authzsvc.Config, logs io.Writer) replica {
 
 // keys are the credentials the cases present.
 type keys struct {
-	valid, validID, revoked, unknown, badChecksum string
+	valid, validID, readOnly, revoked, unknown, badChecksum string
 }
 
 // all lists every plaintext, to look for in logs.
-func (k keys) all() []string { return []string{k.valid, k.revoked, k.unknown, k.badChecksum} }
+func (k keys) all() []string {
+	return []string{k.valid, k.readOnly, k.revoked, k.unknown, k.badChecksum}
+}
+
+// e2ePolicy is the replicas' route policy: the built-in default (read for
+// GET, HEAD, OPTIONS; write otherwise), and GET below /v1/public needs no
+// credential, so that a path a client could forge has somewhere to go.
+const e2ePolicy = `
+rules:
+  - name: public
+    methods: [GET]
+    prefix: /v1/public
+    public: true
+`
 
 // world is what every proxy is put in front of: a healthy replica (real
 // PostgreSQL and Redis), a replica whose database nobody listens on, and an
@@ -77,9 +90,13 @@ type world struct {
 	dead          string
 	keys          keys
 	logs          *testenv.LogBuffer
+	// healthy is the healthy replica's configuration.
+	healthy authzsvc.Config
 }
 
-func newWorld(t *testing.T) *world {
+// newWorld starts the replicas with --forwarded-headers mode, the one the
+// proxy in front needs.
+func newWorld(t *testing.T, mode string) *world {
 	t.Helper()
 	ctx := context.Background()
 	w := &world{logs: &testenv.LogBuffer{}}
@@ -110,17 +127,27 @@ func newWorld(t *testing.T) *world {
 	if _, err := manager.Revoke(ctx, keystore.Actor{ID: "e2e"}, rk.ID); err != nil {
 		t.Fatalf("revoke key: %v", err)
 	}
+	readOnly, _, err := manager.Create(ctx, keystore.Actor{ID: "e2e"}, keystore.NewKey{Name: "e2e read-only", UserID: "user_carol", Scopes: []string{"scans:read"}})
+	if err != nil {
+		t.Fatalf("create key: %v", err)
+	}
 	unknown, err := keystore.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	last := valid[len(valid)-1]
 	bad := valid[:len(valid)-1] + map[bool]string{true: "1", false: "0"}[last == '0']
-	w.keys = keys{valid: valid, validID: k.ID, revoked: revoked, unknown: unknown, badChecksum: bad}
+	w.keys = keys{valid: valid, validID: k.ID, readOnly: readOnly, revoked: revoked, unknown: unknown, badChecksum: bad}
 
-	w.authz = startReplica(t, authzsvc.Config{DatabaseURL: dbURL, RedisURL: redisURL, RedisPrefix: prefix, StripCredential: true}, w.logs)
+	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(policyFile, []byte(e2ePolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.healthy = authzsvc.Config{DatabaseURL: dbURL, RedisURL: redisURL, RedisPrefix: prefix, StripCredential: true,
+		PolicyFile: policyFile, ForwardedHeaders: mode}
+	w.authz = startReplica(t, w.healthy, w.logs)
 	down := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/x?sslmode=disable", testenv.FreePort(t))
-	w.outage = startReplica(t, authzsvc.Config{DatabaseURL: down, StripCredential: true}, w.logs)
+	w.outage = startReplica(t, authzsvc.Config{DatabaseURL: down, StripCredential: true, PolicyFile: policyFile, ForwardedHeaders: mode}, w.logs)
 	w.dead = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	return w
 }

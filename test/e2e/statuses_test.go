@@ -25,14 +25,17 @@ var denialPaths = map[string]extauthz.Outcome{
 	"/deny/403": extauthz.DenyForbidden,
 	"/deny/429": extauthz.DenyRateLimited,
 	"/deny/503": extauthz.DenyUnavailable,
+	"/deny/500": extauthz.DenyMisconfigured,
 }
 
-func startStatusAuthz(t *testing.T) *statusAuthz {
+// startStatusAuthz answers as odin authz would for the path the proxy
+// forwards as mode (--forwarded-headers) says.
+func startStatusAuthz(t *testing.T, mode string) *statusAuthz {
 	t.Helper()
 	s := &statusAuthz{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.asks.Add(1)
-		req := extauthz.ForwardedRequest(r, "", "auto")
+		req := extauthz.ForwardedRequest(r, "", mode)
 		o, ok := denialPaths[req.Path]
 		if !ok {
 			w.WriteHeader(http.StatusOK)
@@ -57,10 +60,11 @@ func TestDenialStatuses(t *testing.T) {
 	t.Parallel()
 	proxies := []struct {
 		name         string
+		mode         string
 		start        func(t *testing.T, authz, upstream string) string
 		asksByDenial int64
 	}{
-		{"nginx", func(t *testing.T, authz, upstream string) string {
+		{"nginx", "original", func(t *testing.T, authz, upstream string) string {
 			bin := findTool(t, "nginx", "ODIN_NGINX_BIN", "nginx", "/usr/sbin/nginx")
 			shipped, err := os.ReadFile(nginxConf)
 			if err != nil {
@@ -70,7 +74,7 @@ func TestDenialStatuses(t *testing.T) {
 			_, base := startNGINX(t, bin, string(shipped), authz, upstream)
 			return base
 		}, 2},
-		{"caddy", func(t *testing.T, authz, upstream string) string {
+		{"caddy", "forwarded", func(t *testing.T, authz, upstream string) string {
 			_, base := startCaddy(t, findCaddy(t), authz, upstream)
 			return base
 		}, 1},
@@ -85,11 +89,12 @@ func TestDenialStatuses(t *testing.T) {
 		{"/deny/403", 403, "FORBIDDEN", ""},
 		{"/deny/429", 429, "RATE_LIMITED", "7"},
 		{"/deny/503", 503, "UNAVAILABLE", ""},
+		{"/deny/500", 500, "INTERNAL", ""},
 	}
 	for _, px := range proxies {
 		t.Run(px.name, func(t *testing.T) {
 			t.Parallel()
-			authz := startStatusAuthz(t)
+			authz := startStatusAuthz(t, px.mode)
 			up := startEcho(t)
 			base := px.start(t, authz.addr, up.Addr)
 			if got := send(t, "GET", base+"/allow", nil, ""); got.status != 200 || up.hits.Load() != 1 {
