@@ -126,6 +126,14 @@ func TestComposeStack(t *testing.T) {
 	if slices.Contains(p.ServiceNames(), "load") {
 		t.Error("load runs with a plain `docker compose up`; it belongs to the load profile only")
 	}
+	// The forward-auth port says what it decides: the request line, as
+	// envoy-http.yaml (which says so too) sends it.
+	if got := envOf(p, "authz", "ODIN_FORWARDED_HEADERS"); got != "none" {
+		t.Errorf("authz: ODIN_FORWARDED_HEADERS = %q, want none (what envoy-http.yaml sends)", got)
+	}
+	if b, err := os.ReadFile("envoy-http.yaml"); err != nil || !strings.Contains(string(b), "ODIN_FORWARDED_HEADERS=none") {
+		t.Errorf("envoy-http.yaml does not name the mode odin authz runs with (ODIN_FORWARDED_HEADERS=none): %v", err)
+	}
 	// Overrides from the environment reach the services.
 	p, err = loadCompose(t.Context(), data, map[string]string{"ODIN_ADMIN_TOKEN": "operator-token-from-the-environment-0123456789"})
 	if err != nil {

@@ -16,7 +16,7 @@ const caddyfile = "../../envoy/caddy/Caddyfile"
 func TestCaddy(t *testing.T) {
 	t.Parallel()
 	bin := findCaddy(t)
-	w := newWorld(t, "forwarded")
+	w := newWorld(t, shippedMode(t, caddyfile))
 	up := startEcho(t)
 	var outputs []*process
 	start := func(authz string) string {

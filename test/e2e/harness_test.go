@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -273,6 +274,22 @@ func (p *process) stop() {
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-p.exited
 	}
+}
+
+// shippedMode is the --forwarded-headers a shipped proxy config says odin
+// authz must run with (its one ODIN_FORWARDED_HEADERS=mode): the replicas
+// behind it run with that, so a file naming the wrong mode fails the test.
+func shippedMode(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`ODIN_FORWARDED_HEADERS=(\w+)`).FindAllStringSubmatch(string(b), -1)
+	if len(m) != 1 {
+		t.Fatalf("%s names %d ODIN_FORWARDED_HEADERS=mode, want exactly one", file, len(m))
+	}
+	return m[0][1]
 }
 
 // loopbackAddr reserves a free loopback port for a proxy to listen on.

@@ -56,7 +56,7 @@ func TestNGINXMisconfigured(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkNGINXModules(t, bin, string(shipped))
-	w := newWorld(t, "original")
+	w := newWorld(t, shippedMode(t, nginxConf))
 	up := startEcho(t)
 
 	t.Run("shipped config, replica in mode none", func(t *testing.T) {
@@ -85,7 +85,7 @@ func TestNGINXMisconfigured(t *testing.T) {
 func TestCaddyMisconfigured(t *testing.T) {
 	t.Parallel()
 	bin := findCaddy(t)
-	w := newWorld(t, "forwarded")
+	w := newWorld(t, shippedMode(t, caddyfile))
 	up := startEcho(t)
 	_, base := startCaddy(t, bin, w.replicaInMode(t, "none").HTTP, up.Addr)
 	checkMisconfigured(t, base, up, w.keys)

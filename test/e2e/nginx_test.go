@@ -21,7 +21,7 @@ func TestNGINX(t *testing.T) {
 	}
 	checkNGINXModules(t, bin, string(shipped))
 
-	w := newWorld(t, "original")
+	w := newWorld(t, shippedMode(t, nginxConf))
 	up := startEcho(t)
 	var outputs []*process
 	start := func(authz string) string {

@@ -64,7 +64,7 @@ func TestDenialStatuses(t *testing.T) {
 		start        func(t *testing.T, authz, upstream string) string
 		asksByDenial int64
 	}{
-		{"nginx", "original", func(t *testing.T, authz, upstream string) string {
+		{"nginx", shippedMode(t, nginxConf), func(t *testing.T, authz, upstream string) string {
 			bin := findTool(t, "nginx", "ODIN_NGINX_BIN", "nginx", "/usr/sbin/nginx")
 			shipped, err := os.ReadFile(nginxConf)
 			if err != nil {
@@ -74,7 +74,7 @@ func TestDenialStatuses(t *testing.T) {
 			_, base := startNGINX(t, bin, string(shipped), authz, upstream)
 			return base
 		}, 2},
-		{"caddy", "forwarded", func(t *testing.T, authz, upstream string) string {
+		{"caddy", shippedMode(t, caddyfile), func(t *testing.T, authz, upstream string) string {
 			_, base := startCaddy(t, findCaddy(t), authz, upstream)
 			return base
 		}, 1},
