@@ -121,13 +121,27 @@ func Postgres(t testing.TB) string {
 	if template.err != nil {
 		unavailable(t, "PostgreSQL ("+redactURL(PostgresAdminURL())+")", template.err)
 	}
+	return newDatabase(t, template.name)
+}
+
+// PostgresEmpty is Postgres without the schema: a fresh database on which no
+// migration ran, as a new deployment finds it.
+func PostgresEmpty(t testing.TB) string {
+	t.Helper()
+	return newDatabase(t, "template0")
+}
+
+// newDatabase creates a database from template, dropped when t ends.
+func newDatabase(t testing.TB, template string) string {
+	t.Helper()
+	ctx := context.Background()
 	conn, err := adminConn(ctx)
 	if err != nil {
 		unavailable(t, "PostgreSQL", err)
 	}
 	defer conn.Close(ctx)
 	name := "odin_t_" + ownedName()
-	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, template.name)); err != nil {
+	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, template)); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
 	t.Cleanup(func() { dropDatabase(name) })
