@@ -822,3 +822,40 @@ func envoyListenerPort(s types.ServiceConfig) int {
 	}
 	return int(s.Ports[0].Target)
 }
+
+// The compose table of envoy/README.md names every service of the compose
+// file, in every profile, and no other.
+func TestComposeTableMatchesServices(t *testing.T) {
+	data, err := os.ReadFile(composePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Services map[string]any `json:"services"`
+	}
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Docker compose\n")
+	if !ok {
+		t.Fatal("envoy/README.md has no \"## Docker compose\" section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	row := regexp.MustCompile("(?m)^\\| `([a-z0-9-]+)`")
+	documented := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(section, -1) {
+		documented[m[1]] = true
+		if _, ok := doc.Services[m[1]]; !ok {
+			t.Errorf("envoy/README.md's compose table names %q, which docker-compose.yml does not have", m[1])
+		}
+	}
+	for name := range doc.Services {
+		if !documented[name] {
+			t.Errorf("docker-compose.yml has service %q, missing from envoy/README.md's compose table", name)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -388,13 +389,19 @@ func checkDemoKey(v string) error {
 
 // cliName is how the banner spells the odin command: `go run ./cmd/odin`
 // when this process was started by go run, else the name it was started as.
+// go run builds into a temporary go-build directory, or (Go 1.24 and later,
+// from the second run on) runs the binary from the executable cache inside
+// GOCACHE, at <2 hex>/<64 hex>-d/<name>: neither is a path to hand a user.
 func cliName(arg0 string) string {
 	slash := filepath.ToSlash(arg0)
-	if strings.Contains(slash, "/go-build") && strings.Contains(slash, "/exe/") {
+	if strings.Contains(slash, "/go-build") && strings.Contains(slash, "/exe/") || goRunCachePath.MatchString(slash) {
 		return "go run ./cmd/odin"
 	}
 	return shellQuote(arg0)
 }
+
+// goRunCachePath matches a binary in the go command's executable cache.
+var goRunCachePath = regexp.MustCompile(`/[0-9a-f]{2}/[0-9a-f]{64}-d/[^/]+$`)
 
 // shellQuote quotes s for a POSIX shell when it needs it.
 func shellQuote(s string) string {

@@ -347,11 +347,14 @@ func TestDevBanner(t *testing.T) {
 func TestCliName(t *testing.T) {
 	for arg0, want := range map[string]string{
 		"/tmp/go-build3396143461/b001/exe/odin": "go run ./cmd/odin",
-		"odin":                                  "odin",
-		"./odin":                                "./odin",
-		"/usr/local/bin/odin":                   "/usr/local/bin/odin",
-		"/home/me/my tools/odin":                `'/home/me/my tools/odin'`,
-		"/home/me/it's/odin":                    `'/home/me/it'\''s/odin'`,
+		// the second go run: Go's executable cache in GOCACHE
+		"/root/.cache/go-build/83/836cda8ba87c1d1d8a9a0f0569a1e4d29be5ce4718e648f94084d14c0f1eb128-d/odin": "go run ./cmd/odin",
+		"/home/me/.cache/go-build/83/deadbeef/odin":                                                        "/home/me/.cache/go-build/83/deadbeef/odin",
+		"odin":                   "odin",
+		"./odin":                 "./odin",
+		"/usr/local/bin/odin":    "/usr/local/bin/odin",
+		"/home/me/my tools/odin": `'/home/me/my tools/odin'`,
+		"/home/me/it's/odin":     `'/home/me/it'\''s/odin'`,
 	} {
 		if got := cliName(arg0); got != want {
 			t.Errorf("cliName(%q) = %q, want %q", arg0, got, want)

@@ -30,6 +30,7 @@ Commands:
   devcerts   DEVELOPMENT ONLY: write a CA, server and client certificates for TLS (odin devcerts -h)
   healthcheck  GET a health URL, exit 0 on 2xx (container health checks)
   check      send one Check (gRPC) or forward-auth (HTTP) request, print the decision (odin check -h)
+  version    print the build: module version, VCS revision and time, Go version
 
 Run 'odin <command> -h' for a command's flags and their ODIN_* variables.
 `
@@ -81,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runKeys(ctx, args[1:], stdout, stderr)
 	case "sessions":
 		return runSessions(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		return runVersion(args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return fmt.Errorf("unknown command %q", args[0])

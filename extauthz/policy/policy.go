@@ -140,18 +140,23 @@ func (r Result) Allowed() bool {
 	return !r.Invalid && len(r.Missing) == 0 && len(r.MissingAnyOf) == 0
 }
 
-// Message is a short text for the 403 body, naming the missing scope(s);
-// empty when the request is allowed. It holds scope names from the policy,
-// never anything from the request.
+// Message is a short text for the 403 body: the missing scope(s), which
+// granted scopes would satisfy each, and the rule that asked for them;
+// empty when the request is allowed. It holds scope and rule names from the
+// policy, never anything from the request.
 func (r Result) Message() string {
 	var parts []string
 	switch {
 	case r.Invalid:
 		return "Request path is not in canonical form"
 	case len(r.Missing) == 1:
-		parts = append(parts, "missing scope "+r.Missing[0])
+		parts = append(parts, "missing scope "+r.Missing[0]+" (granted by "+grantedByText(r.Missing[0])+")")
 	case len(r.Missing) > 1:
-		parts = append(parts, "missing scopes "+strings.Join(r.Missing, ", "))
+		each := make([]string, len(r.Missing))
+		for i, m := range r.Missing {
+			each[i] = m + " (granted by " + grantedByText(m) + ")"
+		}
+		parts = append(parts, "missing scopes "+strings.Join(each, ", "))
 	}
 	if len(r.MissingAnyOf) > 0 {
 		parts = append(parts, "needs one of the scopes "+strings.Join(r.MissingAnyOf, ", "))
@@ -159,7 +164,11 @@ func (r Result) Message() string {
 	if len(parts) == 0 {
 		return ""
 	}
-	return "Insufficient permissions: " + strings.Join(parts, "; ")
+	msg := "Insufficient permissions: " + strings.Join(parts, "; ")
+	if r.Rule != "" {
+		msg += `; rule "` + r.Rule + `"`
+	}
+	return msg
 }
 
 // methodSet is a set of HTTP methods, one bit each.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -113,16 +114,44 @@ func TestResult(t *testing.T) {
 		{Result{Rule: "x"}, true, ""},
 		{Result{Rule: "x", Public: true}, true, ""},
 		{Result{Rule: "invalid path", Invalid: true}, false, "Request path is not in canonical form"},
-		{Result{Missing: []string{"write"}}, false, "Insufficient permissions: missing scope write"},
-		{Result{Missing: []string{"a", "b"}}, false, "Insufficient permissions: missing scopes a, b"},
+		{Result{Rule: "built-in default", Missing: []string{"write"}}, false,
+			`Insufficient permissions: missing scope write (granted by write, <resource>:write, <resource>:* or *); rule "built-in default"`},
+		{Result{Rule: "scans", Missing: []string{"scans:write"}}, false,
+			`Insufficient permissions: missing scope scans:write (granted by scans:write, scans:* or *); rule "scans"`},
+		{Result{Missing: []string{"a", "b:c:read"}}, false,
+			"Insufficient permissions: missing scopes a (granted by a or *), b:c:read (granted by b:c:read, b:c:write, b:c:*, b:* or *)"},
 		{Result{MissingAnyOf: []string{"a", "b"}}, false, "Insufficient permissions: needs one of the scopes a, b"},
-		{Result{Missing: []string{"a"}, MissingAnyOf: []string{"b", "c"}}, false, "Insufficient permissions: missing scope a; needs one of the scopes b, c"},
+		{Result{Rule: "rule 2", Missing: []string{"a"}, MissingAnyOf: []string{"b", "c"}}, false,
+			`Insufficient permissions: missing scope a (granted by a or *); needs one of the scopes b, c; rule "rule 2"`},
 	} {
 		if got := tc.r.Allowed(); got != tc.allowed {
 			t.Errorf("%+v: Allowed() = %v, want %v", tc.r, got, tc.allowed)
 		}
 		if diff := cmp.Diff(tc.wantMessage, tc.r.Message()); diff != "" {
 			t.Errorf("%+v: Message() (-want, +got):\n%s", tc.r, diff)
+		}
+	}
+}
+
+// What a 403 says grants a scope does grant it, and the scopes it leaves
+// out do not.
+func TestGrantedByTextMatchesGrantedBy(t *testing.T) {
+	for _, name := range []string{"read", "write", "scans:read", "scans:write", "admin", "a:b:c"} {
+		q := newRequirement(name)
+		text := grantedByText(name)
+		listed := strings.Split(strings.TrimSuffix(text, " or *"), ", ")
+		listed = append(listed, "*")
+		for _, g := range listed {
+			g = strings.ReplaceAll(g, "<resource>", "billing")
+			if !q.grantedBy(g) {
+				t.Errorf("%s: the message lists %q, which does not grant it", name, g)
+			}
+		}
+		for _, g := range []string{"billing:delete", "other", "scans", "scans:admin", "x:*"} {
+			_, verb, _ := strings.Cut(g, ":")
+			if q.grantedBy(g) && !strings.Contains(text, g) && !strings.Contains(text, "<resource>:"+verb) {
+				t.Errorf("%s: %q grants it but the message does not say so (%s)", name, g, text)
+			}
 		}
 	}
 }

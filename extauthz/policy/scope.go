@@ -69,6 +69,29 @@ func hasResource(g, suffix string) bool {
 	return len(g) > len(suffix) && g[len(g)-len(suffix):] == suffix
 }
 
+// grantedByText says which granted scopes satisfy the scope named q, for a
+// 403 message: "scans:write, scans:* or *". It follows grantedBy.
+func grantedByText(q string) string {
+	var alts []string
+	switch q {
+	case "read":
+		alts = []string{"read", "write", "<resource>:read", "<resource>:write", "<resource>:*"}
+	case "write":
+		alts = []string{"write", "<resource>:write", "<resource>:*"}
+	default:
+		alts = append(alts, q)
+		if res, ok := strings.CutSuffix(q, ":read"); ok && res != "" {
+			alts = append(alts, res+":write")
+		}
+		for i := len(q) - 1; i > 0; i-- { // "a:b:c" is granted by a:b:* and a:*
+			if q[i] == ':' && i < len(q)-1 {
+				alts = append(alts, q[:i+1]+"*")
+			}
+		}
+	}
+	return strings.Join(alts, ", ") + " or *"
+}
+
 // satisfied reports whether any granted scope satisfies q.
 func (q *requirement) satisfied(granted []string) bool {
 	for _, g := range granted {

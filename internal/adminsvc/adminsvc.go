@@ -83,6 +83,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 			return nil, err
 		}
 		s.store, s.closeStore = pg, pg.Close
+		pg.ReportSchema(ctx, logger)
 	}
 	km := keystore.NewMetrics(s.registry)
 	if cfg.RedisURL != "" {

@@ -172,6 +172,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 			return nil, err
 		}
 		store, s.closeStore = pg, pg.Close
+		pg.ReportSchema(ctx, logger)
 		if pg.HasReplica() {
 			s.pingReplica = pg.PingReplica
 		}

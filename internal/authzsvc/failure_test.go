@@ -3,8 +3,10 @@ package authzsvc
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
 
 // Two replicas share Redis and PostgreSQL; a revoke written by a third
@@ -279,5 +282,34 @@ func TestDrainOnShutdown(t *testing.T) {
 	t.Logf("drain: %d checks answered, %d refused after close", answered, refused)
 	if !r.svc.Readiness().Report().Draining {
 		t.Error("readiness not draining")
+	}
+}
+
+// A reachable database on which no migration ran is not ready: /readyz
+// names the schema version it has and the one needed, the start-up log says
+// what to run, and a key check is a 503, never a 401.
+func TestUnmigratedDatabaseIsNotReady(t *testing.T) {
+	r := startReplica(t, Config{DatabaseURL: testenv.PostgresEmpty(t)})
+	key, _ := keystore.GenerateKey()
+	if got := httpStatus(r.check(t, map[string]string{"authorization": "Bearer " + key})); got != 503 {
+		t.Fatalf("check against an unmigrated database: status %d, want 503", got)
+	}
+	r.svc.Readiness().Probe(context.Background())
+	res, err := http.Get(r.opsURL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	want := fmt.Sprintf("schema version 0, needs %d: run odin migrate", pgstore.SchemaVersion())
+	if res.StatusCode != 503 || !strings.Contains(string(body), want) {
+		t.Errorf("/readyz = %d %s, want 503 naming %q", res.StatusCode, body, want)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(r.logs.String(), "database schema is behind") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if logs := r.logs.String(); !strings.Contains(logs, "database schema is behind") || !strings.Contains(logs, "odin migrate") {
+		t.Errorf("the start-up log does not say what to run:\n%s", logs)
 	}
 }

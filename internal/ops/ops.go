@@ -5,6 +5,7 @@ package ops
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -20,6 +21,14 @@ import (
 type Probe struct {
 	Name string
 	Fn   func(context.Context) error
+}
+
+// StateReporter is an error whose ReportState text is safe to show in the
+// readiness report: it names no host, user or secret. Any other probe error
+// is reported as "unavailable".
+type StateReporter interface {
+	error
+	ReportState() string
 }
 
 // Report is the last result of every probe.
@@ -79,8 +88,13 @@ func (r *Readiness) Probe(ctx context.Context) {
 		ok[p.Name] = err == nil
 		checks[p.Name] = "ok"
 		if err != nil {
-			// The error text can name hosts; the report says only the state.
+			// The error text can name hosts; the report says only the state,
+			// or what an error made to be shown says.
 			checks[p.Name] = "unavailable"
+			var sr StateReporter
+			if errors.As(err, &sr) {
+				checks[p.Name] = sr.ReportState()
+			}
 		}
 	}
 	ready := r.rule(ok) && !r.draining.Load()

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -29,6 +28,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+
+	"github.com/odin-scan/odin-authz/internal/buildinfo"
 )
 
 // Config is how a command traces. Its zero value is tracing off.
@@ -265,7 +266,7 @@ func newSampler(name, ratio string) (sdktrace.Sampler, error) {
 // newResource: our defaults first, then OTEL_RESOURCE_ATTRIBUTES and
 // OTEL_SERVICE_NAME (read by the SDK), then cfg.ServiceName.
 func newResource(ctx context.Context, cfg Config, res Resource) (*resource.Resource, error) {
-	attrs := []attribute.KeyValue{semconv.ServiceName(res.Service), semconv.ServiceVersion(buildVersion())}
+	attrs := []attribute.KeyValue{semconv.ServiceName(res.Service), semconv.ServiceVersion(buildinfo.Read().Short())}
 	if res.Instance != "" {
 		attrs = append(attrs, semconv.ServiceInstanceID(res.Instance))
 	}
@@ -281,24 +282,6 @@ func newResource(ctx context.Context, cfg Config, res Resource) (*resource.Resou
 		return nil, fmt.Errorf("trace resource: %w", err)
 	}
 	return r, nil
-}
-
-// buildVersion is the module version the binary was built from, else its
-// VCS revision, else "devel".
-func buildVersion() string {
-	info, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "devel"
-	}
-	if v := info.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	for _, s := range info.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			return s.Value[:12]
-		}
-	}
-	return "devel"
 }
 
 // loggingExporter reports failed exports on the service's own log (at most

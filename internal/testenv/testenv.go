@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -53,11 +54,80 @@ func RedisServerURL() string {
 // unavailable skips, or fails under CI=true, because a server is missing.
 func unavailable(t testing.TB, what string, err error) {
 	t.Helper()
-	msg := fmt.Sprintf("\n*** %s is unreachable: %v\n*** this test needs it; start it (see README) — skipping", what, err)
+	Unavailable(t, fmt.Sprintf("%s is unreachable: %v", what, err))
+}
+
+// Unavailable skips the test, or fails it under CI=true, because something
+// it needs (a server, a proxy binary) is missing; what says what and how to
+// get it. Main prints one summary line per reason after the package's tests,
+// so that skips are seen without -v.
+func Unavailable(t testing.TB, what string) {
+	t.Helper()
+	msg := fmt.Sprintf("\n*** %s\n*** this test needs it (see README) — skipping", what)
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg + " is not allowed under CI=true")
 	}
+	skips.add(what)
 	t.Skip(msg)
+}
+
+// skips counts the tests skipped by Unavailable, per reason.
+var skips skipLog
+
+type skipLog struct {
+	mu      sync.Mutex
+	reasons []string
+	count   map[string]int
+}
+
+func (l *skipLog) add(what string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.count == nil {
+		l.count = map[string]int{}
+	}
+	if l.count[what] == 0 {
+		l.reasons = append(l.reasons, what)
+	}
+	l.count[what]++
+}
+
+// summary is one loud line per reason, or "" when nothing was skipped.
+func (l *skipLog) summary(pkg string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var b strings.Builder
+	for _, r := range l.reasons {
+		fmt.Fprintf(&b, "*** %s: %d test(s) SKIPPED: %s\n", pkg, l.count[r], strings.ReplaceAll(r, "\n", " "))
+	}
+	return b.String()
+}
+
+// reportSkips prints the summary on stderr (shown with -v or on failure) and
+// on the terminal: go test keeps a passing package's output to itself, so a
+// run of the README's test command would otherwise show "ok" for a package
+// whose main tests all skipped. Without a terminal (CI) the line is in the
+// output only; under CI=true a skip is a failure anyway.
+func reportSkips() {
+	wd, _ := os.Getwd()
+	pkg := wd
+	for dir := wd; dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			if rel, err := filepath.Rel(dir, wd); err == nil {
+				pkg = "./" + filepath.ToSlash(rel)
+			}
+			break
+		}
+	}
+	msg := skips.summary(pkg)
+	if msg == "" {
+		return
+	}
+	fmt.Fprint(os.Stderr, msg)
+	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+		fmt.Fprint(tty, msg)
+		tty.Close()
+	}
 }
 
 // RandomSuffix is a short random lower-case hex string for names.
@@ -121,13 +191,27 @@ func Postgres(t testing.TB) string {
 	if template.err != nil {
 		unavailable(t, "PostgreSQL ("+redactURL(PostgresAdminURL())+")", template.err)
 	}
+	return newDatabase(t, template.name)
+}
+
+// PostgresEmpty is Postgres without the schema: a fresh database on which no
+// migration ran, as a new deployment finds it.
+func PostgresEmpty(t testing.TB) string {
+	t.Helper()
+	return newDatabase(t, "template0")
+}
+
+// newDatabase creates a database from template, dropped when t ends.
+func newDatabase(t testing.TB, template string) string {
+	t.Helper()
+	ctx := context.Background()
 	conn, err := adminConn(ctx)
 	if err != nil {
 		unavailable(t, "PostgreSQL", err)
 	}
 	defer conn.Close(ctx)
 	name := "odin_t_" + ownedName()
-	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, template.name)); err != nil {
+	if _, err := conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", name, template)); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
 	t.Cleanup(func() { dropDatabase(name) })
@@ -194,6 +278,7 @@ func dropDatabase(name string) {
 // from TestMain.
 func Main(m *testing.M) int {
 	code := m.Run()
+	reportSkips()
 	if template.name != "" {
 		dropDatabase(template.name)
 	}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -34,6 +35,8 @@ var migrations embed.FS
 type Store struct {
 	pool *pgxpool.Pool
 	rep  *replica // nil without a read replica
+	// schemaCurrent is set once CheckSchema saw every migration applied.
+	schemaCurrent atomic.Bool
 }
 
 var _ keystore.Store = (*Store)(nil)
@@ -447,12 +450,14 @@ func (s *Store) ListKeys(ctx context.Context, opts keystore.ListKeysOptions) ([]
 	return keys, next, nil
 }
 
-// Ping implements keystore.Store.
+// Ping implements keystore.Store: the database answers and its schema is
+// the one this binary needs (a reachable but unmigrated database cannot
+// answer a single check, so it is not healthy).
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("ping database: %w", err)
 	}
-	return nil
+	return s.CheckSchema(ctx)
 }
 
 func encodeCursor(at time.Time, id string) string {

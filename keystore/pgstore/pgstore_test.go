@@ -2,9 +2,11 @@ package pgstore_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -54,3 +56,31 @@ func TestOpenRejectsBadURLWithoutEchoingIt(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// An empty database is reachable but unusable: Ping says which schema
+// version it has and which this binary needs, until it is migrated.
+func TestPingRefusesAnUnmigratedDatabase(t *testing.T) {
+	s, err := pgstore.Open(context.Background(), testenv.PostgresEmpty(t), pgstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	want := pgstore.SchemaVersion()
+	if want < 4 {
+		t.Fatalf("SchemaVersion() = %d, want the newest embedded migration (at least 4)", want)
+	}
+	err = s.Ping(context.Background())
+	var se *pgstore.SchemaError
+	if !errors.As(err, &se) || !errors.Is(err, pgstore.ErrSchemaBehind) || se.Have != 0 || se.Want != want {
+		t.Fatalf("Ping on an empty database = %v, want a SchemaError 0 < %d", err, want)
+	}
+	if !strings.Contains(err.Error(), "odin migrate") || !strings.Contains(se.ReportState(), "needs "+strconv.FormatInt(want, 10)) {
+		t.Errorf("the error does not say what to run or which version: %q / %q", err, se.ReportState())
+	}
+	if err := s.Migrate(context.Background(), slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatalf("Ping after migrating = %v", err)
+	}
+}

@@ -32,6 +32,7 @@ func TestQuickStart(t *testing.T) {
 	}
 	tmp := t.TempDir()
 	bin := buildOdin(t, tmp)
+	checkVersion(t, bin)
 	data := filepath.Join(tmp, "data")
 
 	d := startDev(t, bin, data)
@@ -96,7 +97,9 @@ func TestQuickStart(t *testing.T) {
 func buildOdin(t *testing.T, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "odin")
-	args := []string{"build", "-o", bin}
+	// -buildvcs=auto: stamp the commit as go build does by default, whatever
+	// GOFLAGS says (a machine may set -buildvcs=false).
+	args := []string{"build", "-buildvcs=auto", "-o", bin}
 	if raceEnabled() {
 		args = append(args, "-race")
 	}
@@ -105,6 +108,46 @@ func buildOdin(t *testing.T, dir string) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// checkVersion: `odin version` of a binary built in the checkout names the
+// commit it was built from (go build stamps it) and the toolchain.
+func checkVersion(t *testing.T, bin string) {
+	t.Helper()
+	out, err := exec.Command(bin, "version", "--json").Output()
+	if err != nil {
+		t.Fatalf("odin version --json: %v", err)
+	}
+	var v struct {
+		Module    string `json:"module"`
+		Revision  string `json:"vcs_revision"`
+		Time      string `json:"vcs_time"`
+		GoVersion string `json:"go_version"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("odin version --json: %v\n%s", err, out)
+	}
+	if v.Module != "github.com/odin-scan/odin-authz" || v.GoVersion != runtime.Version() {
+		t.Errorf("odin version: %s", out)
+	}
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil { // not a git checkout (a source archive): nothing was stamped
+		t.Logf("no git checkout, VCS stamping not checked: %v", err)
+		return
+	}
+	top, _ := exec.Command("git", "rev-parse", "--show-toplevel").Output()
+	if fi, err := os.Stat(filepath.Join(strings.TrimSpace(string(top)), ".git")); err != nil || !fi.IsDir() {
+		// go build stamps a clone, not a linked worktree (.git is a file there).
+		t.Logf("a linked git worktree: go build does not stamp it, VCS stamping not checked")
+		return
+	}
+	if want := strings.TrimSpace(string(head)); v.Revision != want || v.Time == "" {
+		t.Errorf("odin version names revision %q (time %q), want HEAD %s", v.Revision, v.Time, want)
+	}
+	text, err := exec.Command(bin, "version").Output()
+	if err != nil || !strings.Contains(string(text), "revision  "+v.Revision) {
+		t.Errorf("odin version: %v\n%s", err, text)
+	}
 }
 
 func raceEnabled() bool {
