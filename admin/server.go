@@ -7,8 +7,6 @@ package admin
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	svix "github.com/svix/svix-webhooks/go"
 
+	"github.com/odin-scan/odin-authz/internal/requestid"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -153,12 +152,9 @@ func (s *Server) Handler() http.Handler {
 // authentication (when auth), the SPEC error body and a metric.
 func (s *Server) wrap(route string, auth bool, h func(http.ResponseWriter, *http.Request, *caller) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		reqID := r.Header.Get("X-Request-Id")
-		if reqID == "" || len(reqID) > 128 {
-			var b [12]byte
-			_, _ = rand.Read(b[:])
-			reqID = "req-" + hex.EncodeToString(b[:])
-		}
+		// The id reaches the audit log, logs and a response header: a client's
+		// is taken only when it is short printable ASCII, as odin authz does.
+		reqID := requestid.FromHeader(r.Header.Get("X-Request-Id"))
 		w.Header().Set("X-Request-Id", reqID)
 		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
