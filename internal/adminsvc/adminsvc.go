@@ -39,6 +39,10 @@ type Config struct {
 	JWT                                jwtauth.Config // JWKSURL empty: operator token only
 	OperatorToken, WebhookSecret       string
 	Scopes, UserScopes, OrgAdminRoles  []string
+	// TrustedProxies are the proxies (addresses or CIDR ranges) whose
+	// X-Forwarded-For names the client, for the failed-authentication
+	// throttle; empty: the socket peer is the client.
+	TrustedProxies []string
 	// Tracing configures OpenTelemetry traces of the admin API; the zero
 	// value is off.
 	Tracing telemetry.Config
@@ -110,7 +114,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		Verifier: verifier, Revoked: revoked,
 		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
 		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,
-		Logger: logger, Registerer: s.registry,
+		TrustedProxies: cfg.TrustedProxies,
+		Logger:         logger, Registerer: s.registry,
 	})
 	if err != nil {
 		s.close()
