@@ -3,6 +3,8 @@ package admin
 import (
 	"net/http/httptest"
 	"testing"
+
+	"github.com/realclientip/realclientip-go"
 )
 
 func TestClientAddress(t *testing.T) {
@@ -63,4 +65,35 @@ func TestFailedAuthLimiterCountsIPv6Prefixes(t *testing.T) {
 	if throttled, _ := l.failed("192.0.2.1"); throttled {
 		t.Error("an IPv4 address shares the budget")
 	}
+}
+
+// FuzzClientAddress: whatever a client or proxy writes in X-Forwarded-For,
+// the throttle gets an address and nothing panics; from an untrusted peer
+// the header never matters.
+func FuzzClientAddress(f *testing.F) {
+	c, err := newClientAddress([]string{"10.0.0.0/8", "::1"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []struct{ remote, xff string }{
+		{"10.0.0.2:1", "203.0.113.9"}, {"10.0.0.2:1", "1.1.1.1, [2001:db8::1]:80, 10.1.1.1"},
+		{"[::1]:1", "fe80::1%eth0"}, {"10.0.0.2:1", ",,, ,"}, {"pipe", "203.0.113.9"}, {"198.51.100.1:1", "10.0.0.1"},
+	} {
+		f.Add(s.remote, s.xff)
+	}
+	f.Fuzz(func(t *testing.T, remote, xff string) {
+		r := httptest.NewRequest("GET", "/v1/keys", nil)
+		r.RemoteAddr = remote
+		r.Header["X-Forwarded-For"] = []string{xff}
+		got := c.of(r)
+		if got == "" && remote != "" {
+			t.Fatalf("no address for %q, %q", remote, xff)
+		}
+		if !c.isTrusted(realclientip.RemoteAddrStrategy{}.ClientIP(nil, remote)) {
+			r.Header.Del("X-Forwarded-For")
+			if again := c.of(r); again != got {
+				t.Fatalf("an untrusted peer's X-Forwarded-For changed its address: %q, then %q", got, again)
+			}
+		}
+	})
 }

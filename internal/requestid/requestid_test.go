@@ -34,3 +34,20 @@ func TestFromHeader(t *testing.T) {
 		t.Errorf("fresh ids %q, %q", a, b)
 	}
 }
+
+// FuzzFromHeader: whatever a client sends, the id used is valid, and it is
+// the client's exactly when that one is valid.
+func FuzzFromHeader(f *testing.F) {
+	for _, s := range []string{"", "req-abc", "req-\xff", "a b", strings.Repeat("x", MaxLen+1), "\x00", "req-\x7f"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		got := FromHeader(in)
+		if !Valid(got) {
+			t.Fatalf("FromHeader(%q) = %q, not valid", in, got)
+		}
+		if (got == in) != Valid(in) {
+			t.Fatalf("FromHeader(%q) = %q; Valid(in) = %v", in, got, Valid(in))
+		}
+	})
+}
