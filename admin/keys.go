@@ -225,7 +225,10 @@ func (s *Server) rollKey(w http.ResponseWriter, r *http.Request, c *caller) erro
 		return err
 	}
 	plaintext, old, rolled, err := s.opts.Manager.Roll(r.Context(), c.actor(), k.ID, time.Duration(grace)*time.Second)
+	var already *keystore.AlreadyRolledError
 	switch {
+	case errors.As(err, &already): // in its grace period: one successor only
+		return errConflict(already.Error())
 	case errors.Is(err, keystore.ErrConflict):
 		return errConflict("only an active key can be rolled")
 	case err != nil && !errors.Is(err, keystore.ErrNotPropagated):

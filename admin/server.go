@@ -7,8 +7,6 @@ package admin
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	svix "github.com/svix/svix-webhooks/go"
 
+	"github.com/odin-scan/odin-authz/internal/requestid"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -54,20 +53,27 @@ type Options struct {
 	MaxBodyBytes int64
 	// FailedAuthPerMinute and FailedAuthBurst bound failed authentications
 	// per client address (default 10 a minute, burst 20); past them the
-	// client gets 429 until its budget refills.
+	// client's failures get 429 until its budget refills. A valid
+	// credential is always served.
 	FailedAuthPerMinute, FailedAuthBurst int
-	Logger                               *slog.Logger
-	Registerer                           prometheus.Registerer
+	// TrustedProxies are the addresses or CIDR ranges of the proxies in
+	// front of the admin API; from them, the client address is the
+	// rightmost X-Forwarded-For entry that is not a trusted proxy. Empty:
+	// the socket peer is the client, and X-Forwarded-For is ignored.
+	TrustedProxies []string
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
 }
 
 // Server is the admin API.
 type Server struct {
-	opts     Options
-	log      *slog.Logger
-	webhook  *svix.Webhook
-	authFail *failedAuthLimiter
-	scopes   map[string]bool
-	requests *prometheus.CounterVec
+	opts       Options
+	log        *slog.Logger
+	webhook    *svix.Webhook
+	authFail   *failedAuthLimiter
+	clientAddr *clientAddress
+	scopes     map[string]bool
+	requests   *prometheus.CounterVec
 }
 
 // New validates opts and returns the server.
@@ -107,6 +113,10 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: opts.Logger, scopes: map[string]bool{},
 		authFail: newFailedAuthLimiter(opts.FailedAuthPerMinute, opts.FailedAuthBurst)}
+	var err error
+	if s.clientAddr, err = newClientAddress(opts.TrustedProxies); err != nil {
+		return nil, err
+	}
 	for _, sc := range opts.Scopes {
 		s.scopes[sc] = true
 	}
@@ -153,12 +163,9 @@ func (s *Server) Handler() http.Handler {
 // authentication (when auth), the SPEC error body and a metric.
 func (s *Server) wrap(route string, auth bool, h func(http.ResponseWriter, *http.Request, *caller) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		reqID := r.Header.Get("X-Request-Id")
-		if reqID == "" || len(reqID) > 128 {
-			var b [12]byte
-			_, _ = rand.Read(b[:])
-			reqID = "req-" + hex.EncodeToString(b[:])
-		}
+		// The id reaches the audit log, logs and a response header: a client's
+		// is taken only when it is short printable ASCII, as odin authz does.
+		reqID := requestid.FromHeader(r.Header.Get("X-Request-Id"))
 		w.Header().Set("X-Request-Id", reqID)
 		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
@@ -171,16 +178,14 @@ func (s *Server) wrap(route string, auth bool, h func(http.ResponseWriter, *http
 		}()
 		var c *caller
 		if auth {
-			if blocked, retry := s.authFail.blocked(r); blocked {
-				rec.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
-				writeError(rec, reqID, errTooManyFailures())
-				return
-			}
 			var err error
 			if c, err = s.authenticate(r); err != nil {
 				var ae *apiError
 				if errors.As(err, &ae) && ae.status == http.StatusUnauthorized {
-					s.authFail.failed(r)
+					if throttled, retry := s.authFail.failed(s.clientAddr.of(r)); throttled {
+						rec.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
+						err = errTooManyFailures()
+					}
 				}
 				writeError(rec, reqID, err)
 				s.log.Info("admin request refused", "route", route, "request_id", reqID, "error", err.Error())

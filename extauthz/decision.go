@@ -6,8 +6,6 @@ package extauthz
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/odin-scan/odin-authz/extauthz/policy"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
+	"github.com/odin-scan/odin-authz/internal/requestid"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -300,17 +299,6 @@ func (a *Authorizer) decideKey(ctx context.Context, d *Decision, now time.Time) 
 	}
 }
 
-// maxRequestIDLen bounds an x-request-id we echo back; longer or odd ones
-// are replaced with a fresh id.
-const maxRequestIDLen = 128
-
 // requestID returns the request's x-request-id when it is sane, else a fresh
-// req-<random>.
-func requestID(h Headers) string {
-	if id := h.Get("x-request-id"); id != "" && len(id) <= maxRequestIDLen && checkPrintable(id) == "" {
-		return id
-	}
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return "req-" + hex.EncodeToString(b[:])
-}
+// req-<random> (the rule odin admin follows too).
+func requestID(h Headers) string { return requestid.FromHeader(h.Get("x-request-id")) }

@@ -27,6 +27,21 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
+// AlreadyRolledError is the ErrConflict of rolling a key that has been
+// rolled before: a key has at most one successor, so that rolling a key in
+// its grace period again cannot leave several live keys in its place.
+type AlreadyRolledError struct {
+	// Successor is the id of the key it was rolled to.
+	Successor string
+}
+
+func (e *AlreadyRolledError) Error() string {
+	return "the key has already been rolled; its successor is " + e.Successor + " (a key is rolled once: roll or revoke " + e.Successor + " instead)"
+}
+
+// Is makes errors.Is(err, ErrConflict) hold.
+func (e *AlreadyRolledError) Is(target error) bool { return target == ErrConflict }
+
 // Key is one issued API key as stored: never the plaintext, only its hash.
 type Key struct {
 	ID         string    `json:"id"`
@@ -41,6 +56,9 @@ type Key struct {
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
 	RevokedAt  time.Time `json:"revoked_at,omitzero"`
 	LastUsedAt time.Time `json:"last_used_at,omitzero"`
+	// ReplacedBy is the id of the key this one was rolled to; empty when
+	// it was never rolled. A key is rolled at most once.
+	ReplacedBy string `json:"replaced_by,omitempty"`
 }
 
 // Owner is the tenant that owns the key: its organisation when it has one,
@@ -163,8 +181,13 @@ type Store interface {
 	// time and writes no event.
 	RevokeKey(ctx context.Context, id string, at time.Time, ev *AuditEvent) (*Key, error)
 	// RollKey replaces a key: in one transaction the old key's expiry is
-	// brought forward to oldExpiresAt and a new key with the same name,
-	// owner, scopes, tier and expiry is stored under the new hash.
+	// brought forward to oldExpiresAt, a new key with the same name,
+	// owner, scopes, tier and expiry is stored under the new hash, and the
+	// old key records it as its successor (ReplacedBy). A key that was
+	// rolled before is refused with an *AlreadyRolledError (an
+	// ErrConflict) while it is still usable (a revoked or expired key is
+	// refused as such), also when two rolls race: of concurrent rolls of one
+	// key, exactly one succeeds.
 	RollKey(ctx context.Context, id string, h Hash, hint string, oldExpiresAt time.Time, ev *AuditEvent) (old, rolled *Key, err error)
 	// RecordUsage adds a batch of usage counts and last-used times.
 	RecordUsage(ctx context.Context, batch []Usage) error

@@ -31,6 +31,9 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 	f.List(&cfg.Scopes, "key-scopes", "ODIN_KEY_SCOPES", "scopes a key may carry (default scans:read,scans:write)")
 	f.List(&cfg.UserScopes, "user-scopes", "ODIN_USER_SCOPES", "scopes of a caller whose token carries no permissions (default: all key scopes)")
 	f.List(&cfg.OrgAdminRoles, "org-admin-roles", "ODIN_ORG_ADMIN_ROLES", "organisation roles that manage the organisation's keys (default org:admin)")
+	f.List(&cfg.TrustedProxies, "admin-trusted-proxies", "ODIN_ADMIN_TRUSTED_PROXIES",
+		"addresses or CIDR ranges of the load balancers in front of the admin API: from them, the failed-authentication throttle counts the rightmost X-Forwarded-For entry outside these ranges; empty: the socket peer, X-Forwarded-For ignored")
+	f.Int(&cfg.MaxConnections, "admin-max-connections", "ODIN_ADMIN_MAX_CONNECTIONS", 256, "open admin API connections at most; one more is closed at once (negative: no cap)")
 	f.Bool(&migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving")
 	var tf tlsServerFlags
 	tf.bind(f, "ODIN_ADMIN_", "the admin API and its /healthz, /readyz, /metrics")

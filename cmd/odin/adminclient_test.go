@@ -273,6 +273,8 @@ func TestAdminAPIErrors(t *testing.T) {
 	useAPI(t, api.url, testAdminToken)
 	created := decodeJSON[createdKeyRecord](t, mustCLI(t, "keys", "create", "--name", "x", "--owner", "user_1", "--json"))
 	mustCLI(t, "keys", "revoke", created.ID)
+	first := decodeJSON[createdKeyRecord](t, mustCLI(t, "keys", "create", "--name", "y", "--owner", "user_1", "--json"))
+	graced := decodeJSON[rolledKeyRecord](t, mustCLI(t, "keys", "roll", first.ID, "--grace", "1h", "--json"))
 
 	tests := []struct {
 		name string
@@ -287,6 +289,7 @@ func TestAdminAPIErrors(t *testing.T) {
 		{"no owner", []string{"keys", "create", "--name", "x"}, nil, []string{"INVALID_REQUEST", "field user_id"}},
 		{"no name", []string{"keys", "create", "--owner", "user_1"}, nil, []string{"INVALID_REQUEST", "field name"}},
 		{"roll a revoked key", []string{"keys", "roll", created.ID}, nil, []string{"CONFLICT", "only an active key can be rolled"}},
+		{"roll a rolled key", []string{"keys", "roll", graced.Previous.ID}, nil, []string{"CONFLICT", "already been rolled; its successor is " + graced.ID, "[HTTP 409"}},
 		{"bad session id", []string{"sessions", "revoke", "bad id"}, nil, []string{"INVALID_REQUEST", "field sid"}},
 		{"wrong token", []string{"keys", "list"}, map[string]string{"ODIN_ADMIN_TOKEN": testAdminToken + "x"}, []string{"UNAUTHORIZED", "Invalid or expired authentication token"}},
 		{"no token", []string{"keys", "list"}, map[string]string{"ODIN_ADMIN_TOKEN": ""}, []string{"an admin token is required with --admin-url"}},
@@ -427,11 +430,18 @@ func TestKeysGetAndRollOnDatabase(t *testing.T) {
 	if !keystore.ValidKey(strings.TrimSpace(out)) {
 		t.Fatalf("roll printed %q", out)
 	}
-	rolled := decodeJSON[rolledKeyRecord](t, mustCLI(t, "keys", "roll", created.ID, "--json"))
-	if rolled.Previous.ID != created.ID || !keystore.ValidKey(rolled.Plaintext) {
+	// A key is rolled once: in its grace period a second roll is refused,
+	// naming the successor, which can be rolled in turn.
+	successor := decodeJSON[keyRecord](t, mustCLI(t, "keys", "get", created.ID, "--json")).ReplacedBy
+	if _, _, err := cli(t, "keys", "roll", created.ID); err == nil || successor == "" ||
+		!strings.Contains(err.Error(), "already been rolled; its successor is "+successor) {
+		t.Errorf("roll a key in its grace period again: %v (successor %q)", err, successor)
+	}
+	rolled := decodeJSON[rolledKeyRecord](t, mustCLI(t, "keys", "roll", successor, "--json"))
+	if rolled.Previous.ID != successor || rolled.Previous.ReplacedBy != rolled.ID || !keystore.ValidKey(rolled.Plaintext) {
 		t.Errorf("roll --json = %+v", rolled)
 	}
-	if _, _, err := cli(t, "keys", "roll", created.ID); err == nil || !strings.Contains(err.Error(), "only an active key can be rolled") {
+	if _, _, err := cli(t, "keys", "roll", successor); err == nil || !strings.Contains(err.Error(), "only an active key can be rolled") {
 		t.Errorf("roll an expired key: %v", err)
 	}
 	if _, _, err := cli(t, "keys", "get", "key_doesnotexist"); err == nil || !strings.Contains(err.Error(), `no key with id "key_doesnotexist"`) {

@@ -264,6 +264,10 @@ func (e *keysEnv) RevokeKey(ctx context.Context, id string) (keyRecord, error) {
 // RollKey implements keyAdmin.
 func (e *keysEnv) RollKey(ctx context.Context, id string, grace time.Duration) (rolledKeyRecord, error) {
 	plaintext, old, rolled, err := e.manager.Roll(ctx, cliActor, id, grace)
+	var already *keystore.AlreadyRolledError
+	if errors.As(err, &already) {
+		return rolledKeyRecord{}, err // names the successor, as the admin API does
+	}
 	if errors.Is(err, keystore.ErrConflict) {
 		return rolledKeyRecord{}, fmt.Errorf("only an active key can be rolled: %w", err)
 	}
@@ -481,7 +485,7 @@ func printKey(w io.Writer, k keyRecord, now time.Time) error {
 }
 
 func keysRoll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	f := newFlags("keys roll", "Replace a key (key_...) with a new one of the same name, owner, scopes, tier and expiry.\nThe new key is printed alone on stdout, once; the old one keeps working for --grace.")
+	f := newFlags("keys roll", "Replace a key (key_...) with a new one of the same name, owner, scopes, tier and expiry.\nThe new key is printed alone on stdout, once; the old one keeps working for --grace.\nA key is rolled once: rolling it again during its grace period is refused, naming its successor.")
 	f.SetOutput(stderr)
 	var (
 		bf     backendFlags
@@ -510,7 +514,7 @@ func keysRoll(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if asJSON {
 		return writeJSON(stdout, r)
 	}
-	fmt.Fprintf(stderr, "rolled %s into %s; the old key (%s) stops working at %s\n", r.Previous.ID, r.ID, r.Previous.Hint, orDash(r.Previous.ExpiresAt))
+	fmt.Fprintf(stderr, "rolled %s into %s; the old key (%s) stops working at %s and cannot be rolled again\n", r.Previous.ID, r.ID, r.Previous.Hint, orDash(r.Previous.ExpiresAt))
 	_, err = fmt.Fprintln(stdout, r.Plaintext)
 	return err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/odin-scan/odin-authz/admin"
+	"github.com/odin-scan/odin-authz/internal/connlimit"
 	"github.com/odin-scan/odin-authz/internal/ops"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/internal/tlsreload"
@@ -39,6 +40,13 @@ type Config struct {
 	JWT                                jwtauth.Config // JWKSURL empty: operator token only
 	OperatorToken, WebhookSecret       string
 	Scopes, UserScopes, OrgAdminRoles  []string
+	// MaxConnections caps the open connections of the admin port (default
+	// 256; negative: no cap); one more is closed at once.
+	MaxConnections int
+	// TrustedProxies are the proxies (addresses or CIDR ranges) whose
+	// X-Forwarded-For names the client, for the failed-authentication
+	// throttle; empty: the socket peer is the client.
+	TrustedProxies []string
 	// Tracing configures OpenTelemetry traces of the admin API; the zero
 	// value is off.
 	Tracing telemetry.Config
@@ -57,6 +65,8 @@ type Service struct {
 	registry   *prometheus.Registry
 	tracing    *telemetry.Provider
 	tls        *tlsreload.Reloader // nil: plain HTTP
+	maxConns   int
+	conns      *connlimit.Metrics
 }
 
 // New builds the service and starts its background work under ctx.
@@ -67,8 +77,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	if cfg.StoreName == "" {
 		cfg.StoreName = "postgres"
 	}
-	s := &Service{log: logger, registry: prometheus.NewRegistry()}
+	s := &Service{log: logger, registry: prometheus.NewRegistry(), maxConns: cfg.MaxConnections}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s.maxConns == 0 {
+		s.maxConns = 256
+	}
+	s.conns = connlimit.NewMetrics(s.registry)
 	var err error
 	if cfg.TLS != nil { // before any store is opened: nothing to close on error
 		if s.tls, err = tlsreload.New(*cfg.TLS, logger, s.registry); err != nil {
@@ -111,7 +125,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		Verifier: verifier, Revoked: revoked,
 		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
 		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,
-		Logger: logger, Registerer: s.registry,
+		TrustedProxies: cfg.TrustedProxies,
+		Logger:         logger, Registerer: s.registry,
 	})
 	if err != nil {
 		s.close()
@@ -159,6 +174,7 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 	}
 	errc := make(chan error, 1)
+	l = connlimit.Listen(l, s.maxConns, "admin", s.conns) // TCP connections, under TLS
 	if s.tls != nil {
 		l = tls.NewListener(l, s.tls.ServerConfig("h2", "http/1.1"))
 	}

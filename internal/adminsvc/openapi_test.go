@@ -552,6 +552,14 @@ func contractKeyActions(t *testing.T, e *env, c contractClient, who callers, ids
 	// Roll, then revoke.
 	r := c.do(t, call{method: "POST", path: keysPath + "/" + opKey + "/roll", bearer: op, body: map[string]any{"grace_seconds": 60}, status: 201})
 	rolled := r.str("id")
+	// Rolled once: in its grace period the old key names its successor and
+	// refuses a second roll.
+	if r := c.do(t, call{method: "POST", path: keysPath + "/" + opKey + "/roll", bearer: op, status: 409}); !strings.Contains(r.raw, rolled) {
+		t.Errorf("second roll does not name the successor %s: %s", rolled, r.raw)
+	}
+	if r := c.do(t, call{method: "GET", path: keysPath + "/" + opKey, bearer: op, status: 200}); r.str("replaced_by") != rolled {
+		t.Errorf("rolled key's replaced_by: %s", r.raw)
+	}
 	c.do(t, call{method: "POST", path: keysPath + "/" + orgKey + "/roll", bearer: orgAdmin, status: 201})
 	c.do(t, call{method: "POST", path: keysPath + "/" + aliceKey + "/roll", bearer: alice, body: map[string]any{}, status: 201})
 	for _, body := range []any{map[string]any{"grace_seconds": -1}, map[string]any{"grace_seconds": 2592001}, map[string]any{"grace_seconds": "60"}, map[string]any{"grace_seconds": 1.5}, map[string]any{"grace": 60}, "[]"} {

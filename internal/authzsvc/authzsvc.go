@@ -28,6 +28,7 @@ import (
 	"github.com/odin-scan/odin-authz/extauthz"
 	"github.com/odin-scan/odin-authz/extauthz/policy"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
+	"github.com/odin-scan/odin-authz/internal/connlimit"
 	"github.com/odin-scan/odin-authz/internal/ops"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/internal/tlsreload"
@@ -88,8 +89,11 @@ type Config struct {
 	// "forwarded" (X-Forwarded-*); see extauthz.ForwardAuthOptions.
 	ForwardedHeaders string
 	MaxStreams       uint32
-	DrainTimeout     time.Duration
-	UsageInterval    time.Duration
+	// Connections bounds what a client can hold open on the gRPC and
+	// forward-auth ports; zero fields take their defaults.
+	Connections   Connections
+	DrainTimeout  time.Duration
+	UsageInterval time.Duration
 	// Profiling serves Go's profiler on the ops port (/debug/pprof/).
 	Profiling bool
 	// Tracing configures OpenTelemetry traces of Check and forward-auth;
@@ -98,6 +102,46 @@ type Config struct {
 	// TLS, when set, serves gRPC and forward-auth over TLS (mutual TLS when
 	// TLS.ClientCAFile is set); the ops port stays plain HTTP, for probes.
 	TLS *tlsreload.Config
+}
+
+// Connections are the connection limits of the gRPC and forward-auth
+// ports. A connection past a cap is closed at once (see internal/connlimit).
+type Connections struct {
+	// GRPCHandshakeTimeout is how long a new gRPC connection may take to
+	// finish its TLS handshake and send the HTTP/2 preface; default 5s
+	// (grpc-go's own is 120s).
+	GRPCHandshakeTimeout time.Duration
+	// KeepaliveMinTime is the shortest interval between a client's HTTP/2
+	// pings, with or without streams; a client pinging more often is sent
+	// GOAWAY (too_many_pings). Default 5s: Envoy sends no pings unless its
+	// cluster sets connection_keepalive, and then every interval plus a
+	// jitter, never less.
+	KeepaliveMinTime time.Duration
+	// KeepaliveTime and KeepaliveTimeout: the server pings a connection
+	// idle for KeepaliveTime (default 30s) and closes it when no answer
+	// comes within KeepaliveTimeout (default 10s), so dead peers free their
+	// slots.
+	KeepaliveTime, KeepaliveTimeout time.Duration
+	// MaxGRPC and MaxHTTP cap the open connections of each port (default
+	// 2048 each; negative: no cap).
+	MaxGRPC, MaxHTTP int
+}
+
+func (c *Connections) defaults() {
+	for _, d := range []struct {
+		p   *time.Duration
+		def time.Duration
+	}{{&c.GRPCHandshakeTimeout, 5 * time.Second}, {&c.KeepaliveMinTime, 5 * time.Second}, {&c.KeepaliveTime, 30 * time.Second}, {&c.KeepaliveTimeout, 10 * time.Second}} {
+		if *d.p <= 0 {
+			*d.p = d.def
+		}
+	}
+	if c.MaxGRPC == 0 {
+		c.MaxGRPC = 2048
+	}
+	if c.MaxHTTP == 0 {
+		c.MaxHTTP = 2048
+	}
 }
 
 // Service is one `odin authz` replica.
@@ -120,6 +164,7 @@ type Service struct {
 	readiness  *ops.Readiness
 	tracing    *telemetry.Provider
 	tls        *tlsreload.Reloader // nil: plain gRPC and HTTP
+	conns      *connlimit.Metrics
 
 	// watermark and pingReplica serve the read replica; nil without one.
 	watermark   *keystore.Watermark
@@ -148,8 +193,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 15 * time.Second
 	}
+	cfg.Connections.defaults()
 	s := &Service{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.conns = connlimit.NewMetrics(s.registry)
 	if cfg.TLS != nil { // before any store is opened: nothing to close on error
 		tr, err := tlsreload.New(*cfg.TLS, logger, s.registry)
 		if err != nil {
@@ -283,10 +330,14 @@ func (s *Service) buildGRPC() {
 	s.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		transport,
 		grpc.MaxConcurrentStreams(s.cfg.MaxStreams),
+		// A connection that never finishes its handshake would hold a slot
+		// of the connection cap for grpc-go's default 120s.
+		grpc.ConnectionTimeout(s.cfg.Connections.GRPCHandshakeTimeout),
 		// Envoy keeps long-lived HTTP/2 connections: ping idle ones so dead
-		// peers are noticed, and let Envoy ping us as often as every 5s.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// peers are noticed, and let Envoy ping us (idle connections too)
+		// as often as KeepaliveMinTime.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.Connections.KeepaliveTime, Timeout: s.cfg.Connections.KeepaliveTimeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.Connections.KeepaliveMinTime, PermitWithoutStream: true}),
 	}, s.tracing.GRPCServerOptions()...)...) // none when tracing is off
 	authv3.RegisterAuthorizationServer(s.grpc, extauthz.NewCheckServer(s.authz, s.cfg.StripCredential, s.log))
 	s.health = health.NewServer()
@@ -400,7 +451,10 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 	go func() { s.usage.Run(usageCtx); close(usageDone) }()
 
 	errc := make(chan error, 3)
-	go func() { errc <- s.grpc.Serve(lis.GRPC) }()
+	go func() { errc <- s.grpc.Serve(connlimit.Listen(lis.GRPC, s.cfg.Connections.MaxGRPC, "grpc", s.conns)) }()
+	if lis.HTTP != nil { // the cap counts TCP connections, under TLS
+		lis.HTTP = connlimit.Listen(lis.HTTP, s.cfg.Connections.MaxHTTP, "http", s.conns)
+	}
 	if s.tls != nil && lis.HTTP != nil { // forward-auth only: the ops port stays plain for probes
 		lis.HTTP = tls.NewListener(lis.HTTP, s.tls.ServerConfig("h2", "http/1.1"))
 	}

@@ -142,7 +142,7 @@ func (s *Store) Migrate(ctx context.Context, logger *slog.Logger) error {
 	return nil
 }
 
-const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at`
+const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by`
 
 func scanKey(row pgx.Row) (*keystore.Key, error) {
 	var (
@@ -151,7 +151,7 @@ func scanKey(row pgx.Row) (*keystore.Key, error) {
 		expires, revoked, lastUsed pgtype.Timestamptz
 	)
 	err := row.Scan(&k.ID, &k.UserID, &k.OrgID, &k.Name, &hash, &k.Hint, &k.Scopes, &k.Tier,
-		&k.CreatedAt, &expires, &revoked, &lastUsed)
+		&k.CreatedAt, &expires, &revoked, &lastUsed, &k.ReplacedBy)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, keystore.ErrNotFound
 	}
@@ -303,13 +303,17 @@ func (s *Store) RollKey(ctx context.Context, id string, h keystore.Hash, hint st
 		if err := cur.Usable(time.Now()); err != nil {
 			return fmt.Errorf("%w: key is %s", keystore.ErrConflict, strings.TrimPrefix(err.Error(), "key "))
 		}
-		if old, err = scanKey(tx.QueryRow(ctx, `
-			UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $2), $2)
-			WHERE id = $1 RETURNING `+keyColumns, id, oldExpiresAt)); err != nil {
-			return err
+		// The row lock serialises rolls of one key: the second sees the first's successor.
+		if cur.ReplacedBy != "" {
+			return &keystore.AlreadyRolledError{Successor: cur.ReplacedBy}
 		}
 		n := keystore.NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt}
 		if rolled, err = insertKey(ctx, tx, n, h, hint); err != nil {
+			return err
+		}
+		if old, err = scanKey(tx.QueryRow(ctx, `
+			UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $2), $2), replaced_by = $3
+			WHERE id = $1 RETURNING `+keyColumns, id, oldExpiresAt, rolled.ID)); err != nil {
 			return err
 		}
 		if ev != nil {

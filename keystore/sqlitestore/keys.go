@@ -14,7 +14,7 @@ import (
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
-const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at`
+const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by`
 
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
@@ -28,7 +28,7 @@ func scanKey(row scanner) (*keystore.Key, error) {
 		expires, revoked, lastUsed sql.NullInt64
 	)
 	err := row.Scan(&k.ID, &k.UserID, &k.OrgID, &k.Name, &hash, &k.Hint, &scopes, &k.Tier,
-		&created, &expires, &revoked, &lastUsed)
+		&created, &expires, &revoked, &lastUsed, &k.ReplacedBy)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, keystore.ErrNotFound
 	}
@@ -151,14 +151,19 @@ func (s *Store) RollKey(ctx context.Context, id string, h keystore.Hash, hint st
 		if err := cur.Usable(time.Now()); err != nil {
 			return fmt.Errorf("%w: key is %s", keystore.ErrConflict, strings.TrimPrefix(err.Error(), "key "))
 		}
-		until := micros(oldExpiresAt)
-		if old, err = scanKey(tx.QueryRowContext(ctx, `
-			UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?), ?)
-			WHERE id = ? RETURNING `+keyColumns, until, until, id)); err != nil {
-			return err
+		// The write transaction (BEGIN IMMEDIATE) serialises rolls of one
+		// key: the second sees the first's successor.
+		if cur.ReplacedBy != "" {
+			return &keystore.AlreadyRolledError{Successor: cur.ReplacedBy}
 		}
 		n := keystore.NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt}
 		if rolled, err = insertKey(ctx, tx, n, h, hint); err != nil {
+			return err
+		}
+		until := micros(oldExpiresAt)
+		if old, err = scanKey(tx.QueryRowContext(ctx, `
+			UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?), ?), replaced_by = ?
+			WHERE id = ? RETURNING `+keyColumns, until, until, rolled.ID, id)); err != nil {
 			return err
 		}
 		if ev != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -194,7 +195,7 @@ func testRoll(t *testing.T, s keystore.Store) {
 		t.Fatal(err)
 	}
 	wantOld := *k
-	wantOld.ExpiresAt = graceEnd.Truncate(us)
+	wantOld.ExpiresAt, wantOld.ReplacedBy = graceEnd.Truncate(us), rolled.ID
 	if diff := cmp.Diff(&wantOld, old); diff != "" {
 		t.Errorf("old key (-want, +got):\n%s", diff)
 	}
@@ -319,5 +320,97 @@ func testExpiry(t *testing.T, s keystore.Store) {
 	}
 	if err := r.Usable(revokeAt); !errors.Is(err, keystore.ErrRevoked) {
 		t.Errorf("at its revocation time: Usable = %v, want ErrRevoked", err)
+	}
+}
+
+// A key in its grace period cannot be rolled again: a key has one
+// successor, and the refusal names it.
+func testRollOnce(t *testing.T, s keystore.Store) {
+	ctx := context.Background()
+	_, k := create(t, s, keystore.NewKey{UserID: "user_1", Name: "once"})
+	newHash := func() keystore.Hash { p, _ := keystore.GenerateKey(); return keystore.HashKey(p) }
+	ev := func() *keystore.AuditEvent {
+		return &keystore.AuditEvent{Actor: "user_1", Action: keystore.ActionKeyRolled}
+	}
+	graceEnd := time.Now().Add(time.Hour)
+	old, rolled, err := s.RollKey(ctx, k.ID, newHash(), "h", graceEnd, ev())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.ReplacedBy != rolled.ID || rolled.ReplacedBy != "" {
+		t.Errorf("after a roll: old replaced by %q, new by %q; want %q and none", old.ReplacedBy, rolled.ReplacedBy, rolled.ID)
+	}
+	if got, err := s.Key(ctx, k.ID); err != nil || got.ReplacedBy != rolled.ID {
+		t.Errorf("old key read back: %+v, %v", got, err)
+	}
+	again, twice, err := s.RollKey(ctx, k.ID, newHash(), "h", time.Now(), ev())
+	var already *keystore.AlreadyRolledError
+	if !errors.As(err, &already) || !errors.Is(err, keystore.ErrConflict) || already.Successor != rolled.ID || again != nil || twice != nil {
+		t.Fatalf("second roll in the grace period: %v (%v, %v); want an AlreadyRolledError naming %s", err, again, twice, rolled.ID)
+	}
+	if got, _ := s.Key(ctx, k.ID); !got.ExpiresAt.Equal(graceEnd.Truncate(us)) {
+		t.Errorf("a refused roll moved the old key's expiry to %v", got.ExpiresAt)
+	}
+	// The successor itself can be rolled, once.
+	if _, _, err := s.RollKey(ctx, rolled.ID, newHash(), "h", time.Now().Add(time.Hour), ev()); err != nil {
+		t.Errorf("roll of the successor: %v", err)
+	}
+	keys, _, _ := s.ListKeys(ctx, keystore.ListKeysOptions{})
+	events, _, _ := s.ListAudit(ctx, keystore.AuditFilter{Action: keystore.ActionKeyRolled})
+	if len(keys) != 3 || len(events) != 2 {
+		t.Errorf("after two rolls and one refusal: %d keys, %d roll events; want 3 and 2", len(keys), len(events))
+	}
+}
+
+// Of concurrent rolls of one key exactly one succeeds: the check and the
+// change are one transaction on the key's row.
+func testConcurrentRolls(t *testing.T, s keystore.Store) {
+	const rollers = 8
+	ctx := context.Background()
+	_, k := create(t, s, keystore.NewKey{UserID: "user_1", Name: "raced"})
+	start := make(chan struct{})
+	type result struct {
+		rolled *keystore.Key
+		err    error
+	}
+	results := make(chan result, rollers)
+	var wg sync.WaitGroup
+	for range rollers {
+		wg.Go(func() {
+			p, _ := keystore.GenerateKey()
+			<-start
+			_, rolled, err := s.RollKey(ctx, k.ID, keystore.HashKey(p), keystore.KeyHint(p), time.Now().Add(time.Hour),
+				&keystore.AuditEvent{Actor: "user_1", Action: keystore.ActionKeyRolled})
+			results <- result{rolled, err}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(results)
+	var winners []string
+	var refused []*keystore.AlreadyRolledError
+	for r := range results {
+		var already *keystore.AlreadyRolledError
+		switch {
+		case r.err == nil:
+			winners = append(winners, r.rolled.ID)
+		case errors.As(r.err, &already):
+			refused = append(refused, already)
+		default:
+			t.Errorf("concurrent roll: %v", r.err)
+		}
+	}
+	if len(winners) != 1 || len(refused) != rollers-1 {
+		t.Fatalf("%d concurrent rolls: %d succeeded %v, %d refused; want exactly one success", rollers, len(winners), winners, len(refused))
+	}
+	for _, r := range refused {
+		if r.Successor != winners[0] {
+			t.Errorf("a refusal names %s, the successor is %s", r.Successor, winners[0])
+		}
+	}
+	keys, _, _ := s.ListKeys(ctx, keystore.ListKeysOptions{UserID: "user_1"})
+	events, _, _ := s.ListAudit(ctx, keystore.AuditFilter{Action: keystore.ActionKeyRolled})
+	if len(keys) != 2 || len(events) != 1 {
+		t.Errorf("after the race: %d keys, %d roll events; want 2 and 1", len(keys), len(events))
 	}
 }

@@ -31,6 +31,8 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"RevokeKeepsFirstTime", testRevokeKeepsFirstTime},
 		{"Roll", testRoll},
 		{"RollRefusesUnusableKeys", testRollRefusesUnusableKeys},
+		{"RollOnce", testRollOnce},
+		{"ConcurrentRolls", testConcurrentRolls},
 		{"Expiry", testExpiry},
 		{"ListKeysPaginationAndFilters", testListKeys},
 		{"ListKeysBadCursor", testListKeysBadCursor},
