@@ -7,12 +7,23 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // ErrSessionsNotLoaded means the revoked-session set has never been loaded
 // from PostgreSQL: nobody can say whether a session is revoked, so a JWT is
 // answered 503, never allowed.
 var ErrSessionsNotLoaded = errors.New("revoked sessions not loaded")
+
+// ErrSessionsStale means the replica is fenced (it may have missed session
+// revokes on the bus) and could not re-read the revoked sessions from
+// PostgreSQL: a JWT is answered 503, never allowed.
+var ErrSessionsStale = errors.New("revoked sessions may be stale: fenced from the bus and PostgreSQL unreachable")
+
+// fencedSyncTimeout bounds the sync a fenced replica makes in a check's
+// path: below the ext_authz timeout, like the store timeout of a key lookup.
+const fencedSyncTimeout = 500 * time.Millisecond
 
 // RevokedSessions is a replica's copy of the logged-out sessions: loaded from
 // PostgreSQL at start, kept current by the bus, and re-synced every interval
@@ -29,6 +40,14 @@ type RevokedSessions struct {
 	set      map[string]time.Time // session id → when its revocation expires
 	loaded   atomic.Bool
 	lastSync time.Time // revoked_at watermark of the last successful sync
+
+	// fenced and fenceWindow: see Fence. syncedFrom is the UnixNano start
+	// of the newest successful sync: it holds every revocation committed
+	// before then.
+	fenced      func(time.Time) bool
+	fenceWindow time.Duration
+	syncedFrom  atomic.Int64
+	fencedSync  singleflight.Group
 }
 
 // NewRevokedSessions returns an empty, not yet loaded set. retention must
@@ -39,6 +58,17 @@ func NewRevokedSessions(store Store, redis *Redis, retention time.Duration, logg
 	}
 	return &RevokedSessions{store: store, redis: redis, retention: retention, log: logger,
 		errLog: logLimiter{every: 10 * time.Second}, set: map[string]time.Time{}}
+}
+
+// Fence makes the set follow the bus's fence (Bus.Fenced, Bus.FenceAfter):
+// while fenced reports true, the replica may have missed session revokes
+// on the bus that no revoker waited for, so IsRevoked answers only from a
+// sync that began less than window ago, syncing first when needed. A
+// session revoke that answered after waiting out the fence was committed
+// more than window before any check that follows its answer, so such a
+// sync holds it. Call it before the set is used.
+func (r *RevokedSessions) Fence(fenced func(time.Time) bool, window time.Duration) {
+	r.fenced, r.fenceWindow = fenced, window
 }
 
 // Retention is how long a revocation is kept, and so the longest token
@@ -56,10 +86,23 @@ func (r *RevokedSessions) Len() int {
 }
 
 // IsRevoked reports whether sid was logged out. ErrSessionsNotLoaded when
-// the set has never been loaded.
+// the set has never been loaded; ErrSessionsStale when the replica is
+// fenced and the set could not be re-read (Fence).
 func (r *RevokedSessions) IsRevoked(sid string, now time.Time) (bool, error) {
 	if !r.loaded.Load() {
 		return false, ErrSessionsNotLoaded
+	}
+	if r.fenced != nil && r.fenced(now) && !r.fresh(now) {
+		// Shared by every check waiting here; its own deadline, so that
+		// one caller's cancellation does not fail the others.
+		_, _, _ = r.fencedSync.Do("", func() (any, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), fencedSyncTimeout)
+			defer cancel()
+			return nil, r.Sync(ctx)
+		})
+		if !r.fresh(time.Now()) {
+			return false, ErrSessionsStale
+		}
 	}
 	r.mu.RLock()
 	until, ok := r.set[sid]
@@ -79,6 +122,11 @@ func (r *RevokedSessions) CheckMirror(ctx context.Context, sid string, now time.
 	}
 	r.add(sid, now.Add(r.retention))
 	return true
+}
+
+// fresh: the newest sync began less than the fence window before now.
+func (r *RevokedSessions) fresh(now time.Time) bool {
+	return now.UnixNano()-r.syncedFrom.Load() < int64(r.fenceWindow)
 }
 
 func (r *RevokedSessions) add(sid string, until time.Time) {
@@ -135,6 +183,9 @@ func (r *RevokedSessions) Sync(ctx context.Context) error {
 	}
 	if r.lastSync.IsZero() {
 		r.lastSync = now.Add(-time.Minute)
+	}
+	if now.UnixNano() > r.syncedFrom.Load() {
+		r.syncedFrom.Store(now.UnixNano())
 	}
 	r.mu.Unlock()
 	if !r.loaded.Swap(true) {

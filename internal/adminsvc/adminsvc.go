@@ -35,10 +35,12 @@ type Config struct {
 	// Notify is the in-process bus of a single process without Redis.
 	Notify                             func(keystore.Invalidation)
 	DatabaseURL, RedisURL, RedisPrefix string
-	CacheTTL, SessionRetention         time.Duration
-	JWT                                jwtauth.Config // JWKSURL empty: operator token only
-	OperatorToken, WebhookSecret       string
-	Scopes, UserScopes, OrgAdminRoles  []string
+	// CacheTTL, SessionRetention and SessionSync must match the replicas':
+	// an unconfirmed revoke states its bound from them.
+	CacheTTL, SessionRetention, SessionSync time.Duration
+	JWT                                     jwtauth.Config // JWKSURL empty: operator token only
+	OperatorToken, WebhookSecret            string
+	Scopes, UserScopes, OrgAdminRoles       []string
 	// Tracing configures OpenTelemetry traces of the admin API; the zero
 	// value is off.
 	Tracing telemetry.Config
@@ -101,7 +103,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	}
 	api, err := admin.New(admin.Options{
 		Store: s.store,
-		Manager: keystore.NewManager(s.store, s.redis, keystore.ManagerOptions{CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, Notify: func(inv keystore.Invalidation) {
+		Manager: keystore.NewManager(s.store, s.redis, keystore.ManagerOptions{CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, Notify: func(inv keystore.Invalidation) {
 			revoked.Apply(ctx, inv) // this process's own view of logged-out sessions
 			if cfg.Notify != nil {
 				cfg.Notify(inv)
