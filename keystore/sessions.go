@@ -41,13 +41,11 @@ type RevokedSessions struct {
 	loaded   atomic.Bool
 	lastSync time.Time // revoked_at watermark of the last successful sync
 
-	// fenced and fenceWindow: see Fence. syncedFrom is the UnixNano start
-	// of the newest successful sync: it holds every revocation committed
-	// before then.
-	fenced      func(time.Time) bool
-	fenceWindow time.Duration
-	syncedFrom  atomic.Int64
-	fencedSync  singleflight.Group
+	// fenced: see Fence. syncedFrom is the UnixNano start of the newest
+	// successful sync: the set holds every revocation committed before.
+	fenced     func(time.Time) bool
+	syncedFrom atomic.Int64
+	fencedSync singleflight.Group
 }
 
 // NewRevokedSessions returns an empty, not yet loaded set. retention must
@@ -60,16 +58,14 @@ func NewRevokedSessions(store Store, redis *Redis, retention time.Duration, logg
 		errLog: logLimiter{every: 10 * time.Second}, set: map[string]time.Time{}}
 }
 
-// Fence makes the set follow the bus's fence (Bus.Fenced, Bus.FenceAfter):
-// while fenced reports true, the replica may have missed session revokes
-// on the bus that no revoker waited for, so IsRevoked answers only from a
-// sync that began less than window ago, syncing first when needed. A
-// session revoke that answered after waiting out the fence was committed
-// more than window before any check that follows its answer, so such a
-// sync holds it. Call it before the set is used.
-func (r *RevokedSessions) Fence(fenced func(time.Time) bool, window time.Duration) {
-	r.fenced, r.fenceWindow = fenced, window
-}
+// Fence makes the set follow the bus's fence (Bus.Fenced): while fenced
+// reports true, the replica may have missed session revokes that no revoker
+// waited for (a revoker waits only for the replicas it sees alive, and
+// answers at once when they all acknowledged), so IsRevoked answers only
+// from a sync that began after the check did, as a fenced replica reads
+// every key from Redis or PostgreSQL rather than its LRU. Concurrent checks
+// share the syncs. Call it before the set is used.
+func (r *RevokedSessions) Fence(fenced func(time.Time) bool) { r.fenced = fenced }
 
 // Retention is how long a revocation is kept, and so the longest token
 // lifetime a replica accepts.
@@ -92,17 +88,8 @@ func (r *RevokedSessions) IsRevoked(sid string, now time.Time) (bool, error) {
 	if !r.loaded.Load() {
 		return false, ErrSessionsNotLoaded
 	}
-	if r.fenced != nil && r.fenced(now) && !r.fresh(now) {
-		// Shared by every check waiting here; its own deadline, so that
-		// one caller's cancellation does not fail the others.
-		_, _, _ = r.fencedSync.Do("", func() (any, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), fencedSyncTimeout)
-			defer cancel()
-			return nil, r.Sync(ctx)
-		})
-		if !r.fresh(time.Now()) {
-			return false, ErrSessionsStale
-		}
+	if r.fenced != nil && r.fenced(now) && !r.syncedSince(now) {
+		return false, ErrSessionsStale
 	}
 	r.mu.RLock()
 	until, ok := r.set[sid]
@@ -124,9 +111,24 @@ func (r *RevokedSessions) CheckMirror(ctx context.Context, sid string, now time.
 	return true
 }
 
-// fresh: the newest sync began less than the fence window before now.
-func (r *RevokedSessions) fresh(now time.Time) bool {
-	return now.UnixNano()-r.syncedFrom.Load() < int64(r.fenceWindow)
+// syncedSince makes sure a sync that began at or after t succeeded,
+// joining the one in flight or starting one. A flight that began before t
+// does not count, so it takes at most two; each has its own deadline, so
+// that one caller's cancellation does not fail the others.
+func (r *RevokedSessions) syncedSince(t time.Time) bool {
+	for range 2 {
+		if r.syncedFrom.Load() >= t.UnixNano() {
+			return true
+		}
+		if _, err, _ := r.fencedSync.Do("", func() (any, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), fencedSyncTimeout)
+			defer cancel()
+			return nil, r.Sync(ctx)
+		}); err != nil {
+			return false
+		}
+	}
+	return r.syncedFrom.Load() >= t.UnixNano()
 }
 
 func (r *RevokedSessions) add(sid string, until time.Time) {
