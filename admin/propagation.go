@@ -50,3 +50,7 @@ func (s *Server) writeNotPropagated(w http.ResponseWriter, np *keystore.NotPropa
 		"denied_by", b.DeniedBy.Format(time.RFC3339Nano), "request_id", b.RequestID, "error", np.Cause.Error())
 	return writeJSON(w, http.StatusServiceUnavailable, b)
 }
+
+// retryRequest names the request that propagates a change again: a POST
+// of path.
+func retryRequest(path string) string { return http.MethodPost + " " + path }

@@ -28,7 +28,7 @@ func (s *Server) revokeSession(w http.ResponseWriter, r *http.Request, c *caller
 	rev, err := s.opts.Manager.RevokeSession(r.Context(), c.actor(), sid, "admin_api")
 	if np, ok := asNotPropagated(err); ok {
 		return s.writeNotPropagated(w, np, "Session revoked, but not every replica confirmed it: its tokens may be accepted until denied_by; retry to propagate it again",
-			"POST /v1/sessions/"+sid+"/revoke", rev)
+			retryRequest("/v1/sessions/"+sid+"/revoke"), rev)
 	}
 	if err != nil {
 		return err

@@ -77,6 +77,12 @@ type ManagerOptions struct {
 	// the change's call returns: the in-process bus of a single process
 	// without Redis (odin dev), where the caches live beside the manager.
 	Notify func(Invalidation)
+	// SingleProcess says that Notify reaches every cache there is (odin
+	// dev: one process, no Redis), so that a change made without Redis is
+	// final when its call returns. Without it, a narrowing change made
+	// without Redis is unconfirmed: replicas learn of it when their cache
+	// entries expire.
+	SingleProcess bool
 }
 
 // Defaults for ManagerOptions and the replicas' matching settings.
@@ -275,12 +281,13 @@ func (m *Manager) propagate(ctx context.Context, k *Key, lsn LSN) error {
 //     (Redis died mid-wait): PublishAndWait waits out the fence, so those
 //     replicas are fenced by the time it returns. Confirmed.
 //
-// Without Redis (odin dev) notify is synchronous and the only cache is in
-// this process: the change is final when it returns.
+// Without Redis there is no bus: with Notify (odin dev) the only caches are
+// in this process and were told synchronously, so the change is final;
+// without it, replicas learn of it only when their cache entries expire.
 func (m *Manager) propagateAndWait(ctx context.Context, k *Key, lsn LSN) error {
 	m.notify(Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn})
 	if m.redis == nil {
-		return nil
+		return m.noBus()
 	}
 	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
 	missing, err := m.redis.PublishAndWait(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn}, m.opts.FenceAfter)
@@ -292,6 +299,18 @@ func (m *Manager) propagateAndWait(ctx context.Context, k *Key, lsn LSN) error {
 			"key_id", k.ID, "replicas", missing)
 	}
 	return nil
+}
+
+// errNoBus: Redis is not configured, so no replica is told of a change.
+var errNoBus = errors.New("no invalidation bus: Redis is not configured")
+
+// noBus is propagateAndWait's answer without Redis: nil when Notify told
+// the only caches there are (SingleProcess), else errNoBus.
+func (m *Manager) noBus() error {
+	if m.opts.SingleProcess && m.opts.Notify != nil {
+		return nil
+	}
+	return errNoBus
 }
 
 func (m *Manager) notify(inv Invalidation) {
@@ -321,6 +340,9 @@ func (m *Manager) RevokeSession(ctx context.Context, by Actor, sid, reason strin
 	inv := Invalidation{Kind: InvalidateSession, SessionID: sid, LSN: m.position(ctx)}
 	m.notify(inv)
 	if m.redis == nil {
+		if err := m.noBus(); err != nil {
+			return r, &NotPropagatedError{At: r.RevokedAt, DeniedBy: r.RevokedAt.Add(m.opts.SessionSync + PropagationSlack), Cause: err}
+		}
 		return r, nil
 	}
 	// The mirror is best-effort: a token first seen after the revoke is

@@ -32,7 +32,11 @@ type Config struct {
 	// closes it. StoreName names it in readiness (default "postgres").
 	Store     keystore.Store
 	StoreName string
-	// Notify is the in-process bus of a single process without Redis.
+	// Notify is the in-process bus of a single process without Redis
+	// (odin dev): it reaches every cache there is, so changes made without
+	// Redis are final when the API answers. Without it and without Redis,
+	// a revoke is answered as unconfirmed (503): replicas learn of it when
+	// their cache entries expire.
 	Notify                             func(keystore.Invalidation)
 	DatabaseURL, RedisURL, RedisPrefix string
 	// CacheTTL, SessionRetention and SessionSync must match the replicas':
@@ -108,7 +112,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 			if cfg.Notify != nil {
 				cfg.Notify(inv)
 			}
-		}, Logger: logger}),
+		}, SingleProcess: cfg.Notify != nil, Logger: logger}),
 		Verifier: verifier, Revoked: revoked,
 		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
 		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,

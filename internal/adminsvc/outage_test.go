@@ -269,8 +269,10 @@ func TestRevokeWithRedisKilledWhileWaiting(t *testing.T) {
 			time.Sleep(settle)
 			w := watch(t, c, near, far)
 			proxy.SetDown(true)
-			go func() { time.Sleep(300 * time.Millisecond); rs.Stop() }()
+			killed := make(chan struct{})
+			go func() { defer close(killed); time.Sleep(300 * time.Millisecond); rs.Stop() }()
 			a := e.revoke(t, c)
+			<-killed
 			if a.status != 200 {
 				t.Errorf("revoke published before Redis died answered %d, want 200", a.status)
 			}
