@@ -26,6 +26,10 @@ const keysUsage = `Usage: odin keys <create|list|get|roll|revoke> [flags]
   revoke <id> [--json]
          revokes at once: PostgreSQL, then Redis, then every replica via the bus
 
+revoke and roll (and 'odin sessions revoke') exit 3 when the change is made but
+not confirmed on every replica (the bus is unreachable): the message says by
+when every replica denies the key, and running the revoke again propagates it.
+
 They act on the database (--database-url, ODIN_DATABASE_URL), or, when
 --admin-url (ODIN_ADMIN_URL) is set, through the admin API with --admin-token
 (ODIN_ADMIN_TOKEN), and then need no database URL.

@@ -309,3 +309,42 @@ func TestRevokeWithReplicaPartitioned(t *testing.T) {
 		})
 	}
 }
+
+// A user.deleted webhook whose revokes cannot be confirmed answers 503, not
+// 2xx, so Svix retries it; the retry (same delivery id) is applied again,
+// not taken for a replay: it propagates the keys the first attempt revoked
+// and answers 200, after which no replica allows them.
+func TestWebhookRetryPropagatesAgain(t *testing.T) {
+	var proxy *testenv.Proxy
+	e := outageEnv(t, func(c *Config) {
+		u, _ := url.Parse(c.RedisURL)
+		proxy = testenv.NewProxy(t, u.Host)
+		u.Host = proxy.Addr()
+		c.RedisURL = u.String()
+	})
+	check := startReplica(t, e.replicaConfig(""))
+	c := e.newCredential(t, "key") // owned by user_o
+	time.Sleep(settle)
+	w := watch(t, c, check)
+	proxy.SetDown(true)
+	body := `{"type":"user.deleted","data":{"id":"user_o","deleted":true}}`
+	at := time.Now()
+	r := e.webhook("msg_retry", at, body, true)
+	first := answer{status: r.status, at: time.Now()}
+	if r.status != 503 || r.body["committed"] != true {
+		t.Fatalf("user.deleted with Redis unreachable: %d %s", r.status, r.raw)
+	}
+	if first.deniedBy, _ = time.Parse(time.RFC3339Nano, r.str("denied_by")); first.deniedBy.IsZero() {
+		t.Fatalf("no denied_by: %s", r.raw)
+	}
+	proxy.SetDown(false)
+	r = e.webhook("msg_retry", at, body, true)
+	retry := answer{status: r.status, at: time.Now(), deniedBy: time.Now()}
+	if r.status != 200 || r.str("status") != "processed" || r.str("revoked_keys") != "1" {
+		t.Errorf("Svix's retry: %d %s, want 200 processed with the key propagated again", r.status, r.raw)
+	}
+	if r := e.webhook("msg_retry", at, body, true); r.str("status") != "duplicate" {
+		t.Errorf("a replay of the delivery that succeeded: %s", r.raw)
+	}
+	w.verify(t, "key", first, retry)
+}
