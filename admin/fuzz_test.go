@@ -99,7 +99,8 @@ func FuzzAdminCreateKeyBody(f *testing.F) {
 	f.Cleanup(store.Close)
 	quiet := slog.New(slog.DiscardHandler)
 	srv, err := admin.New(admin.Options{
-		Store: store, Manager: keystore.NewManager(store, nil, keystore.ManagerOptions{}),
+		// One process and no replicas: every change is final when made.
+		Store: store, Manager: keystore.NewManager(store, nil, keystore.ManagerOptions{SingleProcess: true, Notify: func(keystore.Invalidation) {}}),
 		Revoked:       keystore.NewRevokedSessions(store, nil, 0, quiet),
 		OperatorToken: fuzzOperatorToken, Scopes: fuzzScopes, Logger: quiet,
 	})
@@ -223,7 +224,8 @@ func FuzzClerkWebhookBody(f *testing.F) {
 	}
 	f.Cleanup(store.Close)
 	quiet := slog.New(slog.DiscardHandler)
-	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
+	// One process and no replicas: every change is final when made.
+	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{SingleProcess: true, Notify: func(keystore.Invalidation) {}})
 	srv, err := admin.New(admin.Options{
 		Store: store, Manager: mgr, Revoked: keystore.NewRevokedSessions(store, nil, 0, quiet),
 		OperatorToken: fuzzOperatorToken, WebhookSecret: fuzzWebhookSecret, Scopes: fuzzScopes, Logger: quiet,

@@ -184,18 +184,22 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, c *caller) error
 	return writeJSON(w, http.StatusOK, v)
 }
 
-// revokeKey is POST /v1/keys/{id}/revoke. It answers only once the
-// revocation is committed and published (SPEC §8); revoking a revoked key
-// answers the same record.
+// revokeKey is POST /v1/keys/{id}/revoke. It answers 200 only once no
+// replica can allow the key any more; when that cannot be confirmed, 503
+// with the revocation stored and the time by which every replica denies it.
+// Revoking a revoked key answers the same record and propagates it again,
+// so the retry of a 503 answers 200 once it is confirmed.
 func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, c *caller) error {
 	k, err := s.managedKey(r, c)
 	if err != nil {
 		return err
 	}
 	k, err = s.opts.Manager.Revoke(r.Context(), c.actor(), k.ID)
-	if errors.Is(err, keystore.ErrNotPropagated) {
-		s.log.Warn("key revoked but not propagated: replicas drop it within the cache TTL", "key_id", k.ID)
-	} else if err != nil {
+	if np, ok := asNotPropagated(err); ok {
+		return s.writeNotPropagated(w, np, "Key revoked, but not every replica confirmed it: it may be accepted until denied_by; retry to propagate it again",
+			retryRequest("/v1/keys/"+k.ID+"/revoke"), view(k))
+	}
+	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, view(k))
@@ -226,16 +230,25 @@ func (s *Server) rollKey(w http.ResponseWriter, r *http.Request, c *caller) erro
 	}
 	plaintext, old, rolled, err := s.opts.Manager.Roll(r.Context(), c.actor(), k.ID, time.Duration(grace)*time.Second)
 	var already *keystore.AlreadyRolledError
+	np, unconfirmed := asNotPropagated(err)
 	switch {
 	case errors.As(err, &already): // in its grace period: one successor only
 		return errConflict(already.Error())
 	case errors.Is(err, keystore.ErrConflict):
 		return errConflict("only an active key can be rolled")
-	case err != nil && !errors.Is(err, keystore.ErrNotPropagated):
+	case err != nil && !unconfirmed:
 		return err
 	}
-	return writeJSON(w, http.StatusCreated, struct {
+	result := struct {
 		createdKeyView
 		Previous keyView `json:"previous"`
-	}{createdKeyView{Plaintext: plaintext, keyView: view(rolled)}, view(old)})
+	}{createdKeyView{Plaintext: plaintext, keyView: view(rolled)}, view(old)}
+	if unconfirmed {
+		// The new key exists and its plaintext is nowhere else: it is in
+		// the result. Revoking the previous key propagates again (and ends
+		// its grace at once).
+		return s.writeNotPropagated(w, np, "Key rolled (the new key is in result), but not every replica confirmed the previous key's new expiry: it may be accepted until denied_by; revoke the previous key to propagate again",
+			retryRequest("/v1/keys/"+old.ID+"/revoke"), result)
+	}
+	return writeJSON(w, http.StatusCreated, result)
 }

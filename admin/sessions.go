@@ -1,12 +1,15 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/odin-scan/odin-authz/keystore"
 )
@@ -23,7 +26,11 @@ func (s *Server) revokeSession(w http.ResponseWriter, r *http.Request, c *caller
 		return errNotFound("no such session")
 	}
 	rev, err := s.opts.Manager.RevokeSession(r.Context(), c.actor(), sid, "admin_api")
-	if err != nil && !errors.Is(err, keystore.ErrNotPropagated) {
+	if np, ok := asNotPropagated(err); ok {
+		return s.writeNotPropagated(w, np, "Session revoked, but not every replica confirmed it: its tokens may be accepted until denied_by; retry to propagate it again",
+			retryRequest("/v1/sessions/"+sid+"/revoke"), rev)
+	}
+	if err != nil {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, rev)
@@ -62,32 +69,51 @@ func (s *Server) clerkWebhook(w http.ResponseWriter, r *http.Request, _ *caller)
 	if err := json.Unmarshal(body, &ev); err != nil || ev.Type == "" {
 		return errInvalid("type", "not a Clerk event")
 	}
-	first, err := s.opts.Store.FirstDelivery(r.Context(), signedDeliveryID(r.Header), 2*webhookTolerance)
+	delivery := signedDeliveryID(r.Header)
+	first, err := s.opts.Store.FirstDelivery(r.Context(), delivery, 2*webhookTolerance)
 	if err != nil {
 		return err
 	}
 	if !first {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "duplicate"})
 	}
-	by := keystore.Actor{ID: "clerk-webhook", RequestID: signedDeliveryID(r.Header)}
+	result, err := s.applyClerkEvent(r, keystore.Actor{ID: "clerk-webhook", RequestID: delivery}, ev)
+	if err != nil {
+		// Not done: Svix retries a delivery answered non-2xx, and that
+		// retry must be processed again, not taken for a replay. Applying
+		// an event twice is harmless: a revoke of a revoked session or key
+		// propagates it again.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 5*time.Second)
+		if ferr := s.opts.Store.ForgetDelivery(fctx, delivery); ferr != nil {
+			s.log.Error("forget a webhook delivery that failed: Svix's retry will be taken for a replay", "request_id", delivery, "error", ferr.Error())
+		}
+		cancel()
+	}
+	if np, ok := asNotPropagated(err); ok {
+		return s.writeNotPropagated(w, np, "Event applied, but not every replica confirmed it: the credentials may be accepted until denied_by; the retry of this delivery propagates it again",
+			"Svix retries this delivery (the same svix-id); it is applied again", result)
+	}
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, result)
+}
+
+// applyClerkEvent applies one Clerk event and returns the answer's body.
+func (s *Server) applyClerkEvent(r *http.Request, by keystore.Actor, ev clerkEvent) (map[string]string, error) {
 	switch ev.Type {
 	case "session.ended", "session.removed", "session.revoked":
 		if !keystore.ValidSessionID(ev.Data.ID) {
-			return errInvalid("data.id", "not a valid session id")
+			return nil, errInvalid("data.id", "not a valid session id")
 		}
-		if _, err := s.opts.Manager.RevokeSession(r.Context(), by, ev.Data.ID, ev.Type); err != nil && !errors.Is(err, keystore.ErrNotPropagated) {
-			return err
-		}
+		_, err := s.opts.Manager.RevokeSession(r.Context(), by, ev.Data.ID, ev.Type)
+		return map[string]string{"status": "processed"}, err
 	case "user.deleted":
 		n, err := s.revokeUserKeys(r, by, ev.Data.ID)
-		if err != nil {
-			return err
-		}
-		return writeJSON(w, http.StatusOK, map[string]string{"status": "processed", "revoked_keys": strconv.Itoa(n)})
+		return map[string]string{"status": "processed", "revoked_keys": strconv.Itoa(n)}, err
 	default:
-		return writeJSON(w, http.StatusOK, map[string]string{"status": "ignored"})
+		return map[string]string{"status": "ignored"}, nil
 	}
-	return writeJSON(w, http.StatusOK, map[string]string{"status": "processed"})
 }
 
 // signedDeliveryID is the delivery id the signature covered: Svix's library
@@ -101,28 +127,70 @@ func signedDeliveryID(h http.Header) string {
 	return "svix:" + h.Get("webhook-id")
 }
 
-// revokeUserKeys revokes every active key a user owns or created.
+// revokeUserKeys revokes every active key a user owns or created, and
+// propagates again the user's keys revoked too recently for every replica
+// to deny them without the bus: the retry of a delivery whose revokes were
+// not all confirmed confirms them. It returns how many keys it revoked or
+// propagated again; when some were not confirmed, a
+// *keystore.NotPropagatedError covering them all.
 func (s *Server) revokeUserKeys(r *http.Request, by keystore.Actor, userID string) (int, error) {
 	if userID == "" {
 		return 0, errInvalid("data.id", "user id missing")
 	}
-	active, n, cursor := false, 0, ""
+	var (
+		mu     sync.Mutex
+		n      int
+		merged *keystore.NotPropagatedError
+	)
+	g, ctx := errgroup.WithContext(r.Context())
+	g.SetLimit(8) // a silent replica makes each revoke wait out the fence: overlap the waits
+	revoke := func(id string) error {
+		_, err := s.opts.Manager.Revoke(ctx, by, id)
+		np, unconfirmed := asNotPropagated(err)
+		if err != nil && !unconfirmed {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		if unconfirmed {
+			if merged == nil {
+				merged = &keystore.NotPropagatedError{At: np.At, DeniedBy: np.DeniedBy, Cause: np.Cause}
+			}
+			if np.At.Before(merged.At) {
+				merged.At = np.At
+			}
+			if np.DeniedBy.After(merged.DeniedBy) {
+				merged.DeniedBy = np.DeniedBy
+			}
+		}
+		return nil
+	}
+	recent := time.Now().Add(-s.opts.Manager.KeyPropagationBound())
+	cursor := ""
 	for {
-		keys, next, err := s.opts.Store.ListKeys(r.Context(), keystore.ListKeysOptions{UserID: userID, Revoked: &active, Limit: 1000, Cursor: cursor})
+		keys, next, err := s.opts.Store.ListKeys(ctx, keystore.ListKeysOptions{UserID: userID, Limit: 1000, Cursor: cursor})
 		if err != nil {
+			_ = g.Wait()
 			return n, err
 		}
 		for _, k := range keys {
-			if _, err := s.opts.Manager.Revoke(r.Context(), by, k.ID); err != nil && !errors.Is(err, keystore.ErrNotPropagated) {
-				return n, err
+			if k.RevokedAt.IsZero() || k.RevokedAt.After(recent) {
+				g.Go(func() error { return revoke(k.ID) })
 			}
-			n++
 		}
 		if next == "" {
-			return n, nil
+			break
 		}
 		cursor = next
 	}
+	if err := g.Wait(); err != nil {
+		return n, err
+	}
+	if merged != nil {
+		return n, merged
+	}
+	return n, nil
 }
 
 // auditLog is GET /v1/audit-log?action=&actor=&target=&since=&until=&limit=&cursor=.

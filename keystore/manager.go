@@ -8,10 +8,42 @@ import (
 	"time"
 )
 
-// ErrNotPropagated is returned with a committed change whose cache
-// invalidation could not be published: the change is in PostgreSQL, and
-// replicas drop what they cached within the cache TTL.
-var ErrNotPropagated = errors.New("change committed, but the invalidation bus could not be reached")
+// ErrNotPropagated is wrapped by the error of a committed change that not
+// every replica is known to have applied: it is in PostgreSQL (and the audit
+// log), and every replica applies it by NotPropagatedError.DeniedBy at the
+// latest. Doing the same change again propagates it again.
+var ErrNotPropagated = errors.New("change committed, but not confirmed on every replica")
+
+// NotPropagatedError is the error of a change that narrows what a
+// credential may do (a revoke, a roll's shortened life, a session revoke)
+// when the manager could not confirm that every replica applied it. It
+// unwraps to ErrNotPropagated and to the cause.
+type NotPropagatedError struct {
+	// At is when the change was made (the key's revoked_at, the roll's
+	// time, the session's revoked_at).
+	At time.Time
+	// DeniedBy is when every replica denies the credential at the latest
+	// without the bus: At plus the replicas' cache TTL (keys) or session
+	// sync interval (sessions), plus PropagationSlack. It assumes the
+	// replicas reach PostgreSQL (see README, "Failure modes").
+	DeniedBy time.Time
+	// Cause says what failed.
+	Cause error
+}
+
+func (e *NotPropagatedError) Error() string {
+	return fmt.Sprintf("%v (%v); every replica denies it by %s", ErrNotPropagated, e.Cause, e.DeniedBy.UTC().Format(time.RFC3339))
+}
+
+// Unwrap returns ErrNotPropagated and the cause.
+func (e *NotPropagatedError) Unwrap() []error { return []error{ErrNotPropagated, e.Cause} }
+
+// PropagationSlack is added to the replicas' own bound in
+// NotPropagatedError.DeniedBy: a replica's lookup (or session sync) that
+// read the old state just before the change answers at most its deadline
+// later (--store-timeout, 500ms by default), and its cache entry lives a
+// full TTL from then.
+const PropagationSlack = time.Second
 
 // Manager issues and revokes keys: it writes PostgreSQL first, then the Redis
 // tier, then the bus, so that when it returns every replica is on its way to
@@ -31,6 +63,10 @@ type ManagerOptions struct {
 	// 24h). Replicas refuse tokens that live longer than this, so no token
 	// of a revoked session outlives its revocation record.
 	SessionRetention time.Duration
+	// SessionSync is the replicas' session sync interval (default 30s):
+	// how long a replica that missed a session revoke's message may still
+	// accept the session's cached tokens.
+	SessionSync time.Duration
 	// FenceAfter is the replicas' bus contact window (default 1s): a revoke
 	// waits for every live replica's acknowledgement at most this long plus
 	// a clock margin.
@@ -41,12 +77,19 @@ type ManagerOptions struct {
 	// the change's call returns: the in-process bus of a single process
 	// without Redis (odin dev), where the caches live beside the manager.
 	Notify func(Invalidation)
+	// SingleProcess says that Notify reaches every cache there is (odin
+	// dev: one process, no Redis), so that a change made without Redis is
+	// final when its call returns. Without it, a narrowing change made
+	// without Redis is unconfirmed: replicas learn of it when their cache
+	// entries expire.
+	SingleProcess bool
 }
 
 // Defaults for ManagerOptions and the replicas' matching settings.
 const (
 	DefaultCacheTTL         = 30 * time.Second
 	DefaultSessionRetention = 24 * time.Hour
+	DefaultSessionSync      = 30 * time.Second
 )
 
 func (o *ManagerOptions) defaults() {
@@ -55,6 +98,9 @@ func (o *ManagerOptions) defaults() {
 	}
 	if o.SessionRetention <= 0 {
 		o.SessionRetention = DefaultSessionRetention
+	}
+	if o.SessionSync <= 0 {
+		o.SessionSync = DefaultSessionSync
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -116,14 +162,34 @@ func (m *Manager) Issue(ctx context.Context, by Actor, n NewKey, plaintext strin
 	return k, m.propagate(ctx, k, m.position(ctx))
 }
 
-// Revoke revokes a key by id. It returns only after the revocation is
-// committed in PostgreSQL and published on the bus.
+// Revoke revokes a key by id. It returns nil only when the revocation is
+// committed and every replica has dropped the key or is fenced (see
+// propagateAndWait): from then on no replica allows it. Otherwise the
+// revocation still stands, and the error is a *NotPropagatedError saying by
+// when every replica denies the key. Revoking a revoked key keeps its first
+// revocation and propagates it again, so a retry can confirm what an
+// earlier call could not.
 func (m *Manager) Revoke(ctx context.Context, by Actor, id string) (*Key, error) {
 	k, err := m.store.RevokeKey(ctx, id, time.Now(), by.event(ActionKeyRevoked, nil))
 	if err != nil {
 		return nil, err
 	}
-	return k, m.propagateAndWait(ctx, k, m.position(ctx))
+	return k, m.keyNotPropagated(k.RevokedAt, m.propagateAndWait(ctx, k, m.position(ctx)))
+}
+
+// KeyPropagationBound is how long after a key change a replica that missed
+// its invalidation may still answer from what it cached before: the cache
+// TTL plus PropagationSlack. A change older than that needs no propagating.
+func (m *Manager) KeyPropagationBound() time.Duration { return m.opts.CacheTTL + PropagationSlack }
+
+// keyNotPropagated makes a failed propagation of a key change made at into
+// a *NotPropagatedError. Without the bus a replica answers from what it
+// cached before the change for at most the cache TTL.
+func (m *Manager) keyNotPropagated(at time.Time, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &NotPropagatedError{At: at, DeniedBy: at.Add(m.KeyPropagationBound()), Cause: err}
 }
 
 // MaxRollGrace bounds the grace period of a roll.
@@ -131,7 +197,11 @@ const MaxRollGrace = 30 * 24 * time.Hour
 
 // Roll replaces a key with a new one of the same name, owner, scopes, tier
 // and expiry. The old key keeps working for grace, then expires (401). It
-// returns the new key's plaintext, shown once.
+// returns the new key's plaintext, shown once. Bringing the old key's expiry
+// forward narrows what it may do (with no grace it is a revoke), so it is
+// propagated as a revoke is: when that cannot be confirmed, the roll still
+// stands (the new key is issued and returned) and the error is a
+// *NotPropagatedError; revoking the old key propagates again.
 func (m *Manager) Roll(ctx context.Context, by Actor, id string, grace time.Duration) (string, *Key, *Key, error) {
 	if grace < 0 || grace > MaxRollGrace {
 		return "", nil, nil, fmt.Errorf("%w: grace_seconds: between 0 and %d", ErrInvalid, int(MaxRollGrace.Seconds()))
@@ -140,13 +210,20 @@ func (m *Manager) Roll(ctx context.Context, by Actor, id string, grace time.Dura
 	if err != nil {
 		return "", nil, nil, fmt.Errorf("generate key: %w", err)
 	}
-	old, rolled, err := m.store.RollKey(ctx, id, HashKey(plaintext), KeyHint(plaintext), time.Now().Add(grace),
+	at := time.Now()
+	old, rolled, err := m.store.RollKey(ctx, id, HashKey(plaintext), KeyHint(plaintext), at.Add(grace),
 		by.event(ActionKeyRolled, map[string]any{"grace_seconds": int(grace.Seconds()), "new_hint": KeyHint(plaintext)}))
 	if err != nil {
 		return "", nil, nil, err
 	}
 	lsn := m.position(ctx)
-	err = errors.Join(m.propagateAndWait(ctx, old, lsn), m.propagate(ctx, rolled, lsn))
+	err = m.keyNotPropagated(at, m.propagateAndWait(ctx, old, lsn))
+	// The new key widens nothing: a replica that missed it answers "unknown"
+	// for at most the negative TTL, which is not a reason to fail the roll.
+	if perr := m.propagate(ctx, rolled, lsn); perr != nil {
+		m.opts.Logger.Warn("rolled key issued, but replicas were not told: they may refuse it for the negative cache TTL",
+			"key_id", rolled.ID, "error", perr.Error())
+	}
 	return plaintext, old, rolled, err
 }
 
@@ -184,23 +261,56 @@ func (m *Manager) propagate(ctx context.Context, k *Key, lsn LSN) error {
 }
 
 // propagateAndWait is propagate for a change that must be final when the
-// call returns (a revoke): it waits until every live replica acknowledged
-// dropping the key, or until those that did not are fenced (Bus).
+// call returns (a revoke, a shortened expiry). It returns nil only when no
+// replica can allow the key from then on: every replica seen alive
+// acknowledged dropping it, or the wait lasted FenceAfter + margin after the
+// message was accepted by Redis, by when a replica that did not acknowledge
+// is fenced (Bus) and reads the key from Redis (overwritten first) or
+// PostgreSQL. Case by case:
+//   - Redis's record could not be overwritten (set, then retryOverwrite):
+//     a fenced replica, or one that dropped the key, may read the old record
+//     and allow the key until it expires, so the change is not confirmed,
+//     even when every replica acknowledged.
+//   - The acknowledgement channel or the live replica set could not be
+//     read: nothing was published, replicas in contact keep their LRU
+//     entries. Not confirmed; waiting would not help.
+//   - The publish failed: its outcome is unknown (it may have reached some
+//     replicas, or none). Replicas that are in contact with Redis and did
+//     not get it are not fenced, so no wait can confirm it. Not confirmed.
+//   - The publish was accepted and the acknowledgements stopped coming
+//     (Redis died mid-wait): PublishAndWait waits out the fence, so those
+//     replicas are fenced by the time it returns. Confirmed.
+//
+// Without Redis there is no bus: with Notify (odin dev) the only caches are
+// in this process and were told synchronously, so the change is final;
+// without it, replicas learn of it only when their cache entries expire.
 func (m *Manager) propagateAndWait(ctx context.Context, k *Key, lsn LSN) error {
 	m.notify(Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn})
 	if m.redis == nil {
-		return nil
+		return m.noBus()
 	}
 	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
 	missing, err := m.redis.PublishAndWait(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn}, m.opts.FenceAfter)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNotPropagated, err)
+		return err
 	}
 	if len(missing) > 0 {
 		m.opts.Logger.Warn("replicas did not acknowledge a revoke in time; they are fenced and no longer trust their caches",
 			"key_id", k.ID, "replicas", missing)
 	}
 	return nil
+}
+
+// errNoBus: Redis is not configured, so no replica is told of a change.
+var errNoBus = errors.New("no invalidation bus: Redis is not configured")
+
+// noBus is propagateAndWait's answer without Redis: nil when Notify told
+// the only caches there are (SingleProcess), else errNoBus.
+func (m *Manager) noBus() error {
+	if m.opts.SingleProcess && m.opts.Notify != nil {
+		return nil
+	}
+	return errNoBus
 }
 
 func (m *Manager) notify(inv Invalidation) {
@@ -210,8 +320,14 @@ func (m *Manager) notify(inv Invalidation) {
 }
 
 // RevokeSession logs a session out everywhere: it records the revocation in
-// PostgreSQL, mirrors it in Redis and publishes it, so every replica refuses
-// every token of the session from then on.
+// PostgreSQL, mirrors it in Redis and publishes it, then waits as a key
+// revoke does: nil means every replica seen alive acknowledged adding the
+// session to its revoked set, or the fence interval passed, after which a
+// replica that did not acknowledge is fenced and accepts no session until
+// it has re-read the revoked set from PostgreSQL (RevokedSessions.Fence).
+// Otherwise the revocation stands and the error is a *NotPropagatedError:
+// replicas that missed the message refuse the session after their next
+// sync, by DeniedBy. Revoking a revoked session propagates it again.
 func (m *Manager) RevokeSession(ctx context.Context, by Actor, sid, reason string) (RevokedSession, error) {
 	if !ValidSessionID(sid) {
 		return RevokedSession{}, fmt.Errorf("%w: session_id: not a valid session id", ErrInvalid)
@@ -224,11 +340,22 @@ func (m *Manager) RevokeSession(ctx context.Context, by Actor, sid, reason strin
 	inv := Invalidation{Kind: InvalidateSession, SessionID: sid, LSN: m.position(ctx)}
 	m.notify(inv)
 	if m.redis == nil {
+		if err := m.noBus(); err != nil {
+			return r, &NotPropagatedError{At: r.RevokedAt, DeniedBy: r.RevokedAt.Add(m.opts.SessionSync + PropagationSlack), Cause: err}
+		}
 		return r, nil
 	}
+	// The mirror is best-effort: a token first seen after the revoke is
+	// checked against it, but the guarantee rests on the acknowledgements,
+	// the fence and the sync, which read PostgreSQL.
 	m.redis.SetRaw(ctx, revokedSessionKey(sid), []byte(r.RevokedAt.Format(time.RFC3339Nano)), m.opts.SessionRetention)
-	if err := m.redis.Publish(ctx, inv); err != nil {
-		return r, fmt.Errorf("%w: %v", ErrNotPropagated, err)
+	missing, err := m.redis.PublishAndWait(ctx, inv, m.opts.FenceAfter)
+	if err != nil {
+		return r, &NotPropagatedError{At: r.RevokedAt, DeniedBy: r.RevokedAt.Add(m.opts.SessionSync + PropagationSlack), Cause: err}
+	}
+	if len(missing) > 0 {
+		m.opts.Logger.Warn("replicas did not acknowledge a session revoke in time; they are fenced and re-read the revoked sessions",
+			"replicas", missing)
 	}
 	return r, nil
 }

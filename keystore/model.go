@@ -199,6 +199,10 @@ type Store interface {
 	// new; a replay or retry of a processed delivery reports false. Ids
 	// older than keep are pruned.
 	FirstDelivery(ctx context.Context, id string, keep time.Duration) (bool, error)
+	// ForgetDelivery forgets a delivery id FirstDelivery recorded, for a
+	// delivery whose processing did not complete: its retry is then
+	// processed again rather than taken for a replay.
+	ForgetDelivery(ctx context.Context, id string) error
 	// AppendAudit writes one audit event on its own.
 	AppendAudit(ctx context.Context, ev AuditEvent) error
 	// ListAudit returns a page of audit events, newest first.

@@ -7,12 +7,23 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // ErrSessionsNotLoaded means the revoked-session set has never been loaded
 // from PostgreSQL: nobody can say whether a session is revoked, so a JWT is
 // answered 503, never allowed.
 var ErrSessionsNotLoaded = errors.New("revoked sessions not loaded")
+
+// ErrSessionsStale means the replica is fenced (it may have missed session
+// revokes on the bus) and could not re-read the revoked sessions from
+// PostgreSQL: a JWT is answered 503, never allowed.
+var ErrSessionsStale = errors.New("revoked sessions may be stale: fenced from the bus and PostgreSQL unreachable")
+
+// fencedSyncTimeout bounds the sync a fenced replica makes in a check's
+// path: below the ext_authz timeout, like the store timeout of a key lookup.
+const fencedSyncTimeout = 500 * time.Millisecond
 
 // RevokedSessions is a replica's copy of the logged-out sessions: loaded from
 // PostgreSQL at start, kept current by the bus, and re-synced every interval
@@ -29,6 +40,12 @@ type RevokedSessions struct {
 	set      map[string]time.Time // session id → when its revocation expires
 	loaded   atomic.Bool
 	lastSync time.Time // revoked_at watermark of the last successful sync
+
+	// fenced: see Fence. syncedFrom is the UnixNano start of the newest
+	// successful sync: the set holds every revocation committed before.
+	fenced     func(time.Time) bool
+	syncedFrom atomic.Int64
+	fencedSync singleflight.Group
 }
 
 // NewRevokedSessions returns an empty, not yet loaded set. retention must
@@ -40,6 +57,15 @@ func NewRevokedSessions(store Store, redis *Redis, retention time.Duration, logg
 	return &RevokedSessions{store: store, redis: redis, retention: retention, log: logger,
 		errLog: logLimiter{every: 10 * time.Second}, set: map[string]time.Time{}}
 }
+
+// Fence makes the set follow the bus's fence (Bus.Fenced): while fenced
+// reports true, the replica may have missed session revokes that no revoker
+// waited for (a revoker waits only for the replicas it sees alive, and
+// answers at once when they all acknowledged), so IsRevoked answers only
+// from a sync that began after the check did, as a fenced replica reads
+// every key from Redis or PostgreSQL rather than its LRU. Concurrent checks
+// share the syncs. Call it before the set is used.
+func (r *RevokedSessions) Fence(fenced func(time.Time) bool) { r.fenced = fenced }
 
 // Retention is how long a revocation is kept, and so the longest token
 // lifetime a replica accepts.
@@ -56,10 +82,14 @@ func (r *RevokedSessions) Len() int {
 }
 
 // IsRevoked reports whether sid was logged out. ErrSessionsNotLoaded when
-// the set has never been loaded.
+// the set has never been loaded; ErrSessionsStale when the replica is
+// fenced and the set could not be re-read (Fence).
 func (r *RevokedSessions) IsRevoked(sid string, now time.Time) (bool, error) {
 	if !r.loaded.Load() {
 		return false, ErrSessionsNotLoaded
+	}
+	if r.fenced != nil && r.fenced(now) && !r.syncedSince(now) {
+		return false, ErrSessionsStale
 	}
 	r.mu.RLock()
 	until, ok := r.set[sid]
@@ -79,6 +109,26 @@ func (r *RevokedSessions) CheckMirror(ctx context.Context, sid string, now time.
 	}
 	r.add(sid, now.Add(r.retention))
 	return true
+}
+
+// syncedSince makes sure a sync that began at or after t succeeded,
+// joining the one in flight or starting one. A flight that began before t
+// does not count, so it takes at most two; each has its own deadline, so
+// that one caller's cancellation does not fail the others.
+func (r *RevokedSessions) syncedSince(t time.Time) bool {
+	for range 2 {
+		if r.syncedFrom.Load() >= t.UnixNano() {
+			return true
+		}
+		if _, err, _ := r.fencedSync.Do("", func() (any, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), fencedSyncTimeout)
+			defer cancel()
+			return nil, r.Sync(ctx)
+		}); err != nil {
+			return false
+		}
+	}
+	return r.syncedFrom.Load() >= t.UnixNano()
 }
 
 func (r *RevokedSessions) add(sid string, until time.Time) {
@@ -135,6 +185,9 @@ func (r *RevokedSessions) Sync(ctx context.Context) error {
 	}
 	if r.lastSync.IsZero() {
 		r.lastSync = now.Add(-time.Minute)
+	}
+	if now.UnixNano() > r.syncedFrom.Load() {
+		r.syncedFrom.Store(now.UnixNano())
 	}
 	r.mu.Unlock()
 	if !r.loaded.Swap(true) {

@@ -45,7 +45,7 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.DatabaseURL, cfg.RedisURL, cfg.RedisPrefix = sf.databaseURL, sf.redisURL, sf.redisPrefix
-	cfg.CacheTTL, cfg.SessionRetention = sf.cacheTTL, sf.sessionRetention
+	cfg.CacheTTL, cfg.SessionRetention, cfg.SessionSync = sf.cacheTTL, sf.sessionRetention, sf.sessionSync
 	if cfg.TLS, err = tf.config(); err != nil {
 		return err
 	}

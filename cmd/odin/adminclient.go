@@ -145,6 +145,11 @@ func (c *adminClient) do(ctx context.Context, method, path string, query url.Val
 	if err != nil {
 		return fmt.Errorf("admin API: read the answer: %w", err)
 	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		if err := unconfirmedAnswer(raw, out); err != nil {
+			return err
+		}
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return answerError(resp, raw)
 	}
@@ -152,6 +157,29 @@ func (c *adminClient) do(ctx context.Context, method, path string, query url.Val
 		return fmt.Errorf("admin API: %s %s answered %d with something that is not the expected JSON: %w", method, path, resp.StatusCode, err)
 	}
 	return nil
+}
+
+// unconfirmedAnswer reads a 503 that says the change is committed but not
+// confirmed on every replica: the result goes into out, and the error is an
+// *unconfirmedError. Any other answer: nil.
+func unconfirmedAnswer(raw []byte, out any) error {
+	var b struct {
+		Committed bool            `json:"committed"`
+		DeniedBy  time.Time       `json:"denied_by"`
+		Retry     string          `json:"retry"`
+		Result    json.RawMessage `json:"result"`
+		Error     struct{ Message string }
+		RequestID string `json:"requestId"`
+	}
+	if json.Unmarshal(raw, &b) != nil || !b.Committed {
+		return nil
+	}
+	if out != nil && len(b.Result) > 0 {
+		if err := json.Unmarshal(b.Result, out); err != nil {
+			return fmt.Errorf("admin API: a 503 with a result that is not the expected JSON: %w", err)
+		}
+	}
+	return &unconfirmedError{deniedBy: b.DeniedBy, retry: "admin API: " + b.Retry + " [request " + b.RequestID + "]"}
 }
 
 // answerError reads the SPEC error body of a failed answer; a body that is

@@ -419,6 +419,11 @@ func TestAdminAPISessionToken(t *testing.T) {
 func TestKeysGetAndRollOnDatabase(t *testing.T) {
 	api := startAdminAPI(t)
 	useDatabase(t, api.db)
+	// With the bus: without it, a roll is unconfirmed (exit 3), which
+	// TestUnconfirmedRevokes covers.
+	redisURL, prefix := testenv.Redis(t)
+	t.Setenv("ODIN_REDIS_URL", redisURL)
+	t.Setenv("ODIN_REDIS_PREFIX", prefix)
 	created := decodeJSON[createdKeyRecord](t, mustCLI(t, "keys", "create", "--name", "db", "--owner", "user_db", "--json"))
 	if err := api.store.RecordUsage(context.Background(), []keystore.Usage{{KeyID: created.ID, Hour: time.Now().UTC().Truncate(time.Hour), Count: 7, LastUsed: time.Now()}}); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/odin-scan/odin-authz/internal/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/jwtauth"
+	"github.com/odin-scan/odin-authz/keystore"
 )
 
 // storeFlags are the connection flags shared by every command that talks to
@@ -19,6 +20,7 @@ import (
 type storeFlags struct {
 	databaseURL, redisURL, redisPrefix string
 	cacheTTL, sessionRetention         time.Duration
+	sessionSync                        time.Duration
 }
 
 func (s *storeFlags) bind(f *flags) {
@@ -29,6 +31,8 @@ func (s *storeFlags) bind(f *flags) {
 		"longest time any cache tier answers for a key after reading PostgreSQL: the revocation bound if a bus message is lost")
 	f.Duration(&s.sessionRetention, "session-retention", "ODIN_SESSION_RETENTION", 24*time.Hour,
 		"how long a revoked session is remembered; tokens living longer than this are refused")
+	f.Duration(&s.sessionSync, "session-sync", "ODIN_SESSION_SYNC", keystore.DefaultSessionSync,
+		"how often revoked sessions are re-read from PostgreSQL: the bound if a bus message is lost (revokers state it in an unconfirmed answer)")
 }
 
 // bindJWT binds the session token (Clerk JWT) flags.
@@ -85,7 +89,6 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	f.String(&cfg.RateLimitBy, "rate-limit-by", "ODIN_RATE_LIMIT_BY", "credential", "what a limit counts: credential (the API key, or the session's user) or org (the organisation when there is one)")
 	f.Bool(&cfg.RateLimit.FailClosed, "rate-limit-fail-closed", "ODIN_RATE_LIMIT_FAIL_CLOSED", false, "with Redis down, refuse (503) instead of limiting each replica on its own")
 	f.Bool(&cfg.DisableRateLimit, "rate-limit-disabled", "ODIN_RATE_LIMIT_DISABLED", false, "turn tier rate limits off")
-	f.Duration(&cfg.SessionSync, "session-sync", "ODIN_SESSION_SYNC", 30*time.Second, "how often revoked sessions are re-read from PostgreSQL (the bound if a bus message is lost)")
 	f.String(&grpcAddr, "grpc-addr", "ODIN_GRPC_ADDR", ":9001", "gRPC listen address (Check, health, reflection)")
 	f.String(&httpAddr, "http-addr", "ODIN_HTTP_ADDR", ":9002", "HTTP forward-auth listen address (Envoy http_service, NGINX auth_request, Caddy forward_auth, Traefik ForwardAuth); empty disables")
 	f.String(&cfg.HTTPPathPrefix, "http-path-prefix", "ODIN_HTTP_PATH_PREFIX", "", "Envoy http_service path_prefix: every forward-auth path must start with it and it is removed once (needs --forwarded-headers none)")
@@ -123,7 +126,7 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg.DatabaseURL, cfg.RedisURL, cfg.RedisPrefix = sf.databaseURL, sf.redisURL, sf.redisPrefix
 	cfg.Cache.TTL, cfg.Cache.Size, cfg.MaxStreams = sf.cacheTTL, cacheSize, uint32(maxStreams)
-	cfg.SessionRetention = sf.sessionRetention
+	cfg.SessionRetention, cfg.SessionSync = sf.sessionRetention, sf.sessionSync
 	if cfg.TLS, err = tf.config(); err != nil {
 		return err
 	}

@@ -26,6 +26,10 @@ const keysUsage = `Usage: odin keys <create|list|get|roll|revoke> [flags]
   revoke <id> [--json]
          revokes at once: PostgreSQL, then Redis, then every replica via the bus
 
+revoke and roll (and 'odin sessions revoke') exit 3 when the change is made but
+not confirmed on every replica (the bus is unreachable): the message says by
+when every replica denies the key, and running the revoke again propagates it.
+
 They act on the database (--database-url, ODIN_DATABASE_URL), or, when
 --admin-url (ODIN_ADMIN_URL) is set, through the admin API with --admin-token
 (ODIN_ADMIN_TOKEN), and then need no database URL.
@@ -182,7 +186,7 @@ func openKeysEnv(ctx context.Context, sf storeFlags, stderr io.Writer) (*keysEnv
 			return nil, err
 		}
 	}
-	e.manager = keystore.NewManager(store, e.redis, keystore.ManagerOptions{CacheTTL: sf.cacheTTL, SessionRetention: sf.sessionRetention})
+	e.manager = keystore.NewManager(store, e.redis, keystore.ManagerOptions{CacheTTL: sf.cacheTTL, SessionRetention: sf.sessionRetention, SessionSync: sf.sessionSync})
 	return e, nil
 }
 
@@ -252,16 +256,19 @@ func (e *keysEnv) Key(ctx context.Context, id string) (keyRecord, error) {
 	return r, nil
 }
 
-// RevokeKey implements keyAdmin.
+// RevokeKey implements keyAdmin. A revocation not confirmed on every
+// replica is returned with an *unconfirmedError.
 func (e *keysEnv) RevokeKey(ctx context.Context, id string) (keyRecord, error) {
 	k, err := e.manager.Revoke(ctx, cliActor, id)
-	if err = e.notPropagated(err); err != nil {
+	if k == nil {
 		return keyRecord{}, notFound(err, id)
 	}
-	return newKeyRecord(k, time.Now()), nil
+	return newKeyRecord(k, time.Now()), unconfirmed(err, "odin keys revoke "+id)
 }
 
-// RollKey implements keyAdmin.
+// RollKey implements keyAdmin. A roll whose shortening of the old key's
+// life is not confirmed on every replica is returned with an
+// *unconfirmedError: the new key exists.
 func (e *keysEnv) RollKey(ctx context.Context, id string, grace time.Duration) (rolledKeyRecord, error) {
 	plaintext, old, rolled, err := e.manager.Roll(ctx, cliActor, id, grace)
 	var already *keystore.AlreadyRolledError
@@ -271,21 +278,22 @@ func (e *keysEnv) RollKey(ctx context.Context, id string, grace time.Duration) (
 	if errors.Is(err, keystore.ErrConflict) {
 		return rolledKeyRecord{}, fmt.Errorf("only an active key can be rolled: %w", err)
 	}
-	if err = e.notPropagated(err); err != nil {
+	if rolled == nil {
 		return rolledKeyRecord{}, notFound(err, id)
 	}
 	now := time.Now()
-	return rolledKeyRecord{createdKeyRecord{plaintext, newKeyRecord(rolled, now)}, newKeyRecord(old, now)}, nil
+	return rolledKeyRecord{createdKeyRecord{plaintext, newKeyRecord(rolled, now)}, newKeyRecord(old, now)},
+		unconfirmed(err, "odin keys revoke "+old.ID+" (revokes the previous key at once)")
 }
 
-// RevokeSession implements keyAdmin.
+// RevokeSession implements keyAdmin. A revocation not confirmed on every
+// replica is returned with an *unconfirmedError.
 func (e *keysEnv) RevokeSession(ctx context.Context, sid, reason string) (keystore.RevokedSession, error) {
 	r, err := e.manager.RevokeSession(ctx, cliActor, sid, reason)
-	if errors.Is(err, keystore.ErrNotPropagated) {
-		fmt.Fprintf(e.warn, "odin: warning: %v; replicas pick it up within --session-sync\n", err)
-		err = nil
+	if r.SessionID == "" {
+		return r, err
 	}
-	return r, err
+	return r, unconfirmed(err, "odin sessions revoke "+sid)
 }
 
 // ownerIDs maps --owner to user and organisation: ids that start with org_
@@ -508,14 +516,20 @@ func keysRoll(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer ka.Close()
 	r, err := ka.RollKey(ctx, id, grace)
-	if err != nil {
+	var ue *unconfirmedError
+	if err != nil && !errors.As(err, &ue) {
 		return fmt.Errorf("keys roll: %w", err)
 	}
+	// Unconfirmed or not, the new key exists and is shown here only.
 	if asJSON {
-		return writeJSON(stdout, r)
+		err = writeJSON(stdout, r)
+	} else {
+		fmt.Fprintf(stderr, "rolled %s into %s; the old key (%s) stops working at %s and cannot be rolled again\n", r.Previous.ID, r.ID, r.Previous.Hint, orDash(r.Previous.ExpiresAt))
+		_, err = fmt.Fprintln(stdout, r.Plaintext)
 	}
-	fmt.Fprintf(stderr, "rolled %s into %s; the old key (%s) stops working at %s and cannot be rolled again\n", r.Previous.ID, r.ID, r.Previous.Hint, orDash(r.Previous.ExpiresAt))
-	_, err = fmt.Fprintln(stdout, r.Plaintext)
+	if ue != nil {
+		return fmt.Errorf("keys roll: %s rolled into %s, but the old key's new expiry is %w", r.Previous.ID, r.ID, ue)
+	}
 	return err
 }
 
@@ -538,13 +552,18 @@ func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer ka.Close()
 	k, err := ka.RevokeKey(ctx, id)
-	if err != nil {
+	var ue *unconfirmedError
+	if err != nil && !errors.As(err, &ue) {
 		return fmt.Errorf("keys revoke: %w", err)
 	}
 	if asJSON {
-		return writeJSON(stdout, k)
+		err = writeJSON(stdout, k)
+	} else {
+		_, err = fmt.Fprintf(stdout, "revoked %s (%s) at %s\n", k.ID, k.Hint, k.RevokedAt.Format(time.RFC3339))
 	}
-	_, err = fmt.Fprintf(stdout, "revoked %s (%s) at %s\n", k.ID, k.Hint, k.RevokedAt.Format(time.RFC3339))
+	if ue != nil {
+		return fmt.Errorf("keys revoke: %s is revoked but %w", k.ID, ue)
+	}
 	return err
 }
 
@@ -573,3 +592,35 @@ func ptr[T any](v T) *T { return &v }
 // cliActor is the audit log's name for changes made with this CLI on the
 // database directly; through the admin API, the API names the caller.
 var cliActor = keystore.Actor{ID: "operator:cli"}
+
+// unconfirmedError is a change that narrows what a credential may do
+// (revoke, roll, session revoke), committed but not confirmed on every
+// replica: keystore.NotPropagatedError, or the admin API's 503 with
+// "committed": true. The command prints its result as on success, then
+// exits 3 with this message.
+type unconfirmedError struct {
+	deniedBy time.Time
+	retry    string // what propagates it again
+}
+
+func (e *unconfirmedError) Error() string {
+	return fmt.Sprintf("not confirmed on every replica: it may still be accepted until %s; to propagate it again: %s",
+		e.deniedBy.UTC().Format(time.RFC3339), e.retry)
+}
+
+// ExitCode is 3: committed, not confirmed (1 is any other failure).
+func (e *unconfirmedError) ExitCode() int { return 3 }
+
+// Unwrap makes it a keystore.ErrNotPropagated.
+func (e *unconfirmedError) Unwrap() error { return keystore.ErrNotPropagated }
+
+// unconfirmed turns a keystore.NotPropagatedError into an unconfirmedError
+// with the command that propagates again; other errors are returned as they
+// are.
+func unconfirmed(err error, retry string) error {
+	var np *keystore.NotPropagatedError
+	if errors.As(err, &np) {
+		return &unconfirmedError{deniedBy: np.DeniedBy, retry: retry}
+	}
+	return err
+}

@@ -58,12 +58,17 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer ka.Close()
 	r, err := ka.RevokeSession(ctx, f.positional[0], reason)
-	if err != nil {
+	var ue *unconfirmedError
+	if err != nil && !errors.As(err, &ue) {
 		return fmt.Errorf("sessions revoke: %w", err)
 	}
 	if asJSON {
-		return writeJSON(stdout, r)
+		err = writeJSON(stdout, r)
+	} else {
+		_, err = fmt.Fprintf(stdout, "revoked session %s at %s (remembered until %s)\n", r.SessionID, r.RevokedAt.Format(time.RFC3339), r.ExpiresAt.Format(time.RFC3339))
 	}
-	_, err = fmt.Fprintf(stdout, "revoked session %s at %s (remembered until %s)\n", r.SessionID, r.RevokedAt.Format(time.RFC3339), r.ExpiresAt.Format(time.RFC3339))
+	if ue != nil {
+		return fmt.Errorf("sessions revoke: %s is revoked but %w", r.SessionID, ue)
+	}
 	return err
 }

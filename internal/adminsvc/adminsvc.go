@@ -33,13 +33,19 @@ type Config struct {
 	// closes it. StoreName names it in readiness (default "postgres").
 	Store     keystore.Store
 	StoreName string
-	// Notify is the in-process bus of a single process without Redis.
+	// Notify is the in-process bus of a single process without Redis
+	// (odin dev): it reaches every cache there is, so changes made without
+	// Redis are final when the API answers. Without it and without Redis,
+	// a revoke is answered as unconfirmed (503): replicas learn of it when
+	// their cache entries expire.
 	Notify                             func(keystore.Invalidation)
 	DatabaseURL, RedisURL, RedisPrefix string
-	CacheTTL, SessionRetention         time.Duration
-	JWT                                jwtauth.Config // JWKSURL empty: operator token only
-	OperatorToken, WebhookSecret       string
-	Scopes, UserScopes, OrgAdminRoles  []string
+	// CacheTTL, SessionRetention and SessionSync must match the replicas':
+	// an unconfirmed revoke states its bound from them.
+	CacheTTL, SessionRetention, SessionSync time.Duration
+	JWT                                     jwtauth.Config // JWKSURL empty: operator token only
+	OperatorToken, WebhookSecret            string
+	Scopes, UserScopes, OrgAdminRoles       []string
 	// MaxConnections caps the open connections of the admin port (default
 	// 256; negative: no cap); one more is closed at once.
 	MaxConnections int
@@ -116,12 +122,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	}
 	api, err := admin.New(admin.Options{
 		Store: s.store,
-		Manager: keystore.NewManager(s.store, s.redis, keystore.ManagerOptions{CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, Notify: func(inv keystore.Invalidation) {
+		Manager: keystore.NewManager(s.store, s.redis, keystore.ManagerOptions{CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, Notify: func(inv keystore.Invalidation) {
 			revoked.Apply(ctx, inv) // this process's own view of logged-out sessions
 			if cfg.Notify != nil {
 				cfg.Notify(inv)
 			}
-		}, Logger: logger}),
+		}, SingleProcess: cfg.Notify != nil, Logger: logger}),
 		Verifier: verifier, Revoked: revoked,
 		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
 		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,

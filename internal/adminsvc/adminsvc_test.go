@@ -40,7 +40,10 @@ type env struct {
 	cfg    Config
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { t.Helper(); return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with the admin's Config adjusted by adjust (nil: as is).
+func newEnvWith(t *testing.T, adjust func(*Config)) *env {
 	t.Helper()
 	db := testenv.Postgres(t)
 	redisURL, prefix := testenv.Redis(t)
@@ -55,6 +58,9 @@ func newEnv(t *testing.T) *env {
 		JWT:           jwtauth.Config{JWKSURL: jwks.URL + devissuer.JWKSPath, Issuer: is.Issuer(), FetchTimeout: time.Second},
 		OperatorToken: operatorToken, WebhookSecret: webhookSecret,
 		Scopes: []string{"scans:read", "scans:write", "admin"},
+	}
+	if adjust != nil {
+		adjust(&cfg)
 	}
 	logs := &testenv.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())

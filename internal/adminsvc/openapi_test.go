@@ -362,6 +362,7 @@ func TestOpenAPIContract(t *testing.T) {
 		c.do(t, call{method: "POST", path: "/v1/webhooks/clerk", body: body, header: svixHeaders(t, "msg_nocfg", time.Now(), body, false), status: 404})
 	})
 	t.Run("store outage", func(t *testing.T) { contractOutage(t, client) })
+	t.Run("bus outage", func(t *testing.T) { contractBusOutage(t, e, client) })
 	if t.Failed() {
 		return
 	}
@@ -674,6 +675,48 @@ func contractOutage(t *testing.T, client func(string) contractClient) {
 		tc.status = 503
 		if r := c.do(t, tc); r.errorCode() != "UNAVAILABLE" {
 			t.Errorf("%s %s during an outage: %s", tc.method, tc.path, r.raw)
+		}
+	}
+}
+
+// contractBusOutage cuts a service off Redis: every change that narrows
+// what a credential may do is committed but unconfirmed (503 with the
+// NotPropagated body), and a webhook delivery answered so is applied again
+// when Svix retries it, not taken for a replay.
+func contractBusOutage(t *testing.T, e *env, client func(string) contractClient) {
+	u, err := url.Parse(e.cfg.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := testenv.NewProxy(t, u.Host)
+	proxy.SetDown(true)
+	u.Host = proxy.Addr()
+	cfg := e.cfg
+	cfg.RedisURL = u.String()
+	c := client(startService(t, cfg))
+	newKey := func(owner string) string {
+		r := c.do(t, call{method: "POST", path: "/v1/keys", bearer: operatorToken, status: 201, body: map[string]any{"name": "x", "scopes": []string{}, "user_id": owner}})
+		return r.str("id")
+	}
+	unconfirmed := func(r response) {
+		t.Helper()
+		if r.errorCode() != "UNAVAILABLE" || r.body["committed"] != true || r.str("denied_by") == "" || r.header.Get("Retry-After") == "" {
+			t.Errorf("not an unconfirmed change: %d %s", r.status, r.raw)
+		}
+	}
+	id := newKey("user_bus")
+	unconfirmed(c.do(t, call{method: "POST", path: "/v1/keys/" + id + "/revoke", bearer: operatorToken, status: 503}))
+	unconfirmed(c.do(t, call{method: "POST", path: "/v1/keys/" + id + "/revoke", bearer: operatorToken, status: 503})) // a retry propagates again
+	r := c.do(t, call{method: "POST", path: "/v1/keys/" + newKey("user_bus") + "/roll", bearer: operatorToken, status: 503})
+	if res, _ := r.body["result"].(map[string]any); res["key"] == nil || res["previous"] == nil {
+		t.Errorf("unconfirmed roll without the new key: %s", r.raw)
+	}
+	unconfirmed(r)
+	unconfirmed(c.do(t, call{method: "POST", path: "/v1/sessions/sess_bus/revoke", bearer: operatorToken, status: 503}))
+	for _, body := range []string{`{"type":"session.ended","data":{"id":"sess_busw"}}`, `{"type":"user.deleted","data":{"id":"user_bus"}}`} {
+		h := svixHeaders(t, "msg_bus"+testenv.RandomSuffix(), time.Now(), body, false)
+		for range 2 { // Svix's retry is applied again, not answered "duplicate"
+			unconfirmed(c.do(t, call{method: "POST", path: "/v1/webhooks/clerk", body: body, header: h, status: 503}))
 		}
 	}
 }

@@ -26,6 +26,13 @@ import (
 // returns a Check function.
 func startAuthz(t *testing.T, cfg authzsvc.Config) func(key string) int {
 	t.Helper()
+	check := startReplica(t, cfg)
+	return func(key string) int { return check(map[string]string{"api-key": key}) }
+}
+
+// startReplica is startAuthz for a check with any request headers.
+func startReplica(t *testing.T, cfg authzsvc.Config) func(headers map[string]string) int {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := authzsvc.New(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -40,10 +47,10 @@ func startAuthz(t *testing.T, cfg authzsvc.Config) func(key string) int {
 	}
 	t.Cleanup(func() { cancel(); <-done; conn.Close() })
 	client := authv3.NewAuthorizationClient(conn)
-	return func(key string) int {
+	return func(headers map[string]string) int {
 		resp, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-				Method: "GET", Path: "/v1/scans", Headers: map[string]string{"api-key": key},
+				Method: "GET", Path: "/v1/scans", Headers: headers,
 			}},
 		}})
 		if err != nil {

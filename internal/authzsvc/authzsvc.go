@@ -246,6 +246,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	}
 	s.usage = keystore.NewUsageRecorder(store, cfg.UsageInterval, 0, logger)
 	s.revoked = keystore.NewRevokedSessions(store, s.redis, cfg.SessionRetention, logger)
+	if s.bus != nil { // a fenced replica re-reads the revoked sessions before it accepts one
+		s.revoked.Fence(s.bus.Fenced)
+	}
 	sessions, err := s.buildSessions(ctx)
 	if err != nil {
 		s.closeStores()

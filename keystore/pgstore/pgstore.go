@@ -601,6 +601,14 @@ func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keysto
 	return events, next, nil
 }
 
+// ForgetDelivery implements keystore.Store.
+func (s *Store) ForgetDelivery(ctx context.Context, id string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM webhook_deliveries WHERE id = $1`, id); err != nil {
+		return fmt.Errorf("forget webhook delivery: %w", err)
+	}
+	return nil
+}
+
 // FirstDelivery implements keystore.Store.
 func (s *Store) FirstDelivery(ctx context.Context, id string, keep time.Duration) (bool, error) {
 	tag, err := s.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id) VALUES ($1) ON CONFLICT (id) DO NOTHING`, id)

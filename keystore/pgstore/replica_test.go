@@ -64,7 +64,7 @@ func (c *cluster) reader(t testing.TB, readURL string) *reader {
 		t.Fatal(err)
 	}
 	t.Cleanup(r.store.Close)
-	r.manager = keystore.NewManager(c.writer, nil, keystore.ManagerOptions{Notify: r.wm.Apply})
+	r.manager = keystore.NewManager(c.writer, nil, keystore.ManagerOptions{Notify: r.wm.Apply, SingleProcess: true})
 	return r
 }
 

@@ -188,6 +188,18 @@ func (s *Store) PruneRevokedSessions(ctx context.Context, now time.Time) (int64,
 	return n, nil
 }
 
+// ForgetDelivery implements keystore.Store.
+func (s *Store) ForgetDelivery(ctx context.Context, id string) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM webhook_deliveries WHERE id = ?`, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("forget webhook delivery: %w", err)
+	}
+	return nil
+}
+
 // FirstDelivery implements keystore.Store.
 func (s *Store) FirstDelivery(ctx context.Context, id string, keep time.Duration) (bool, error) {
 	var first bool

@@ -282,6 +282,12 @@ func testDeliveries(t *testing.T, s keystore.Store) {
 	check("msg_1", time.Hour, false) // replay
 	check("msg_2", time.Hour, true)
 	check("msg_1", time.Hour, false)
+	// A forgotten delivery (its processing failed) is new again.
+	if err := s.ForgetDelivery(ctx, "msg_2"); err != nil {
+		t.Fatal(err)
+	}
+	check("msg_2", time.Hour, true)
+	check("msg_2", time.Hour, false)
 	// Ids older than keep are forgotten, so the table does not grow forever.
 	// keep is long enough that msg_3 itself survives a slow machine.
 	time.Sleep(1200 * time.Millisecond)

@@ -2,6 +2,7 @@ package drills
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"testing"
@@ -23,7 +24,10 @@ import (
 //   - no RPC fails,
 //   - the bus reconnects on both replicas once Redis is back, and
 //   - a revoke issued after that is final on both replicas when it returns
-//     (no allow of the key sent after the revoke answered).
+//     (no allow of the key sent after the revoke answered);
+//   - a revoke issued just after Redis died is committed but unconfirmed
+//     (keystore.NotPropagatedError, with the cache-TTL bound), and no
+//     replica allows that key once both have fenced themselves.
 //
 // It counts the PostgreSQL queries the outage cost (every check of a fenced
 // replica reads PostgreSQL).
@@ -55,9 +59,10 @@ func TestDrillRedisOutage(t *testing.T) {
 	cached, _ := createKeys(t, mgr, 32, "cached")
 	inPG, _ := createKeys(t, mgr, 32, "in postgres")
 	revokee, revokeeIDs := createKeys(t, mgr, 1, "revoked after the outage")
+	during, duringIDs := createKeys(t, mgr, 1, "revoked during the outage")
 	unknown := unknownKeys(t, 32)
 	for _, r := range reps { // warm both LRUs (and Redis) with the cached keys
-		for _, k := range append(cached, revokee[0]) {
+		for _, k := range append(cached, revokee[0], during[0]) {
 			if got := checkOnce(t, r, k); got != "200" {
 				t.Fatalf("warming replica %s: %s", r.name, got)
 			}
@@ -81,8 +86,10 @@ func TestDrillRedisOutage(t *testing.T) {
 				req.class, req.value = "postgres", inPG[(blk*4+j-8)%len(inPG)]
 			case j < 15:
 				req.class, req.value = "unknown", unknown[(blk*3+j-12)%len(unknown)]
-			default:
+			case blk%2 == 0:
 				req.class, req.value = "revokee", revokee[0]
+			default:
+				req.class, req.value = "during", during[0]
 			}
 			return req
 		},
@@ -94,6 +101,12 @@ func TestDrillRedisOutage(t *testing.T) {
 	ph.set("outage")
 	killed := time.Now()
 	rs.Stop()
+	_, err = mgr.Revoke(context.Background(), keystore.Actor{ID: "drill"}, duringIDs[0])
+	var unconfirmed *keystore.NotPropagatedError
+	if !errors.As(err, &unconfirmed) {
+		t.Errorf("revoke with Redis dead: %v, want a NotPropagatedError", err)
+	}
+	duringAnswered := time.Now()
 	// FenceAfter (1s) without the bus, plus margin: from here on neither
 	// replica may answer from its LRU.
 	time.Sleep(keystore.DefaultFenceAfter + 500*time.Millisecond)
@@ -159,6 +172,24 @@ func TestDrillRedisOutage(t *testing.T) {
 		}
 	}
 
+	// The key revoked while Redis was dead: allowed, if at all, until both
+	// replicas fenced themselves (1 s after the kill), never after.
+	fencedBy := killed.Add(keystore.DefaultFenceAfter + 500*time.Millisecond)
+	if late := counts(samples, func(s sample) bool { return s.class == "during" && s.sent.After(fencedBy) }); late["401"] == 0 || len(only(late, "401")) > 0 {
+		t.Errorf("key revoked while Redis was dead, sent once both replicas were fenced: %v, want only 401", late)
+	}
+	var duringAllows int
+	var lastDuringAllow time.Duration
+	for _, s := range samples {
+		if s.class == "during" && s.outcome == "200" && s.sent.After(duringAnswered) {
+			duringAllows++
+			lastDuringAllow = max(lastDuringAllow, s.sent.Sub(duringAnswered))
+		}
+	}
+	if unconfirmed != nil && unconfirmed.DeniedBy.Before(fencedBy) {
+		t.Errorf("the unconfirmed revoke promised denied_by %v, before the replicas could fence", unconfirmed.DeniedBy)
+	}
+
 	outageQueries, fencedQueries := q1-q0, q1-qf
 	outageChecks := sum(counts(samples, inPhase("outage"))) + sum(counts(samples, inPhase("fenced")))
 	fencedChecks := sum(counts(samples, within("fenced")))
@@ -195,6 +226,8 @@ func TestDrillRedisOutage(t *testing.T) {
 	f.add("outage_outcomes_unknown", counts(samples, both(ofClass("unknown"), isOutage)))
 	f.add("outage_pg_queries", int(outageQueries))
 	f.add("outage_pg_queries_per_s", outageQueries/restarted.Sub(killed).Seconds())
+	f.add("unconfirmed_revoke_allows_after_answer", duringAllows)
+	f.add("unconfirmed_revoke_last_allow_after_answer", lastDuringAllow)
 	f.add("fenced_checks", fencedChecks)
 	f.add("fenced_pg_queries", int(fencedQueries))
 	f.add("fenced_lru_hits", int(sumf(lru1)-sumf(lru0)))
