@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/odin-scan/odin-authz/credential"
 	"github.com/odin-scan/odin-authz/extauthz/policy"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -301,7 +302,7 @@ const maxRequestIDLen = 128
 // requestID returns the request's x-request-id when it is sane, else a fresh
 // req-<random>.
 func requestID(h Headers) string {
-	if id := h.Get("x-request-id"); id != "" && len(id) <= maxRequestIDLen && checkPrintable(id) == "" {
+	if id := h.Get("x-request-id"); id != "" && len(id) <= maxRequestIDLen && credential.CheckPrintable(id) == "" {
 		return id
 	}
 	var b [12]byte

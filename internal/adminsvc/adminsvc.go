@@ -39,6 +39,12 @@ type Config struct {
 	JWT                                jwtauth.Config // JWKSURL empty: operator token only
 	OperatorToken, WebhookSecret       string
 	Scopes, UserScopes, OrgAdminRoles  []string
+
+	// JWTAllowNoSessionID admits session tokens without sid (odin authz's
+	// setting of the same name); AllowImpersonatedKeys lets impersonated
+	// sessions create and roll keys.
+	JWTAllowNoSessionID, AllowImpersonatedKeys bool
+
 	// Tracing configures OpenTelemetry traces of the admin API; the zero
 	// value is off.
 	Tracing telemetry.Config
@@ -108,6 +114,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 			}
 		}, Logger: logger}),
 		Verifier: verifier, Revoked: revoked,
+		AllowNoSessionID: cfg.JWTAllowNoSessionID, AllowImpersonatedKeys: cfg.AllowImpersonatedKeys,
 		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
 		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,
 		Logger: logger, Registerer: s.registry,
