@@ -42,6 +42,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith is newEnv with the configuration changed by configure.
+func newEnvWith(t *testing.T, configure func(*Config)) *env {
+	t.Helper()
 	db := testenv.Postgres(t)
 	redisURL, prefix := testenv.Redis(t)
 	is, err := devissuer.New(devissuer.Options{Issuer: "https://clerk.odin.test"})
@@ -55,6 +61,9 @@ func newEnv(t *testing.T) *env {
 		JWT:           jwtauth.Config{JWKSURL: jwks.URL + devissuer.JWKSPath, Issuer: is.Issuer(), FetchTimeout: time.Second},
 		OperatorToken: operatorToken, WebhookSecret: webhookSecret,
 		Scopes: []string{"scans:read", "scans:write", "admin"},
+	}
+	if configure != nil {
+		configure(&cfg)
 	}
 	logs := &testenv.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
