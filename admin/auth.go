@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/odin-scan/odin-authz/credential"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
 )
@@ -24,6 +25,9 @@ type caller struct {
 	permissions []string
 	tier        string
 	requestID   string
+	// impersonator is the user signed in as userID through Clerk's user
+	// impersonation (the token's act claim); empty for a user's own session.
+	impersonator string
 }
 
 // kind is who the caller is, for traces: operator, org (an organisation
@@ -38,11 +42,26 @@ func (c *caller) kind() string {
 	return "user"
 }
 
+// actor is who the audit log names: the impersonator, when there is one,
+// acting as the impersonated user.
 func (c *caller) actor() keystore.Actor {
-	if c.operator {
+	switch {
+	case c.operator:
 		return keystore.Actor{ID: "operator", RequestID: c.requestID}
+	case c.impersonator != "":
+		return keystore.Actor{ID: c.impersonator, Impersonating: c.userID, RequestID: c.requestID}
 	}
 	return keystore.Actor{ID: c.userID, RequestID: c.requestID}
+}
+
+// mayMint refuses to create or roll a key from an impersonated session
+// unless the operator allowed it: a key outlives the impersonation and
+// would let the impersonator keep acting as the user.
+func (s *Server) mayMint(c *caller) error {
+	if c.impersonator != "" && !s.opts.AllowImpersonatedKeys {
+		return errForbidden("keys cannot be created or rolled while impersonating a user")
+	}
+	return nil
 }
 
 // canManage reports whether the caller may see and change k: the operator
@@ -69,17 +88,29 @@ func (c *caller) owners() []string {
 	return o
 }
 
-// authenticate resolves the caller from `Authorization: Bearer`: the
-// operator token (compared in constant time, on digests so the length does
-// not leak either), or a Clerk session token verified like odin authz does,
-// whose session must not be logged out.
+// authError is a refused authentication with the fixed reason it is
+// logged with (never the credential).
+type authError struct {
+	*apiError
+	reason string
+}
+
+func (e *authError) Error() string { return e.apiError.Error() + " (reason " + e.reason + ")" }
+func (e *authError) Unwrap() error { return e.apiError }
+
+func refused(reason string) error     { return &authError{errUnauthorized(), reason} }
+func unavailable(reason string) error { return &authError{errUnavailable(), reason} }
+
+// authenticate resolves the caller from `Authorization: Bearer` (read as
+// odin authz reads it, credential.ParseBearer): the operator token
+// (compared in constant time, on digests so the length does not leak
+// either), or a Clerk session token verified and admitted by the same rule
+// as odin authz (credential.Admission).
 func (s *Server) authenticate(r *http.Request) (*caller, error) {
-	v := strings.TrimSpace(r.Header.Get("Authorization"))
-	const scheme = "bearer "
-	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
-		return nil, errUnauthorized()
+	token, reason := credential.ParseBearer(r.Header.Get("Authorization"))
+	if reason != "" {
+		return nil, refused(reason)
 	}
-	token := strings.TrimSpace(v[len(scheme):])
 	if s.opts.OperatorToken != "" {
 		got, want := sha256.Sum256([]byte(token)), sha256.Sum256([]byte(s.opts.OperatorToken))
 		if subtle.ConstantTimeCompare(got[:], want[:]) == 1 {
@@ -87,26 +118,23 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 		}
 	}
 	if s.opts.Verifier == nil || !jwtauth.LooksLikeJWT(token) {
-		return nil, errUnauthorized()
+		return nil, refused("unknown_token")
 	}
 	sess, err := s.opts.Verifier.Verify(r.Context(), token)
 	switch {
 	case errors.Is(err, jwtauth.ErrInvalidToken):
-		return nil, errUnauthorized()
+		return nil, refused("jwt_" + jwtauth.Reason(err))
 	case err != nil:
-		return nil, errUnavailable()
+		return nil, unavailable("jwt_" + jwtauth.Reason(err))
 	}
-	if sess.Expiry.Sub(sess.IssuedAt) > s.opts.Revoked.Retention() {
-		return nil, errUnauthorized()
+	admission := credential.Admission{Revoked: s.opts.Revoked, AllowNoSessionID: s.opts.AllowNoSessionID}
+	switch v, reason := admission.Admit(r.Context(), sess, time.Now()); v {
+	case credential.Refused:
+		return nil, refused(reason)
+	case credential.Unavailable:
+		return nil, unavailable(reason)
 	}
-	revoked, err := s.opts.Revoked.IsRevoked(sess.SessionID, time.Now())
-	switch {
-	case err != nil:
-		return nil, errUnavailable()
-	case revoked:
-		return nil, errUnauthorized()
-	}
-	c := &caller{userID: sess.Subject, orgID: sess.OrgID, sessionID: sess.SessionID, permissions: sess.Permissions, tier: sess.Tier}
+	c := &caller{userID: sess.Subject, orgID: sess.OrgID, sessionID: sess.SessionID, permissions: sess.Permissions, tier: sess.Tier, impersonator: sess.Actor}
 	c.orgAdmin = c.orgID != "" && slices.Contains(s.opts.OrgAdminRoles, sess.OrgRole)
 	return c, nil
 }

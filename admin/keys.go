@@ -41,6 +41,9 @@ type createKeyRequest struct {
 
 // createKey is POST /v1/keys.
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := s.mayMint(c); err != nil {
+		return err
+	}
 	var req createKeyRequest
 	if err := decode(r, &req); err != nil {
 		return err
@@ -212,6 +215,9 @@ type rollRequest struct {
 // rollKey is POST /v1/keys/{id}/roll: a new key now, the old one expiring
 // after the grace period (default 0: at once).
 func (s *Server) rollKey(w http.ResponseWriter, r *http.Request, c *caller) error {
+	if err := s.mayMint(c); err != nil {
+		return err
+	}
 	var req rollRequest
 	if err := decodeOptional(r, &req); err != nil {
 		return err

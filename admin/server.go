@@ -35,6 +35,12 @@ type Options struct {
 	Verifier *jwtauth.Verifier
 	// Revoked refuses callers whose session was logged out.
 	Revoked *keystore.RevokedSessions
+	// AllowNoSessionID admits session tokens without sid, as odin authz's
+	// setting of the same name (credential.Admission).
+	AllowNoSessionID bool
+	// AllowImpersonatedKeys lets an impersonated session (Clerk's act
+	// claim) create and roll keys; by default that is a 403.
+	AllowImpersonatedKeys bool
 	// OperatorToken is ODIN_ADMIN_TOKEN: full access, compared in constant
 	// time. Empty: no operator access over HTTP.
 	OperatorToken string

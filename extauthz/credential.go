@@ -3,6 +3,7 @@ package extauthz
 import (
 	"strings"
 
+	"github.com/odin-scan/odin-authz/credential"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -48,8 +49,8 @@ var credentialNames = [numCredentialKinds]string{"none", "malformed", "api_key",
 func (k CredentialKind) String() string { return credentialNames[k] }
 
 // MaxCredentialLen bounds a credential: longer values are refused before any
-// parsing. Clerk session tokens are well under 4 KiB.
-const MaxCredentialLen = 8 << 10
+// parsing.
+const MaxCredentialLen = credential.MaxLen
 
 // Credential is what extraction found: its kind, its value and the header
 // it came from (to strip before the upstream). Reason explains a
@@ -62,10 +63,10 @@ type Credential struct {
 	InAuthorization, InAPIKey bool
 }
 
-// ExtractCredential applies SPEC §2: an API key in `Authorization: Bearer`
-// or `api-key`, a JWT only in `Authorization: Bearer`; the scheme is
-// case-insensitive and surrounding whitespace trimmed; two different values
-// are ambiguous; oversized or non-printable values are malformed.
+// ExtractCredential reads the credential of a request: an API key in
+// `Authorization: Bearer` or `api-key`, a JWT only in `Authorization:
+// Bearer`, each header read as credential.ParseBearer and ParseAPIKey say
+// (the same rules odin admin applies); two different values are ambiguous.
 func ExtractCredential(h Headers) Credential {
 	authz, apiKey := h.Get("authorization"), h.Get("api-key")
 	c := Credential{InAuthorization: authz != "", InAPIKey: apiKey != ""}
@@ -74,15 +75,15 @@ func ExtractCredential(h Headers) Credential {
 	}
 	var bearer string
 	if c.InAuthorization {
-		v, reason := parseBearer(authz)
+		v, reason := credential.ParseBearer(authz)
 		if reason != "" {
 			return c.malformed(reason)
 		}
 		bearer = v
 	}
 	if c.InAPIKey {
-		apiKey = strings.TrimSpace(apiKey)
-		if reason := checkPrintable(apiKey); reason != "" {
+		var reason string
+		if apiKey, reason = credential.ParseAPIKey(apiKey); reason != "" {
 			return c.malformed(reason)
 		}
 		if c.InAuthorization && apiKey != bearer {
@@ -106,37 +107,4 @@ func ExtractCredential(h Headers) Credential {
 func (c Credential) malformed(reason string) Credential {
 	c.Kind, c.Value, c.Reason = CredentialMalformed, "", reason
 	return c
-}
-
-// parseBearer returns the token of a Bearer authorization value, or a reason
-// it is not one.
-func parseBearer(v string) (string, string) {
-	v = strings.TrimSpace(v)
-	const scheme = "bearer"
-	if len(v) < len(scheme)+1 || !strings.EqualFold(v[:len(scheme)], scheme) || (v[len(scheme)] != ' ' && v[len(scheme)] != '\t') {
-		return "", "not_bearer"
-	}
-	tok := strings.TrimSpace(v[len(scheme)+1:])
-	if reason := checkPrintable(tok); reason != "" {
-		return "", reason
-	}
-	return tok, ""
-}
-
-// checkPrintable refuses empty, oversized and non-printable-ASCII values.
-// Real credentials are base62 or base64url with dots; anything else is
-// noise or an attack.
-func checkPrintable(v string) string {
-	if v == "" {
-		return "empty"
-	}
-	if len(v) > MaxCredentialLen {
-		return "oversized"
-	}
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c <= ' ' || c > '~' {
-			return "non_printable"
-		}
-	}
-	return ""
 }

@@ -207,10 +207,14 @@ func FuzzForwardedRequest(f *testing.F) {
 
 // keyPlaceholder and tokenPlaceholder in a seed's header values stand for
 // the run's real key and real session token, so that committed seeds can
-// present them.
+// present them. The other placeholders are tokens the issuer really signed
+// that must still be refused: one without sid (it could never be logged
+// out) and one without iat or nbf (its lifetime is unknown).
 const (
 	keyPlaceholder   = "{{key}}"
 	tokenPlaceholder = "{{jwt}}"
+	noSIDPlaceholder = "{{jwt-no-sid}}"
+	noIATPlaceholder = "{{jwt-no-iat}}"
 )
 
 var freshRequestID = regexp.MustCompile(`^req-[0-9a-f]{24}$`)
@@ -241,12 +245,13 @@ func FuzzDecideInvalidCredential(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	sessions, realToken := fuzzSessions(f, store)
+	sessions, realToken, refused := fuzzSessions(f, store)
 	logs := &bytes.Buffer{} // the log lines of one input (Decide logs before it returns)
 	authz := extauthz.NewAuthorizer(extauthz.Options{Keys: cache, Sessions: sessions,
 		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 
 	f.Fuzz(func(t *testing.T, authorization, apiKey, requestID string, write bool) {
+		authorization, apiKey = refused.Replace(authorization), refused.Replace(apiKey)
 		authorization = strings.ReplaceAll(strings.ReplaceAll(authorization, keyPlaceholder, realKey), tokenPlaceholder, realToken)
 		apiKey = strings.ReplaceAll(strings.ReplaceAll(apiKey, keyPlaceholder, realKey), tokenPlaceholder, realToken)
 		h := extauthz.MapHeaders{}
@@ -307,8 +312,9 @@ func FuzzDecideInvalidCredential(f *testing.F) {
 // verifier and a session cache on it, and mints the one real token: user
 // user_fuzz_jwt with scans:read, valid for the whole fuzzing run. Unknown
 // kids may refetch the key set at most every 30 s, so a fuzzed kid cannot
-// turn the JWKS server into the bottleneck.
-func fuzzSessions(f *testing.F, store keystore.Store) (*extauthz.Sessions, string) {
+// turn the JWKS server into the bottleneck. The replacer puts in the signed
+// tokens that must be refused (noSIDPlaceholder, noIATPlaceholder).
+func fuzzSessions(f *testing.F, store keystore.Store) (*extauthz.Sessions, string, *strings.Replacer) {
 	is, err := devissuer.New(devissuer.Options{})
 	if err != nil {
 		f.Fatal(err)
@@ -329,12 +335,24 @@ func fuzzSessions(f *testing.F, store keystore.Store) (*extauthz.Sessions, strin
 		f.Fatal(err)
 	}
 	now := time.Now()
-	tok, err := is.Mint(devissuer.Claims{Subject: "user_fuzz_jwt", IssuedAt: now, Expiry: now.Add(time.Hour),
-		Org: &devissuer.Org{ID: "org_fuzz", Role: "member", Permissions: []string{"scans:read"}}})
+	claims := devissuer.Claims{Subject: "user_fuzz_jwt", IssuedAt: now, Expiry: now.Add(time.Hour),
+		Org: &devissuer.Org{ID: "org_fuzz", Role: "member", Permissions: []string{"scans:read"}}}
+	tok, err := is.Mint(claims)
 	if err != nil {
 		f.Fatal(err)
 	}
-	return sessions, tok
+	noSID, noIAT := claims, claims
+	noSID.Extra = map[string]any{"sid": nil}
+	noIAT.Extra = map[string]any{"iat": nil, "nbf": nil}
+	var pairs []string
+	for placeholder, c := range map[string]devissuer.Claims{noSIDPlaceholder: noSID, noIATPlaceholder: noIAT} {
+		t, err := is.Mint(c)
+		if err != nil {
+			f.Fatal(err)
+		}
+		pairs = append(pairs, placeholder, t)
+	}
+	return sessions, tok, strings.NewReplacer(pairs...)
 }
 
 // checkDenialBody asserts SPEC §3: the body is JSON with exactly the error

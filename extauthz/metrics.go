@@ -73,6 +73,9 @@ func (a *Authorizer) observe(d *Decision, r *Request, took time.Duration) {
 	}
 	if d.Principal != nil {
 		attrs = append(attrs, slog.String("subject", d.Principal.Subject), slog.String("key_id", d.Principal.KeyID))
+		if d.Principal.Actor != "" {
+			attrs = append(attrs, slog.String("actor", d.Principal.Actor))
+		}
 	}
 	a.log.LogAttrs(context.Background(), level, "check", attrs...)
 }

@@ -22,6 +22,10 @@ type Identity struct {
 	SessionID string
 	Scopes    []string
 	Tier      string
+	// Actor is the impersonator's user id when a session token carries
+	// Clerk's act claim: logged with the decision and sent as dynamic
+	// metadata ("actor"), not as a header.
+	Actor string `json:",omitempty"`
 }
 
 // The identity headers of SPEC §4, in a fixed order.
@@ -135,6 +139,9 @@ func NewPrincipal(id Identity) *Principal {
 		p.Headers = append(p.Headers, Pair{h.name, values[i]})
 		grpcHeaders = append(grpcHeaders, overwrite(h.name, values[i]))
 		fields[h.meta] = structpb.NewStringValue(values[i])
+	}
+	if id.Actor != "" {
+		fields["actor"] = structpb.NewStringValue(strings.ToValidUTF8(id.Actor, "\uFFFD"))
 	}
 	p.remove = &sharedRemovals[mask]
 	p.Absent = p.remove.absent

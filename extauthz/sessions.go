@@ -12,6 +12,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/odin-scan/odin-authz/credential"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
 )
@@ -28,26 +29,31 @@ type SessionOptions struct {
 	// DefaultScopes are the scopes of a token that carries no permissions
 	// (a personal account without an organisation).
 	DefaultScopes []string
+	// AllowNoSessionID admits tokens without sid (credential.Admission).
+	AllowNoSessionID bool
 }
 
 // Sessions authenticates Clerk session JWTs: a verified token is cached
 // (LRU, then Redis) keyed by a hash of the token — never the token — so
 // repeated requests skip signature verification; every hit still checks the
-// token's expiry and whether its session was logged out.
+// token's expiry, that the key which verified it is still in the JWKS, and
+// whether its session was logged out. Admission is odin admin's rule too.
 type Sessions struct {
-	verifier *jwtauth.Verifier
-	revoked  *keystore.RevokedSessions
-	redis    *keystore.Redis // optional
-	lru      *lru.Cache[[sha256.Size]byte, *sessionEntry]
-	opts     SessionOptions
-	hits     [3]prometheus.Counter // lru, redis, verified
+	verifier  *jwtauth.Verifier
+	revoked   *keystore.RevokedSessions
+	admission credential.Admission
+	redis     *keystore.Redis // optional
+	lru       *lru.Cache[[sha256.Size]byte, *sessionEntry]
+	opts      SessionOptions
+	hits      [3]prometheus.Counter // lru, redis, verified
 }
 
 // sessionEntry is a verified token.
 type sessionEntry struct {
-	principal *Principal
-	deadline  time.Time // exp plus leeway: refused from then on
-	until     time.Time // cached until
+	principal  *Principal
+	signingKey string    // jwtauth.Session.SigningKey: the entry is void once the JWKS drops it
+	deadline   time.Time // exp plus leeway: refused from then on
+	until      time.Time // cached until
 }
 
 // NewSessions builds the session cache. redis may be nil; reg may be nil.
@@ -72,7 +78,8 @@ func NewSessions(v *jwtauth.Verifier, revoked *keystore.RevokedSessions, redis *
 	if err := reg.Register(hits); err != nil {
 		return nil, err
 	}
-	s := &Sessions{verifier: v, revoked: revoked, redis: redis, lru: l, opts: opts}
+	s := &Sessions{verifier: v, revoked: revoked, redis: redis, lru: l, opts: opts,
+		admission: credential.Admission{Revoked: revoked, AllowNoSessionID: opts.AllowNoSessionID}}
 	for i, t := range []string{"lru", "redis", "verified"} {
 		s.hits[i] = hits.WithLabelValues(t)
 	}
@@ -89,9 +96,11 @@ func (s *Sessions) authenticate(ctx context.Context, d *Decision, token string, 
 	// on every request, and Sum256 only reads.
 	h := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
 	e, ok := s.lru.Get(h)
-	if ok && now.Before(e.until) {
+	if ok && now.Before(e.until) && s.verifier.HasSigningKey(e.signingKey) {
 		s.hits[0].Inc()
 	} else {
+		// Missing, stale, or verified with a key the JWKS no longer holds:
+		// such an entry is worth nothing, the token is judged afresh.
 		var reason string
 		var outcome Outcome
 		if e, outcome, reason = s.load(ctx, h, token, now); e == nil {
@@ -103,23 +112,25 @@ func (s *Sessions) authenticate(ctx context.Context, d *Decision, token string, 
 		d.Outcome, d.Reason = DenyUnauthorized, "jwt_expired"
 		return
 	}
-	revoked, err := s.revoked.IsRevoked(e.principal.SessionID, now)
-	switch {
-	case err != nil:
-		d.Outcome, d.Reason = DenyUnavailable, "sessions_unavailable"
-	case revoked:
-		d.Outcome, d.Reason = DenyUnauthorized, "session_revoked"
-	default:
+	switch v, reason := s.admission.Recheck(e.principal.SessionID, now); v {
+	case credential.Admitted:
 		d.Outcome, d.Principal = Allow, e.principal
+	case credential.Refused:
+		d.Outcome, d.Reason = DenyUnauthorized, reason
+	default:
+		d.Outcome, d.Reason = DenyUnavailable, reason
 	}
 }
 
-// load finds a token in Redis or verifies it, and caches the result.
+// load finds a token in Redis or verifies it, and caches the result. A
+// Redis entry, written by any replica, is used only when this replica's key
+// set holds the key that verified it; otherwise the token is verified here,
+// which refreshes the key set for a kid it does not know.
 func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, now time.Time) (*sessionEntry, Outcome, string) {
 	name := "jwt:" + hex.EncodeToString(h[:])
 	if s.redis != nil {
 		if raw, ok := s.redis.GetRaw(ctx, name); ok {
-			if e := decodeSession(raw); e != nil && now.Before(e.until) {
+			if e := decodeSession(raw); e != nil && now.Before(e.until) && s.verifier.HasSigningKey(e.signingKey) {
 				s.hits[1].Inc()
 				s.lru.Add(h, e)
 				return e, Allow, ""
@@ -129,30 +140,26 @@ func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, 
 	sess, err := s.verifier.Verify(ctx, token)
 	switch {
 	case errors.Is(err, jwtauth.ErrInvalidToken):
+		s.lru.Remove(h)
 		return nil, DenyUnauthorized, "jwt_" + jwtauth.Reason(err)
 	case err != nil: // key set unavailable, or the caller gave up
 		return nil, DenyUnavailable, "jwt_" + jwtauth.Reason(err)
 	}
 	s.hits[2].Inc()
-	// A revocation record lives Retention; a longer-lived token could
-	// outlive it, so such tokens are refused outright.
-	issued := sess.IssuedAt
-	if issued.IsZero() {
-		issued = now
-	}
-	if sess.Expiry.Sub(issued) > s.revoked.Retention() {
-		return nil, DenyUnauthorized, "jwt_lifetime_too_long"
-	}
-	if sess.SessionID != "" && s.revoked.CheckMirror(ctx, sess.SessionID, now) {
-		return nil, DenyUnauthorized, "session_revoked"
+	switch v, reason := s.admission.Admit(ctx, sess, now); v {
+	case credential.Refused:
+		return nil, DenyUnauthorized, reason
+	case credential.Unavailable:
+		return nil, DenyUnavailable, reason
 	}
 	e := &sessionEntry{
 		principal: NewPrincipal(Identity{
 			Method: "jwt", Subject: sess.Subject, OrgID: sess.OrgID, SessionID: sess.SessionID,
-			Scopes: orDefault(sess.Permissions, s.opts.DefaultScopes), Tier: sess.Tier,
+			Scopes: orDefault(sess.Permissions, s.opts.DefaultScopes), Tier: sess.Tier, Actor: sess.Actor,
 		}),
-		deadline: sess.Expiry.Add(s.opts.Leeway),
-		until:    now.Add(s.opts.TTL),
+		signingKey: sess.SigningKey,
+		deadline:   sess.Expiry.Add(s.opts.Leeway),
+		until:      now.Add(s.opts.TTL),
 	}
 	if e.deadline.Before(e.until) {
 		e.until = e.deadline
@@ -169,13 +176,14 @@ func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, 
 // cachedSession is the Redis form of a verified token: the identity, not the
 // token.
 type cachedSession struct {
-	Identity Identity `json:"identity"`
-	Deadline int64    `json:"deadline"`
-	Until    int64    `json:"until"`
+	Identity   Identity `json:"identity"`
+	SigningKey string   `json:"signing_key"`
+	Deadline   int64    `json:"deadline"`
+	Until      int64    `json:"until"`
 }
 
 func encodeSession(e *sessionEntry) ([]byte, error) {
-	return json.Marshal(cachedSession{Identity: e.principal.Identity, Deadline: e.deadline.UnixNano(), Until: e.until.UnixNano()})
+	return json.Marshal(cachedSession{Identity: e.principal.Identity, SigningKey: e.signingKey, Deadline: e.deadline.UnixNano(), Until: e.until.UnixNano()})
 }
 
 func decodeSession(raw []byte) *sessionEntry {
@@ -183,7 +191,7 @@ func decodeSession(raw []byte) *sessionEntry {
 	if json.Unmarshal(raw, &c) != nil || c.Identity.Method != "jwt" || c.Identity.Subject == "" {
 		return nil
 	}
-	return &sessionEntry{principal: NewPrincipal(c.Identity), deadline: time.Unix(0, c.Deadline), until: time.Unix(0, c.Until)}
+	return &sessionEntry{principal: NewPrincipal(c.Identity), signingKey: c.SigningKey, deadline: time.Unix(0, c.Deadline), until: time.Unix(0, c.Until)}
 }
 
 func orDefault(scopes, def []string) []string {

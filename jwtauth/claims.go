@@ -89,7 +89,33 @@ func (v *Verifier) validate(c claims, now time.Time) (*Session, error) {
 	if s.SessionID, _, err = c.str("sid"); err != nil {
 		return nil, err
 	}
+	if s.Actor, err = c.actor(); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// actor reads the act (actor) claim of an impersonated session: an object
+// whose sub is the impersonator's user id (Clerk adds iss and sid; RFC 8693
+// allows a nested act for a chain, of which the outermost actor is the
+// current one). An act claim that cannot be read refuses the token: an
+// impersonation must never pass for the user's own session.
+func (c claims) actor() (string, error) {
+	if raw, ok := c["act"]; !ok || string(raw) == "null" {
+		return "", nil
+	}
+	act, err := c.object("act")
+	if err != nil {
+		return "", err
+	}
+	sub, _, err := act.str("sub")
+	if err != nil {
+		return "", err
+	}
+	if sub == "" {
+		return "", invalid(ReasonBadClaims, "act has no sub")
+	}
+	return sub, nil
 }
 
 // mapClaims fills the organisation, permissions and tier. A v2 token

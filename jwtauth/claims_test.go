@@ -93,7 +93,7 @@ func TestClaimsMapping(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Verify: %v", err)
 			}
-			if diff := cmp.Diff(&tc.want, got, cmpopts.IgnoreFields(Session{}, "IssuedAt", "NotBefore", "Expiry")); diff != "" {
+			if diff := cmp.Diff(&tc.want, got, cmpopts.IgnoreFields(Session{}, "IssuedAt", "NotBefore", "Expiry", "SigningKey")); diff != "" {
 				t.Errorf("session (-want, +got):\n%s", diff)
 			}
 		})
@@ -131,22 +131,27 @@ func TestSessionFromPayload(t *testing.T) {
 		payload string
 		want    string
 	}{
-		"not JSON":               {`{"iss":`, ReasonMalformed},
-		"array":                  {`[]`, ReasonMalformed},
-		"null":                   {`null`, ReasonMalformed},
-		"valid":                  {`{"iss":"https://iss","sub":"u","exp":1700000060}`, ReasonOK},
-		"fractional exp":         {`{"iss":"https://iss","sub":"u","exp":1700000000.5}`, ReasonOK},
-		"exp at now":             {`{"iss":"https://iss","sub":"u","exp":1699999999}`, ReasonExpired},
-		"exp negative":           {`{"iss":"https://iss","sub":"u","exp":-1}`, ReasonBadClaims},
-		"exp huge":               {`{"iss":"https://iss","sub":"u","exp":1e300}`, ReasonBadClaims},
-		"exp null":               {`{"iss":"https://iss","sub":"u","exp":null}`, ReasonExpired},
-		"iss not a string":       {`{"iss":1,"sub":"u","exp":1700000060}`, ReasonBadClaims},
-		"ISS is not iss":         {`{"ISS":"https://iss","sub":"u","exp":1700000060}`, ReasonBadIssuer},
-		"sub not a string":       {`{"iss":"https://iss","sub":{},"exp":1700000060}`, ReasonBadClaims},
-		"o not an object":        {`{"iss":"https://iss","sub":"u","exp":1700000060,"v":2,"o":"org"}`, ReasonBadClaims},
-		"o.per not a string":     {`{"iss":"https://iss","sub":"u","exp":1700000060,"v":2,"o":{"per":["a"]}}`, ReasonBadClaims},
-		"org_permissions object": {`{"iss":"https://iss","sub":"u","exp":1700000060,"org_permissions":{"a":1}}`, ReasonBadClaims},
-		"metadata not an object": {`{"iss":"https://iss","sub":"u","exp":1700000060,"metadata":"x"}`, ReasonOK},
+		"not JSON":                {`{"iss":`, ReasonMalformed},
+		"array":                   {`[]`, ReasonMalformed},
+		"null":                    {`null`, ReasonMalformed},
+		"valid":                   {`{"iss":"https://iss","sub":"u","exp":1700000060}`, ReasonOK},
+		"fractional exp":          {`{"iss":"https://iss","sub":"u","exp":1700000000.5}`, ReasonOK},
+		"exp at now":              {`{"iss":"https://iss","sub":"u","exp":1699999999}`, ReasonExpired},
+		"exp negative":            {`{"iss":"https://iss","sub":"u","exp":-1}`, ReasonBadClaims},
+		"exp huge":                {`{"iss":"https://iss","sub":"u","exp":1e300}`, ReasonBadClaims},
+		"exp null":                {`{"iss":"https://iss","sub":"u","exp":null}`, ReasonExpired},
+		"iss not a string":        {`{"iss":1,"sub":"u","exp":1700000060}`, ReasonBadClaims},
+		"ISS is not iss":          {`{"ISS":"https://iss","sub":"u","exp":1700000060}`, ReasonBadIssuer},
+		"sub not a string":        {`{"iss":"https://iss","sub":{},"exp":1700000060}`, ReasonBadClaims},
+		"o not an object":         {`{"iss":"https://iss","sub":"u","exp":1700000060,"v":2,"o":"org"}`, ReasonBadClaims},
+		"o.per not a string":      {`{"iss":"https://iss","sub":"u","exp":1700000060,"v":2,"o":{"per":["a"]}}`, ReasonBadClaims},
+		"org_permissions object":  {`{"iss":"https://iss","sub":"u","exp":1700000060,"org_permissions":{"a":1}}`, ReasonBadClaims},
+		"metadata not an object":  {`{"iss":"https://iss","sub":"u","exp":1700000060,"metadata":"x"}`, ReasonOK},
+		"act of an impersonation": {`{"iss":"https://iss","sub":"u","exp":1700000060,"act":{"sub":"user_admin","iss":"https://dashboard.clerk.com","sid":"sess_a"}}`, ReasonOK},
+		"act null":                {`{"iss":"https://iss","sub":"u","exp":1700000060,"act":null}`, ReasonOK},
+		"act not an object":       {`{"iss":"https://iss","sub":"u","exp":1700000060,"act":"user_admin"}`, ReasonBadClaims},
+		"act without sub":         {`{"iss":"https://iss","sub":"u","exp":1700000060,"act":{"iss":"https://dashboard.clerk.com"}}`, ReasonBadClaims},
+		"act.sub not a string":    {`{"iss":"https://iss","sub":"u","exp":1700000060,"act":{"sub":7}}`, ReasonBadClaims},
 	}
 	want, got := map[string]string{}, map[string]string{}
 	for name, tc := range tests {
@@ -156,5 +161,9 @@ func TestSessionFromPayload(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("reasons (-want, +got):\n%s", diff)
+	}
+	s, err := v.sessionFromPayload(seg(tests["act of an impersonation"].payload), now)
+	if err != nil || s.Actor != "user_admin" || s.Subject != "u" {
+		t.Errorf("impersonation: %+v, %v; want actor user_admin acting as u", s, err)
 	}
 }

@@ -127,6 +127,15 @@ type Session struct {
 	// IssuedAt, NotBefore and Expiry are iat, nbf and exp; the first two are
 	// zero when the token does not carry them.
 	IssuedAt, NotBefore, Expiry time.Time
+	// Actor is the user id of the impersonator (act.sub) when the session
+	// is an impersonation: Clerk signs an admin in as another user and
+	// names the admin in the act claim (RFC 8693). Empty otherwise.
+	Actor string
+	// SigningKey identifies the JWKS key that verified the signature: its
+	// kid and a digest of the key itself, so that a kid republished with
+	// other key material does not match. A cached verification is only as
+	// good as its key: see Verifier.HasSigningKey.
+	SigningKey string
 }
 
 // clone returns a copy that shares no slice with s, so callers that got the

@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +38,7 @@ var curveOf = map[string]string{"ES256": "P-256", "ES384": "P-384", "ES512": "P-
 // publicKey is one usable verification key of the JWKS.
 type publicKey struct {
 	kid string
+	ref string // kid and a digest of the key: see Session.SigningKey
 	alg string // the JWK's alg; empty when the JWK does not pin one
 	kty string // "RSA" or "EC"
 	crv string // the curve name of an EC key
@@ -61,6 +65,7 @@ func (k *publicKey) fits(alg string) bool {
 // keySet is an immutable snapshot of the JWKS.
 type keySet struct {
 	keys      []publicKey
+	refs      map[string]struct{} // every key's ref, for HasSigningKey
 	fetchedAt time.Time
 }
 
@@ -112,6 +117,10 @@ func parseKeySet(body []byte, now time.Time) (*keySet, error) {
 	if len(ks.keys) == 0 {
 		return nil, errors.New("parse jwks: no usable signature verification key")
 	}
+	ks.refs = make(map[string]struct{}, len(ks.keys))
+	for _, k := range ks.keys {
+		ks.refs[k.ref] = struct{}{}
+	}
 	return ks, nil
 }
 
@@ -147,6 +156,12 @@ func usableKey(k jwk.Key) (publicKey, bool) {
 	default:
 		return publicKey{}, false
 	}
+	der, err := x509.MarshalPKIXPublicKey(pk.raw)
+	if err != nil {
+		return publicKey{}, false
+	}
+	sum := sha256.Sum256(der)
+	pk.ref = pk.kid + "#" + base64.RawURLEncoding.EncodeToString(sum[:9])
 	return pk, true
 }
 

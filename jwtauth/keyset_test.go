@@ -2,16 +2,19 @@ package jwtauth
 
 import (
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 )
 
@@ -298,5 +301,92 @@ func TestSingleSignatureCheck(t *testing.T) {
 	}
 	if n := e.v.flights.callers(key); n != 0 {
 		t.Errorf("flight still registered with %d callers", n)
+	}
+}
+
+// TestHasSigningKey: a verified session names its key; the key stays known
+// while the JWKS is unreachable (last good set) and is forgotten by the
+// first successful refresh that no longer lists it — the emergency
+// rotation a cached session must not survive.
+func TestHasSigningKey(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	oldKID := e.idp.KeyID("RS256")
+	s, err := e.v.Verify(t.Context(), e.mint(t, devissuer.Claims{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.v.HasSigningKey(s.SigningKey) {
+		t.Fatal("the key that verified a token is not in the set")
+	}
+	for _, ref := range []string{"", oldKID, oldKID + "#AAAAAAAAAAAA", "#" + strings.SplitN(s.SigningKey, "#", 2)[1]} {
+		if e.v.HasSigningKey(ref) {
+			t.Errorf("HasSigningKey(%q) = true: only the exact kid and digest may match", ref)
+		}
+	}
+	newKID, err := e.idp.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.idp.Retire(oldKID)
+	e.idp.SetDown(true)
+	if err := e.v.keys.refresh(t.Context(), 0); err == nil {
+		t.Fatal("refresh succeeded with the JWKS down")
+	}
+	if !e.v.HasSigningKey(s.SigningKey) {
+		t.Fatal("a failed refresh dropped the last good set's key")
+	}
+	e.idp.SetDown(false)
+	if err := e.v.keys.refresh(t.Context(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if e.v.HasSigningKey(s.SigningKey) {
+		t.Fatal("a key removed from the JWKS is still known after a successful refresh")
+	}
+	s2, err := e.v.Verify(t.Context(), e.mint(t, devissuer.Claims{}))
+	if err != nil || !strings.HasPrefix(s2.SigningKey, newKID+"#") || !e.v.HasSigningKey(s2.SigningKey) {
+		t.Fatalf("token of the new key: %+v, %v", s2, err)
+	}
+}
+
+// TestSigningKeyRefNamesTheKeyMaterial: a kid republished with another key
+// is another signing key.
+func TestSigningKeyRefNamesTheKeyMaterial(t *testing.T) {
+	refs := map[string]bool{}
+	for range 2 {
+		idp, err := devissuer.New(devissuer.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, _ := idp.PublicKey(idp.KeyID("RS256"))
+		k, err := jwk.FromRaw(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = k.Set(jwk.KeyIDKey, "same-kid")
+		body, _ := json.Marshal(map[string]any{"keys": []any{k}})
+		set, err := parseKeySet(body, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs[set.keys[0].ref] = true
+	}
+	if len(refs) != 2 {
+		t.Fatalf("two keys under one kid share a ref: %v", refs)
+	}
+}
+
+// BenchmarkHasSigningKey is what the key check adds to every cached
+// session check.
+func BenchmarkHasSigningKey(b *testing.B) {
+	e := newEnv(b, envOptions{})
+	s, err := e.v.Verify(b.Context(), e.mint(b, devissuer.Claims{}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if !e.v.HasSigningKey(s.SigningKey) {
+			b.Fatal("key missing")
+		}
 	}
 }

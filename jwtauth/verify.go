@@ -159,17 +159,38 @@ func (v *Verifier) verifyOnce(token string) (s *Session, err error) {
 	v.metrics.signatureChecks.Inc()
 	signed := []byte(token[:dot2])
 	verifier := v.verifiers[h.alg]
-	ok := false
+	var signer *publicKey
 	for _, k := range keys {
 		if verifier.Verify(signed, sig, k.raw) == nil {
-			ok = true
+			signer = k
 			break
 		}
 	}
-	if !ok {
+	if signer == nil {
 		return nil, invalid(ReasonBadSignature, "signature does not verify")
 	}
-	return v.sessionFromPayload(token[dot1+1:dot2], time.Now())
+	s, err = v.sessionFromPayload(token[dot1+1:dot2], time.Now())
+	if err != nil {
+		return nil, err
+	}
+	s.SigningKey = signer.ref
+	return s, nil
+}
+
+// HasSigningKey reports whether the key set in use still holds the key a
+// session was verified with (Session.SigningKey). A session cached before
+// a refresh removed its key must not be allowed any more: that is how an
+// emergency key rotation at the identity provider takes effect. The set
+// only changes on a successful fetch, so while the JWKS is unreachable the
+// last good set, and the sessions it verified, stay. It is an atomic load
+// and a map lookup, cheap enough for every cached check.
+func (v *Verifier) HasSigningKey(ref string) bool {
+	set := v.keys.load()
+	if set == nil {
+		return false
+	}
+	_, ok := set.refs[ref]
+	return ok
 }
 
 // header is what Verify reads from the JOSE header. Everything else is

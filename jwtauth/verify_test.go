@@ -39,6 +39,10 @@ func TestVerifyValid(t *testing.T) {
 				Tier:     "free",
 				IssuedAt: iat, NotBefore: iat, Expiry: iat.Add(time.Minute),
 			}
+			if kid := e.idp.KeyID(alg); !strings.HasPrefix(got.SigningKey, kid+"#") || len(got.SigningKey) <= len(kid)+1 {
+				t.Errorf("SigningKey %q does not name key %s and its digest", got.SigningKey, kid)
+			}
+			want.SigningKey = got.SigningKey
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("session (-want, +got):\n%s", diff)
 			}

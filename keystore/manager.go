@@ -132,12 +132,24 @@ func (m *Manager) Create(ctx context.Context, by Actor, n NewKey) (string, *Key,
 type Actor struct {
 	ID        string // user id, "operator", "clerk-webhook"…
 	RequestID string
+	// Impersonating is the user ID acts as, when ID signed in as that user
+	// through Clerk's user impersonation: recorded as the "impersonating"
+	// detail of the event, whose actor stays ID.
+	Impersonating string
 }
 
 func (a Actor) event(action string, details map[string]any) *AuditEvent {
 	id := a.ID
 	if id == "" {
 		id = "unknown"
+	}
+	if a.Impersonating != "" {
+		d := make(map[string]any, len(details)+1)
+		for k, v := range details {
+			d[k] = v
+		}
+		d["impersonating"] = a.Impersonating
+		details = d
 	}
 	return &AuditEvent{Actor: id, Action: action, RequestID: a.RequestID, Details: details}
 }

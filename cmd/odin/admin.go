@@ -23,6 +23,9 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 	sf.bind(f)
 	lo.bind(f, "json")
 	bindJWT(f, &cfg.JWT)
+	bindSessionAdmission(f, &cfg.JWTAllowNoSessionID)
+	f.Bool(&cfg.AllowImpersonatedKeys, "allow-impersonated-keys", "ODIN_ALLOW_IMPERSONATED_KEYS", false,
+		"let an impersonated session (Clerk act claim) create and roll keys; default: 403, a key would outlive the impersonation")
 	bindTracing(f, &cfg.Tracing)
 	f.String(&addr, "admin-addr", "ODIN_ADMIN_ADDR", ":9004", "listen address")
 	f.Secret(&cfg.OperatorToken, "admin-token", "ODIN_ADMIN_TOKEN", "operator token (at least 32 characters): full access as `Authorization: Bearer <token>`")

@@ -52,6 +52,13 @@ func bindJWT(f *flags, c *jwtauth.Config) {
 	f.String(&c.Claims.DefaultTier, "jwt-default-tier", "ODIN_JWT_DEFAULT_TIER", jwtauth.DefaultTier, "tier of a token without a tier claim")
 }
 
+// bindSessionAdmission binds the session admission setting shared by odin
+// authz and odin admin (credential.Admission).
+func bindSessionAdmission(f *flags, allowNoSID *bool) {
+	f.Bool(allowNoSID, "jwt-allow-no-sid", "ODIN_JWT_ALLOW_NO_SID", false,
+		"accept session tokens without sid (issuers with no sessions); such tokens cannot be logged out and work until their exp")
+}
+
 // bindTracing binds the OpenTelemetry flags; main then fills what they
 // leave empty from the OTEL_* variables (telemetry.Config.FillFromEnv).
 func bindTracing(f *flags, c *telemetry.Config) {
@@ -78,6 +85,7 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 		"PostgreSQL read replica (a hot standby of --database-url) for key lookups, used while it has replayed every change heard of on the bus; empty: the primary only")
 	lo.bind(f, "json")
 	bindJWT(f, &cfg.JWT)
+	bindSessionAdmission(f, &cfg.JWTAllowNoSessionID)
 	bindTracing(f, &cfg.Tracing)
 	f.Duration(&cfg.SessionTTL, "session-ttl", "ODIN_SESSION_TTL", 15*time.Minute, "how long a verified session token is cached (never past its exp)")
 	cfg.JWTDefaultScopes = []string{"read", "write"}

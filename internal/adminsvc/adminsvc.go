@@ -53,6 +53,12 @@ type Config struct {
 	// X-Forwarded-For names the client, for the failed-authentication
 	// throttle; empty: the socket peer is the client.
 	TrustedProxies []string
+
+	// JWTAllowNoSessionID admits session tokens without sid (odin authz's
+	// setting of the same name); AllowImpersonatedKeys lets impersonated
+	// sessions create and roll keys.
+	JWTAllowNoSessionID, AllowImpersonatedKeys bool
+
 	// Tracing configures OpenTelemetry traces of the admin API; the zero
 	// value is off.
 	Tracing telemetry.Config
@@ -129,6 +135,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 			}
 		}, SingleProcess: cfg.Notify != nil, Logger: logger}),
 		Verifier: verifier, Revoked: revoked,
+		AllowNoSessionID: cfg.JWTAllowNoSessionID, AllowImpersonatedKeys: cfg.AllowImpersonatedKeys,
 		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
 		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,
 		TrustedProxies: cfg.TrustedProxies,

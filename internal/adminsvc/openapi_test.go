@@ -34,6 +34,7 @@ import (
 	svix "github.com/svix/svix-webhooks/go"
 
 	"github.com/odin-scan/odin-authz/internal/testenv"
+	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -567,6 +568,12 @@ func contractKeyActions(t *testing.T, e *env, c contractClient, who callers, ids
 		c.do(t, call{method: "POST", path: keysPath + "/" + rolled + "/roll", bearer: op, body: body, status: 400, expect: invalid})
 	}
 	c.do(t, call{method: "POST", path: keysPath + "/key_nope/roll", bearer: op, status: 404})
+	impersonator, err := e.issuer.Mint(devissuer.Claims{Subject: "user_alice", SessionID: "sess_impersonated",
+		Extra: map[string]any{"act": map[string]any{"sub": "user_admin"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.do(t, call{method: "POST", path: keysPath + "/" + aliceKey + "/roll", bearer: impersonator, status: 403})
 	c.do(t, call{method: "POST", path: keysPath + "/" + aliceKey + "/roll", bearer: bob, status: 404})
 	c.do(t, call{method: "POST", path: keysPath + "/" + rolled + "/revoke", bearer: op, status: 200})
 	c.do(t, call{method: "POST", path: keysPath + "/" + rolled + "/revoke", bearer: op, status: 200})

@@ -67,6 +67,9 @@ type Config struct {
 	// SessionSync is how often revoked sessions are re-read from PostgreSQL,
 	// the bound for a lost bus message (default 30s).
 	SessionSync time.Duration
+	// JWTAllowNoSessionID admits session tokens without sid, which can never
+	// be logged out (for issuers that have no sessions); default: refused.
+	JWTAllowNoSessionID bool
 	// JWTDefaultScopes are the scopes of a session token that carries no
 	// permissions.
 	JWTDefaultScopes []string
@@ -322,6 +325,7 @@ func (s *Service) buildSessions(ctx context.Context) (*extauthz.Sessions, error)
 	}
 	return extauthz.NewSessions(v, s.revoked, s.redis, extauthz.SessionOptions{
 		TTL: s.cfg.SessionTTL, Size: s.cfg.Cache.Size, Leeway: leeway, DefaultScopes: s.cfg.JWTDefaultScopes,
+		AllowNoSessionID: s.cfg.JWTAllowNoSessionID,
 	}, s.registry)
 }
 
