@@ -42,6 +42,10 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.DatabaseURL, cfg.RedisURL, cfg.RedisPrefix = sf.databaseURL, sf.redisURL, sf.redisPrefix
+	if _, err := sf.redisOptions(); err != nil {
+		return err
+	}
+	cfg.RedisMACSecret, cfg.RedisMACSecretPrevious = sf.redisMAC, sf.redisMACPrevious
 	cfg.CacheTTL, cfg.SessionRetention = sf.cacheTTL, sf.sessionRetention
 	if cfg.TLS, err = tf.config(); err != nil {
 		return err

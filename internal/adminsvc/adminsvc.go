@@ -35,10 +35,14 @@ type Config struct {
 	// Notify is the in-process bus of a single process without Redis.
 	Notify                             func(keystore.Invalidation)
 	DatabaseURL, RedisURL, RedisPrefix string
-	CacheTTL, SessionRetention         time.Duration
-	JWT                                jwtauth.Config // JWKSURL empty: operator token only
-	OperatorToken, WebhookSecret       string
-	Scopes, UserScopes, OrgAdminRoles  []string
+	// RedisMACSecret authenticates every entry in Redis (required with
+	// RedisURL, at least keystore.MinMACSecret bytes);
+	// RedisMACSecretPrevious, when set, is still accepted on read.
+	RedisMACSecret, RedisMACSecretPrevious string
+	CacheTTL, SessionRetention             time.Duration
+	JWT                                    jwtauth.Config // JWKSURL empty: operator token only
+	OperatorToken, WebhookSecret           string
+	Scopes, UserScopes, OrgAdminRoles      []string
 	// Tracing configures OpenTelemetry traces of the admin API; the zero
 	// value is off.
 	Tracing telemetry.Config
@@ -86,7 +90,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	}
 	km := keystore.NewMetrics(s.registry)
 	if cfg.RedisURL != "" {
-		if s.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix}, km, logger); err != nil {
+		if s.redis, err = keystore.OpenRedis(keystore.RedisOptions{
+			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix,
+			MACSecret: cfg.RedisMACSecret, MACSecretPrevious: cfg.RedisMACSecretPrevious,
+		}, km, logger); err != nil {
 			s.close()
 			return nil, err
 		}

@@ -37,7 +37,7 @@ func newReplicaFixture(t *testing.T) *replicaFixture {
 	if err := f.store.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	if f.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: f.redisURL, Prefix: f.prefix}, keystore.NewMetrics(nil), discardLogger()); err != nil {
+	if f.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: f.redisURL, Prefix: f.prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), discardLogger()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.redis.Close() })

@@ -91,7 +91,7 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(store.Close)
-	bus, err := keystore.OpenRedis(keystore.RedisOptions{URL: redisURL, Prefix: prefix}, keystore.NewMetrics(nil), slog.New(slog.DiscardHandler))
+	bus, err := keystore.OpenRedis(keystore.RedisOptions{URL: redisURL, Prefix: prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func newWorld(t *testing.T) *world {
 	bad := valid[:len(valid)-1] + map[bool]string{true: "1", false: "0"}[last == '0']
 	w.keys = keys{valid: valid, validID: k.ID, revoked: revoked, unknown: unknown, badChecksum: bad}
 
-	w.authz = startReplica(t, authzsvc.Config{DatabaseURL: dbURL, RedisURL: redisURL, RedisPrefix: prefix, StripCredential: true}, w.logs)
+	w.authz = startReplica(t, authzsvc.Config{DatabaseURL: dbURL, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret, StripCredential: true}, w.logs)
 	down := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/x?sslmode=disable", testenv.FreePort(t))
 	w.outage = startReplica(t, authzsvc.Config{DatabaseURL: down, StripCredential: true}, w.logs)
 	w.dead = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
