@@ -47,13 +47,21 @@ type entryMAC struct {
 // macKey is one secret, with a pool of keyed HMAC states: keying HMAC costs
 // two SHA-256 blocks and an allocation, resetting a pooled state does not.
 type macKey struct {
-	pool sync.Pool
+	pool sync.Pool // of *macState
+}
+
+// macState is a keyed HMAC with scratch space, so that computing a MAC
+// allocates nothing.
+type macState struct {
+	h   hash.Hash
+	hdr [5]byte
+	sum [macSize]byte
 }
 
 func newMACKey(secret string) *macKey {
 	k := &macKey{}
 	key := []byte(secret)
-	k.pool.New = func() any { return hmac.New(sha256.New, key) }
+	k.pool.New = func() any { return &macState{h: hmac.New(sha256.New, key)} }
 	return k
 }
 
@@ -74,19 +82,34 @@ func newEntryMAC(current, previous string) (*entryMAC, error) {
 	return m, nil
 }
 
+// compute computes the MAC of name and payload under k into st.sum.
+func (k *macKey) compute(st *macState, name string, payload []byte) {
+	st.h.Reset()
+	st.hdr[0] = macVersion
+	binary.BigEndian.PutUint32(st.hdr[1:], uint32(len(name)))
+	st.h.Write(st.hdr[:])
+	st.h.Write(unsafe.Slice(unsafe.StringData(name), len(name))) // read only: no copy
+	st.h.Write(payload)
+	st.h.Sum(st.sum[:0])
+}
+
 // sum appends the MAC of name and payload under k to dst.
 func (k *macKey) sum(dst []byte, name string, payload []byte) []byte {
-	h := k.pool.Get().(hash.Hash)
-	h.Reset()
-	var hdr [5]byte
-	hdr[0] = macVersion
-	binary.BigEndian.PutUint32(hdr[1:], uint32(len(name)))
-	h.Write(hdr[:])
-	h.Write(unsafe.Slice(unsafe.StringData(name), len(name))) // read only: no copy
-	h.Write(payload)
-	dst = h.Sum(dst)
-	k.pool.Put(h)
+	st := k.pool.Get().(*macState)
+	k.compute(st, name, payload)
+	dst = append(dst, st.sum[:]...)
+	k.pool.Put(st)
 	return dst
+}
+
+// verify reports, in constant time, whether mac is that of name and payload
+// under k.
+func (k *macKey) verify(mac []byte, name string, payload []byte) bool {
+	st := k.pool.Get().(*macState)
+	k.compute(st, name, payload)
+	ok := hmac.Equal(mac, st.sum[:])
+	k.pool.Put(st)
+	return ok
 }
 
 // seal returns the value to store under name for payload.
@@ -104,11 +127,7 @@ func (m *entryMAC) open(name string, raw []byte) ([]byte, bool) {
 		return nil, false
 	}
 	mac, payload := raw[1:1+macSize], raw[1+macSize:]
-	var buf [macSize]byte
-	if hmac.Equal(mac, m.current.sum(buf[:0], name, payload)) {
-		return payload, true
-	}
-	if m.previous != nil && hmac.Equal(mac, m.previous.sum(buf[:0], name, payload)) {
+	if m.current.verify(mac, name, payload) || (m.previous != nil && m.previous.verify(mac, name, payload)) {
 		return payload, true
 	}
 	return nil, false
