@@ -420,7 +420,8 @@ func (r *Redis) get(ctx context.Context, h Hash) (*entry, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
 	defer cancel()
-	raw, err := r.client.Get(ctx, r.keyName(h)).Bytes()
+	name := r.keyName(h)
+	raw, err := r.client.Get(ctx, name).Bytes()
 	if errors.Is(err, redis.Nil) {
 		r.ok()
 		return nil, errCacheMiss
@@ -430,7 +431,7 @@ func (r *Redis) get(ctx context.Context, h Hash) (*entry, error) {
 		return nil, err
 	}
 	r.ok()
-	payload, ok := r.mac.open(r.keyName(h), raw)
+	payload, ok := r.mac.open(name, raw)
 	if !ok {
 		// Not written by a process holding the secret, or copied from
 		// another key's name: a miss, so PostgreSQL says.
@@ -561,7 +562,8 @@ func (r *Redis) GetRaw(ctx context.Context, name string) ([]byte, bool) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
 	defer cancel()
-	raw, err := r.client.Get(ctx, r.prefix+name).Bytes()
+	full := r.prefix + name
+	raw, err := r.client.Get(ctx, full).Bytes()
 	if err != nil {
 		if !errors.Is(err, redis.Nil) {
 			r.fail("get", err)
@@ -569,7 +571,7 @@ func (r *Redis) GetRaw(ctx context.Context, name string) ([]byte, bool) {
 		return nil, false
 	}
 	r.ok()
-	val, ok := r.mac.open(r.prefix+name, raw)
+	val, ok := r.mac.open(full, raw)
 	if !ok {
 		r.m.redisErrors.WithLabelValues("mac").Inc()
 		return nil, false
@@ -585,7 +587,8 @@ func (r *Redis) SetRaw(ctx context.Context, name string, val []byte, ttl time.Du
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
 	defer cancel()
-	if err := r.client.Set(ctx, r.prefix+name, r.mac.seal(r.prefix+name, val), ttl).Err(); err != nil {
+	full := r.prefix + name
+	if err := r.client.Set(ctx, full, r.mac.seal(full, val), ttl).Err(); err != nil {
 		r.fail("set", err)
 		return
 	}
