@@ -29,6 +29,15 @@ func rawRedis(t *testing.T, f *fixture) *redis.Client {
 	return c
 }
 
+// entryPayload is the value of a sealed Redis entry (a version byte, a
+// 32-byte MAC, then the value), unverified: for tests that inspect records.
+func entryPayload(raw []byte) ([]byte, bool) {
+	if len(raw) < 33 || raw[0] != 1 {
+		return nil, false
+	}
+	return raw[33:], true
+}
+
 func keyName(f *fixture, plaintext string) string {
 	return f.prefix + "key:" + keystore.HashKey(plaintext).String()
 }

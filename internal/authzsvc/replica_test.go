@@ -93,7 +93,11 @@ func (rf *replicaFixture) cachedRecords(t *testing.T) (active, revoked int) {
 				RevokedAt time.Time `json:"revoked_at"`
 			} `json:"k"`
 		}
-		if err := json.Unmarshal(raw, &rec); err != nil {
+		payload, ok := entryPayload(raw)
+		if !ok {
+			t.Fatalf("Redis record %s is not sealed", name)
+		}
+		if err := json.Unmarshal(payload, &rec); err != nil {
 			t.Fatalf("Redis record %s: %v", name, err)
 		}
 		switch {
