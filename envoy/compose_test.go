@@ -390,6 +390,17 @@ func checkOdinServices(all types.Services) []error {
 	if s, ok := all["admin"]; ok && len(envOfService(s, "ODIN_ADMIN_TOKEN")) < 32 {
 		errs = append(errs, errors.New("admin: ODIN_ADMIN_TOKEN must be at least 32 characters, or admin refuses to start"))
 	}
+	// Every process sharing the Redis must authenticate its entries with the
+	// same secret, or each refuses what the others wrote.
+	authzMAC, adminMAC := envOfService(all["authz"], "ODIN_REDIS_MAC_SECRET"), envOfService(all["admin"], "ODIN_REDIS_MAC_SECRET")
+	for name, v := range map[string]string{"authz": authzMAC, "admin": adminMAC} {
+		if _, ok := all[name]; ok && len(v) < 32 {
+			errs = append(errs, fmt.Errorf("%s: ODIN_REDIS_MAC_SECRET must be at least 32 bytes, or it refuses to start with Redis", name))
+		}
+	}
+	if authzMAC != adminMAC {
+		errs = append(errs, errors.New("authz and admin: ODIN_REDIS_MAC_SECRET differs: each would refuse the other's Redis entries"))
+	}
 	pg, redis, issuer := all["postgres"], all["redis"], all["issuer"]
 	for _, name := range []string{"migrate", "authz", "admin"} {
 		s, ok := all[name]
@@ -754,6 +765,8 @@ func TestComposeBrokenCopiesFail(t *testing.T) {
 		// Settings.
 		{"one authz replica", set("services.authz.deploy.replicas", 1), "deploy.replicas >= 2"},
 		{"authz without Redis", del("services.authz.environment.ODIN_REDIS_URL"), "authz: ODIN_REDIS_URL is not set"},
+		{"authz without Redis MAC secret", del("services.authz.environment.ODIN_REDIS_MAC_SECRET"), "authz: ODIN_REDIS_MAC_SECRET must be at least 32 bytes"},
+		{"Redis MAC secrets differ", set("services.admin.environment.ODIN_REDIS_MAC_SECRET", "another-secret-of-at-least-32-bytes-long"), "ODIN_REDIS_MAC_SECRET differs"},
 		{"authz without JWKS", del("services.authz.environment.ODIN_JWKS_URL"), "authz: ODIN_JWKS_URL is not set"},
 		{"issuer mismatch", set("services.admin.environment.ODIN_JWT_ISSUER", "https://clerk.example.com"), "every JWT would be refused"},
 		{"JWKS elsewhere", set("services.authz.environment.ODIN_JWKS_URL", "http://issuer:9999/.well-known/jwks.json"), "want the issuer service"},

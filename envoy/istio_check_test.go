@@ -41,7 +41,7 @@ var wantWorkloads = map[string]workloadWant{
 
 // secretEnv are the variables that carry secrets: they must come from a
 // Secret, never a literal in the manifest.
-var secretEnv = []string{"ODIN_DATABASE_URL", "ODIN_REDIS_URL", "ODIN_ADMIN_TOKEN", "ODIN_WEBHOOK_SECRET"}
+var secretEnv = []string{"ODIN_DATABASE_URL", "ODIN_REDIS_URL", "ODIN_REDIS_MAC_SECRET", "ODIN_ADMIN_TOKEN", "ODIN_WEBHOOK_SECRET"}
 
 // meshRootNamespace is Istio's default root namespace, where a policy without
 // a selector applies to the whole mesh.
@@ -249,6 +249,9 @@ func checkContainer(d deployment, want workloadWant, pod *securityContext) []err
 		if !env[name] {
 			fail("%s is not set", name)
 		}
+	}
+	if env["ODIN_REDIS_URL"] && !env["ODIN_REDIS_MAC_SECRET"] {
+		fail("ODIN_REDIS_MAC_SECRET is not set: odin refuses to start with Redis and no MAC secret")
 	}
 	return errs
 }

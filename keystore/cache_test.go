@@ -195,7 +195,7 @@ func TestInvalidationDuringLoadWins(t *testing.T) {
 func TestRedisTierServesOtherReplicas(t *testing.T) {
 	store := newStore(t)
 	url, prefix := testenv.Redis(t)
-	rd, err := keystore.OpenRedis(keystore.RedisOptions{URL: url, Prefix: prefix}, keystore.NewMetrics(nil), quiet())
+	rd, err := keystore.OpenRedis(keystore.RedisOptions{URL: url, Prefix: prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"result"}),
 		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "odin_keystore_redis_errors_total",
-			Help: "Redis operations that failed, by operation.",
+			Help: "Redis operations that failed, by operation; op=\"mac\" counts entries refused because their MAC did not verify (treated as absent).",
 		}, []string{"op"}),
 		busMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "odin_keystore_bus_messages_total",

@@ -34,6 +34,8 @@ type Redis struct {
 	watch *masterWatch
 	// trust says which records are too old to answer (see recordTrust).
 	trust recordTrust
+	// mac authenticates every value written and read (see entryMAC).
+	mac *entryMAC
 	// pending are revokers' overwrites that failed, by key (retryOverwrite).
 	pendingMu sync.Mutex
 	pending   map[Hash]*entry
@@ -70,15 +72,26 @@ type RedisOptions struct {
 	Prefix  string        // prefix of every key and of the bus channel, default "odin:"
 	Timeout time.Duration // dial, read and write timeout, default 100ms
 	Backoff time.Duration // how long Redis is skipped after an error, default 1s
+	// MACSecret authenticates every entry this process writes to Redis and
+	// reads back (see entryMAC); at least MinMACSecret bytes, required.
+	// Every process sharing the Redis and the prefix needs the same one.
+	// MACSecretPrevious, when set, is also accepted on read: the secret
+	// being rotated out.
+	MACSecret, MACSecretPrevious string
 }
 
 // errCacheMiss reports that Redis holds nothing for a hash.
 var errCacheMiss = errors.New("not cached")
 
 // OpenRedis creates the client. It does not wait for the server: Redis being
-// down is a degraded mode, not a reason to refuse to start. Errors never
-// contain the URL's passwords.
+// down is a degraded mode, not a reason to refuse to start; a missing or
+// short MAC secret is (ErrMACSecret). Errors never contain the URL's
+// passwords nor the secrets.
 func OpenRedis(opts RedisOptions, m *Metrics, logger *slog.Logger) (*Redis, error) {
+	mac, err := newEntryMAC(opts.MACSecret, opts.MACSecretPrevious)
+	if err != nil {
+		return nil, err
+	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 100 * time.Millisecond
 	}
@@ -93,6 +106,7 @@ func OpenRedis(opts RedisOptions, m *Metrics, logger *slog.Logger) (*Redis, erro
 		return nil, err
 	}
 	return &Redis{
+		mac:       mac,
 		opTimeout: 3 * opts.Timeout,
 		client:    client,
 		topology:  topology,
@@ -406,7 +420,8 @@ func (r *Redis) get(ctx context.Context, h Hash) (*entry, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
 	defer cancel()
-	raw, err := r.client.Get(ctx, r.keyName(h)).Bytes()
+	name := r.keyName(h)
+	raw, err := r.client.Get(ctx, name).Bytes()
 	if errors.Is(err, redis.Nil) {
 		r.ok()
 		return nil, errCacheMiss
@@ -416,8 +431,15 @@ func (r *Redis) get(ctx context.Context, h Hash) (*entry, error) {
 		return nil, err
 	}
 	r.ok()
+	payload, ok := r.mac.open(name, raw)
+	if !ok {
+		// Not written by a process holding the secret, or copied from
+		// another key's name: a miss, so PostgreSQL says.
+		r.m.redisErrors.WithLabelValues("mac").Inc()
+		return nil, errCacheMiss
+	}
 	var c cachedKey
-	if err := json.Unmarshal(raw, &c); err != nil || (c.Key != nil && c.Key.ID == "") {
+	if err := json.Unmarshal(payload, &c); err != nil || (c.Key != nil && c.Key.ID == "") {
 		r.m.redisErrors.WithLabelValues("decode").Inc()
 		return nil, errCacheMiss
 	}
@@ -469,20 +491,22 @@ func (r *Redis) write(ctx context.Context, h Hash, e *entry, onlyNew bool) error
 	if ttl <= time.Millisecond {
 		return nil
 	}
-	raw, err := json.Marshal(cachedKey{Key: e.key, Until: e.until.UnixNano(), Written: time.Now().UnixNano()})
+	payload, err := json.Marshal(cachedKey{Key: e.key, Until: e.until.UnixNano(), Written: time.Now().UnixNano()})
 	if err != nil {
 		return err
 	}
+	name := r.keyName(h)
+	raw := r.mac.seal(name, payload)
 	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
 	defer cancel()
 	if onlyNew {
-		err = r.client.SetArgs(ctx, r.keyName(h), raw, redis.SetArgs{Mode: "NX", TTL: ttl}).Err()
+		err = r.client.SetArgs(ctx, name, raw, redis.SetArgs{Mode: "NX", TTL: ttl}).Err()
 		if errors.Is(err, redis.Nil) { // NX refused: somebody wrote first, which is fine
 			err = nil
 		}
 		return err
 	}
-	return r.client.Set(ctx, r.keyName(h), raw, ttl).Err()
+	return r.client.Set(ctx, name, raw, ttl).Err()
 }
 
 // overwriteFailed remembers a revoker's overwrite that did not happen.
@@ -528,15 +552,18 @@ func (r *Redis) retryOverwrite(ctx context.Context, h Hash) error {
 	return nil
 }
 
-// GetRaw reads a value under the prefix; ok is false when it is absent or
-// Redis is unavailable (best-effort, like every cache read).
+// GetRaw reads a value SetRaw wrote under the prefix; ok is false when it is
+// absent, fails to authenticate (counted as op "mac": not written by a
+// process holding the secret, or not under this name) or Redis is
+// unavailable (best-effort, like every cache read).
 func (r *Redis) GetRaw(ctx context.Context, name string) ([]byte, bool) {
 	if !r.available() {
 		return nil, false
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
 	defer cancel()
-	raw, err := r.client.Get(ctx, r.prefix+name).Bytes()
+	full := r.prefix + name
+	raw, err := r.client.Get(ctx, full).Bytes()
 	if err != nil {
 		if !errors.Is(err, redis.Nil) {
 			r.fail("get", err)
@@ -544,17 +571,24 @@ func (r *Redis) GetRaw(ctx context.Context, name string) ([]byte, bool) {
 		return nil, false
 	}
 	r.ok()
-	return raw, true
+	val, ok := r.mac.open(full, raw)
+	if !ok {
+		r.m.redisErrors.WithLabelValues("mac").Inc()
+		return nil, false
+	}
+	return val, true
 }
 
-// SetRaw writes a value under the prefix with a TTL, best-effort.
+// SetRaw writes a value under the prefix with a TTL, best-effort, sealed
+// so that only GetRaw of the same name accepts it.
 func (r *Redis) SetRaw(ctx context.Context, name string, val []byte, ttl time.Duration) {
 	if !r.available() || ttl <= 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
 	defer cancel()
-	if err := r.client.Set(ctx, r.prefix+name, val, ttl).Err(); err != nil {
+	full := r.prefix + name
+	if err := r.client.Set(ctx, full, r.mac.seal(full, val), ttl).Err(); err != nil {
 		r.fail("set", err)
 		return
 	}

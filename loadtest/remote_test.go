@@ -41,7 +41,7 @@ func TestRunAgainstARemoteDeployment(t *testing.T) {
 			name: "replica", readyMsg: "odin authz serving", logPath: filepath.Join(t.TempDir(), "odin.log"),
 			argv: []string{odin, "authz", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0",
 				"--log-format", "json", "--jwks-url", issuerURL + "/.well-known/jwks.json", "--jwt-issuer", issuerURL},
-			env: []string{"ODIN_DATABASE_URL=" + db, "ODIN_REDIS_URL=" + redisURL, "ODIN_REDIS_PREFIX=" + prefix,
+			env: []string{"ODIN_DATABASE_URL=" + db, "ODIN_REDIS_URL=" + redisURL, "ODIN_REDIS_PREFIX=" + prefix, "ODIN_REDIS_MAC_SECRET=" + testenv.RedisMACSecret,
 				"ODIN_RATE_LIMIT_TIERS=" + loadTierLimit},
 		})
 		if err != nil {

@@ -70,7 +70,9 @@ func (h *harness) startOdin(ctx context.Context, o odinOptions) (*Process, error
 	if o.redis {
 		prefix := h.cfg.RedisPrefix + randomSuffix() + ":"
 		h.prefixes = append(h.prefixes, prefix)
-		env = append(env, "ODIN_REDIS_URL="+h.cfg.RedisURL, "ODIN_REDIS_PREFIX="+prefix)
+		// A secret of its own: each server has its own prefix too.
+		env = append(env, "ODIN_REDIS_URL="+h.cfg.RedisURL, "ODIN_REDIS_PREFIX="+prefix,
+			"ODIN_REDIS_MAC_SECRET="+randomSuffix()+randomSuffix()+randomSuffix())
 	}
 	h.servers++
 	p, err := startProcess(ctx, processSpec{

@@ -48,6 +48,10 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.DatabaseURL, cfg.RedisURL, cfg.RedisPrefix = sf.databaseURL, sf.redisURL, sf.redisPrefix
+	if _, err := sf.redisOptions(); err != nil {
+		return err
+	}
+	cfg.RedisMACSecret, cfg.RedisMACSecretPrevious = sf.redisMAC, sf.redisMACPrevious
 	cfg.CacheTTL, cfg.SessionRetention, cfg.SessionSync = sf.cacheTTL, sf.sessionRetention, sf.sessionSync
 	if cfg.TLS, err = tf.config(); err != nil {
 		return err

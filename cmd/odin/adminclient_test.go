@@ -56,7 +56,7 @@ func startAdminAPI(t *testing.T) adminAPI {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	svc, err := adminsvc.New(ctx, adminsvc.Config{
-		DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix,
+		DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret,
 		JWT:           jwtauth.Config{JWKSURL: jwks.URL + devissuer.JWKSPath, Issuer: is.Issuer(), FetchTimeout: time.Second},
 		OperatorToken: testAdminToken,
 		Scopes:        []string{"scans:read", "scans:write"},

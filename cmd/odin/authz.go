@@ -19,14 +19,36 @@ import (
 // the stores.
 type storeFlags struct {
 	databaseURL, redisURL, redisPrefix string
-	cacheTTL, sessionRetention         time.Duration
-	sessionSync                        time.Duration
+	// redisMAC and redisMACPrevious authenticate the entries in Redis.
+	redisMAC, redisMACPrevious string
+	cacheTTL, sessionRetention time.Duration
+	sessionSync                time.Duration
+}
+
+// redisOptions are the Redis options the flags give, checked: with a Redis
+// URL, a MAC secret of at least keystore.MinMACSecret bytes is required.
+func (s *storeFlags) redisOptions() (keystore.RedisOptions, error) {
+	o := keystore.RedisOptions{URL: s.redisURL, Prefix: s.redisPrefix, MACSecret: s.redisMAC, MACSecretPrevious: s.redisMACPrevious}
+	if s.redisURL == "" {
+		return o, nil
+	}
+	if len(s.redisMAC) < keystore.MinMACSecret {
+		return o, fmt.Errorf("--redis-mac-secret (ODIN_REDIS_MAC_SECRET) is required with --redis-url and must be at least %d bytes (e.g. openssl rand -base64 48), the same on every process sharing the Redis", keystore.MinMACSecret)
+	}
+	if s.redisMACPrevious != "" && len(s.redisMACPrevious) < keystore.MinMACSecret {
+		return o, fmt.Errorf("--redis-mac-secret-previous (ODIN_REDIS_MAC_SECRET_PREVIOUS) must be at least %d bytes when set", keystore.MinMACSecret)
+	}
+	return o, nil
 }
 
 func (s *storeFlags) bind(f *flags) {
 	f.Secret(&s.databaseURL, "database-url", "ODIN_DATABASE_URL", "PostgreSQL URL, e.g. postgres://user@127.0.0.1:5432/odin?sslmode=disable (required)")
 	f.Secret(&s.redisURL, "redis-url", "ODIN_REDIS_URL", "Redis URL: redis://host:6379/0 (one server), redis+sentinel://sentinel:26379?master_name=NAME&addr=sentinel2:26379, redis+cluster://node:6379?addr=node2:6379 (rediss… for TLS); empty: no Redis (LRU, then PostgreSQL)")
 	f.String(&s.redisPrefix, "redis-prefix", "ODIN_REDIS_PREFIX", "odin:", "prefix of every Redis key and of the invalidation channel")
+	f.Secret(&s.redisMAC, "redis-mac-secret", "ODIN_REDIS_MAC_SECRET",
+		"secret (at least 32 bytes, e.g. openssl rand -base64 48) authenticating every entry in Redis; required with --redis-url, the same on every odin authz, odin admin and odin keys/sessions sharing that Redis")
+	f.Secret(&s.redisMACPrevious, "redis-mac-secret-previous", "ODIN_REDIS_MAC_SECRET_PREVIOUS",
+		"the secret being rotated out: entries it authenticates are still accepted; empty: none")
 	f.Duration(&s.cacheTTL, "cache-ttl", "ODIN_CACHE_TTL", 30*time.Second,
 		"longest time any cache tier answers for a key after reading PostgreSQL: the revocation bound if a bus message is lost")
 	f.Duration(&s.sessionRetention, "session-retention", "ODIN_SESSION_RETENTION", 24*time.Hour,
@@ -133,6 +155,10 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--max-streams must be positive")
 	}
 	cfg.DatabaseURL, cfg.RedisURL, cfg.RedisPrefix = sf.databaseURL, sf.redisURL, sf.redisPrefix
+	if _, err := sf.redisOptions(); err != nil {
+		return err
+	}
+	cfg.RedisMACSecret, cfg.RedisMACSecretPrevious = sf.redisMAC, sf.redisMACPrevious
 	cfg.Cache.TTL, cfg.Cache.Size, cfg.MaxStreams = sf.cacheTTL, cacheSize, uint32(maxStreams)
 	cfg.SessionRetention, cfg.SessionSync = sf.sessionRetention, sf.sessionSync
 	if cfg.TLS, err = tf.config(); err != nil {

@@ -173,6 +173,10 @@ func openKeysEnv(ctx context.Context, sf storeFlags, stderr io.Writer) (*keysEnv
 	if sf.databaseURL == "" {
 		return nil, errMissingBackend
 	}
+	ropts, err := sf.redisOptions()
+	if err != nil {
+		return nil, err
+	}
 	store, err := pgstore.Open(ctx, sf.databaseURL, pgstore.Options{MaxConns: 2})
 	if err != nil {
 		return nil, err
@@ -180,7 +184,7 @@ func openKeysEnv(ctx context.Context, sf storeFlags, stderr io.Writer) (*keysEnv
 	e := &keysEnv{store: store, sf: sf, warn: stderr}
 	if sf.redisURL != "" {
 		logger, _ := (&logOptions{level: "warn", format: "text"}).logger(stderr)
-		e.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: sf.redisURL, Prefix: sf.redisPrefix}, keystore.NewMetrics(nil), logger)
+		e.redis, err = keystore.OpenRedis(ropts, keystore.NewMetrics(nil), logger)
 		if err != nil {
 			store.Close()
 			return nil, err

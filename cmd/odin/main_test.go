@@ -30,6 +30,7 @@ func TestKeysLifecycle(t *testing.T) {
 	t.Setenv("ODIN_DATABASE_URL", db)
 	t.Setenv("ODIN_REDIS_URL", redisURL)
 	t.Setenv("ODIN_REDIS_PREFIX", prefix)
+	t.Setenv("ODIN_REDIS_MAC_SECRET", testenv.RedisMACSecret)
 	if _, stderr, err := odin(t, "migrate"); err != nil {
 		t.Fatalf("migrate: %v\n%s", err, stderr)
 	}

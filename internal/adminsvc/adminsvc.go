@@ -40,6 +40,10 @@ type Config struct {
 	// their cache entries expire.
 	Notify                             func(keystore.Invalidation)
 	DatabaseURL, RedisURL, RedisPrefix string
+	// RedisMACSecret authenticates every entry in Redis (required with
+	// RedisURL, at least keystore.MinMACSecret bytes);
+	// RedisMACSecretPrevious, when set, is still accepted on read.
+	RedisMACSecret, RedisMACSecretPrevious string
 	// CacheTTL, SessionRetention and SessionSync must match the replicas':
 	// an unconfirmed revoke states its bound from them.
 	CacheTTL, SessionRetention, SessionSync time.Duration
@@ -113,7 +117,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	}
 	km := keystore.NewMetrics(s.registry)
 	if cfg.RedisURL != "" {
-		if s.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix}, km, logger); err != nil {
+		if s.redis, err = keystore.OpenRedis(keystore.RedisOptions{
+			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix,
+			MACSecret: cfg.RedisMACSecret, MACSecretPrevious: cfg.RedisMACSecretPrevious,
+		}, km, logger); err != nil {
 			s.close()
 			return nil, err
 		}

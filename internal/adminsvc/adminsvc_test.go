@@ -54,7 +54,7 @@ func newEnvWith(t *testing.T, adjust func(*Config)) *env {
 	jwks := httptest.NewServer(is.Handler())
 	t.Cleanup(jwks.Close)
 	cfg := Config{
-		DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix,
+		DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret,
 		JWT:           jwtauth.Config{JWKSURL: jwks.URL + devissuer.JWKSPath, Issuer: is.Issuer(), FetchTimeout: time.Second},
 		OperatorToken: operatorToken, WebhookSecret: webhookSecret,
 		Scopes: []string{"scans:read", "scans:write", "admin"},

@@ -64,7 +64,7 @@ func startReplica(t *testing.T, cfg authzsvc.Config) func(headers map[string]str
 }
 
 func (e *env) authzConfig() authzsvc.Config {
-	return authzsvc.Config{DatabaseURL: e.cfg.DatabaseURL, RedisURL: e.cfg.RedisURL, RedisPrefix: e.cfg.RedisPrefix, DisableRateLimit: true}
+	return authzsvc.Config{DatabaseURL: e.cfg.DatabaseURL, RedisURL: e.cfg.RedisURL, RedisPrefix: e.cfg.RedisPrefix, RedisMACSecret: e.cfg.RedisMACSecret, DisableRateLimit: true}
 }
 
 // Revoking 100 keys through the admin API while another odin authz replica

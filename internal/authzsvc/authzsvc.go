@@ -47,6 +47,10 @@ type Config struct {
 	DatabaseURL string
 	RedisURL    string // empty: no Redis (LRU → PostgreSQL)
 	RedisPrefix string
+	// RedisMACSecret authenticates every entry in Redis (required with
+	// RedisURL, at least keystore.MinMACSecret bytes);
+	// RedisMACSecretPrevious, when set, is still accepted on read.
+	RedisMACSecret, RedisMACSecretPrevious string
 
 	// DatabaseReadURL, when set, is a PostgreSQL read replica that answers
 	// key lookups when it has replayed every change this replica heard of
@@ -231,7 +235,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	km := keystore.NewMetrics(s.registry)
 	var err error
 	if cfg.RedisURL != "" {
-		s.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout}, km, logger)
+		s.redis, err = keystore.OpenRedis(keystore.RedisOptions{
+			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout,
+			MACSecret: cfg.RedisMACSecret, MACSecretPrevious: cfg.RedisMACSecretPrevious,
+		}, km, logger)
 		if err != nil {
 			s.closeStore()
 			return nil, err

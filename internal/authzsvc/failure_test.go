@@ -125,7 +125,7 @@ func TestRedisDown(t *testing.T) {
 
 func newManagerOn(t *testing.T, f *fixture, redisURL string) *keystore.Manager {
 	t.Helper()
-	rd, err := keystore.OpenRedis(keystore.RedisOptions{URL: redisURL, Prefix: "odin:"}, keystore.NewMetrics(nil), discardLogger())
+	rd, err := keystore.OpenRedis(keystore.RedisOptions{URL: redisURL, Prefix: "odin:", MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -193,7 +193,7 @@ func newFixture(t testing.TB, withRedis bool) *fixture {
 	t.Cleanup(f.store.Close)
 	if withRedis {
 		f.redisURL, f.prefix = testenv.Redis(t)
-		f.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: f.redisURL, Prefix: f.prefix}, keystore.NewMetrics(nil), discardLogger())
+		f.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: f.redisURL, Prefix: f.prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), discardLogger())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +207,7 @@ func newFixture(t testing.TB, withRedis bool) *fixture {
 // sending many checks per key are not limited; the rate limit tests set
 // their own.
 func (f *fixture) config() Config {
-	return Config{DatabaseURL: f.dbURL, RedisURL: f.redisURL, RedisPrefix: f.prefix, StripCredential: true,
+	return Config{DatabaseURL: f.dbURL, RedisURL: f.redisURL, RedisPrefix: f.prefix, RedisMACSecret: testenv.RedisMACSecret, StripCredential: true,
 		RateLimit: ratelimit.Options{Tiers: map[string]ratelimit.Tier{
 			"free": {Rate: 1e5, Burst: 1e5}, "pro": {Rate: 1e5, Burst: 1e5},
 		}}}

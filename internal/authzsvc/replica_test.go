@@ -37,7 +37,7 @@ func newReplicaFixture(t *testing.T) *replicaFixture {
 	if err := f.store.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	if f.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: f.redisURL, Prefix: f.prefix}, keystore.NewMetrics(nil), discardLogger()); err != nil {
+	if f.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: f.redisURL, Prefix: f.prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), discardLogger()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.redis.Close() })
@@ -93,7 +93,11 @@ func (rf *replicaFixture) cachedRecords(t *testing.T) (active, revoked int) {
 				RevokedAt time.Time `json:"revoked_at"`
 			} `json:"k"`
 		}
-		if err := json.Unmarshal(raw, &rec); err != nil {
+		payload, ok := entryPayload(raw)
+		if !ok {
+			t.Fatalf("Redis record %s is not sealed", name)
+		}
+		if err := json.Unmarshal(payload, &rec); err != nil {
 			t.Fatalf("Redis record %s: %v", name, err)
 		}
 		switch {

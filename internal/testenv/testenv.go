@@ -285,6 +285,11 @@ func Main(m *testing.M) int {
 	return code
 }
 
+// RedisMACSecret is the secret that authenticates Redis entries in tests
+// (keystore.RedisOptions.MACSecret, ODIN_REDIS_MAC_SECRET): every process of
+// one test must share it. A test value, never a production one.
+const RedisMACSecret = "odin-test-redis-mac-secret-not-for-production"
+
 // Redis returns the shared Redis URL and a key prefix of this test's own;
 // keys under the prefix are deleted when the test ends.
 func Redis(t testing.TB) (redisURL, prefix string) {

@@ -68,7 +68,7 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	}
 	t.Cleanup(pg.Close)
 	store := &countingStore{Store: pg, queries: map[keystore.Hash][]time.Time{}}
-	cfg := authzsvc.Config{Store: store, RedisURL: redisURL, RedisPrefix: prefix, StripCredential: true, RateLimit: generousTiers()}
+	cfg := authzsvc.Config{Store: store, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret, StripCredential: true, RateLimit: generousTiers()}
 	cfg.Cache.NegativeTTL = negativeTTL
 	// A Redis read timing out on a starved machine, while the bus is late
 	// too, sends a lookup to PostgreSQL that the drill would count against

@@ -113,7 +113,7 @@ func TestDrillJWKSOutage(t *testing.T) {
 	srv := httptest.NewServer(jwks)
 	t.Cleanup(func() { close(jwks.release); srv.Close() })
 
-	cfg := authzsvc.Config{DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix, StripCredential: true, RateLimit: generousTiers(),
+	cfg := authzsvc.Config{DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret, StripCredential: true, RateLimit: generousTiers(),
 		JWT: jwtauth.Config{
 			JWKSURL: srv.URL + devissuer.JWKSPath, Issuer: is.Issuer(),
 			FetchTimeout: fetchTimeout, MinRefreshInterval: minRefresh, RefreshInterval: refresh,

@@ -65,7 +65,7 @@ func TestDrillPostgresOutage(t *testing.T) {
 	// there too).
 	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
 
-	cfg := authzsvc.Config{DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix, StripCredential: true,
+	cfg := authzsvc.Config{DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret, StripCredential: true,
 		RateLimit: generousTiers(), UsageInterval: time.Second}
 	cfg.Cache.StoreTimeout, cfg.Cache.TTL = storeTimeout, cacheTTL
 	reps := []*replica{startReplica(t, "a", cfg), startReplica(t, "b", cfg)}

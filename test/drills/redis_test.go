@@ -49,7 +49,7 @@ func TestDrillRedisOutage(t *testing.T) {
 	t.Cleanup(store.Close)
 	mgr := keystore.NewManager(store, openRedis(t, rs.URL(), prefix), keystore.ManagerOptions{})
 
-	cfg := authzsvc.Config{DatabaseURL: db, RedisURL: rs.URL(), RedisPrefix: prefix, StripCredential: true, RateLimit: generousTiers()}
+	cfg := authzsvc.Config{DatabaseURL: db, RedisURL: rs.URL(), RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret, StripCredential: true, RateLimit: generousTiers()}
 	// The default 500ms store timeout would turn a PostgreSQL read delayed
 	// by a starved test machine (load average 10+ under -race) into a 503:
 	// the drill asserts where checks are answered from, and reports how many
@@ -271,7 +271,7 @@ func byPhase(samples []sample, class string) string {
 // openRedis is a keystore Redis client (for a Manager) on url.
 func openRedis(t *testing.T, url, prefix string) *keystore.Redis {
 	t.Helper()
-	rd, err := keystore.OpenRedis(keystore.RedisOptions{URL: url, Prefix: prefix}, keystore.NewMetrics(nil), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	rd, err := keystore.OpenRedis(keystore.RedisOptions{URL: url, Prefix: prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

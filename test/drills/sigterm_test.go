@@ -58,7 +58,7 @@ func TestDrillSIGTERMAuthz(t *testing.T) {
 	t.Cleanup(store.Close)
 	keys, ids := createKeys(t, keystore.NewManager(store, nil, keystore.ManagerOptions{}), nKeys, "sigterm")
 
-	c := startChild(t, bin, "odin authz serving", []string{"ODIN_DATABASE_URL=" + db, "ODIN_REDIS_URL=" + redisURL, "ODIN_REDIS_PREFIX=" + prefix},
+	c := startChild(t, bin, "odin authz serving", []string{"ODIN_DATABASE_URL=" + db, "ODIN_REDIS_URL=" + redisURL, "ODIN_REDIS_PREFIX=" + prefix, "ODIN_REDIS_MAC_SECRET=" + testenv.RedisMACSecret},
 		"authz", "--grpc-addr", "127.0.0.1:0", "--http-addr", "", "--ops-addr", "127.0.0.1:0",
 		"--usage-interval", "1h", "--drain-timeout", "10s", "--log-format", "json",
 		"--rate-limit-tiers", "free=100000/s:100000,pro=100000/s:100000,enterprise=100000/s:100000")
@@ -256,7 +256,7 @@ func TestDrillSIGTERMAdmin(t *testing.T) {
 	redisURL, prefix := testenv.Redis(t)
 	token := "drill-operator-token-" + testenv.RandomSuffix() + testenv.RandomSuffix()
 	c := startChild(t, bin, "odin admin serving",
-		[]string{"ODIN_DATABASE_URL=" + db, "ODIN_REDIS_URL=" + redisURL, "ODIN_REDIS_PREFIX=" + prefix, "ODIN_ADMIN_TOKEN=" + token},
+		[]string{"ODIN_DATABASE_URL=" + db, "ODIN_REDIS_URL=" + redisURL, "ODIN_REDIS_PREFIX=" + prefix, "ODIN_REDIS_MAC_SECRET=" + testenv.RedisMACSecret, "ODIN_ADMIN_TOKEN=" + token},
 		"admin", "--admin-addr", "127.0.0.1:0", "--log-format", "json")
 	base := "http://" + c.addrs["addr"]
 	client := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}

@@ -109,7 +109,7 @@ func newWorld(t *testing.T, mode string) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(store.Close)
-	bus, err := keystore.OpenRedis(keystore.RedisOptions{URL: redisURL, Prefix: prefix}, keystore.NewMetrics(nil), slog.New(slog.DiscardHandler))
+	bus, err := keystore.OpenRedis(keystore.RedisOptions{URL: redisURL, Prefix: prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func newWorld(t *testing.T, mode string) *world {
 	if err := os.WriteFile(policyFile, []byte(e2ePolicy), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	w.healthy = authzsvc.Config{DatabaseURL: dbURL, RedisURL: redisURL, RedisPrefix: prefix, StripCredential: true,
+	w.healthy = authzsvc.Config{DatabaseURL: dbURL, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret, StripCredential: true,
 		PolicyFile: policyFile, ForwardedHeaders: mode}
 	w.authz = startReplica(t, w.healthy, w.logs)
 	down := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/x?sslmode=disable", testenv.FreePort(t))

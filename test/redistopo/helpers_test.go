@@ -158,13 +158,13 @@ func newEnv(t *testing.T, redisURL string, ttl time.Duration) *env {
 	}
 	t.Cleanup(store.Close)
 	e := &env{redisURL: redisURL, ttl: ttl, mgrLogs: &testenv.LogBuffer{}}
-	e.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: redisURL, Prefix: prefix}, keystore.NewMetrics(nil), slog.New(slog.NewJSONHandler(e.mgrLogs, nil)))
+	e.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: redisURL, Prefix: prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), slog.New(slog.NewJSONHandler(e.mgrLogs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.redis.Close() })
 	e.manager = keystore.NewManager(store, e.redis, keystore.ManagerOptions{CacheTTL: ttl, Logger: slog.New(slog.NewJSONHandler(e.mgrLogs, nil))})
-	cfg := authzsvc.Config{DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix, StripCredential: true,
+	cfg := authzsvc.Config{DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret, StripCredential: true,
 		Cache: keystore.CacheOptions{TTL: ttl}, RateLimit: ratelimit.Options{Tiers: tiers}}
 	e.replicas = []*replica{startReplica(t, "a", cfg), startReplica(t, "b", cfg)}
 	return e

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -12,7 +13,7 @@ import (
 // that names the problem but never a password.
 func TestRedisURLs(t *testing.T) {
 	open := func(url string) (*keystore.Redis, error) {
-		return keystore.OpenRedis(keystore.RedisOptions{URL: url}, keystore.NewMetrics(nil), slog.New(slog.DiscardHandler))
+		return keystore.OpenRedis(keystore.RedisOptions{URL: url, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), slog.New(slog.DiscardHandler))
 	}
 	for url, want := range map[string]string{
 		"redis://:s3cret@127.0.0.1:6379/0": keystore.TopologySingle,
