@@ -424,6 +424,7 @@ func TestKeysGetAndRollOnDatabase(t *testing.T) {
 	redisURL, prefix := testenv.Redis(t)
 	t.Setenv("ODIN_REDIS_URL", redisURL)
 	t.Setenv("ODIN_REDIS_PREFIX", prefix)
+	t.Setenv("ODIN_REDIS_MAC_SECRET", testenv.RedisMACSecret)
 	created := decodeJSON[createdKeyRecord](t, mustCLI(t, "keys", "create", "--name", "db", "--owner", "user_db", "--json"))
 	if err := api.store.RecordUsage(context.Background(), []keystore.Usage{{KeyID: created.ID, Hour: time.Now().UTC().Truncate(time.Hour), Count: 7, LastUsed: time.Now()}}); err != nil {
 		t.Fatal(err)

@@ -22,7 +22,7 @@ func TestUnconfirmedRevokes(t *testing.T) {
 	deadRedis := fmt.Sprintf("redis://127.0.0.1:%d/0", testenv.FreePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	svc, err := adminsvc.New(ctx, adminsvc.Config{DatabaseURL: db, RedisURL: deadRedis, OperatorToken: testAdminToken}, slog.New(slog.DiscardHandler))
+	svc, err := adminsvc.New(ctx, adminsvc.Config{DatabaseURL: db, RedisURL: deadRedis, RedisMACSecret: testenv.RedisMACSecret, OperatorToken: testAdminToken}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,6 +34,7 @@ func TestUnconfirmedRevokes(t *testing.T) {
 			if via == "database" {
 				useDatabase(t, db)
 				t.Setenv("ODIN_REDIS_URL", deadRedis)
+				t.Setenv("ODIN_REDIS_MAC_SECRET", testenv.RedisMACSecret)
 			} else {
 				useAPI(t, srv.URL, testAdminToken)
 			}
