@@ -191,6 +191,32 @@ func (s *Store) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, 
 	return k, err
 }
 
+// KeyHashes implements keystore.Store: one SELECT on the primary (a single
+// statement reads one snapshot), an index-only scan of the unique hash
+// index, each row's bytes read in place.
+func (s *Store) KeyHashes(ctx context.Context, fn func(keystore.Hash) error) error {
+	rows, err := s.pool.Query(ctx, `SELECT key_hash FROM api_keys`)
+	if err != nil {
+		return fmt.Errorf("read key hashes: %w", err)
+	}
+	defer rows.Close()
+	var h keystore.Hash
+	for rows.Next() {
+		raw := rows.RawValues()[0] // bytea in binary format: the hash itself
+		if len(raw) != len(h) {
+			return fmt.Errorf("read key hashes: a stored hash has %d bytes", len(raw))
+		}
+		copy(h[:], raw)
+		if err := fn(h); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read key hashes: %w", err)
+	}
+	return nil
+}
+
 // Key implements keystore.Store.
 func (s *Store) Key(ctx context.Context, id string) (*keystore.Key, error) {
 	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1`, id))

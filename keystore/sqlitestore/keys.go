@@ -59,6 +59,36 @@ func (s *Store) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, 
 	return k, err
 }
 
+// KeyHashes implements keystore.Store: one SELECT (one read transaction,
+// so one snapshot), each row's bytes read in place.
+func (s *Store) KeyHashes(ctx context.Context, fn func(keystore.Hash) error) error {
+	rows, err := s.reader.QueryContext(ctx, `SELECT key_hash FROM api_keys`)
+	if err != nil {
+		return fmt.Errorf("read key hashes: %w", err)
+	}
+	defer rows.Close()
+	var (
+		h   keystore.Hash
+		raw sql.RawBytes
+	)
+	for rows.Next() {
+		if err := rows.Scan(&raw); err != nil {
+			return fmt.Errorf("read key hashes: %w", err)
+		}
+		if len(raw) != len(h) {
+			return fmt.Errorf("read key hashes: a stored hash has %d bytes", len(raw))
+		}
+		copy(h[:], raw)
+		if err := fn(h); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read key hashes: %w", err)
+	}
+	return nil
+}
+
 // Key implements keystore.Store.
 func (s *Store) Key(ctx context.Context, id string) (*keystore.Key, error) {
 	k, err := scanKey(s.reader.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = ?`, id))

@@ -32,6 +32,7 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"Roll", testRoll},
 		{"RollRefusesUnusableKeys", testRollRefusesUnusableKeys},
 		{"Expiry", testExpiry},
+		{"KeyHashes", testKeyHashes},
 		{"ListKeysPaginationAndFilters", testListKeys},
 		{"ListKeysBadCursor", testListKeysBadCursor},
 		{"Usage", testUsage},
