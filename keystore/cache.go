@@ -112,14 +112,14 @@ func (e *Entry) Prepared() any { return e.prepared }
 type Cache struct {
 	opts  CacheOptions
 	store Store
-	redis *Redis // nil without Redis
+	redis *Redis                   // nil without Redis
 	lru   *lru.Cache[Hash, *entry] // known keys
 	neg   *lru.Cache[Hash, *entry] // unknown keys
 	// filter refuses forged keys (nil: disabled); unknown bounds the store
 	// lookups that find nothing (nil: no bound).
-	filter  *keyFilter
-	unknown *rate.Limiter
-	sf     singleflight.Group
+	filter      *keyFilter
+	unknown     *rate.Limiter
+	sf          singleflight.Group
 	m           *Metrics
 	log         *slog.Logger
 	errLog      logLimiter
