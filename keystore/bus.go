@@ -79,66 +79,14 @@ type Bus struct {
 	mu       sync.Mutex
 	inflight []int64
 	lastBack int64
-	// advanced is closed (and cleared) when contact advances, waking the
-	// callers of Covered; kick asks probeLoop for a probe now.
-	advanced chan struct{}
-	kick     chan struct{}
 }
-
-// kickSpacing is the least time between two probes sent at Covered's
-// request: under a flood of waiters, at most one probe per kickSpacing.
-const kickSpacing = 2 * time.Millisecond
 
 // NewBus returns a replica's bus end. fenceAfter <= 0 takes the default.
 func (r *Redis) NewBus(replicaID string, fenceAfter time.Duration) *Bus {
 	if fenceAfter <= 0 {
 		fenceAfter = DefaultFenceAfter
 	}
-	return &Bus{r: r, id: replicaID, fenceAfter: fenceAfter, kick: make(chan struct{}, 1)}
-}
-
-// Covered waits until this replica has handled every bus message published
-// before t: until a probe sent at or after t has come back (Redis delivers
-// one node's messages in order). It asks for that probe at once rather
-// than at the next tick, so the wait is about one Redis round trip; many
-// callers share one probe. It reports false when that is not confirmed
-// within FenceAfter or before ctx ends, and always for a listener-only bus
-// (no probes).
-func (b *Bus) Covered(ctx context.Context, t time.Time) bool {
-	tn := t.UnixNano()
-	if b.contact.Load() >= tn {
-		return true
-	}
-	if b.id == "" {
-		return false
-	}
-	timer := time.NewTimer(b.fenceAfter)
-	defer timer.Stop()
-	for {
-		b.mu.Lock()
-		if b.advanced == nil {
-			b.advanced = make(chan struct{})
-		}
-		advanced := b.advanced
-		sent := len(b.inflight) > 0 && b.inflight[len(b.inflight)-1] >= tn
-		b.mu.Unlock()
-		if b.contact.Load() >= tn {
-			return true
-		}
-		if !sent {
-			select {
-			case b.kick <- struct{}{}:
-			default: // a probe is already asked for
-			}
-		}
-		select {
-		case <-advanced:
-		case <-ctx.Done():
-			return false
-		case <-timer.C:
-			return false
-		}
-	}
+	return &Bus{r: r, id: replicaID, fenceAfter: fenceAfter}
 }
 
 // NewReplicaID returns a random replica id.
@@ -343,23 +291,13 @@ func (b *Bus) probeLoop(ctx context.Context, ps *redis.PubSub) {
 	t := time.NewTicker(busPing)
 	defer t.Stop()
 	start := time.Now().UnixNano()
-	var last int64
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-b.kick: // Covered waits for a probe sent after its time
-			if wait := time.Duration(last + int64(kickSpacing) - time.Now().UnixNano()); wait > 0 {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(wait):
-				}
-			}
 		}
 		now := time.Now().UnixNano()
-		last = now
 		if now-max(start, b.contact.Load()) > int64(busStall) {
 			_ = ps.Close()
 			return
@@ -423,19 +361,10 @@ func (b *Bus) probed(payload string, fn func(Invalidation)) {
 	}
 	for {
 		cur := b.contact.Load()
-		if sent <= cur {
+		if sent <= cur || b.contact.CompareAndSwap(cur, sent) {
 			return
 		}
-		if b.contact.CompareAndSwap(cur, sent) {
-			break
-		}
 	}
-	b.mu.Lock()
-	if b.advanced != nil { // wake Covered's callers
-		close(b.advanced)
-		b.advanced = nil
-	}
-	b.mu.Unlock()
 }
 
 func (b *Bus) heartbeatLoop(ctx context.Context) {

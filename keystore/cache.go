@@ -28,15 +28,12 @@ type CacheOptions struct {
 	// (503), never "unknown" (401): it may be a real key. Default 100;
 	// negative: no bound.
 	UnknownKeyRate float64
-	// Covered, when set, enables the key filter: a membership filter of
-	// every key hash that refuses forged keys with no Redis or PostgreSQL
-	// query. It must say whether every bus message published before the
-	// time has been handled (Bus.Covered); the filter's "no" counts only
-	// then. Run builds the filter.
-	Covered func(context.Context, time.Time) bool
-	// FilterRefresh is how often the key filter is rebuilt from PostgreSQL
-	// even when the bus lost nothing: the bound for a key whose creation was
-	// never published. Default 10m.
+	// Filter enables the key filter: a membership filter of every key hash
+	// that refuses forged keys with no lookup of their own (see keyFilter).
+	// Run builds it.
+	Filter bool
+	// FilterRefresh is how often the key filter is rebuilt from the store,
+	// folding in the keys learnt since. Default 10m.
 	FilterRefresh time.Duration
 	// TTL bounds how long any tier may answer for a key after it was read
 	// from PostgreSQL. It is the safety net of revocation: if every bus
@@ -169,21 +166,21 @@ func NewCache(store Store, redis *Redis, opts CacheOptions, m *Metrics, logger *
 	if opts.UnknownKeyRate > 0 {
 		c.unknown = rate.NewLimiter(rate.Limit(opts.UnknownKeyRate), max(1, int(opts.UnknownKeyRate)))
 	}
-	if opts.Covered != nil {
+	if opts.Filter {
 		c.filter = newKeyFilter()
 	}
 	return c, nil
 }
 
-// The key filter's rebuilds: at least filterMinGap apart, however often the
-// bus loses messages, and each read of the store bounded.
+// The key filter's rebuilds: at least filterMinGap apart, and each read of
+// the store bounded.
 const (
 	filterMinGap       = 2 * time.Second
 	filterBuildTimeout = 5 * time.Minute
 )
 
-// Run builds the key filter whenever the bus may have lost messages (the
-// first subscription included) and every FilterRefresh, until ctx ends. It
+// Run builds the key filter at once, then every FilterRefresh (and sooner
+// when many keys were learnt since the last build), until ctx ends. It
 // returns at once when the filter is disabled.
 func (c *Cache) Run(ctx context.Context) {
 	f := c.filter
@@ -193,6 +190,7 @@ func (c *Cache) Run(ctx context.Context) {
 	refresh := time.NewTicker(c.opts.FilterRefresh)
 	defer refresh.Stop()
 	var last time.Time
+	f.want() // the first build
 	for {
 		select {
 		case <-ctx.Done():
@@ -219,7 +217,7 @@ func (c *Cache) Run(ctx context.Context) {
 			}
 			c.m.filterBuilds.WithLabelValues("error").Inc()
 			if c.errLog.allow() {
-				c.log.Warn("key filter not rebuilt: unknown keys are looked up in the store (bounded by the unknown-key rate) until it is", "error", err.Error())
+				c.log.Warn("key filter not built: unknown keys are looked up in the store (bounded by the unknown-key rate) until it is", "error", err.Error())
 			}
 			f.want() // again, filterMinGap later
 			continue
@@ -231,14 +229,10 @@ func (c *Cache) Run(ctx context.Context) {
 	}
 }
 
-// FilterReady reports whether the key filter is built and trusted (no
-// message lost on the bus since its build began). False when disabled.
+// FilterReady reports whether the key filter is built. False when
+// disabled.
 func (c *Cache) FilterReady() bool {
-	if c.filter == nil {
-		return false
-	}
-	st := c.filter.state.Load()
-	return st != nil && st.epoch == c.filter.epoch.Load()
+	return c.filter != nil && c.filter.state.Load() != nil
 }
 
 // Options returns the options in force, defaults filled in.
@@ -284,21 +278,24 @@ func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, erro
 	return v.(*entry).result()
 }
 
-// refused reports whether the key filter says no key has h, in a state where
-// that is certain (see keyFilter): trusted, the replica not fenced, and
-// every bus message published before now handled, the last checked after
-// the others, so that it costs a wait only for keys the filter refuses.
+// refused reports whether the key filter says no key has h, confirmed by
+// a catch-up read that began after now (see keyFilter): that wait is paid
+// by the keys the filter refuses only. A key with an LRU entry exists and
+// is never refused.
 func (c *Cache) refused(ctx context.Context, h Hash, now time.Time) bool {
 	f := c.filter
 	if f == nil {
 		return false
 	}
 	v := f.check(h)
-	if v == filterRefused && (c.fenced(now) || !c.opts.Covered(ctx, now)) {
-		v = filterUntrusted
-	}
-	if v == filterRefused { // what the bus said during the wait counts
-		v = f.check(h)
+	if v == filterRefused {
+		if e, ok := c.lru.Peek(h); ok && e.key != nil {
+			v = filterVouched
+		} else if !f.confirm(ctx, c.store, now, c.opts.StoreTimeout) {
+			v = filterUntrusted
+		} else { // what the read found counts
+			v = f.check(h)
+		}
 	}
 	c.m.filterChecks[v].Inc()
 	return v == filterRefused
@@ -361,6 +358,11 @@ func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 	case err == nil:
 		c.storeOK(now)
 		c.m.storeQueries.WithLabelValues("found").Inc()
+		if f := c.filter; f != nil {
+			if st := f.state.Load(); st == nil || !st.has(h) {
+				f.heard(h)
+			}
+		}
 		e = c.newEntry(k, now, c.opts.TTL)
 	case errors.Is(err, ErrNotFound):
 		c.storeOK(now)
@@ -453,8 +455,5 @@ func (c *Cache) Invalidate(inv Invalidation) {
 	case InvalidateAll:
 		c.lru.Purge()
 		c.neg.Purge()
-		if c.filter != nil {
-			c.filter.lost()
-		}
 	}
 }

@@ -14,46 +14,63 @@ import (
 
 // keyFilter is a replica's membership filter of every key hash, so that a
 // forged key (the checksum is public: anyone can make well-formed keys) is
-// refused with no Redis or PostgreSQL query. It is a binary fuse filter
-// (static, about 9 bits per key, false positives about 0.4 %) built from
-// the store, plus the exact set of hashes heard of since that build began:
-// every key creation and roll publishes the new key's hash on the bus.
+// refused with no lookup of its own. It is a binary fuse filter (static,
+// about 9 bits per key, false positives about 0.4 %) built from the store,
+// plus the exact set of hashes learnt since that build began: from the bus
+// (every key creation and roll publishes the new key's hash) and from
+// catch-up reads of the keys created recently.
 //
-// Its "no" is never trusted on its own. The Cache refuses a key on it only
-// when
-//   - the filter was built after the bus's last loss event (a new
-//     subscription, a probe that did not come back), so every key created
-//     after the build's snapshot was heard of on the bus, or the loss is
-//     known;
-//   - the replica is not fenced; and
-//   - the bus has handled every message published before the request
-//     arrived (Bus.Covered), so a key created just before it was heard of.
-//
-// Otherwise the lookup goes on as without a filter. A key whose creation was
-// never published (its creator could not reach Redis, or a row written by
-// hand) is unknown to the filter until the next rebuild (FilterRefresh).
+// Its "no" is never trusted on its own: before a key is refused, a
+// catch-up read that began after the request arrived must have completed
+// (confirm). It reads the keys created since a minute before the previous
+// one began, so it sees every key committed before it began, published on
+// the bus or not (a key created by a process without Redis, or a row
+// written by hand with a current created_at). Concurrent refusals share
+// one read, and reads are at least catchUpSpacing apart: however many
+// forged keys arrive, a replica makes at most 1/catchUpSpacing of them per
+// second, and a forged key waits about that long for its 401.
 type keyFilter struct {
 	state atomic.Pointer[filterState]
-	// epoch counts loss events; a state built before the last one is not
-	// trusted.
-	epoch atomic.Uint64
 
 	mu sync.RWMutex
-	// added are the hashes heard of since the current state's build began;
-	// building, those heard of since the build in progress began (nil when
+	// added are the hashes learnt since the current state's build began;
+	// building, those learnt since the build in progress began (nil when
 	// none is).
 	added, building map[Hash]struct{}
 
 	request chan struct{} // a rebuild is wanted
+
+	// The catch-up reads. covered is when the last successful one (or the
+	// last build) began: every key committed before then is known.
+	cmu     sync.Mutex
+	covered time.Time
+	round   *catchUpRound // the read in progress, nil when none
+	last    time.Time     // when the last read began
 }
+
+// catchUpRound is one catch-up read that callers of confirm wait for.
+type catchUpRound struct {
+	start time.Time
+	done  chan struct{}
+}
+
+const (
+	// catchUpSpacing is the least time between two catch-up reads.
+	catchUpSpacing = 100 * time.Millisecond
+	// catchUpMargin is how far before the previous read's start a catch-up
+	// read reaches back: it covers a creation whose transaction began
+	// (stamping created_at) before that read and committed after it, and
+	// clock skew between the replica and the store.
+	catchUpMargin = time.Minute
+)
 
 // filterState is one build.
 type filterState struct {
 	fuse  *xorfilter.BinaryFuse8 // nil: the store held no key
 	salt  uint64                 // random per build: a false positive is not one on the next build or replica
-	epoch uint64
 	keys  int
 	bytes int
+	start time.Time // when the build's read began
 	built time.Time
 }
 
@@ -65,8 +82,8 @@ func newKeyFilter() *keyFilter {
 	return &keyFilter{request: make(chan struct{}, 1), added: map[Hash]struct{}{}}
 }
 
-// heard records a hash that exists (a bus message named it, or the store
-// returned it).
+// heard records a hash that exists (a bus message named it, a catch-up read
+// or a lookup found it).
 func (f *keyFilter) heard(h Hash) {
 	f.mu.Lock()
 	f.added[h] = struct{}{}
@@ -87,13 +104,6 @@ func (f *keyFilter) heardOf(h Hash) bool {
 	return ok
 }
 
-// lost records a loss event: messages may have been missed, so the
-// current filter is no longer trusted, and a new one is built.
-func (f *keyFilter) lost() {
-	f.epoch.Add(1)
-	f.want()
-}
-
 func (f *keyFilter) want() {
 	select {
 	case f.request <- struct{}{}:
@@ -101,9 +111,9 @@ func (f *keyFilter) want() {
 	}
 }
 
-// check says what the filter knows of h: vouched (it may exist), refused
-// (no key has it, as of this build and what the bus said since), or
-// untrusted (no filter, or built before a loss event).
+// filterVerdict is what the filter knows of a hash: vouched (it may exist),
+// refused (no key has it, as of the build and what was learnt since), or
+// untrusted (no filter built yet, or the refusal could not be confirmed).
 type filterVerdict uint8
 
 const (
@@ -114,7 +124,7 @@ const (
 
 func (f *keyFilter) check(h Hash) filterVerdict {
 	st := f.state.Load()
-	if st == nil || st.epoch != f.epoch.Load() {
+	if st == nil {
 		return filterUntrusted
 	}
 	if st.has(h) || f.heardOf(h) {
@@ -123,13 +133,82 @@ func (f *keyFilter) check(h Hash) filterVerdict {
 	return filterRefused
 }
 
+// confirm waits until a catch-up read that began at or after t has
+// completed, starting one when none is under way, so that every key
+// committed before t is known. False when that fails or ctx ends first.
+func (f *keyFilter) confirm(ctx context.Context, store Store, t time.Time, timeout time.Duration) bool {
+	for {
+		f.cmu.Lock()
+		if !f.covered.Before(t) {
+			f.cmu.Unlock()
+			return true
+		}
+		r := f.round
+		if r == nil {
+			start := time.Now()
+			if next := f.last.Add(catchUpSpacing); next.After(start) {
+				start = next
+			}
+			r = &catchUpRound{start: start, done: make(chan struct{})}
+			f.round, f.last = r, r.start
+			go f.catchUp(context.WithoutCancel(ctx), store, r, timeout)
+		}
+		f.cmu.Unlock()
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return false
+		}
+		if !r.start.Before(t) { // it began after t: covered, or it failed
+			f.cmu.Lock()
+			ok := !f.covered.Before(t)
+			f.cmu.Unlock()
+			return ok
+		}
+	}
+}
+
+// catchUp runs one catch-up read at r.start.
+func (f *keyFilter) catchUp(ctx context.Context, store Store, r *catchUpRound, timeout time.Duration) {
+	defer func() {
+		f.cmu.Lock()
+		f.round = nil
+		f.cmu.Unlock()
+		close(r.done)
+	}()
+	if wait := time.Until(r.start); wait > 0 {
+		time.Sleep(wait)
+	}
+	f.cmu.Lock()
+	covered := f.covered
+	f.cmu.Unlock()
+	if covered.IsZero() { // no build yet: nothing to catch up from
+		return
+	}
+	since := covered.Add(-catchUpMargin)
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := store.KeyHashes(rctx, since, func(h Hash) error {
+		if st := f.state.Load(); st == nil || !st.has(h) {
+			f.heard(h)
+		}
+		return nil
+	}); err != nil {
+		return
+	}
+	f.cmu.Lock()
+	if f.covered.Before(r.start) {
+		f.covered = r.start
+	}
+	f.cmu.Unlock()
+}
+
 // build reads every hash from the store and installs the new filter. The
-// set of heard hashes starts before the read, so that a key committed after
-// the read's snapshot, whose message arrives during the read, is kept.
+// set of learnt hashes starts before the read, so that a key committed
+// after the read's snapshot, learnt during the read, is kept.
 func (f *keyFilter) build(ctx context.Context, store Store, timeout time.Duration) (*filterState, error) {
 	f.mu.Lock()
 	f.building = map[Hash]struct{}{}
-	epoch := f.epoch.Load()
 	f.mu.Unlock()
 	abandon := func() {
 		f.mu.Lock()
@@ -138,13 +217,13 @@ func (f *keyFilter) build(ctx context.Context, store Store, timeout time.Duratio
 	}
 	var salt [8]byte
 	_, _ = rand.Read(salt[:])
-	st := &filterState{salt: binary.LittleEndian.Uint64(salt[:]), epoch: epoch}
+	st := &filterState{salt: binary.LittleEndian.Uint64(salt[:]), start: time.Now()}
 	var keys []uint64
 	if old := f.state.Load(); old != nil {
 		keys = make([]uint64, 0, old.keys+old.keys/16+1024)
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
-	err := store.KeyHashes(rctx, func(h Hash) error {
+	err := store.KeyHashes(rctx, time.Time{}, func(h Hash) error {
 		keys = append(keys, binary.LittleEndian.Uint64(h[:8])^st.salt)
 		return nil
 	})
@@ -166,5 +245,10 @@ func (f *keyFilter) build(ctx context.Context, store Store, timeout time.Duratio
 	f.state.Store(st)
 	f.added, f.building = f.building, nil
 	f.mu.Unlock()
+	f.cmu.Lock()
+	if f.covered.Before(st.start) {
+		f.covered = st.start
+	}
+	f.cmu.Unlock()
 	return st, nil
 }

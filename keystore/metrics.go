@@ -62,7 +62,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "odin_keystore_filter_checks_total",
-		Help: "Key filter checks of LRU misses, by verdict: refused (no key has the hash: answered 401 with no query), vouched (may exist), untrusted (no filter built since the bus last lost messages, or fenced: looked up as without a filter).",
+		Help: "Key filter checks of LRU misses, by verdict: refused (no key has the hash: answered 401 with no lookup of its own), vouched (may exist), untrusted (no filter built yet, or the refusal could not be confirmed: looked up as without a filter).",
 	}, []string{"verdict"})
 	reg.MustRegister(m.cacheHits, m.storeQueries, m.redisErrors, m.busMessages, m.storeThrottled, m.filterBuilds, m.filterKeys, m.filterBytes, checks)
 	m.filterChecks[filterUntrusted] = checks.WithLabelValues("untrusted")

@@ -96,8 +96,8 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	f.Int(&cfg.Cache.NegativeSize, "negative-cache-size", "ODIN_NEGATIVE_CACHE_SIZE", 100_000, "unknown keys remembered for --negative-ttl, apart from the known keys' LRU")
 	f.Float64(&cfg.Cache.UnknownKeyRate, "unknown-key-rate", "ODIN_UNKNOWN_KEY_RATE", 100, "PostgreSQL lookups per second per replica that may find no key; past it misses get a stale entry or 503 (negative: no bound)")
 	var keyFilter bool
-	f.Bool(&keyFilter, "key-filter", "ODIN_KEY_FILTER", true, "refuse forged keys with no Redis or PostgreSQL query, from a filter of every key hash kept current by the bus (needs Redis)")
-	f.Duration(&cfg.Cache.FilterRefresh, "key-filter-refresh", "ODIN_KEY_FILTER_REFRESH", 10*time.Minute, "how often the key filter is rebuilt from PostgreSQL besides after every bus loss (the bound for a key whose creation was never published)")
+	f.Bool(&keyFilter, "key-filter", "ODIN_KEY_FILTER", true, "refuse forged keys with no lookup of their own, from a filter of every key hash (about 9 bits per key)")
+	f.Duration(&cfg.Cache.FilterRefresh, "key-filter-refresh", "ODIN_KEY_FILTER_REFRESH", 10*time.Minute, "how often the key filter is rebuilt from PostgreSQL, folding in the keys learnt since")
 	f.Duration(&cfg.Cache.NegativeTTL, "negative-ttl", "ODIN_NEGATIVE_TTL", 5*time.Second, "how long an unknown key is remembered as unknown")
 	f.Duration(&cfg.Cache.StaleIfError, "stale-if-error", "ODIN_STALE_IF_ERROR", 5*time.Minute, "how long past its TTL a cached key still answers while PostgreSQL is unreachable (negative: never)")
 	f.Duration(&cfg.Cache.StoreTimeout, "store-timeout", "ODIN_STORE_TIMEOUT", 500*time.Millisecond, "deadline of one PostgreSQL lookup; keep it under Envoy's ext_authz timeout")

@@ -55,8 +55,7 @@ type Config struct {
 	Cache        keystore.CacheOptions
 	RedisTimeout time.Duration
 	// NoKeyFilter turns the key filter off: forged keys are then looked up
-	// in Redis and PostgreSQL (bounded by Cache.UnknownKeyRate). The filter
-	// needs the bus (Redis); without it there is none.
+	// in Redis and PostgreSQL (bounded by Cache.UnknownKeyRate).
 	NoKeyFilter bool
 
 	// JWT is the session token verifier's configuration; JWTs are refused
@@ -196,10 +195,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	if s.redis != nil {
 		s.bus = s.redis.NewBus(replica, 0)
 		cfg.Cache.Fenced = s.bus.Fenced
-		if !cfg.NoKeyFilter {
-			cfg.Cache.Covered = s.bus.Covered
-		}
 	}
+	cfg.Cache.Filter = !cfg.NoKeyFilter
 	if s.cache, err = keystore.NewCache(store, s.redis, cfg.Cache, km, logger); err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("build cache: %w", err)
@@ -339,7 +336,7 @@ func (s *Service) buildReadiness() {
 const filterWait = 5 * time.Second
 
 func (s *Service) startBackground(ctx context.Context) {
-	go s.cache.Run(ctx) // before the bus: its subscription asks for the first build
+	go s.cache.Run(ctx)
 	if s.redis != nil {
 		subscribed := make(chan struct{})
 		onMessage := func(inv keystore.Invalidation) {
@@ -355,9 +352,9 @@ func (s *Service) startBackground(ctx context.Context) {
 				"cache_ttl", s.cache.Options().TTL)
 		case <-ctx.Done():
 		}
-		if s.cache.Options().Covered != nil {
-			s.waitFilter(ctx)
-		}
+	}
+	if s.cache.Options().Filter {
+		s.waitFilter(ctx)
 	}
 	sync := s.cfg.SessionSync
 	if sync <= 0 {

@@ -192,10 +192,14 @@ func (s *Store) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, 
 }
 
 // KeyHashes implements keystore.Store: one SELECT on the primary (a single
-// statement reads one snapshot), an index-only scan of the unique hash
-// index, each row's bytes read in place.
-func (s *Store) KeyHashes(ctx context.Context, fn func(keystore.Hash) error) error {
-	rows, err := s.pool.Query(ctx, `SELECT key_hash FROM api_keys`)
+// statement reads one snapshot), each row's bytes read in place; a bounded
+// since scans the created_at index.
+func (s *Store) KeyHashes(ctx context.Context, since time.Time, fn func(keystore.Hash) error) error {
+	q, args := `SELECT key_hash FROM api_keys`, []any{}
+	if !since.IsZero() { // its own statement: a generic plan must still use the index
+		q, args = q+` WHERE created_at >= $1`, []any{since}
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("read key hashes: %w", err)
 	}

@@ -61,8 +61,12 @@ func (s *Store) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, 
 
 // KeyHashes implements keystore.Store: one SELECT (one read transaction,
 // so one snapshot), each row's bytes read in place.
-func (s *Store) KeyHashes(ctx context.Context, fn func(keystore.Hash) error) error {
-	rows, err := s.reader.QueryContext(ctx, `SELECT key_hash FROM api_keys`)
+func (s *Store) KeyHashes(ctx context.Context, since time.Time, fn func(keystore.Hash) error) error {
+	q, args := `SELECT key_hash FROM api_keys`, []any{}
+	if !since.IsZero() {
+		q, args = q+` WHERE created_at >= ?`, []any{micros(since)}
+	}
+	rows, err := s.reader.QueryContext(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("read key hashes: %w", err)
 	}

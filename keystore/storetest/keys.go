@@ -323,17 +323,18 @@ func testExpiry(t *testing.T, s keystore.Store) {
 }
 
 // KeyHashes streams the hash of every key, revoked, expired and rolled ones
-// too, each once, and stops at the callback's first error.
+// too, each once, or of the keys created since a time, and stops at the
+// callback's first error.
 func testKeyHashes(t *testing.T, s keystore.Store) {
 	ctx := context.Background()
-	collect := func() map[keystore.Hash]int {
+	collect := func(since time.Time) map[keystore.Hash]int {
 		got := map[keystore.Hash]int{}
-		if err := s.KeyHashes(ctx, func(h keystore.Hash) error { got[h]++; return nil }); err != nil {
+		if err := s.KeyHashes(ctx, since, func(h keystore.Hash) error { got[h]++; return nil }); err != nil {
 			t.Fatalf("KeyHashes: %v", err)
 		}
 		return got
 	}
-	if got := collect(); len(got) != 0 {
+	if got := collect(time.Time{}); len(got) != 0 {
 		t.Fatalf("empty store: %d hashes", len(got))
 	}
 	want := map[keystore.Hash]int{}
@@ -353,12 +354,21 @@ func testKeyHashes(t *testing.T, s keystore.Store) {
 			want[keystore.HashKey(p2)] = 1
 		}
 	}
-	if diff := cmp.Diff(want, collect()); diff != "" {
+	if diff := cmp.Diff(want, collect(time.Time{})); diff != "" {
 		t.Errorf("hashes (-want, +got):\n%s", diff)
+	}
+	// Since a time: the keys created from then on only (the store's clock
+	// stamps created_at; a second of margin either side).
+	time.Sleep(1100 * time.Millisecond)
+	mark := time.Now()
+	time.Sleep(1100 * time.Millisecond)
+	p, _ := create(t, s, keystore.NewKey{UserID: "user_9", Name: "late"})
+	if diff := cmp.Diff(map[keystore.Hash]int{keystore.HashKey(p): 1}, collect(mark)); diff != "" {
+		t.Errorf("hashes since a time (-want, +got):\n%s", diff)
 	}
 	stop := errors.New("stop")
 	n := 0
-	err := s.KeyHashes(ctx, func(keystore.Hash) error {
+	err := s.KeyHashes(ctx, time.Time{}, func(keystore.Hash) error {
 		n++
 		if n == 3 {
 			return stop

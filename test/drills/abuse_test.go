@@ -2,6 +2,7 @@ package drills
 
 import (
 	"context"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -46,13 +47,17 @@ func (s *countingStore) snapshot() map[keystore.Hash][]time.Time {
 //   - a pool of well-formed unknown keys sent over and over: each reaches
 //     PostgreSQL at most once per negative-cache TTL (consecutive queries for
 //     one key are at least the TTL apart);
-//   - well-formed random keys, each new: exactly one query each, which is
-//     the most a negative cache can do against an attacker who never
-//     repeats (figure: queries per second);
+//   - well-formed random keys, each new: refused by the key filter with no
+//     query at all, except its false positives (about 0.4 %), each queried
+//     once (figure: queries per second);
 //   - malformed keys (bad checksum, wrong length, wrong alphabet): refused
 //     on their format, zero queries;
 //
-// every one answered 401 with the SPEC body, no RPC failing.
+// every one answered 401 with the SPEC body, no RPC failing. Real keys
+// warmed before the flood stay in the replica's LRU (it holds fewer entries
+// than the flood has unknown keys: unknown keys have a tier of their own),
+// so when PostgreSQL then goes away, past the cache TTL, stale-if-error
+// still answers them (200), and forged keys are still refused (401).
 func TestDrillUnknownKeyFlood(t *testing.T) {
 	var (
 		workers     = 12
@@ -62,7 +67,13 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	)
 	db := testenv.Postgres(t)
 	redisURL, prefix := testenv.Redis(t)
-	pg, err := pgstore.Open(context.Background(), db, pgstore.Options{})
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgProxy := testenv.NewProxy(t, u.Host) // the outage after the flood
+	u.Host = pgProxy.Addr()
+	pg, err := pgstore.Open(context.Background(), u.String(), pgstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,11 +81,22 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	store := &countingStore{Store: pg, queries: map[keystore.Hash][]time.Time{}}
 	cfg := authzsvc.Config{Store: store, RedisURL: redisURL, RedisPrefix: prefix, StripCredential: true, RateLimit: generousTiers()}
 	cfg.Cache.NegativeTTL = negativeTTL
+	// Fewer entries than the flood has unknown keys, and a TTL that ends
+	// before the outage's checks: only stale-if-error can answer them then.
+	cfg.Cache.Size, cfg.Cache.TTL = 1000, duration/2
 	// A Redis read timing out on a starved machine, while the bus is late
 	// too, sends a lookup to PostgreSQL that the drill would count against
 	// the negative cache; the default 100ms is for production's latency.
 	cfg.RedisTimeout = 500 * time.Millisecond
 	r := startReplica(t, "a", cfg)
+	// Created without Redis (in PostgreSQL only, as keys made long ago),
+	// then warmed into the replica's LRU.
+	real, _ := createKeys(t, keystore.NewManager(pg, nil, keystore.ManagerOptions{}), 32, "real")
+	for _, k := range real {
+		if got := checkOnce(t, r, k); got != "200" {
+			t.Fatalf("warming a real key: %s", got)
+		}
+	}
 
 	pool := unknownKeys(t, poolSize)
 	poolHashes := map[keystore.Hash]bool{}
@@ -166,6 +188,27 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	if freshQueries > sent {
 		t.Errorf("%d queries for %d fresh keys", freshQueries, sent)
 	}
+	if limit := sent/100 + 20; freshQueries > limit { // 0.4 % false positives, and margin
+		t.Errorf("%d queries for %d fresh forged keys: the key filter let more than 1 %% through", freshQueries, sent)
+	}
+
+	// PostgreSQL goes away; the warmed keys' TTL (half the flood) has
+	// passed. The flood
+	// evicted none of them: stale-if-error answers every one. Forged keys
+	// are still refused, by the filter.
+	pgProxy.SetDown(true)
+	var realDuring, forgedDuring = map[string]int{}, map[string]int{}
+	for i, k := range real {
+		realDuring[checkOnce(t, r, k)]++
+		forgedDuring[checkOnce(t, r, fresh.Unknown(-1-i))]++
+	}
+	pgProxy.SetDown(false)
+	if realDuring["200"] != len(real) {
+		t.Errorf("real keys warmed before the flood, with PostgreSQL down after it: %v, want all 200 (stale-if-error)", realDuring)
+	}
+	if forgedDuring["401"] != len(real) {
+		t.Errorf("forged keys with PostgreSQL down: %v, want all 401 (the key filter)", forgedDuring)
+	}
 
 	p50, p99, maxLat := quantiles(samples, nil)
 	f := newFigures("unknown_key_flood")
@@ -191,6 +234,9 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	f.add("p99", p99)
 	f.add("max", maxLat)
 	f.add("redis_errors", int(r.metric(t, "odin_keystore_redis_errors_total", nil)))
+	f.add("filter_refused", int(r.metric(t, "odin_keystore_lookups_total", map[string]string{"tier": "filter"})))
+	f.add("pg_down_real_keys", realDuring)
+	f.add("pg_down_forged_keys", forgedDuring)
 	f.report(t)
 }
 
