@@ -251,13 +251,13 @@ func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, erro
 		c.m.hitLRU.Inc()
 		return e.result()
 	}
-	if c.refused(ctx, h, now) {
-		c.m.hitFilter.Inc()
-		return nil, ErrNotFound
-	}
 	if e, ok := c.neg.Get(h); ok && now.Before(e.until) && !c.fenced(now) {
 		c.m.hitNegative.Inc()
 		return e.result()
+	}
+	if c.refused(ctx, h, now) {
+		c.m.hitFilter.Inc()
+		return nil, ErrNotFound
 	}
 	v, err, _ := c.sf.Do(string(h[:]), func() (any, error) {
 		// A flight that ended between this caller's miss and its Do has
@@ -280,13 +280,15 @@ func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, erro
 
 // refused reports whether the key filter says no key has h, confirmed by
 // a catch-up read that began after now (see keyFilter): that wait is paid
-// by the keys the filter refuses only. A key with an LRU entry exists and
-// is never refused.
+// by the keys the filter refuses only, and once per key and negative TTL (a
+// refusal is remembered in the unknown-key tier, which a creation message
+// clears). A key with an LRU entry exists and is never refused.
 func (c *Cache) refused(ctx context.Context, h Hash, now time.Time) bool {
 	f := c.filter
 	if f == nil {
 		return false
 	}
+	gen := c.gen.Load()
 	v := f.check(h)
 	if v == filterRefused {
 		if e, ok := c.lru.Peek(h); ok && e.key != nil {
@@ -298,7 +300,11 @@ func (c *Cache) refused(ctx context.Context, h Hash, now time.Time) bool {
 		}
 	}
 	c.m.filterChecks[v].Inc()
-	return v == filterRefused
+	if v != filterRefused {
+		return false
+	}
+	c.fill(h, c.newEntry(nil, now, c.opts.NegativeTTL), gen)
+	return true
 }
 
 // fenced reports whether the LRU may not answer: the replica is out of bus

@@ -56,7 +56,7 @@ type catchUpRound struct {
 
 const (
 	// catchUpSpacing is the least time between two catch-up reads.
-	catchUpSpacing = 100 * time.Millisecond
+	catchUpSpacing = 50 * time.Millisecond
 	// catchUpMargin is how far before the previous read's start a catch-up
 	// read reaches back: it covers a creation whose transaction began
 	// (stamping created_at) before that read and committed after it, and
