@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
 
 // replica is a Cache wired to its own bus end as odin authz wires it: the
@@ -266,4 +268,43 @@ func plainCounter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkKeyFilterFromPostgres is a replica's key filter build from
+// PostgreSQL holding 1M keys: the stream of hashes and the build.
+//
+//	go test -run '^$' -bench KeyFilterFromPostgres -benchtime 1x ./keystore/
+func BenchmarkKeyFilterFromPostgres(b *testing.B) {
+	db := testenv.Postgres(b)
+	conn, err := pgx.Connect(context.Background(), db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const n = 1_000_000
+	if _, err := conn.Exec(context.Background(), `
+		INSERT INTO api_keys (id, user_id, name, key_hash, hint, tier)
+		SELECT 'key_b' || i, 'user_1', 'b', decode(md5(i::text) || md5((-i)::text), 'hex'), 'h', 'free'
+		FROM generate_series(1, $1) i`, n); err != nil {
+		b.Fatal(err)
+	}
+	_, _ = conn.Exec(context.Background(), `VACUUM ANALYZE api_keys`)
+	conn.Close(context.Background())
+	s, err := pgstore.Open(context.Background(), db, pgstore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.ResetTimer()
+	for range b.N {
+		c, err := keystore.NewCache(s, nil, keystore.CacheOptions{Filter: true}, keystore.NewMetrics(prometheus.NewRegistry()), quiet())
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go c.Run(ctx)
+		for !c.FilterReady() {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}
 }
