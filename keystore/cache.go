@@ -115,6 +115,7 @@ type Cache struct {
 	// filter refuses forged keys (nil: disabled); unknown bounds the store
 	// lookups that find nothing (nil: no bound).
 	filter      *keyFilter
+	filterTried atomic.Bool
 	unknown     *rate.Limiter
 	sf          singleflight.Group
 	m           *Metrics
@@ -211,6 +212,7 @@ func (c *Cache) Run(ctx context.Context) {
 		}
 		last = time.Now()
 		st, err := f.build(ctx, c.store, filterBuildTimeout)
+		c.filterTried.Store(true)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -234,6 +236,10 @@ func (c *Cache) Run(ctx context.Context) {
 func (c *Cache) FilterReady() bool {
 	return c.filter != nil && c.filter.state.Load() != nil
 }
+
+// FilterTried reports whether a build of the key filter has ended, built
+// or failed.
+func (c *Cache) FilterTried() bool { return c.filterTried.Load() }
 
 // Options returns the options in force, defaults filled in.
 func (c *Cache) Options() CacheOptions { return c.opts }

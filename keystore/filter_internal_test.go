@@ -156,3 +156,48 @@ func BenchmarkKeyFilterCheck(b *testing.B) {
 		})
 	}
 }
+
+// sliceStore streams a fixed set of hashes.
+type sliceStore struct {
+	Store
+	hashes []Hash
+}
+
+func (s sliceStore) KeyHashes(_ context.Context, _ time.Time, fn func(Hash) error) error {
+	for _, h := range s.hashes {
+		if err := fn(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FuzzKeyFilterNoFalseNegative: whatever the set of hashes (duplicates,
+// shared prefixes, one or none), the filter built from it holds every one:
+// a real key is never refused.
+func FuzzKeyFilterNoFalseNegative(f *testing.F) {
+	f.Add([]byte{}, uint8(0))
+	f.Add(make([]byte, 64), uint8(3))
+	f.Add([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdefXYZ"), uint8(9))
+	f.Fuzz(func(t *testing.T, data []byte, dup uint8) {
+		var hashes []Hash
+		for len(data) >= 32 {
+			var h Hash
+			copy(h[:], data)
+			hashes = append(hashes, h)
+			data = data[32:]
+		}
+		for i := 0; i < int(dup%8) && len(hashes) > 0; i++ { // duplicates, as a roll race could not make but a bad store might
+			hashes = append(hashes, hashes[i%len(hashes)])
+		}
+		kf := newKeyFilter()
+		if _, err := kf.build(context.Background(), sliceStore{hashes: hashes}, time.Minute); err != nil {
+			t.Fatalf("build of %d hashes: %v", len(hashes), err)
+		}
+		for _, h := range hashes {
+			if kf.check(h) != filterVouched {
+				t.Fatalf("a hash of the set is refused (%d hashes)", len(hashes))
+			}
+		}
+	})
+}

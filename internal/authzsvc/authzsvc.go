@@ -366,12 +366,13 @@ func (s *Service) startBackground(ctx context.Context) {
 	go s.readiness.Run(ctx)
 }
 
-// waitFilter waits up to filterWait for the first key filter.
+// waitFilter waits up to filterWait for the first key filter build to end
+// (a store that is down fails it at once).
 func (s *Service) waitFilter(ctx context.Context) {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	deadline := time.After(filterWait)
-	for !s.cache.FilterReady() {
+	for !s.cache.FilterTried() {
 		select {
 		case <-t.C:
 		case <-deadline:
