@@ -5,6 +5,7 @@ go 1.26.8
 toolchain go1.26.10
 
 require (
+	github.com/FastFilter/xorfilter v0.4.1
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/bojand/ghz v0.121.0
 	github.com/compose-spec/compose-go/v2 v2.16.2

@@ -10,12 +10,31 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 )
 
 // CacheOptions configure the cache tiers. Zero values take the defaults.
 type CacheOptions struct {
-	// Size is the number of entries the in-process LRU holds. Default 100000.
+	// Size is the number of known keys the in-process LRU holds. Default
+	// 100000.
 	Size int
+	// NegativeSize is the number of unknown keys remembered, in a tier of
+	// their own: no flood of unknown keys evicts a known one. Default 100000.
+	NegativeSize int
+	// UnknownKeyRate bounds, per second and per replica, the PostgreSQL
+	// lookups that find no key (the burst is the same number). While that
+	// budget is spent, a miss that would go to PostgreSQL is answered as in
+	// an outage: a stale cached entry if there is one, else ErrUnavailable
+	// (503), never "unknown" (401): it may be a real key. Default 100;
+	// negative: no bound.
+	UnknownKeyRate float64
+	// Filter enables the key filter: a membership filter of every key hash
+	// that refuses forged keys with no lookup of their own (see keyFilter).
+	// Run builds it.
+	Filter bool
+	// FilterRefresh is how often the key filter is rebuilt from the store,
+	// folding in the keys learnt since. Default 10m.
+	FilterRefresh time.Duration
 	// TTL bounds how long any tier may answer for a key after it was read
 	// from PostgreSQL. It is the safety net of revocation: if every bus
 	// message is lost, a revoked key is still refused everywhere within TTL.
@@ -44,6 +63,15 @@ type CacheOptions struct {
 func (o *CacheOptions) defaults() {
 	if o.Size <= 0 {
 		o.Size = 100_000
+	}
+	if o.NegativeSize <= 0 {
+		o.NegativeSize = 100_000
+	}
+	if o.UnknownKeyRate == 0 {
+		o.UnknownKeyRate = 100
+	}
+	if o.FilterRefresh <= 0 {
+		o.FilterRefresh = 10 * time.Minute
 	}
 	if o.TTL <= 0 {
 		o.TTL = 30 * time.Second
@@ -75,17 +103,25 @@ func (e *Entry) Key() *Key { return e.key }
 // Prepared is what CacheOptions.Prepare made of the key.
 func (e *Entry) Prepared() any { return e.prepared }
 
-// Cache answers "which key has this hash?" from the LRU, then Redis, then
-// PostgreSQL, collapsing concurrent misses into one store query.
+// Cache answers "which key has this hash?" from the LRU of known keys, the
+// key filter, the tier of unknown keys, then Redis, then PostgreSQL,
+// collapsing concurrent misses into one store query.
 type Cache struct {
-	opts   CacheOptions
-	store  Store
-	redis  *Redis // nil without Redis
-	lru    *lru.Cache[Hash, *entry]
-	sf     singleflight.Group
-	m      *Metrics
-	log    *slog.Logger
-	errLog logLimiter
+	opts  CacheOptions
+	store Store
+	redis *Redis                   // nil without Redis
+	lru   *lru.Cache[Hash, *entry] // known keys
+	neg   *lru.Cache[Hash, *entry] // unknown keys
+	// filter refuses forged keys (nil: disabled); unknown bounds the store
+	// lookups that find nothing (nil: no bound).
+	filter      *keyFilter
+	filterTried atomic.Bool
+	unknown     *rate.Limiter
+	sf          singleflight.Group
+	m           *Metrics
+	log         *slog.Logger
+	errLog      logLimiter
+	throttleLog logLimiter
 
 	// fillMu and gen close the race between a fill and an invalidation: a
 	// load that began before an invalidation must not put what it read into
@@ -122,14 +158,94 @@ func NewCache(store Store, redis *Redis, opts CacheOptions, m *Metrics, logger *
 	if err != nil {
 		return nil, err
 	}
-	return &Cache{opts: opts, store: store, redis: redis, lru: l, m: m, log: logger,
-		errLog: logLimiter{every: 10 * time.Second}}, nil
+	neg, err := lru.New[Hash, *entry](opts.NegativeSize)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{opts: opts, store: store, redis: redis, lru: l, neg: neg, m: m, log: logger,
+		errLog: logLimiter{every: 10 * time.Second}, throttleLog: logLimiter{every: 10 * time.Second}}
+	if opts.UnknownKeyRate > 0 {
+		c.unknown = rate.NewLimiter(rate.Limit(opts.UnknownKeyRate), max(1, int(opts.UnknownKeyRate)))
+	}
+	if opts.Filter {
+		c.filter = newKeyFilter()
+	}
+	return c, nil
 }
+
+// The key filter's rebuilds: at least filterMinGap apart, and each read of
+// the store bounded.
+const (
+	filterMinGap       = 2 * time.Second
+	filterBuildTimeout = 5 * time.Minute
+)
+
+// Run builds the key filter at once, then every FilterRefresh (and sooner
+// when many keys were learnt since the last build), until ctx ends. It
+// returns at once when the filter is disabled.
+func (c *Cache) Run(ctx context.Context) {
+	f := c.filter
+	if f == nil {
+		return
+	}
+	refresh := time.NewTicker(c.opts.FilterRefresh)
+	defer refresh.Stop()
+	var last time.Time
+	f.want() // the first build
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-f.request:
+		case <-refresh.C:
+		}
+		if wait := time.Until(last.Add(filterMinGap)); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		select { // this build covers a request made meanwhile
+		case <-f.request:
+		default:
+		}
+		last = time.Now()
+		st, err := f.build(ctx, c.store, filterBuildTimeout)
+		c.filterTried.Store(true)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.m.filterBuilds.WithLabelValues("error").Inc()
+			if c.errLog.allow() {
+				c.log.Warn("key filter not built: unknown keys are looked up in the store (bounded by the unknown-key rate) until it is", "error", err.Error())
+			}
+			f.want() // again, filterMinGap later
+			continue
+		}
+		c.m.filterBuilds.WithLabelValues("ok").Inc()
+		c.m.filterKeys.Set(float64(st.keys))
+		c.m.filterBytes.Set(float64(st.bytes))
+		c.log.Debug("key filter built", "keys", st.keys, "bytes", st.bytes, "took", st.built.Sub(last).String())
+	}
+}
+
+// FilterReady reports whether the key filter is built. False when
+// disabled.
+func (c *Cache) FilterReady() bool {
+	return c.filter != nil && c.filter.state.Load() != nil
+}
+
+// FilterTried reports whether a build of the key filter has ended, built
+// or failed.
+func (c *Cache) FilterTried() bool { return c.filterTried.Load() }
 
 // Options returns the options in force, defaults filled in.
 func (c *Cache) Options() CacheOptions { return c.opts }
 
-// Len is the number of LRU entries, positive and negative.
+// Len is the number of known keys in the LRU (the unknown-key tier not
+// counted).
 func (c *Cache) Len() int { return c.lru.Len() }
 
 // Lookup returns the entry for a key hash: ErrNotFound for an unknown key,
@@ -141,11 +257,22 @@ func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, erro
 		c.m.hitLRU.Inc()
 		return e.result()
 	}
+	if e, ok := c.neg.Get(h); ok && now.Before(e.until) && !c.fenced(now) {
+		c.m.hitNegative.Inc()
+		return e.result()
+	}
+	if c.refused(ctx, h, now) {
+		c.m.hitFilter.Inc()
+		return nil, ErrNotFound
+	}
 	v, err, _ := c.sf.Do(string(h[:]), func() (any, error) {
 		// A flight that ended between this caller's miss and its Do has
 		// filled the LRU: use that rather than query again.
 		if now := time.Now(); !c.fenced(now) {
 			if e, ok := c.lru.Peek(h); ok && now.Before(e.until) {
+				return e, nil
+			}
+			if e, ok := c.neg.Peek(h); ok && now.Before(e.until) {
 				return e, nil
 			}
 		}
@@ -155,6 +282,35 @@ func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, erro
 		return nil, err
 	}
 	return v.(*entry).result()
+}
+
+// refused reports whether the key filter says no key has h, confirmed by
+// a catch-up read that began after now (see keyFilter): that wait is paid
+// by the keys the filter refuses only, and once per key and negative TTL (a
+// refusal is remembered in the unknown-key tier, which a creation message
+// clears). A key with an LRU entry exists and is never refused.
+func (c *Cache) refused(ctx context.Context, h Hash, now time.Time) bool {
+	f := c.filter
+	if f == nil {
+		return false
+	}
+	gen := c.gen.Load()
+	v := f.check(h)
+	if v == filterRefused {
+		if e, ok := c.lru.Peek(h); ok && e.key != nil {
+			v = filterVouched
+		} else if !f.confirm(ctx, c.store, now, c.opts.StoreTimeout) {
+			v = filterUntrusted
+		} else { // what the read found counts
+			v = f.check(h)
+		}
+	}
+	c.m.filterChecks[v].Inc()
+	if v != filterRefused {
+		return false
+	}
+	c.fill(h, c.newEntry(nil, now, c.opts.NegativeTTL), gen)
+	return true
 }
 
 // fenced reports whether the LRU may not answer: the replica is out of bus
@@ -193,9 +349,20 @@ func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 	)
 	began := time.Now().UnixNano()
 	if down := c.storeDownUntil.Load(); down == 0 || began >= down {
-		sctx, cancel := context.WithTimeout(ctx, c.opts.StoreTimeout)
-		k, err = c.store.KeyByHash(sctx, h)
-		cancel()
+		if c.unknown != nil && c.unknown.Tokens() < 1 {
+			// The budget of lookups that find nothing is spent: a flood
+			// of unknown keys the filter let through (or with no filter
+			// trusted). Answered as in an outage, never as unknown.
+			c.m.storeThrottled.Inc()
+			if c.throttleLog.allow() {
+				c.log.Warn("unknown-key lookup budget spent: misses are answered from stale entries or refused with 503 until it refills",
+					"rate", c.opts.UnknownKeyRate)
+			}
+		} else {
+			sctx, cancel := context.WithTimeout(ctx, c.opts.StoreTimeout)
+			k, err = c.store.KeyByHash(sctx, h)
+			cancel()
+		}
 	}
 	now := time.Now()
 	var e *entry
@@ -203,10 +370,18 @@ func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 	case err == nil:
 		c.storeOK(now)
 		c.m.storeQueries.WithLabelValues("found").Inc()
+		if f := c.filter; f != nil {
+			if st := f.state.Load(); st == nil || !st.has(h) {
+				f.heard(h)
+			}
+		}
 		e = c.newEntry(k, now, c.opts.TTL)
 	case errors.Is(err, ErrNotFound):
 		c.storeOK(now)
 		c.m.storeQueries.WithLabelValues("not_found").Inc()
+		if c.unknown != nil {
+			c.unknown.Reserve() // into debt when concurrent lookups overdrew it
+		}
 		e = c.newEntry(nil, now, c.opts.NegativeTTL)
 	default:
 		// A real attempt failed (not the backoff). It starts the backoff
@@ -223,7 +398,11 @@ func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 			}
 		}
 		fenced := c.opts.Fenced != nil && c.opts.Fenced(now)
-		if old, ok := c.lru.Peek(h); ok && now.Before(old.stale) && !fenced {
+		old, ok := c.lru.Peek(h)
+		if !ok {
+			old, ok = c.neg.Peek(h)
+		}
+		if ok && now.Before(old.stale) && !fenced {
 			c.m.hitStale.Inc()
 			e := *old
 			e.until = now.Add(staleRetry)
@@ -261,7 +440,13 @@ func (c *Cache) fill(h Hash, e *entry, gen uint64) *entry {
 	}
 	c.fillMu.Lock()
 	if c.gen.Load() == gen {
-		c.lru.Add(h, e)
+		if e.key != nil {
+			c.lru.Add(h, e)
+			c.neg.Remove(h)
+		} else {
+			c.neg.Add(h, e)
+			c.lru.Remove(h)
+		}
 	}
 	c.fillMu.Unlock()
 	return e
@@ -275,7 +460,12 @@ func (c *Cache) Invalidate(inv Invalidation) {
 	switch inv.Kind {
 	case InvalidateKey:
 		c.lru.Remove(inv.Hash)
+		c.neg.Remove(inv.Hash)
+		if c.filter != nil { // a key created or rolled: it exists
+			c.filter.heard(inv.Hash)
+		}
 	case InvalidateAll:
 		c.lru.Purge()
+		c.neg.Purge()
 	}
 }

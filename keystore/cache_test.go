@@ -22,14 +22,21 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 // countingStore is the real PostgreSQL store with a count of lookups.
 type countingStore struct {
 	*pgstore.Store
-	lookups atomic.Int64
-	delay   time.Duration
+	lookups   atomic.Int64
+	hashReads atomic.Int64
+	delay     time.Duration
 }
 
 func (s *countingStore) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, error) {
 	s.lookups.Add(1)
 	time.Sleep(s.delay)
 	return s.Store.KeyByHash(ctx, h)
+}
+
+// KeyHashes counts the key filter's reads (builds and catch-ups).
+func (s *countingStore) KeyHashes(ctx context.Context, since time.Time, fn func(keystore.Hash) error) error {
+	s.hashReads.Add(1)
+	return s.Store.KeyHashes(ctx, since, fn)
 }
 
 func newStore(t *testing.T) *countingStore {

@@ -10,7 +10,14 @@ type Metrics struct {
 	redisErrors  *prometheus.CounterVec // by op
 	busMessages  *prometheus.CounterVec // by kind
 
-	hitLRU, hitRedis, hitStore, hitStale prometheus.Counter
+	storeThrottled prometheus.Counter
+	filterBuilds   *prometheus.CounterVec // by result: ok, error
+	filterKeys     prometheus.Gauge
+	filterBytes    prometheus.Gauge
+	// filterChecks by verdict: untrusted, vouched, refused
+	filterChecks [3]prometheus.Counter
+
+	hitLRU, hitRedis, hitStore, hitStale, hitFilter, hitNegative prometheus.Counter
 }
 
 // NewMetrics registers the keystore collectors on reg (nil: a private
@@ -22,7 +29,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "odin_keystore_lookups_total",
-			Help: "Key lookups by the tier that answered: lru, redis, store (PostgreSQL), stale (an expired LRU entry served while PostgreSQL is unreachable).",
+			Help: "Key lookups by the tier that answered: lru (known keys), filter (refused by the key filter), negative (the unknown-key tier), redis, store (PostgreSQL), stale (an expired entry served while PostgreSQL is unreachable or the unknown-key budget is spent).",
 		}, []string{"tier"}),
 		storeQueries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "odin_keystore_store_queries_total",
@@ -37,7 +44,32 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Invalidation bus events, by kind: received, invalid, resubscribed.",
 		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.cacheHits, m.storeQueries, m.redisErrors, m.busMessages)
+	m.storeThrottled = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "odin_keystore_store_throttled_total",
+		Help: "Misses not sent to PostgreSQL because the unknown-key lookup budget (--unknown-key-rate) was spent.",
+	})
+	m.filterBuilds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "odin_keystore_filter_builds_total",
+		Help: "Key filter builds from PostgreSQL, by result: ok, error.",
+	}, []string{"result"})
+	m.filterKeys = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "odin_keystore_filter_keys",
+		Help: "Key hashes in the key filter's last build.",
+	})
+	m.filterBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "odin_keystore_filter_bytes",
+		Help: "Size of the key filter's last build, in bytes.",
+	})
+	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "odin_keystore_filter_checks_total",
+		Help: "Key filter checks of LRU misses, by verdict: refused (no key has the hash: answered 401 with no lookup of its own), vouched (may exist), untrusted (no filter built yet, or the refusal could not be confirmed: looked up as without a filter).",
+	}, []string{"verdict"})
+	reg.MustRegister(m.cacheHits, m.storeQueries, m.redisErrors, m.busMessages, m.storeThrottled, m.filterBuilds, m.filterKeys, m.filterBytes, checks)
+	m.filterChecks[filterUntrusted] = checks.WithLabelValues("untrusted")
+	m.filterChecks[filterVouched] = checks.WithLabelValues("vouched")
+	m.filterChecks[filterRefused] = checks.WithLabelValues("refused")
+	m.hitFilter = m.cacheHits.WithLabelValues("filter")
+	m.hitNegative = m.cacheHits.WithLabelValues("negative")
 	m.hitLRU = m.cacheHits.WithLabelValues("lru")
 	m.hitRedis = m.cacheHits.WithLabelValues("redis")
 	m.hitStore = m.cacheHits.WithLabelValues("store")

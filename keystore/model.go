@@ -171,6 +171,14 @@ type Store interface {
 	KeyByHash(ctx context.Context, h Hash) (*Key, error)
 	// Key returns the key with that public id, or ErrNotFound.
 	Key(ctx context.Context, id string) (*Key, error)
+	// KeyHashes calls fn with the hash of every stored key created at or
+	// after since (the zero time: every key), revoked and expired ones too,
+	// in no particular order, as the rows arrive: it never holds all of
+	// them. It reads the primary (a read replica may lag), as of one point
+	// in time: every such key committed before the call began is included.
+	// A bounded since is an index range scan. It stops at fn's first error
+	// and returns it.
+	KeyHashes(ctx context.Context, since time.Time, fn func(Hash) error) error
 	// CreateKey stores a new key with the given hash and hint, and ev (when
 	// not nil) in the audit log in the same transaction.
 	CreateKey(ctx context.Context, n NewKey, h Hash, hint string, ev *AuditEvent) (*Key, error)

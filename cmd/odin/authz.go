@@ -125,7 +125,12 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	f.String(&cfg.ForwardedHeaders, "forwarded-headers", "ODIN_FORWARDED_HEADERS", "none",
 		"what the forward-auth proxy sets, and so where the original method and URI are read: none (Envoy http_service: the request line), original (NGINX auth_request: X-Original-Method and X-Original-URI), forwarded (Caddy forward_auth, Traefik ForwardAuth: X-Forwarded-Method and X-Forwarded-Uri); a subrequest without what its mode expects is refused with 500")
 	f.String(&opsAdr, "ops-addr", "ODIN_OPS_ADDR", ":9003", "operations HTTP listen address (/healthz, /readyz, /metrics); empty disables")
-	f.Int(&cacheSize, "cache-size", "ODIN_CACHE_SIZE", 100_000, "entries in the in-process LRU (keys and unknown-key entries)")
+	f.Int(&cacheSize, "cache-size", "ODIN_CACHE_SIZE", 100_000, "known keys in the in-process LRU (unknown keys have their own tier, --negative-cache-size)")
+	f.Int(&cfg.Cache.NegativeSize, "negative-cache-size", "ODIN_NEGATIVE_CACHE_SIZE", 100_000, "unknown keys remembered for --negative-ttl, apart from the known keys' LRU")
+	f.Float64(&cfg.Cache.UnknownKeyRate, "unknown-key-rate", "ODIN_UNKNOWN_KEY_RATE", 100, "PostgreSQL lookups per second per replica that may find no key; past it misses get a stale entry or 503 (negative: no bound)")
+	var keyFilter bool
+	f.Bool(&keyFilter, "key-filter", "ODIN_KEY_FILTER", true, "refuse forged keys with no lookup of their own, from a filter of every key hash (about 9 bits per key)")
+	f.Duration(&cfg.Cache.FilterRefresh, "key-filter-refresh", "ODIN_KEY_FILTER_REFRESH", 10*time.Minute, "how often the key filter is rebuilt from PostgreSQL, folding in the keys learnt since")
 	f.Duration(&cfg.Cache.NegativeTTL, "negative-ttl", "ODIN_NEGATIVE_TTL", 5*time.Second, "how long an unknown key is remembered as unknown")
 	f.Duration(&cfg.Cache.StaleIfError, "stale-if-error", "ODIN_STALE_IF_ERROR", 5*time.Minute, "how long past its TTL a cached key still answers while PostgreSQL is unreachable (negative: never)")
 	f.Duration(&cfg.Cache.StoreTimeout, "store-timeout", "ODIN_STORE_TIMEOUT", 500*time.Millisecond, "deadline of one PostgreSQL lookup; keep it under Envoy's ext_authz timeout")
@@ -161,6 +166,7 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.RedisMACSecret, cfg.RedisMACSecretPrevious = sf.redisMAC, sf.redisMACPrevious
 	cfg.Cache.TTL, cfg.Cache.Size, cfg.MaxStreams = sf.cacheTTL, cacheSize, uint32(maxStreams)
 	cfg.SessionRetention, cfg.SessionSync = sf.sessionRetention, sf.sessionSync
+	cfg.NoKeyFilter = !keyFilter
 	if cfg.TLS, err = tf.config(); err != nil {
 		return err
 	}

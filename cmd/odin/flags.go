@@ -82,6 +82,18 @@ func (f *flags) Int(p *int, name, env string, def int, usage string) {
 	f.IntVar(p, name, def, envNote(usage, env))
 }
 
+func (f *flags) Float64(p *float64, name, env string, def float64, usage string) {
+	if v, ok := f.env(env); ok {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q: not a number", env, v))
+		} else {
+			def = n
+		}
+	}
+	f.Float64Var(p, name, def, envNote(usage, env))
+}
+
 func (f *flags) Bool(p *bool, name, env string, def bool, usage string) {
 	if v, ok := f.env(env); ok {
 		b, err := strconv.ParseBool(v)

@@ -59,6 +59,9 @@ type Config struct {
 
 	Cache        keystore.CacheOptions
 	RedisTimeout time.Duration
+	// NoKeyFilter turns the key filter off: forged keys are then looked up
+	// in Redis and PostgreSQL (bounded by Cache.UnknownKeyRate).
+	NoKeyFilter bool
 
 	// JWT is the session token verifier's configuration; JWTs are refused
 	// (401) when JWT.JWKSURL is empty.
@@ -250,6 +253,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		s.bus = s.redis.NewBus(replica, 0)
 		cfg.Cache.Fenced = s.bus.Fenced
 	}
+	cfg.Cache.Filter = !cfg.NoKeyFilter
 	if s.cache, err = keystore.NewCache(store, s.redis, cfg.Cache, km, logger); err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("build cache: %w", err)
@@ -391,7 +395,13 @@ func (s *Service) buildReadiness() {
 	})
 }
 
+// filterWait is how long start-up waits for the first key filter; past it
+// the replica serves, looking unknown keys up in the store (bounded by the
+// unknown-key rate) until the filter is built.
+const filterWait = 5 * time.Second
+
 func (s *Service) startBackground(ctx context.Context) {
+	go s.cache.Run(ctx)
 	if s.redis != nil {
 		subscribed := make(chan struct{})
 		onMessage := func(inv keystore.Invalidation) {
@@ -408,6 +418,9 @@ func (s *Service) startBackground(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}
+	if s.cache.Options().Filter {
+		s.waitFilter(ctx)
+	}
 	sync := s.cfg.SessionSync
 	if sync <= 0 {
 		sync = 30 * time.Second
@@ -416,6 +429,24 @@ func (s *Service) startBackground(ctx context.Context) {
 	go s.revoked.Run(ctx, sync)
 	s.readiness.Probe(ctx)
 	go s.readiness.Run(ctx)
+}
+
+// waitFilter waits up to filterWait for the first key filter build to end
+// (a store that is down fails it at once).
+func (s *Service) waitFilter(ctx context.Context) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	deadline := time.After(filterWait)
+	for !s.cache.FilterTried() {
+		select {
+		case <-t.C:
+		case <-deadline:
+			s.log.Warn("key filter not built yet; unknown keys are looked up in the store until it is", "waited", filterWait)
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // fenced is the bus's fence for the watermark, which is built before the

@@ -194,6 +194,36 @@ func (s *Store) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, 
 	return k, err
 }
 
+// KeyHashes implements keystore.Store: one SELECT on the primary (a single
+// statement reads one snapshot), each row's bytes read in place; a bounded
+// since scans the created_at index.
+func (s *Store) KeyHashes(ctx context.Context, since time.Time, fn func(keystore.Hash) error) error {
+	q, args := `SELECT key_hash FROM api_keys`, []any{}
+	if !since.IsZero() { // its own statement: a generic plan must still use the index
+		q, args = q+` WHERE created_at >= $1`, []any{since}
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("read key hashes: %w", err)
+	}
+	defer rows.Close()
+	var h keystore.Hash
+	for rows.Next() {
+		raw := rows.RawValues()[0] // bytea in binary format: the hash itself
+		if len(raw) != len(h) {
+			return fmt.Errorf("read key hashes: a stored hash has %d bytes", len(raw))
+		}
+		copy(h[:], raw)
+		if err := fn(h); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read key hashes: %w", err)
+	}
+	return nil
+}
+
 // Key implements keystore.Store.
 func (s *Store) Key(ctx context.Context, id string) (*keystore.Key, error) {
 	k, err := scanKey(s.pool.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1`, id))

@@ -59,6 +59,40 @@ func (s *Store) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, 
 	return k, err
 }
 
+// KeyHashes implements keystore.Store: one SELECT (one read transaction,
+// so one snapshot), each row's bytes read in place.
+func (s *Store) KeyHashes(ctx context.Context, since time.Time, fn func(keystore.Hash) error) error {
+	q, args := `SELECT key_hash FROM api_keys`, []any{}
+	if !since.IsZero() {
+		q, args = q+` WHERE created_at >= ?`, []any{micros(since)}
+	}
+	rows, err := s.reader.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("read key hashes: %w", err)
+	}
+	defer rows.Close()
+	var (
+		h   keystore.Hash
+		raw sql.RawBytes
+	)
+	for rows.Next() {
+		if err := rows.Scan(&raw); err != nil {
+			return fmt.Errorf("read key hashes: %w", err)
+		}
+		if len(raw) != len(h) {
+			return fmt.Errorf("read key hashes: a stored hash has %d bytes", len(raw))
+		}
+		copy(h[:], raw)
+		if err := fn(h); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read key hashes: %w", err)
+	}
+	return nil
+}
+
 // Key implements keystore.Store.
 func (s *Store) Key(ctx context.Context, id string) (*keystore.Key, error) {
 	k, err := scanKey(s.reader.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = ?`, id))

@@ -414,3 +414,61 @@ func testConcurrentRolls(t *testing.T, s keystore.Store) {
 		t.Errorf("after the race: %d keys, %d roll events; want 2 and 1", len(keys), len(events))
 	}
 }
+
+// KeyHashes streams the hash of every key, revoked, expired and rolled ones
+// too, each once, or of the keys created since a time, and stops at the
+// callback's first error.
+func testKeyHashes(t *testing.T, s keystore.Store) {
+	ctx := context.Background()
+	collect := func(since time.Time) map[keystore.Hash]int {
+		got := map[keystore.Hash]int{}
+		if err := s.KeyHashes(ctx, since, func(h keystore.Hash) error { got[h]++; return nil }); err != nil {
+			t.Fatalf("KeyHashes: %v", err)
+		}
+		return got
+	}
+	if got := collect(time.Time{}); len(got) != 0 {
+		t.Fatalf("empty store: %d hashes", len(got))
+	}
+	want := map[keystore.Hash]int{}
+	for i := range 25 {
+		p, k := create(t, s, keystore.NewKey{UserID: fmt.Sprintf("user_%d", i%3), Name: fmt.Sprintf("k%d", i)})
+		want[keystore.HashKey(p)] = 1
+		switch i % 5 {
+		case 1:
+			if _, err := s.RevokeKey(ctx, k.ID, time.Now(), nil); err != nil {
+				t.Fatal(err)
+			}
+		case 2:
+			p2, _ := keystore.GenerateKey()
+			if _, _, err := s.RollKey(ctx, k.ID, keystore.HashKey(p2), keystore.KeyHint(p2), time.Now(), nil); err != nil {
+				t.Fatal(err)
+			}
+			want[keystore.HashKey(p2)] = 1
+		}
+	}
+	if diff := cmp.Diff(want, collect(time.Time{})); diff != "" {
+		t.Errorf("hashes (-want, +got):\n%s", diff)
+	}
+	// Since a time: the keys created from then on only (the store's clock
+	// stamps created_at; a second of margin either side).
+	time.Sleep(1100 * time.Millisecond)
+	mark := time.Now()
+	time.Sleep(1100 * time.Millisecond)
+	p, _ := create(t, s, keystore.NewKey{UserID: "user_9", Name: "late"})
+	if diff := cmp.Diff(map[keystore.Hash]int{keystore.HashKey(p): 1}, collect(mark)); diff != "" {
+		t.Errorf("hashes since a time (-want, +got):\n%s", diff)
+	}
+	stop := errors.New("stop")
+	n := 0
+	err := s.KeyHashes(ctx, time.Time{}, func(keystore.Hash) error {
+		n++
+		if n == 3 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || n != 3 {
+		t.Errorf("a callback error: KeyHashes returned %v after %d calls, want it after 3", err, n)
+	}
+}

@@ -34,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"RollOnce", testRollOnce},
 		{"ConcurrentRolls", testConcurrentRolls},
 		{"Expiry", testExpiry},
+		{"KeyHashes", testKeyHashes},
 		{"ListKeysPaginationAndFilters", testListKeys},
 		{"ListKeysBadCursor", testListKeysBadCursor},
 		{"Usage", testUsage},

@@ -2,8 +2,10 @@ package drills
 
 import (
 	"context"
+	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +25,12 @@ type countingStore struct {
 	keystore.Store
 	mu      sync.Mutex
 	queries map[keystore.Hash][]time.Time
+	reads   atomic.Int64 // the key filter's reads (builds, catch-ups)
+}
+
+func (s *countingStore) KeyHashes(ctx context.Context, since time.Time, fn func(keystore.Hash) error) error {
+	s.reads.Add(1)
+	return s.Store.KeyHashes(ctx, since, fn)
 }
 
 func (s *countingStore) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, error) {
@@ -46,13 +54,18 @@ func (s *countingStore) snapshot() map[keystore.Hash][]time.Time {
 //   - a pool of well-formed unknown keys sent over and over: each reaches
 //     PostgreSQL at most once per negative-cache TTL (consecutive queries for
 //     one key are at least the TTL apart);
-//   - well-formed random keys, each new: exactly one query each, which is
-//     the most a negative cache can do against an attacker who never
-//     repeats (figure: queries per second);
+//   - well-formed random keys, each new: refused by the key filter with no
+//     query at all, except its false positives (about 0.4 %), each queried
+//     once (figure: queries per second);
 //   - malformed keys (bad checksum, wrong length, wrong alphabet): refused
 //     on their format, zero queries;
 //
-// every one answered 401 with the SPEC body, no RPC failing.
+// every one answered 401 with the SPEC body, no RPC failing. Real keys
+// warmed before the flood stay in the replica's LRU (it holds fewer entries
+// than the flood has unknown keys: unknown keys have a tier of their own),
+// so when PostgreSQL then goes away, past the cache TTL, stale-if-error
+// still answers them (200); forged keys then get 503, as any key the
+// replica cannot confirm (the filter's refusal needs a read of recent keys).
 func TestDrillUnknownKeyFlood(t *testing.T) {
 	var (
 		workers     = 12
@@ -62,7 +75,13 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	)
 	db := testenv.Postgres(t)
 	redisURL, prefix := testenv.Redis(t)
-	pg, err := pgstore.Open(context.Background(), db, pgstore.Options{})
+	u, err := url.Parse(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgProxy := testenv.NewProxy(t, u.Host) // the outage after the flood
+	u.Host = pgProxy.Addr()
+	pg, err := pgstore.Open(context.Background(), u.String(), pgstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,11 +89,22 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	store := &countingStore{Store: pg, queries: map[keystore.Hash][]time.Time{}}
 	cfg := authzsvc.Config{Store: store, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret, StripCredential: true, RateLimit: generousTiers()}
 	cfg.Cache.NegativeTTL = negativeTTL
+	// Fewer entries than the flood has unknown keys, and a TTL that ends
+	// before the outage's checks: only stale-if-error can answer them then.
+	cfg.Cache.Size, cfg.Cache.TTL = 1000, duration/2
 	// A Redis read timing out on a starved machine, while the bus is late
 	// too, sends a lookup to PostgreSQL that the drill would count against
 	// the negative cache; the default 100ms is for production's latency.
 	cfg.RedisTimeout = 500 * time.Millisecond
 	r := startReplica(t, "a", cfg)
+	// Created without Redis (in PostgreSQL only, as keys made long ago),
+	// then warmed into the replica's LRU.
+	real, _ := createKeys(t, keystore.NewManager(pg, nil, keystore.ManagerOptions{}), 32, "real")
+	for _, k := range real {
+		if got := checkOnce(t, r, k); got != "200" {
+			t.Fatalf("warming a real key: %s", got)
+		}
+	}
 
 	pool := unknownKeys(t, poolSize)
 	poolHashes := map[keystore.Hash]bool{}
@@ -114,9 +144,11 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 			return req
 		},
 	}.start()
+	reads0 := store.reads.Load()
 	samples := run.wait()
 	elapsed := run.elapsed
 	queries := store.snapshot()
+	filterReads := store.reads.Load() - reads0
 
 	if bad := transportErrors(samples); len(bad) > 0 {
 		t.Errorf("failed RPCs or denials without the SPEC body: %v", bad)
@@ -125,6 +157,10 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 		if other := only(counts(samples, ofClass(class)), "401"); len(other) > 0 {
 			t.Errorf("%s keys: want every answer 401, got also %v", class, other)
 		}
+	}
+	realHashes := map[keystore.Hash]bool{}
+	for _, k := range real {
+		realHashes[keystore.HashKey(k)] = true
 	}
 	var poolQueries, freshQueries, strayQueries, maxPerKey int
 	var minGap time.Duration = -1
@@ -142,6 +178,7 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 					t.Errorf("a pooled unknown key reached PostgreSQL twice %v apart, within the negative TTL %v", gap, negativeTTL)
 				}
 			}
+		case realHashes[h]: // the warm-up's
 		case freshHashes[h]:
 			freshQueries += len(q)
 			if len(q) > 1 {
@@ -158,13 +195,36 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	if maxPerKey > windows {
 		t.Errorf("a pooled key was queried %d times in %v: more than once per %v", maxPerKey, elapsed, negativeTTL)
 	}
-	total := poolQueries + freshQueries + strayQueries
+	total := poolQueries + freshQueries + strayQueries + len(real)
 	if m := int(r.storeQueries(t)); m != total {
 		t.Errorf("odin_keystore_store_queries_total = %d, the store saw %d lookups", m, total)
 	}
 	sent := counts(samples, ofClass("fresh"))["401"]
 	if freshQueries > sent {
 		t.Errorf("%d queries for %d fresh keys", freshQueries, sent)
+	}
+	if limit := int64(elapsed/(50*time.Millisecond)) + 3; filterReads > limit { // one catch-up per 50 ms at most
+		t.Errorf("the key filter read the store %d times in %v, want at most %d", filterReads, elapsed, limit)
+	}
+	if limit := sent/100 + 20; freshQueries > limit { // 0.4 % false positives, and margin
+		t.Errorf("%d queries for %d fresh forged keys: the key filter let more than 1 %% through", freshQueries, sent)
+	}
+
+	// PostgreSQL goes away; the warmed keys' TTL (half the flood) has
+	// passed. The flood evicted none of them: stale-if-error answers every
+	// one. A forged key gets 503: its refusal cannot be confirmed.
+	pgProxy.SetDown(true)
+	var realDuring, forgedDuring = map[string]int{}, map[string]int{}
+	for i, k := range real {
+		realDuring[checkOnce(t, r, k)]++
+		forgedDuring[checkOnce(t, r, fresh.Unknown(-1-i))]++
+	}
+	pgProxy.SetDown(false)
+	if realDuring["200"] != len(real) {
+		t.Errorf("real keys warmed before the flood, with PostgreSQL down after it: %v, want all 200 (stale-if-error)", realDuring)
+	}
+	if forgedDuring["503"] != len(real) {
+		t.Errorf("forged keys with PostgreSQL down: %v, want all 503", forgedDuring)
 	}
 
 	p50, p99, maxLat := quantiles(samples, nil)
@@ -191,6 +251,11 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	f.add("p99", p99)
 	f.add("max", maxLat)
 	f.add("redis_errors", int(r.metric(t, "odin_keystore_redis_errors_total", nil)))
+	f.add("filter_reads", filterReads)
+	f.add("filter_reads_per_s", float64(filterReads)/elapsed.Seconds())
+	f.add("filter_refused", int(r.metric(t, "odin_keystore_lookups_total", map[string]string{"tier": "filter"})))
+	f.add("pg_down_real_keys", realDuring)
+	f.add("pg_down_forged_keys", forgedDuring)
 	f.report(t)
 }
 
