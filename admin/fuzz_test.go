@@ -31,7 +31,7 @@ const fuzzOperatorToken = "fuzz-operator-token-0123456789abcdef"
 
 var fuzzScopes = []string{"scans:read", "scans:write"}
 
-// createRequest is SPEC §9's POST /v1/keys body as this test reads it.
+// createRequest is the contract's POST /v1/keys body as this test reads it.
 type createRequest struct {
 	Name      string     `json:"name"`
 	Scopes    []string   `json:"scopes"`
@@ -80,7 +80,7 @@ func validCreate(body []byte, now time.Time) (createRequest, bool) {
 	return req, ok
 }
 
-// errorCodes maps each 4xx the endpoint may answer to its SPEC code.
+// errorCodes maps each 4xx the endpoint may answer to its error code.
 var errorCodes = map[int]string{
 	http.StatusBadRequest: "INVALID_REQUEST", http.StatusUnauthorized: "UNAUTHORIZED",
 	http.StatusForbidden: "FORBIDDEN", http.StatusNotFound: "NOT_FOUND", http.StatusConflict: "CONFLICT",
@@ -89,7 +89,7 @@ var errorCodes = map[int]string{
 // FuzzAdminCreateKeyBody posts arbitrary bytes as the operator's POST
 // /v1/keys body to the admin API on a real PostgreSQL database: the answer
 // is 201 exactly for a valid request, with a working key that is stored as
-// asked, and otherwise a 4xx (never a 5xx) with the SPEC error body.
+// asked, and otherwise a 4xx (never a 5xx) with the error body.
 func FuzzAdminCreateKeyBody(f *testing.F) {
 	ctx := context.Background()
 	store, err := pgstore.Open(ctx, testenv.Postgres(f), pgstore.Options{MaxConns: 4})
@@ -166,7 +166,7 @@ func checkCreated(t *testing.T, store keystore.Store, req createRequest, w *http
 	}
 }
 
-// checkError asserts a refusal: a 4xx with the SPEC error JSON.
+// checkError asserts a refusal: a 4xx with the error body JSON.
 func checkError(t *testing.T, w *httptest.ResponseRecorder) {
 	t.Helper()
 	if w.Code < 400 || w.Code >= 500 || errorCodes[w.Code] == "" {
@@ -187,7 +187,7 @@ func checkError(t *testing.T, w *httptest.ResponseRecorder) {
 	dec := json.NewDecoder(bytes.NewReader(w.Body.Bytes()))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil || dec.More() {
-		t.Fatalf("error body %s is not the SPEC JSON: %v", w.Body, err)
+		t.Fatalf("error body %s is not the contract's error JSON: %v", w.Body, err)
 	}
 	if b.Error.Code != errorCodes[w.Code] || b.Error.Message == "" || b.RequestID != "req-fuzz" {
 		t.Fatalf("%d error body %s", w.Code, w.Body)
@@ -215,7 +215,7 @@ type webhookEvent struct {
 // signed one is processed exactly as its type says (a session event with a
 // valid id revokes that session; user.deleted revokes the user's keys;
 // other types are ignored), a body that is not a Clerk event is a 400 with
-// the SPEC error body, and nothing is ever a 5xx.
+// the error body, and nothing is ever a 5xx.
 func FuzzClerkWebhookBody(f *testing.F) {
 	ctx := context.Background()
 	store, err := pgstore.Open(ctx, testenv.Postgres(f), pgstore.Options{MaxConns: 4})

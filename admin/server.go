@@ -1,7 +1,7 @@
 // Package admin is `odin admin`: the JSON-over-HTTP service the dashboard's
 // "Settings > API Keys" page and CI scripts use to issue, list, read, roll
 // and revoke keys, log sessions out, receive Clerk webhooks and read the
-// audit log (SPEC §9, §10). Every error carries the SPEC error body.
+// audit log (docs/CONTRACT.md, "Admin API"). Every error carries the error body.
 package admin
 
 import (
@@ -166,7 +166,7 @@ func (s *Server) Handler() http.Handler {
 }
 
 // wrap gives every handler a request id, a body limit, panic recovery,
-// authentication (when auth), the SPEC error body and a metric.
+// authentication (when auth), the error body and a metric.
 func (s *Server) wrap(route string, auth bool, h func(http.ResponseWriter, *http.Request, *caller) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The id reaches the audit log, logs and a response header: a client's
@@ -222,7 +222,7 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-// apiError is an error with its HTTP status and SPEC code.
+// apiError is an error with its HTTP status and error code.
 type apiError struct {
 	status  int
 	code    string
@@ -267,7 +267,7 @@ type errorBody struct {
 	RequestID string `json:"requestId"`
 }
 
-// writeError renders any error as the SPEC body. Errors that are not an
+// writeError renders any error as the error body. Errors that are not an
 // apiError are internal: their text is logged, never sent.
 func writeError(w http.ResponseWriter, reqID string, err error) {
 	var ae *apiError

@@ -36,7 +36,7 @@ import (
 )
 
 // identityHeaders are the headers odin authz sets on the upstream request when
-// it allows one (SPEC section 4).
+// it allows one (docs/CONTRACT.md, "Identity headers").
 var identityHeaders = []string{
 	"x-odin-auth-method", "x-odin-subject", "x-odin-org-id", "x-odin-key-id",
 	"x-odin-session-id", "x-odin-scopes", "x-odin-tier",
@@ -172,7 +172,7 @@ func checkHCM(path string, h *hcmv3.HttpConnectionManager, clusters map[string]*
 }
 
 // checkExtAuthz checks the settings that make an ext_authz filter fail closed
-// and talk to the server the way SPEC and ENVOY.md describe.
+// and talk to the server the way docs/CONTRACT.md and Envoy's documentation describe.
 func checkExtAuthz(path string, e *extauthzv3.ExtAuthz, clusters map[string]*clusterv3.Cluster) []error {
 	var errs []error
 	fail := func(format string, args ...any) {

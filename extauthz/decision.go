@@ -24,7 +24,7 @@ import (
 // Outcome is the kind of a decision.
 type Outcome uint8
 
-// The outcomes of SPEC §3.
+// The outcomes of the contract's decisions table (docs/CONTRACT.md).
 const (
 	Allow Outcome = iota
 	DenyUnauthorized
@@ -65,7 +65,7 @@ func (o Outcome) String() string { return outcomes[o].label }
 // HTTPStatus is the status the client receives.
 func (o Outcome) HTTPStatus() int { return outcomes[o].status }
 
-// Code is the SPEC error code ("" for Allow).
+// Code is the error code ("" for Allow).
 func (o Outcome) Code() string { return outcomes[o].code }
 
 // Request is what a decision needs, whatever protocol carried it.
@@ -95,7 +95,7 @@ type Decision struct {
 	HasRateLimit bool
 }
 
-// Body renders the SPEC error body for a denial.
+// Body renders the error body for a denial.
 func (d *Decision) Body(now time.Time) []byte {
 	msg := d.Message
 	if msg == "" {
@@ -136,7 +136,7 @@ func (d *Decision) DenialHeaders() []Pair {
 
 // Authorizer is the decision core.
 type Authorizer struct {
-	policy   *policy.Holder     // nil: the built-in default policy (SPEC §6)
+	policy   *policy.Holder     // nil: the built-in default policy (docs/CONTRACT.md, method, path and scopes)
 	limiter  *ratelimit.Limiter // nil: no rate limits
 	limitBy  string
 	keys     *keystore.Cache

@@ -93,7 +93,7 @@ const HeaderAuthHeadersToRemove = "x-envoy-auth-headers-to-remove"
 // ForwardAuth answers forward-auth subrequests with the same decision as
 // Check: Envoy http_service, NGINX auth_request, Caddy forward_auth and
 // Traefik ForwardAuth. 200 with the identity headers allows; any other
-// status is the denial, with the SPEC body, for the proxy to return.
+// status is the denial, with the error body, for the proxy to return.
 type ForwardAuth struct {
 	authz *Authorizer
 	opts  ForwardAuthOptions

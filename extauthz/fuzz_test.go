@@ -59,7 +59,7 @@ func bearerCarries(authz, v string) bool {
 }
 
 // FuzzExtractCredential feeds arbitrary authorization and api-key values
-// (empty means absent): SPEC §2's rules must hold for every answer.
+// (empty means absent): the contract's credential rules must hold for every answer.
 func FuzzExtractCredential(f *testing.F) {
 	f.Fuzz(func(t *testing.T, authz, apiKey string) {
 		h := extauthz.MapHeaders{}
@@ -224,7 +224,7 @@ var freshRequestID = regexp.MustCompile(`^req-[0-9a-f]{24}$`)
 // sessions verified against a live JWKS that signed one real token with
 // scans:read) about arbitrary authorization, api-key and x-request-id
 // values, for GET or POST /v1/scans. Only the real key and the real token
-// may be allowed, and only for GET; everything else is denied with the SPEC
+// may be allowed, and only for GET; everything else is denied with the error
 // body (401, never 503: every store is up), and no log line carries the key
 // or the token.
 func FuzzDecideInvalidCredential(f *testing.F) {
@@ -355,7 +355,7 @@ func fuzzSessions(f *testing.F, store keystore.Store) (*extauthz.Sessions, strin
 	return sessions, tok, strings.NewReplacer(pairs...)
 }
 
-// checkDenialBody asserts SPEC §3: the body is JSON with exactly the error
+// checkDenialBody asserts the contract's error body: the body is JSON with exactly the error
 // code and a fixed message, an RFC 3339 UTC timestamp and the request id
 // (the client's when sane, else a fresh req-<hex>); 401 carries
 // www-authenticate.
@@ -373,7 +373,7 @@ func checkDenialBody(t *testing.T, d *extauthz.Decision, requestID string, now t
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil || !json.Valid(body) {
-		t.Fatalf("denial body %s is not the SPEC JSON: %v", body, err)
+		t.Fatalf("denial body %s is not the contract's error JSON: %v", body, err)
 	}
 	if b.Error.Code != d.Outcome.Code() || b.Error.Code == "" {
 		t.Fatalf("body code %q for outcome %v", b.Error.Code, d.Outcome)

@@ -28,7 +28,7 @@ type Identity struct {
 	Actor string `json:",omitempty"`
 }
 
-// The identity headers of SPEC §4, in a fixed order.
+// The identity headers (docs/CONTRACT.md), in a fixed order.
 const (
 	HeaderAuthMethod = "x-odin-auth-method"
 	HeaderSubject    = "x-odin-subject"
@@ -82,7 +82,7 @@ type Principal struct {
 	limitByCredential, limitByOrg string
 }
 
-// identityHeaders are the SPEC §4 headers in answer order, with their
+// identityHeaders are the identity headers of docs/CONTRACT.md in answer order, with their
 // dynamic-metadata names.
 var identityHeaders = [...]struct{ name, meta string }{
 	{HeaderAuthMethod, "auth_method"}, {HeaderSubject, "subject"}, {HeaderOrgID, "org_id"}, {HeaderKeyID, "key_id"},

@@ -13,7 +13,7 @@ import (
 
 // TestOkResponseOnTheWire checks that the pre-encoded answer decodes, as a
 // gRPC client (Envoy) decodes it, into exactly the identity headers and
-// metadata of SPEC §4, with the per-request removal list beside them.
+// metadata of docs/CONTRACT.md's identity headers, with the per-request removal list beside them.
 func TestOkResponseOnTheWire(t *testing.T) {
 	s := NewCheckServer(nil, true, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	for _, tc := range []struct {

@@ -19,7 +19,7 @@ import (
 
 // SessionOptions configure the session cache. Zero values take the defaults.
 type SessionOptions struct {
-	// TTL caps how long a verified token is cached (SPEC §5: 15 minutes, or
+	// TTL caps how long a verified token is cached (docs/CONTRACT.md (sessions): 15 minutes, or
 	// until the token's exp, whichever is sooner).
 	TTL time.Duration
 	// Size is the LRU's number of entries, default 100000.

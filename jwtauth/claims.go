@@ -35,7 +35,7 @@ func (v *Verifier) sessionFromPayload(seg string, now time.Time) (*Session, erro
 	return s, nil
 }
 
-// validate applies SPEC §5 to the registered claims and fills the Session
+// validate applies docs/CONTRACT.md's session rules to the registered claims and fills the Session
 // fields they give.
 func (v *Verifier) validate(c claims, now time.Time) (*Session, error) {
 	leeway := v.cfg.Leeway

@@ -4,7 +4,7 @@
 // The key set is fetched once at start (bounded by FetchTimeout), refreshed in
 // the background, refreshed on demand when a token names an unknown kid (at
 // most once per MinRefreshInterval, whoever asks), and kept while the endpoint
-// fails. Verification follows SPEC §5: an algorithm allowlist that never
+// fails. Verification follows docs/CONTRACT.md ("Sessions"): an algorithm allowlist that never
 // contains HMAC or none, the token's alg must fit the key's type and alg,
 // exp/nbf/iat with a leeway, iss exact, azp and aud when configured; the
 // header fields that point at other keys (jku, x5u, jwk, x5c) are ignored and

@@ -224,7 +224,7 @@ type Store interface {
 	Ping(ctx context.Context) error
 }
 
-// AuditEvent is one entry of the audit log (SPEC §10). It never holds a
+// AuditEvent is one entry of the audit log (docs/CONTRACT.md, audit log). It never holds a
 // secret: keys appear by id and hint only.
 type AuditEvent struct {
 	ID        int64          `json:"id"`

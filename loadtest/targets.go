@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// Target is one goal of issue 7, judged on what this run measured.
+// Target is one performance target of the load harness, judged on what this run measured.
 type Target struct {
 	Name     string `json:"name"`
 	Measured string `json:"measured"`

@@ -34,7 +34,7 @@ func (a *adminFlags) bind(f *flags) {
 // keys is well under 1 MiB.
 const maxAnswerBytes = 16 << 20
 
-// adminClient is keyAdmin over the admin API (SPEC §9): the operator CLI
+// adminClient is keyAdmin over the admin API (docs/CONTRACT.md, admin API): the operator CLI
 // for a deployment whose database it cannot or should not reach.
 type adminClient struct {
 	base  string // scheme://host[/prefix], no trailing slash
@@ -86,7 +86,7 @@ func isLoopback(host string) bool {
 // Close implements keyAdmin; the client holds nothing open.
 func (c *adminClient) Close() {}
 
-// adminAPIError is an error answer of the admin API, with its SPEC code
+// adminAPIError is an error answer of the admin API, with its error code
 // and message; without a code, the answer was not the admin API's own (a
 // proxy's error page, a wrong --admin-url).
 type adminAPIError struct {
@@ -182,7 +182,7 @@ func unconfirmedAnswer(raw []byte, out any) error {
 	return &unconfirmedError{deniedBy: b.DeniedBy, retry: "admin API: " + b.Retry + " [request " + b.RequestID + "]"}
 }
 
-// answerError reads the SPEC error body of a failed answer; a body that is
+// answerError reads the error body of a failed answer; a body that is
 // not one (a proxy's error page) is reported by its HTTP status alone.
 func answerError(resp *http.Response, raw []byte) error {
 	var b struct {

@@ -1,5 +1,5 @@
 // Package policy maps a request's method and path to the scopes it needs
-// (SPEC §6, issue 5) and says whether a caller's scopes satisfy them.
+// (docs/CONTRACT.md, "Method and path") and says whether a caller's scopes satisfy them.
 //
 // # Policy file
 //

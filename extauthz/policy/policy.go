@@ -16,7 +16,7 @@ type Policy struct {
 	sum    [32]byte // SHA-256 of the file, to tell a real change from a touch
 }
 
-// builtin is the policy without a file: SPEC §6.
+// builtin is the policy without a file: read for GET, HEAD and OPTIONS, write otherwise (docs/CONTRACT.md).
 var builtin = &Policy{source: "built-in"}
 
 // The built-in default rules: read for safe methods, write for the rest.
@@ -29,7 +29,7 @@ var (
 // form: it is denied whatever the credential.
 var invalidPath = &Rule{name: "invalid path", invalid: true}
 
-// Default returns the policy used when no file is configured (SPEC §6):
+// Default returns the policy used when no file is configured (docs/CONTRACT.md, method, path and scopes):
 // every route requires the scope read for GET, HEAD and OPTIONS and write
 // for every other method, under the scope rules of the package comment.
 func Default() *Policy { return builtin }

@@ -1,4 +1,4 @@
-// Package ratelimit enforces the subscription-tier rate limits (SPEC §7):
+// Package ratelimit enforces the subscription-tier rate limits (docs/CONTRACT.md, rate limits):
 // each limit key (an API key id, a JWT subject or an org id — the caller
 // chooses) gets its tier's rate and burst, shared by every replica of odin
 // authz through Redis.

@@ -245,7 +245,7 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("%d %s, want %d %s field %q", r.status, r.raw, tt.status, tt.code, tt.field)
 			}
 			if r.header.Get("Content-Type") != "application/json" || r.str("requestId") != "req-admin-test" || r.str("timestamp") == "" {
-				t.Errorf("not the SPEC error body: %v %s", r.header, r.raw)
+				t.Errorf("not the error body: %v %s", r.header, r.raw)
 			}
 			if tt.status == 401 && r.header.Get("Www-Authenticate") == "" {
 				t.Error("401 without www-authenticate")

@@ -136,7 +136,7 @@ type expectation struct {
 	// refuse it too).
 	requestInvalid bool
 	// undocumented: the path or method is not in the document; the server
-	// must answer the SPEC error body.
+	// must answer the error body.
 	undocumented bool
 }
 
@@ -157,7 +157,7 @@ func (c *contract) verify(exp expectation, x exchange) error {
 		}
 		err := c.doc.Components.Schemas["Error"].Value.VisitJSON(body, openapi3.EnableJSONSchema2020())
 		if err != nil {
-			return fmt.Errorf("answer to an undocumented endpoint is not the SPEC error body: %w", err)
+			return fmt.Errorf("answer to an undocumented endpoint is not the error body: %w", err)
 		}
 		return nil
 	}

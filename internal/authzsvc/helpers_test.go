@@ -161,7 +161,7 @@ func deniedBody(t *testing.T, resp *authv3.CheckResponse) errorBody {
 	t.Helper()
 	var b errorBody
 	if err := json.Unmarshal([]byte(resp.GetDeniedResponse().GetBody()), &b); err != nil {
-		t.Fatalf("denial body %q is not the SPEC JSON: %v", resp.GetDeniedResponse().GetBody(), err)
+		t.Fatalf("denial body %q is not the contract's error JSON: %v", resp.GetDeniedResponse().GetBody(), err)
 	}
 	return b
 }

@@ -13,7 +13,7 @@ import (
 // its kind, and once allowed the key id or user id.
 const (
 	AttrRequestID  = attribute.Key("odin.request_id")
-	AttrDecision   = attribute.Key("odin.decision")   // allow, or the SPEC code: UNAUTHORIZED, FORBIDDEN, RATE_LIMITED, UNAVAILABLE
+	AttrDecision   = attribute.Key("odin.decision")   // allow, or the error code: UNAUTHORIZED, FORBIDDEN, RATE_LIMITED, UNAVAILABLE
 	AttrReason     = attribute.Key("odin.reason")     // the decision's stable reason (unknown_key, missing_scope, ...)
 	AttrCredential = attribute.Key("odin.credential") // none, malformed, api_key, jwt
 	AttrKeyID      = attribute.Key("odin.key_id")
@@ -28,7 +28,7 @@ const (
 // Decision is what a Check or forward-auth span records about its answer.
 type Decision struct {
 	RequestID string
-	// Code is the SPEC denial code; empty when the request is allowed.
+	// Code is the denial code; empty when the request is allowed.
 	Code       string
 	Reason     string
 	Credential string

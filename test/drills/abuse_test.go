@@ -60,7 +60,7 @@ func (s *countingStore) snapshot() map[keystore.Hash][]time.Time {
 //   - malformed keys (bad checksum, wrong length, wrong alphabet): refused
 //     on their format, zero queries;
 //
-// every one answered 401 with the SPEC body, no RPC failing. Real keys
+// every one answered 401 with the error body, no RPC failing. Real keys
 // warmed before the flood stay in the replica's LRU (it holds fewer entries
 // than the flood has unknown keys: unknown keys have a tier of their own),
 // so when PostgreSQL then goes away, past the cache TTL, stale-if-error
@@ -151,7 +151,7 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	filterReads := store.reads.Load() - reads0
 
 	if bad := transportErrors(samples); len(bad) > 0 {
-		t.Errorf("failed RPCs or denials without the SPEC body: %v", bad)
+		t.Errorf("failed RPCs or denials without the error body: %v", bad)
 	}
 	for _, class := range []string{"pool", "fresh", "malformed"} {
 		if other := only(counts(samples, ofClass(class)), "401"); len(other) > 0 {

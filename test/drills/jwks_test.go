@@ -66,7 +66,7 @@ func (j *faultyJWKS) setMode(m int32) {
 }
 
 // newKIDWhileDown is what a token signed by a key the replica has never seen
-// gets while the JWKS cannot be fetched: 503 UNAVAILABLE (SPEC §3, the
+// gets while the JWKS cannot be fetched: 503 UNAVAILABLE (docs/CONTRACT.md: the
 // answer depends on a store that cannot be reached), not 401. The kid may be
 // the provider's rotated key; refusing it as invalid would sign its users
 // out of a dashboard that reads 401 as "session over".
@@ -214,7 +214,7 @@ func TestDrillJWKSOutage(t *testing.T) {
 	goroutines := gor.stop()
 
 	if bad := transportErrors(samples); len(bad) > 0 {
-		t.Errorf("failed RPCs or denials without the SPEC body: %v", bad)
+		t.Errorf("failed RPCs or denials without the error body: %v", bad)
 	}
 	for _, class := range []string{"cached", "known_kid"} {
 		if other := only(counts(samples, ofClass(class)), "200"); len(other) > 0 {

@@ -44,7 +44,7 @@ type sample struct {
 	sent            time.Time
 	latency         time.Duration
 	// outcome is "200", the denial's HTTP status ("401", "503", ...),
-	// "bad_body_<status>" for a denial without a correct SPEC body, or
+	// "bad_body_<status>" for a denial without a correct error body, or
 	// "transport_<gRPC code>" for a failed RPC.
 	outcome string
 	// detail is a failed RPC's status message (e.g. a refused connection).
@@ -206,11 +206,11 @@ func envoyRequest(header, value, requestID string) *authv3.CheckRequest {
 	}}
 }
 
-// specCodes is SPEC §3's error code for each denial status.
+// specCodes is the contract's error code for each denial status.
 var specCodes = map[int]string{401: "UNAUTHORIZED", 403: "FORBIDDEN", 429: "RATE_LIMITED", 503: "UNAVAILABLE"}
 
 // outcomeOf reads a Check answer as the client would see it, and checks
-// that a denial carries the SPEC body for its status, echoing our request id.
+// that a denial carries the error body for its status, echoing our request id.
 func outcomeOf(resp *authv3.CheckResponse, err error, requestID string) string {
 	if err != nil {
 		return "transport_" + status.Code(err).String()
@@ -280,7 +280,7 @@ func only(c map[string]int, want string) map[string]int {
 	return other
 }
 
-// transportErrors counts failed RPCs and denials without a SPEC body.
+// transportErrors counts failed RPCs and denials without the error body.
 func transportErrors(samples []sample) map[string]int {
 	bad := map[string]int{}
 	for _, s := range samples {

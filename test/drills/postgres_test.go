@@ -32,7 +32,7 @@ type outagePools struct {
 //   - keys the replicas had cached keep answering 200 throughout, past
 //     their cache TTL too (stale-if-error);
 //   - keys only PostgreSQL has, and keys that exist nowhere, get 503
-//     UNAVAILABLE with the SPEC body while it is down: never 401, never 200;
+//     UNAVAILABLE with the error body while it is down: never 401, never 200;
 //   - every check is answered within the store timeout (plus scheduling
 //     slack): nothing waits on a dead server;
 //   - once PostgreSQL accepts connections again the replicas answer those
@@ -166,7 +166,7 @@ func TestDrillPostgresOutage(t *testing.T) {
 	elapsed := run.elapsed
 
 	if bad := transportErrors(samples); len(bad) > 0 {
-		t.Errorf("failed RPCs or denials without the SPEC body: %v", bad)
+		t.Errorf("failed RPCs or denials without the error body: %v", bad)
 	}
 	if other := only(counts(samples, ofClass("cached")), "200"); len(other) > 0 {
 		t.Errorf("cached keys: want every answer 200, got also %v (by phase: %s)", other, phaseCounts(samples, "cached", ph))

@@ -145,7 +145,7 @@ func TestDrillRedisOutage(t *testing.T) {
 		}
 	}
 	if bad := transportErrors(samples); len(bad) > 0 {
-		t.Errorf("failed RPCs or denials without the SPEC body: %v", bad)
+		t.Errorf("failed RPCs or denials without the error body: %v", bad)
 	}
 	for class, want := range map[string]string{"cached": "200", "postgres": "200", "unknown": "401"} {
 		if other := only(counts(samples, ofClass(class)), want); len(other) > 0 {

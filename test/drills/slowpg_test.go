@@ -24,7 +24,7 @@ import (
 //     that exist nowhere) are slower by at least the delay and still
 //     answered (200, 401) within the store timeout;
 //   - by 400 ms, twice the store timeout: they get 503 UNAVAILABLE with the
-//     SPEC body within the store timeout plus scheduling slack, never hang,
+//     error body within the store timeout plus scheduling slack, never hang,
 //     and cached keys keep answering 200 at LRU speed;
 //   - once the delay is gone the same kinds of keys are answered again
 //     without a restart;
@@ -140,7 +140,7 @@ func TestDrillSlowPostgres(t *testing.T) {
 	elapsed := run.elapsed
 
 	if bad := transportErrors(samples); len(bad) > 0 {
-		t.Errorf("failed RPCs or denials without the SPEC body: %v", bad)
+		t.Errorf("failed RPCs or denials without the error body: %v", bad)
 	}
 	if other := only(counts(samples, ofClass("cached")), "200"); len(other) > 0 {
 		t.Errorf("cached keys: want every answer 200, got also %v", other)

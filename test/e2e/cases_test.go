@@ -27,7 +27,7 @@ type front struct {
 	output func() string
 }
 
-// errorBody is SPEC §3's denial body; unknown fields are refused.
+// errorBody is the contract's error body; unknown fields are refused.
 type errorBody struct {
 	Error struct {
 		Code    string `json:"code"`
@@ -89,7 +89,7 @@ func with(h http.Header, more http.Header) http.Header {
 
 // runCases sends the same requests through any proxy: allowed ones reach the
 // upstream with the identity and nothing the client forged, denials get the
-// SPEC status and body and never reach the upstream.
+// the contract's status and body and never reach the upstream.
 func runCases(t *testing.T, w *world, f front) {
 	k := w.keys
 	t.Run("allowed", func(t *testing.T) {
@@ -212,7 +212,7 @@ func runCases(t *testing.T, w *world, f front) {
 	})
 }
 
-// checkDenial checks SPEC §3 at the client: the status, JSON content type,
+// checkDenial checks the contract's decisions at the client: the status, JSON content type,
 // the body with its code, an RFC 3339 UTC timestamp and the request id the
 // response header also carries, and www-authenticate on 401.
 func checkDenial(t *testing.T, got reply, status int, code string) {
@@ -227,7 +227,7 @@ func checkDenial(t *testing.T, got reply, status int, code string) {
 	dec := json.NewDecoder(strings.NewReader(string(got.body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {
-		t.Fatalf("body %q is not the SPEC JSON: %v", got.body, err)
+		t.Fatalf("body %q is not the contract's error JSON: %v", got.body, err)
 	}
 	if b.Error.Code != code || b.Error.Message == "" {
 		t.Errorf("error = %+v, want code %s and a message", b.Error, code)

@@ -53,7 +53,7 @@ func startStatusAuthz(t *testing.T, mode string) *statusAuthz {
 	return s
 }
 
-// TestDenialStatuses checks that every SPEC denial status reaches the client
+// TestDenialStatuses checks that every denial status of the contract reaches the client
 // through NGINX and Caddy with its JSON body and headers. NGINX asks twice
 // per denial (auth_request, then @odin_denied for the body); Caddy once.
 func TestDenialStatuses(t *testing.T) {
