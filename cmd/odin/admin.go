@@ -65,13 +65,17 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
+	// Built before the port is bound: a busy port must not hide a
+	// configuration error.
+	ctx, cancel := context.WithCancel(ctx) // stops the service's background work if binding fails
+	defer cancel()
 	svc, err := adminsvc.New(ctx, cfg, logger)
 	if err != nil {
 		return err
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
 	}
 	return svc.Serve(ctx, l)
 }

@@ -177,20 +177,8 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 
-	var lis authzsvc.Listeners
-	if lis.GRPC, err = net.Listen("tcp", grpcAddr); err != nil {
-		return fmt.Errorf("listen gRPC: %w", err)
-	}
-	if httpAddr != "" {
-		if lis.HTTP, err = net.Listen("tcp", httpAddr); err != nil {
-			return fmt.Errorf("listen HTTP: %w", err)
-		}
-	}
-	if opsAdr != "" {
-		if lis.Ops, err = net.Listen("tcp", opsAdr); err != nil {
-			return fmt.Errorf("listen ops: %w", err)
-		}
-	}
+	// The configuration is checked, and the service built, before any port
+	// is bound: a busy port must not hide a configuration error.
 	if migrate {
 		if cfg.DatabaseURL == "" {
 			return errMissingDatabaseURL
@@ -199,9 +187,30 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 	}
+	ctx, cancel := context.WithCancel(ctx) // stops the service's background work if binding fails
+	defer cancel()
 	svc, err := authzsvc.New(ctx, cfg, logger)
 	if err != nil {
 		return err
+	}
+	var lis authzsvc.Listeners
+	if lis.GRPC, err = net.Listen("tcp", grpcAddr); err != nil {
+		return fmt.Errorf("listen gRPC: %w", err)
+	}
+	if httpAddr != "" {
+		if lis.HTTP, err = net.Listen("tcp", httpAddr); err != nil {
+			lis.GRPC.Close()
+			return fmt.Errorf("listen HTTP: %w", err)
+		}
+	}
+	if opsAdr != "" {
+		if lis.Ops, err = net.Listen("tcp", opsAdr); err != nil {
+			lis.GRPC.Close()
+			if lis.HTTP != nil {
+				lis.HTTP.Close()
+			}
+			return fmt.Errorf("listen ops: %w", err)
+		}
 	}
 	return svc.Serve(ctx, lis)
 }

@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"io"
+	"net"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -160,4 +163,57 @@ func TestHelpListsEnvironment(t *testing.T) {
 	if regexp.MustCompile(`postgres://[^ ]*@127`).MatchString(stderr) && os.Getenv("ODIN_DATABASE_URL") != "" {
 		t.Error("-h prints the database URL")
 	}
+}
+
+// The configuration is checked before any port is bound: with every port
+// busy, a missing database URL or a bad setting is what the command says.
+func TestConfigErrorsBeforeBusyPorts(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { busy.Close() })
+	addr := busy.Addr().String()
+	t.Setenv("ODIN_DATABASE_URL", "")
+	t.Setenv("ODIN_REDIS_URL", "")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"authz", "--grpc-addr", addr, "--http-addr", addr, "--ops-addr", addr}, "database URL is required"},
+		{[]string{"authz", "--grpc-addr", addr, "--database-url", "postgres://127.0.0.1:1/x", "--forwarded-headers", "auto"}, "forwarded headers"},
+		{[]string{"admin", "--admin-addr", addr}, "database URL is required"},
+	} {
+		_, _, err := odin(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("odin %v with its ports busy: %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// Without a JWKS, odin authz says at start that session tokens are refused.
+func TestNoJWKSIsSaidAtStart(t *testing.T) {
+	t.Setenv("ODIN_DATABASE_URL", testenv.Postgres(t))
+	t.Setenv("ODIN_REDIS_URL", "")
+	t.Setenv("ODIN_JWKS_URL", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	stderr := &testenv.LogBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"authz", "--grpc-addr", "127.0.0.1:0", "--http-addr", "", "--ops-addr", "", "--log-format", "text"}, io.Discard, stderr)
+	}()
+	deadline := time.After(3 * time.Second)
+	for {
+		if strings.Contains(stderr.String(), "no JWKS configured") {
+			break
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("no warning about the missing JWKS in:\n%s", stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	cancel()
+	<-done
 }

@@ -323,6 +323,7 @@ func (s *Service) buildLimiter() (*ratelimit.Limiter, error) {
 // cache, when a JWKS URL is configured.
 func (s *Service) buildSessions(ctx context.Context) (*extauthz.Sessions, error) {
 	if s.cfg.JWT.JWKSURL == "" {
+		s.log.Warn("no JWKS configured (--jwks-url, ODIN_JWKS_URL): every session token (JWT) is refused with 401; API keys work")
 		return nil, nil
 	}
 	v, err := jwtauth.New(ctx, s.cfg.JWT, s.log, s.registry)
