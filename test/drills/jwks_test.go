@@ -122,20 +122,7 @@ func TestDrillJWKSOutage(t *testing.T) {
 	}
 	r := startReplica(t, "a", cfg)
 
-	mint := func(n int, what string) []string {
-		toks := make([]string, n)
-		for i := range toks {
-			tok, err := is.Mint(devissuer.Claims{
-				Subject: fmt.Sprintf("user_%s_%d", what, i), SessionID: fmt.Sprintf("sess_%s_%d", what, i),
-				Expiry: time.Now().Add(30 * time.Minute),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			toks[i] = tok
-		}
-		return toks
-	}
+	mint := func(n int, what string) []string { return mintSessions(t, is, n, what) }
 	cached := mint(32, "cached")
 	for _, tok := range cached {
 		if got := checkToken(t, r, tok); got != "200" {
@@ -279,6 +266,24 @@ func TestDrillJWKSOutage(t *testing.T) {
 	f.add("goroutines_after", goroutines["after"])
 	f.add("transport_errors", len(transportErrors(samples)))
 	f.report(t)
+}
+
+// mintSessions mints n session tokens of the issuer's current key, each of
+// its own user and session, named after what.
+func mintSessions(t *testing.T, is *devissuer.Provider, n int, what string) []string {
+	t.Helper()
+	toks := make([]string, n)
+	for i := range toks {
+		tok, err := is.Mint(devissuer.Claims{
+			Subject: fmt.Sprintf("user_%s_%d", what, i), SessionID: fmt.Sprintf("sess_%s_%d", what, i),
+			Expiry: time.Now().Add(30 * time.Minute),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks[i] = tok
+	}
+	return toks
 }
 
 // checkToken sends one Check with a bearer token and returns its outcome.

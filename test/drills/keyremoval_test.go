@@ -1,7 +1,6 @@
 package drills
 
 import (
-	"fmt"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -48,20 +47,7 @@ func TestDrillJWKSKeyRemoved(t *testing.T) {
 	}
 	a, b := startReplica(t, "a", cfg), startReplica(t, "b", cfg)
 
-	mint := func(n int, what string) []string {
-		toks := make([]string, n)
-		for i := range toks {
-			tok, err := is.Mint(devissuer.Claims{
-				Subject: fmt.Sprintf("user_%s_%d", what, i), SessionID: fmt.Sprintf("sess_%s_%d", what, i),
-				Expiry: time.Now().Add(30 * time.Minute),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			toks[i] = tok
-		}
-		return toks
-	}
+	mint := func(n int, what string) []string { return mintSessions(t, is, n, what) }
 	oldKID := is.KeyID("RS256")
 	old := mint(32, "old")
 	for _, tok := range old { // verified by a: cached in a's LRU and in Redis, which b reads
