@@ -5,6 +5,7 @@
 package extauthz
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -101,12 +102,15 @@ func (d *Decision) Body(now time.Time) []byte {
 	if msg == "" {
 		msg = outcomes[d.Outcome].message
 	}
-	b, _ := json.Marshal(errorBody{
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // a 403 names "<resource>:write": keep it readable
+	_ = enc.Encode(errorBody{
 		Error:     errorDetail{Code: d.Outcome.Code(), Message: msg},
 		Timestamp: now.UTC().Format(time.RFC3339),
 		RequestID: d.RequestID,
 	})
-	return b
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 type errorBody struct {

@@ -223,7 +223,7 @@ func TestCheckAgainstDev(t *testing.T) {
 		}},
 		{"gRPC read-only key writes", []string{"--grpc", d.grpc, "-H", "api-key: " + d.key, "--method", "post", "--path", "/v1/scans"}, 1, []string{
 			"decision   DENIED 403 Forbidden  (Check status PermissionDenied)",
-			`body       {"error":{"code":"FORBIDDEN","message":"Insufficient permissions: missing scope write (granted by write, \u003cresource\u003e:write, \u003cresource\u003e:* or *); rule \"built-in default\""}`,
+			`body       {"error":{"code":"FORBIDDEN","message":"Insufficient permissions: missing scope write (granted by write, <resource>:write, <resource>:* or *); rule \"built-in default\""}`,
 		}},
 		{"HTTP allowed, spoofed identity removed", []string{"--http", d.forward, "--key", d.key, "--path", "/v1/scans", "-H", "x-odin-org-id: org_evil"}, 0, []string{
 			"request    GET /v1/scans  (forward-auth at " + d.forward + ")",
