@@ -158,6 +158,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		go s.redis.Subscribe(ctx, func(inv keystore.Invalidation) { revoked.Apply(ctx, inv) }, nil)
 	}
 	readiness := ops.NewReadiness(probes, func(ok map[string]bool) bool { return ok[cfg.StoreName] }, 2*time.Second, logger, nil)
+	s.registry.MustRegister(readiness.Collector())
 	_ = revoked.Sync(ctx)
 	go revoked.Run(ctx, 30*time.Second)
 	readiness.Probe(ctx)
