@@ -199,7 +199,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, c *caller) er
 	}
 	k, err = s.opts.Manager.Revoke(r.Context(), c.actor(), k.ID)
 	if np, ok := asNotPropagated(err); ok {
-		return s.writeNotPropagated(w, np, "Key revoked, but not every replica confirmed it: it may be accepted until denied_by; retry to propagate it again",
+		return s.writeNotPropagated(w, unconfirmedKeyRevoke, np, "Key revoked, but not every replica confirmed it: it may be accepted until denied_by; retry to propagate it again",
 			retryRequest("/v1/keys/"+k.ID+"/revoke"), view(k))
 	}
 	if err != nil {
@@ -253,7 +253,7 @@ func (s *Server) rollKey(w http.ResponseWriter, r *http.Request, c *caller) erro
 		// The new key exists and its plaintext is nowhere else: it is in
 		// the result. Revoking the previous key propagates again (and ends
 		// its grace at once).
-		return s.writeNotPropagated(w, np, "Key rolled (the new key is in result), but not every replica confirmed the previous key's new expiry: it may be accepted until denied_by; revoke the previous key to propagate again",
+		return s.writeNotPropagated(w, unconfirmedKeyRoll, np, "Key rolled (the new key is in result), but not every replica confirmed the previous key's new expiry: it may be accepted until denied_by; revoke the previous key to propagate again",
 			retryRequest("/v1/keys/"+old.ID+"/revoke"), result)
 	}
 	return writeJSON(w, http.StatusCreated, result)

@@ -39,9 +39,20 @@ func asNotPropagated(err error) (*keystore.NotPropagatedError, bool) {
 	return np, errors.As(err, &np)
 }
 
-// writeNotPropagated answers an unconfirmed change (see notPropagatedBody),
-// with Retry-After: 1, and logs it.
-func (s *Server) writeNotPropagated(w http.ResponseWriter, np *keystore.NotPropagatedError, message, retry string, result any) error {
+// The kinds of change counted by odin_admin_unconfirmed_changes_total.
+const (
+	unconfirmedKeyRevoke     = "key_revoke"
+	unconfirmedKeyRoll       = "key_roll"
+	unconfirmedSessionRevoke = "session_revoke"
+	unconfirmedWebhook       = "webhook"
+)
+
+var unconfirmedKinds = []string{unconfirmedKeyRevoke, unconfirmedKeyRoll, unconfirmedSessionRevoke, unconfirmedWebhook}
+
+// writeNotPropagated answers an unconfirmed change of a kind (see
+// notPropagatedBody), with Retry-After: 1, counts it and logs it.
+func (s *Server) writeNotPropagated(w http.ResponseWriter, kind string, np *keystore.NotPropagatedError, message, retry string, result any) error {
+	s.unconfirmed.WithLabelValues(kind).Inc()
 	b := notPropagatedBody{Committed: true, ChangedAt: np.At.UTC(), DeniedBy: np.DeniedBy.UTC(), Retry: retry, Result: result}
 	b.Error.Code, b.Error.Message = "UNAVAILABLE", message
 	b.Timestamp, b.RequestID = time.Now().UTC().Format(time.RFC3339), w.Header().Get("X-Request-Id")

@@ -73,13 +73,14 @@ type Options struct {
 
 // Server is the admin API.
 type Server struct {
-	opts       Options
-	log        *slog.Logger
-	webhook    *svix.Webhook
-	authFail   *failedAuthLimiter
-	clientAddr *clientAddress
-	scopes     map[string]bool
-	requests   *prometheus.CounterVec
+	opts        Options
+	log         *slog.Logger
+	webhook     *svix.Webhook
+	authFail    *failedAuthLimiter
+	clientAddr  *clientAddress
+	scopes      map[string]bool
+	requests    *prometheus.CounterVec
+	unconfirmed *prometheus.CounterVec
 }
 
 // New validates opts and returns the server.
@@ -137,8 +138,17 @@ func New(opts Options) (*Server, error) {
 		Name: "odin_admin_requests_total",
 		Help: "Admin API requests by route and status code.",
 	}, []string{"route", "code"})
-	if err := opts.Registerer.Register(s.requests); err != nil {
-		return nil, err
+	s.unconfirmed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "odin_admin_unconfirmed_changes_total",
+		Help: "Changes committed but not confirmed on every replica (answered 503 with committed: true), by kind: key_revoke, key_roll, session_revoke, webhook.",
+	}, []string{"kind"})
+	for _, kind := range unconfirmedKinds {
+		s.unconfirmed.WithLabelValues(kind) // exported at 0 from the start, so rate() sees the first one
+	}
+	for _, c := range []prometheus.Collector{s.requests, s.unconfirmed} {
+		if err := opts.Registerer.Register(c); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }

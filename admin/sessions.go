@@ -27,7 +27,7 @@ func (s *Server) revokeSession(w http.ResponseWriter, r *http.Request, c *caller
 	}
 	rev, err := s.opts.Manager.RevokeSession(r.Context(), c.actor(), sid, "admin_api")
 	if np, ok := asNotPropagated(err); ok {
-		return s.writeNotPropagated(w, np, "Session revoked, but not every replica confirmed it: its tokens may be accepted until denied_by; retry to propagate it again",
+		return s.writeNotPropagated(w, unconfirmedSessionRevoke, np, "Session revoked, but not every replica confirmed it: its tokens may be accepted until denied_by; retry to propagate it again",
 			retryRequest("/v1/sessions/"+sid+"/revoke"), rev)
 	}
 	if err != nil {
@@ -90,7 +90,7 @@ func (s *Server) clerkWebhook(w http.ResponseWriter, r *http.Request, _ *caller)
 		cancel()
 	}
 	if np, ok := asNotPropagated(err); ok {
-		return s.writeNotPropagated(w, np, "Event applied, but not every replica confirmed it: the credentials may be accepted until denied_by; the retry of this delivery propagates it again",
+		return s.writeNotPropagated(w, unconfirmedWebhook, np, "Event applied, but not every replica confirmed it: the credentials may be accepted until denied_by; the retry of this delivery propagates it again",
 			"Svix retries this delivery (the same svix-id); it is applied again", result)
 	}
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrNotPropagated is wrapped by the error of a committed change that not
@@ -49,9 +51,10 @@ const PropagationSlack = time.Second
 // tier, then the bus, so that when it returns every replica is on its way to
 // the new state. The CLI and the admin service both go through it.
 type Manager struct {
-	store Store
-	redis *Redis // nil without Redis
-	opts  ManagerOptions
+	store       Store
+	redis       *Redis // nil without Redis
+	opts        ManagerOptions
+	propagation *prometheus.HistogramVec
 }
 
 // ManagerOptions must match what the replicas are configured with.
@@ -83,6 +86,9 @@ type ManagerOptions struct {
 	// without Redis is unconfirmed: replicas learn of it when their cache
 	// entries expire.
 	SingleProcess bool
+	// Registerer receives odin_keystore_revoke_propagation_seconds
+	// (optional: without it the histogram is kept but not exported).
+	Registerer prometheus.Registerer
 }
 
 // Defaults for ManagerOptions and the replicas' matching settings.
@@ -110,7 +116,52 @@ func (o *ManagerOptions) defaults() {
 // NewManager returns a manager. redis may be nil.
 func NewManager(store Store, redis *Redis, opts ManagerOptions) *Manager {
 	opts.defaults()
-	return &Manager{store: store, redis: redis, opts: opts}
+	m := &Manager{store: store, redis: redis, opts: opts}
+	m.propagation = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "odin_keystore_revoke_propagation_seconds",
+		Help:    "Time a committed narrowing change (key revoke, shortened expiry, session revoke) took to propagate: from its write to Redis to the end of its wait on the bus, by kind (key, session) and result: confirmed (every live replica acknowledged), fenced (some did not: the wait lasted the fence interval), unconfirmed (the change could not be propagated: answered 503).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 1.5, 2.5, 5},
+	}, []string{"kind", "result"})
+	for _, kind := range []string{propagationKey, propagationSession} {
+		for _, result := range []string{propagationConfirmed, propagationFenced, propagationUnconfirmed} {
+			m.propagation.WithLabelValues(kind, result)
+		}
+	}
+	if opts.Registerer != nil {
+		if err := opts.Registerer.Register(m.propagation); err != nil {
+			// Several managers on one registry (tests, odin dev) share one histogram.
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				if existing, ok := are.ExistingCollector.(*prometheus.HistogramVec); ok {
+					m.propagation = existing
+				}
+			} else {
+				opts.Logger.Error("revoke propagation histogram not exported", "error", err)
+			}
+		}
+	}
+	return m
+}
+
+// Labels of odin_keystore_revoke_propagation_seconds.
+const (
+	propagationKey         = "key"
+	propagationSession     = "session"
+	propagationConfirmed   = "confirmed"
+	propagationFenced      = "fenced"
+	propagationUnconfirmed = "unconfirmed"
+)
+
+// observePropagation records a bus wait that began at start.
+func (m *Manager) observePropagation(kind string, start time.Time, missing []string, err error) {
+	result := propagationConfirmed
+	switch {
+	case err != nil:
+		result = propagationUnconfirmed
+	case len(missing) > 0:
+		result = propagationFenced
+	}
+	m.propagation.WithLabelValues(kind, result).Observe(time.Since(start).Seconds())
 }
 
 // Store returns the underlying store.
@@ -301,8 +352,10 @@ func (m *Manager) propagateAndWait(ctx context.Context, k *Key, lsn LSN) error {
 	if m.redis == nil {
 		return m.noBus()
 	}
+	start := time.Now()
 	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
 	missing, err := m.redis.PublishAndWait(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn}, m.opts.FenceAfter)
+	m.observePropagation(propagationKey, start, missing, err)
 	if err != nil {
 		return err
 	}
@@ -360,8 +413,10 @@ func (m *Manager) RevokeSession(ctx context.Context, by Actor, sid, reason strin
 	// The mirror is best-effort: a token first seen after the revoke is
 	// checked against it, but the guarantee rests on the acknowledgements,
 	// the fence and the sync, which read PostgreSQL.
+	start := time.Now()
 	m.redis.SetRaw(ctx, revokedSessionKey(sid), []byte(r.RevokedAt.Format(time.RFC3339Nano)), m.opts.SessionRetention)
 	missing, err := m.redis.PublishAndWait(ctx, inv, m.opts.FenceAfter)
+	m.observePropagation(propagationSession, start, missing, err)
 	if err != nil {
 		return r, &NotPropagatedError{At: r.RevokedAt, DeniedBy: r.RevokedAt.Add(m.opts.SessionSync + PropagationSlack), Cause: err}
 	}

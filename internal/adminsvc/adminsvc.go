@@ -135,7 +135,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	}
 	api, err := admin.New(admin.Options{
 		Store: s.store,
-		Manager: keystore.NewManager(s.store, s.redis, keystore.ManagerOptions{CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, Notify: func(inv keystore.Invalidation) {
+		Manager: keystore.NewManager(s.store, s.redis, keystore.ManagerOptions{Registerer: s.registry, CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, Notify: func(inv keystore.Invalidation) {
 			revoked.Apply(ctx, inv) // this process's own view of logged-out sessions
 			if cfg.Notify != nil {
 				cfg.Notify(inv)
@@ -158,6 +158,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		go s.redis.Subscribe(ctx, func(inv keystore.Invalidation) { revoked.Apply(ctx, inv) }, nil)
 	}
 	readiness := ops.NewReadiness(probes, func(ok map[string]bool) bool { return ok[cfg.StoreName] }, 2*time.Second, logger, nil)
+	s.registry.MustRegister(readiness.Collector())
 	_ = revoked.Sync(ctx)
 	go revoked.Run(ctx, 30*time.Second)
 	readiness.Probe(ctx)

@@ -1,10 +1,14 @@
 package adminsvc
 
 import (
+	"net/http"
 	"net/url"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/odin-scan/odin-authz/internal/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/testenv"
@@ -215,16 +219,26 @@ func TestRevokeWithRedisUnreachableFromAdmin(t *testing.T) {
 			c := e.newCredential(t, kind)
 			time.Sleep(settle)
 			w := watch(t, c, check)
+			metricKind := kind + "_revoke"
+			if got := e.unconfirmed(t, metricKind); got != 0 {
+				t.Errorf("unconfirmed %s before any revoke: %v", metricKind, got)
+			}
 			proxy.SetDown(true)
 			first := e.revoke(t, c)
 			if first.status != 503 {
 				w.verify(t, kind, first)
 				t.Fatalf("revoke with Redis unreachable answered %d", first.status)
 			}
+			if got := e.unconfirmed(t, metricKind); got != 1 {
+				t.Errorf("unconfirmed %s after a 503: %v, want 1", metricKind, got)
+			}
 			proxy.SetDown(false)
 			retry := e.revoke(t, c)
 			if retry.status != 200 {
 				t.Errorf("retry with Redis back answered %d, want 200", retry.status)
+			}
+			if got := e.unconfirmed(t, metricKind); got != 1 {
+				t.Errorf("unconfirmed %s after a confirmed retry: %v, want still 1", metricKind, got)
 			}
 			w.verify(t, kind, first, retry)
 		})
@@ -347,4 +361,31 @@ func TestWebhookRetryPropagatesAgain(t *testing.T) {
 		t.Errorf("a replay of the delivery that succeeded: %s", r.raw)
 	}
 	w.verify(t, "key", first, retry)
+}
+
+// unconfirmed is odin_admin_unconfirmed_changes_total{kind} as the admin's
+// /metrics shows it.
+func (e *env) unconfirmed(t *testing.T, kind string) float64 {
+	t.Helper()
+	resp, err := http.Get(e.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := families["odin_admin_unconfirmed_changes_total"]; f != nil {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("odin_admin_unconfirmed_changes_total{kind=%q} is not exported", kind)
+	return 0
 }

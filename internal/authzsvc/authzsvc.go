@@ -252,6 +252,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	if s.redis != nil {
 		s.bus = s.redis.NewBus(replica, 0)
 		cfg.Cache.Fenced = s.bus.Fenced
+		s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "odin_keystore_bus_fenced",
+			Help: "1 while this replica is fenced (out of contact with the invalidation bus: it answers no key from its LRU), 0 otherwise.",
+		}, func() float64 {
+			if s.bus.Fenced(time.Now()) {
+				return 1
+			}
+			return 0
+		}))
 	}
 	cfg.Cache.Filter = !cfg.NoKeyFilter
 	if s.cache, err = keystore.NewCache(store, s.redis, cfg.Cache, km, logger); err != nil {
@@ -394,6 +403,7 @@ func (s *Service) buildReadiness() {
 		s.health.SetServingStatus("", st)
 		s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
 	})
+	s.registry.MustRegister(s.readiness.Collector())
 }
 
 // filterWait is how long start-up waits for the first key filter; past it

@@ -313,3 +313,60 @@ func TestUnmigratedDatabaseIsNotReady(t *testing.T) {
 		t.Errorf("the start-up log does not say what to run:\n%s", logs)
 	}
 }
+
+// The metrics the fenced-replica and dependency-down alerts read follow the
+// bus and the readiness probes: odin_keystore_bus_fenced turns 1 once Redis
+// has been gone for the contact window, odin_component_up{component="redis"}
+// turns 0 at the next probe, and both recover with Redis.
+func TestFenceAndComponentMetrics(t *testing.T) {
+	f := newFixture(t, false)
+	rs := testenv.StartRedis(t)
+	f.redisURL, f.prefix = rs.URL(), "odin:"
+	r := startReplica(t, f.config())
+	gauge := func(name string, labels map[string]string) float64 {
+		t.Helper()
+		mfs, err := r.svc.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != name {
+				continue
+			}
+		next:
+			for _, m := range mf.GetMetric() {
+				for k, v := range labels {
+					if !hasLabel(m, k, v) {
+						continue next
+					}
+				}
+				return m.GetGauge().GetValue()
+			}
+		}
+		t.Fatalf("%s%v is not exported", name, labels)
+		return 0
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("still not %s after 10s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	fenced := func() float64 { return gauge("odin_keystore_bus_fenced", nil) }
+	redisUp := func() float64 { return gauge("odin_component_up", map[string]string{"component": "redis"}) }
+	waitFor("in contact", func() bool { return fenced() == 0 && redisUp() == 1 })
+	if got := gauge("odin_component_up", map[string]string{"component": "postgres"}); got != 1 {
+		t.Errorf("postgres up = %v, want 1", got)
+	}
+	if got := gauge("odin_ready", nil); got != 1 {
+		t.Errorf("ready = %v, want 1", got)
+	}
+	rs.Stop()
+	waitFor("fenced with Redis gone", func() bool { return fenced() == 1 && redisUp() == 0 })
+	rs.Start()
+	waitFor("back in contact with Redis", func() bool { return fenced() == 0 && redisUp() == 1 })
+}

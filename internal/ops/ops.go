@@ -136,6 +136,45 @@ func (r *Readiness) Report() Report {
 	return rep
 }
 
+// Collector returns the readiness report as metrics, read at each scrape:
+// odin_ready (1 ready, 0 not or draining) and odin_component_up{component}
+// (1 when the component's last probe succeeded). Components are the probes'
+// names (postgres, sqlite, redis, postgres-replica, jwks), fixed at start.
+func (r *Readiness) Collector() prometheus.Collector { return readinessCollector{r} }
+
+var (
+	readyDesc = prometheus.NewDesc("odin_ready",
+		"1 when the process is ready (answers /readyz with 200), 0 otherwise.", nil, nil)
+	componentUpDesc = prometheus.NewDesc("odin_component_up",
+		"1 when the component's last readiness probe succeeded, 0 when it failed.", []string{"component"}, nil)
+)
+
+type readinessCollector struct{ r *Readiness }
+
+func (c readinessCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- readyDesc
+	ch <- componentUpDesc
+}
+
+func (c readinessCollector) Collect(ch chan<- prometheus.Metric) {
+	rep := c.r.Report()
+	ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, boolValue(rep.Ready))
+	for _, p := range c.r.probes {
+		state, probed := rep.Checks[p.Name]
+		if !probed {
+			continue // not probed yet: neither up nor down
+		}
+		ch <- prometheus.MustNewConstMetric(componentUpDesc, prometheus.GaugeValue, boolValue(state == "ok"), p.Name)
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // Handler serves /healthz (the process is alive), /readyz (200 when ready,
 // 503 otherwise, with the report) and /metrics.
 func Handler(g prometheus.Gatherer, r *Readiness) http.Handler {

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestReadiness(t *testing.T) {
@@ -97,4 +99,50 @@ func TestProfilingIsOptIn(t *testing.T) {
 			t.Errorf("GET %s: %d, want %d", tc.path, w.Code, tc.want)
 		}
 	}
+}
+
+func TestReadinessCollector(t *testing.T) {
+	var redisDown atomic.Bool
+	probes := []Probe{
+		{Name: "postgres", Fn: func(context.Context) error { return nil }},
+		{Name: "redis", Fn: func(context.Context) error {
+			if redisDown.Load() {
+				return errors.New("down")
+			}
+			return nil
+		}},
+	}
+	r := NewReadiness(probes, func(ok map[string]bool) bool { return ok["postgres"] }, 0, nil, nil)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(r.Collector())
+	want := func(text string) {
+		t.Helper()
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(text), "odin_ready", "odin_component_up"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want(`# HELP odin_ready 1 when the process is ready (answers /readyz with 200), 0 otherwise.
+# TYPE odin_ready gauge
+odin_ready 0
+`)
+	r.Probe(context.Background())
+	redisDown.Store(true)
+	r.Probe(context.Background())
+	want(`# HELP odin_component_up 1 when the component's last readiness probe succeeded, 0 when it failed.
+# TYPE odin_component_up gauge
+odin_component_up{component="postgres"} 1
+odin_component_up{component="redis"} 0
+# HELP odin_ready 1 when the process is ready (answers /readyz with 200), 0 otherwise.
+# TYPE odin_ready gauge
+odin_ready 1
+`)
+	r.Drain()
+	want(`# HELP odin_component_up 1 when the component's last readiness probe succeeded, 0 when it failed.
+# TYPE odin_component_up gauge
+odin_component_up{component="postgres"} 1
+odin_component_up{component="redis"} 0
+# HELP odin_ready 1 when the process is ready (answers /readyz with 200), 0 otherwise.
+# TYPE odin_ready gauge
+odin_ready 0
+`)
 }
