@@ -37,8 +37,14 @@ func TestReleaseScript(t *testing.T) {
 	// A clean clone of HEAD, tagged as the release.
 	clone := t.TempDir()
 	run(t, clone, "git", "init", "-q")
-	run(t, clone, "git", "fetch", "-q", "--depth=1", "file://"+strings.TrimSpace(string(src)), head)
+	// By the name HEAD, not the hash: a server need not serve a hash that is
+	// no ref's tip (a detached CI checkout).
+	run(t, clone, "git", "fetch", "-q", "--depth=1", "file://"+strings.TrimSpace(string(src)), "HEAD")
 	run(t, clone, "git", "-c", "advice.detachedHead=false", "checkout", "-q", "FETCH_HEAD")
+	if got := strings.TrimSpace(run(t, clone, "git", "rev-parse", "HEAD")); got != head {
+		t.Fatalf("the clone is at %s, the checkout at %s", got, head)
+	}
+	t.Logf("release.sh of commit %s (uncommitted changes are not tested)", head[:12])
 	run(t, clone, "git", "tag", "v0.0.0-releasetest")
 
 	// One target, the host's architecture when it is one the script builds,
