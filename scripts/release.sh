@@ -77,6 +77,13 @@ if [[ -n $dirty ]]; then
 	fi
 fi
 
+# The go command stamps the revision (vcs.*) but not in a git worktree, whose
+# .git is a file: link it in as well, which odin version reads when the
+# stamp is missing (internal/buildinfo).
+pkg=github.com/odin-scan/odin-authz/internal/buildinfo
+ldflags="-s -w -X $pkg.revision=$revision -X $pkg.revisionTime=$revision_time"
+[[ -z $dirty ]] || ldflags+=" -X $pkg.revisionModified=true"
+
 mkdir -p "$outdir"
 outdir=$(cd "$outdir" && pwd)
 files=()
@@ -89,7 +96,9 @@ for target in $targets; do
 		echo "release: building $name" >&2
 		# -buildvcs=true on the command line wins over a GOFLAGS that turns it off.
 		CGO_ENABLED=0 GOOS=$os GOARCH=$arch \
-			go build -buildvcs=true -trimpath -ldflags '-s -w' -o "$outdir/$name" "./cmd/$cmd"
+			go build -buildvcs=true -trimpath -ldflags "$ldflags" -o "$outdir/$name" "./cmd/$cmd"
+		go version -m "$outdir/$name" | grep -q "vcs.revision=$revision" ||
+			echo "release: $name: the go command stamped no VCS information (a git worktree?); the revision is linked in instead" >&2
 		files+=("$name")
 	done
 done

@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	debugbuildinfo "debug/buildinfo"
 	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +13,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -53,17 +56,16 @@ func TestReleaseScript(t *testing.T) {
 	if runtime.GOARCH == "arm64" {
 		arch = "arm64"
 	}
-	out := t.TempDir()
-	cmd := exec.Command("bash", filepath.Join(clone, "scripts", "release.sh"), "--targets", "linux/"+arch, "--no-image", "v0.0.0-releasetest", out)
-	cmd.Dir = clone
-	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false") // the script must turn stamping on regardless
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("release.sh: %v\n%s", err, b)
-	}
-
+	out := release(t, clone, arch)
 	bin := filepath.Join(out, "odin-v0.0.0-releasetest-linux-"+arch)
 	for _, name := range []string{bin, filepath.Join(out, "odin-load-v0.0.0-releasetest-linux-"+arch)} {
 		assertStatic(t, name)
+	}
+	// The go command stamped the commit, although GOFLAGS turned it off.
+	if bi, err := debugbuildinfo.ReadFile(bin); err != nil {
+		t.Errorf("%s: %v", bin, err)
+	} else if !slices.Contains(bi.Settings, debug.BuildSetting{Key: "vcs.revision", Value: head}) {
+		t.Errorf("build settings of %s lack vcs.revision=%s: %v", filepath.Base(bin), head, bi.Settings)
 	}
 
 	// The checksums cover both binaries and match them.
@@ -95,6 +97,35 @@ func TestReleaseScript(t *testing.T) {
 		t.Logf("not running the linux/%s binary on %s/%s", arch, runtime.GOOS, runtime.GOARCH)
 		return
 	}
+	goVersion := strings.TrimSpace(run(t, clone, "go", "env", "GOVERSION"))
+	checkVersion(t, bin, head, goVersion, "linux/"+arch)
+
+	// From a git worktree (.git is a file) the go command stamps nothing;
+	// the script links the revision in instead.
+	wt := filepath.Join(t.TempDir(), "wt")
+	run(t, clone, "git", "worktree", "add", "-q", "--detach", wt, "v0.0.0-releasetest")
+	out = release(t, wt, arch)
+	checkVersion(t, filepath.Join(out, "odin-v0.0.0-releasetest-linux-"+arch), head, goVersion, "linux/"+arch)
+}
+
+// release runs scripts/release.sh of the checkout dir for linux/arch as
+// v0.0.0-releasetest and returns its output directory.
+func release(t *testing.T, dir, arch string) string {
+	t.Helper()
+	out := t.TempDir()
+	cmd := exec.Command("bash", filepath.Join(dir, "scripts", "release.sh"), "--targets", "linux/"+arch, "--no-image", "v0.0.0-releasetest", out)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false") // the script must turn stamping on regardless
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("release.sh in %s: %v\n%s", dir, err, b)
+	}
+	return out
+}
+
+// checkVersion runs `bin version --json` and checks it names the commit,
+// unmodified, its time, the Go version and the platform.
+func checkVersion(t *testing.T, bin, head, goVersion, platform string) {
+	t.Helper()
 	vb, err := exec.Command(bin, "version", "--json").Output()
 	if err != nil {
 		t.Fatalf("odin version --json: %v", err)
@@ -109,9 +140,8 @@ func TestReleaseScript(t *testing.T) {
 	if err := json.Unmarshal(vb, &v); err != nil {
 		t.Fatalf("odin version --json: %v\n%s", err, vb)
 	}
-	goVersion := strings.TrimSpace(run(t, clone, "go", "env", "GOVERSION"))
-	if v.Revision != head || v.Time == "" || v.Modified || v.GoVersion != goVersion || v.Platform != "linux/"+arch {
-		t.Errorf("odin version --json = %s; want revision %s, a time, not modified, go %s, linux/%s", vb, head, goVersion, arch)
+	if v.Revision != head || v.Time == "" || v.Modified || v.GoVersion != goVersion || v.Platform != platform {
+		t.Errorf("%s version --json = %s; want revision %s, a time, not modified, go %s, %s", filepath.Base(bin), vb, head, goVersion, platform)
 	}
 }
 

@@ -9,7 +9,9 @@
 //
 //	-ldflags "-X github.com/odin-scan/odin-authz/internal/buildinfo.revision=<sha> -X github.com/odin-scan/odin-authz/internal/buildinfo.revisionTime=<RFC 3339>"
 //
-// which Read uses only when the go command stamped no vcs.revision.
+// (and buildinfo.revisionModified=true for a work tree with uncommitted
+// changes), which Read uses only when the go command stamped no
+// vcs.revision: it does not in a git worktree, whose .git is a file.
 package buildinfo
 
 import (
@@ -21,7 +23,7 @@ import (
 
 // revision and revisionTime are set with -ldflags -X by builds that cannot
 // stamp VCS information (see the package comment).
-var revision, revisionTime string
+var revision, revisionTime, revisionModified string
 
 // Info is what the binary knows of its own build. Empty fields were not
 // stamped (go run, or a build outside a VCS checkout).
@@ -70,7 +72,7 @@ func Read() Info {
 // the go command stamped none.
 func (in Info) withLinkerRevision() Info {
 	if in.Revision == "" && revision != "" {
-		in.Revision, in.Time = revision, revisionTime
+		in.Revision, in.Time, in.Modified = revision, revisionTime, revisionModified == "true"
 	}
 	return in
 }
