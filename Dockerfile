@@ -18,6 +18,16 @@
 #   Kubernetes: httpGet probes on the same paths (envoy/istio/*.yaml); it ignores HEALTHCHECK anyway.
 
 ARG GO_VERSION=1.26
+# The release this image is (a label), and the commit it is built from: .git
+# is not in the build context, so the revision and its commit time come in as
+# build arguments and are linked into the binary (`odin version` shows them).
+#   docker build --build-arg VERSION=v1.2.3 \
+#     --build-arg VCS_REVISION=$(git rev-parse HEAD) \
+#     --build-arg VCS_TIME=$(git show -s --format=%cI HEAD) .
+# scripts/release.sh passes them.
+ARG VERSION=devel
+ARG VCS_REVISION=
+ARG VCS_TIME=
 
 # ---- build: compile with the module and build caches kept between builds ----
 FROM golang:${GO_VERSION}-bookworm AS build
@@ -28,21 +38,28 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 COPY . .
+# After the download, so a new revision does not invalidate its layer.
+ARG VCS_REVISION
+ARG VCS_TIME
+ENV ODIN_LDFLAGS="-s -w -X github.com/odin-scan/odin-authz/internal/buildinfo.revision=${VCS_REVISION} -X github.com/odin-scan/odin-authz/internal/buildinfo.revisionTime=${VCS_TIME}"
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    go build -trimpath -ldflags="-s -w" -o /out/odin ./cmd/odin
+    go build -trimpath -ldflags="$ODIN_LDFLAGS" -o /out/odin ./cmd/odin
 
 # ---- build-load: the load harness, compiled only when the load target is built ----
 FROM build AS build-load
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
-    go build -trimpath -ldflags="-s -w" -o /out/odin-load ./cmd/odin-load
+    go build -trimpath -ldflags="$ODIN_LDFLAGS" -o /out/odin-load ./cmd/odin-load
 
 # ---- load: odin-load and the odin binary it starts and measures ----
 # (`odin-load run --odin-bin /odin` with a loopback PostgreSQL and Redis: the
 # bench service of docker-compose.yml; or `odin-load run --grpc-target …`
 # against a running stack: its load service.)
 FROM gcr.io/distroless/static-debian12:nonroot AS load
+ARG VERSION
+ARG VCS_REVISION
+LABEL org.opencontainers.image.version="${VERSION}" org.opencontainers.image.revision="${VCS_REVISION}"
 COPY --from=build /out/odin /odin
 COPY --from=build-load /out/odin-load /odin-load
 USER 65532:65532
@@ -51,6 +68,9 @@ CMD ["run"]
 
 # ---- odin: the server image (default target) ----
 FROM gcr.io/distroless/static-debian12:nonroot AS odin
+ARG VERSION
+ARG VCS_REVISION
+LABEL org.opencontainers.image.title="odin-authz" org.opencontainers.image.version="${VERSION}" org.opencontainers.image.revision="${VCS_REVISION}"
 COPY --from=build /out/odin /odin
 USER 65532:65532
 # 9001 gRPC Check (Envoy ext_authz), 9002 HTTP forward-auth, 9003 authz ops

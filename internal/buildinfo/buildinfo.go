@@ -3,6 +3,15 @@
 // as the go command stamped them into the binary (go build stamps VCS
 // information by default inside a git checkout; -buildvcs=false turns it
 // off).
+//
+// A build without the git metadata (the Docker build: .git is not in its
+// context) passes the revision and time instead with
+//
+//	-ldflags "-X github.com/odin-scan/odin-authz/internal/buildinfo.revision=<sha> -X github.com/odin-scan/odin-authz/internal/buildinfo.revisionTime=<RFC 3339>"
+//
+// (and buildinfo.revisionModified=true for a work tree with uncommitted
+// changes), which Read uses only when the go command stamped no
+// vcs.revision: it does not in a git worktree, whose .git is a file.
 package buildinfo
 
 import (
@@ -11,6 +20,10 @@ import (
 	"runtime/debug"
 	"strings"
 )
+
+// revision and revisionTime are set with -ldflags -X by builds that cannot
+// stamp VCS information (see the package comment).
+var revision, revisionTime, revisionModified string
 
 // Info is what the binary knows of its own build. Empty fields were not
 // stamped (go run, or a build outside a VCS checkout).
@@ -36,7 +49,7 @@ func Read() Info {
 	in := Info{Version: "(devel)", GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return in
+		return in.withLinkerRevision()
 	}
 	in.Module = bi.Main.Path
 	if bi.Main.Version != "" {
@@ -51,6 +64,15 @@ func Read() Info {
 		case "vcs.modified":
 			in.Modified = s.Value == "true"
 		}
+	}
+	return in.withLinkerRevision()
+}
+
+// withLinkerRevision fills the revision and time from the -X variables when
+// the go command stamped none.
+func (in Info) withLinkerRevision() Info {
+	if in.Revision == "" && revision != "" {
+		in.Revision, in.Time, in.Modified = revision, revisionTime, revisionModified == "true"
 	}
 	return in
 }

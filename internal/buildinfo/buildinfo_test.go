@@ -34,3 +34,16 @@ func TestReadAndString(t *testing.T) {
 		}
 	}
 }
+
+func TestLinkerRevisionFallback(t *testing.T) {
+	revision, revisionTime, revisionModified = "fedcba9876543210", "2026-01-02T03:04:05Z", "true"
+	t.Cleanup(func() { revision, revisionTime, revisionModified = "", "", "" })
+	got := Info{}.withLinkerRevision()
+	if got.Revision != "fedcba9876543210" || got.Time != "2026-01-02T03:04:05Z" || !got.Modified {
+		t.Errorf("no VCS stamp: withLinkerRevision() = %+v, want the -X revision and time", got)
+	}
+	stamped := Info{Revision: "0123456789abcdef", Time: "2025-01-01T00:00:00Z"}.withLinkerRevision()
+	if stamped.Revision != "0123456789abcdef" || stamped.Time != "2025-01-01T00:00:00Z" {
+		t.Errorf("VCS stamp present: withLinkerRevision() = %+v, want the stamp kept", stamped)
+	}
+}
