@@ -7,24 +7,19 @@ package requestid
 import (
 	"crypto/rand"
 	"encoding/hex"
+
+	"github.com/odin-scan/odin-authz/credential"
 )
 
 // MaxLen bounds an id taken from a client: longer ones are replaced.
 const MaxLen = 128
 
 // Valid reports whether id may be used as it is: 1 to MaxLen bytes of
-// printable ASCII without spaces. That keeps ids safe to echo in a header,
-// store in the audit log (valid UTF-8, no control characters) and log.
+// printable ASCII without spaces (a credential's alphabet,
+// credential.CheckPrintable). That keeps ids safe to echo in a header, store
+// in the audit log (valid UTF-8, no control characters) and log.
 func Valid(id string) bool {
-	if id == "" || len(id) > MaxLen {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c <= ' ' || c > '~' {
-			return false
-		}
-	}
-	return true
+	return len(id) <= MaxLen && credential.CheckPrintable(id) == ""
 }
 
 // FromHeader returns the client's id when it is Valid, else a New one.
