@@ -96,6 +96,7 @@ func (s *Sessions) authenticate(ctx context.Context, d *Decision, token string, 
 	// on every request, and Sum256 only reads.
 	h := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
 	e, ok := s.lru.Get(h)
+	admitted := false // the admission rule ran just now, revoked-session check included
 	if ok && now.Before(e.until) && s.verifier.HasSigningKey(e.signingKey) {
 		s.hits[0].Inc()
 	} else {
@@ -103,13 +104,17 @@ func (s *Sessions) authenticate(ctx context.Context, d *Decision, token string, 
 		// such an entry is worth nothing, the token is judged afresh.
 		var reason string
 		var outcome Outcome
-		if e, outcome, reason = s.load(ctx, h, token, now); e == nil {
+		if e, admitted, outcome, reason = s.load(ctx, h, token, now); e == nil {
 			d.Outcome, d.Reason = outcome, reason
 			return
 		}
 	}
 	if !now.Before(e.deadline) {
 		d.Outcome, d.Reason = DenyUnauthorized, "jwt_expired"
+		return
+	}
+	if admitted {
+		d.Outcome, d.Principal = Allow, e.principal
 		return
 	}
 	switch v, reason := s.admission.Recheck(e.principal.SessionID, now); v {
@@ -125,15 +130,18 @@ func (s *Sessions) authenticate(ctx context.Context, d *Decision, token string, 
 // load finds a token in Redis or verifies it, and caches the result. A
 // Redis entry, written by any replica, is used only when this replica's key
 // set holds the key that verified it; otherwise the token is verified here,
-// which refreshes the key set for a kid it does not know.
-func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, now time.Time) (*sessionEntry, Outcome, string) {
+// which refreshes the key set for a kid it does not know. admitted reports
+// that the token was verified and admitted here (credential.Admission.Admit,
+// whose revoked-session check the caller need not repeat); an entry from
+// Redis still needs that check.
+func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, now time.Time) (e *sessionEntry, admitted bool, _ Outcome, _ string) {
 	name := "jwt:" + hex.EncodeToString(h[:])
 	if s.redis != nil {
 		if raw, ok := s.redis.GetRaw(ctx, name); ok {
 			if e := decodeSession(raw); e != nil && now.Before(e.until) && s.verifier.HasSigningKey(e.signingKey) {
 				s.hits[1].Inc()
 				s.lru.Add(h, e)
-				return e, Allow, ""
+				return e, false, Allow, ""
 			}
 		}
 	}
@@ -141,18 +149,18 @@ func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, 
 	switch {
 	case errors.Is(err, jwtauth.ErrInvalidToken):
 		s.lru.Remove(h)
-		return nil, DenyUnauthorized, "jwt_" + jwtauth.Reason(err)
+		return nil, false, DenyUnauthorized, "jwt_" + jwtauth.Reason(err)
 	case err != nil: // key set unavailable, or the caller gave up
-		return nil, DenyUnavailable, "jwt_" + jwtauth.Reason(err)
+		return nil, false, DenyUnavailable, "jwt_" + jwtauth.Reason(err)
 	}
 	s.hits[2].Inc()
 	switch v, reason := s.admission.Admit(ctx, sess, now); v {
 	case credential.Refused:
-		return nil, DenyUnauthorized, reason
+		return nil, false, DenyUnauthorized, reason
 	case credential.Unavailable:
-		return nil, DenyUnavailable, reason
+		return nil, false, DenyUnavailable, reason
 	}
-	e := &sessionEntry{
+	e = &sessionEntry{
 		principal: NewPrincipal(Identity{
 			Method: "jwt", Subject: sess.Subject, OrgID: sess.OrgID, SessionID: sess.SessionID,
 			Scopes: orDefault(sess.Permissions, s.opts.DefaultScopes), Tier: sess.Tier, Actor: sess.Actor,
@@ -170,7 +178,7 @@ func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, 
 			s.redis.SetRaw(ctx, name, raw, e.until.Sub(now))
 		}
 	}
-	return e, Allow, ""
+	return e, true, Allow, ""
 }
 
 // cachedSession is the Redis form of a verified token: the identity, not the
