@@ -325,26 +325,11 @@ func TestFenceAndComponentMetrics(t *testing.T) {
 	r := startReplica(t, f.config())
 	gauge := func(name string, labels map[string]string) float64 {
 		t.Helper()
-		mfs, err := r.svc.Registry().Gather()
-		if err != nil {
-			t.Fatal(err)
+		v, ok := r.metric(t, name, labels)
+		if !ok {
+			t.Fatalf("%s%v is not exported", name, labels)
 		}
-		for _, mf := range mfs {
-			if mf.GetName() != name {
-				continue
-			}
-		next:
-			for _, m := range mf.GetMetric() {
-				for k, v := range labels {
-					if !hasLabel(m, k, v) {
-						continue next
-					}
-				}
-				return m.GetGauge().GetValue()
-			}
-		}
-		t.Fatalf("%s%v is not exported", name, labels)
-		return 0
+		return v
 	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()

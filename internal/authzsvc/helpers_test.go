@@ -75,11 +75,18 @@ func (r *replica) stop() {
 // counter sums a metric family over all its label sets.
 func (r *replica) counter(t *testing.T, name string, labels map[string]string) float64 {
 	t.Helper()
+	v, _ := r.metric(t, name, labels)
+	return v
+}
+
+// metric sums the counters or gauges of a family whose labels include
+// labels; found is false when no series matched.
+func (r *replica) metric(t *testing.T, name string, labels map[string]string) (sum float64, found bool) {
+	t.Helper()
 	mfs, err := r.svc.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sum float64
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
@@ -91,10 +98,11 @@ func (r *replica) counter(t *testing.T, name string, labels map[string]string) f
 					continue next
 				}
 			}
-			sum += m.GetCounter().GetValue()
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			found = true
 		}
 	}
-	return sum
+	return sum, found
 }
 
 func hasLabel(m *dto.Metric, k, v string) bool {
