@@ -67,10 +67,12 @@ func (l *listener) Accept() (net.Conn, error) {
 		}
 		if n := l.n.Add(1); l.max > 0 && n > l.max {
 			l.n.Add(-1)
-			_ = c.Close()
+			// Counted before the close, so that whoever sees the close can
+			// see the count.
 			if l.refused != nil {
 				l.refused.Inc()
 			}
+			_ = c.Close()
 			continue
 		}
 		if l.open != nil {
