@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/odin-scan/odin-authz/loadtest"
+	"github.com/odin-scan/odin-authz/internal/loadtest"
 )
 
 // runCapacity is `odin-load capacity`: the capacity model fed with one or

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/odin-scan/odin-authz/loadtest"
+	"github.com/odin-scan/odin-authz/internal/loadtest"
 )
 
 // TestCapacityCommand feeds `odin-load capacity` a small report, overrides

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/odin-scan/odin-authz/loadtest"
+	"github.com/odin-scan/odin-authz/internal/loadtest"
 )
 
 // bindRun binds the flags of `odin-load run` onto cfg, whose values are the

@@ -23,8 +23,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/odin-scan/odin-authz/internal/loadtest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
-	"github.com/odin-scan/odin-authz/loadtest"
 )
 
 // childEnv makes the test binary behave as odin-load itself: `run` starts

@@ -12,10 +12,10 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/odin-scan/odin-authz/internal/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/loadtest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
-	"github.com/odin-scan/odin-authz/loadtest"
 )
 
 // countingStore is the real PostgreSQL store with a record of every key

@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// The load generator. The project's load library (loadtest/, on ghz) is not
+// The load generator. The project's load library (internal/loadtest/, on ghz) is not
 // used here: ghz discards Check response bodies and reports transport errors
 // and latencies only, so it cannot tell an allow from a 401 or a 503, nor
 // say when each answer was sent relative to the fault. A drill needs both

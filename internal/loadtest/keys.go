@@ -63,7 +63,7 @@ func checkKeyFormat() error {
 	k := Keys{Seed: "format-check"}
 	for i := range 3 {
 		if key := k.Known(i); !keystore.ValidKey(key) {
-			return fmt.Errorf("derived key %s is refused by keystore.ValidKey: the key format changed, update loadtest/keys.go", keystore.KeyHint(key))
+			return fmt.Errorf("derived key %s is refused by keystore.ValidKey: the key format changed, update internal/loadtest/keys.go", keystore.KeyHint(key))
 		}
 	}
 	return nil
