@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/odin-scan/odin-authz/internal/filewatch"
 )
 
 // pollInterval is how often Watch looks at the policy file. A stat per
@@ -31,11 +33,9 @@ type Holder struct {
 	poll    time.Duration
 	cur     atomic.Pointer[Policy]
 
-	mu      sync.Mutex // serialises loads; guards the fields below
-	lastSum [32]byte   // SHA-256 of the file content last tried, good or bad
-	seen    fileState  // the file as Watch last saw it
-	pending fileState  // a change seen once, applied when it holds still
-	changed bool       // pending is set
+	mu      sync.Mutex         // serialises loads; guards the fields below
+	lastSum [32]byte           // SHA-256 of the file content last tried, good or bad
+	files   *filewatch.Watcher // the file as Watch last saw it; nil without a file
 }
 
 // NewHolder loads the policy file at path. An empty path selects Default,
@@ -55,7 +55,7 @@ func NewHolder(path string, logger *slog.Logger, reg prometheus.Registerer) (*Ho
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.seen = statFile(path)
+	h.files = filewatch.New(path)
 	if err := h.load("start"); err != nil {
 		return nil, err
 	}
@@ -79,16 +79,17 @@ func (h *Holder) reload(trigger string) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.seen, h.changed = statFile(h.path), false
+	h.files.Reset()
 	return h.load(trigger)
 }
 
 // Watch reloads the policy on SIGHUP and when the file changes, until ctx
-// ends. It polls the file's identity, size and modification time rather
-// than relying on file-system events: os.Stat follows symbolic links, so an
-// editor's write-and-rename and a Kubernetes ConfigMap's symlink swap are
-// both seen, on any file system. A change is applied once it has held still
-// for one poll, so a file caught half-written is not reported as broken.
+// ends. It polls the file's identity, size and modification time
+// (internal/filewatch) rather than relying on file-system events: os.Stat
+// follows symbolic links, so an editor's write-and-rename and a Kubernetes
+// ConfigMap's symlink swap are both seen, on any file system. A change is
+// applied once it has held still for one poll, so a file caught
+// half-written is not reported as broken.
 // Without a file Watch only takes SIGHUP, so that the signal an operator
 // sends out of habit does not kill the process.
 func (h *Holder) Watch(ctx context.Context) {
@@ -122,16 +123,9 @@ func (h *Holder) watch(ctx context.Context, hup <-chan os.Signal) {
 func (h *Holder) pollOnce() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	st := statFile(h.path)
-	switch {
-	case st.same(h.seen):
-		h.changed = false
-		return
-	case !h.changed || !st.same(h.pending):
-		h.pending, h.changed = st, true // wait one more poll for it to settle
-		return
+	if !h.files.Poll() {
+		return // unchanged, or not settled yet
 	}
-	h.seen, h.changed = st, false
 	data, err := readFile(h.path)
 	if err == nil && sha256.Sum256(data) == h.lastSum {
 		return // touched, or replaced by the same content
@@ -167,26 +161,6 @@ func (h *Holder) apply(data []byte, err error, trigger string) error {
 	h.log.Info("policy: loaded", "file", h.path, "trigger", trigger,
 		"rules", p.Len(), "sha256", hex.EncodeToString(p.sum[:6]))
 	return nil
-}
-
-// fileState is what a poll compares: the file's identity (which changes
-// when a rename or a symlink swap puts another file in place), size and
-// modification time; nil when it cannot be stat'ed.
-type fileState struct{ fi os.FileInfo }
-
-func statFile(path string) fileState {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileState{}
-	}
-	return fileState{fi}
-}
-
-func (a fileState) same(b fileState) bool {
-	if a.fi == nil || b.fi == nil {
-		return a.fi == nil && b.fi == nil
-	}
-	return os.SameFile(a.fi, b.fi) && a.fi.Size() == b.fi.Size() && a.fi.ModTime().Equal(b.fi.ModTime())
 }
 
 // holderMetrics are the Holder's collectors.

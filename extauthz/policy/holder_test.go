@@ -304,7 +304,8 @@ func TestWatchIgnoresTouch(t *testing.T) {
 	eventually(t, "the touch to be seen", func() bool {
 		e.h.mu.Lock()
 		defer e.h.mu.Unlock()
-		return e.h.seen.fi != nil && e.h.seen.fi.ModTime().Equal(later)
+		seen := e.h.files.Seen()
+		return seen[0] != nil && seen[0].ModTime().Equal(later)
 	})
 	e.wantCounts(t, 1, 0, 1)
 }

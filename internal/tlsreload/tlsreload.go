@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/odin-scan/odin-authz/internal/filewatch"
 )
 
 // DefaultInterval is how often the files are looked at when Config.Interval
@@ -59,12 +61,10 @@ type Reloader struct {
 	metrics *metrics
 	cur     atomic.Pointer[state]
 
-	mu      sync.Mutex // serialises loads; guards the fields below
-	lastSum [32]byte   // SHA-256 of the file contents last tried, good or bad
-	lastErr error      // what trying them gave
-	seen    files      // the files as the last load or poll saw them
-	pending files      // a change seen once, loaded when it holds still
-	changed bool       // pending is set
+	mu      sync.Mutex         // serialises loads; guards the fields below
+	lastSum [32]byte           // SHA-256 of the file contents last tried, good or bad
+	lastErr error              // what trying them gave
+	files   *filewatch.Watcher // the files as the last load or poll saw them
 }
 
 // state is one loaded certificate (and client CA bundle): what a handshake
@@ -93,7 +93,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Reloader,
 	r := &Reloader{cfg: cfg, log: logger, metrics: newMetrics(reg)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.seen = r.stat()
+	r.files = filewatch.New(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile)
 	if err := r.load("start"); err != nil {
 		return nil, err
 	}
@@ -156,16 +156,17 @@ func (e *endpoint) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 func (r *Reloader) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.seen, r.changed = r.stat(), false
+	r.files.Reset()
 	return r.load("reload")
 }
 
 // Watch reloads on SIGHUP and when the files change, until ctx ends. It
-// polls each file's identity, size and modification time: os.Stat follows
-// symbolic links, so a rename into place and a Kubernetes Secret volume's
-// symlink swap are both seen, on any file system. A change is loaded once it
-// has held still for one poll, so a certificate and key written one after
-// the other are loaded together, not reported as a mismatched pair.
+// polls each file's identity, size and modification time
+// (internal/filewatch): os.Stat follows symbolic links, so a rename into
+// place and a Kubernetes Secret volume's symlink swap are both seen, on any
+// file system. A change is loaded once it has held still for one poll, so a
+// certificate and key written one after the other are loaded together, not
+// reported as a mismatched pair.
 func (r *Reloader) Watch(ctx context.Context) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -187,7 +188,7 @@ func (r *Reloader) watch(ctx context.Context, hup <-chan os.Signal) {
 			return
 		case <-hup:
 			r.mu.Lock()
-			r.seen, r.changed = r.stat(), false
+			r.files.Reset()
 			_ = r.load("SIGHUP") // logged and counted
 			r.mu.Unlock()
 		case <-tick:
@@ -200,16 +201,9 @@ func (r *Reloader) watch(ctx context.Context, hup <-chan os.Signal) {
 func (r *Reloader) pollOnce() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	st := r.stat()
-	switch {
-	case st.same(r.seen):
-		r.changed = false
-		return
-	case !r.changed || !st.same(r.pending):
-		r.pending, r.changed = st, true // wait one more poll for it to settle
-		return
+	if !r.files.Poll() {
+		return // unchanged, or not settled yet
 	}
-	r.seen, r.changed = st, false
 	_ = r.load("file change") // logged and counted
 }
 
@@ -330,40 +324,6 @@ func contentSum(parts ...[]byte) [32]byte {
 	var s [32]byte
 	copy(s[:], h.Sum(nil))
 	return s
-}
-
-// files is what a poll compares: each file's identity (which changes when a
-// rename or a symlink swap puts another file in place), size and
-// modification time; a nil entry for a file that cannot be stat'ed.
-type files [3]os.FileInfo
-
-func (r *Reloader) stat() files {
-	var f files
-	for i, path := range []string{r.cfg.CertFile, r.cfg.KeyFile, r.cfg.ClientCAFile} {
-		if path == "" {
-			continue
-		}
-		if fi, err := os.Stat(path); err == nil {
-			f[i] = fi
-		}
-	}
-	return f
-}
-
-func (a files) same(b files) bool {
-	for i := range a {
-		x, y := a[i], b[i]
-		if x == nil || y == nil {
-			if x != y {
-				return false
-			}
-			continue
-		}
-		if !os.SameFile(x, y) || x.Size() != y.Size() || !x.ModTime().Equal(y.ModTime()) {
-			return false
-		}
-	}
-	return true
 }
 
 // metrics are the Reloader's collectors.
