@@ -6,45 +6,20 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/odin-scan/odin-authz/admin/api"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
-// keyView is a key as the API shows it: hints, never the key or its hash.
-type keyView struct {
-	*keystore.Key
-	Revoked bool                   `json:"revoked"`
-	Expired bool                   `json:"expired"`
-	Usage   []keystore.HourlyUsage `json:"usage,omitempty"`
-}
-
-func view(k *keystore.Key) keyView {
-	now := time.Now()
-	return keyView{Key: k, Revoked: !k.RevokedAt.IsZero(), Expired: !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt)}
-}
-
-// createdKeyView adds the plaintext, shown this once.
-type createdKeyView struct {
-	Plaintext string `json:"key"`
-	keyView
-}
-
-type createKeyRequest struct {
-	Name      string     `json:"name"`
-	Scopes    []string   `json:"scopes"`
-	Tier      string     `json:"tier,omitempty"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
-	// OrgID makes an organisation key (the caller must administer it).
-	OrgID string `json:"org_id,omitempty"`
-	// UserID is for the operator only: the user who owns the key.
-	UserID string `json:"user_id,omitempty"`
-}
+// view is a key as the API shows it now (api.Key): hints, never the key or
+// its hash.
+func view(k *keystore.Key) api.Key { return api.NewKey(k, time.Now()) }
 
 // createKey is POST /v1/keys.
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c *caller) error {
 	if err := s.mayMint(c); err != nil {
 		return err
 	}
-	var req createKeyRequest
+	var req api.CreateKeyRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -93,7 +68,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c *caller) er
 	if err != nil && !errors.Is(err, keystore.ErrNotPropagated) {
 		return fieldError(err)
 	}
-	return writeJSON(w, http.StatusCreated, createdKeyView{Plaintext: plaintext, keyView: view(k)})
+	return writeJSON(w, http.StatusCreated, api.CreatedKey{Plaintext: plaintext, Key: view(k)})
 }
 
 // fieldError turns a store validation error ("invalid key request: name:
@@ -153,10 +128,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, c *caller) err
 	if err != nil {
 		return fieldError(err)
 	}
-	out := struct {
-		Keys       []keyView `json:"keys"`
-		NextCursor string    `json:"next_cursor,omitempty"`
-	}{Keys: make([]keyView, 0, len(keys)), NextCursor: next}
+	out := api.KeyPage{Keys: make([]api.Key, 0, len(keys)), NextCursor: next}
 	for _, k := range keys {
 		out.Keys = append(out.Keys, view(k))
 	}
@@ -182,9 +154,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, c *caller) error
 	if err != nil {
 		return err
 	}
-	v := view(k)
-	v.Usage = usage
-	return writeJSON(w, http.StatusOK, v)
+	return writeJSON(w, http.StatusOK, api.KeyDetail{Key: view(k), Usage: usage})
 }
 
 // revokeKey is POST /v1/keys/{id}/revoke. It answers 200 only once no
@@ -208,17 +178,13 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, c *caller) er
 	return writeJSON(w, http.StatusOK, view(k))
 }
 
-type rollRequest struct {
-	GraceSeconds *int `json:"grace_seconds,omitempty"`
-}
-
 // rollKey is POST /v1/keys/{id}/roll: a new key now, the old one expiring
 // after the grace period (default 0: at once).
 func (s *Server) rollKey(w http.ResponseWriter, r *http.Request, c *caller) error {
 	if err := s.mayMint(c); err != nil {
 		return err
 	}
-	var req rollRequest
+	var req api.RollKeyRequest
 	if err := decodeOptional(r, &req); err != nil {
 		return err
 	}
@@ -245,10 +211,7 @@ func (s *Server) rollKey(w http.ResponseWriter, r *http.Request, c *caller) erro
 	case err != nil && !unconfirmed:
 		return err
 	}
-	result := struct {
-		createdKeyView
-		Previous keyView `json:"previous"`
-	}{createdKeyView{Plaintext: plaintext, keyView: view(rolled)}, view(old)}
+	result := api.RolledKey{CreatedKey: api.CreatedKey{Plaintext: plaintext, Key: view(rolled)}, Previous: view(old)}
 	if unconfirmed {
 		// The new key exists and its plaintext is nowhere else: it is in
 		// the result. Revoking the previous key propagates again (and ends

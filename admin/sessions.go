@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/odin-scan/odin-authz/admin/api"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -229,8 +230,5 @@ func (s *Server) auditLog(w http.ResponseWriter, r *http.Request, c *caller) err
 	if events == nil {
 		events = []keystore.AuditEvent{}
 	}
-	return writeJSON(w, http.StatusOK, struct {
-		Events     []keystore.AuditEvent `json:"events"`
-		NextCursor string                `json:"next_cursor,omitempty"`
-	}{events, next})
+	return writeJSON(w, http.StatusOK, api.AuditPage{Events: events, NextCursor: next})
 }

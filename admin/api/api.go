@@ -1,0 +1,79 @@
+// Package api holds the admin API's request and response bodies: the
+// server (admin) writes and reads them, and the client (admin/adminclient)
+// reads and writes the same types, so the two cannot drift apart. Their
+// JSON fields are checked against the API's OpenAPI document
+// (admin/openapi.json) by this package's tests.
+package api
+
+import (
+	"time"
+
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+// CreateKeyRequest is the body of POST /v1/keys.
+type CreateKeyRequest struct {
+	Name string `json:"name"`
+	// Scopes is required: a list, empty for none.
+	Scopes    []string   `json:"scopes"`
+	Tier      string     `json:"tier,omitempty"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	// OrgID makes an organisation key (the caller must administer it).
+	OrgID string `json:"org_id,omitempty"`
+	// UserID is for the operator only: the user who owns the key.
+	UserID string `json:"user_id,omitempty"`
+}
+
+// RollKeyRequest is the optional body of POST /v1/keys/{id}/roll.
+type RollKeyRequest struct {
+	// GraceSeconds is how long the old key keeps working; absent: 0.
+	GraceSeconds *int `json:"grace_seconds,omitempty"`
+}
+
+// Key is a key as the API shows it: by hint, never the key or its hash,
+// with its state.
+type Key struct {
+	*keystore.Key
+	Revoked bool `json:"revoked"`
+	Expired bool `json:"expired"`
+}
+
+// NewKey is k as the API shows it at now.
+func NewKey(k *keystore.Key, now time.Time) Key {
+	return Key{Key: k, Revoked: !k.RevokedAt.IsZero(), Expired: !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt)}
+}
+
+// KeyDetail is the answer of GET /v1/keys/{id}: the key and its checks per
+// hour over the last 7 days, oldest first.
+type KeyDetail struct {
+	Key
+	Usage []keystore.HourlyUsage `json:"usage,omitempty"`
+}
+
+// CreatedKey is a new key with the key itself, shown this once: the answer
+// of POST /v1/keys.
+type CreatedKey struct {
+	Plaintext string `json:"key"`
+	Key
+}
+
+// RolledKey is the answer of POST /v1/keys/{id}/roll: the new key, shown
+// this once, and the old one it replaces.
+type RolledKey struct {
+	CreatedKey
+	Previous Key `json:"previous"`
+}
+
+// KeyPage is a page of GET /v1/keys.
+type KeyPage struct {
+	Keys []Key `json:"keys"`
+	// NextCursor is the cursor of the next page; empty on the last one.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// AuditPage is a page of GET /v1/audit-log.
+type AuditPage struct {
+	Events []keystore.AuditEvent `json:"events"`
+	// NextCursor is the cursor of the next page; empty on the last one.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
