@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/odin-scan/odin-authz/admin/api"
 	"github.com/odin-scan/odin-authz/keystore"
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
@@ -76,21 +77,25 @@ type keyAdmin interface {
 	ListKeys(ctx context.Context, q listKeysQuery) (keyPage, error)
 	// Key returns a key with its checks per hour over the last 7 days.
 	Key(ctx context.Context, id string) (keyRecord, error)
-	RevokeKey(ctx context.Context, id string) (keyRecord, error)
+	RevokeKey(ctx context.Context, id string) (api.Key, error)
 	RollKey(ctx context.Context, id string, grace time.Duration) (rolledKeyRecord, error)
 	RevokeSession(ctx context.Context, sid, reason string) (keystore.RevokedSession, error)
 	Close()
 }
 
-// createKeyRequest is a new key, as the admin API's POST /v1/keys takes it.
-type createKeyRequest struct {
-	Name      string     `json:"name"`
-	Scopes    []string   `json:"scopes"`
-	Tier      string     `json:"tier,omitempty"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
-	OrgID     string     `json:"org_id,omitempty"`
-	UserID    string     `json:"user_id,omitempty"`
-}
+// The keys commands take and print the admin API's own bodies (admin/api),
+// whichever way they reach the keys, so --json prints the same either way.
+type (
+	// createKeyRequest is a new key, as POST /v1/keys takes it.
+	createKeyRequest = api.CreateKeyRequest
+	// keyRecord is a key with its checks per hour over the last 7 days.
+	keyRecord = api.KeyDetail
+	// createdKeyRecord adds the key itself, shown this once.
+	createdKeyRecord = api.CreatedKey
+	// rolledKeyRecord is the new key of a roll and the old one it replaces.
+	rolledKeyRecord = api.RolledKey
+	keyPage         = api.KeyPage
+)
 
 // listKeysQuery selects a page of keys.
 type listKeysQuery struct {
@@ -99,36 +104,6 @@ type listKeysQuery struct {
 	revoked       *bool
 	limit         int
 	cursor        string
-}
-
-// keyRecord is a key as the CLI prints it with --json, whichever way it
-// reached it: the admin API's view, by hint, with its state.
-type keyRecord struct {
-	*keystore.Key
-	Revoked bool                   `json:"revoked"`
-	Expired bool                   `json:"expired"`
-	Usage   []keystore.HourlyUsage `json:"usage,omitempty"`
-}
-
-func newKeyRecord(k *keystore.Key, now time.Time) keyRecord {
-	return keyRecord{Key: k, Revoked: !k.RevokedAt.IsZero(), Expired: !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt)}
-}
-
-// createdKeyRecord adds the key itself, shown this once.
-type createdKeyRecord struct {
-	Plaintext string `json:"key"`
-	keyRecord
-}
-
-// rolledKeyRecord is the new key of a roll and the old one it replaces.
-type rolledKeyRecord struct {
-	createdKeyRecord
-	Previous keyRecord `json:"previous"`
-}
-
-type keyPage struct {
-	Keys       []keyRecord `json:"keys"`
-	NextCursor string      `json:"next_cursor,omitempty"`
 }
 
 // backendFlags are the flags of every keys and sessions subcommand: the
@@ -221,7 +196,7 @@ func (e *keysEnv) CreateKey(ctx context.Context, req createKeyRequest) (createdK
 	if err = e.notPropagated(err); err != nil {
 		return createdKeyRecord{}, err
 	}
-	return createdKeyRecord{Plaintext: plaintext, keyRecord: newKeyRecord(k, time.Now())}, nil
+	return createdKeyRecord{Plaintext: plaintext, Key: api.NewKey(k, time.Now())}, nil
 }
 
 // ListKeys implements keyAdmin.
@@ -233,10 +208,10 @@ func (e *keysEnv) ListKeys(ctx context.Context, q listKeysQuery) (keyPage, error
 	if err != nil {
 		return keyPage{}, err
 	}
-	page := keyPage{Keys: make([]keyRecord, 0, len(keys)), NextCursor: next}
+	page := keyPage{Keys: make([]api.Key, 0, len(keys)), NextCursor: next}
 	now := time.Now()
 	for _, k := range keys {
-		page.Keys = append(page.Keys, newKeyRecord(k, now))
+		page.Keys = append(page.Keys, api.NewKey(k, now))
 	}
 	return page, nil
 }
@@ -255,19 +230,17 @@ func (e *keysEnv) Key(ctx context.Context, id string) (keyRecord, error) {
 	if err != nil {
 		return keyRecord{}, fmt.Errorf("read usage of %s: %w", id, err)
 	}
-	r := newKeyRecord(k, now)
-	r.Usage = usage
-	return r, nil
+	return keyRecord{Key: api.NewKey(k, now), Usage: usage}, nil
 }
 
 // RevokeKey implements keyAdmin. A revocation not confirmed on every
 // replica is returned with an *unconfirmedError.
-func (e *keysEnv) RevokeKey(ctx context.Context, id string) (keyRecord, error) {
+func (e *keysEnv) RevokeKey(ctx context.Context, id string) (api.Key, error) {
 	k, err := e.manager.Revoke(ctx, cliActor, id)
 	if k == nil {
-		return keyRecord{}, notFound(err, id)
+		return api.Key{}, notFound(err, id)
 	}
-	return newKeyRecord(k, time.Now()), unconfirmed(err, "odin keys revoke "+id)
+	return api.NewKey(k, time.Now()), unconfirmed(err, "odin keys revoke "+id)
 }
 
 // RollKey implements keyAdmin. A roll whose shortening of the old key's
@@ -286,7 +259,7 @@ func (e *keysEnv) RollKey(ctx context.Context, id string, grace time.Duration) (
 		return rolledKeyRecord{}, notFound(err, id)
 	}
 	now := time.Now()
-	return rolledKeyRecord{createdKeyRecord{plaintext, newKeyRecord(rolled, now)}, newKeyRecord(old, now)},
+	return rolledKeyRecord{CreatedKey: createdKeyRecord{Plaintext: plaintext, Key: api.NewKey(rolled, now)}, Previous: api.NewKey(old, now)},
 		unconfirmed(err, "odin keys revoke "+old.ID+" (revokes the previous key at once)")
 }
 
@@ -413,7 +386,7 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	now := time.Now()
 	for _, k := range page.Keys {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Hint, k.Owner(),
-			strings.Join(k.Scopes, ","), k.Tier, k.CreatedAt.Format(time.RFC3339), orDash(k.ExpiresAt), keyState(k.Key, now))
+			strings.Join(k.Scopes, ","), k.Tier, k.CreatedAt.Format(time.RFC3339), orDash(k.ExpiresAt), keyState(k, now))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -425,7 +398,7 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // keyState is active, revoked or expired.
-func keyState(k *keystore.Key, now time.Time) string {
+func keyState(k api.Key, now time.Time) string {
 	if err := k.Usable(now); err != nil {
 		return strings.TrimPrefix(err.Error(), "key ")
 	}
