@@ -5,9 +5,7 @@
 package extauthz
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -16,6 +14,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/odin-scan/odin-authz/denial"
 	"github.com/odin-scan/odin-authz/extauthz/policy"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/requestid"
@@ -40,34 +39,37 @@ const (
 )
 
 // outcomeInfo is the one table that maps an outcome to what each protocol
-// says. The code strings double as metric label values.
+// says: the error body's code (which fixes the HTTP status, see
+// denial.Code.Status) and default message, and the gRPC status. The labels
+// and code strings double as metric label values.
 type outcomeInfo struct {
 	label   string
-	status  int
-	code    string
+	code    denial.Code
 	message string
 	grpc    codes.Code
 }
 
 var outcomes = [numOutcomes]outcomeInfo{
-	Allow:             {"allow", http.StatusOK, "", "", codes.OK},
-	DenyUnauthorized:  {"unauthorized", http.StatusUnauthorized, "UNAUTHORIZED", "Invalid or expired authentication token", codes.Unauthenticated},
-	DenyForbidden:     {"forbidden", http.StatusForbidden, "FORBIDDEN", "Insufficient permissions for this resource", codes.PermissionDenied},
-	DenyRateLimited:   {"rate_limited", http.StatusTooManyRequests, "RATE_LIMITED", "Rate limit exceeded", codes.ResourceExhausted},
-	DenyUnavailable:   {"unavailable", http.StatusServiceUnavailable, "UNAVAILABLE", "Authentication service temporarily unavailable", codes.Unavailable},
-	DenyMisconfigured: {"misconfigured", http.StatusInternalServerError, "INTERNAL", "Authentication service misconfigured", codes.Internal},
+	Allow:             {"allow", "", "", codes.OK},
+	DenyUnauthorized:  {"unauthorized", denial.Unauthorized, denial.MessageUnauthorized, codes.Unauthenticated},
+	DenyForbidden:     {"forbidden", denial.Forbidden, "Insufficient permissions for this resource", codes.PermissionDenied},
+	DenyRateLimited:   {"rate_limited", denial.RateLimited, "Rate limit exceeded", codes.ResourceExhausted},
+	DenyUnavailable:   {"unavailable", denial.Unavailable, "Authentication service temporarily unavailable", codes.Unavailable},
+	DenyMisconfigured: {"misconfigured", denial.Internal, "Authentication service misconfigured", codes.Internal},
 }
-
-// messageMissing is the 401 message when no credential was sent at all.
-const messageMissing = "Missing authentication token"
 
 func (o Outcome) String() string { return outcomes[o].label }
 
 // HTTPStatus is the status the client receives.
-func (o Outcome) HTTPStatus() int { return outcomes[o].status }
+func (o Outcome) HTTPStatus() int {
+	if o == Allow {
+		return http.StatusOK
+	}
+	return outcomes[o].code.Status()
+}
 
 // Code is the error code ("" for Allow).
-func (o Outcome) Code() string { return outcomes[o].code }
+func (o Outcome) Code() string { return string(outcomes[o].code) }
 
 // Request is what a decision needs, whatever protocol carried it.
 type Request struct {
@@ -102,36 +104,18 @@ func (d *Decision) Body(now time.Time) []byte {
 	if msg == "" {
 		msg = outcomes[d.Outcome].message
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false) // a 403 names "<resource>:write": keep it readable
-	_ = enc.Encode(errorBody{
-		Error:     errorDetail{Code: d.Outcome.Code(), Message: msg},
-		Timestamp: now.UTC().Format(time.RFC3339),
-		RequestID: d.RequestID,
-	})
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
-}
-
-type errorBody struct {
-	Error     errorDetail `json:"error"`
-	Timestamp string      `json:"timestamp"`
-	RequestID string      `json:"requestId"`
-}
-
-type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	b := denial.New(outcomes[d.Outcome].code, msg, d.RequestID, now)
+	return b.Compact()
 }
 
 // DenialHeaders are the response headers of a denial: content-type always,
-// www-authenticate on 401 (RFC 6750), retry-after on 429.
+// the challenge on 401 (RFC 6750), retry-after on 429.
 func (d *Decision) DenialHeaders() []Pair {
-	h := []Pair{{"content-type", "application/json"}, {"x-request-id", d.RequestID}}
-	switch d.Outcome {
-	case DenyUnauthorized:
-		h = append(h, Pair{"www-authenticate", `Bearer realm="odin"`})
-	case DenyRateLimited:
+	h := []Pair{{"content-type", denial.ContentType}, {"x-request-id", d.RequestID}}
+	if outcomes[d.Outcome].code.Challenges() {
+		h = append(h, Pair{denial.ChallengeHeader, denial.Challenge})
+	}
+	if d.Outcome == DenyRateLimited {
 		secs := int((d.RetryAfter + time.Second - 1) / time.Second)
 		h = append(h, Pair{"retry-after", strconv.Itoa(max(secs, 1))})
 	}
@@ -203,7 +187,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 	}
 	switch d.Credential.Kind {
 	case CredentialNone:
-		d.Outcome, d.Reason, d.Message = DenyUnauthorized, "missing", messageMissing
+		d.Outcome, d.Reason, d.Message = DenyUnauthorized, "missing", denial.MessageMissing
 	case CredentialMalformed:
 		d.Outcome, d.Reason = DenyUnauthorized, d.Credential.Reason
 	case CredentialAPIKey:

@@ -201,9 +201,9 @@ func deniedResponse(d *Decision) *authv3.CheckResponse {
 		opts[i] = overwrite(h.Name, h.Value)
 	}
 	return &authv3.CheckResponse{
-		Status: &status.Status{Code: int32(info.grpc), Message: info.code},
+		Status: &status.Status{Code: int32(info.grpc), Message: string(info.code)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(info.status)},
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Outcome.HTTPStatus())},
 			Headers: opts,
 			Body:    string(d.Body(time.Now())),
 		}},
