@@ -6,7 +6,6 @@ package extauthz
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -124,14 +123,14 @@ func (d *Decision) DenialHeaders() []Pair {
 
 // Authorizer is the decision core.
 type Authorizer struct {
-	policy   *policy.Holder     // nil: the built-in default policy (docs/CONTRACT.md, method, path and scopes)
-	limiter  *ratelimit.Limiter // nil: no rate limits
-	limitBy  string
-	keys     *keystore.Cache
-	sessions *Sessions               // nil: JWTs are not configured
-	usage    *keystore.UsageRecorder // may be nil
-	log      *slog.Logger
-	metrics  *Metrics
+	policy  *policy.Holder     // nil: the built-in default policy (docs/CONTRACT.md, method, path and scopes)
+	limiter *ratelimit.Limiter // nil: no rate limits
+	limitBy string
+	// authenticators decide each kind of credential; nil: that kind is
+	// refused (session tokens when no JWKS is configured).
+	authenticators [numCredentialKinds]Authenticator
+	log            *slog.Logger
+	metrics        *Metrics
 }
 
 // Options are the Authorizer's collaborators.
@@ -156,7 +155,12 @@ func NewAuthorizer(o Options) *Authorizer {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
-	return &Authorizer{policy: o.Policy, limiter: o.Limiter, limitBy: o.LimitBy, keys: o.Keys, sessions: o.Sessions, usage: o.Usage, log: o.Logger, metrics: o.Metrics}
+	a := &Authorizer{policy: o.Policy, limiter: o.Limiter, limitBy: o.LimitBy, log: o.Logger, metrics: o.Metrics}
+	a.authenticators[CredentialAPIKey] = &apiKeys{keys: o.Keys, usage: o.Usage}
+	if o.Sessions != nil { // no JWKS configured: no bearer but a key can be trusted
+		a.authenticators[CredentialJWT] = o.Sessions
+	}
+	return a
 }
 
 // Decide authenticates one request. It never returns an error: every failure
@@ -190,14 +194,14 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 		d.Outcome, d.Reason, d.Message = DenyUnauthorized, "missing", denial.MessageMissing
 	case CredentialMalformed:
 		d.Outcome, d.Reason = DenyUnauthorized, d.Credential.Reason
-	case CredentialAPIKey:
-		a.decideKey(ctx, &d, now)
-	case CredentialJWT:
-		if a.sessions == nil { // no JWKS configured: no bearer but a key can be trusted
-			d.Outcome, d.Reason = DenyUnauthorized, "jwt_not_configured"
+	default:
+		auth := a.authenticators[d.Credential.Kind]
+		if auth == nil {
+			d.Outcome, d.Reason = DenyUnauthorized, notConfigured[d.Credential.Kind]
 			break
 		}
-		a.sessions.authenticate(ctx, &d, d.Credential.Value, now)
+		res := auth.Authenticate(ctx, d.Credential.Value, now)
+		d.Outcome, d.Reason, d.Principal = res.Outcome, res.Reason, res.Principal
 	}
 	if d.Outcome == Allow {
 		if res := rule.Check(d.Principal.Scopes); !res.Allowed() {
@@ -252,40 +256,6 @@ func (d *Decision) RateLimitHeaders() []Pair {
 // anonymous is the principal of a public route: no identity, so every
 // x-odin-* header the client sent is removed.
 var anonymous = NewPrincipal(Identity{})
-
-func (a *Authorizer) decideKey(ctx context.Context, d *Decision, now time.Time) {
-	h, err := keystore.ParseKey(d.Credential.Value)
-	if err != nil { // bad checksum or shape: no cache, no store
-		d.Outcome, d.Reason = DenyUnauthorized, "bad_checksum"
-		return
-	}
-	e, err := a.keys.Lookup(ctx, h, now)
-	switch {
-	case errors.Is(err, keystore.ErrNotFound):
-		d.Outcome, d.Reason = DenyUnauthorized, "unknown_key"
-		return
-	case err != nil:
-		d.Outcome, d.Reason = DenyUnavailable, "store_unavailable"
-		return
-	}
-	k := e.Key()
-	switch err := k.Usable(now); {
-	case errors.Is(err, keystore.ErrRevoked):
-		d.Outcome, d.Reason = DenyUnauthorized, "revoked_key"
-		return
-	case errors.Is(err, keystore.ErrExpired):
-		d.Outcome, d.Reason = DenyUnauthorized, "expired_key"
-		return
-	}
-	p, ok := e.Prepared().(*Principal)
-	if !ok { // a cache built without the Prepare hook: render now
-		p = PrincipalForKey(k).(*Principal)
-	}
-	d.Outcome, d.Principal = Allow, p
-	if a.usage != nil {
-		a.usage.Record(k.ID, now)
-	}
-}
 
 // requestID returns the request's x-request-id when it is sane, else a fresh
 // req-<random> (the rule odin admin follows too).
