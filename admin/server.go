@@ -159,7 +159,7 @@ func New(opts Options) (*Server, error) {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, h func(http.ResponseWriter, *http.Request, *caller) error) {
-		mux.Handle(pattern, s.wrap(pattern, true, h))
+		mux.Handle(pattern, s.wrap(pattern, callerRequired, h))
 	}
 	route("POST /v1/keys", s.createKey)
 	route("GET /v1/keys", s.listKeys)
@@ -168,17 +168,29 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/keys/{id}/roll", s.rollKey)
 	route("POST /v1/sessions/{sid}/revoke", s.revokeSession)
 	route("GET /v1/audit-log", s.auditLog)
-	mux.Handle("POST /v1/webhooks/clerk", s.wrap("POST /v1/webhooks/clerk", false, s.clerkWebhook))
+	mux.Handle("POST /v1/webhooks/clerk", s.wrap("POST /v1/webhooks/clerk", noCaller, s.clerkWebhook))
 	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
-	mux.Handle("/", s.wrap("unknown", false, func(http.ResponseWriter, *http.Request, *caller) error {
+	mux.Handle("/", s.wrap("unknown", noCaller, func(http.ResponseWriter, *http.Request, *caller) error {
 		return errNotFound("no such endpoint")
 	}))
 	return mux
 }
 
+// access says whether a route authenticates its caller.
+type access uint8
+
+const (
+	// callerRequired: the route needs an authenticated caller; its
+	// handler receives it.
+	callerRequired access = iota
+	// noCaller: the route authenticates no one (the webhook checks its own
+	// signature); its handler receives a nil caller.
+	noCaller
+)
+
 // wrap gives every handler a request id, a body limit, panic recovery,
-// authentication (when auth), the error body and a metric.
-func (s *Server) wrap(route string, auth bool, h func(http.ResponseWriter, *http.Request, *caller) error) http.Handler {
+// authentication (for callerRequired), the error body and a metric.
+func (s *Server) wrap(route string, acc access, h func(http.ResponseWriter, *http.Request, *caller) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The id reaches the audit log, logs and a response header: a client's
 		// is taken only when it is short printable ASCII, as odin authz does.
@@ -194,7 +206,7 @@ func (s *Server) wrap(route string, auth bool, h func(http.ResponseWriter, *http
 			s.requests.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
 		}()
 		var c *caller
-		if auth {
+		if acc == callerRequired {
 			var err error
 			if c, err = s.authenticate(r); err != nil {
 				var ae *apiError
