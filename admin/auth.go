@@ -3,7 +3,6 @@ package admin
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -120,15 +119,12 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	if s.opts.Verifier == nil || !jwtauth.LooksLikeJWT(token) {
 		return nil, refused("unknown_token")
 	}
-	sess, err := s.opts.Verifier.Verify(r.Context(), token)
-	switch {
-	case errors.Is(err, jwtauth.ErrInvalidToken):
-		return nil, refused("jwt_" + jwtauth.Reason(err))
-	case err != nil:
-		return nil, unavailable("jwt_" + jwtauth.Reason(err))
+	sess, v, reason := credential.Verify(r.Context(), s.opts.Verifier, token)
+	if v == credential.Admitted {
+		admission := credential.Admission{Revoked: s.opts.Revoked, AllowNoSessionID: s.opts.AllowNoSessionID}
+		v, reason = admission.Admit(r.Context(), sess, time.Now())
 	}
-	admission := credential.Admission{Revoked: s.opts.Revoked, AllowNoSessionID: s.opts.AllowNoSessionID}
-	switch v, reason := admission.Admit(r.Context(), sess, time.Now()); v {
+	switch v {
 	case credential.Refused:
 		return nil, refused(reason)
 	case credential.Unavailable:

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/odin-scan/odin-authz/denial"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -16,7 +17,7 @@ import (
 // credential after the answer; this answer means some replica may, until
 // denied_by at the latest.
 type notPropagatedBody struct {
-	errorBody
+	denial.Body
 	// Committed is always true: the change is stored (and audited); it is
 	// not undone.
 	Committed bool `json:"committed"`
@@ -53,9 +54,8 @@ var unconfirmedKinds = []string{unconfirmedKeyRevoke, unconfirmedKeyRoll, unconf
 // notPropagatedBody), with Retry-After: 1, counts it and logs it.
 func (s *Server) writeNotPropagated(w http.ResponseWriter, kind string, np *keystore.NotPropagatedError, message, retry string, result any) error {
 	s.unconfirmed.WithLabelValues(kind).Inc()
-	b := notPropagatedBody{Committed: true, ChangedAt: np.At.UTC(), DeniedBy: np.DeniedBy.UTC(), Retry: retry, Result: result}
-	b.Error.Code, b.Error.Message = "UNAVAILABLE", message
-	b.Timestamp, b.RequestID = time.Now().UTC().Format(time.RFC3339), w.Header().Get("X-Request-Id")
+	b := notPropagatedBody{Body: denial.New(denial.Unavailable, message, w.Header().Get("X-Request-Id"), time.Now()),
+		Committed: true, ChangedAt: np.At.UTC(), DeniedBy: np.DeniedBy.UTC(), Retry: retry, Result: result}
 	w.Header().Set("Retry-After", "1")
 	s.log.Warn("change committed but not confirmed on every replica", "retry", retry,
 		"denied_by", b.DeniedBy.Format(time.RFC3339Nano), "request_id", b.RequestID, "error", np.Cause.Error())

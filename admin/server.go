@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	svix "github.com/svix/svix-webhooks/go"
 
+	"github.com/odin-scan/odin-authz/denial"
 	"github.com/odin-scan/odin-authz/internal/requestid"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/jwtauth"
@@ -158,7 +159,7 @@ func New(opts Options) (*Server, error) {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, h func(http.ResponseWriter, *http.Request, *caller) error) {
-		mux.Handle(pattern, s.wrap(pattern, true, h))
+		mux.Handle(pattern, s.wrap(pattern, callerRequired, h))
 	}
 	route("POST /v1/keys", s.createKey)
 	route("GET /v1/keys", s.listKeys)
@@ -167,17 +168,29 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/keys/{id}/roll", s.rollKey)
 	route("POST /v1/sessions/{sid}/revoke", s.revokeSession)
 	route("GET /v1/audit-log", s.auditLog)
-	mux.Handle("POST /v1/webhooks/clerk", s.wrap("POST /v1/webhooks/clerk", false, s.clerkWebhook))
+	mux.Handle("POST /v1/webhooks/clerk", s.wrap("POST /v1/webhooks/clerk", noCaller, s.clerkWebhook))
 	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
-	mux.Handle("/", s.wrap("unknown", false, func(http.ResponseWriter, *http.Request, *caller) error {
+	mux.Handle("/", s.wrap("unknown", noCaller, func(http.ResponseWriter, *http.Request, *caller) error {
 		return errNotFound("no such endpoint")
 	}))
 	return mux
 }
 
+// access says whether a route authenticates its caller.
+type access uint8
+
+const (
+	// callerRequired: the route needs an authenticated caller; its
+	// handler receives it.
+	callerRequired access = iota
+	// noCaller: the route authenticates no one (the webhook checks its own
+	// signature); its handler receives a nil caller.
+	noCaller
+)
+
 // wrap gives every handler a request id, a body limit, panic recovery,
-// authentication (when auth), the error body and a metric.
-func (s *Server) wrap(route string, auth bool, h func(http.ResponseWriter, *http.Request, *caller) error) http.Handler {
+// authentication (for callerRequired), the error body and a metric.
+func (s *Server) wrap(route string, acc access, h func(http.ResponseWriter, *http.Request, *caller) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The id reaches the audit log, logs and a response header: a client's
 		// is taken only when it is short printable ASCII, as odin authz does.
@@ -193,11 +206,11 @@ func (s *Server) wrap(route string, auth bool, h func(http.ResponseWriter, *http
 			s.requests.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
 		}()
 		var c *caller
-		if auth {
+		if acc == callerRequired {
 			var err error
 			if c, err = s.authenticate(r); err != nil {
 				var ae *apiError
-				if errors.As(err, &ae) && ae.status == http.StatusUnauthorized {
+				if errors.As(err, &ae) && ae.code == denial.Unauthorized {
 					if throttled, retry := s.authFail.failed(s.clientAddr.of(r)); throttled {
 						rec.Header().Set("Retry-After", strconv.Itoa(int((retry+time.Second-1)/time.Second)))
 						err = errTooManyFailures()
@@ -214,7 +227,7 @@ func (s *Server) wrap(route string, auth bool, h func(http.ResponseWriter, *http
 			writeError(rec, reqID, err)
 			level := slog.LevelInfo
 			var ae *apiError
-			if !errors.As(err, &ae) || ae.status >= 500 {
+			if !errors.As(err, &ae) || ae.status() >= 500 {
 				level = slog.LevelError
 			}
 			s.log.Log(r.Context(), level, "admin request failed", "route", route, "request_id", reqID, "error", err.Error())
@@ -232,53 +245,47 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
-// apiError is an error with its HTTP status and error code.
+// apiError is an error with its error code (which fixes the HTTP status)
+// and message.
 type apiError struct {
-	status  int
-	code    string
+	code    denial.Code
 	message string
 	field   string
 }
 
-func (e *apiError) Error() string { return e.code + ": " + e.message }
+func (e *apiError) Error() string { return string(e.code) + ": " + e.message }
+
+// status is the HTTP status the error is answered with.
+func (e *apiError) status() int { return e.code.Status() }
 
 func errInvalid(field, message string) *apiError {
-	return &apiError{http.StatusBadRequest, "INVALID_REQUEST", message, field}
+	return &apiError{code: denial.InvalidRequest, message: message, field: field}
 }
 func errNotFound(message string) *apiError {
-	return &apiError{status: http.StatusNotFound, code: "NOT_FOUND", message: message}
+	return &apiError{code: denial.NotFound, message: message}
 }
 func errForbidden(message string) *apiError {
-	return &apiError{status: http.StatusForbidden, code: "FORBIDDEN", message: message}
+	return &apiError{code: denial.Forbidden, message: message}
 }
 func errConflict(message string) *apiError {
-	return &apiError{status: http.StatusConflict, code: "CONFLICT", message: message}
+	return &apiError{code: denial.Conflict, message: message}
 }
 func errUnauthorized() *apiError {
-	return &apiError{status: http.StatusUnauthorized, code: "UNAUTHORIZED", message: "Invalid or expired authentication token"}
+	return &apiError{code: denial.Unauthorized, message: denial.MessageUnauthorized}
 }
 func errUnavailable() *apiError {
-	return &apiError{status: http.StatusServiceUnavailable, code: "UNAVAILABLE", message: "Service temporarily unavailable"}
+	return &apiError{code: denial.Unavailable, message: "Service temporarily unavailable"}
 }
 func errTooManyFailures() *apiError {
-	return &apiError{status: http.StatusTooManyRequests, code: "RATE_LIMITED", message: "Too many failed authentication attempts"}
+	return &apiError{code: denial.RateLimited, message: "Too many failed authentication attempts"}
 }
 func errInternal() *apiError {
-	return &apiError{status: http.StatusInternalServerError, code: "INTERNAL", message: "Internal error"}
+	return &apiError{code: denial.Internal, message: "Internal error"}
 }
 
-type errorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-		Field   string `json:"field,omitempty"`
-	} `json:"error"`
-	Timestamp string `json:"timestamp"`
-	RequestID string `json:"requestId"`
-}
-
-// writeError renders any error as the error body. Errors that are not an
-// apiError are internal: their text is logged, never sent.
+// writeError renders any error as the error body, with the challenge on a
+// 401. Errors that are not an apiError are internal: their text is logged,
+// never sent.
 func writeError(w http.ResponseWriter, reqID string, err error) {
 	var ae *apiError
 	if !errors.As(err, &ae) {
@@ -295,16 +302,12 @@ func writeError(w http.ResponseWriter, reqID string, err error) {
 			ae = errUnavailable()
 		}
 	}
-	var b errorBody
-	b.Error.Code, b.Error.Message, b.Error.Field = ae.code, ae.message, ae.field
-	b.Timestamp, b.RequestID = time.Now().UTC().Format(time.RFC3339), reqID
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	if ae.status == http.StatusUnauthorized {
-		h.Set("WWW-Authenticate", `Bearer realm="odin"`)
+	b := denial.New(ae.code, ae.message, reqID, time.Now())
+	b.Error.Field = ae.field
+	if ae.code.Challenges() {
+		w.Header().Set(denial.ChallengeHeader, denial.Challenge)
 	}
-	w.WriteHeader(ae.status)
-	_ = json.NewEncoder(w).Encode(b)
+	_ = writeJSON(w, ae.status(), b)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

@@ -2,6 +2,7 @@ package credential
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/odin-scan/odin-authz/jwtauth"
@@ -36,6 +37,23 @@ const (
 	// ReasonSessionsUnavailable: the revoked sessions were never loaded.
 	ReasonSessionsUnavailable = "sessions_unavailable"
 )
+
+// Verify checks a session token's signature and claims with v. A token
+// that is not valid is Refused; a verification that could not be made (the
+// key set is unavailable, or the caller gave up) is Unavailable, never
+// Refused, so an outage does not look like a bad token. The reason is
+// "jwt_" and jwtauth.Reason. A verified token is Admitted by this step
+// only: its session still has to pass Admission.Admit.
+func Verify(ctx context.Context, v *jwtauth.Verifier, token string) (*jwtauth.Session, Verdict, string) {
+	s, err := v.Verify(ctx, token)
+	switch {
+	case errors.Is(err, jwtauth.ErrInvalidToken):
+		return nil, Refused, "jwt_" + jwtauth.Reason(err)
+	case err != nil:
+		return nil, Unavailable, "jwt_" + jwtauth.Reason(err)
+	}
+	return s, Admitted, ""
+}
 
 // Admission is the one rule by which odin authz and odin admin accept a
 // session token that jwtauth verified: it must name its session (sid), so

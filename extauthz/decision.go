@@ -5,10 +5,7 @@
 package extauthz
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -16,6 +13,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/odin-scan/odin-authz/denial"
 	"github.com/odin-scan/odin-authz/extauthz/policy"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/requestid"
@@ -40,34 +38,37 @@ const (
 )
 
 // outcomeInfo is the one table that maps an outcome to what each protocol
-// says. The code strings double as metric label values.
+// says: the error body's code (which fixes the HTTP status, see
+// denial.Code.Status) and default message, and the gRPC status. The labels
+// and code strings double as metric label values.
 type outcomeInfo struct {
 	label   string
-	status  int
-	code    string
+	code    denial.Code
 	message string
 	grpc    codes.Code
 }
 
 var outcomes = [numOutcomes]outcomeInfo{
-	Allow:             {"allow", http.StatusOK, "", "", codes.OK},
-	DenyUnauthorized:  {"unauthorized", http.StatusUnauthorized, "UNAUTHORIZED", "Invalid or expired authentication token", codes.Unauthenticated},
-	DenyForbidden:     {"forbidden", http.StatusForbidden, "FORBIDDEN", "Insufficient permissions for this resource", codes.PermissionDenied},
-	DenyRateLimited:   {"rate_limited", http.StatusTooManyRequests, "RATE_LIMITED", "Rate limit exceeded", codes.ResourceExhausted},
-	DenyUnavailable:   {"unavailable", http.StatusServiceUnavailable, "UNAVAILABLE", "Authentication service temporarily unavailable", codes.Unavailable},
-	DenyMisconfigured: {"misconfigured", http.StatusInternalServerError, "INTERNAL", "Authentication service misconfigured", codes.Internal},
+	Allow:             {"allow", "", "", codes.OK},
+	DenyUnauthorized:  {"unauthorized", denial.Unauthorized, denial.MessageUnauthorized, codes.Unauthenticated},
+	DenyForbidden:     {"forbidden", denial.Forbidden, "Insufficient permissions for this resource", codes.PermissionDenied},
+	DenyRateLimited:   {"rate_limited", denial.RateLimited, "Rate limit exceeded", codes.ResourceExhausted},
+	DenyUnavailable:   {"unavailable", denial.Unavailable, "Authentication service temporarily unavailable", codes.Unavailable},
+	DenyMisconfigured: {"misconfigured", denial.Internal, "Authentication service misconfigured", codes.Internal},
 }
-
-// messageMissing is the 401 message when no credential was sent at all.
-const messageMissing = "Missing authentication token"
 
 func (o Outcome) String() string { return outcomes[o].label }
 
 // HTTPStatus is the status the client receives.
-func (o Outcome) HTTPStatus() int { return outcomes[o].status }
+func (o Outcome) HTTPStatus() int {
+	if o == Allow {
+		return http.StatusOK
+	}
+	return outcomes[o].code.Status()
+}
 
 // Code is the error code ("" for Allow).
-func (o Outcome) Code() string { return outcomes[o].code }
+func (o Outcome) Code() string { return string(outcomes[o].code) }
 
 // Request is what a decision needs, whatever protocol carried it.
 type Request struct {
@@ -102,36 +103,18 @@ func (d *Decision) Body(now time.Time) []byte {
 	if msg == "" {
 		msg = outcomes[d.Outcome].message
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false) // a 403 names "<resource>:write": keep it readable
-	_ = enc.Encode(errorBody{
-		Error:     errorDetail{Code: d.Outcome.Code(), Message: msg},
-		Timestamp: now.UTC().Format(time.RFC3339),
-		RequestID: d.RequestID,
-	})
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
-}
-
-type errorBody struct {
-	Error     errorDetail `json:"error"`
-	Timestamp string      `json:"timestamp"`
-	RequestID string      `json:"requestId"`
-}
-
-type errorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	b := denial.New(outcomes[d.Outcome].code, msg, d.RequestID, now)
+	return b.Compact()
 }
 
 // DenialHeaders are the response headers of a denial: content-type always,
-// www-authenticate on 401 (RFC 6750), retry-after on 429.
+// the challenge on 401 (RFC 6750), retry-after on 429.
 func (d *Decision) DenialHeaders() []Pair {
-	h := []Pair{{"content-type", "application/json"}, {"x-request-id", d.RequestID}}
-	switch d.Outcome {
-	case DenyUnauthorized:
-		h = append(h, Pair{"www-authenticate", `Bearer realm="odin"`})
-	case DenyRateLimited:
+	h := []Pair{{"content-type", denial.ContentType}, {"x-request-id", d.RequestID}}
+	if outcomes[d.Outcome].code.Challenges() {
+		h = append(h, Pair{denial.ChallengeHeader, denial.Challenge})
+	}
+	if d.Outcome == DenyRateLimited {
 		secs := int((d.RetryAfter + time.Second - 1) / time.Second)
 		h = append(h, Pair{"retry-after", strconv.Itoa(max(secs, 1))})
 	}
@@ -140,14 +123,14 @@ func (d *Decision) DenialHeaders() []Pair {
 
 // Authorizer is the decision core.
 type Authorizer struct {
-	policy   *policy.Holder     // nil: the built-in default policy (docs/CONTRACT.md, method, path and scopes)
-	limiter  *ratelimit.Limiter // nil: no rate limits
-	limitBy  string
-	keys     *keystore.Cache
-	sessions *Sessions               // nil: JWTs are not configured
-	usage    *keystore.UsageRecorder // may be nil
-	log      *slog.Logger
-	metrics  *Metrics
+	policy  *policy.Holder     // nil: the built-in default policy (docs/CONTRACT.md, method, path and scopes)
+	limiter *ratelimit.Limiter // nil: no rate limits
+	limitBy string
+	// authenticators decide each kind of credential; nil: that kind is
+	// refused (session tokens when no JWKS is configured).
+	authenticators [numCredentialKinds]Authenticator
+	log            *slog.Logger
+	metrics        *Metrics
 }
 
 // Options are the Authorizer's collaborators.
@@ -172,7 +155,12 @@ func NewAuthorizer(o Options) *Authorizer {
 	if o.Metrics == nil {
 		o.Metrics = NewMetrics(nil)
 	}
-	return &Authorizer{policy: o.Policy, limiter: o.Limiter, limitBy: o.LimitBy, keys: o.Keys, sessions: o.Sessions, usage: o.Usage, log: o.Logger, metrics: o.Metrics}
+	a := &Authorizer{policy: o.Policy, limiter: o.Limiter, limitBy: o.LimitBy, log: o.Logger, metrics: o.Metrics}
+	a.authenticators[CredentialAPIKey] = &apiKeys{keys: o.Keys, usage: o.Usage}
+	if o.Sessions != nil { // no JWKS configured: no bearer but a key can be trusted
+		a.authenticators[CredentialJWT] = o.Sessions
+	}
+	return a
 }
 
 // Decide authenticates one request. It never returns an error: every failure
@@ -203,17 +191,17 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 	}
 	switch d.Credential.Kind {
 	case CredentialNone:
-		d.Outcome, d.Reason, d.Message = DenyUnauthorized, "missing", messageMissing
+		d.Outcome, d.Reason, d.Message = DenyUnauthorized, "missing", denial.MessageMissing
 	case CredentialMalformed:
 		d.Outcome, d.Reason = DenyUnauthorized, d.Credential.Reason
-	case CredentialAPIKey:
-		a.decideKey(ctx, &d, now)
-	case CredentialJWT:
-		if a.sessions == nil { // no JWKS configured: no bearer but a key can be trusted
-			d.Outcome, d.Reason = DenyUnauthorized, "jwt_not_configured"
+	default:
+		auth := a.authenticators[d.Credential.Kind]
+		if auth == nil {
+			d.Outcome, d.Reason = DenyUnauthorized, notConfigured[d.Credential.Kind]
 			break
 		}
-		a.sessions.authenticate(ctx, &d, d.Credential.Value, now)
+		res := auth.Authenticate(ctx, d.Credential.Value, now)
+		d.Outcome, d.Reason, d.Principal = res.Outcome, res.Reason, res.Principal
 	}
 	if d.Outcome == Allow {
 		if res := rule.Check(d.Principal.Scopes); !res.Allowed() {
@@ -268,40 +256,6 @@ func (d *Decision) RateLimitHeaders() []Pair {
 // anonymous is the principal of a public route: no identity, so every
 // x-odin-* header the client sent is removed.
 var anonymous = NewPrincipal(Identity{})
-
-func (a *Authorizer) decideKey(ctx context.Context, d *Decision, now time.Time) {
-	h, err := keystore.ParseKey(d.Credential.Value)
-	if err != nil { // bad checksum or shape: no cache, no store
-		d.Outcome, d.Reason = DenyUnauthorized, "bad_checksum"
-		return
-	}
-	e, err := a.keys.Lookup(ctx, h, now)
-	switch {
-	case errors.Is(err, keystore.ErrNotFound):
-		d.Outcome, d.Reason = DenyUnauthorized, "unknown_key"
-		return
-	case err != nil:
-		d.Outcome, d.Reason = DenyUnavailable, "store_unavailable"
-		return
-	}
-	k := e.Key()
-	switch err := k.Usable(now); {
-	case errors.Is(err, keystore.ErrRevoked):
-		d.Outcome, d.Reason = DenyUnauthorized, "revoked_key"
-		return
-	case errors.Is(err, keystore.ErrExpired):
-		d.Outcome, d.Reason = DenyUnauthorized, "expired_key"
-		return
-	}
-	p, ok := e.Prepared().(*Principal)
-	if !ok { // a cache built without the Prepare hook: render now
-		p = PrincipalForKey(k).(*Principal)
-	}
-	d.Outcome, d.Principal = Allow, p
-	if a.usage != nil {
-		a.usage.Record(k.ID, now)
-	}
-}
 
 // requestID returns the request's x-request-id when it is sane, else a fresh
 // req-<random> (the rule odin admin follows too).

@@ -20,14 +20,24 @@ import (
 type CheckServer struct {
 	authv3.UnimplementedAuthorizationServer
 	authz *Authorizer
-	// StripCredential removes the credential header from the upstream request.
-	stripCredential bool
-	log             *slog.Logger
+	opts  CheckOptions
+}
+
+// CheckOptions configure the gRPC front end.
+type CheckOptions struct {
+	// StripCredential removes the credential header from the upstream
+	// request.
+	StripCredential bool
+	// Logger receives the panics Check recovers from; nil: discarded.
+	Logger *slog.Logger
 }
 
 // NewCheckServer returns the gRPC front end.
-func NewCheckServer(a *Authorizer, stripCredential bool, logger *slog.Logger) *CheckServer {
-	return &CheckServer{authz: a, stripCredential: stripCredential, log: logger}
+func NewCheckServer(a *Authorizer, opts CheckOptions) *CheckServer {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &CheckServer{authz: a, opts: opts}
 }
 
 var okStatus = &status.Status{}
@@ -38,7 +48,7 @@ func (s *CheckServer) Check(ctx context.Context, req *authv3.CheckRequest) (resp
 		// A panic here is a bug, but it must fail closed with our body, not
 		// crash the replica or look like an outage to Envoy.
 		if p := recover(); p != nil {
-			s.log.Error("panic in Check", "panic", p, "stack", string(debug.Stack()))
+			s.opts.Logger.Error("panic in Check", "panic", p, "stack", string(debug.Stack()))
 			d := Decision{Outcome: DenyUnavailable, Reason: "internal_error", RequestID: requestID(MapHeaders(nil))}
 			resp, err = deniedResponse(&d), nil
 		}
@@ -108,7 +118,7 @@ func (h rawHeaders) Range(fn func(name, value string) bool) {
 func (s *CheckServer) okResponse(d *Decision, h Headers) *authv3.CheckResponse {
 	p := d.Principal
 	ok := &authv3.OkHttpResponse{
-		HeadersToRemove: HeadersToRemove(p, h, d.Credential, s.stripCredential),
+		HeadersToRemove: HeadersToRemove(p, h, d.Credential, s.opts.StripCredential),
 	}
 	if d.HasRateLimit { // to the client, on success too
 		ok.ResponseHeadersToAdd = rateLimitOptions(d)
@@ -201,9 +211,9 @@ func deniedResponse(d *Decision) *authv3.CheckResponse {
 		opts[i] = overwrite(h.Name, h.Value)
 	}
 	return &authv3.CheckResponse{
-		Status: &status.Status{Code: int32(info.grpc), Message: info.code},
+		Status: &status.Status{Code: int32(info.grpc), Message: string(info.code)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(info.status)},
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Outcome.HTTPStatus())},
 			Headers: opts,
 			Body:    string(d.Body(time.Now())),
 		}},

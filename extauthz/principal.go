@@ -9,8 +9,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-
-	"github.com/odin-scan/odin-authz/keystore"
 )
 
 // Identity is who a request acts as, once authenticated.
@@ -163,19 +161,6 @@ func NewPrincipal(id Identity) *Principal {
 		p.limitByOrg = "org:" + id.OrgID
 	}
 	return p
-}
-
-// PrincipalForKey is the keystore.CacheOptions.Prepare hook: the identity of
-// an API key, rendered once when the key enters the LRU.
-func PrincipalForKey(k *keystore.Key) any {
-	return NewPrincipal(Identity{
-		Method:  "api_key",
-		Subject: k.Subject(),
-		OrgID:   k.OrgID,
-		KeyID:   k.ID,
-		Scopes:  k.Scopes,
-		Tier:    k.Tier,
-	})
 }
 
 // appendFalse is shared by every header option: messages are only read

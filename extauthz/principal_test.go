@@ -15,7 +15,7 @@ import (
 // gRPC client (Envoy) decodes it, into exactly the identity headers and
 // metadata of docs/CONTRACT.md's identity headers, with the per-request removal list beside them.
 func TestOkResponseOnTheWire(t *testing.T) {
-	s := NewCheckServer(nil, true, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := NewCheckServer(nil, CheckOptions{StripCredential: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	for _, tc := range []struct {
 		name   string
 		id     Identity

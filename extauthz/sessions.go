@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"time"
 	"unsafe"
 
@@ -90,8 +89,11 @@ func NewSessions(v *jwtauth.Verifier, revoked *keystore.RevokedSessions, redis *
 // revoked sessions are known.
 func (s *Sessions) Ready() bool { return s.verifier.Ready() && s.revoked.Loaded() }
 
-// authenticate fills d for a bearer token that is not an API key.
-func (s *Sessions) authenticate(ctx context.Context, d *Decision, token string, now time.Time) {
+var _ Authenticator = (*Sessions)(nil)
+
+// Authenticate implements Authenticator for a bearer token that is not an
+// API key.
+func (s *Sessions) Authenticate(ctx context.Context, token string, now time.Time) Authentication {
 	// Hash the token's bytes in place: a []byte(token) copy would allocate
 	// on every request, and Sum256 only reads.
 	h := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
@@ -102,29 +104,31 @@ func (s *Sessions) authenticate(ctx context.Context, d *Decision, token string, 
 	} else {
 		// Missing, stale, or verified with a key the JWKS no longer holds:
 		// such an entry is worth nothing, the token is judged afresh.
-		var reason string
-		var outcome Outcome
-		if e, admitted, outcome, reason = s.load(ctx, h, token, now); e == nil {
-			d.Outcome, d.Reason = outcome, reason
-			return
+		var refusal Authentication
+		if e, admitted, refusal = s.load(ctx, h, token, now); e == nil {
+			return refusal
 		}
 	}
 	if !now.Before(e.deadline) {
-		d.Outcome, d.Reason = DenyUnauthorized, "jwt_expired"
-		return
+		return denied(DenyUnauthorized, "jwt_expired")
 	}
 	if admitted {
-		d.Outcome, d.Principal = Allow, e.principal
-		return
+		return allowed(e.principal)
 	}
-	switch v, reason := s.admission.Recheck(e.principal.SessionID, now); v {
+	v, reason := s.admission.Recheck(e.principal.SessionID, now)
+	return fromVerdict(v, reason, e.principal)
+}
+
+// fromVerdict is the Authentication of an admission verdict: a refused
+// session is a 401, one that cannot be judged a 503.
+func fromVerdict(v credential.Verdict, reason string, p *Principal) Authentication {
+	switch v {
 	case credential.Admitted:
-		d.Outcome, d.Principal = Allow, e.principal
+		return allowed(p)
 	case credential.Refused:
-		d.Outcome, d.Reason = DenyUnauthorized, reason
-	default:
-		d.Outcome, d.Reason = DenyUnavailable, reason
+		return denied(DenyUnauthorized, reason)
 	}
+	return denied(DenyUnavailable, reason)
 }
 
 // load finds a token in Redis or verifies it, and caches the result. A
@@ -133,32 +137,28 @@ func (s *Sessions) authenticate(ctx context.Context, d *Decision, token string, 
 // which refreshes the key set for a kid it does not know. admitted reports
 // that the token was verified and admitted here (credential.Admission.Admit,
 // whose revoked-session check the caller need not repeat); an entry from
-// Redis still needs that check.
-func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, now time.Time) (e *sessionEntry, admitted bool, _ Outcome, _ string) {
+// Redis still needs that check. When e is nil, refusal says why.
+func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, now time.Time) (e *sessionEntry, admitted bool, refusal Authentication) {
 	name := "jwt:" + hex.EncodeToString(h[:])
 	if s.redis != nil {
 		if raw, ok := s.redis.GetRaw(ctx, name); ok {
 			if e := decodeSession(raw); e != nil && now.Before(e.until) && s.verifier.HasSigningKey(e.signingKey) {
 				s.hits[1].Inc()
 				s.lru.Add(h, e)
-				return e, false, Allow, ""
+				return e, false, Authentication{}
 			}
 		}
 	}
-	sess, err := s.verifier.Verify(ctx, token)
-	switch {
-	case errors.Is(err, jwtauth.ErrInvalidToken):
-		s.lru.Remove(h)
-		return nil, false, DenyUnauthorized, "jwt_" + jwtauth.Reason(err)
-	case err != nil: // key set unavailable, or the caller gave up
-		return nil, false, DenyUnavailable, "jwt_" + jwtauth.Reason(err)
+	sess, v, reason := credential.Verify(ctx, s.verifier, token)
+	if v != credential.Admitted {
+		if v == credential.Refused { // an invalid token: whatever was cached for it goes
+			s.lru.Remove(h)
+		}
+		return nil, false, fromVerdict(v, reason, nil)
 	}
 	s.hits[2].Inc()
-	switch v, reason := s.admission.Admit(ctx, sess, now); v {
-	case credential.Refused:
-		return nil, false, DenyUnauthorized, reason
-	case credential.Unavailable:
-		return nil, false, DenyUnavailable, reason
+	if v, reason := s.admission.Admit(ctx, sess, now); v != credential.Admitted {
+		return nil, false, fromVerdict(v, reason, nil)
 	}
 	e = &sessionEntry{
 		principal: NewPrincipal(Identity{
@@ -178,7 +178,7 @@ func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, 
 			s.redis.SetRaw(ctx, name, raw, e.until.Sub(now))
 		}
 	}
-	return e, true, Allow, ""
+	return e, true, Authentication{}
 }
 
 // cachedSession is the Redis form of a verified token: the identity, not the

@@ -39,7 +39,7 @@ func (r *replica) forwardCheck(t *testing.T, authorization string) (int, errorBo
 // without sid is refused unless --jwt-allow-no-sid, a missing iat counts
 // from nbf (neither: refused), a tab after Bearer is a separator.
 func TestSessionAdmission(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	is := newIssuer(t)
 	strict := startReplica(t, jwtConfig(f, is))
 	lenientCfg := jwtConfig(f, is)
@@ -81,7 +81,7 @@ func TestSessionAdmission(t *testing.T) {
 // A Clerk impersonation (act claim) is allowed as the impersonated user,
 // and the impersonator is logged and sent as dynamic metadata.
 func TestImpersonatedSession(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	is := newIssuer(t)
 	r := startReplica(t, jwtConfig(f, is))
 	tok := is.mint(t, devissuer.Claims{Subject: "user_x", AuthorizedParty: "https://app.odin.test",
@@ -109,7 +109,7 @@ func TestImpersonatedSession(t *testing.T) {
 // so do the sessions it verified. Each replica learns of the removal on its
 // own refresh: here the one a token of the new key triggers (an unknown kid).
 func TestSessionOfRemovedKeyRefused(t *testing.T) {
-	f := newFixture(t, true)
+	f := newFixture(t, withRedis)
 	is := newIssuer(t)
 	cfg := jwtConfig(f, is)
 	cfg.JWT.RefreshInterval = time.Hour // only unknown kids refresh the set here

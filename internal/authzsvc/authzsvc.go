@@ -367,7 +367,7 @@ func (s *Service) buildGRPC() {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.Connections.KeepaliveTime, Timeout: s.cfg.Connections.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.Connections.KeepaliveMinTime, PermitWithoutStream: true}),
 	}, s.tracing.GRPCServerOptions()...)...) // none when tracing is off
-	authv3.RegisterAuthorizationServer(s.grpc, extauthz.NewCheckServer(s.authz, s.cfg.StripCredential, s.log))
+	authv3.RegisterAuthorizationServer(s.grpc, extauthz.NewCheckServer(s.authz, extauthz.CheckOptions{StripCredential: s.cfg.StripCredential, Logger: s.log}))
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)

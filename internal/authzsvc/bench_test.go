@@ -16,22 +16,22 @@ import (
 // benchService builds a replica (no listeners) and a handler to call
 // directly: the figures are the decision and response building, without
 // gRPC transport.
-func benchService(b *testing.B, withRedis bool) (*fixture, *extauthz.CheckServer) {
+func benchService(b *testing.B, tiers cacheTiers) (*fixture, *extauthz.CheckServer) {
 	b.Helper()
-	f := newFixture(b, withRedis)
+	f := newFixture(b, tiers)
 	cfg := f.config()
 	cfg.DisableRateLimit = true // BenchmarkCheckCachedKeyRateLimited measures the limiter
 	svc, err := New(b.Context(), cfg, discardLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
-	return f, extauthz.NewCheckServer(svc.Authorizer(), true, discardLogger())
+	return f, extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: discardLogger()})
 }
 
 // cachedKeyCheck returns a Check server and a request whose key is already
 // in the LRU.
 func cachedKeyCheck(b *testing.B) (*extauthz.CheckServer, *authv3.CheckRequest) {
-	f, srv := benchService(b, true)
+	f, srv := benchService(b, withRedis)
 	key, _ := f.createKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read", "scans:write"}, Tier: "pro"})
 	req := envoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
 	if resp, _ := srv.Check(context.Background(), req); resp.GetOkResponse() == nil {
@@ -72,12 +72,12 @@ func BenchmarkCheckCachedKeyWire(b *testing.B) {
 // 100k/s each so that no key's limit is reached: the figure is the cost of
 // the limiter on an allowed request.
 func BenchmarkCheckCachedKeyRateLimited(b *testing.B) {
-	f := newFixture(b, true)
+	f := newFixture(b, withRedis)
 	svc, err := New(b.Context(), f.config(), discardLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := extauthz.NewCheckServer(svc.Authorizer(), true, discardLogger())
+	srv := extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: discardLogger()})
 	ctx := context.Background()
 	var reqs []*authv3.CheckRequest
 	for range 16 {
@@ -103,7 +103,7 @@ func BenchmarkCheckCachedKeyRateLimited(b *testing.B) {
 // iteration presents one of many keys that were never looked up, so the
 // figure is a PostgreSQL round trip plus the decision.
 func BenchmarkCheckColdKey(b *testing.B) {
-	f, srv := benchService(b, false)
+	f, srv := benchService(b, noRedis)
 	const n = 2000
 	reqs := make([]*authv3.CheckRequest, n)
 	for i := range n {
@@ -117,7 +117,7 @@ func BenchmarkCheckColdKey(b *testing.B) {
 	for b.Loop() {
 		if i == n {
 			b.StopTimer()
-			_, srv = benchService(b, false) // a fresh replica: empty LRU
+			_, srv = benchService(b, noRedis) // a fresh replica: empty LRU
 			i = 0
 			b.StartTimer()
 		}
@@ -129,7 +129,7 @@ func BenchmarkCheckColdKey(b *testing.B) {
 // BenchmarkCheckUnknownKeyNegativeCache is a flood of one well-formed
 // unknown key: answered from the negative cache.
 func BenchmarkCheckUnknownKeyNegativeCache(b *testing.B) {
-	_, srv := benchService(b, false)
+	_, srv := benchService(b, noRedis)
 	key, _ := keystore.GenerateKey()
 	req := envoyRequest("GET", "/", map[string]string{"api-key": key})
 	ctx := context.Background()
@@ -144,7 +144,7 @@ func BenchmarkCheckUnknownKeyNegativeCache(b *testing.B) {
 // benchJWTService is benchService with session tokens configured.
 func benchJWTService(b *testing.B) (*issuer, *extauthz.CheckServer) {
 	b.Helper()
-	f := newFixture(b, true)
+	f := newFixture(b, withRedis)
 	is := newIssuer(b)
 	cfg := f.config()
 	cfg.DisableRateLimit = true
@@ -154,7 +154,7 @@ func benchJWTService(b *testing.B) (*issuer, *extauthz.CheckServer) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return is, extauthz.NewCheckServer(svc.Authorizer(), true, discardLogger())
+	return is, extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: discardLogger()})
 }
 
 // BenchmarkCheckCachedSession is a Clerk session token already verified:

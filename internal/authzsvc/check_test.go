@@ -15,7 +15,7 @@ import (
 )
 
 func TestCheck(t *testing.T) {
-	f := newFixture(t, true)
+	f := newFixture(t, withRedis)
 	r := startReplica(t, f.config())
 	ctx := context.Background()
 
@@ -174,7 +174,7 @@ func contains(list []string, s string) bool {
 // A key whose checksum fails is refused before any cache or store is
 // touched: no lookup counted at any tier, no query, no Redis key written.
 func TestBadChecksumTouchesNothing(t *testing.T) {
-	f := newFixture(t, true)
+	f := newFixture(t, withRedis)
 	r := startReplica(t, f.config())
 	for range 50 {
 		k, _ := keystore.GenerateKey()

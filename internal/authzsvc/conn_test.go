@@ -51,7 +51,7 @@ func hostOf(t *testing.T, rawURL string) string {
 // A gRPC connection that never sends the HTTP/2 preface is closed after the
 // handshake timeout (grpc-go's default would hold it 120 s).
 func TestSilentGRPCConnectionIsClosed(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	cfg := f.config()
 	cfg.Connections.GRPCHandshakeTimeout = 300 * time.Millisecond
 	r := startReplica(t, cfg)
@@ -72,7 +72,7 @@ func TestSilentGRPCConnectionIsClosed(t *testing.T) {
 // Connections past the cap of each port are closed at once; those open keep
 // working, and a freed slot is reused.
 func TestConnectionsOverTheCapAreClosed(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	cfg := f.config()
 	cfg.Connections.MaxGRPC, cfg.Connections.MaxHTTP = 2, 1
 	r := startReplica(t, cfg)
@@ -160,7 +160,7 @@ func (h *h2Client) ping(n byte) *http2.GoAwayFrame {
 // jitter, never less): at or above the allowed rate they keep the connection
 // open; a client pinging faster is told to go away (too_many_pings).
 func TestKeepalivePingsAtTheAllowedRate(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	cfg := f.config()
 	cfg.Connections.KeepaliveMinTime = 200 * time.Millisecond
 	r := startReplica(t, cfg)

@@ -24,7 +24,7 @@ import (
 // Two replicas share Redis and PostgreSQL; a revoke written by a third
 // process (the CLI's Manager) is denied by both, and we record how fast.
 func TestRevocationPropagatesAcrossReplicas(t *testing.T) {
-	f := newFixture(t, true)
+	f := newFixture(t, withRedis)
 	a, b := startReplica(t, f.config()), startReplica(t, f.config())
 	const n = 20
 	var times []time.Duration
@@ -59,7 +59,7 @@ func TestRevocationPropagatesAcrossReplicas(t *testing.T) {
 
 // An unknown key is cached as unknown; creating it clears that at once.
 func TestCreatingAKeyClearsTheNegativeCache(t *testing.T) {
-	f := newFixture(t, true)
+	f := newFixture(t, withRedis)
 	r := startReplica(t, f.config())
 	plaintext, _ := keystore.GenerateKey()
 	if got := httpStatus(r.check(t, map[string]string{"api-key": plaintext})); got != 401 {
@@ -80,7 +80,7 @@ func TestCreatingAKeyClearsTheNegativeCache(t *testing.T) {
 // With Redis killed, checks go LRU → PostgreSQL and keep answering; Redis
 // failures are counted, never a denial.
 func TestRedisDown(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	rs := testenv.StartRedis(t)
 	f.redisURL, f.prefix = rs.URL(), "odin:"
 	cfg := f.config()
@@ -152,7 +152,7 @@ func waitStatus(t *testing.T, r *replica, key string, want int, within time.Dura
 // TTL, within stale-if-error), an uncached key gets 503 UNAVAILABLE — never
 // 401, never an allow — and service resumes when PostgreSQL returns.
 func TestPostgresDown(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	proxy := testenv.NewProxy(t, "127.0.0.1:5432")
 	cfg := f.config()
 	cfg.DatabaseURL = replaceHost(t, f.dbURL, proxy.Addr())
@@ -222,7 +222,7 @@ func TestPostgresUnreachableFromStart(t *testing.T) {
 // SIGTERM (context cancelled) under load: health flips to NOT_SERVING, every
 // check already started gets its answer, and Serve returns.
 func TestDrainOnShutdown(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	r := startReplica(t, f.config())
 	key, _ := f.createKey(t, keystore.NewKey{})
 	hc := healthpb.NewHealthClient(r.conn)
@@ -319,7 +319,7 @@ func TestUnmigratedDatabaseIsNotReady(t *testing.T) {
 // has been gone for the contact window, odin_component_up{component="redis"}
 // turns 0 at the next probe, and both recover with Redis.
 func TestFenceAndComponentMetrics(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	rs := testenv.StartRedis(t)
 	f.redisURL, f.prefix = rs.URL(), "odin:"
 	r := startReplica(t, f.config())

@@ -14,7 +14,7 @@ import (
 // The forward-auth port gives the same decision as Check, reading the
 // original request the way the configured mode says the proxy sends it.
 func TestForwardAuth(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	replicas := map[string]*replica{} // by --forwarded-headers
 	for _, mode := range []string{"", "original", "forwarded"} {
 		cfg := f.config()
@@ -95,7 +95,7 @@ func TestForwardAuth(t *testing.T) {
 // modes that replace it, and with a path prefix where the path comes from a
 // header.
 func TestForwardedHeadersAtStart(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	for _, tt := range []struct{ mode, prefix, mention string }{
 		{"auto", "", "none (Envoy http_service"},
 		{"auto", "", "original (NGINX auth_request"},

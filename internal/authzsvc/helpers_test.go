@@ -190,7 +190,15 @@ type fixture struct {
 	manager                 *keystore.Manager
 }
 
-func newFixture(t testing.TB, withRedis bool) *fixture {
+// cacheTiers says whether a fixture has Redis behind its key cache.
+type cacheTiers uint8
+
+const (
+	noRedis cacheTiers = iota
+	withRedis
+)
+
+func newFixture(t testing.TB, tiers cacheTiers) *fixture {
 	t.Helper()
 	f := &fixture{dbURL: testenv.Postgres(t)}
 	ctx := context.Background()
@@ -199,7 +207,7 @@ func newFixture(t testing.TB, withRedis bool) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.store.Close)
-	if withRedis {
+	if tiers == withRedis {
 		f.redisURL, f.prefix = testenv.Redis(t)
 		f.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: f.redisURL, Prefix: f.prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), discardLogger())
 		if err != nil {

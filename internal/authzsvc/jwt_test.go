@@ -52,7 +52,7 @@ func jwtConfig(f *fixture, is *issuer) Config {
 }
 
 func TestJWTSessions(t *testing.T) {
-	f := newFixture(t, true)
+	f := newFixture(t, withRedis)
 	is := newIssuer(t)
 	r := startReplica(t, jwtConfig(f, is))
 	good := devissuer.Claims{
@@ -170,7 +170,7 @@ func tamper(token string) string {
 // Logging a session out denies every token of it on every replica: cached
 // ones and new ones.
 func TestSessionRevocationAcrossReplicas(t *testing.T) {
-	f := newFixture(t, true)
+	f := newFixture(t, withRedis)
 	is := newIssuer(t)
 	a, b := startReplica(t, jwtConfig(f, is)), startReplica(t, jwtConfig(f, is))
 	claims := devissuer.Claims{Subject: "user_dave", SessionID: "sess_dave", AuthorizedParty: "https://app.odin.test"}
@@ -218,7 +218,7 @@ func TestSessionRevocationAcrossReplicas(t *testing.T) {
 // A JWKS that was never reachable: JWTs get 503, API keys are unaffected,
 // and start-up does not hang.
 func TestJWKSUnreachable(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	is := newIssuer(t)
 	is.SetDown(true)
 	cfg := jwtConfig(f, is)
@@ -249,7 +249,7 @@ func TestJWKSUnreachable(t *testing.T) {
 // A token signed by a key rotated out of the JWKS is refused once the
 // replica has refreshed the set.
 func TestRotatedOutKey(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	is := newIssuer(t)
 	r := startReplica(t, jwtConfig(f, is))
 	oldKID := is.KeyID("RS256")

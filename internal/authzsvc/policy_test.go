@@ -32,7 +32,7 @@ default:
 // Route scopes: 403 names the missing scope, for keys and for JWTs; public
 // routes need no credential; the policy reloads on SIGHUP.
 func TestRoutePolicy(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	is := newIssuer(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "policy.yaml")

@@ -10,11 +10,12 @@ import (
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
-func limitedConfig(f *fixture, failClosed bool) Config {
+// limitedConfig is a replica's configuration with the free tier limited
+// to 5 a second, burst 20, failing open when Redis is down.
+func limitedConfig(f *fixture) Config {
 	cfg := f.config()
 	cfg.RateLimit = ratelimit.Options{
-		Tiers:      map[string]ratelimit.Tier{"free": {Rate: 5, Burst: 20}},
-		FailClosed: failClosed,
+		Tiers: map[string]ratelimit.Tier{"free": {Rate: 5, Burst: 20}},
 	}
 	return cfg
 }
@@ -22,8 +23,8 @@ func limitedConfig(f *fixture, failClosed bool) Config {
 // A burst over the tier limit across 3 replicas sharing Redis gets the 429s
 // expected, with the rate-limit headers on every answer.
 func TestRateLimitAcrossReplicas(t *testing.T) {
-	f := newFixture(t, true)
-	replicas := []*replica{startReplica(t, limitedConfig(f, false)), startReplica(t, limitedConfig(f, false)), startReplica(t, limitedConfig(f, false))}
+	f := newFixture(t, withRedis)
+	replicas := []*replica{startReplica(t, limitedConfig(f)), startReplica(t, limitedConfig(f)), startReplica(t, limitedConfig(f))}
 	key, _ := f.createKey(t, keystore.NewKey{Tier: "free"})
 	start := time.Now()
 	allowed, limited := 0, 0
@@ -64,10 +65,12 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 func TestRateLimitRedisDown(t *testing.T) {
 	for _, failClosed := range []bool{false, true} {
 		t.Run("fail closed "+strconv.FormatBool(failClosed), func(t *testing.T) {
-			f := newFixture(t, false)
+			f := newFixture(t, noRedis)
 			rs := testenv.StartRedis(t)
 			f.redisURL, f.prefix = rs.URL(), "odin:"
-			r := startReplica(t, limitedConfig(f, failClosed))
+			cfg := limitedConfig(f)
+			cfg.RateLimit.FailClosed = failClosed
+			r := startReplica(t, cfg)
 			key, _ := f.createKey(t, keystore.NewKey{Tier: "free"})
 			if got := httpStatus(r.check(t, map[string]string{"api-key": key})); got != 200 {
 				t.Fatalf("before: %d", got)

@@ -62,7 +62,7 @@ func mustJSON(t *testing.T, v any) []byte {
 // treated as absent (PostgreSQL or the token's signature decides) and
 // counted.
 func TestForgedRedisEntriesAreNotTrusted(t *testing.T) {
-	f := newFixture(t, true)
+	f := newFixture(t, withRedis)
 	is := newIssuer(t)
 	rc := rawRedis(t, f)
 	ctx := context.Background()
@@ -174,7 +174,7 @@ func TestForgedRedisEntriesAreNotTrusted(t *testing.T) {
 // tokens itself, and denies nothing for it. A replica given the others'
 // secret as the previous one keeps using their entries.
 func TestWrongMACSecretReadsPostgres(t *testing.T) {
-	f := newFixture(t, true)
+	f := newFixture(t, withRedis)
 	is := newIssuer(t)
 	key, _ := f.createKey(t, keystore.NewKey{UserID: "user_alice"}) // its record is in Redis
 	tok := is.mint(t, devissuer.Claims{Subject: "user_carol", SessionID: "sess_carol", AuthorizedParty: "https://app.odin.test"})
@@ -219,7 +219,7 @@ func TestWrongMACSecretReadsPostgres(t *testing.T) {
 
 // A replica refuses to start with Redis and no MAC secret, or a short one.
 func TestRedisNeedsMACSecret(t *testing.T) {
-	f := newFixture(t, true)
+	f := newFixture(t, withRedis)
 	for _, secret := range []string{"", "0123456789abcdef0123456789abcde"} { // 31 bytes
 		cfg := f.config()
 		cfg.RedisMACSecret = secret

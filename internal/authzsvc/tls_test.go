@@ -128,7 +128,7 @@ func checkOn(conn *grpc.ClientConn, headers map[string]string) (*authv3.CheckRes
 // refused without one or with one from another CA; forward-auth takes the
 // same TLS; the ops port stays plain HTTP for probes.
 func TestMutualTLSAsEnvoy(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	files := newTLSFiles(t)
 	cfg := f.config()
 	cfg.TLS = &tlsreload.Config{CertFile: files.certFile, KeyFile: files.keyFile, ClientCAFile: files.caFile, Interval: 20 * time.Millisecond}
@@ -206,7 +206,7 @@ func TestMutualTLSAsEnvoy(t *testing.T) {
 // port (grpc-go enforces ALPN): why envoy-grpc-mtls.yaml sets
 // alpn_protocols. The same client offering h2 gets the server's SETTINGS.
 func TestGRPCOverTLSNeedsALPN(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	files := newTLSFiles(t)
 	cfg := f.config()
 	cfg.TLS = &tlsreload.Config{CertFile: files.certFile, KeyFile: files.keyFile, ClientCAFile: files.caFile}
@@ -243,7 +243,7 @@ func TestGRPCOverTLSNeedsALPN(t *testing.T) {
 // the new certificate, an open connection keeps working, a corrupt file is
 // refused and counted, and a new client CA takes over from the old one.
 func TestTLSRotation(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	files := newTLSFiles(t)
 	cfg := f.config()
 	cfg.TLS = &tlsreload.Config{CertFile: files.certFile, KeyFile: files.keyFile, ClientCAFile: files.caFile, Interval: 20 * time.Millisecond}
@@ -354,7 +354,7 @@ func serveForBench(b *testing.B, cfg Config) string {
 // opens a new connection per check: the price of a connection, paid once
 // per Envoy worker and replica, and again after an idle close.
 func BenchmarkCheckTransport(b *testing.B) {
-	f := newFixture(b, false)
+	f := newFixture(b, noRedis)
 	key, _ := f.createKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read"}, Tier: "pro"})
 	creds := map[string]string{"api-key": key}
 	dir := b.TempDir()

@@ -42,7 +42,7 @@ func tracingConfig(ratio string) telemetry.Config {
 func BenchmarkCheckGRPCTracing(b *testing.B) {
 	for _, mode := range tracingModes {
 		b.Run(mode.name, func(b *testing.B) {
-			f := newFixture(b, false)
+			f := newFixture(b, noRedis)
 			cfg := f.config()
 			cfg.DisableRateLimit = true
 			cfg.Tracing = tracingConfig(mode.ratio)
@@ -82,14 +82,14 @@ func BenchmarkCheckGRPCTracing(b *testing.B) {
 // lookup) and under a recording span (the decision's attributes built and
 // set).
 func BenchmarkCheckTraceDecision(b *testing.B) {
-	f := newFixture(b, false)
+	f := newFixture(b, noRedis)
 	cfg := f.config()
 	cfg.DisableRateLimit = true
 	svc, err := New(b.Context(), cfg, discardLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := extauthz.NewCheckServer(svc.Authorizer(), true, discardLogger())
+	srv := extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: discardLogger()})
 	key, _ := f.createKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read"}, Tier: "pro"})
 	req := envoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sdktrace.NewBatchSpanProcessor(discardExporter{})))

@@ -92,7 +92,7 @@ func wantAttrs(t *testing.T, got, want map[string]string) {
 }
 
 func TestCheckSpans(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	r, rec := startTraced(t, f.config())
 	key, k := f.createKey(t, keystore.NewKey{UserID: "user_trace", Scopes: []string{"scans:read", "scans:write"}})
 	forged := key[:len(key)-3] + "000"
@@ -142,7 +142,7 @@ func TestCheckSpans(t *testing.T) {
 }
 
 func TestCheckSpanJWT(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	is := newIssuer(t)
 	r, rec := startTraced(t, jwtConfig(f, is))
 	tok := is.mint(t, devissuer.Claims{Subject: "user_jwt", SessionID: "sess_jwt1", AuthorizedParty: "https://app.odin.test"})
@@ -155,7 +155,7 @@ func TestCheckSpanJWT(t *testing.T) {
 }
 
 func TestForwardAuthSpans(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	key, k := f.createKey(t, keystore.NewKey{UserID: "user_fwd", Scopes: []string{"scans:read"}})
 	tests := []struct {
 		name    string
@@ -200,7 +200,7 @@ func TestForwardAuthSpans(t *testing.T) {
 // goroutine (and its gRPC server has no stats handler: GRPCServerOptions
 // is empty, see the telemetry tests).
 func TestTracingOffByDefault(t *testing.T) {
-	f := newFixture(t, false)
+	f := newFixture(t, noRedis)
 	r := startReplica(t, f.config())
 	if _, ok := r.svc.ForwardAuth().(*extauthz.ForwardAuth); !ok {
 		t.Errorf("forward-auth handler is %T with tracing off, want *extauthz.ForwardAuth", r.svc.ForwardAuth())

@@ -1,0 +1,114 @@
+// Package denial is how odin authz and odin admin refuse a request: the
+// error body of docs/CONTRACT.md (code, message, timestamp, requestId), its
+// codes and the HTTP status each is sent with, the fixed messages both
+// services send, and the Bearer challenge of a 401. Both services render
+// their refusals from these definitions, so a client reads one format
+// whichever service answered.
+package denial
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+// Code is an error body's code. Clients branch on it, and the strings
+// double as metric label values: they never change.
+type Code string
+
+// The codes of the error body. odin authz sends the first five; odin admin
+// sends all but RateLimited for a decision, and RateLimited for a client
+// past its failed-authentication budget.
+const (
+	Unauthorized   Code = "UNAUTHORIZED"
+	Forbidden      Code = "FORBIDDEN"
+	RateLimited    Code = "RATE_LIMITED"
+	Unavailable    Code = "UNAVAILABLE"
+	Internal       Code = "INTERNAL"
+	InvalidRequest Code = "INVALID_REQUEST"
+	NotFound       Code = "NOT_FOUND"
+	Conflict       Code = "CONFLICT"
+)
+
+// Status is the HTTP status a code is sent with.
+func (c Code) Status() int {
+	switch c {
+	case Unauthorized:
+		return http.StatusUnauthorized
+	case Forbidden:
+		return http.StatusForbidden
+	case RateLimited:
+		return http.StatusTooManyRequests
+	case Unavailable:
+		return http.StatusServiceUnavailable
+	case InvalidRequest:
+		return http.StatusBadRequest
+	case NotFound:
+		return http.StatusNotFound
+	case Conflict:
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+// Challenges reports whether a refusal with this code carries the
+// challenge (ChallengeHeader: Challenge): a 401 does, as RFC 6750 asks.
+func (c Code) Challenges() bool { return c == Unauthorized }
+
+// The messages both services send. Messages are short and fixed: they
+// never echo the credential nor say whether a key exists.
+const (
+	// MessageUnauthorized is the 401 message for any credential refused.
+	MessageUnauthorized = "Invalid or expired authentication token"
+	// MessageMissing is odin authz's 401 message when no credential was
+	// sent at all.
+	MessageMissing = "Missing authentication token"
+)
+
+// ContentType is the content type of the error body.
+const ContentType = "application/json"
+
+// The challenge of a 401 (RFC 6750). The header name is in the lower case
+// of HTTP/2 and of Envoy's header maps; net/http canonicalises it.
+const (
+	ChallengeHeader = "www-authenticate"
+	Challenge       = `Bearer realm="odin"`
+)
+
+// Body is the error body.
+type Body struct {
+	Error     Detail `json:"error"`
+	Timestamp string `json:"timestamp"` // RFC 3339, UTC
+	RequestID string `json:"requestId"`
+}
+
+// Detail is the error body's "error" object.
+type Detail struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+	// Field names the request field at fault, when there is one (odin
+	// admin's invalid requests); omitted otherwise.
+	Field string `json:"field,omitempty"`
+}
+
+// New returns the body of a refusal made at now.
+func New(code Code, message, requestID string, now time.Time) Body {
+	return Body{
+		Error:     Detail{Code: code, Message: message},
+		Timestamp: now.UTC().Format(time.RFC3339),
+		RequestID: requestID,
+	}
+}
+
+// Compact encodes the body as one line with no trailing newline, and
+// without escaping <, > and & (a 403 names "<resource>:write": it stays
+// readable). odin authz sends these bytes; odin admin writes the body with
+// its other JSON answers.
+func (b *Body) Compact() []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(b) // strings only: cannot fail
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}

@@ -1,0 +1,63 @@
+package extauthz
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+// apiKeys authenticates odin_sk_ API keys: the checksum first (a mistyped
+// or made-up key costs no lookup), then the key cache tiers, then the key's
+// state. A cached key's principal was rendered when it entered the LRU
+// (PrincipalForKey), so a hit allocates nothing.
+type apiKeys struct {
+	keys  *keystore.Cache
+	usage *keystore.UsageRecorder // may be nil
+}
+
+var _ Authenticator = (*apiKeys)(nil)
+
+// Authenticate implements Authenticator.
+func (a *apiKeys) Authenticate(ctx context.Context, key string, now time.Time) Authentication {
+	h, err := keystore.ParseKey(key)
+	if err != nil { // bad checksum or shape: no cache, no store
+		return denied(DenyUnauthorized, "bad_checksum")
+	}
+	e, err := a.keys.Lookup(ctx, h, now)
+	switch {
+	case errors.Is(err, keystore.ErrNotFound):
+		return denied(DenyUnauthorized, "unknown_key")
+	case err != nil:
+		return denied(DenyUnavailable, "store_unavailable")
+	}
+	k := e.Key()
+	switch err := k.Usable(now); {
+	case errors.Is(err, keystore.ErrRevoked):
+		return denied(DenyUnauthorized, "revoked_key")
+	case errors.Is(err, keystore.ErrExpired):
+		return denied(DenyUnauthorized, "expired_key")
+	}
+	p, ok := e.Prepared().(*Principal)
+	if !ok { // a cache built without the Prepare hook: render now
+		p = PrincipalForKey(k).(*Principal)
+	}
+	if a.usage != nil {
+		a.usage.Record(k.ID, now)
+	}
+	return allowed(p)
+}
+
+// PrincipalForKey is the keystore.CacheOptions.Prepare hook: the identity of
+// an API key, rendered once when the key enters the LRU.
+func PrincipalForKey(k *keystore.Key) any {
+	return NewPrincipal(Identity{
+		Method:  "api_key",
+		Subject: k.Subject(),
+		OrgID:   k.OrgID,
+		KeyID:   k.ID,
+		Scopes:  k.Scopes,
+		Tier:    k.Tier,
+	})
+}
