@@ -16,6 +16,9 @@ import (
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
+// DefaultSessionTTL caps how long a verified token is cached by default.
+const DefaultSessionTTL = 15 * time.Minute
+
 // SessionOptions configure the session cache. Zero values take the defaults.
 type SessionOptions struct {
 	// TTL caps how long a verified token is cached (docs/CONTRACT.md (sessions): 15 minutes, or
@@ -58,7 +61,7 @@ type sessionEntry struct {
 // NewSessions builds the session cache. redis may be nil; reg may be nil.
 func NewSessions(v *jwtauth.Verifier, revoked *keystore.RevokedSessions, redis *keystore.Redis, opts SessionOptions, reg prometheus.Registerer) (*Sessions, error) {
 	if opts.TTL <= 0 {
-		opts.TTL = 15 * time.Minute
+		opts.TTL = DefaultSessionTTL
 	}
 	if opts.Size <= 0 {
 		opts.Size = 100_000

@@ -60,30 +60,41 @@ type CacheOptions struct {
 	Fenced func(time.Time) bool
 }
 
+// Defaults of CacheOptions (TTL's is DefaultCacheTTL).
+const (
+	DefaultCacheSize         = 100_000
+	DefaultNegativeCacheSize = 100_000
+	DefaultUnknownKeyRate    = 100
+	DefaultFilterRefresh     = 10 * time.Minute
+	DefaultNegativeTTL       = 5 * time.Second
+	DefaultStaleIfError      = 5 * time.Minute
+	DefaultStoreTimeout      = 500 * time.Millisecond
+)
+
 func (o *CacheOptions) defaults() {
 	if o.Size <= 0 {
-		o.Size = 100_000
+		o.Size = DefaultCacheSize
 	}
 	if o.NegativeSize <= 0 {
-		o.NegativeSize = 100_000
+		o.NegativeSize = DefaultNegativeCacheSize
 	}
 	if o.UnknownKeyRate == 0 {
-		o.UnknownKeyRate = 100
+		o.UnknownKeyRate = DefaultUnknownKeyRate
 	}
 	if o.FilterRefresh <= 0 {
-		o.FilterRefresh = 10 * time.Minute
+		o.FilterRefresh = DefaultFilterRefresh
 	}
 	if o.TTL <= 0 {
-		o.TTL = 30 * time.Second
+		o.TTL = DefaultCacheTTL
 	}
 	if o.NegativeTTL <= 0 {
-		o.NegativeTTL = 5 * time.Second
+		o.NegativeTTL = DefaultNegativeTTL
 	}
 	if o.StaleIfError == 0 {
-		o.StaleIfError = 5 * time.Minute
+		o.StaleIfError = DefaultStaleIfError
 	}
 	if o.StoreTimeout <= 0 {
-		o.StoreTimeout = 500 * time.Millisecond
+		o.StoreTimeout = DefaultStoreTimeout
 	}
 }
 

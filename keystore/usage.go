@@ -27,12 +27,16 @@ type usageKey struct {
 	hour int64 // Unix hour
 }
 
-// NewUsageRecorder returns a recorder flushing every interval (default 10s)
-// and holding at most max distinct keys between flushes (default 100000);
-// past that, new keys wait for the next flush window.
+// DefaultUsageInterval is how often a UsageRecorder flushes by default.
+const DefaultUsageInterval = 10 * time.Second
+
+// NewUsageRecorder returns a recorder flushing every interval (default
+// DefaultUsageInterval) and holding at most max distinct keys between
+// flushes (default 100000); past that, new keys wait for the next flush
+// window.
 func NewUsageRecorder(store Store, interval time.Duration, max int, logger *slog.Logger) *UsageRecorder {
 	if interval <= 0 {
-		interval = 10 * time.Second
+		interval = DefaultUsageInterval
 	}
 	if max <= 0 {
 		max = 100_000

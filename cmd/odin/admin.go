@@ -10,24 +10,28 @@ import (
 	"github.com/odin-scan/odin-authz/internal/adminsvc"
 )
 
-func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
+// adminConfig is what odin admin's flags set.
+type adminConfig struct {
+	svc     adminsvc.Config
+	store   storeFlags
+	log     logOptions
+	addr    string
+	migrate bool
+	tls     tlsServerFlags
+}
+
+// adminFlagSet defines odin admin's flags, writing to c.
+func adminFlagSet(c *adminConfig) *flags {
 	f := newFlags("admin", "Serve the admin API (keys, sessions, Clerk webhooks, audit log) with /healthz,\n/readyz and /metrics on the same port.")
-	f.SetOutput(stderr)
-	var (
-		cfg     adminsvc.Config
-		sf      storeFlags
-		lo      logOptions
-		addr    string
-		migrate bool
-	)
-	sf.bind(f)
-	lo.bind(f, "json")
+	cfg := &c.svc
+	c.store.bind(f)
+	c.log.bind(f, "json")
 	bindJWT(f, &cfg.JWT)
 	bindSessionAdmission(f, &cfg.JWTAllowNoSessionID)
 	f.Bool(&cfg.AllowImpersonatedKeys, "allow-impersonated-keys", "ODIN_ALLOW_IMPERSONATED_KEYS", false,
 		"let an impersonated session (Clerk act claim) create and roll keys; default: 403, a key would outlive the impersonation")
 	bindTracing(f, &cfg.Tracing)
-	f.String(&addr, "admin-addr", "ODIN_ADMIN_ADDR", ":9004", "listen address")
+	f.String(&c.addr, "admin-addr", "ODIN_ADMIN_ADDR", ":9004", "listen address")
 	f.Secret(&cfg.OperatorToken, "admin-token", "ODIN_ADMIN_TOKEN", "operator token (at least 32 characters): full access as `Authorization: Bearer <token>`")
 	f.Secret(&cfg.WebhookSecret, "webhook-secret", "ODIN_WEBHOOK_SECRET", "Clerk webhook signing secret (whsec_...); empty: the webhook endpoint answers 404")
 	cfg.Scopes = []string{"scans:read", "scans:write"}
@@ -36,13 +40,20 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 	f.List(&cfg.OrgAdminRoles, "org-admin-roles", "ODIN_ORG_ADMIN_ROLES", "organisation roles that manage the organisation's keys (default org:admin)")
 	f.List(&cfg.TrustedProxies, "admin-trusted-proxies", "ODIN_ADMIN_TRUSTED_PROXIES",
 		"addresses or CIDR ranges of the load balancers in front of the admin API: from them, the failed-authentication throttle counts the rightmost X-Forwarded-For entry outside these ranges; empty: the socket peer, X-Forwarded-For ignored")
-	f.Int(&cfg.MaxConnections, "admin-max-connections", "ODIN_ADMIN_MAX_CONNECTIONS", 256, "open admin API connections at most; one more is closed at once (negative: no cap)")
-	f.Bool(&migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving")
-	var tf tlsServerFlags
-	tf.bind(f, "ODIN_ADMIN_", "the admin API and its /healthz, /readyz, /metrics")
+	f.Int(&cfg.MaxConnections, "admin-max-connections", "ODIN_ADMIN_MAX_CONNECTIONS", adminsvc.DefaultMaxConnections, "open admin API connections at most; one more is closed at once (negative: no cap)")
+	f.Bool(&c.migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving")
+	c.tls.bind(f, "ODIN_ADMIN_", "the admin API and its /healthz, /readyz, /metrics")
+	return f
+}
+
+func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
+	var c adminConfig
+	f := adminFlagSet(&c)
+	f.SetOutput(stderr)
 	if err := f.parse(args); err != nil {
 		return err
 	}
+	cfg, sf, lo, tf, addr, migrate := c.svc, c.store, c.log, c.tls, c.addr, c.migrate
 	logger, err := lo.logger(stderr)
 	if err != nil {
 		return err

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/odin-scan/odin-authz/extauthz"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
@@ -49,9 +54,9 @@ func (s *storeFlags) bind(f *flags) {
 		"secret (at least 32 bytes, e.g. openssl rand -base64 48) authenticating every entry in Redis; required with --redis-url, the same on every odin authz, odin admin and odin keys/sessions sharing that Redis")
 	f.Secret(&s.redisMACPrevious, "redis-mac-secret-previous", "ODIN_REDIS_MAC_SECRET_PREVIOUS",
 		"the secret being rotated out: entries it authenticates are still accepted; empty: none")
-	f.Duration(&s.cacheTTL, "cache-ttl", "ODIN_CACHE_TTL", 30*time.Second,
+	f.Duration(&s.cacheTTL, "cache-ttl", "ODIN_CACHE_TTL", keystore.DefaultCacheTTL,
 		"longest time any cache tier answers for a key after reading PostgreSQL: the revocation bound if a bus message is lost")
-	f.Duration(&s.sessionRetention, "session-retention", "ODIN_SESSION_RETENTION", 24*time.Hour,
+	f.Duration(&s.sessionRetention, "session-retention", "ODIN_SESSION_RETENTION", keystore.DefaultSessionRetention,
 		"how long a revoked session is remembered; tokens living longer than this are refused")
 	f.Duration(&s.sessionSync, "session-sync", "ODIN_SESSION_SYNC", keystore.DefaultSessionSync,
 		"how often revoked sessions are re-read from PostgreSQL: the bound if a bus message is lost (revokers state it in an unconfirmed answer)")
@@ -89,97 +94,116 @@ func bindTracing(f *flags, c *telemetry.Config) {
 	f.String(&c.SampleRatio, "trace-sample-ratio", "ODIN_TRACE_SAMPLE_RATIO", "", "fraction (0 to 1) of new traces recorded; a trace Envoy sampled is always followed; empty: OTEL_TRACES_SAMPLER_ARG, else 1")
 }
 
-func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
+// defaultTiers lists ratelimit.DefaultTiers as --rate-limit-tiers takes
+// them, slowest first.
+func defaultTiers() string {
+	tiers := ratelimit.DefaultTiers()
+	names := slices.SortedFunc(maps.Keys(tiers), func(a, b string) int { return cmp.Compare(tiers[a].Rate, tiers[b].Rate) })
+	for i, name := range names {
+		names[i] = name + "=" + tiers[name].String()
+	}
+	return strings.Join(names, ", ")
+}
+
+// authzConfig is what odin authz's flags set.
+type authzConfig struct {
+	svc                         authzsvc.Config
+	store                       storeFlags
+	log                         logOptions
+	grpcAddr, httpAddr, opsAddr string
+	cacheSize, maxStreams       int
+	migrate, keyFilter          bool
+	tiers                       string
+	tls                         tlsServerFlags // gRPC and forward-auth; the ops port stays plain HTTP for probes
+}
+
+// authzFlagSet defines odin authz's flags, writing to c.
+func authzFlagSet(c *authzConfig) *flags {
 	f := newFlags("authz", "Serve envoy.service.auth.v3.Authorization/Check over gRPC (with gRPC health and\nreflection), the same decision over HTTP for forward-auth proxies, and\n/healthz, /readyz and /metrics on the ops port.")
-	f.SetOutput(stderr)
-	var (
-		cfg              authzsvc.Config
-		sf               storeFlags
-		lo               logOptions
-		grpcAddr, opsAdr string
-		httpAddr         string
-		cacheSize        int
-		maxStreams       int
-		migrate          bool
-	)
-	sf.bind(f)
+	cfg := &c.svc
+	c.store.bind(f)
 	f.Secret(&cfg.DatabaseReadURL, "database-read-url", "ODIN_DATABASE_READ_URL",
 		"PostgreSQL read replica (a hot standby of --database-url) for key lookups, used while it has replayed every change heard of on the bus; empty: the primary only")
-	lo.bind(f, "json")
+	c.log.bind(f, "json")
 	bindJWT(f, &cfg.JWT)
 	bindSessionAdmission(f, &cfg.JWTAllowNoSessionID)
 	bindTracing(f, &cfg.Tracing)
-	f.Duration(&cfg.SessionTTL, "session-ttl", "ODIN_SESSION_TTL", 15*time.Minute, "how long a verified session token is cached (never past its exp)")
+	f.Duration(&cfg.SessionTTL, "session-ttl", "ODIN_SESSION_TTL", extauthz.DefaultSessionTTL, "how long a verified session token is cached (never past its exp)")
 	cfg.JWTDefaultScopes = []string{"read", "write"}
 	f.List(&cfg.JWTDefaultScopes, "jwt-default-scopes", "ODIN_JWT_DEFAULT_SCOPES", "scopes of a session token that carries no permissions (default read,write: full access under the default policy)")
 	f.String(&cfg.PolicyFile, "policy-file", "ODIN_POLICY_FILE", "", "route policy (YAML): scopes per method and path; reloaded on change and SIGHUP; empty: read for GET/HEAD/OPTIONS, write otherwise")
-	var tiers string
-	f.String(&tiers, "rate-limit-tiers", "ODIN_RATE_LIMIT_TIERS", "", "tier limits as name=rate/unit:burst, e.g. free=10/s:20,pro=6000/m:200 (added over the defaults free=10/s:20, pro=100/s:200, enterprise=1000/s:2000)")
-	f.String(&cfg.RateLimit.DefaultTier, "rate-limit-default-tier", "ODIN_RATE_LIMIT_DEFAULT_TIER", "free", "tier of a caller whose tier is unknown")
+	f.String(&c.tiers, "rate-limit-tiers", "ODIN_RATE_LIMIT_TIERS", "", "tier limits as name=rate/unit:burst, e.g. free=10/s:20,pro=6000/m:200 (added over the defaults "+defaultTiers()+")")
+	f.String(&cfg.RateLimit.DefaultTier, "rate-limit-default-tier", "ODIN_RATE_LIMIT_DEFAULT_TIER", ratelimit.DefaultTier, "tier of a caller whose tier is unknown")
 	f.String(&cfg.RateLimitBy, "rate-limit-by", "ODIN_RATE_LIMIT_BY", "credential", "what a limit counts: credential (the API key, or the session's user) or org (the organisation when there is one)")
 	f.Bool(&cfg.RateLimit.FailClosed, "rate-limit-fail-closed", "ODIN_RATE_LIMIT_FAIL_CLOSED", false, "with Redis down, refuse (503) instead of limiting each replica on its own")
 	f.Bool(&cfg.DisableRateLimit, "rate-limit-disabled", "ODIN_RATE_LIMIT_DISABLED", false, "turn tier rate limits off")
-	f.String(&grpcAddr, "grpc-addr", "ODIN_GRPC_ADDR", ":9001", "gRPC listen address (Check, health, reflection)")
-	f.String(&httpAddr, "http-addr", "ODIN_HTTP_ADDR", ":9002", "HTTP forward-auth listen address (Envoy http_service, NGINX auth_request, Caddy forward_auth, Traefik ForwardAuth); empty disables")
+	f.String(&c.grpcAddr, "grpc-addr", "ODIN_GRPC_ADDR", ":9001", "gRPC listen address (Check, health, reflection)")
+	f.String(&c.httpAddr, "http-addr", "ODIN_HTTP_ADDR", ":9002", "HTTP forward-auth listen address (Envoy http_service, NGINX auth_request, Caddy forward_auth, Traefik ForwardAuth); empty disables")
 	f.String(&cfg.HTTPPathPrefix, "http-path-prefix", "ODIN_HTTP_PATH_PREFIX", "", "Envoy http_service path_prefix: every forward-auth path must start with it and it is removed once (needs --forwarded-headers none)")
 	f.String(&cfg.ForwardedHeaders, "forwarded-headers", "ODIN_FORWARDED_HEADERS", "none",
 		"what the forward-auth proxy sets, and so where the original method and URI are read: none (Envoy http_service: the request line), original (NGINX auth_request: X-Original-Method and X-Original-URI), forwarded (Caddy forward_auth, Traefik ForwardAuth: X-Forwarded-Method and X-Forwarded-Uri); a subrequest without what its mode expects is refused with 500")
-	f.String(&opsAdr, "ops-addr", "ODIN_OPS_ADDR", ":9003", "operations HTTP listen address (/healthz, /readyz, /metrics); empty disables")
-	f.Int(&cacheSize, "cache-size", "ODIN_CACHE_SIZE", 100_000, "known keys in the in-process LRU (unknown keys have their own tier, --negative-cache-size)")
-	f.Int(&cfg.Cache.NegativeSize, "negative-cache-size", "ODIN_NEGATIVE_CACHE_SIZE", 100_000, "unknown keys remembered for --negative-ttl, apart from the known keys' LRU")
-	f.Float64(&cfg.Cache.UnknownKeyRate, "unknown-key-rate", "ODIN_UNKNOWN_KEY_RATE", 100, "PostgreSQL lookups per second per replica that may find no key; past it misses get a stale entry or 503 (negative: no bound)")
-	var keyFilter bool
-	f.Bool(&keyFilter, "key-filter", "ODIN_KEY_FILTER", true, "refuse forged keys with no lookup of their own, from a filter of every key hash (about 9 bits per key)")
-	f.Duration(&cfg.Cache.FilterRefresh, "key-filter-refresh", "ODIN_KEY_FILTER_REFRESH", 10*time.Minute, "how often the key filter is rebuilt from PostgreSQL, folding in the keys learnt since")
-	f.Duration(&cfg.Cache.NegativeTTL, "negative-ttl", "ODIN_NEGATIVE_TTL", 5*time.Second, "how long an unknown key is remembered as unknown")
-	f.Duration(&cfg.Cache.StaleIfError, "stale-if-error", "ODIN_STALE_IF_ERROR", 5*time.Minute, "how long past its TTL a cached key still answers while PostgreSQL is unreachable (negative: never)")
-	f.Duration(&cfg.Cache.StoreTimeout, "store-timeout", "ODIN_STORE_TIMEOUT", 500*time.Millisecond, "deadline of one PostgreSQL lookup; keep it under Envoy's ext_authz timeout")
+	f.String(&c.opsAddr, "ops-addr", "ODIN_OPS_ADDR", ":9003", "operations HTTP listen address (/healthz, /readyz, /metrics); empty disables")
+	f.Int(&c.cacheSize, "cache-size", "ODIN_CACHE_SIZE", keystore.DefaultCacheSize, "known keys in the in-process LRU (unknown keys have their own tier, --negative-cache-size)")
+	f.Int(&cfg.Cache.NegativeSize, "negative-cache-size", "ODIN_NEGATIVE_CACHE_SIZE", keystore.DefaultNegativeCacheSize, "unknown keys remembered for --negative-ttl, apart from the known keys' LRU")
+	f.Float64(&cfg.Cache.UnknownKeyRate, "unknown-key-rate", "ODIN_UNKNOWN_KEY_RATE", keystore.DefaultUnknownKeyRate, "PostgreSQL lookups per second per replica that may find no key; past it misses get a stale entry or 503 (negative: no bound)")
+	f.Bool(&c.keyFilter, "key-filter", "ODIN_KEY_FILTER", true, "refuse forged keys with no lookup of their own, from a filter of every key hash (about 9 bits per key)")
+	f.Duration(&cfg.Cache.FilterRefresh, "key-filter-refresh", "ODIN_KEY_FILTER_REFRESH", keystore.DefaultFilterRefresh, "how often the key filter is rebuilt from PostgreSQL, folding in the keys learnt since")
+	f.Duration(&cfg.Cache.NegativeTTL, "negative-ttl", "ODIN_NEGATIVE_TTL", keystore.DefaultNegativeTTL, "how long an unknown key is remembered as unknown")
+	f.Duration(&cfg.Cache.StaleIfError, "stale-if-error", "ODIN_STALE_IF_ERROR", keystore.DefaultStaleIfError, "how long past its TTL a cached key still answers while PostgreSQL is unreachable (negative: never)")
+	f.Duration(&cfg.Cache.StoreTimeout, "store-timeout", "ODIN_STORE_TIMEOUT", keystore.DefaultStoreTimeout, "deadline of one PostgreSQL lookup; keep it under Envoy's ext_authz timeout")
 	f.Duration(&cfg.RedisTimeout, "redis-timeout", "ODIN_REDIS_TIMEOUT", 100*time.Millisecond, "Redis read/write timeout (dial: twice this)")
 	f.Bool(&cfg.StripCredential, "strip-credential", "ODIN_STRIP_CREDENTIAL", true, "remove the authorization / api-key header from the upstream request")
-	f.Bool(&migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving (as 'odin migrate' does)")
-	f.Int(&maxStreams, "max-streams", "ODIN_GRPC_MAX_STREAMS", 1024, "maximum concurrent gRPC streams per connection")
-	f.Duration(&cfg.Connections.GRPCHandshakeTimeout, "grpc-handshake-timeout", "ODIN_GRPC_HANDSHAKE_TIMEOUT", 5*time.Second, "how long a new gRPC connection may take to finish TLS and send the HTTP/2 preface before it is closed")
-	f.Duration(&cfg.Connections.KeepaliveMinTime, "grpc-keepalive-min-time", "ODIN_GRPC_KEEPALIVE_MIN_TIME", 5*time.Second, "shortest interval allowed between a client's HTTP/2 pings (Envoy connection_keepalive interval); more often: GOAWAY too_many_pings")
-	f.Duration(&cfg.Connections.KeepaliveTime, "grpc-keepalive-time", "ODIN_GRPC_KEEPALIVE_TIME", 30*time.Second, "ping a gRPC connection idle this long, to find dead peers")
-	f.Duration(&cfg.Connections.KeepaliveTimeout, "grpc-keepalive-timeout", "ODIN_GRPC_KEEPALIVE_TIMEOUT", 10*time.Second, "close a gRPC connection whose ping is not answered within this")
-	f.Int(&cfg.Connections.MaxGRPC, "grpc-max-connections", "ODIN_GRPC_MAX_CONNECTIONS", 2048, "open gRPC connections at most; one more is closed at once (negative: no cap)")
-	f.Int(&cfg.Connections.MaxHTTP, "http-max-connections", "ODIN_HTTP_MAX_CONNECTIONS", 2048, "open forward-auth connections at most; one more is closed at once (negative: no cap)")
-	f.Duration(&cfg.DrainTimeout, "drain-timeout", "ODIN_DRAIN_TIMEOUT", 15*time.Second, "on SIGTERM, how long in-flight checks may take before streams are closed")
+	f.Bool(&c.migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving (as 'odin migrate' does)")
+	f.Int(&c.maxStreams, "max-streams", "ODIN_GRPC_MAX_STREAMS", authzsvc.DefaultMaxStreams, "maximum concurrent gRPC streams per connection")
+	f.Duration(&cfg.Connections.GRPCHandshakeTimeout, "grpc-handshake-timeout", "ODIN_GRPC_HANDSHAKE_TIMEOUT", authzsvc.DefaultGRPCHandshakeTimeout, "how long a new gRPC connection may take to finish TLS and send the HTTP/2 preface before it is closed")
+	f.Duration(&cfg.Connections.KeepaliveMinTime, "grpc-keepalive-min-time", "ODIN_GRPC_KEEPALIVE_MIN_TIME", authzsvc.DefaultKeepaliveMinTime, "shortest interval allowed between a client's HTTP/2 pings (Envoy connection_keepalive interval); more often: GOAWAY too_many_pings")
+	f.Duration(&cfg.Connections.KeepaliveTime, "grpc-keepalive-time", "ODIN_GRPC_KEEPALIVE_TIME", authzsvc.DefaultKeepaliveTime, "ping a gRPC connection idle this long, to find dead peers")
+	f.Duration(&cfg.Connections.KeepaliveTimeout, "grpc-keepalive-timeout", "ODIN_GRPC_KEEPALIVE_TIMEOUT", authzsvc.DefaultKeepaliveTimeout, "close a gRPC connection whose ping is not answered within this")
+	f.Int(&cfg.Connections.MaxGRPC, "grpc-max-connections", "ODIN_GRPC_MAX_CONNECTIONS", authzsvc.DefaultMaxConnections, "open gRPC connections at most; one more is closed at once (negative: no cap)")
+	f.Int(&cfg.Connections.MaxHTTP, "http-max-connections", "ODIN_HTTP_MAX_CONNECTIONS", authzsvc.DefaultMaxConnections, "open forward-auth connections at most; one more is closed at once (negative: no cap)")
+	f.Duration(&cfg.DrainTimeout, "drain-timeout", "ODIN_DRAIN_TIMEOUT", authzsvc.DefaultDrainTimeout, "on SIGTERM, how long in-flight checks may take before streams are closed")
 	f.Bool(&cfg.Profiling, "pprof", "ODIN_PPROF", false, "serve Go's profiler on the ops port (/debug/pprof/); keep the ops port private")
-	f.Duration(&cfg.UsageInterval, "usage-interval", "ODIN_USAGE_INTERVAL", 10*time.Second, "how often key last-used times are written to PostgreSQL")
-	var tf tlsServerFlags // gRPC and forward-auth; the ops port stays plain HTTP for probes
-	tf.bind(f, "ODIN_", "gRPC and forward-auth (not the ops port)")
+	f.Duration(&cfg.UsageInterval, "usage-interval", "ODIN_USAGE_INTERVAL", keystore.DefaultUsageInterval, "how often key last-used times are written to PostgreSQL")
+	c.tls.bind(f, "ODIN_", "gRPC and forward-auth (not the ops port)")
+	return f
+}
+
+func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
+	var c authzConfig
+	f := authzFlagSet(&c)
+	f.SetOutput(stderr)
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	logger, err := lo.logger(stderr)
+	logger, err := c.log.logger(stderr)
 	if err != nil {
 		return err
 	}
-	if maxStreams <= 0 {
+	if c.maxStreams <= 0 {
 		return fmt.Errorf("--max-streams must be positive")
 	}
+	cfg, sf := c.svc, c.store
 	cfg.DatabaseURL, cfg.RedisURL, cfg.RedisPrefix = sf.databaseURL, sf.redisURL, sf.redisPrefix
 	if _, err := sf.redisOptions(); err != nil {
 		return err
 	}
 	cfg.RedisMACSecret, cfg.RedisMACSecretPrevious = sf.redisMAC, sf.redisMACPrevious
-	cfg.Cache.TTL, cfg.Cache.Size, cfg.MaxStreams = sf.cacheTTL, cacheSize, uint32(maxStreams)
+	cfg.Cache.TTL, cfg.Cache.Size, cfg.MaxStreams = sf.cacheTTL, c.cacheSize, uint32(c.maxStreams)
 	cfg.SessionRetention, cfg.SessionSync = sf.sessionRetention, sf.sessionSync
-	cfg.NoKeyFilter = !keyFilter
-	if cfg.TLS, err = tf.config(); err != nil {
+	cfg.NoKeyFilter = !c.keyFilter
+	if cfg.TLS, err = c.tls.config(); err != nil {
 		return err
 	}
 	cfg.Tracing.FillFromEnv(os.Getenv)
-	if tiers != "" {
-		if cfg.RateLimit.Tiers, err = ratelimit.ParseTiers(tiers); err != nil {
+	if c.tiers != "" {
+		if cfg.RateLimit.Tiers, err = ratelimit.ParseTiers(c.tiers); err != nil {
 			return fmt.Errorf("--rate-limit-tiers: %w", err)
 		}
 	}
 
 	// The configuration is checked, and the service built, before any port
 	// is bound: a busy port must not hide a configuration error.
-	if migrate {
+	if c.migrate {
 		if cfg.DatabaseURL == "" {
 			return errMissingDatabaseURL
 		}
@@ -194,17 +218,17 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	var lis authzsvc.Listeners
-	if lis.GRPC, err = net.Listen("tcp", grpcAddr); err != nil {
+	if lis.GRPC, err = net.Listen("tcp", c.grpcAddr); err != nil {
 		return fmt.Errorf("listen gRPC: %w", err)
 	}
-	if httpAddr != "" {
-		if lis.HTTP, err = net.Listen("tcp", httpAddr); err != nil {
+	if c.httpAddr != "" {
+		if lis.HTTP, err = net.Listen("tcp", c.httpAddr); err != nil {
 			lis.GRPC.Close()
 			return fmt.Errorf("listen HTTP: %w", err)
 		}
 	}
-	if opsAdr != "" {
-		if lis.Ops, err = net.Listen("tcp", opsAdr); err != nil {
+	if c.opsAddr != "" {
+		if lis.Ops, err = net.Listen("tcp", c.opsAddr); err != nil {
 			lis.GRPC.Close()
 			if lis.HTTP != nil {
 				lis.HTTP.Close()

@@ -107,31 +107,43 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func parseCheckFlags(args []string, stderr io.Writer) (checkOptions, error) {
+// checkConfig is what odin check's flags set, before parseCheckFlags
+// checks it.
+type checkConfig struct {
+	opts       checkOptions
+	key, token string
+	// headers are the -H values as given: checked after parsing, since the
+	// flag package would quote a bad value, and it may hold a credential.
+	headers []string
+}
+
+// checkFlagSet defines odin check's flags, writing to c.
+func checkFlagSet(c *checkConfig) *flags {
 	f := newFlags("check", checkSummary)
-	f.SetOutput(stderr)
-	var (
-		o          checkOptions
-		key, token string
-	)
-	f.String(&o.grpcAddr, "grpc", "ODIN_CHECK_GRPC", "127.0.0.1:9001", "odin authz gRPC address (host:port)")
+	o := &c.opts
+	f.String(&o.grpcAddr, "grpc", "ODIN_CHECK_GRPC", devGRPCAddr, "odin authz gRPC address (host:port)")
 	f.String(&o.httpURL, "http", "ODIN_CHECK_HTTP", "", "forward-auth base URL, e.g. http://127.0.0.1:9002; when set, used instead of --grpc")
 	f.String(&o.method, "method", "", "GET", "method of the request to authorize")
 	f.String(&o.path, "path", "", "/", "path (and query) of the request to authorize")
 	f.String(&o.host, "host", "", "", "host (authority) of the request to authorize")
-	// Checked after parsing: the flag package would quote a bad value, and
-	// it may hold a credential.
-	var rawHeaders []string
-	addHeader := func(s string) error { rawHeaders = append(rawHeaders, s); return nil }
-	f.Func("H", "a request header, 'name: value' (repeatable)", addHeader)
-	f.Func("header", "same as -H", addHeader)
-	f.Secret(&key, "key", "ODIN_CHECK_KEY", "an API key, sent as api-key")
-	f.Secret(&token, "token", "ODIN_CHECK_TOKEN", "a session token (JWT), sent as authorization: Bearer")
+	addHeader := func(s string) error { c.headers = append(c.headers, s); return nil }
+	f.Repeated("H", "a request header, 'name: value' (repeatable)", addHeader)
+	f.Repeated("header", "same as -H", addHeader)
+	f.Secret(&c.key, "key", "ODIN_CHECK_KEY", "an API key, sent as api-key")
+	f.Secret(&c.token, "token", "ODIN_CHECK_TOKEN", "a session token (JWT), sent as authorization: Bearer")
 	f.Duration(&o.timeout, "timeout", "", 5*time.Second, "deadline of the request")
 	o.tls.bind(f, "ODIN_CHECK_")
+	return f
+}
+
+func parseCheckFlags(args []string, stderr io.Writer) (checkOptions, error) {
+	var c checkConfig
+	f := checkFlagSet(&c)
+	f.SetOutput(stderr)
 	if err := f.parse(args); err != nil {
-		return o, err
+		return c.opts, err
 	}
+	o, key, token, rawHeaders := c.opts, c.key, c.token, c.headers
 	if len(f.positional) > 0 {
 		return o, fmt.Errorf("check: unexpected argument %q (flags: odin check -h)", maskSecret(f.positional[0]))
 	}

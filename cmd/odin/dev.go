@@ -62,6 +62,10 @@ type devConfig struct {
 	addrs      devAddrs
 }
 
+// devGRPCAddr is odin dev's gRPC address by default, and so where odin
+// check sends its Check by default.
+const devGRPCAddr = "127.0.0.1:9001"
+
 // devAddrs are the listen addresses of odin dev's five ports.
 type devAddrs struct {
 	grpc, http, ops, admin, issuer string
@@ -80,21 +84,27 @@ func (l *devListeners) close() {
 	}
 }
 
-func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// devFlagSet defines odin dev's flags, writing to cfg and lo.
+func devFlagSet(cfg *devConfig, lo *logOptions) *flags {
 	f := newFlags("dev", devSummary)
-	f.SetOutput(stderr)
-	var (
-		cfg devConfig
-		lo  logOptions
-	)
 	f.String(&cfg.dataDir, "data-dir", "ODIN_DATA_DIR", ".odin", "directory of the embedded store, the operator token and the demo key (created 0700, files 0600)")
-	f.String(&cfg.addrs.grpc, "grpc-addr", "ODIN_DEV_GRPC_ADDR", "127.0.0.1:9001", "gRPC Check listen address")
+	f.String(&cfg.addrs.grpc, "grpc-addr", "ODIN_DEV_GRPC_ADDR", devGRPCAddr, "gRPC Check listen address")
 	f.String(&cfg.addrs.http, "http-addr", "ODIN_DEV_HTTP_ADDR", "127.0.0.1:9002", "HTTP forward-auth listen address")
 	f.String(&cfg.addrs.ops, "ops-addr", "ODIN_DEV_OPS_ADDR", "127.0.0.1:9003", "ops listen address (/healthz, /readyz, /metrics)")
 	f.String(&cfg.addrs.admin, "admin-addr", "ODIN_DEV_ADMIN_ADDR", "127.0.0.1:9004", "admin API listen address")
 	f.String(&cfg.addrs.issuer, "issuer-addr", "ODIN_DEV_ISSUER_ADDR", "127.0.0.1:9005", "dev issuer listen address (JWKS and POST /mint); its URL is the tokens' iss")
 	f.String(&cfg.policyFile, "policy-file", "ODIN_POLICY_FILE", "", "route policy (YAML); empty: read for GET/HEAD/OPTIONS, write otherwise")
 	lo.bind(f, "text")
+	return f
+}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var (
+		cfg devConfig
+		lo  logOptions
+	)
+	f := devFlagSet(&cfg, &lo)
+	f.SetOutput(stderr)
 	if err := f.parse(args); err != nil {
 		return err
 	}

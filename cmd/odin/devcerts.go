@@ -31,23 +31,33 @@ var devCertFiles = struct{ caCert, caKey, serverCert, serverKey, clientCert, cli
 	"ca.pem", "ca-key.pem", "server.pem", "server-key.pem", "client.pem", "client-key.pem",
 }
 
-func runDevCerts(_ context.Context, args []string, stdout, stderr io.Writer) error {
+// devCertsConfig is what odin devcerts' flags set.
+type devCertsConfig struct {
+	dir, clientName   string
+	hosts             []string
+	validFor, caValid time.Duration
+}
+
+// devCertsFlagSet defines odin devcerts' flags, writing to c.
+func devCertsFlagSet(c *devCertsConfig) *flags {
 	f := newFlags("devcerts", devCertsSummary)
+	f.String(&c.dir, "dir", "", "", "directory to write to (created if missing; required)")
+	c.hosts = []string{"authz", "admin", "localhost", "127.0.0.1", "::1"}
+	f.List(&c.hosts, "hosts", "", "names and IP addresses of the server certificate (default authz,admin,localhost,127.0.0.1,::1)")
+	f.String(&c.clientName, "client-name", "", "envoy", "subject (and DNS SAN) of the client certificate")
+	f.Duration(&c.validFor, "valid-for", "", 30*24*time.Hour, "validity of the server and client certificates")
+	f.Duration(&c.caValid, "ca-valid-for", "", 365*24*time.Hour, "validity of a new CA")
+	return f
+}
+
+func runDevCerts(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	var c devCertsConfig
+	f := devCertsFlagSet(&c)
 	f.SetOutput(stderr)
-	var (
-		dir, clientName   string
-		hosts             []string
-		validFor, caValid time.Duration
-	)
-	f.String(&dir, "dir", "", "", "directory to write to (created if missing; required)")
-	hosts = []string{"authz", "admin", "localhost", "127.0.0.1", "::1"}
-	f.List(&hosts, "hosts", "", "names and IP addresses of the server certificate (default authz,admin,localhost,127.0.0.1,::1)")
-	f.String(&clientName, "client-name", "", "envoy", "subject (and DNS SAN) of the client certificate")
-	f.Duration(&validFor, "valid-for", "", 30*24*time.Hour, "validity of the server and client certificates")
-	f.Duration(&caValid, "ca-valid-for", "", 365*24*time.Hour, "validity of a new CA")
 	if err := f.parse(args); err != nil {
 		return err
 	}
+	dir, clientName, hosts, validFor, caValid := c.dir, c.clientName, c.hosts, c.validFor, c.caValid
 	if len(f.positional) > 0 {
 		return fmt.Errorf("devcerts: unexpected argument %q", f.positional[0])
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
+	"github.com/odin-scan/odin-authz/keystore"
 )
 
 const devIssuerSummary = `DEVELOPMENT TOOL - NEVER RUN IT WHERE ANYONE BUT YOU CAN REACH IT.
@@ -49,19 +50,26 @@ type devIssuerConfig struct {
 	defaultTTL, maxTTL time.Duration
 }
 
-func runDevIssuer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// devIssuerFlagSet defines odin devissuer's flags, writing to cfg, lo and
+// addr.
+func devIssuerFlagSet(cfg *devIssuerConfig, lo *logOptions, addr *string) *flags {
 	f := newFlags("devissuer", devIssuerSummary)
-	f.SetOutput(stderr)
+	f.String(addr, "addr", "ODIN_DEVISSUER_ADDR", ":9005", "listen address")
+	f.String(&cfg.issuer, "issuer", "ODIN_DEVISSUER_ISSUER", devissuer.DefaultIssuer, "iss of the minted tokens; give odin the same as --jwt-issuer")
+	f.Duration(&cfg.defaultTTL, "default-ttl", "ODIN_DEVISSUER_DEFAULT_TTL", 5*time.Minute, "lifetime of a token minted without ttl_seconds (Clerk's own live about 60s)")
+	f.Duration(&cfg.maxTTL, "max-ttl", "ODIN_DEVISSUER_MAX_TTL", time.Hour, "longest ttl_seconds accepted; keep it under odin's --session-retention ("+formatDuration(keystore.DefaultSessionRetention)+")")
+	lo.bind(f, "text")
+	return f
+}
+
+func runDevIssuer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		cfg  devIssuerConfig
 		lo   logOptions
 		addr string
 	)
-	f.String(&addr, "addr", "ODIN_DEVISSUER_ADDR", ":9005", "listen address")
-	f.String(&cfg.issuer, "issuer", "ODIN_DEVISSUER_ISSUER", devissuer.DefaultIssuer, "iss of the minted tokens; give odin the same as --jwt-issuer")
-	f.Duration(&cfg.defaultTTL, "default-ttl", "ODIN_DEVISSUER_DEFAULT_TTL", 5*time.Minute, "lifetime of a token minted without ttl_seconds (Clerk's own live about 60s)")
-	f.Duration(&cfg.maxTTL, "max-ttl", "ODIN_DEVISSUER_MAX_TTL", time.Hour, "longest ttl_seconds accepted; keep it under odin's --session-retention (24h)")
-	lo.bind(f, "text")
+	f := devIssuerFlagSet(&cfg, &lo, &addr)
+	f.SetOutput(stderr)
 	if err := f.parse(args); err != nil {
 		return err
 	}

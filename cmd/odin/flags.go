@@ -11,10 +11,24 @@ import (
 
 // flags is a flag set whose every flag falls back to an ODIN_* environment
 // variable, named in its -h line. Flags win over the environment.
+//
+// Every flag is defined through its methods, which also record it in docs
+// for the configuration reference (odin config-reference).
 type flags struct {
 	*flag.FlagSet
 	envErrs    []error
 	positional []string
+	docs       []flagDoc
+}
+
+// flagDoc is one flag as the configuration reference shows it.
+type flagDoc struct {
+	name, env string
+	// def is the default the flag declares, before any ODIN_* value
+	// replaces it; "" when it has none.
+	def    string
+	secret bool // def is "" and no value is ever shown
+	usage  string
 }
 
 func newFlags(name, summary string) *flags {
@@ -24,6 +38,22 @@ func newFlags(name, summary string) *flags {
 		fs.PrintDefaults()
 	}
 	return &flags{FlagSet: fs}
+}
+
+func (f *flags) document(name, env, def, usage string) {
+	f.docs = append(f.docs, flagDoc{name: name, env: env, def: def, usage: usage})
+}
+
+// formatDuration is d as a person writes it: 24h, not 24h0m0s.
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func (f *flags) env(env string) (string, bool) {
@@ -42,6 +72,7 @@ func envNote(usage, env string) string {
 }
 
 func (f *flags) String(p *string, name, env, def, usage string) {
+	f.document(name, env, def, usage)
 	if v, ok := f.env(env); ok {
 		def = v
 	}
@@ -50,6 +81,7 @@ func (f *flags) String(p *string, name, env, def, usage string) {
 
 // Secret is a string flag whose value -h never prints.
 func (f *flags) Secret(p *string, name, env, usage string) {
+	f.docs = append(f.docs, flagDoc{name: name, env: env, secret: true, usage: usage})
 	def := ""
 	if v, ok := f.env(env); ok {
 		def = v
@@ -59,6 +91,7 @@ func (f *flags) Secret(p *string, name, env, usage string) {
 }
 
 func (f *flags) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
+	f.document(name, env, formatDuration(def), usage)
 	if v, ok := f.env(env); ok {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -71,6 +104,7 @@ func (f *flags) Duration(p *time.Duration, name, env string, def time.Duration, 
 }
 
 func (f *flags) Int(p *int, name, env string, def int, usage string) {
+	f.document(name, env, strconv.Itoa(def), usage)
 	if v, ok := f.env(env); ok {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -83,6 +117,7 @@ func (f *flags) Int(p *int, name, env string, def int, usage string) {
 }
 
 func (f *flags) Float64(p *float64, name, env string, def float64, usage string) {
+	f.document(name, env, strconv.FormatFloat(def, 'g', -1, 64), usage)
 	if v, ok := f.env(env); ok {
 		n, err := strconv.ParseFloat(v, 64)
 		if err != nil {
@@ -95,6 +130,7 @@ func (f *flags) Float64(p *float64, name, env string, def float64, usage string)
 }
 
 func (f *flags) Bool(p *bool, name, env string, def bool, usage string) {
+	f.document(name, env, strconv.FormatBool(def), usage)
 	if v, ok := f.env(env); ok {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -106,12 +142,20 @@ func (f *flags) Bool(p *bool, name, env string, def bool, usage string) {
 	f.BoolVar(p, name, def, envNote(usage, env))
 }
 
-// List is a comma-separated list flag.
+// List is a comma-separated list flag. Its default is *p as given.
 func (f *flags) List(p *[]string, name, env, usage string) {
+	f.document(name, env, strings.Join(*p, ","), usage+" (comma-separated)")
 	if v, ok := f.env(env); ok {
 		*p = splitList(v)
 	}
 	f.Func(name, envNote(usage+" (comma-separated)", env), func(s string) error { *p = splitList(s); return nil })
+}
+
+// Repeated is a flag that may be given several times, each value passed
+// to add. It has no environment variable.
+func (f *flags) Repeated(name, usage string, add func(string) error) {
+	f.document(name, "", "", usage)
+	f.Func(name, usage, add)
 }
 
 func splitList(s string) []string {

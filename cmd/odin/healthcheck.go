@@ -12,20 +12,30 @@ import (
 // runHealthcheck is `odin healthcheck`: the container health probe of images
 // with no shell and no curl (distroless). It exits 0 when the URL answers
 // 2xx in time, 1 otherwise.
-func runHealthcheck(ctx context.Context, args []string, stderr io.Writer) error {
+// healthcheckConfig is what odin healthcheck's flags set.
+type healthcheckConfig struct {
+	target  string
+	timeout time.Duration
+	tls     tlsClientFlags // for https:// URLs: the admin port with TLS
+}
+
+// healthcheckFlagSet defines odin healthcheck's flags, writing to c.
+func healthcheckFlagSet(c *healthcheckConfig) *flags {
 	f := newFlags("healthcheck", "GET --url and exit 0 on a 2xx answer within --timeout, 1 otherwise.\nFor container health checks where there is no shell or curl, e.g. in compose:\n  test: [\"CMD\", \"/odin\", \"healthcheck\", \"--url\", \"http://127.0.0.1:9003/readyz\"]")
+	f.String(&c.target, "url", "ODIN_HEALTHCHECK_URL", "http://127.0.0.1:9003/readyz", "URL to probe (authz: :9003/readyz, admin: :9004/readyz, devissuer: :9005/healthz)")
+	f.Duration(&c.timeout, "timeout", "ODIN_HEALTHCHECK_TIMEOUT", 2*time.Second, "deadline of the probe")
+	c.tls.bind(f, "ODIN_HEALTHCHECK_")
+	return f
+}
+
+func runHealthcheck(ctx context.Context, args []string, stderr io.Writer) error {
+	var c healthcheckConfig
+	f := healthcheckFlagSet(&c)
 	f.SetOutput(stderr)
-	var (
-		target  string
-		timeout time.Duration
-		tf      tlsClientFlags // for https:// URLs: the admin port with TLS
-	)
-	f.String(&target, "url", "ODIN_HEALTHCHECK_URL", "http://127.0.0.1:9003/readyz", "URL to probe (authz: :9003/readyz, admin: :9004/readyz, devissuer: :9005/healthz)")
-	f.Duration(&timeout, "timeout", "ODIN_HEALTHCHECK_TIMEOUT", 2*time.Second, "deadline of the probe")
-	tf.bind(f, "ODIN_HEALTHCHECK_")
 	if err := f.parse(args); err != nil {
 		return err
 	}
+	target, timeout, tf := c.target, c.timeout, &c.tls
 	if len(f.positional) > 0 {
 		return fmt.Errorf("healthcheck: unexpected argument %q", f.positional[0])
 	}

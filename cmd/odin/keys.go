@@ -282,27 +282,37 @@ func ownerIDs(owner, org string) (userID, orgID string) {
 	return owner, org
 }
 
-func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// keysCreateConfig is what odin keys create's flags set.
+type keysCreateConfig struct {
+	backend                backendFlags
+	name, tier, owner, org string
+	scopes                 []string
+	expiresIn              time.Duration
+	json                   bool
+}
+
+// keysCreateFlagSet defines odin keys create's flags, writing to c.
+func keysCreateFlagSet(c *keysCreateConfig) *flags {
 	f := newFlags("keys create", "Issue an API key. The key is printed alone on stdout, once; only its hash is stored.")
+	c.backend.bind(f)
+	f.String(&c.name, "name", "", "", "descriptive name, e.g. \"GitHub Actions - Production\" (required)")
+	f.List(&c.scopes, "scopes", "", "scopes, e.g. scans:read,scans:write")
+	f.String(&c.tier, "tier", "", "", "subscription tier (default "+keystore.DefaultTier+"; over the admin API with a session token, your own)")
+	f.String(&c.owner, "owner", "", "", "owning user id (user_...) or organisation id (org_...) (required, except over the admin API with a session token: you)")
+	f.String(&c.org, "org", "", "", "organisation the key belongs to, when --owner is a user")
+	f.Duration(&c.expiresIn, "expires-in", "", 0, "lifetime, e.g. 720h; 0: never expires")
+	f.Bool(&c.json, "json", "", false, "print the record with the key as JSON")
+	return f
+}
+
+func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c keysCreateConfig
+	f := keysCreateFlagSet(&c)
 	f.SetOutput(stderr)
-	var (
-		bf                     backendFlags
-		name, tier, owner, org string
-		scopes                 []string
-		expiresIn              time.Duration
-		asJSON                 bool
-	)
-	bf.bind(f)
-	f.String(&name, "name", "", "", "descriptive name, e.g. \"GitHub Actions - Production\" (required)")
-	f.List(&scopes, "scopes", "", "scopes, e.g. scans:read,scans:write")
-	f.String(&tier, "tier", "", "", "subscription tier (default "+keystore.DefaultTier+"; over the admin API with a session token, your own)")
-	f.String(&owner, "owner", "", "", "owning user id (user_...) or organisation id (org_...) (required, except over the admin API with a session token: you)")
-	f.String(&org, "org", "", "", "organisation the key belongs to, when --owner is a user")
-	f.Duration(&expiresIn, "expires-in", "", 0, "lifetime, e.g. 720h; 0: never expires")
-	f.BoolVar(&asJSON, "json", false, "print the record with the key as JSON")
 	if err := f.parse(args); err != nil {
 		return err
 	}
+	bf, name, tier, owner, org, scopes, expiresIn, asJSON := c.backend, c.name, c.tier, c.owner, c.org, c.scopes, c.expiresIn, c.json
 	if len(f.positional) > 0 {
 		return fmt.Errorf("keys create: unexpected argument %q", f.positional[0])
 	}
@@ -330,24 +340,36 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return err
 }
 
-func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// keysListConfig is what odin keys list's flags set.
+type keysListConfig struct {
+	backend        backendFlags
+	owner, revoked string
+	limit          int
+	cursor         string
+	json           bool
+}
+
+// keysListFlagSet defines odin keys list's flags, writing to c.
+func keysListFlagSet(c *keysListConfig) *flags {
 	f := newFlags("keys list", "List keys, newest first, by hint (never the key).")
+	c.backend.bind(f)
+	f.String(&c.owner, "owner", "", "", "only keys of this user (user_...) or organisation (org_...); over the admin API with a session token: me (default) or org")
+	f.String(&c.revoked, "revoked", "", "all", "all, yes (revoked only) or no (active only)")
+	f.Int(&c.limit, "limit", "", 50, "page size, 1 to 1000")
+	f.String(&c.cursor, "cursor", "", "", "next-page cursor printed by the previous page")
+	f.Bool(&c.json, "json", "", false, "print JSON")
+	return f
+}
+
+func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c keysListConfig
+	f := keysListFlagSet(&c)
 	f.SetOutput(stderr)
-	var (
-		bf             backendFlags
-		owner, revoked string
-		q              listKeysQuery
-		asJSON         bool
-	)
-	bf.bind(f)
-	f.String(&owner, "owner", "", "", "only keys of this user (user_...) or organisation (org_...); over the admin API with a session token: me (default) or org")
-	f.String(&revoked, "revoked", "", "all", "all, yes (revoked only) or no (active only)")
-	f.Int(&q.limit, "limit", "", 50, "page size, 1 to 1000")
-	f.String(&q.cursor, "cursor", "", "", "next-page cursor printed by the previous page")
-	f.BoolVar(&asJSON, "json", false, "print JSON")
 	if err := f.parse(args); err != nil {
 		return err
 	}
+	bf, owner, revoked, asJSON := c.backend, c.owner, c.revoked, c.json
+	q := listKeysQuery{limit: c.limit, cursor: c.cursor}
 	if len(f.positional) > 0 {
 		return fmt.Errorf("keys list: unexpected argument %q", f.positional[0])
 	}
@@ -416,16 +438,26 @@ func parseKeyID(f *flags, args []string) (string, error) {
 	return f.positional[0], nil
 }
 
-func keysGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// keyIDConfig is what the flags of odin keys get and odin keys revoke set.
+type keyIDConfig struct {
+	backend backendFlags
+	json    bool
+}
+
+// keysGetFlagSet defines odin keys get's flags, writing to c.
+func keysGetFlagSet(c *keyIDConfig) *flags {
 	f := newFlags("keys get", "Show a key by id (key_...): its record by hint, never the key, and its checks per hour over the last 7 days.")
+	c.backend.bind(f)
+	f.Bool(&c.json, "json", "", false, "print the record with its usage as JSON")
+	return f
+}
+
+func keysGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c keyIDConfig
+	f := keysGetFlagSet(&c)
 	f.SetOutput(stderr)
-	var (
-		bf     backendFlags
-		asJSON bool
-	)
-	bf.bind(f)
-	f.BoolVar(&asJSON, "json", false, "print the record with its usage as JSON")
 	id, err := parseKeyID(f, args)
+	bf, asJSON := c.backend, c.json
 	if err != nil {
 		return err
 	}
@@ -469,18 +501,28 @@ func printKey(w io.Writer, k keyRecord, now time.Time) error {
 	return tw.Flush()
 }
 
-func keysRoll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// keysRollConfig is what odin keys roll's flags set.
+type keysRollConfig struct {
+	backend backendFlags
+	grace   time.Duration
+	json    bool
+}
+
+// keysRollFlagSet defines odin keys roll's flags, writing to c.
+func keysRollFlagSet(c *keysRollConfig) *flags {
 	f := newFlags("keys roll", "Replace a key (key_...) with a new one of the same name, owner, scopes, tier and expiry.\nThe new key is printed alone on stdout, once; the old one keeps working for --grace.\nA key is rolled once: rolling it again during its grace period is refused, naming its successor.")
+	c.backend.bind(f)
+	f.Duration(&c.grace, "grace", "", 0, "how long the old key keeps working, whole seconds up to "+formatDuration(keystore.MaxRollGrace)+"; 0: it stops at once")
+	f.Bool(&c.json, "json", "", false, "print the new record with the key, and the old record, as JSON")
+	return f
+}
+
+func keysRoll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c keysRollConfig
+	f := keysRollFlagSet(&c)
 	f.SetOutput(stderr)
-	var (
-		bf     backendFlags
-		grace  time.Duration
-		asJSON bool
-	)
-	bf.bind(f)
-	f.Duration(&grace, "grace", "", 0, "how long the old key keeps working, whole seconds up to 720h; 0: it stops at once")
-	f.BoolVar(&asJSON, "json", false, "print the new record with the key, and the old record, as JSON")
 	id, err := parseKeyID(f, args)
+	bf, grace, asJSON := c.backend, c.grace, c.json
 	if err != nil {
 		return err
 	}
@@ -510,16 +552,20 @@ func keysRoll(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return err
 }
 
-func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// keysRevokeFlagSet defines odin keys revoke's flags, writing to c.
+func keysRevokeFlagSet(c *keyIDConfig) *flags {
 	f := newFlags("keys revoke", "Revoke a key by id (key_...). It stops working at once on every replica.")
+	c.backend.bind(f)
+	f.Bool(&c.json, "json", "", false, "print the revoked record as JSON")
+	return f
+}
+
+func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c keyIDConfig
+	f := keysRevokeFlagSet(&c)
 	f.SetOutput(stderr)
-	var (
-		bf     backendFlags
-		asJSON bool
-	)
-	bf.bind(f)
-	f.BoolVar(&asJSON, "json", false, "print the revoked record as JSON")
 	id, err := parseKeyID(f, args)
+	bf, asJSON := c.backend, c.json
 	if err != nil {
 		return err
 	}

@@ -8,26 +8,35 @@ import (
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
 
-func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
+// migrateConfig is what odin migrate's flags set.
+type migrateConfig struct {
+	databaseURL string
+	log         logOptions
+}
+
+// migrateFlagSet defines odin migrate's flags, writing to c.
+func migrateFlagSet(c *migrateConfig) *flags {
 	f := newFlags("migrate", "Apply the embedded PostgreSQL schema migrations. Safe to run from several\nreplicas at once: an advisory lock serialises them.")
+	f.Secret(&c.databaseURL, "database-url", "ODIN_DATABASE_URL", "PostgreSQL URL (required)")
+	c.log.bind(f, "text")
+	return f
+}
+
+func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
+	var c migrateConfig
+	f := migrateFlagSet(&c)
 	f.SetOutput(stderr)
-	var (
-		databaseURL string
-		lo          logOptions
-	)
-	f.Secret(&databaseURL, "database-url", "ODIN_DATABASE_URL", "PostgreSQL URL (required)")
-	lo.bind(f, "text")
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	logger, err := lo.logger(stderr)
+	logger, err := c.log.logger(stderr)
 	if err != nil {
 		return err
 	}
-	if databaseURL == "" {
+	if c.databaseURL == "" {
 		return errMissingDatabaseURL
 	}
-	return migrateDatabase(ctx, databaseURL, logger)
+	return migrateDatabase(ctx, c.databaseURL, logger)
 }
 
 func migrateDatabase(ctx context.Context, databaseURL string, logger *slog.Logger) error {

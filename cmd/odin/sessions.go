@@ -21,6 +21,22 @@ It acts on the database (--database-url, ODIN_DATABASE_URL), or, when
 Run 'odin sessions revoke -h' for every flag.
 `
 
+// sessionsRevokeConfig is what odin sessions revoke's flags set.
+type sessionsRevokeConfig struct {
+	backend backendFlags
+	reason  string
+	json    bool
+}
+
+// sessionsRevokeFlagSet defines odin sessions revoke's flags, writing to c.
+func sessionsRevokeFlagSet(c *sessionsRevokeConfig) *flags {
+	f := newFlags("sessions revoke", "Revoke a session: PostgreSQL, then the Redis mirror, then every replica via the bus.")
+	c.backend.bind(f)
+	f.String(&c.reason, "reason", "", "operator", "why, for the record (e.g. logout, compromised); the admin API records admin_api instead")
+	f.Bool(&c.json, "json", "", false, "print the revocation as JSON")
+	return f
+}
+
 func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] != "revoke" {
 		fmt.Fprint(stderr, sessionsUsage)
@@ -29,19 +45,13 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		}
 		return errors.New("sessions: the only subcommand is revoke")
 	}
-	f := newFlags("sessions revoke", "Revoke a session: PostgreSQL, then the Redis mirror, then every replica via the bus.")
+	var c sessionsRevokeConfig
+	f := sessionsRevokeFlagSet(&c)
 	f.SetOutput(stderr)
-	var (
-		bf     backendFlags
-		reason string
-		asJSON bool
-	)
-	bf.bind(f)
-	f.String(&reason, "reason", "", "operator", "why, for the record (e.g. logout, compromised); the admin API records admin_api instead")
-	f.BoolVar(&asJSON, "json", false, "print the revocation as JSON")
 	if err := f.parse(args[1:]); err != nil {
 		return err
 	}
+	bf, reason, asJSON := c.backend, c.reason, c.json
 	if len(f.positional) != 1 {
 		return errors.New("sessions revoke: exactly one session id is required")
 	}

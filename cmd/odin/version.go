@@ -10,11 +10,17 @@ import (
 
 // runVersion prints which build this is: module version, VCS revision and
 // time, Go version and platform.
-func runVersion(args []string, stdout, stderr io.Writer) error {
+// versionFlagSet defines odin version's flags, writing to asJSON.
+func versionFlagSet(asJSON *bool) *flags {
 	f := newFlags("version", "Print the build: module version, VCS revision and commit time, Go version.")
-	f.SetOutput(stderr)
+	f.Bool(asJSON, "json", "", false, "print JSON")
+	return f
+}
+
+func runVersion(args []string, stdout, stderr io.Writer) error {
 	var asJSON bool
-	f.Bool(&asJSON, "json", "", false, "print JSON")
+	f := versionFlagSet(&asJSON)
+	f.SetOutput(stderr)
 	if err := f.parse(args); err != nil {
 		return err
 	}

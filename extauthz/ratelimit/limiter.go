@@ -70,6 +70,9 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
+// DefaultTier is Options.DefaultTier's default.
+const DefaultTier = "free"
+
 // Options configure a Limiter. Zero values take the defaults.
 type Options struct {
 	// Tiers are added over DefaultTiers (same name: replaced).
@@ -151,7 +154,7 @@ type Limiter struct {
 // (a private registry), logger may be nil (discarded).
 func New(client redis.UniversalClient, opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Limiter, error) {
 	if opts.DefaultTier == "" {
-		opts.DefaultTier = "free"
+		opts.DefaultTier = DefaultTier
 	}
 	if opts.Prefix == "" {
 		opts.Prefix = "odin:ratelimit:"

@@ -27,6 +27,9 @@ import (
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
 
+// DefaultMaxConnections is Config.MaxConnections' default.
+const DefaultMaxConnections = 256
+
 // Config is everything `odin admin` is configured with.
 type Config struct {
 	// Store, when set, is used instead of opening DatabaseURL; the caller
@@ -51,7 +54,7 @@ type Config struct {
 	OperatorToken, WebhookSecret            string
 	Scopes, UserScopes, OrgAdminRoles       []string
 	// MaxConnections caps the open connections of the admin port (default
-	// 256; negative: no cap); one more is closed at once.
+	// DefaultMaxConnections; negative: no cap); one more is closed at once.
 	MaxConnections int
 	// TrustedProxies are the proxies (addresses or CIDR ranges) whose
 	// X-Forwarded-For names the client, for the failed-authentication
@@ -96,7 +99,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	s := &Service{log: logger, registry: prometheus.NewRegistry(), maxConns: cfg.MaxConnections}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if s.maxConns == 0 {
-		s.maxConns = 256
+		s.maxConns = DefaultMaxConnections
 	}
 	s.conns = connlimit.NewMetrics(s.registry)
 	var err error

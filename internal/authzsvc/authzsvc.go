@@ -137,20 +137,31 @@ type Connections struct {
 	MaxGRPC, MaxHTTP int
 }
 
+// Defaults of Connections, and of Config's MaxStreams and DrainTimeout.
+const (
+	DefaultGRPCHandshakeTimeout = 5 * time.Second
+	DefaultKeepaliveMinTime     = 5 * time.Second
+	DefaultKeepaliveTime        = 30 * time.Second
+	DefaultKeepaliveTimeout     = 10 * time.Second
+	DefaultMaxConnections       = 2048 // per port
+	DefaultMaxStreams           = 1024
+	DefaultDrainTimeout         = 15 * time.Second
+)
+
 func (c *Connections) defaults() {
 	for _, d := range []struct {
 		p   *time.Duration
 		def time.Duration
-	}{{&c.GRPCHandshakeTimeout, 5 * time.Second}, {&c.KeepaliveMinTime, 5 * time.Second}, {&c.KeepaliveTime, 30 * time.Second}, {&c.KeepaliveTimeout, 10 * time.Second}} {
+	}{{&c.GRPCHandshakeTimeout, DefaultGRPCHandshakeTimeout}, {&c.KeepaliveMinTime, DefaultKeepaliveMinTime}, {&c.KeepaliveTime, DefaultKeepaliveTime}, {&c.KeepaliveTimeout, DefaultKeepaliveTimeout}} {
 		if *d.p <= 0 {
 			*d.p = d.def
 		}
 	}
 	if c.MaxGRPC == 0 {
-		c.MaxGRPC = 2048
+		c.MaxGRPC = DefaultMaxConnections
 	}
 	if c.MaxHTTP == 0 {
-		c.MaxHTTP = 2048
+		c.MaxHTTP = DefaultMaxConnections
 	}
 }
 
@@ -198,10 +209,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		return nil, fmt.Errorf("forwarded headers (--forwarded-headers, ODIN_FORWARDED_HEADERS) and path prefix (--http-path-prefix): %w", err)
 	}
 	if cfg.MaxStreams == 0 {
-		cfg.MaxStreams = 1024
+		cfg.MaxStreams = DefaultMaxStreams
 	}
 	if cfg.DrainTimeout <= 0 {
-		cfg.DrainTimeout = 15 * time.Second
+		cfg.DrainTimeout = DefaultDrainTimeout
 	}
 	cfg.Connections.defaults()
 	s := &Service{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
@@ -434,7 +445,7 @@ func (s *Service) startBackground(ctx context.Context) {
 	}
 	sync := s.cfg.SessionSync
 	if sync <= 0 {
-		sync = 30 * time.Second
+		sync = keystore.DefaultSessionSync
 	}
 	_ = s.revoked.Sync(ctx) // a failure is retried by Run; JWTs get 503 meanwhile
 	go s.revoked.Run(ctx, sync)

@@ -3,7 +3,7 @@
 // requests, every answer is counted by outcome (allow, each denial status,
 // transport error) and by the phase of the fault it was sent in, and the
 // drill asserts what the design promises for each kind of credential (see
-// the failure table in README.md and docs/RELIABILITY.md, "Failure drills").
+// the failure table in docs/DESIGN.md and docs/RELIABILITY.md, "Failure drills").
 //
 // Each drill logs one summary line of its figures; with ODIN_DRILL_REPORT set
 // to a file name it also appends them there as one JSON object per line.
