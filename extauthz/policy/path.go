@@ -29,7 +29,7 @@ const (
 // every server behind the proxy: a path that a normalising upstream, a
 // non-normalising one, a Servlet container (";" parameters) or a
 // double-decoding one could each route differently is refused rather than
-// guessed at (the rules are listed in doc.go). The accepted path is
+// guessed at (the rules are listed in docs/POLICY.md). The accepted path is
 // percent-decoded once and loses a trailing slash.
 //
 // A path with no percent escape is returned as a substring: no allocation.

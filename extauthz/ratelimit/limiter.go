@@ -1,62 +1,12 @@
-// Package ratelimit enforces the subscription-tier rate limits (docs/CONTRACT.md, rate limits):
-// each limit key (an API key id, a JWT subject or an org id — the caller
-// chooses) gets its tier's rate and burst, shared by every replica of odin
-// authz through Redis.
-//
-// # Algorithm
-//
-// The shared state is a GCRA (generic cell rate algorithm, a token bucket
-// kept as one timestamp) per limit key in Redis, updated by a Lua script
-// that reads Redis' own clock, so replicas' clocks do not matter.
-//
-// # Leases: why most requests never reach Redis
-//
-// A Redis round trip per request would halve the gateway's throughput. So a
-// replica takes a lease: it asks the shared GCRA for a batch of tokens at
-// once and spends them in-process with one atomic decrement each. It asks
-// again when the batch is spent, or when the lease is older than
-// Options.LeaseTTL (1s), so tokens leased by a replica that went quiet are
-// not held for long. A batch is Options.LeaseFraction of the burst (5%),
-// at least 1, and at most a tenth of what the tier allows in a LeaseTTL:
-// with the default tiers, free 1, pro 10 and enterprise 100 tokens.
-//
-// When fewer tokens than a batch are left, the script grants what is left
-// if that is at least half a batch; otherwise it refuses and says when half
-// a batch will be available, and the replica answers 429 locally until
-// then. Partial grants keep admission smooth near the limit; refusing
-// slivers keeps Redis traffic per key bounded under overload (at most about
-// (replicas+1) × rate / (batch/2) calls per second, 80/s for pro with three
-// replicas, whatever the request volume) instead of degrading to one round
-// trip per request.
-//
-// # Accuracy and the overshoot bound
-//
-// Every token is granted once by the shared GCRA and spent at most once,
-// so in the long run a key gets its tier and no more: at most
-// burst + rate×D over a period D, wherever its requests land. In a shorter
-// window, each replica may also spend the rest of one batch it leased
-// before the window: the worst case is burst + rate×window +
-// replicas×batch (with three replicas, 15% of the burst more). The errors
-// the other way: tokens of a lease that expires unspent (at most one batch
-// per replica per LeaseTTL, so a tenth of the rate, and only on a replica
-// where the key is quiet), and refusals while less than half a batch is
-// left (a wait of at most batch/(2×rate)). A larger LeaseFraction or
-// LeaseTTL means fewer Redis calls and larger errors. At twice the rate,
-// TestAccuracyAcrossReplicas measures three replicas within 5% of an exact
-// GCRA (the test allows 10%): the shortfall is the unspent batches at the
-// end of the run.
-//
-// # Redis unavailable
-//
-// Redis calls are bounded by Options.Timeout; after a failure Redis is left
-// alone for Options.Backoff and then probed by a single request. Failures
-// are counted (odin_ratelimit_redis_calls_total{result="error"}) and logged
-// at most once per 10 seconds. Meanwhile tokens already leased are still
-// spent. By default the limiter fails open: keys that need a lease are
-// limited by an in-process GCRA per replica with the same tier, so nobody
-// within their tier is refused, while a single replica still stops a flood
-// (the aggregate may reach replicas × the tier). With Options.FailClosed,
-// such requests are refused with Result.Unavailable set, for a 503.
+// Package ratelimit enforces the subscription-tier rate limits: each limit
+// key (an API key id, a JWT subject or an org id — the caller chooses) gets
+// its tier's rate and burst, shared by every replica of odin authz through
+// Redis. The shared state is a GCRA per key in Redis, updated by a Lua
+// script on Redis' own clock; a replica leases small batches of tokens and
+// spends them in process, so most requests never reach Redis. When Redis
+// is unavailable the limiter fails open to a per-replica GCRA (or, with
+// Options.FailClosed, refuses). The design, its accuracy and overshoot
+// bounds are in docs/RATELIMIT.md.
 package ratelimit
 
 import (
