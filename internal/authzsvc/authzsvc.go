@@ -315,7 +315,7 @@ func (s *Service) buildLimiter() (*ratelimit.Limiter, error) {
 	opts := s.cfg.RateLimit
 	var client redis.UniversalClient
 	if s.redis != nil {
-		client = s.redis.Client()
+		client = s.redis.Conn().Client() // the connection the key tier and the bus use
 		if opts.Prefix == "" {
 			prefix := s.cfg.RedisPrefix
 			if prefix == "" {
