@@ -143,7 +143,7 @@ type Authorizer struct {
 	policy   *policy.Holder     // nil: the built-in default policy (docs/CONTRACT.md, method, path and scopes)
 	limiter  *ratelimit.Limiter // nil: no rate limits
 	limitBy  string
-	keys     *keystore.Cache
+	keys     *keystore.Cache[*Principal]
 	sessions *Sessions               // nil: JWTs are not configured
 	usage    *keystore.UsageRecorder // may be nil
 	log      *slog.Logger
@@ -160,7 +160,7 @@ type Options struct {
 	// session token's user; the default) or "org" (the organisation when
 	// there is one).
 	LimitBy  string
-	Keys     *keystore.Cache
+	Keys     *keystore.Cache[*Principal]
 	Sessions *Sessions               // optional: without it every JWT is refused
 	Usage    *keystore.UsageRecorder // optional
 	Logger   *slog.Logger
@@ -293,11 +293,7 @@ func (a *Authorizer) decideKey(ctx context.Context, d *Decision, now time.Time) 
 		d.Outcome, d.Reason = DenyUnauthorized, "expired_key"
 		return
 	}
-	p, ok := e.Prepared().(*Principal)
-	if !ok { // a cache built without the Prepare hook: render now
-		p = PrincipalForKey(k).(*Principal)
-	}
-	d.Outcome, d.Principal = Allow, p
+	d.Outcome, d.Principal = Allow, e.Prepared()
 	if a.usage != nil {
 		a.usage.Record(k.ID, now)
 	}

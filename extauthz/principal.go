@@ -165,9 +165,9 @@ func NewPrincipal(id Identity) *Principal {
 	return p
 }
 
-// PrincipalForKey is the keystore.CacheOptions.Prepare hook: the identity of
-// an API key, rendered once when the key enters the LRU.
-func PrincipalForKey(k *keystore.Key) any {
+// PrincipalForKey is the prepare of the key cache (keystore.NewCache): the
+// identity of an API key, rendered once when the key enters the LRU.
+func PrincipalForKey(k *keystore.Key) *Principal {
 	return NewPrincipal(Identity{
 		Method:  "api_key",
 		Subject: k.Subject(),

@@ -316,7 +316,7 @@ func (m *Manager) propagate(ctx context.Context, k *Key, lsn LSN) error {
 	if m.redis == nil {
 		return nil
 	}
-	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
+	m.redis.set(ctx, k.Hash, &record{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
 	if err := m.redis.Publish(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn}); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotPropagated, err)
 	}
@@ -353,7 +353,7 @@ func (m *Manager) propagateAndWait(ctx context.Context, k *Key, lsn LSN) error {
 		return m.noBus()
 	}
 	start := time.Now()
-	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
+	m.redis.set(ctx, k.Hash, &record{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
 	missing, err := m.redis.PublishAndWait(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn}, m.opts.FenceAfter)
 	m.observePropagation(propagationKey, start, missing, err)
 	if err != nil {

@@ -36,7 +36,7 @@ type Redis struct {
 	mac *entryMAC
 	// pending are revokers' overwrites that failed, by key (retryOverwrite).
 	pendingMu sync.Mutex
-	pending   map[Hash]*entry
+	pending   map[Hash]*record
 	// opTimeout bounds one cache read or write, retries included, so a slow
 	// Redis never eats the PostgreSQL lookup's budget.
 	opTimeout time.Duration

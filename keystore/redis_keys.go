@@ -15,7 +15,14 @@ var errCacheMiss = errors.New("not cached")
 
 func (r *Redis) keyName(h Hash) string { return r.prefix + "key:" + h.String() }
 
-// cachedKey is the Redis form of an entry: the key record (absent for a
+// record is what the tier holds for a key hash: the key (nil: no key has
+// the hash) and the time it stops answering.
+type record struct {
+	key   *Key
+	until time.Time
+}
+
+// cachedKey is the Redis form of a record: the key record (absent for a
 // negative entry), the time it stops answering, and when it was written
 // (absent from records older versions wrote).
 type cachedKey struct {
@@ -24,8 +31,8 @@ type cachedKey struct {
 	Written int64 `json:"w,omitempty"`
 }
 
-// get returns the cached entry for h, errCacheMiss, or a Redis error.
-func (r *Redis) get(ctx context.Context, h Hash) (*entry, error) {
+// get returns the record for h, errCacheMiss, or a Redis error.
+func (r *Redis) get(ctx context.Context, h Hash) (*record, error) {
 	if !r.available() {
 		return nil, errCacheMiss
 	}
@@ -64,17 +71,17 @@ func (r *Redis) get(ctx context.Context, h Hash) (*entry, error) {
 	if c.Key != nil {
 		c.Key.Hash = h
 	}
-	return &entry{key: c.Key, until: time.Unix(0, c.Until)}, nil
+	return &record{key: c.Key, until: time.Unix(0, c.Until)}, nil
 }
 
-// set writes e for h with a TTL that ends when the entry does. With onlyNew
+// set writes e for h with a TTL that ends when the record does. With onlyNew
 // it uses SET NX: a filler that read PostgreSQL before a concurrent revoke
 // must not overwrite the revoked record the revoker wrote.
 //
 // An overwrite (a revoker's) that fails or is skipped is remembered: the
 // Publish or PublishAndWait of the key's invalidation that follows retries
 // it, and reports its failure (see retryOverwrite).
-func (r *Redis) set(ctx context.Context, h Hash, e *entry, onlyNew bool) {
+func (r *Redis) set(ctx context.Context, h Hash, e *record, onlyNew bool) {
 	if !r.available() {
 		if !onlyNew {
 			r.overwriteFailed(h, e)
@@ -97,7 +104,7 @@ func (r *Redis) set(ctx context.Context, h Hash, e *entry, onlyNew bool) {
 }
 
 // write stores e for h, stamped with the time of writing.
-func (r *Redis) write(ctx context.Context, h Hash, e *entry, onlyNew bool) error {
+func (r *Redis) write(ctx context.Context, h Hash, e *record, onlyNew bool) error {
 	ttl := time.Until(e.until)
 	if ttl <= time.Millisecond {
 		return nil
@@ -121,11 +128,11 @@ func (r *Redis) write(ctx context.Context, h Hash, e *entry, onlyNew bool) error
 }
 
 // overwriteFailed remembers a revoker's overwrite that did not happen.
-func (r *Redis) overwriteFailed(h Hash, e *entry) {
+func (r *Redis) overwriteFailed(h Hash, e *record) {
 	r.pendingMu.Lock()
 	defer r.pendingMu.Unlock()
 	if r.pending == nil {
-		r.pending = map[Hash]*entry{}
+		r.pending = map[Hash]*record{}
 	}
 	for k, p := range r.pending { // drop the expired, so the map stays small
 		if !time.Now().Before(p.until) {

@@ -162,7 +162,7 @@ type Service struct {
 	store      keystore.Store
 	closeStore func()
 	redis      *keystore.Redis
-	cache      *keystore.Cache
+	cache      *keystore.Cache[*extauthz.Principal]
 	usage      *keystore.UsageRecorder
 	revoked    *keystore.RevokedSessions
 	bus        *keystore.Bus     // nil without Redis
@@ -247,7 +247,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 			return nil, err
 		}
 	}
-	cfg.Cache.Prepare = extauthz.PrincipalForKey
 	replica := keystore.NewReplicaID() // also the trace resource's service.instance.id
 	if s.redis != nil {
 		s.bus = s.redis.NewBus(replica, 0)
@@ -263,7 +262,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		}))
 	}
 	cfg.Cache.Filter = !cfg.NoKeyFilter
-	if s.cache, err = keystore.NewCache(store, s.redis, cfg.Cache, km, logger); err != nil {
+	if s.cache, err = keystore.NewCache(store, s.redis, cfg.Cache, extauthz.PrincipalForKey, km, logger); err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("build cache: %w", err)
 	}
