@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -87,4 +88,32 @@ func decodeKind(kind, arg string) (Invalidation, error) {
 		return Invalidation{Kind: InvalidateSession, SessionID: arg}, nil
 	}
 	return Invalidation{}, fmt.Errorf("unknown invalidation %q", kind)
+}
+
+// Receivers are what one process keeps that invalidations change. Apply is
+// the one way an invalidation reaches them, whether it came on the bus or,
+// in a process without Redis, from the Manager's Notify.
+type Receivers struct {
+	// Watermark, when set (a read replica is configured), is told first:
+	// a lookup that misses the caches must already see the change's
+	// position.
+	Watermark *Watermark
+	// Keys, when set, drops what the invalidation names from the key
+	// cache tiers (a *Cache).
+	Keys interface{ Invalidate(Invalidation) }
+	// Sessions, when set, adds a revoked session at once, or re-syncs
+	// after InvalidateAll.
+	Sessions *RevokedSessions
+}
+
+// Apply hands inv to every receiver, in the order above. ctx bounds the
+// background work it starts (a session re-sync).
+func (r Receivers) Apply(ctx context.Context, inv Invalidation) {
+	r.Watermark.Apply(inv) // a nil Watermark ignores it
+	if r.Keys != nil {
+		r.Keys.Invalidate(inv)
+	}
+	if r.Sessions != nil {
+		r.Sessions.Apply(ctx, inv)
+	}
 }

@@ -126,6 +126,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		}
 	}
 	revoked := keystore.NewRevokedSessions(s.store, s.redis, cfg.SessionRetention, logger)
+	apply := keystore.Receivers{Sessions: revoked}.Apply // this process's own view of logged-out sessions
 	var verifier *jwtauth.Verifier
 	if cfg.JWT.JWKSURL != "" {
 		if verifier, err = jwtauth.New(ctx, cfg.JWT, logger, s.registry); err != nil {
@@ -136,7 +137,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	api, err := admin.New(admin.Options{
 		Store: s.store,
 		Manager: keystore.NewManager(s.store, s.redis, keystore.ManagerOptions{Registerer: s.registry, CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, Notify: func(inv keystore.Invalidation) {
-			revoked.Apply(ctx, inv) // this process's own view of logged-out sessions
+			apply(ctx, inv)
 			if cfg.Notify != nil {
 				cfg.Notify(inv)
 			}
@@ -155,7 +156,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	probes := []ops.Probe{{Name: cfg.StoreName, Fn: s.store.Ping}}
 	if s.redis != nil {
 		probes = append(probes, ops.Probe{Name: "redis", Fn: s.redis.Ping})
-		go s.redis.Subscribe(ctx, func(inv keystore.Invalidation) { revoked.Apply(ctx, inv) }, nil)
+		go s.redis.Subscribe(ctx, func(inv keystore.Invalidation) { apply(ctx, inv) }, nil)
 	}
 	readiness := ops.NewReadiness(probes, func(ok map[string]bool) bool { return ok[cfg.StoreName] }, 2*time.Second, logger, nil)
 	s.registry.MustRegister(readiness.Collector())

@@ -414,11 +414,7 @@ func (s *Service) startBackground(ctx context.Context) {
 	go s.cache.Run(ctx)
 	if s.redis != nil {
 		subscribed := make(chan struct{})
-		onMessage := func(inv keystore.Invalidation) {
-			s.watermark.Apply(inv) // first: a lookup missing the cache must see the new position
-			s.cache.Invalidate(inv)
-			s.revoked.Apply(ctx, inv)
-		}
+		onMessage := func(inv keystore.Invalidation) { s.receivers().Apply(ctx, inv) }
 		go s.bus.Run(ctx, onMessage, func() { close(subscribed) })
 		select {
 		case <-subscribed:
@@ -471,9 +467,12 @@ func (s *Service) Authorizer() *extauthz.Authorizer { return s.authz }
 // process without Redis that changes keys itself (odin dev): its bus is a
 // function call.
 func (s *Service) Invalidate(ctx context.Context, inv keystore.Invalidation) {
-	s.watermark.Apply(inv)
-	s.cache.Invalidate(inv)
-	s.revoked.Apply(ctx, inv)
+	s.receivers().Apply(ctx, inv)
+}
+
+// receivers are what an invalidation changes in this replica.
+func (s *Service) receivers() keystore.Receivers {
+	return keystore.Receivers{Watermark: s.watermark, Keys: s.cache, Sessions: s.revoked}
 }
 
 // Registry is the replica's metrics registry.
