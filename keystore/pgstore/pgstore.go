@@ -322,46 +322,36 @@ func (s *Store) RevokeKey(ctx context.Context, id string, at time.Time, ev *keys
 	return k, nil
 }
 
-// RollKey implements keystore.Store.
-func (s *Store) RollKey(ctx context.Context, id string, h keystore.Hash, hint string, oldExpiresAt time.Time, ev *keystore.AuditEvent) (*keystore.Key, *keystore.Key, error) {
-	var old, rolled *keystore.Key
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+// UpdateKey implements keystore.Store: the row lock (FOR UPDATE)
+// serialises changes of one key.
+func (s *Store) UpdateKey(ctx context.Context, id string, fn func(context.Context, keystore.KeyTx, *keystore.Key) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		cur, err := scanKey(tx.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return err
 		}
-		if err := cur.Usable(time.Now()); err != nil {
-			return fmt.Errorf("%w: key is %s", keystore.ErrConflict, strings.TrimPrefix(err.Error(), "key "))
-		}
-		// The row lock serialises rolls of one key: the second sees the first's successor.
-		if cur.ReplacedBy != "" {
-			return &keystore.AlreadyRolledError{Successor: cur.ReplacedBy}
-		}
-		n := keystore.NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt}
-		if rolled, err = insertKey(ctx, tx, n, h, hint); err != nil {
-			return err
-		}
-		if old, err = scanKey(tx.QueryRow(ctx, `
-			UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $2), $2), replaced_by = $3
-			WHERE id = $1 RETURNING `+keyColumns, id, oldExpiresAt, rolled.ID)); err != nil {
-			return err
-		}
-		if ev != nil {
-			if ev.Details == nil {
-				ev.Details = map[string]any{}
-			}
-			ev.Details["new_key_id"] = rolled.ID
-			ev.Details["old_key_expires_at"] = old.ExpiresAt
-		}
-		return appendAudit(ctx, tx, ev, old.ID, old.Owner())
+		return fn(ctx, keyTx{tx: tx, id: id}, cur)
 	})
-	switch {
-	case errors.Is(err, keystore.ErrNotFound), errors.Is(err, keystore.ErrConflict):
-		return nil, nil, err
-	case err != nil:
-		return nil, nil, fmt.Errorf("roll key %s: %w", id, err)
-	}
-	return old, rolled, nil
+}
+
+// keyTx is the keystore.KeyTx of UpdateKey: key id is locked in tx.
+type keyTx struct {
+	tx pgx.Tx
+	id string
+}
+
+func (t keyTx) InsertKey(ctx context.Context, n keystore.NewKey, h keystore.Hash, hint string) (*keystore.Key, error) {
+	return insertKey(ctx, t.tx, n, h, hint)
+}
+
+func (t keyTx) ReplaceKey(ctx context.Context, expiresAt time.Time, successor string) (*keystore.Key, error) {
+	return scanKey(t.tx.QueryRow(ctx, `
+		UPDATE api_keys SET expires_at = $2, replaced_by = $3
+		WHERE id = $1 RETURNING `+keyColumns, t.id, expiresAt, successor))
+}
+
+func (t keyTx) AppendAudit(ctx context.Context, ev *keystore.AuditEvent, target, owner string) error {
+	return appendAudit(ctx, t.tx, ev, target, owner)
 }
 
 // RecordUsage implements keystore.Store with two statements for the batch.
