@@ -106,24 +106,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		}
 		go s.tls.Watch(ctx)
 	}
-	s.store, s.closeStore = cfg.Store, func() {}
-	if s.store == nil {
-		pg, err := pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{})
-		if err != nil {
-			return nil, err
-		}
-		s.store, s.closeStore = pg, pg.Close
-		pg.ReportSchema(ctx, logger)
-	}
-	km := keystore.NewMetrics(s.registry)
-	if cfg.RedisURL != "" {
-		if s.redis, err = keystore.OpenRedis(keystore.RedisOptions{
-			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix,
-			MACSecret: cfg.RedisMACSecret, MACSecretPrevious: cfg.RedisMACSecretPrevious,
-		}, km, logger); err != nil {
-			s.close()
-			return nil, err
-		}
+	if err := s.openStores(ctx, cfg); err != nil {
+		return nil, err
 	}
 	revoked := keystore.NewRevokedSessions(s.store, s.redis, cfg.SessionRetention, logger)
 	apply := keystore.Receivers{Sessions: revoked}.Apply // this process's own view of logged-out sessions
@@ -177,6 +161,33 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	}
 	s.handler = s.tracing.AdminHandler(mux, "/healthz", "/readyz", "/metrics")
 	return s, nil
+}
+
+// openStores opens PostgreSQL, unless the configuration gives a store (odin
+// dev), and Redis when it is configured.
+func (s *Service) openStores(ctx context.Context, cfg Config) error {
+	s.store, s.closeStore = cfg.Store, func() {}
+	if s.store == nil {
+		pg, err := pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{})
+		if err != nil {
+			return err
+		}
+		s.store, s.closeStore = pg, pg.Close
+		pg.ReportSchema(ctx, s.log)
+	}
+	km := keystore.NewMetrics(s.registry) // exported with or without Redis
+	if cfg.RedisURL == "" {
+		return nil
+	}
+	var err error
+	if s.redis, err = keystore.OpenRedis(keystore.RedisOptions{
+		URL: cfg.RedisURL, Prefix: cfg.RedisPrefix,
+		MACSecret: cfg.RedisMACSecret, MACSecretPrevious: cfg.RedisMACSecretPrevious,
+	}, km, s.log); err != nil {
+		s.close()
+		return err
+	}
+	return nil
 }
 
 // Handler is the whole HTTP surface (for tests with httptest).
