@@ -13,7 +13,7 @@ import (
 // state. A cached key's principal was rendered when it entered the LRU
 // (PrincipalForKey), so a hit allocates nothing.
 type apiKeys struct {
-	keys  *keystore.Cache
+	keys  *keystore.Cache[*Principal]
 	usage *keystore.UsageRecorder // may be nil
 }
 
@@ -39,19 +39,15 @@ func (a *apiKeys) Authenticate(ctx context.Context, key string, now time.Time) A
 	case errors.Is(err, keystore.ErrExpired):
 		return denied(DenyUnauthorized, "expired_key")
 	}
-	p, ok := e.Prepared().(*Principal)
-	if !ok { // a cache built without the Prepare hook: render now
-		p = PrincipalForKey(k).(*Principal)
-	}
 	if a.usage != nil {
 		a.usage.Record(k.ID, now)
 	}
-	return allowed(p)
+	return allowed(e.Prepared())
 }
 
-// PrincipalForKey is the keystore.CacheOptions.Prepare hook: the identity of
-// an API key, rendered once when the key enters the LRU.
-func PrincipalForKey(k *keystore.Key) any {
+// PrincipalForKey is the prepare of the key cache (keystore.NewCache): the
+// identity of an API key, rendered once when the key enters the LRU.
+func PrincipalForKey(k *keystore.Key) *Principal {
 	return NewPrincipal(Identity{
 		Method:  "api_key",
 		Subject: k.Subject(),

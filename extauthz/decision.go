@@ -143,7 +143,7 @@ type Options struct {
 	// session token's user; the default) or "org" (the organisation when
 	// there is one).
 	LimitBy  string
-	Keys     *keystore.Cache
+	Keys     *keystore.Cache[*Principal]
 	Sessions *Sessions               // optional: without it every JWT is refused
 	Usage    *keystore.UsageRecorder // optional
 	Logger   *slog.Logger

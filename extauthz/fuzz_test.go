@@ -240,7 +240,7 @@ func FuzzDecideInvalidCredential(f *testing.F) {
 		f.Fatal(err)
 	}
 	// A generous store timeout: a 503 here would be a bug, not load.
-	cache, err := keystore.NewCache(store, nil, keystore.CacheOptions{Prepare: extauthz.PrincipalForKey, StoreTimeout: 10 * time.Second},
+	cache, err := keystore.NewCache(store, nil, keystore.CacheOptions{StoreTimeout: 10 * time.Second}, extauthz.PrincipalForKey,
 		keystore.NewMetrics(prometheus.NewRegistry()), slog.New(slog.DiscardHandler))
 	if err != nil {
 		f.Fatal(err)

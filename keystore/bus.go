@@ -110,6 +110,39 @@ func (b *Bus) outOfContact(now time.Time) bool {
 	return now.UnixNano()-b.contact.Load() > int64(b.fenceAfter)
 }
 
+func (r *Redis) channel() string { return r.busName("invalidate") }
+
+// Publish sends an invalidation to every subscribed replica, after retrying
+// a failed overwrite of the key's record (retryOverwrite), whose failure it
+// reports once the message is out.
+func (r *Redis) Publish(ctx context.Context, inv Invalidation) error {
+	werr, err := r.publishInvalidation(ctx, inv)
+	if err != nil {
+		return err
+	}
+	return werr
+}
+
+// publishInvalidation publishes inv (err: it was not) after retrying the
+// key's overwrite (werr: that failed).
+func (r *Redis) publishInvalidation(ctx context.Context, inv Invalidation) (werr, err error) {
+	if inv.Kind == InvalidateKey {
+		werr = r.retryOverwrite(ctx, inv.Hash)
+	}
+	if err := r.publish(ctx, r.channel(), inv.encode()); err != nil {
+		r.m.redisErrors.WithLabelValues("publish").Inc()
+		return werr, fmt.Errorf("publish invalidation: %w", err)
+	}
+	return werr, nil
+}
+
+// Subscribe delivers every invalidation to fn until ctx ends, as a bus
+// with no replica identity (no heartbeat, no acknowledgements): for
+// processes such as odin admin that only listen.
+func (r *Redis) Subscribe(ctx context.Context, fn func(Invalidation), ready func()) {
+	(&Bus{r: r}).Run(ctx, fn, ready)
+}
+
 // busName names a key or channel of the bus. On a cluster they all carry
 // the hash tag {bus}, so that the invalidation channel, the probes, the
 // acknowledgements and the heartbeat set live on one shard: one master's
@@ -144,14 +177,6 @@ func (r *Redis) subscribe(ctx context.Context, channels ...string) *redis.PubSub
 		return r.client.SSubscribe(ctx, channels...)
 	}
 	return r.client.Subscribe(ctx, channels...)
-}
-
-// reloadTopology asks a cluster client to re-read the slot map, after the
-// bus lost its subscription: the channel's slot may have a new master.
-func (r *Redis) reloadTopology(ctx context.Context) {
-	if c, ok := r.client.(*redis.ClusterClient); ok {
-		c.ReloadState(ctx)
-	}
 }
 
 // errResubscribe ends a subscription that has to be made again.
@@ -195,8 +220,8 @@ func (b *Bus) Run(ctx context.Context, fn func(Invalidation), ready func()) {
 		if r.errLog.allow() {
 			r.log.Warn("invalidation bus disconnected, retrying", "error", err.Error())
 		}
-		r.reloadTopology(ctx)
-		select { // do not spin while Redis is away
+		r.conn.ReloadTopology(ctx) // the channel's slot may have a new master
+		select {                   // do not spin while Redis is away
 		case <-ctx.Done():
 			return
 		case <-time.After(retry):

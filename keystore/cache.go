@@ -51,9 +51,6 @@ type CacheOptions struct {
 	// StoreTimeout bounds one PostgreSQL lookup. Default 500ms: below the
 	// ext_authz timeout, so an outage reaches the client as a 503.
 	StoreTimeout time.Duration
-	// Prepare, when set, is called once per entry loaded into the LRU; its
-	// result rides along with the key (for example a pre-rendered response).
-	Prepare func(*Key) any
 	// Fenced, when set, reports that this replica may have missed bus
 	// messages (Bus.Fenced): then no LRU entry answers and no stale entry is
 	// served.
@@ -98,31 +95,33 @@ func (o *CacheOptions) defaults() {
 	}
 }
 
-// Entry is a cached answer for a key hash.
-type Entry struct {
+// Entry is a cached answer for a key hash, with what the cache's prepare
+// made of the key (P).
+type Entry[P any] struct {
 	key      *Key
 	until    time.Time // fresh until
 	stale    time.Time // usable until, while PostgreSQL is unreachable
-	prepared any
+	prepared P
 }
 
-type entry = Entry
-
 // Key is the key record.
-func (e *Entry) Key() *Key { return e.key }
+func (e *Entry[P]) Key() *Key { return e.key }
 
-// Prepared is what CacheOptions.Prepare made of the key.
-func (e *Entry) Prepared() any { return e.prepared }
+// Prepared is what the cache's prepare made of the key.
+func (e *Entry[P]) Prepared() P { return e.prepared }
 
 // Cache answers "which key has this hash?" from the LRU of known keys, the
 // key filter, the tier of unknown keys, then Redis, then PostgreSQL,
-// collapsing concurrent misses into one store query.
-type Cache struct {
-	opts  CacheOptions
-	store Store
-	redis *Redis                   // nil without Redis
-	lru   *lru.Cache[Hash, *entry] // known keys
-	neg   *lru.Cache[Hash, *entry] // unknown keys
+// collapsing concurrent misses into one store query. Every known key's
+// entry carries what prepare made of it once, when it was loaded: a P (for
+// example a pre-rendered response), so the hot path only reads it.
+type Cache[P any] struct {
+	opts    CacheOptions
+	prepare func(*Key) P
+	store   Store
+	redis   *Redis                      // nil without Redis
+	lru     *lru.Cache[Hash, *Entry[P]] // known keys
+	neg     *lru.Cache[Hash, *Entry[P]] // unknown keys
 	// filter refuses forged keys (nil: disabled); unknown bounds the store
 	// lookups that find nothing (nil: no bound).
 	filter      *keyFilter
@@ -150,7 +149,7 @@ type Cache struct {
 }
 
 // storeOK records a successful store lookup: the backoff ends.
-func (c *Cache) storeOK(now time.Time) {
+func (c *Cache[P]) storeOK(now time.Time) {
 	c.storeDownUntil.Store(0)
 	c.storeLastOK.Store(now.UnixNano())
 }
@@ -162,18 +161,30 @@ const storeBackoff = 500 * time.Millisecond
 // the LRU before PostgreSQL is tried again.
 const staleRetry = time.Second
 
-// NewCache builds the tiers. redis may be nil.
-func NewCache(store Store, redis *Redis, opts CacheOptions, m *Metrics, logger *slog.Logger) (*Cache, error) {
+// NoPrepare is the prepare of a cache whose entries carry nothing beside
+// the key.
+func NoPrepare(*Key) struct{} { return struct{}{} }
+
+// errNoPrepare: NewCache was given no prepare.
+var errNoPrepare = errors.New("build cache: no prepare (NoPrepare when entries carry nothing beside the key)")
+
+// NewCache builds the tiers. redis may be nil. prepare is called once per
+// known key loaded, and its result rides along with the key in the entry
+// (Entry.Prepared); NoPrepare when there is nothing to prepare.
+func NewCache[P any](store Store, redis *Redis, opts CacheOptions, prepare func(*Key) P, m *Metrics, logger *slog.Logger) (*Cache[P], error) {
+	if prepare == nil {
+		return nil, errNoPrepare
+	}
 	opts.defaults()
-	l, err := lru.New[Hash, *entry](opts.Size)
+	l, err := lru.New[Hash, *Entry[P]](opts.Size)
 	if err != nil {
 		return nil, err
 	}
-	neg, err := lru.New[Hash, *entry](opts.NegativeSize)
+	neg, err := lru.New[Hash, *Entry[P]](opts.NegativeSize)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache{opts: opts, store: store, redis: redis, lru: l, neg: neg, m: m, log: logger,
+	c := &Cache[P]{opts: opts, prepare: prepare, store: store, redis: redis, lru: l, neg: neg, m: m, log: logger,
 		errLog: logLimiter{every: 10 * time.Second}, throttleLog: logLimiter{every: 10 * time.Second}}
 	if opts.UnknownKeyRate > 0 {
 		c.unknown = rate.NewLimiter(rate.Limit(opts.UnknownKeyRate), max(1, int(opts.UnknownKeyRate)))
@@ -194,7 +205,7 @@ const (
 // Run builds the key filter at once, then every FilterRefresh (and sooner
 // when many keys were learnt since the last build), until ctx ends. It
 // returns at once when the filter is disabled.
-func (c *Cache) Run(ctx context.Context) {
+func (c *Cache[P]) Run(ctx context.Context) {
 	f := c.filter
 	if f == nil {
 		return
@@ -244,26 +255,26 @@ func (c *Cache) Run(ctx context.Context) {
 
 // FilterReady reports whether the key filter is built. False when
 // disabled.
-func (c *Cache) FilterReady() bool {
+func (c *Cache[P]) FilterReady() bool {
 	return c.filter != nil && c.filter.state.Load() != nil
 }
 
 // FilterTried reports whether a build of the key filter has ended, built
 // or failed.
-func (c *Cache) FilterTried() bool { return c.filterTried.Load() }
+func (c *Cache[P]) FilterTried() bool { return c.filterTried.Load() }
 
 // Options returns the options in force, defaults filled in.
-func (c *Cache) Options() CacheOptions { return c.opts }
+func (c *Cache[P]) Options() CacheOptions { return c.opts }
 
 // Len is the number of known keys in the LRU (the unknown-key tier not
 // counted).
-func (c *Cache) Len() int { return c.lru.Len() }
+func (c *Cache[P]) Len() int { return c.lru.Len() }
 
 // Lookup returns the entry for a key hash: ErrNotFound for an unknown key,
 // ErrUnavailable when the store cannot be reached and nothing usable is
 // cached. A found key may be revoked or expired: check Key().Usable. now is
 // the caller's clock reading, so the hot path reads the clock once.
-func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, error) {
+func (c *Cache[P]) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry[P], error) {
 	if e, ok := c.lru.Get(h); ok && now.Before(e.until) && !c.fenced(now) {
 		c.m.hitLRU.Inc()
 		return e.result()
@@ -292,7 +303,7 @@ func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, erro
 	if err != nil {
 		return nil, err
 	}
-	return v.(*entry).result()
+	return v.(*Entry[P]).result()
 }
 
 // refused reports whether the key filter says no key has h, confirmed by
@@ -300,7 +311,7 @@ func (c *Cache) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry, erro
 // by the keys the filter refuses only, and once per key and negative TTL (a
 // refusal is remembered in the unknown-key tier, which a creation message
 // clears). A key with an LRU entry exists and is never refused.
-func (c *Cache) refused(ctx context.Context, h Hash, now time.Time) bool {
+func (c *Cache[P]) refused(ctx context.Context, h Hash, now time.Time) bool {
 	f := c.filter
 	if f == nil {
 		return false
@@ -320,7 +331,7 @@ func (c *Cache) refused(ctx context.Context, h Hash, now time.Time) bool {
 	if v != filterRefused {
 		return false
 	}
-	c.fill(h, c.newEntry(nil, now, c.opts.NegativeTTL), gen)
+	c.fill(h, c.newEntry(nil, now.Add(c.opts.NegativeTTL)), gen)
 	return true
 }
 
@@ -328,11 +339,11 @@ func (c *Cache) refused(ctx context.Context, h Hash, now time.Time) bool {
 // contact and may have missed a revoke that no revoker waited for, so it
 // reads every key again (Redis, which revokers overwrite first, or
 // PostgreSQL) until contact is back.
-func (c *Cache) fenced(now time.Time) bool {
+func (c *Cache[P]) fenced(now time.Time) bool {
 	return c.opts.Fenced != nil && c.opts.Fenced(now)
 }
 
-func (e *entry) result() (*Entry, error) {
+func (e *Entry[P]) result() (*Entry[P], error) {
 	if e.key == nil {
 		return nil, ErrNotFound
 	}
@@ -342,41 +353,19 @@ func (e *entry) result() (*Entry, error) {
 // load fills the LRU from Redis or PostgreSQL. It runs once for all the
 // concurrent callers of one hash, so it must not depend on the first
 // caller's cancellation: it has its own deadline instead.
-func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
+func (c *Cache[P]) load(ctx context.Context, h Hash) (*Entry[P], error) {
 	gen := c.gen.Load()
 	ctx = context.WithoutCancel(ctx)
 	if c.redis != nil {
-		if e, err := c.redis.get(ctx, h); err == nil && time.Now().Before(e.until) {
+		if rec, err := c.redis.get(ctx, h); err == nil && time.Now().Before(rec.until) {
 			c.m.hitRedis.Inc()
-			if c.opts.StaleIfError > 0 {
-				e.stale = e.until.Add(c.opts.StaleIfError)
-			}
-			return c.fill(h, e, gen), nil
+			return c.fill(h, c.newEntry(rec.key, rec.until), gen), nil
 		}
 	}
-	var (
-		k   *Key
-		err = ErrUnavailable
-	)
 	began := time.Now().UnixNano()
-	if down := c.storeDownUntil.Load(); down == 0 || began >= down {
-		if c.unknown != nil && c.unknown.Tokens() < 1 {
-			// The budget of lookups that find nothing is spent: a flood
-			// of unknown keys the filter let through (or with no filter
-			// trusted). Answered as in an outage, never as unknown.
-			c.m.storeThrottled.Inc()
-			if c.throttleLog.allow() {
-				c.log.Warn("unknown-key lookup budget spent: misses are answered from stale entries or refused with 503 until it refills",
-					"rate", c.opts.UnknownKeyRate)
-			}
-		} else {
-			sctx, cancel := context.WithTimeout(ctx, c.opts.StoreTimeout)
-			k, err = c.store.KeyByHash(sctx, h)
-			cancel()
-		}
-	}
+	k, err := c.lookupStore(ctx, h, began)
 	now := time.Now()
-	var e *entry
+	var e *Entry[P]
 	switch {
 	case err == nil:
 		c.storeOK(now)
@@ -386,69 +375,106 @@ func (c *Cache) load(ctx context.Context, h Hash) (*entry, error) {
 				f.heard(h)
 			}
 		}
-		e = c.newEntry(k, now, c.opts.TTL)
+		e = c.newEntry(k, now.Add(c.opts.TTL))
 	case errors.Is(err, ErrNotFound):
 		c.storeOK(now)
 		c.m.storeQueries.WithLabelValues("not_found").Inc()
 		if c.unknown != nil {
 			c.unknown.Reserve() // into debt when concurrent lookups overdrew it
 		}
-		e = c.newEntry(nil, now, c.opts.NegativeTTL)
+		e = c.newEntry(nil, now.Add(c.opts.NegativeTTL))
 	default:
-		// A real attempt failed (not the backoff). It starts the backoff
-		// unless a lookup that began later has already succeeded: a slow
-		// PostgreSQL that recovered must not be declared down again by the
-		// timeouts of lookups sent while it was slow.
-		if err != ErrUnavailable {
-			if c.storeLastOK.Load() < began {
-				c.storeDownUntil.Store(now.Add(storeBackoff).UnixNano())
-			}
-			c.m.storeQueries.WithLabelValues("error").Inc()
-			if c.errLog.allow() {
-				c.log.Warn("key store unavailable: serving cached keys only", "error", err.Error())
-			}
-		}
-		fenced := c.opts.Fenced != nil && c.opts.Fenced(now)
-		old, ok := c.lru.Peek(h)
-		if !ok {
-			old, ok = c.neg.Peek(h)
-		}
-		if ok && now.Before(old.stale) && !fenced {
-			c.m.hitStale.Inc()
-			e := *old
-			e.until = now.Add(staleRetry)
-			if e.until.After(old.stale) {
-				e.until = old.stale
-			}
-			return c.fill(h, &e, gen), nil
-		}
-		return nil, ErrUnavailable
+		c.storeFailed(err, began, now)
+		return c.serveStale(h, now, gen)
 	}
 	c.m.hitStore.Inc()
 	// A load that overlapped an invalidation may have read a row older than
 	// the change (a lagging read replica, or the primary before the commit):
 	// it answers its callers but is shared with no other replica.
 	if c.redis != nil && c.gen.Load() == gen {
-		c.redis.set(ctx, h, e, true)
+		c.redis.set(ctx, h, &record{key: e.key, until: e.until}, true)
 	}
 	return c.fill(h, e, gen), nil
 }
 
-func (c *Cache) newEntry(k *Key, now time.Time, ttl time.Duration) *entry {
-	e := &entry{key: k, until: now.Add(ttl)}
+// lookupStore reads h from the store, unless the store is in its backoff
+// or the unknown-key budget is spent: then ErrUnavailable, with no attempt.
+func (c *Cache[P]) lookupStore(ctx context.Context, h Hash, began int64) (*Key, error) {
+	if down := c.storeDownUntil.Load(); down != 0 && began < down {
+		return nil, ErrUnavailable
+	}
+	if c.unknown != nil && c.unknown.Tokens() < 1 {
+		// The budget of lookups that find nothing is spent: a flood
+		// of unknown keys the filter let through (or with no filter
+		// trusted). Answered as in an outage, never as unknown.
+		c.m.storeThrottled.Inc()
+		if c.throttleLog.allow() {
+			c.log.Warn("unknown-key lookup budget spent: misses are answered from stale entries or refused with 503 until it refills",
+				"rate", c.opts.UnknownKeyRate)
+		}
+		return nil, ErrUnavailable
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.opts.StoreTimeout)
+	defer cancel()
+	return c.store.KeyByHash(sctx, h)
+}
+
+// storeFailed records a lookup that failed with err. A real attempt that
+// failed (not the backoff, nor the budget) starts the backoff unless a
+// lookup that began later has already succeeded: a slow PostgreSQL that
+// recovered must not be declared down again by the timeouts of lookups
+// sent while it was slow.
+func (c *Cache[P]) storeFailed(err error, began int64, now time.Time) {
+	if err == ErrUnavailable {
+		return
+	}
+	if c.storeLastOK.Load() < began {
+		c.storeDownUntil.Store(now.Add(storeBackoff).UnixNano())
+	}
+	c.m.storeQueries.WithLabelValues("error").Inc()
+	if c.errLog.allow() {
+		c.log.Warn("key store unavailable: serving cached keys only", "error", err.Error())
+	}
+}
+
+// serveStale answers a lookup the store could not: from the entry for h
+// past its TTL but within StaleIfError, for staleRetry at most, unless the
+// replica is fenced; else ErrUnavailable.
+func (c *Cache[P]) serveStale(h Hash, now time.Time, gen uint64) (*Entry[P], error) {
+	fenced := c.opts.Fenced != nil && c.opts.Fenced(now)
+	old, ok := c.lru.Peek(h)
+	if !ok {
+		old, ok = c.neg.Peek(h)
+	}
+	if !ok || !now.Before(old.stale) || fenced {
+		return nil, ErrUnavailable
+	}
+	c.m.hitStale.Inc()
+	e := *old
+	e.until = now.Add(staleRetry)
+	if e.until.After(old.stale) {
+		e.until = old.stale
+	}
+	return c.fill(h, &e, gen), nil
+}
+
+// newEntry is the entry of k (nil: no key has the hash) fresh until until,
+// with what prepare makes of a key.
+func (c *Cache[P]) newEntry(k *Key, until time.Time) *Entry[P] {
+	e := &Entry[P]{key: k, until: until}
 	if c.opts.StaleIfError > 0 {
 		e.stale = e.until.Add(c.opts.StaleIfError)
+	}
+	if k != nil {
+		e.prepared = c.prepare(k)
 	}
 	return e
 }
 
-// fill prepares e and puts it in the LRU unless an invalidation happened
-// since the load began; either way e answers the requests that waited for
-// it, since it was true when read.
-func (c *Cache) fill(h Hash, e *entry, gen uint64) *entry {
-	if e.key != nil && e.prepared == nil && c.opts.Prepare != nil {
-		e.prepared = c.opts.Prepare(e.key)
-	}
+// fill puts e in the LRU unless an invalidation happened since the load
+// began; either way e answers the requests that waited for it, since it
+// was true when read.
+func (c *Cache[P]) fill(h Hash, e *Entry[P], gen uint64) *Entry[P] {
 	c.fillMu.Lock()
 	if c.gen.Load() == gen {
 		if e.key != nil {
@@ -464,7 +490,7 @@ func (c *Cache) fill(h Hash, e *entry, gen uint64) *entry {
 }
 
 // Invalidate drops what an invalidation names. It is the bus's handler.
-func (c *Cache) Invalidate(inv Invalidation) {
+func (c *Cache[P]) Invalidate(inv Invalidation) {
 	c.fillMu.Lock()
 	defer c.fillMu.Unlock()
 	c.gen.Add(1)

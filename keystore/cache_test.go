@@ -51,10 +51,10 @@ func newStore(t *testing.T) *countingStore {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newCache(t *testing.T, store keystore.Store, rd *keystore.Redis, opts keystore.CacheOptions) (*keystore.Cache, *prometheus.Registry) {
+func newCache(t *testing.T, store keystore.Store, rd *keystore.Redis, opts keystore.CacheOptions) (*keystore.Cache[struct{}], *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	c, err := keystore.NewCache(store, rd, opts, keystore.NewMetrics(reg), quiet())
+	c, err := keystore.NewCache(store, rd, opts, keystore.NoPrepare, keystore.NewMetrics(reg), quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestRedisTierServesOtherReplicas(t *testing.T) {
 	h := keystore.HashKey(plaintext)
 	c1, _ := newCache(t, store, rd, keystore.CacheOptions{})
 	c2, reg2 := newCache(t, store, rd, keystore.CacheOptions{})
-	for _, c := range []*keystore.Cache{c1, c2} {
+	for _, c := range []*keystore.Cache[struct{}]{c1, c2} {
 		if _, err := c.Lookup(context.Background(), h, time.Now()); err != nil {
 			t.Fatal(err)
 		}

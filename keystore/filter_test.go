@@ -20,7 +20,7 @@ import (
 // replica is a Cache wired to its own bus end as odin authz wires it: the
 // bus's fence, the key filter and its builder running.
 type replica struct {
-	cache *keystore.Cache
+	cache *keystore.Cache[struct{}]
 	bus   *keystore.Bus
 	reg   *prometheus.Registry
 }
@@ -38,7 +38,7 @@ func startReplica(t *testing.T, store keystore.Store, redisURL, prefix string, o
 	t.Cleanup(func() { rd.Close() })
 	bus := rd.NewBus(keystore.NewReplicaID(), 0)
 	opts.Fenced, opts.Filter = bus.Fenced, true
-	c, err := keystore.NewCache(store, rd, opts, m, quiet())
+	c, err := keystore.NewCache(store, rd, opts, keystore.NoPrepare, m, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func forgedKeys(t *testing.T, n int) []keystore.Hash {
 
 // flood looks every hash up from 500 goroutines (an attacker's concurrency) and returns the answers by
 // error (nil: a key was returned).
-func flood(c *keystore.Cache, hashes []keystore.Hash) map[error]int {
+func flood(c *keystore.Cache[struct{}], hashes []keystore.Hash) map[error]int {
 	var (
 		mu  sync.Mutex
 		out = map[error]int{}
@@ -236,7 +236,7 @@ func TestFilterAdmitsANewKeyAtOnce(t *testing.T) {
 		if _, err := store.CreateKey(context.Background(), keystore.NewKey{UserID: "user_1", Name: fmt.Sprint("n", i)}, h, keystore.KeyHint(p), nil); err != nil {
 			t.Fatal(err)
 		}
-		for name, c := range map[string]*keystore.Cache{"with the bus": r.cache, "without Redis": solo} {
+		for name, c := range map[string]*keystore.Cache[struct{}]{"with the bus": r.cache, "without Redis": solo} {
 			if _, err := c.Lookup(context.Background(), h, time.Now()); err != nil {
 				t.Fatalf("key %d, written to the store only, used at once (%s): %v", i, name, err)
 			}
@@ -296,7 +296,7 @@ func BenchmarkKeyFilterFromPostgres(b *testing.B) {
 	defer s.Close()
 	b.ResetTimer()
 	for range b.N {
-		c, err := keystore.NewCache(s, nil, keystore.CacheOptions{Filter: true}, keystore.NewMetrics(prometheus.NewRegistry()), quiet())
+		c, err := keystore.NewCache(s, nil, keystore.CacheOptions{Filter: true}, keystore.NoPrepare, keystore.NewMetrics(prometheus.NewRegistry()), quiet())
 		if err != nil {
 			b.Fatal(err)
 		}

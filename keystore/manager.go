@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -274,7 +275,7 @@ func (m *Manager) Roll(ctx context.Context, by Actor, id string, grace time.Dura
 		return "", nil, nil, fmt.Errorf("generate key: %w", err)
 	}
 	at := time.Now()
-	old, rolled, err := m.store.RollKey(ctx, id, HashKey(plaintext), KeyHint(plaintext), at.Add(grace),
+	old, rolled, err := RollKey(ctx, m.store, id, HashKey(plaintext), KeyHint(plaintext), at.Add(grace),
 		by.event(ActionKeyRolled, map[string]any{"grace_seconds": int(grace.Seconds()), "new_hint": KeyHint(plaintext)}))
 	if err != nil {
 		return "", nil, nil, err
@@ -288,6 +289,58 @@ func (m *Manager) Roll(ctx context.Context, by Actor, id string, grace time.Dura
 			"key_id", rolled.ID, "error", perr.Error())
 	}
 	return plaintext, old, rolled, err
+}
+
+// RollKey replaces key id in s, the rules of a roll in one transaction
+// (Store.UpdateKey): the old key's expiry is brought forward to
+// oldExpiresAt (never pushed back), a new key with the same name, owner,
+// scopes, tier and expiry is stored under the new hash h, and the old key
+// records it as its successor (ReplacedBy); ev, when not nil, is written
+// with the new key's id and the old key's expiry added to its details. A
+// key that was rolled before is refused with an *AlreadyRolledError (an
+// ErrConflict) while it is still usable (a revoked or expired key is
+// refused as such, ErrConflict), also when two rolls race: of concurrent
+// rolls of one key, exactly one succeeds. Roll is RollKey with a fresh key
+// and the change propagated; the conformance suite (storetest) runs
+// RollKey on each store.
+func RollKey(ctx context.Context, s Store, id string, h Hash, hint string, oldExpiresAt time.Time, ev *AuditEvent) (old, rolled *Key, err error) {
+	err = s.UpdateKey(ctx, id, func(ctx context.Context, tx KeyTx, cur *Key) error {
+		if err := cur.Usable(time.Now()); err != nil {
+			return fmt.Errorf("%w: key is %s", ErrConflict, strings.TrimPrefix(err.Error(), "key "))
+		}
+		// UpdateKey serialises changes of one key: the second roll sees the
+		// first's successor.
+		if cur.ReplacedBy != "" {
+			return &AlreadyRolledError{Successor: cur.ReplacedBy}
+		}
+		n := NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt}
+		var err error
+		if rolled, err = tx.InsertKey(ctx, n, h, hint); err != nil {
+			return err
+		}
+		until := oldExpiresAt
+		if !cur.ExpiresAt.IsZero() && cur.ExpiresAt.Before(until) {
+			until = cur.ExpiresAt
+		}
+		if old, err = tx.ReplaceKey(ctx, until, rolled.ID); err != nil {
+			return err
+		}
+		if ev != nil {
+			if ev.Details == nil {
+				ev.Details = map[string]any{}
+			}
+			ev.Details["new_key_id"] = rolled.ID
+			ev.Details["old_key_expires_at"] = old.ExpiresAt
+		}
+		return tx.AppendAudit(ctx, ev, old.ID, old.Owner())
+	})
+	switch {
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrConflict):
+		return nil, nil, err
+	case err != nil:
+		return nil, nil, fmt.Errorf("roll key %s: %w", id, err)
+	}
+	return old, rolled, nil
 }
 
 // position is the primary's WAL position after a change the caller just
@@ -316,7 +369,7 @@ func (m *Manager) propagate(ctx context.Context, k *Key, lsn LSN) error {
 	if m.redis == nil {
 		return nil
 	}
-	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
+	m.redis.set(ctx, k.Hash, &record{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
 	if err := m.redis.Publish(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn}); err != nil {
 		return fmt.Errorf("%w: %v", ErrNotPropagated, err)
 	}
@@ -353,7 +406,7 @@ func (m *Manager) propagateAndWait(ctx context.Context, k *Key, lsn LSN) error {
 		return m.noBus()
 	}
 	start := time.Now()
-	m.redis.set(ctx, k.Hash, &entry{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
+	m.redis.set(ctx, k.Hash, &record{key: k, until: time.Now().Add(m.opts.CacheTTL)}, false)
 	missing, err := m.redis.PublishAndWait(ctx, Invalidation{Kind: InvalidateKey, Hash: k.Hash, LSN: lsn}, m.opts.FenceAfter)
 	m.observePropagation(propagationKey, start, missing, err)
 	if err != nil {

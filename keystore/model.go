@@ -163,6 +163,20 @@ type ListKeysOptions struct {
 	Cursor  string // from the previous page; empty for the first
 }
 
+// KeyTx is what a change made under Store.UpdateKey may write, in its
+// transaction.
+type KeyTx interface {
+	// InsertKey stores a new key with the given hash and hint, as CreateKey
+	// does (without its validation).
+	InsertKey(ctx context.Context, n NewKey, h Hash, hint string) (*Key, error)
+	// ReplaceKey sets the locked key's expiry and successor (ReplacedBy)
+	// and returns the key as stored.
+	ReplaceKey(ctx context.Context, expiresAt time.Time, successor string) (*Key, error)
+	// AppendAudit writes ev (when not nil) for target, owned by owner,
+	// filling in its target and owner when empty, and its id and time.
+	AppendAudit(ctx context.Context, ev *AuditEvent, target, owner string) error
+}
+
 // Store is the source of truth for keys. PostgreSQL implements it
 // (pgstore) and so does the embedded SQLite store of `odin dev`
 // (sqlitestore); storetest is the conformance suite both pass.
@@ -188,15 +202,13 @@ type Store interface {
 	// in the audit log. Revoking a revoked key keeps the first revocation
 	// time and writes no event.
 	RevokeKey(ctx context.Context, id string, at time.Time, ev *AuditEvent) (*Key, error)
-	// RollKey replaces a key: in one transaction the old key's expiry is
-	// brought forward to oldExpiresAt, a new key with the same name,
-	// owner, scopes, tier and expiry is stored under the new hash, and the
-	// old key records it as its successor (ReplacedBy). A key that was
-	// rolled before is refused with an *AlreadyRolledError (an
-	// ErrConflict) while it is still usable (a revoked or expired key is
-	// refused as such), also when two rolls race: of concurrent rolls of one
-	// key, exactly one succeeds.
-	RollKey(ctx context.Context, id string, h Hash, hint string, oldExpiresAt time.Time, ev *AuditEvent) (old, rolled *Key, err error)
+	// UpdateKey runs fn in one transaction with key id read and locked
+	// against concurrent changes (ErrNotFound when there is none): a second
+	// UpdateKey of the same key waits, then reads what the first committed.
+	// An error of fn rolls the transaction back; errors are returned
+	// unwrapped, for the caller to say what it was doing. The rules of a
+	// change (RollKey's) are the caller's; the store only keeps the rows.
+	UpdateKey(ctx context.Context, id string, fn func(ctx context.Context, tx KeyTx, cur *Key) error) error
 	// RecordUsage adds a batch of usage counts and last-used times.
 	RecordUsage(ctx context.Context, batch []Usage) error
 	// KeyUsage returns the hourly counts of a key since the given time.

@@ -31,7 +31,7 @@ func BenchmarkCacheRedisHit(b *testing.B) {
 		}
 		hashes[i] = keystore.HashKey(plaintext)
 	}
-	c, err := keystore.NewCache(store, rd, keystore.CacheOptions{Size: 1, TTL: time.Hour}, keystore.NewMetrics(nil), quiet())
+	c, err := keystore.NewCache(store, rd, keystore.CacheOptions{Size: 1, TTL: time.Hour}, keystore.NoPrepare, keystore.NewMetrics(nil), quiet())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -109,26 +109,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		}
 		go s.tls.Watch(ctx)
 	}
-	s.store, s.closeStore = cfg.Store, func() {}
-	if s.store == nil {
-		pg, err := pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{})
-		if err != nil {
-			return nil, err
-		}
-		s.store, s.closeStore = pg, pg.Close
-		pg.ReportSchema(ctx, logger)
-	}
-	km := keystore.NewMetrics(s.registry)
-	if cfg.RedisURL != "" {
-		if s.redis, err = keystore.OpenRedis(keystore.RedisOptions{
-			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix,
-			MACSecret: cfg.RedisMACSecret, MACSecretPrevious: cfg.RedisMACSecretPrevious,
-		}, km, logger); err != nil {
-			s.close()
-			return nil, err
-		}
+	if err := s.openStores(ctx, cfg); err != nil {
+		return nil, err
 	}
 	revoked := keystore.NewRevokedSessions(s.store, s.redis, cfg.SessionRetention, logger)
+	apply := keystore.Receivers{Sessions: revoked}.Apply // this process's own view of logged-out sessions
 	var verifier *jwtauth.Verifier
 	if cfg.JWT.JWKSURL != "" {
 		if verifier, err = jwtauth.New(ctx, cfg.JWT, logger, s.registry); err != nil {
@@ -139,7 +124,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	api, err := admin.New(admin.Options{
 		Store: s.store,
 		Manager: keystore.NewManager(s.store, s.redis, keystore.ManagerOptions{Registerer: s.registry, CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, Notify: func(inv keystore.Invalidation) {
-			revoked.Apply(ctx, inv) // this process's own view of logged-out sessions
+			apply(ctx, inv)
 			if cfg.Notify != nil {
 				cfg.Notify(inv)
 			}
@@ -158,12 +143,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	probes := []ops.Probe{{Name: cfg.StoreName, Fn: s.store.Ping}}
 	if s.redis != nil {
 		probes = append(probes, ops.Probe{Name: "redis", Fn: s.redis.Ping})
-		go s.redis.Subscribe(ctx, func(inv keystore.Invalidation) { revoked.Apply(ctx, inv) }, nil)
+		go s.redis.Subscribe(ctx, func(inv keystore.Invalidation) { apply(ctx, inv) }, nil)
 	}
 	readiness := ops.NewReadiness(probes, func(ok map[string]bool) bool { return ok[cfg.StoreName] }, 2*time.Second, logger, nil)
 	s.registry.MustRegister(readiness.Collector())
 	_ = revoked.Sync(ctx)
-	go revoked.Run(ctx, 30*time.Second)
+	go revoked.Run(ctx, keystore.DefaultSessionSync)
 	readiness.Probe(ctx)
 	go readiness.Run(ctx)
 
@@ -179,6 +164,33 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	}
 	s.handler = s.tracing.AdminHandler(mux, "/healthz", "/readyz", "/metrics")
 	return s, nil
+}
+
+// openStores opens PostgreSQL, unless the configuration gives a store (odin
+// dev), and Redis when it is configured.
+func (s *Service) openStores(ctx context.Context, cfg Config) error {
+	s.store, s.closeStore = cfg.Store, func() {}
+	if s.store == nil {
+		pg, err := pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{})
+		if err != nil {
+			return err
+		}
+		s.store, s.closeStore = pg, pg.Close
+		pg.ReportSchema(ctx, s.log)
+	}
+	km := keystore.NewMetrics(s.registry) // exported with or without Redis
+	if cfg.RedisURL == "" {
+		return nil
+	}
+	var err error
+	if s.redis, err = keystore.OpenRedis(keystore.RedisOptions{
+		URL: cfg.RedisURL, Prefix: cfg.RedisPrefix,
+		MACSecret: cfg.RedisMACSecret, MACSecretPrevious: cfg.RedisMACSecretPrevious,
+	}, km, s.log); err != nil {
+		s.close()
+		return err
+	}
+	return nil
 }
 
 // Handler is the whole HTTP surface (for tests with httptest).

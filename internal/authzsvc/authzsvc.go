@@ -17,7 +17,6 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -34,7 +33,6 @@ import (
 	"github.com/odin-scan/odin-authz/internal/tlsreload"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
-	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
 
 // Config is everything `odin authz` is configured with.
@@ -173,7 +171,7 @@ type Service struct {
 	store      keystore.Store
 	closeStore func()
 	redis      *keystore.Redis
-	cache      *keystore.Cache
+	cache      *keystore.Cache[*extauthz.Principal]
 	usage      *keystore.UsageRecorder
 	revoked    *keystore.RevokedSessions
 	bus        *keystore.Bus     // nil without Redis
@@ -196,25 +194,9 @@ type Service struct {
 // health probes, usage flushing) under ctx. It waits briefly for the bus
 // subscription, so a replica that reports ready also hears revocations.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
-	if cfg.DatabaseURL == "" && cfg.Store == nil {
-		return nil, errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL)")
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
-	if cfg.DatabaseReadURL != "" && cfg.Store != nil {
-		return nil, errors.New("a database read URL needs PostgreSQL, not an embedded store")
-	}
-	if cfg.StoreName == "" {
-		cfg.StoreName = "postgres"
-	}
-	if err := extauthz.CheckForwarding(cfg.ForwardedHeaders, cfg.HTTPPathPrefix); err != nil {
-		return nil, fmt.Errorf("forwarded headers (--forwarded-headers, ODIN_FORWARDED_HEADERS) and path prefix (--http-path-prefix): %w", err)
-	}
-	if cfg.MaxStreams == 0 {
-		cfg.MaxStreams = DefaultMaxStreams
-	}
-	if cfg.DrainTimeout <= 0 {
-		cfg.DrainTimeout = DefaultDrainTimeout
-	}
-	cfg.Connections.defaults()
 	s := &Service{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.conns = connlimit.NewMetrics(s.registry)
@@ -227,54 +209,22 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		go tr.Watch(ctx)
 	}
 
-	store := cfg.Store
-	s.closeStore = func() {}
-	if store == nil {
-		opts := pgstore.Options{}
-		if cfg.DatabaseReadURL != "" {
-			s.watermark = keystore.NewWatermark(keystore.WatermarkOptions{Fenced: s.fenced, Registerer: s.registry, Logger: logger})
-			opts.ReadURL, opts.Watermark = cfg.DatabaseReadURL, s.watermark
-		}
-		pg, err := pgstore.Open(ctx, cfg.DatabaseURL, opts)
-		if err != nil {
-			return nil, err
-		}
-		store, s.closeStore = pg, pg.Close
-		pg.ReportSchema(ctx, logger)
-		if pg.HasReplica() {
-			s.pingReplica = pg.PingReplica
-		}
+	if err := s.openStore(ctx); err != nil {
+		return nil, err
 	}
-	s.store = store
+	store := s.store
 	km := keystore.NewMetrics(s.registry)
-	var err error
-	if cfg.RedisURL != "" {
-		s.redis, err = keystore.OpenRedis(keystore.RedisOptions{
-			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout,
-			MACSecret: cfg.RedisMACSecret, MACSecretPrevious: cfg.RedisMACSecretPrevious,
-		}, km, logger)
-		if err != nil {
-			s.closeStore()
-			return nil, err
-		}
-	}
-	cfg.Cache.Prepare = extauthz.PrincipalForKey
 	replica := keystore.NewReplicaID() // also the trace resource's service.instance.id
-	if s.redis != nil {
-		s.bus = s.redis.NewBus(replica, 0)
+	if err := s.openBus(replica, km); err != nil {
+		s.closeStore()
+		return nil, err
+	}
+	if s.bus != nil {
 		cfg.Cache.Fenced = s.bus.Fenced
-		s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "odin_keystore_bus_fenced",
-			Help: "1 while this replica is fenced (out of contact with the invalidation bus: it answers no key from its LRU), 0 otherwise.",
-		}, func() float64 {
-			if s.bus.Fenced(time.Now()) {
-				return 1
-			}
-			return 0
-		}))
 	}
 	cfg.Cache.Filter = !cfg.NoKeyFilter
-	if s.cache, err = keystore.NewCache(store, s.redis, cfg.Cache, km, logger); err != nil {
+	var err error
+	if s.cache, err = keystore.NewCache(store, s.redis, cfg.Cache, extauthz.PrincipalForKey, km, logger); err != nil {
 		s.closeStores()
 		return nil, fmt.Errorf("build cache: %w", err)
 	}
@@ -312,30 +262,29 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	return s, nil
 }
 
-// buildLimiter builds the tier rate limiter, shared across replicas through
-// Redis when there is one.
-func (s *Service) buildLimiter() (*ratelimit.Limiter, error) {
-	if s.cfg.DisableRateLimit {
-		return nil, nil
+// check refuses a configuration New cannot serve, and fills in the
+// defaults.
+func (cfg *Config) check() error {
+	if cfg.DatabaseURL == "" && cfg.Store == nil {
+		return errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL)")
 	}
-	switch s.cfg.RateLimitBy {
-	case "", "credential", "org":
-	default:
-		return nil, fmt.Errorf("rate limit key %q: want credential or org", s.cfg.RateLimitBy)
+	if cfg.DatabaseReadURL != "" && cfg.Store != nil {
+		return errors.New("a database read URL needs PostgreSQL, not an embedded store")
 	}
-	opts := s.cfg.RateLimit
-	var client redis.UniversalClient
-	if s.redis != nil {
-		client = s.redis.Client()
-		if opts.Prefix == "" {
-			prefix := s.cfg.RedisPrefix
-			if prefix == "" {
-				prefix = "odin:"
-			}
-			opts.Prefix = prefix + "ratelimit:"
-		}
+	if cfg.StoreName == "" {
+		cfg.StoreName = "postgres"
 	}
-	return ratelimit.New(client, opts, s.log, s.registry)
+	if err := extauthz.CheckForwarding(cfg.ForwardedHeaders, cfg.HTTPPathPrefix); err != nil {
+		return fmt.Errorf("forwarded headers (--forwarded-headers, ODIN_FORWARDED_HEADERS) and path prefix (--http-path-prefix): %w", err)
+	}
+	if cfg.MaxStreams == 0 {
+		cfg.MaxStreams = DefaultMaxStreams
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	cfg.Connections.defaults()
+	return nil
 }
 
 // buildSessions starts the JWT verifier (its first JWKS fetch is bounded by
@@ -426,11 +375,7 @@ func (s *Service) startBackground(ctx context.Context) {
 	go s.cache.Run(ctx)
 	if s.redis != nil {
 		subscribed := make(chan struct{})
-		onMessage := func(inv keystore.Invalidation) {
-			s.watermark.Apply(inv) // first: a lookup missing the cache must see the new position
-			s.cache.Invalidate(inv)
-			s.revoked.Apply(ctx, inv)
-		}
+		onMessage := func(inv keystore.Invalidation) { s.receivers().Apply(ctx, inv) }
 		go s.bus.Run(ctx, onMessage, func() { close(subscribed) })
 		select {
 		case <-subscribed:
@@ -483,9 +428,12 @@ func (s *Service) Authorizer() *extauthz.Authorizer { return s.authz }
 // process without Redis that changes keys itself (odin dev): its bus is a
 // function call.
 func (s *Service) Invalidate(ctx context.Context, inv keystore.Invalidation) {
-	s.watermark.Apply(inv)
-	s.cache.Invalidate(inv)
-	s.revoked.Apply(ctx, inv)
+	s.receivers().Apply(ctx, inv)
+}
+
+// receivers are what an invalidation changes in this replica.
+func (s *Service) receivers() keystore.Receivers {
+	return keystore.Receivers{Watermark: s.watermark, Keys: s.cache, Sessions: s.revoked}
 }
 
 // Registry is the replica's metrics registry.

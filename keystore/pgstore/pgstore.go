@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -269,27 +268,6 @@ func insertKey(ctx context.Context, tx pgx.Tx, n keystore.NewKey, h keystore.Has
 		id, n.UserID, n.OrgID, n.Name, h[:], hint, n.Scopes, n.Tier, tsArg(n.ExpiresAt)))
 }
 
-// appendAudit writes ev (when not nil) for target in tx.
-func appendAudit(ctx context.Context, tx pgx.Tx, ev *keystore.AuditEvent, target, owner string) error {
-	if ev == nil {
-		return nil
-	}
-	if ev.Target == "" {
-		ev.Target = target
-	}
-	if ev.Owner == "" {
-		ev.Owner = owner
-	}
-	details := ev.Details
-	if details == nil {
-		details = map[string]any{}
-	}
-	return tx.QueryRow(ctx, `
-		INSERT INTO audit_events (actor, action, target, owner, request_id, details)
-		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, at`,
-		ev.Actor, ev.Action, ev.Target, ev.Owner, ev.RequestID, details).Scan(&ev.ID, &ev.At)
-}
-
 // RevokeKey implements keystore.Store.
 func (s *Store) RevokeKey(ctx context.Context, id string, at time.Time, ev *keystore.AuditEvent) (*keystore.Key, error) {
 	var k *keystore.Key
@@ -322,46 +300,36 @@ func (s *Store) RevokeKey(ctx context.Context, id string, at time.Time, ev *keys
 	return k, nil
 }
 
-// RollKey implements keystore.Store.
-func (s *Store) RollKey(ctx context.Context, id string, h keystore.Hash, hint string, oldExpiresAt time.Time, ev *keystore.AuditEvent) (*keystore.Key, *keystore.Key, error) {
-	var old, rolled *keystore.Key
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+// UpdateKey implements keystore.Store: the row lock (FOR UPDATE)
+// serialises changes of one key.
+func (s *Store) UpdateKey(ctx context.Context, id string, fn func(context.Context, keystore.KeyTx, *keystore.Key) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		cur, err := scanKey(tx.QueryRow(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1 FOR UPDATE`, id))
 		if err != nil {
 			return err
 		}
-		if err := cur.Usable(time.Now()); err != nil {
-			return fmt.Errorf("%w: key is %s", keystore.ErrConflict, strings.TrimPrefix(err.Error(), "key "))
-		}
-		// The row lock serialises rolls of one key: the second sees the first's successor.
-		if cur.ReplacedBy != "" {
-			return &keystore.AlreadyRolledError{Successor: cur.ReplacedBy}
-		}
-		n := keystore.NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt}
-		if rolled, err = insertKey(ctx, tx, n, h, hint); err != nil {
-			return err
-		}
-		if old, err = scanKey(tx.QueryRow(ctx, `
-			UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $2), $2), replaced_by = $3
-			WHERE id = $1 RETURNING `+keyColumns, id, oldExpiresAt, rolled.ID)); err != nil {
-			return err
-		}
-		if ev != nil {
-			if ev.Details == nil {
-				ev.Details = map[string]any{}
-			}
-			ev.Details["new_key_id"] = rolled.ID
-			ev.Details["old_key_expires_at"] = old.ExpiresAt
-		}
-		return appendAudit(ctx, tx, ev, old.ID, old.Owner())
+		return fn(ctx, keyTx{tx: tx, id: id}, cur)
 	})
-	switch {
-	case errors.Is(err, keystore.ErrNotFound), errors.Is(err, keystore.ErrConflict):
-		return nil, nil, err
-	case err != nil:
-		return nil, nil, fmt.Errorf("roll key %s: %w", id, err)
-	}
-	return old, rolled, nil
+}
+
+// keyTx is the keystore.KeyTx of UpdateKey: key id is locked in tx.
+type keyTx struct {
+	tx pgx.Tx
+	id string
+}
+
+func (t keyTx) InsertKey(ctx context.Context, n keystore.NewKey, h keystore.Hash, hint string) (*keystore.Key, error) {
+	return insertKey(ctx, t.tx, n, h, hint)
+}
+
+func (t keyTx) ReplaceKey(ctx context.Context, expiresAt time.Time, successor string) (*keystore.Key, error) {
+	return scanKey(t.tx.QueryRow(ctx, `
+		UPDATE api_keys SET expires_at = $2, replaced_by = $3
+		WHERE id = $1 RETURNING `+keyColumns, t.id, expiresAt, successor))
+}
+
+func (t keyTx) AppendAudit(ctx context.Context, ev *keystore.AuditEvent, target, owner string) error {
+	return appendAudit(ctx, t.tx, ev, target, owner)
 }
 
 // RecordUsage implements keystore.Store with two statements for the batch.
@@ -513,140 +481,4 @@ func decodeCursor(c string) (time.Time, string, error) {
 		return time.Time{}, "", bad
 	}
 	return at, id, nil
-}
-
-// RevokeSession implements keystore.Store. Revoking twice keeps the first
-// revocation time and the later expiry.
-func (s *Store) RevokeSession(ctx context.Context, r keystore.RevokedSession, ev *keystore.AuditEvent) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO revoked_sessions (session_id, revoked_at, expires_at, reason)
-			VALUES ($1, $2, $3, $4)
-			ON CONFLICT (session_id) DO UPDATE
-			SET expires_at = GREATEST(revoked_sessions.expires_at, EXCLUDED.expires_at)`,
-			r.SessionID, r.RevokedAt, r.ExpiresAt, r.Reason); err != nil {
-			return err
-		}
-		return appendAudit(ctx, tx, ev, r.SessionID, "")
-	})
-	if err != nil {
-		return fmt.Errorf("revoke session: %w", err)
-	}
-	return nil
-}
-
-// RevokedSessions implements keystore.Store.
-func (s *Store) RevokedSessions(ctx context.Context, since, now time.Time) ([]keystore.RevokedSession, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT session_id, revoked_at, expires_at, reason FROM revoked_sessions
-		WHERE revoked_at >= $1 AND expires_at > $2`, since, now)
-	if err != nil {
-		return nil, fmt.Errorf("load revoked sessions: %w", err)
-	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (keystore.RevokedSession, error) {
-		var r keystore.RevokedSession
-		err := row.Scan(&r.SessionID, &r.RevokedAt, &r.ExpiresAt, &r.Reason)
-		return r, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load revoked sessions: %w", err)
-	}
-	return out, nil
-}
-
-// PruneRevokedSessions implements keystore.Store.
-func (s *Store) PruneRevokedSessions(ctx context.Context, now time.Time) (int64, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM revoked_sessions WHERE expires_at <= $1`, now)
-	if err != nil {
-		return 0, fmt.Errorf("prune revoked sessions: %w", err)
-	}
-	return tag.RowsAffected(), nil
-}
-
-// AppendAudit implements keystore.Store.
-func (s *Store) AppendAudit(ctx context.Context, ev keystore.AuditEvent) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return appendAudit(ctx, tx, &ev, ev.Target, ev.Owner) })
-	if err != nil {
-		return fmt.Errorf("append audit event: %w", err)
-	}
-	return nil
-}
-
-// ListAudit implements keystore.Store with keyset pagination on id.
-func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keystore.AuditEvent, string, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	limit = min(limit, 1000)
-	var (
-		where []string
-		args  []any
-	)
-	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
-	if len(f.Owners) > 0 {
-		where = append(where, "owner = ANY("+arg(f.Owners)+")")
-	}
-	for col, v := range map[string]string{"actor": f.Actor, "action": f.Action, "target": f.Target} {
-		if v != "" {
-			where = append(where, col+" = "+arg(v))
-		}
-	}
-	if !f.Since.IsZero() {
-		where = append(where, "at >= "+arg(f.Since))
-	}
-	if !f.Until.IsZero() {
-		where = append(where, "at < "+arg(f.Until))
-	}
-	if f.Cursor != "" {
-		id, err := strconv.ParseInt(f.Cursor, 10, 64)
-		if err != nil || id <= 0 {
-			return nil, "", fmt.Errorf("%w: cursor: not a cursor returned by this API", keystore.ErrInvalid)
-		}
-		where = append(where, "id < "+arg(id))
-	}
-	q := `SELECT id, at, actor, action, target, owner, request_id, details FROM audit_events`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY id DESC LIMIT " + arg(limit+1)
-	rows, err := s.pool.Query(ctx, q, args...)
-	if err != nil {
-		return nil, "", fmt.Errorf("list audit events: %w", err)
-	}
-	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (keystore.AuditEvent, error) {
-		var e keystore.AuditEvent
-		err := row.Scan(&e.ID, &e.At, &e.Actor, &e.Action, &e.Target, &e.Owner, &e.RequestID, &e.Details)
-		e.At = e.At.UTC()
-		return e, err
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("list audit events: %w", err)
-	}
-	next := ""
-	if len(events) > limit {
-		events = events[:limit]
-		next = strconv.FormatInt(events[limit-1].ID, 10)
-	}
-	return events, next, nil
-}
-
-// ForgetDelivery implements keystore.Store.
-func (s *Store) ForgetDelivery(ctx context.Context, id string) error {
-	if _, err := s.pool.Exec(ctx, `DELETE FROM webhook_deliveries WHERE id = $1`, id); err != nil {
-		return fmt.Errorf("forget webhook delivery: %w", err)
-	}
-	return nil
-}
-
-// FirstDelivery implements keystore.Store.
-func (s *Store) FirstDelivery(ctx context.Context, id string, keep time.Duration) (bool, error) {
-	tag, err := s.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id) VALUES ($1) ON CONFLICT (id) DO NOTHING`, id)
-	if err != nil {
-		return false, fmt.Errorf("record webhook delivery: %w", err)
-	}
-	if _, err := s.pool.Exec(ctx, `DELETE FROM webhook_deliveries WHERE received_at < $1`, time.Now().Add(-keep)); err != nil {
-		return false, fmt.Errorf("prune webhook deliveries: %w", err)
-	}
-	return tag.RowsAffected() == 1, nil
 }

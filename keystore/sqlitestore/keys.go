@@ -174,48 +174,36 @@ func (s *Store) RevokeKey(ctx context.Context, id string, at time.Time, ev *keys
 	return k, nil
 }
 
-// RollKey implements keystore.Store.
-func (s *Store) RollKey(ctx context.Context, id string, h keystore.Hash, hint string, oldExpiresAt time.Time, ev *keystore.AuditEvent) (*keystore.Key, *keystore.Key, error) {
-	var old, rolled *keystore.Key
-	err := s.write(ctx, func(tx *sql.Tx) error {
+// UpdateKey implements keystore.Store: the write transaction (BEGIN
+// IMMEDIATE) serialises changes of one key.
+func (s *Store) UpdateKey(ctx context.Context, id string, fn func(context.Context, keystore.KeyTx, *keystore.Key) error) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
 		cur, err := scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = ?`, id))
 		if err != nil {
 			return err
 		}
-		if err := cur.Usable(time.Now()); err != nil {
-			return fmt.Errorf("%w: key is %s", keystore.ErrConflict, strings.TrimPrefix(err.Error(), "key "))
-		}
-		// The write transaction (BEGIN IMMEDIATE) serialises rolls of one
-		// key: the second sees the first's successor.
-		if cur.ReplacedBy != "" {
-			return &keystore.AlreadyRolledError{Successor: cur.ReplacedBy}
-		}
-		n := keystore.NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt}
-		if rolled, err = insertKey(ctx, tx, n, h, hint); err != nil {
-			return err
-		}
-		until := micros(oldExpiresAt)
-		if old, err = scanKey(tx.QueryRowContext(ctx, `
-			UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?), ?), replaced_by = ?
-			WHERE id = ? RETURNING `+keyColumns, until, until, rolled.ID, id)); err != nil {
-			return err
-		}
-		if ev != nil {
-			if ev.Details == nil {
-				ev.Details = map[string]any{}
-			}
-			ev.Details["new_key_id"] = rolled.ID
-			ev.Details["old_key_expires_at"] = old.ExpiresAt
-		}
-		return appendAudit(ctx, tx, ev, old.ID, old.Owner())
+		return fn(ctx, keyTx{tx: tx, id: id}, cur)
 	})
-	switch {
-	case errors.Is(err, keystore.ErrNotFound), errors.Is(err, keystore.ErrConflict):
-		return nil, nil, err
-	case err != nil:
-		return nil, nil, fmt.Errorf("roll key %s: %w", id, err)
-	}
-	return old, rolled, nil
+}
+
+// keyTx is the keystore.KeyTx of UpdateKey: tx holds the write lock.
+type keyTx struct {
+	tx *sql.Tx
+	id string
+}
+
+func (t keyTx) InsertKey(ctx context.Context, n keystore.NewKey, h keystore.Hash, hint string) (*keystore.Key, error) {
+	return insertKey(ctx, t.tx, n, h, hint)
+}
+
+func (t keyTx) ReplaceKey(ctx context.Context, expiresAt time.Time, successor string) (*keystore.Key, error) {
+	return scanKey(t.tx.QueryRowContext(ctx, `
+		UPDATE api_keys SET expires_at = ?, replaced_by = ?
+		WHERE id = ? RETURNING `+keyColumns, micros(expiresAt), successor, t.id))
+}
+
+func (t keyTx) AppendAudit(ctx context.Context, ev *keystore.AuditEvent, target, owner string) error {
+	return appendAudit(ctx, t.tx, ev, target, owner)
 }
 
 // RecordUsage implements keystore.Store: one transaction for the batch.

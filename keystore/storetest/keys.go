@@ -190,7 +190,7 @@ func testRoll(t *testing.T, s keystore.Store) {
 	p2, _ := keystore.GenerateKey()
 	graceEnd := time.Now().Add(time.Hour)
 	ev := &keystore.AuditEvent{Actor: "user_1", Action: keystore.ActionKeyRolled, RequestID: "req-1", Details: map[string]any{"grace_seconds": 3600}}
-	old, rolled, err := s.RollKey(ctx, k.ID, keystore.HashKey(p2), keystore.KeyHint(p2), graceEnd, ev)
+	old, rolled, err := keystore.RollKey(ctx, s, k.ID, keystore.HashKey(p2), keystore.KeyHint(p2), graceEnd, ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func testRoll(t *testing.T, s keystore.Store) {
 	shortExp := time.Now().Add(30 * time.Minute).Truncate(us)
 	_, short := create(t, s, keystore.NewKey{UserID: "user_2", Name: "short", ExpiresAt: shortExp})
 	p3, _ := keystore.GenerateKey()
-	old, rolled, err = s.RollKey(ctx, short.ID, keystore.HashKey(p3), keystore.KeyHint(p3), time.Now().Add(time.Hour), nil)
+	old, rolled, err = keystore.RollKey(ctx, s, short.ID, keystore.HashKey(p3), keystore.KeyHint(p3), time.Now().Add(time.Hour), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func testRoll(t *testing.T, s keystore.Store) {
 	}
 	_, forever := create(t, s, keystore.NewKey{UserID: "user_2", Name: "forever"})
 	p4, _ := keystore.GenerateKey()
-	if _, rolled, err = s.RollKey(ctx, forever.ID, keystore.HashKey(p4), keystore.KeyHint(p4), time.Now().Add(time.Hour), nil); err != nil || !rolled.ExpiresAt.IsZero() {
+	if _, rolled, err = keystore.RollKey(ctx, s, forever.ID, keystore.HashKey(p4), keystore.KeyHint(p4), time.Now().Add(time.Hour), nil); err != nil || !rolled.ExpiresAt.IsZero() {
 		t.Errorf("roll of a key without expiry: %+v, %v", rolled, err)
 	}
 }
@@ -254,7 +254,7 @@ func testRollRefusesUnusableKeys(t *testing.T, s keystore.Store) {
 	}
 
 	// A new key under a hash already stored fails, and changes nothing.
-	if _, _, err := s.RollKey(ctx, k.ID, other.Hash, "h", time.Now(), ev()); err == nil {
+	if _, _, err := keystore.RollKey(ctx, s, k.ID, other.Hash, "h", time.Now(), ev()); err == nil {
 		t.Error("roll onto an existing hash succeeded")
 	}
 	if got, _ := s.Key(ctx, k.ID); !got.ExpiresAt.IsZero() {
@@ -262,22 +262,22 @@ func testRollRefusesUnusableKeys(t *testing.T, s keystore.Store) {
 	}
 
 	// A roll with no grace expires the old key at once: it cannot be rolled again.
-	if _, _, err := s.RollKey(ctx, k.ID, newHash(), "h", time.Now(), ev()); err != nil {
+	if _, _, err := keystore.RollKey(ctx, s, k.ID, newHash(), "h", time.Now(), ev()); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.RollKey(ctx, k.ID, newHash(), "h", time.Now(), ev()); !errors.Is(err, keystore.ErrConflict) {
+	if _, _, err := keystore.RollKey(ctx, s, k.ID, newHash(), "h", time.Now(), ev()); !errors.Is(err, keystore.ErrConflict) {
 		t.Errorf("roll of an expired key: %v, want ErrConflict", err)
 	}
 	if _, err := s.RevokeKey(ctx, other.ID, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.RollKey(ctx, other.ID, newHash(), "h", time.Now().Add(time.Hour), ev()); !errors.Is(err, keystore.ErrConflict) {
+	if _, _, err := keystore.RollKey(ctx, s, other.ID, newHash(), "h", time.Now().Add(time.Hour), ev()); !errors.Is(err, keystore.ErrConflict) {
 		t.Errorf("roll of a revoked key: %v, want ErrConflict", err)
 	}
 	if got, _ := s.Key(ctx, other.ID); !got.ExpiresAt.IsZero() {
 		t.Errorf("refused roll changed the revoked key's expiry to %v", got.ExpiresAt)
 	}
-	if old, rolled, err := s.RollKey(ctx, "key_missing", newHash(), "h", time.Now(), ev()); !errors.Is(err, keystore.ErrNotFound) || old != nil || rolled != nil {
+	if old, rolled, err := keystore.RollKey(ctx, s, "key_missing", newHash(), "h", time.Now(), ev()); !errors.Is(err, keystore.ErrNotFound) || old != nil || rolled != nil {
 		t.Errorf("roll of a missing key: %v, want ErrNotFound", err)
 	}
 	keys, _, _ := s.ListKeys(ctx, keystore.ListKeysOptions{})
@@ -333,7 +333,7 @@ func testRollOnce(t *testing.T, s keystore.Store) {
 		return &keystore.AuditEvent{Actor: "user_1", Action: keystore.ActionKeyRolled}
 	}
 	graceEnd := time.Now().Add(time.Hour)
-	old, rolled, err := s.RollKey(ctx, k.ID, newHash(), "h", graceEnd, ev())
+	old, rolled, err := keystore.RollKey(ctx, s, k.ID, newHash(), "h", graceEnd, ev())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +343,7 @@ func testRollOnce(t *testing.T, s keystore.Store) {
 	if got, err := s.Key(ctx, k.ID); err != nil || got.ReplacedBy != rolled.ID {
 		t.Errorf("old key read back: %+v, %v", got, err)
 	}
-	again, twice, err := s.RollKey(ctx, k.ID, newHash(), "h", time.Now(), ev())
+	again, twice, err := keystore.RollKey(ctx, s, k.ID, newHash(), "h", time.Now(), ev())
 	var already *keystore.AlreadyRolledError
 	if !errors.As(err, &already) || !errors.Is(err, keystore.ErrConflict) || already.Successor != rolled.ID || again != nil || twice != nil {
 		t.Fatalf("second roll in the grace period: %v (%v, %v); want an AlreadyRolledError naming %s", err, again, twice, rolled.ID)
@@ -352,7 +352,7 @@ func testRollOnce(t *testing.T, s keystore.Store) {
 		t.Errorf("a refused roll moved the old key's expiry to %v", got.ExpiresAt)
 	}
 	// The successor itself can be rolled, once.
-	if _, _, err := s.RollKey(ctx, rolled.ID, newHash(), "h", time.Now().Add(time.Hour), ev()); err != nil {
+	if _, _, err := keystore.RollKey(ctx, s, rolled.ID, newHash(), "h", time.Now().Add(time.Hour), ev()); err != nil {
 		t.Errorf("roll of the successor: %v", err)
 	}
 	keys, _, _ := s.ListKeys(ctx, keystore.ListKeysOptions{})
@@ -379,7 +379,7 @@ func testConcurrentRolls(t *testing.T, s keystore.Store) {
 		wg.Go(func() {
 			p, _ := keystore.GenerateKey()
 			<-start
-			_, rolled, err := s.RollKey(ctx, k.ID, keystore.HashKey(p), keystore.KeyHint(p), time.Now().Add(time.Hour),
+			_, rolled, err := keystore.RollKey(ctx, s, k.ID, keystore.HashKey(p), keystore.KeyHint(p), time.Now().Add(time.Hour),
 				&keystore.AuditEvent{Actor: "user_1", Action: keystore.ActionKeyRolled})
 			results <- result{rolled, err}
 		})
@@ -441,7 +441,7 @@ func testKeyHashes(t *testing.T, s keystore.Store) {
 			}
 		case 2:
 			p2, _ := keystore.GenerateKey()
-			if _, _, err := s.RollKey(ctx, k.ID, keystore.HashKey(p2), keystore.KeyHint(p2), time.Now(), nil); err != nil {
+			if _, _, err := keystore.RollKey(ctx, s, k.ID, keystore.HashKey(p2), keystore.KeyHint(p2), time.Now(), nil); err != nil {
 				t.Fatal(err)
 			}
 			want[keystore.HashKey(p2)] = 1

@@ -19,6 +19,7 @@ import (
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
+	"github.com/odin-scan/odin-authz/keystore/redisconn"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -193,13 +194,13 @@ func (e *env) unacknowledged() int {
 func (e *env) waitBusLive(t *testing.T, within time.Duration) {
 	t.Helper()
 	set := prefix + "replicas"
-	if e.redis.Topology() == keystore.TopologyCluster {
+	if e.redis.Conn().Topology() == redisconn.TopologyCluster {
 		set = prefix + "{bus}:replicas"
 	}
 	deadline := time.Now().Add(within)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		n, err := e.redis.Client().ZCount(ctx, set, fmt.Sprint(time.Now().Add(-500*time.Millisecond).UnixMilli()), "+inf").Result()
+		n, err := e.redis.Conn().Client().ZCount(ctx, set, fmt.Sprint(time.Now().Add(-500*time.Millisecond).UnixMilli()), "+inf").Result()
 		cancel()
 		if err == nil && n >= int64(len(e.replicas)) {
 			return

@@ -7,6 +7,7 @@ import (
 
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/redisconn"
 )
 
 // The URL's scheme picks the topology; bad URLs are refused with an error
@@ -16,21 +17,21 @@ func TestRedisURLs(t *testing.T) {
 		return keystore.OpenRedis(keystore.RedisOptions{URL: url, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), slog.New(slog.DiscardHandler))
 	}
 	for url, want := range map[string]string{
-		"redis://:s3cret@127.0.0.1:6379/0": keystore.TopologySingle,
-		"rediss://127.0.0.1:6380":          keystore.TopologySingle,
-		"unix:///run/redis.sock?db=2":      keystore.TopologySingle,
-		"redis+sentinel://127.0.0.1:26379/1?master_name=odin&addr=127.0.0.1:26380&password=s3cret":    keystore.TopologySentinel,
-		"REDISS+SENTINEL://:s3cret@127.0.0.1:26379?master_name=odin":                                  keystore.TopologySentinel,
-		"redis+cluster://:s3cret@127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002":              keystore.TopologyCluster,
-		"rediss+cluster://127.0.0.1:7000":                                                             keystore.TopologyCluster,
-		"redis+cluster://user:s3cret@127.0.0.1:7000?addr=127.0.0.1:7001&max_redirects=5&pool_size=20": keystore.TopologyCluster,
+		"redis://:s3cret@127.0.0.1:6379/0": redisconn.TopologySingle,
+		"rediss://127.0.0.1:6380":          redisconn.TopologySingle,
+		"unix:///run/redis.sock?db=2":      redisconn.TopologySingle,
+		"redis+sentinel://127.0.0.1:26379/1?master_name=odin&addr=127.0.0.1:26380&password=s3cret":    redisconn.TopologySentinel,
+		"REDISS+SENTINEL://:s3cret@127.0.0.1:26379?master_name=odin":                                  redisconn.TopologySentinel,
+		"redis+cluster://:s3cret@127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002":              redisconn.TopologyCluster,
+		"rediss+cluster://127.0.0.1:7000":                                                             redisconn.TopologyCluster,
+		"redis+cluster://user:s3cret@127.0.0.1:7000?addr=127.0.0.1:7001&max_redirects=5&pool_size=20": redisconn.TopologyCluster,
 	} {
 		r, err := open(url)
 		if err != nil {
 			t.Errorf("%s: %v", url, err)
 			continue
 		}
-		if got := r.Topology(); got != want {
+		if got := r.Conn().Topology(); got != want {
 			t.Errorf("%s: topology %q, want %q", url, got, want)
 		}
 		r.Close()
