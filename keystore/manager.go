@@ -28,7 +28,7 @@ type NotPropagatedError struct {
 	// DeniedBy is when every replica denies the credential at the latest
 	// without the bus: At plus the replicas' cache TTL (keys) or session
 	// sync interval (sessions), plus PropagationSlack. It assumes the
-	// replicas reach PostgreSQL (see README, "Failure modes").
+	// replicas reach PostgreSQL (docs/DESIGN.md, "Failure modes").
 	DeniedBy time.Time
 	// Cause says what failed.
 	Cause error

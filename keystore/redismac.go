@@ -39,7 +39,7 @@ var ErrMACSecret = errors.New("a Redis MAC secret of at least 32 bytes is requir
 // where name is the entry's full Redis key name, prefix included: the MAC
 // binds the value to the name it is stored under. Values are sealed with
 // the current secret and accepted under the current or the previous one,
-// so the secret can be rotated without a flush (see the README).
+// so the secret can be rotated without a flush (docs/OPERATIONS.md).
 type entryMAC struct {
 	current, previous *macKey // previous may be nil
 }

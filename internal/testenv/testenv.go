@@ -63,7 +63,7 @@ func unavailable(t testing.TB, what string, err error) {
 // so that skips are seen without -v.
 func Unavailable(t testing.TB, what string) {
 	t.Helper()
-	msg := fmt.Sprintf("\n*** %s\n*** this test needs it (see README) — skipping", what)
+	msg := fmt.Sprintf("\n*** %s\n*** this test needs it (see CONTRIBUTING.md) — skipping", what)
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg + " is not allowed under CI=true")
 	}
