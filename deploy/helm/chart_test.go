@@ -5,6 +5,8 @@
 package helm_test
 
 import (
+	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -347,5 +349,45 @@ func TestChartImage(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+var (
+	readmeRow = regexp.MustCompile(`(?m)^\| ([^|]+) \|`)
+	readmeKey = regexp.MustCompile("`([a-zA-Z][a-zA-Z0-9.]*)`")
+)
+
+// Every value of values.yaml is described in the values table of README.md:
+// itself or a parent (a row `authz.pdb` describes authz.pdb.maxUnavailable).
+func TestReadmeDescribesEveryValue(t *testing.T) {
+	readme, err := os.ReadFile("odin/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	described := map[string]bool{}
+	for _, row := range readmeRow.FindAllStringSubmatch(string(readme), -1) {
+		for _, m := range readmeKey.FindAllStringSubmatch(row[1], -1) {
+			described[m[1]] = true
+		}
+	}
+	var missing []string
+	var walk func(prefix string, v map[string]any)
+	walk = func(prefix string, v map[string]any) {
+		for k, child := range v {
+			p := strings.TrimPrefix(prefix+"."+k, ".")
+			if described[p] {
+				continue
+			}
+			if m, ok := child.(map[string]any); ok && len(m) > 0 {
+				walk(p, m)
+				continue
+			}
+			missing = append(missing, p)
+		}
+	}
+	walk("", readValues(t, valuesFile))
+	slices.Sort(missing)
+	if len(missing) > 0 {
+		t.Errorf("values not described in the table of odin/README.md: %v", missing)
 	}
 }
