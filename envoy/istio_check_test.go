@@ -78,6 +78,7 @@ type istioSet struct {
 	namespaces      []string
 	serviceAccounts []string // namespace/name
 	deployments     []deployment
+	jobs            []job
 	services        []service
 	pdbs            []k8sObject
 	policies        []k8sObject
@@ -100,6 +101,9 @@ func checkManifests(ms []manifest) error {
 			continue
 		}
 		o.file = m.file
+		if err := strictDecode(o.Kind, js); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", o, err))
+		}
 		switch o.Kind {
 		case "Namespace":
 			set.namespaces = append(set.namespaces, o.Metadata.Name)
@@ -109,6 +113,10 @@ func checkManifests(ms []manifest) error {
 			d := deployment{k8sObject: o}
 			errs = appendErr(errs, o, json.Unmarshal(o.Spec, &d.spec))
 			set.deployments = append(set.deployments, d)
+		case "Job":
+			j := job{k8sObject: o}
+			errs = appendErr(errs, o, json.Unmarshal(o.Spec, &j.spec))
+			set.jobs = append(set.jobs, j)
 		case "Service":
 			s := service{k8sObject: o}
 			errs = appendErr(errs, o, json.Unmarshal(o.Spec, &s.spec))
@@ -126,6 +134,7 @@ func checkManifests(ms []manifest) error {
 	for _, d := range set.deployments {
 		errs = append(errs, set.checkDeployment(d)...)
 	}
+	errs = append(errs, set.checkMigrationJob()...)
 	for _, s := range set.services {
 		errs = append(errs, set.checkService(s)...)
 	}
@@ -252,6 +261,75 @@ func checkContainer(d deployment, want workloadWant, pod *securityContext) []err
 	}
 	if env["ODIN_REDIS_URL"] && !env["ODIN_REDIS_MAC_SECRET"] {
 		fail("ODIN_REDIS_MAC_SECRET is not set: odin refuses to start with Redis and no MAC secret")
+	}
+	return errs
+}
+
+// checkMigrationJob checks the Job running `odin migrate`: the image of the
+// Deployments, their database Secret, no sidecar (or it never completes).
+func (s *istioSet) checkMigrationJob() []error {
+	if len(s.jobs) != 1 {
+		return []error{fmt.Errorf("want exactly one Job (odin migrate), got %d", len(s.jobs))}
+	}
+	j := s.jobs[0]
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{j}, args...)...))
+	}
+	if err := s.checkNamespace(j.k8sObject); err != nil {
+		errs = append(errs, err)
+	}
+	spec := j.spec.Template
+	if rp := spec.Spec.RestartPolicy; rp != "Never" && rp != "OnFailure" {
+		fail("restartPolicy %q: a Job's pods need Never or OnFailure", rp)
+	}
+	if spec.Metadata.Labels["sidecar.istio.io/inject"] != "false" {
+		fail("an Istio sidecar keeps running after odin migrate exits, so the Job never completes: label the pod sidecar.istio.io/inject: \"false\"")
+	}
+	if len(spec.Spec.Containers) != 1 {
+		fail("want exactly one container, got %d", len(spec.Spec.Containers))
+		return errs
+	}
+	c := spec.Spec.Containers[0]
+	if !slices.Equal(c.Args, []string{"migrate"}) {
+		fail("args %v do not run `odin migrate`", c.Args)
+	}
+	nonRoot := spec.Spec.SecurityContext != nil && spec.Spec.SecurityContext.RunAsNonRoot != nil && *spec.Spec.SecurityContext.RunAsNonRoot
+	if c.SecurityContext != nil && c.SecurityContext.RunAsNonRoot != nil {
+		nonRoot = *c.SecurityContext.RunAsNonRoot
+	}
+	if !nonRoot {
+		fail("runAsNonRoot must be true")
+	}
+	if c.SecurityContext == nil || c.SecurityContext.AllowPrivilegeEscalation == nil || *c.SecurityContext.AllowPrivilegeEscalation {
+		fail("allowPrivilegeEscalation must be false")
+	}
+	if c.Resources.Requests["cpu"] == "" || c.Resources.Requests["memory"] == "" {
+		fail("resources.requests must set cpu and memory")
+	}
+	dbSecret := func(c container) string {
+		for _, e := range c.Env {
+			if e.Name == "ODIN_DATABASE_URL" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				return e.ValueFrom.SecretKeyRef.Name + "/" + e.ValueFrom.SecretKeyRef.Key
+			}
+		}
+		return ""
+	}
+	want := dbSecret(c)
+	if want == "" {
+		fail("ODIN_DATABASE_URL must come from a Secret (valueFrom.secretKeyRef)")
+	}
+	for _, d := range s.deployments {
+		if len(d.spec.Template.Spec.Containers) != 1 {
+			continue // reported by checkDeployment
+		}
+		dc := d.spec.Template.Spec.Containers[0]
+		if got := dbSecret(dc); want != "" && got != want {
+			fail("migrates the database of Secret %s, but %s reads %s", want, d, got)
+		}
+		if dc.Image != c.Image {
+			fail("image %s is not the image %s of %s: migrate with the release you deploy", c.Image, dc.Image, d)
+		}
 	}
 	return errs
 }

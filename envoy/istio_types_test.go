@@ -5,10 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 )
 
 // The Kubernetes objects of istio/, decoded into just the fields the checks
-// read (k8s.io/api would be a heavy dependency for this).
+// read. Each object is also decoded strictly into its k8s.io/api type
+// (strictDecode), which refuses unknown fields and wrong types.
 
 // k8sObject is the part of a Kubernetes object every check needs.
 type k8sObject struct {
@@ -130,6 +136,24 @@ type pdbSpec struct {
 	} `json:"selector"`
 }
 
+type jobSpec struct {
+	Template struct {
+		Metadata struct {
+			Labels map[string]string `json:"labels"`
+		} `json:"metadata"`
+		Spec struct {
+			RestartPolicy   string           `json:"restartPolicy"`
+			SecurityContext *securityContext `json:"securityContext"`
+			Containers      []container      `json:"containers"`
+		} `json:"spec"`
+	} `json:"template"`
+}
+
+type job struct {
+	k8sObject
+	spec jobSpec
+}
+
 type deployment struct {
 	k8sObject
 	spec deploymentSpec
@@ -138,4 +162,33 @@ type deployment struct {
 type service struct {
 	k8sObject
 	spec serviceSpec
+}
+
+// strictDecode decodes a Kubernetes object of these manifests into its
+// k8s.io/api type, refusing unknown fields (as the API server's strict field
+// validation does). Istio's kinds are decoded by their istio.io/api protos.
+func strictDecode(kind string, js []byte) error {
+	var target any
+	switch kind {
+	case "Namespace":
+		target = &corev1.Namespace{}
+	case "ServiceAccount":
+		target = &corev1.ServiceAccount{}
+	case "Service":
+		target = &corev1.Service{}
+	case "Deployment":
+		target = &appsv1.Deployment{}
+	case "Job":
+		target = &batchv1.Job{}
+	case "PodDisruptionBudget":
+		target = &policyv1.PodDisruptionBudget{}
+	default:
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(target); err != nil {
+		return fmt.Errorf("as %T: %w", target, err)
+	}
+	return nil
 }
