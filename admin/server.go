@@ -84,6 +84,14 @@ type Server struct {
 	unconfirmed *prometheus.CounterVec
 }
 
+// DefaultKeyScopes are the scopes a key may carry when Options.Scopes is
+// empty.
+func DefaultKeyScopes() []string { return []string{"scans:read", "scans:write"} }
+
+// DefaultOrgAdminRoles are the organisation roles that manage an
+// organisation's keys when Options.OrgAdminRoles is empty.
+func DefaultOrgAdminRoles() []string { return []string{"org:admin"} }
+
 // New validates opts and returns the server.
 func New(opts Options) (*Server, error) {
 	if opts.Store == nil || opts.Manager == nil || opts.Revoked == nil {
@@ -96,13 +104,13 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("admin: the operator token must be at least 32 characters")
 	}
 	if len(opts.Scopes) == 0 {
-		opts.Scopes = []string{"scans:read", "scans:write"}
+		opts.Scopes = DefaultKeyScopes()
 	}
 	if opts.UserScopes == nil {
 		opts.UserScopes = opts.Scopes
 	}
 	if len(opts.OrgAdminRoles) == 0 {
-		opts.OrgAdminRoles = []string{"org:admin"}
+		opts.OrgAdminRoles = DefaultOrgAdminRoles()
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 64 << 10

@@ -19,6 +19,11 @@ import (
 // DefaultSessionTTL caps how long a verified token is cached by default.
 const DefaultSessionTTL = 15 * time.Minute
 
+// DefaultSessionScopes are the scopes odin authz gives a session token that
+// carries no permissions unless configured otherwise: read and write, full
+// access under the built-in default policy.
+func DefaultSessionScopes() []string { return []string{"read", "write"} }
+
 // SessionOptions configure the session cache. Zero values take the defaults.
 type SessionOptions struct {
 	// TTL caps how long a verified token is cached (docs/CONTRACT.md (sessions): 15 minutes, or

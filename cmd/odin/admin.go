@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 
+	"github.com/odin-scan/odin-authz/admin"
 	"github.com/odin-scan/odin-authz/internal/adminsvc"
 )
 
@@ -35,9 +37,9 @@ func adminFlagSet(c *adminConfig) *flags {
 	f.Secret(&cfg.OperatorToken, "admin-token", "ODIN_ADMIN_TOKEN", "operator token (at least 32 characters): full access as `Authorization: Bearer <token>`")
 	f.Secret(&cfg.WebhookSecret, "webhook-secret", "ODIN_WEBHOOK_SECRET", "Clerk webhook signing secret (whsec_...); empty: the webhook endpoint answers 404")
 	cfg.Scopes = []string{"scans:read", "scans:write"}
-	f.List(&cfg.Scopes, "key-scopes", "ODIN_KEY_SCOPES", "scopes a key may carry (default scans:read,scans:write)")
+	f.List(&cfg.Scopes, "key-scopes", "ODIN_KEY_SCOPES", "scopes a key may carry (default "+strings.Join(admin.DefaultKeyScopes(), ",")+")")
 	f.List(&cfg.UserScopes, "user-scopes", "ODIN_USER_SCOPES", "scopes of a caller whose token carries no permissions (default: all key scopes)")
-	f.List(&cfg.OrgAdminRoles, "org-admin-roles", "ODIN_ORG_ADMIN_ROLES", "organisation roles that manage the organisation's keys (default org:admin)")
+	f.List(&cfg.OrgAdminRoles, "org-admin-roles", "ODIN_ORG_ADMIN_ROLES", "organisation roles that manage the organisation's keys (default "+strings.Join(admin.DefaultOrgAdminRoles(), ",")+")")
 	f.List(&cfg.TrustedProxies, "admin-trusted-proxies", "ODIN_ADMIN_TRUSTED_PROXIES",
 		"addresses or CIDR ranges of the load balancers in front of the admin API: from them, the failed-authentication throttle counts the rightmost X-Forwarded-For entry outside these ranges; empty: the socket peer, X-Forwarded-For ignored")
 	f.Int(&cfg.MaxConnections, "admin-max-connections", "ODIN_ADMIN_MAX_CONNECTIONS", adminsvc.DefaultMaxConnections, "open admin API connections at most; one more is closed at once (negative: no cap)")

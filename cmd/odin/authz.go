@@ -18,6 +18,7 @@ import (
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/redisconn"
 )
 
 // storeFlags are the connection flags shared by every command that talks to
@@ -129,8 +130,8 @@ func authzFlagSet(c *authzConfig) *flags {
 	bindSessionAdmission(f, &cfg.JWTAllowNoSessionID)
 	bindTracing(f, &cfg.Tracing)
 	f.Duration(&cfg.SessionTTL, "session-ttl", "ODIN_SESSION_TTL", extauthz.DefaultSessionTTL, "how long a verified session token is cached (never past its exp)")
-	cfg.JWTDefaultScopes = []string{"read", "write"}
-	f.List(&cfg.JWTDefaultScopes, "jwt-default-scopes", "ODIN_JWT_DEFAULT_SCOPES", "scopes of a session token that carries no permissions (default read,write: full access under the default policy)")
+	cfg.JWTDefaultScopes = extauthz.DefaultSessionScopes()
+	f.List(&cfg.JWTDefaultScopes, "jwt-default-scopes", "ODIN_JWT_DEFAULT_SCOPES", "scopes of a session token that carries no permissions (default "+strings.Join(extauthz.DefaultSessionScopes(), ",")+": full access under the default policy)")
 	f.String(&cfg.PolicyFile, "policy-file", "ODIN_POLICY_FILE", "", "route policy (YAML): scopes per method and path; reloaded on change and SIGHUP; empty: read for GET/HEAD/OPTIONS, write otherwise")
 	f.String(&c.tiers, "rate-limit-tiers", "ODIN_RATE_LIMIT_TIERS", "", "tier limits as name=rate/unit:burst, e.g. free=10/s:20,pro=6000/m:200 (added over the defaults "+defaultTiers()+")")
 	f.String(&cfg.RateLimit.DefaultTier, "rate-limit-default-tier", "ODIN_RATE_LIMIT_DEFAULT_TIER", ratelimit.DefaultTier, "tier of a caller whose tier is unknown")
@@ -151,7 +152,7 @@ func authzFlagSet(c *authzConfig) *flags {
 	f.Duration(&cfg.Cache.NegativeTTL, "negative-ttl", "ODIN_NEGATIVE_TTL", keystore.DefaultNegativeTTL, "how long an unknown key is remembered as unknown")
 	f.Duration(&cfg.Cache.StaleIfError, "stale-if-error", "ODIN_STALE_IF_ERROR", keystore.DefaultStaleIfError, "how long past its TTL a cached key still answers while PostgreSQL is unreachable (negative: never)")
 	f.Duration(&cfg.Cache.StoreTimeout, "store-timeout", "ODIN_STORE_TIMEOUT", keystore.DefaultStoreTimeout, "deadline of one PostgreSQL lookup; keep it under Envoy's ext_authz timeout")
-	f.Duration(&cfg.RedisTimeout, "redis-timeout", "ODIN_REDIS_TIMEOUT", 100*time.Millisecond, "Redis read/write timeout (dial: twice this)")
+	f.Duration(&cfg.RedisTimeout, "redis-timeout", "ODIN_REDIS_TIMEOUT", redisconn.DefaultTimeout, "Redis read/write timeout (dial: twice this)")
 	f.Bool(&cfg.StripCredential, "strip-credential", "ODIN_STRIP_CREDENTIAL", true, "remove the authorization / api-key header from the upstream request")
 	f.Bool(&c.migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving (as 'odin migrate' does)")
 	f.Int(&c.maxStreams, "max-streams", "ODIN_GRPC_MAX_STREAMS", authzsvc.DefaultMaxStreams, "maximum concurrent gRPC streams per connection")

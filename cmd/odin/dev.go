@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/odin-scan/odin-authz/extauthz"
 	"github.com/odin-scan/odin-authz/internal/adminsvc"
 	"github.com/odin-scan/odin-authz/internal/authzsvc"
 	"github.com/odin-scan/odin-authz/jwtauth"
@@ -233,7 +234,7 @@ func newDevServices(ctx context.Context, cfg devConfig, store keystore.Store, op
 	}
 	authz, err := authzsvc.New(ctx, authzsvc.Config{
 		Store: store, StoreName: "sqlite",
-		JWT: jwt, JWTDefaultScopes: []string{"read", "write"},
+		JWT: jwt, JWTDefaultScopes: extauthz.DefaultSessionScopes(),
 		SessionRetention: keystore.DefaultSessionRetention,
 		PolicyFile:       cfg.policyFile,
 		StripCredential:  true,

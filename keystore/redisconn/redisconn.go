@@ -58,12 +58,17 @@ type Conn struct {
 	watch *masterWatch
 }
 
+// DefaultTimeout bounds each Redis call (read and write; dial: twice it)
+// when Options.Timeout is not set: Redis is best-effort, so a slow one
+// must not hold a check for long.
+const DefaultTimeout = 100 * time.Millisecond
+
 // Open creates the client. It does not wait for the server: Redis being
 // down is a degraded mode, not a reason to refuse to start. Errors never
 // contain the URL's passwords.
 func Open(opts Options) (*Conn, error) {
 	if opts.Timeout <= 0 {
-		opts.Timeout = 100 * time.Millisecond
+		opts.Timeout = DefaultTimeout
 	}
 	client, topology, watch, err := newClient(opts.URL, opts.Timeout)
 	if err != nil {
