@@ -7,7 +7,7 @@ import (
 	"net"
 	"os"
 
-	"github.com/odin-scan/odin-authz/internal/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 )
 
 // adminConfig is what odin admin's flags set.

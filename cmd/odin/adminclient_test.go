@@ -24,7 +24,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
-	"github.com/odin-scan/odin-authz/internal/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/odin-scan/odin-authz/internal/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
 )

@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/odin-scan/odin-authz/internal/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"

@@ -225,7 +225,7 @@ func TestRedisNeedsMACSecret(t *testing.T) {
 		cfg.RedisMACSecret = secret
 		svc, err := New(context.Background(), cfg, discardLogger())
 		if err == nil {
-			svc.closeStores()
+			svc.parts.Close()
 			t.Errorf("started with a %d-byte MAC secret; want refused", len(secret))
 		} else if want := fmt.Sprint(keystore.ErrMACSecret); err.Error() != want {
 			t.Errorf("error %q, want %q", err, want)

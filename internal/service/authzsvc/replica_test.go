@@ -230,7 +230,7 @@ func testReplicaSessionRevocation(t *testing.T, rf *replicaFixture) {
 	}
 	for _, r := range []*replica{a, b} {
 		waitJWT(t, r, tok, 401)
-		if err := r.svc.revoked.Sync(context.Background()); err != nil {
+		if err := r.svc.parts.Revoked.Sync(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		if got := httpStatus(r.check(t, map[string]string{"authorization": "Bearer " + is.mint(t, claims)})); got != 401 {

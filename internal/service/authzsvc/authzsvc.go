@@ -16,7 +16,6 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -30,11 +29,11 @@ import (
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/connlimit"
 	"github.com/odin-scan/odin-authz/internal/ops"
+	"github.com/odin-scan/odin-authz/internal/service"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/internal/tlsreload"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
-	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
 
 // Config is everything `odin authz` is configured with.
@@ -167,44 +166,23 @@ func (c *Connections) defaults() {
 
 // Service is one `odin authz` replica.
 type Service struct {
-	cfg        Config
-	log        *slog.Logger
-	registry   *prometheus.Registry
-	store      keystore.Store
-	closeStore func()
-	redis      *keystore.Redis
-	cache      *keystore.Cache
-	usage      *keystore.UsageRecorder
-	revoked    *keystore.RevokedSessions
-	bus        *keystore.Bus     // nil without Redis
-	verifier   *jwtauth.Verifier // nil when JWTs are not configured
-	authz      *extauthz.Authorizer
-	grpc       *grpc.Server
-	health     *health.Server
-	draining   chan struct{} // closed when the drain begins
-	readiness  *ops.Readiness
-	tracing    *telemetry.Provider
-	tls        *tlsreload.Reloader // nil: plain gRPC and HTTP
-	conns      *connlimit.Metrics
-
-	// watermark and pingReplica serve the read replica; nil without one.
-	watermark   *keystore.Watermark
-	pingReplica func(context.Context) error
+	cfg       Config
+	log       *slog.Logger
+	parts     *service.Parts // registry, stores, revoked sessions, verifier, tracing
+	cache     *keystore.Cache
+	usage     *keystore.UsageRecorder
+	bus       *keystore.Bus // nil without Redis
+	authz     *extauthz.Authorizer
+	grpc      *grpc.Server
+	health    *health.Server
+	draining  chan struct{} // closed when the drain begins
+	readiness *ops.Readiness
 }
 
 // New builds a replica and starts its background work (bus subscription,
 // health probes, usage flushing) under ctx. It waits briefly for the bus
 // subscription, so a replica that reports ready also hears revocations.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
-	if cfg.DatabaseURL == "" && cfg.Store == nil {
-		return nil, errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL)")
-	}
-	if cfg.DatabaseReadURL != "" && cfg.Store != nil {
-		return nil, errors.New("a database read URL needs PostgreSQL, not an embedded store")
-	}
-	if cfg.StoreName == "" {
-		cfg.StoreName = "postgres"
-	}
 	if err := extauthz.CheckForwarding(cfg.ForwardedHeaders, cfg.HTTPPathPrefix); err != nil {
 		return nil, fmt.Errorf("forwarded headers (--forwarded-headers, ODIN_FORWARDED_HEADERS) and path prefix (--http-path-prefix): %w", err)
 	}
@@ -215,101 +193,77 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		cfg.DrainTimeout = DefaultDrainTimeout
 	}
 	cfg.Connections.defaults()
-	s := &Service{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
-	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.conns = connlimit.NewMetrics(s.registry)
-	if cfg.TLS != nil { // before any store is opened: nothing to close on error
-		tr, err := tlsreload.New(*cfg.TLS, logger, s.registry)
-		if err != nil {
-			return nil, err
-		}
-		s.tls = tr
-		go tr.Watch(ctx)
-	}
-
-	store := cfg.Store
-	s.closeStore = func() {}
-	if store == nil {
-		opts := pgstore.Options{}
-		if cfg.DatabaseReadURL != "" {
-			s.watermark = keystore.NewWatermark(keystore.WatermarkOptions{Fenced: s.fenced, Registerer: s.registry, Logger: logger})
-			opts.ReadURL, opts.Watermark = cfg.DatabaseReadURL, s.watermark
-		}
-		pg, err := pgstore.Open(ctx, cfg.DatabaseURL, opts)
-		if err != nil {
-			return nil, err
-		}
-		store, s.closeStore = pg, pg.Close
-		pg.ReportSchema(ctx, logger)
-		if pg.HasReplica() {
-			s.pingReplica = pg.PingReplica
-		}
-	}
-	s.store = store
-	km := keystore.NewMetrics(s.registry)
-	var err error
-	if cfg.RedisURL != "" {
-		s.redis, err = keystore.OpenRedis(keystore.RedisOptions{
+	s := &Service{cfg: cfg, log: logger}
+	parts, err := service.New(ctx, service.Options{
+		Name: "odin-authz", Store: cfg.Store, StoreName: cfg.StoreName, DatabaseURL: cfg.DatabaseURL,
+		DatabaseReadURL: cfg.DatabaseReadURL, Fenced: s.fenced,
+		Redis: service.RedisOptions{
 			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix, Timeout: cfg.RedisTimeout,
 			MACSecret: cfg.RedisMACSecret, MACSecretPrevious: cfg.RedisMACSecretPrevious,
-		}, km, logger)
-		if err != nil {
-			s.closeStore()
-			return nil, err
-		}
-	}
-	cfg.Cache.Prepare = extauthz.PrincipalForKey
-	replica := keystore.NewReplicaID() // also the trace resource's service.instance.id
-	if s.redis != nil {
-		s.bus = s.redis.NewBus(replica, 0)
-		cfg.Cache.Fenced = s.bus.Fenced
-		s.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "odin_keystore_bus_fenced",
-			Help: "1 while this replica is fenced (out of contact with the invalidation bus: it answers no key from its LRU), 0 otherwise.",
-		}, func() float64 {
-			if s.bus.Fenced(time.Now()) {
-				return 1
-			}
-			return 0
-		}))
-	}
-	cfg.Cache.Filter = !cfg.NoKeyFilter
-	if s.cache, err = keystore.NewCache(store, s.redis, cfg.Cache, km, logger); err != nil {
-		s.closeStores()
-		return nil, fmt.Errorf("build cache: %w", err)
-	}
-	s.usage = keystore.NewUsageRecorder(store, cfg.UsageInterval, 0, logger)
-	s.revoked = keystore.NewRevokedSessions(store, s.redis, cfg.SessionRetention, logger)
-	if s.bus != nil { // a fenced replica re-reads the revoked sessions before it accepts one
-		s.revoked.Fence(s.bus.Fenced)
-	}
-	sessions, err := s.buildSessions(ctx)
+		},
+		SessionRetention: cfg.SessionRetention, JWT: cfg.JWT, Tracing: cfg.Tracing, TLS: cfg.TLS,
+	}, logger)
 	if err != nil {
-		s.closeStores()
 		return nil, err
 	}
-	pol, err := policy.NewHolder(cfg.PolicyFile, logger, s.registry)
-	if err != nil {
-		s.closeStores()
-		return nil, fmt.Errorf("load policy: %w", err)
-	}
-	go pol.Watch(ctx)
-	limiter, err := s.buildLimiter()
-	if err != nil {
-		s.closeStores()
-		return nil, fmt.Errorf("configure rate limits: %w", err)
-	}
-	s.authz = extauthz.NewAuthorizer(extauthz.Options{
-		Policy: pol, Limiter: limiter, LimitBy: cfg.RateLimitBy, Keys: s.cache, Sessions: sessions, Usage: s.usage, Logger: logger, Metrics: extauthz.NewMetrics(s.registry),
-	})
-	if s.tracing, err = telemetry.New(ctx, cfg.Tracing, telemetry.Resource{Service: "odin-authz", Instance: replica}, logger); err != nil {
-		s.closeStores()
-		return nil, fmt.Errorf("configure tracing: %w", err)
+	s.parts = parts
+	if err := s.buildDecision(ctx); err != nil {
+		parts.Abandon(ctx)
+		return nil, err
 	}
 	s.buildGRPC()
 	s.buildReadiness()
 	s.startBackground(ctx)
 	return s, nil
+}
+
+// buildDecision builds the key cache on the stores, the bus that keeps it
+// fresh, the session cache, the route policy, the rate limiter and the
+// decision core over them.
+func (s *Service) buildDecision(ctx context.Context) error {
+	s.bus = s.parts.NewBus()
+	s.cfg.Cache.Prepare = extauthz.PrincipalForKey
+	s.cfg.Cache.Filter = !s.cfg.NoKeyFilter
+	if s.bus != nil {
+		s.cfg.Cache.Fenced = s.bus.Fenced
+		s.registerFence()
+		s.parts.Revoked.Fence(s.bus.Fenced) // a fenced replica re-reads the revoked sessions before it accepts one
+	}
+	var err error
+	if s.cache, err = keystore.NewCache(s.parts.Store, s.parts.Redis, s.cfg.Cache, s.parts.KeyMetrics, s.log); err != nil {
+		return fmt.Errorf("build cache: %w", err)
+	}
+	s.usage = keystore.NewUsageRecorder(s.parts.Store, s.cfg.UsageInterval, 0, s.log)
+	sessions, err := s.buildSessions()
+	if err != nil {
+		return err
+	}
+	pol, err := policy.NewHolder(s.cfg.PolicyFile, s.log, s.parts.Registry)
+	if err != nil {
+		return fmt.Errorf("load policy: %w", err)
+	}
+	go pol.Watch(ctx)
+	limiter, err := s.buildLimiter()
+	if err != nil {
+		return fmt.Errorf("configure rate limits: %w", err)
+	}
+	s.authz = extauthz.NewAuthorizer(extauthz.Options{
+		Policy: pol, Limiter: limiter, LimitBy: s.cfg.RateLimitBy, Keys: s.cache, Sessions: sessions, Usage: s.usage, Logger: s.log, Metrics: extauthz.NewMetrics(s.parts.Registry),
+	})
+	return nil
+}
+
+// registerFence exports whether the bus fences this replica.
+func (s *Service) registerFence() {
+	s.parts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "odin_keystore_bus_fenced",
+		Help: "1 while this replica is fenced (out of contact with the invalidation bus: it answers no key from its LRU), 0 otherwise.",
+	}, func() float64 {
+		if s.bus.Fenced(time.Now()) {
+			return 1
+		}
+		return 0
+	}))
 }
 
 // buildLimiter builds the tier rate limiter, shared across replicas through
@@ -325,8 +279,8 @@ func (s *Service) buildLimiter() (*ratelimit.Limiter, error) {
 	}
 	opts := s.cfg.RateLimit
 	var client redis.UniversalClient
-	if s.redis != nil {
-		client = s.redis.Client()
+	if s.parts.Redis != nil {
+		client = s.parts.Redis.Client()
 		if opts.Prefix == "" {
 			prefix := s.cfg.RedisPrefix
 			if prefix == "" {
@@ -335,36 +289,31 @@ func (s *Service) buildLimiter() (*ratelimit.Limiter, error) {
 			opts.Prefix = prefix + "ratelimit:"
 		}
 	}
-	return ratelimit.New(client, opts, s.log, s.registry)
+	return ratelimit.New(client, opts, s.log, s.parts.Registry)
 }
 
-// buildSessions starts the JWT verifier (its first JWKS fetch is bounded by
-// the fetch timeout: a dead IdP does not block start-up) and the session
-// cache, when a JWKS URL is configured.
-func (s *Service) buildSessions(ctx context.Context) (*extauthz.Sessions, error) {
-	if s.cfg.JWT.JWKSURL == "" {
+// buildSessions builds the session cache on the JWT verifier (whose first
+// JWKS fetch is bounded by the fetch timeout: a dead IdP does not block
+// start-up), when a JWKS URL is configured.
+func (s *Service) buildSessions() (*extauthz.Sessions, error) {
+	if s.parts.Verifier == nil {
 		s.log.Warn("no JWKS configured (--jwks-url, ODIN_JWKS_URL): every session token (JWT) is refused with 401; API keys work")
 		return nil, nil
 	}
-	v, err := jwtauth.New(ctx, s.cfg.JWT, s.log, s.registry)
-	if err != nil {
-		return nil, fmt.Errorf("configure JWT verification: %w", err)
-	}
-	s.verifier = v
 	leeway := s.cfg.JWT.Leeway
 	if leeway <= 0 {
 		leeway = jwtauth.DefaultLeeway
 	}
-	return extauthz.NewSessions(v, s.revoked, s.redis, extauthz.SessionOptions{
+	return extauthz.NewSessions(s.parts.Verifier, s.parts.Revoked, s.parts.Redis, extauthz.SessionOptions{
 		TTL: s.cfg.SessionTTL, Size: s.cfg.Cache.Size, Leeway: leeway, DefaultScopes: s.cfg.JWTDefaultScopes,
 		AllowNoSessionID: s.cfg.JWTAllowNoSessionID,
-	}, s.registry)
+	}, s.parts.Registry)
 }
 
 func (s *Service) buildGRPC() {
 	var transport grpc.ServerOption = grpc.EmptyServerOption{}
-	if s.tls != nil { // credentials.NewTLS keeps "h2" in ALPN, as gRPC over TLS requires
-		transport = grpc.Creds(credentials.NewTLS(s.tls.ServerConfig("h2")))
+	if s.parts.TLS != nil { // credentials.NewTLS keeps "h2" in ALPN, as gRPC over TLS requires
+		transport = grpc.Creds(credentials.NewTLS(s.parts.TLS.ServerConfig("h2")))
 	}
 	s.grpc = grpc.NewServer(append([]grpc.ServerOption{
 		transport,
@@ -377,7 +326,7 @@ func (s *Service) buildGRPC() {
 		// as often as KeepaliveMinTime.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.Connections.KeepaliveTime, Timeout: s.cfg.Connections.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.Connections.KeepaliveMinTime, PermitWithoutStream: true}),
-	}, s.tracing.GRPCServerOptions()...)...) // none when tracing is off
+	}, s.parts.Tracing.GRPCServerOptions()...)...) // none when tracing is off
 	authv3.RegisterAuthorizationServer(s.grpc, extauthz.NewCheckServer(s.authz, extauthz.CheckOptions{StripCredential: s.cfg.StripCredential, Logger: s.log}))
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -390,22 +339,11 @@ func (s *Service) buildGRPC() {
 // buildReadiness: ready when PostgreSQL answers or the LRU holds entries
 // (cached keys can still be served); Redis is reported but optional.
 func (s *Service) buildReadiness() {
-	probes := []ops.Probe{{Name: s.cfg.StoreName, Fn: s.store.Ping}}
-	if s.redis != nil {
-		probes = append(probes, ops.Probe{Name: "redis", Fn: s.redis.Ping})
+	probes := s.parts.Probes()
+	if jwks, ok := s.parts.JWKSProbe(); ok { // reported; API keys do not depend on it
+		probes = append(probes, jwks)
 	}
-	if s.pingReplica != nil { // reported; lookups fall back to the primary without it
-		probes = append(probes, ops.Probe{Name: "postgres-replica", Fn: s.pingReplica})
-	}
-	if s.verifier != nil { // reported; API keys do not depend on it
-		probes = append(probes, ops.Probe{Name: "jwks", Fn: func(context.Context) error {
-			if !s.verifier.Ready() {
-				return errors.New("no key set loaded")
-			}
-			return nil
-		}})
-	}
-	rule := func(ok map[string]bool) bool { return ok[s.cfg.StoreName] || s.cache.Len() > 0 }
+	rule := func(ok map[string]bool) bool { return ok[s.parts.StoreName] || s.cache.Len() > 0 }
 	s.readiness = ops.NewReadiness(probes, rule, 2*time.Second, s.log, func(ready bool) {
 		st := healthpb.HealthCheckResponse_NOT_SERVING
 		if ready {
@@ -414,7 +352,7 @@ func (s *Service) buildReadiness() {
 		s.health.SetServingStatus("", st)
 		s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, st)
 	})
-	s.registry.MustRegister(s.readiness.Collector())
+	s.parts.Registry.MustRegister(s.readiness.Collector())
 }
 
 // filterWait is how long start-up waits for the first key filter; past it
@@ -424,12 +362,12 @@ const filterWait = 5 * time.Second
 
 func (s *Service) startBackground(ctx context.Context) {
 	go s.cache.Run(ctx)
-	if s.redis != nil {
+	if s.bus != nil {
 		subscribed := make(chan struct{})
 		onMessage := func(inv keystore.Invalidation) {
-			s.watermark.Apply(inv) // first: a lookup missing the cache must see the new position
+			s.parts.Watermark.Apply(inv) // first: a lookup missing the cache must see the new position
 			s.cache.Invalidate(inv)
-			s.revoked.Apply(ctx, inv)
+			s.parts.Revoked.Apply(ctx, inv)
 		}
 		go s.bus.Run(ctx, onMessage, func() { close(subscribed) })
 		select {
@@ -447,8 +385,8 @@ func (s *Service) startBackground(ctx context.Context) {
 	if sync <= 0 {
 		sync = keystore.DefaultSessionSync
 	}
-	_ = s.revoked.Sync(ctx) // a failure is retried by Run; JWTs get 503 meanwhile
-	go s.revoked.Run(ctx, sync)
+	_ = s.parts.Revoked.Sync(ctx) // a failure is retried by Run; JWTs get 503 meanwhile
+	go s.parts.Revoked.Run(ctx, sync)
 	s.readiness.Probe(ctx)
 	go s.readiness.Run(ctx)
 }
@@ -483,13 +421,13 @@ func (s *Service) Authorizer() *extauthz.Authorizer { return s.authz }
 // process without Redis that changes keys itself (odin dev): its bus is a
 // function call.
 func (s *Service) Invalidate(ctx context.Context, inv keystore.Invalidation) {
-	s.watermark.Apply(inv)
+	s.parts.Watermark.Apply(inv)
 	s.cache.Invalidate(inv)
-	s.revoked.Apply(ctx, inv)
+	s.parts.Revoked.Apply(ctx, inv)
 }
 
 // Registry is the replica's metrics registry.
-func (s *Service) Registry() *prometheus.Registry { return s.registry }
+func (s *Service) Registry() *prometheus.Registry { return s.parts.Registry }
 
 // Readiness exposes the readiness tracker.
 func (s *Service) Readiness() *ops.Readiness { return s.readiness }
@@ -503,7 +441,7 @@ type Listeners struct {
 
 // ForwardAuth is the replica's HTTP forward-auth handler.
 func (s *Service) ForwardAuth() http.Handler {
-	return s.tracing.ForwardAuthHandler(extauthz.NewForwardAuth(s.authz, extauthz.ForwardAuthOptions{
+	return s.parts.Tracing.ForwardAuthHandler(extauthz.NewForwardAuth(s.authz, extauthz.ForwardAuthOptions{
 		StripCredential: s.cfg.StripCredential, PathPrefix: s.cfg.HTTPPathPrefix,
 		ForwardedHeaders: s.cfg.ForwardedHeaders, Logger: s.log,
 	}))
@@ -518,12 +456,14 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 	go func() { s.usage.Run(usageCtx); close(usageDone) }()
 
 	errc := make(chan error, 3)
-	go func() { errc <- s.grpc.Serve(connlimit.Listen(lis.GRPC, s.cfg.Connections.MaxGRPC, "grpc", s.conns)) }()
+	go func() {
+		errc <- s.grpc.Serve(connlimit.Listen(lis.GRPC, s.cfg.Connections.MaxGRPC, "grpc", s.parts.Conns))
+	}()
 	if lis.HTTP != nil { // the cap counts TCP connections, under TLS
-		lis.HTTP = connlimit.Listen(lis.HTTP, s.cfg.Connections.MaxHTTP, "http", s.conns)
+		lis.HTTP = connlimit.Listen(lis.HTTP, s.cfg.Connections.MaxHTTP, "http", s.parts.Conns)
 	}
-	if s.tls != nil && lis.HTTP != nil { // forward-auth only: the ops port stays plain for probes
-		lis.HTTP = tls.NewListener(lis.HTTP, s.tls.ServerConfig("h2", "http/1.1"))
+	if s.parts.TLS != nil && lis.HTTP != nil { // forward-auth only: the ops port stays plain for probes
+		lis.HTTP = tls.NewListener(lis.HTTP, s.parts.TLS.ServerConfig("h2", "http/1.1"))
 	}
 	var httpServers []*http.Server
 	serveHTTP := func(l net.Listener, h http.Handler) {
@@ -542,7 +482,7 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 		go func() { errc <- srv.Serve(l) }()
 	}
 	serveHTTP(lis.HTTP, s.ForwardAuth())
-	opsHandler := ops.Handler(s.registry, s.readiness)
+	opsHandler := ops.Handler(s.parts.Registry, s.readiness)
 	if s.cfg.Profiling {
 		opsHandler = ops.WithProfiling(opsHandler)
 	}
@@ -574,22 +514,15 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 	cancel()
 	stopUsage()
 	<-usageDone
-	if err := s.tracing.Shutdown(context.WithoutCancel(ctx)); err != nil { // the spans of the drained requests
+	if err := s.parts.Tracing.Shutdown(context.WithoutCancel(ctx)); err != nil { // the spans of the drained requests
 		s.log.Warn("tracing shutdown", "error", err.Error())
 	}
-	s.closeStores()
+	s.parts.Close()
 	s.log.Info("odin authz stopped")
 	if errors.Is(serveErr, http.ErrServerClosed) || errors.Is(serveErr, grpc.ErrServerStopped) {
 		serveErr = nil
 	}
 	return serveErr
-}
-
-func (s *Service) closeStores() {
-	if s.redis != nil {
-		_ = s.redis.Close()
-	}
-	s.closeStore()
 }
 
 func addrOf(l net.Listener) string {

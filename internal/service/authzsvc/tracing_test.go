@@ -205,7 +205,7 @@ func TestTracingOffByDefault(t *testing.T) {
 	if _, ok := r.svc.ForwardAuth().(*extauthz.ForwardAuth); !ok {
 		t.Errorf("forward-auth handler is %T with tracing off, want *extauthz.ForwardAuth", r.svc.ForwardAuth())
 	}
-	if r.svc.tracing.Enabled() || len(r.svc.tracing.GRPCServerOptions()) != 0 {
+	if r.svc.parts.Tracing.Enabled() || len(r.svc.parts.Tracing.GRPCServerOptions()) != 0 {
 		t.Error("tracing on without an endpoint")
 	}
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", traceparent(envoyTraceID, envoySpanID))

@@ -44,7 +44,7 @@ import (
 // go through a RoundTripper that validates both with kin-openapi, so the
 // document can drift from the handlers in neither direction.
 
-const openAPIFile = "../../admin/openapi.json"
+const openAPIFile = "../../../admin/openapi.json"
 
 // contract is the OpenAPI document with its router, and the responses
 // (operation and status) that exchanges have matched.
@@ -824,7 +824,7 @@ func TestOpenAPIListsEveryRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := loadContract(t, raw)
-	files, _ := filepath.Glob("../../admin/*.go")
+	files, _ := filepath.Glob("../../../admin/*.go")
 	files = append(files, "adminsvc.go")
 	var patterns []string
 	fset := token.NewFileSet()

@@ -8,23 +8,21 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/odin-scan/odin-authz/admin"
 	"github.com/odin-scan/odin-authz/internal/connlimit"
 	"github.com/odin-scan/odin-authz/internal/ops"
+	"github.com/odin-scan/odin-authz/internal/service"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/internal/tlsreload"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
-	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
 
 // DefaultMaxConnections is Config.MaxConnections' default.
@@ -76,116 +74,87 @@ type Config struct {
 
 // Service is a running admin API.
 type Service struct {
-	handler    http.Handler
-	store      keystore.Store
-	closeStore func()
-	redis      *keystore.Redis
-	log        *slog.Logger
-	registry   *prometheus.Registry
-	tracing    *telemetry.Provider
-	tls        *tlsreload.Reloader // nil: plain HTTP
-	maxConns   int
-	conns      *connlimit.Metrics
+	handler  http.Handler
+	parts    *service.Parts // registry, stores, revoked sessions, verifier, tracing
+	log      *slog.Logger
+	maxConns int
 }
 
 // New builds the service and starts its background work under ctx.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
-	if cfg.DatabaseURL == "" && cfg.Store == nil {
-		return nil, errors.New("a database URL is required (--database-url or ODIN_DATABASE_URL)")
-	}
-	if cfg.StoreName == "" {
-		cfg.StoreName = "postgres"
-	}
-	s := &Service{log: logger, registry: prometheus.NewRegistry(), maxConns: cfg.MaxConnections}
-	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s := &Service{log: logger, maxConns: cfg.MaxConnections}
 	if s.maxConns == 0 {
 		s.maxConns = DefaultMaxConnections
 	}
-	s.conns = connlimit.NewMetrics(s.registry)
-	var err error
-	if cfg.TLS != nil { // before any store is opened: nothing to close on error
-		if s.tls, err = tlsreload.New(*cfg.TLS, logger, s.registry); err != nil {
-			return nil, err
-		}
-		go s.tls.Watch(ctx)
-	}
-	s.store, s.closeStore = cfg.Store, func() {}
-	if s.store == nil {
-		pg, err := pgstore.Open(ctx, cfg.DatabaseURL, pgstore.Options{})
-		if err != nil {
-			return nil, err
-		}
-		s.store, s.closeStore = pg, pg.Close
-		pg.ReportSchema(ctx, logger)
-	}
-	km := keystore.NewMetrics(s.registry)
-	if cfg.RedisURL != "" {
-		if s.redis, err = keystore.OpenRedis(keystore.RedisOptions{
+	parts, err := service.New(ctx, service.Options{
+		Name: "odin-admin", Store: cfg.Store, StoreName: cfg.StoreName, DatabaseURL: cfg.DatabaseURL,
+		Redis: service.RedisOptions{
 			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix,
 			MACSecret: cfg.RedisMACSecret, MACSecretPrevious: cfg.RedisMACSecretPrevious,
-		}, km, logger); err != nil {
-			s.close()
-			return nil, err
-		}
-	}
-	revoked := keystore.NewRevokedSessions(s.store, s.redis, cfg.SessionRetention, logger)
-	var verifier *jwtauth.Verifier
-	if cfg.JWT.JWKSURL != "" {
-		if verifier, err = jwtauth.New(ctx, cfg.JWT, logger, s.registry); err != nil {
-			s.close()
-			return nil, err
-		}
-	}
-	api, err := admin.New(admin.Options{
-		Store: s.store,
-		Manager: keystore.NewManager(s.store, s.redis, keystore.ManagerOptions{Registerer: s.registry, CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, Notify: func(inv keystore.Invalidation) {
-			revoked.Apply(ctx, inv) // this process's own view of logged-out sessions
-			if cfg.Notify != nil {
-				cfg.Notify(inv)
-			}
-		}, SingleProcess: cfg.Notify != nil, Logger: logger}),
-		Verifier: verifier, Revoked: revoked,
-		AllowNoSessionID: cfg.JWTAllowNoSessionID, AllowImpersonatedKeys: cfg.AllowImpersonatedKeys,
-		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
-		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,
-		TrustedProxies: cfg.TrustedProxies,
-		Logger:         logger, Registerer: s.registry,
-	})
+		},
+		SessionRetention: cfg.SessionRetention, JWT: cfg.JWT, Tracing: cfg.Tracing, TLS: cfg.TLS,
+	}, logger)
 	if err != nil {
-		s.close()
 		return nil, err
 	}
-	probes := []ops.Probe{{Name: cfg.StoreName, Fn: s.store.Ping}}
-	if s.redis != nil {
-		probes = append(probes, ops.Probe{Name: "redis", Fn: s.redis.Ping})
-		go s.redis.Subscribe(ctx, func(inv keystore.Invalidation) { revoked.Apply(ctx, inv) }, nil)
+	s.parts = parts
+	api, err := s.buildAPI(ctx, cfg)
+	if err != nil {
+		parts.Abandon(ctx)
+		return nil, err
 	}
-	readiness := ops.NewReadiness(probes, func(ok map[string]bool) bool { return ok[cfg.StoreName] }, 2*time.Second, logger, nil)
-	s.registry.MustRegister(readiness.Collector())
-	_ = revoked.Sync(ctx)
-	go revoked.Run(ctx, 30*time.Second)
-	readiness.Probe(ctx)
-	go readiness.Run(ctx)
-
+	readiness := s.startBackground(ctx)
 	mux := http.NewServeMux()
-	opsHandler := ops.Handler(s.registry, readiness)
+	opsHandler := ops.Handler(parts.Registry, readiness)
 	for _, p := range []string{"GET /healthz", "GET /readyz", "GET /metrics"} {
 		mux.Handle(p, opsHandler)
 	}
 	mux.Handle("/", api.Handler())
-	if s.tracing, err = telemetry.New(ctx, cfg.Tracing, telemetry.Resource{Service: "odin-admin", Instance: keystore.NewReplicaID()}, logger); err != nil {
-		s.close()
-		return nil, fmt.Errorf("configure tracing: %w", err)
-	}
-	s.handler = s.tracing.AdminHandler(mux, "/healthz", "/readyz", "/metrics")
+	s.handler = parts.Tracing.AdminHandler(mux, "/healthz", "/readyz", "/metrics")
 	return s, nil
+}
+
+// buildAPI builds the admin API on the parts, with a key manager whose
+// changes reach this process's revoked sessions and cfg.Notify.
+func (s *Service) buildAPI(ctx context.Context, cfg Config) (*admin.Server, error) {
+	p := s.parts
+	return admin.New(admin.Options{
+		Store: p.Store,
+		Manager: keystore.NewManager(p.Store, p.Redis, keystore.ManagerOptions{Registerer: p.Registry, CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, Notify: func(inv keystore.Invalidation) {
+			p.Revoked.Apply(ctx, inv) // this process's own view of logged-out sessions
+			if cfg.Notify != nil {
+				cfg.Notify(inv)
+			}
+		}, SingleProcess: cfg.Notify != nil, Logger: s.log}),
+		Verifier: p.Verifier, Revoked: p.Revoked,
+		AllowNoSessionID: cfg.JWTAllowNoSessionID, AllowImpersonatedKeys: cfg.AllowImpersonatedKeys,
+		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
+		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,
+		TrustedProxies: cfg.TrustedProxies,
+		Logger:         s.log, Registerer: p.Registry,
+	})
+}
+
+// startBackground starts the readiness probes (ready when the store
+// answers; Redis is reported) and keeps the revoked sessions current from
+// the bus and the store.
+func (s *Service) startBackground(ctx context.Context) *ops.Readiness {
+	p := s.parts
+	go p.Subscribe(ctx, func(inv keystore.Invalidation) { p.Revoked.Apply(ctx, inv) })
+	readiness := ops.NewReadiness(p.Probes(), func(ok map[string]bool) bool { return ok[p.StoreName] }, 2*time.Second, s.log, nil)
+	p.Registry.MustRegister(readiness.Collector())
+	_ = p.Revoked.Sync(ctx)
+	go p.Revoked.Run(ctx, 30*time.Second)
+	readiness.Probe(ctx)
+	go readiness.Run(ctx)
+	return readiness
 }
 
 // Handler is the whole HTTP surface (for tests with httptest).
 func (s *Service) Handler() http.Handler { return s.handler }
 
 // Registry is the metrics registry.
-func (s *Service) Registry() *prometheus.Registry { return s.registry }
+func (s *Service) Registry() *prometheus.Registry { return s.parts.Registry }
 
 // Serve answers on l until ctx ends, then lets in-flight requests finish.
 func (s *Service) Serve(ctx context.Context, l net.Listener) error {
@@ -198,9 +167,9 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) error {
 		MaxHeaderBytes:    64 << 10,
 	}
 	errc := make(chan error, 1)
-	l = connlimit.Listen(l, s.maxConns, "admin", s.conns) // TCP connections, under TLS
-	if s.tls != nil {
-		l = tls.NewListener(l, s.tls.ServerConfig("h2", "http/1.1"))
+	l = connlimit.Listen(l, s.maxConns, "admin", s.parts.Conns) // TCP connections, under TLS
+	if s.parts.TLS != nil {
+		l = tls.NewListener(l, s.parts.TLS.ServerConfig("h2", "http/1.1"))
 	}
 	go func() { errc <- srv.Serve(l) }()
 	s.log.Info("odin admin serving", "addr", l.Addr().String())
@@ -212,19 +181,12 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
-	if err := s.tracing.Shutdown(sctx); err != nil {
+	if err := s.parts.Tracing.Shutdown(sctx); err != nil {
 		s.log.Warn("tracing shutdown", "error", err.Error())
 	}
-	s.close()
+	s.parts.Close()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
 	return err
-}
-
-func (s *Service) close() {
-	if s.redis != nil {
-		_ = s.redis.Close()
-	}
-	s.closeStore()
 }
