@@ -1,4 +1,4 @@
-package authzsvc
+package authzsvc_test
 
 import (
 	"errors"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 )
 
 // closedWithin reports whether the server closed c within wait (a read
@@ -51,12 +53,12 @@ func hostOf(t *testing.T, rawURL string) string {
 // A gRPC connection that never sends the HTTP/2 preface is closed after the
 // handshake timeout (grpc-go's default would hold it 120 s).
 func TestSilentGRPCConnectionIsClosed(t *testing.T) {
-	f := newFixture(t, noRedis)
-	cfg := f.config()
+	f := authztest.NewFixture(t, authztest.NoRedis)
+	cfg := f.Config()
 	cfg.Connections.GRPCHandshakeTimeout = 300 * time.Millisecond
-	r := startReplica(t, cfg)
+	r := authztest.StartReplica(t, cfg)
 	start := time.Now()
-	c := dialRaw(t, r.conn.Target())
+	c := dialRaw(t, r.Conn.Target())
 	if !closedWithin(t, c, 5*time.Second) {
 		t.Fatal("a connection that sent nothing was still open after 5s")
 	}
@@ -64,22 +66,22 @@ func TestSilentGRPCConnectionIsClosed(t *testing.T) {
 		t.Errorf("closed after %s, want about 300ms", d)
 	}
 	// A real client is not affected.
-	if resp := r.check(t, map[string]string{"authorization": "Bearer nope"}); httpStatus(resp) != 401 {
-		t.Errorf("check after the silent connection: %d", httpStatus(resp))
+	if resp := r.Check(t, map[string]string{"authorization": "Bearer nope"}); authztest.HTTPStatus(resp) != 401 {
+		t.Errorf("check after the silent connection: %d", authztest.HTTPStatus(resp))
 	}
 }
 
 // Connections past the cap of each port are closed at once; those open keep
 // working, and a freed slot is reused.
 func TestConnectionsOverTheCapAreClosed(t *testing.T) {
-	f := newFixture(t, noRedis)
-	cfg := f.config()
+	f := authztest.NewFixture(t, authztest.NoRedis)
+	cfg := f.Config()
 	cfg.Connections.MaxGRPC, cfg.Connections.MaxHTTP = 2, 1
-	r := startReplica(t, cfg)
-	if resp := r.check(t, map[string]string{"authorization": "Bearer nope"}); httpStatus(resp) != 401 { // the client's connection: one of 2
-		t.Fatalf("check: %d", httpStatus(resp))
+	r := authztest.StartReplica(t, cfg)
+	if resp := r.Check(t, map[string]string{"authorization": "Bearer nope"}); authztest.HTTPStatus(resp) != 401 { // the client's connection: one of 2
+		t.Fatalf("check: %d", authztest.HTTPStatus(resp))
 	}
-	grpcAddr := r.conn.Target()
+	grpcAddr := r.Conn.Target()
 	held := dialRaw(t, grpcAddr) // the second
 	if closedWithin(t, held, 200*time.Millisecond) {
 		t.Fatal("a gRPC connection under the cap was closed")
@@ -87,8 +89,8 @@ func TestConnectionsOverTheCapAreClosed(t *testing.T) {
 	if over := dialRaw(t, grpcAddr); !closedWithin(t, over, 2*time.Second) {
 		t.Fatal("a third gRPC connection over a cap of 2 was left open")
 	}
-	if resp := r.check(t, map[string]string{"authorization": "Bearer nope"}); httpStatus(resp) != 401 {
-		t.Errorf("the open client after a refusal: %d", httpStatus(resp))
+	if resp := r.Check(t, map[string]string{"authorization": "Bearer nope"}); authztest.HTTPStatus(resp) != 401 {
+		t.Errorf("the open client after a refusal: %d", authztest.HTTPStatus(resp))
 	}
 	held.Close()
 	time.Sleep(100 * time.Millisecond) // the server notices the close
@@ -96,7 +98,7 @@ func TestConnectionsOverTheCapAreClosed(t *testing.T) {
 		t.Error("a connection after a slot was freed was closed")
 	}
 
-	httpAddr := hostOf(t, r.httpURL)
+	httpAddr := hostOf(t, r.HTTPURL)
 	first := dialRaw(t, httpAddr)
 	if closedWithin(t, first, 200*time.Millisecond) {
 		t.Fatal("the first forward-auth connection was closed")
@@ -104,7 +106,7 @@ func TestConnectionsOverTheCapAreClosed(t *testing.T) {
 	if over := dialRaw(t, httpAddr); !closedWithin(t, over, 2*time.Second) {
 		t.Fatal("a second forward-auth connection over a cap of 1 was left open")
 	}
-	if got := r.counter(t, "odin_connections_refused_total", nil); got != 2 {
+	if got := r.Counter(t, "odin_connections_refused_total", nil); got != 2 {
 		t.Errorf("odin_connections_refused_total = %v, want 2", got)
 	}
 }
@@ -160,12 +162,12 @@ func (h *h2Client) ping(n byte) *http2.GoAwayFrame {
 // jitter, never less): at or above the allowed rate they keep the connection
 // open; a client pinging faster is told to go away (too_many_pings).
 func TestKeepalivePingsAtTheAllowedRate(t *testing.T) {
-	f := newFixture(t, noRedis)
-	cfg := f.config()
+	f := authztest.NewFixture(t, authztest.NoRedis)
+	cfg := f.Config()
 	cfg.Connections.KeepaliveMinTime = 200 * time.Millisecond
-	r := startReplica(t, cfg)
+	r := authztest.StartReplica(t, cfg)
 
-	envoy := newH2Client(t, r.conn.Target())
+	envoy := newH2Client(t, r.Conn.Target())
 	for i := range 8 { // 8 pings over ~2 s, no stream open
 		if ga := envoy.ping(byte(i)); ga != nil {
 			t.Fatalf("ping %d at the allowed rate: GOAWAY %v %q", i, ga.ErrCode, ga.DebugData())
@@ -173,7 +175,7 @@ func TestKeepalivePingsAtTheAllowedRate(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 
-	flood := newH2Client(t, r.conn.Target())
+	flood := newH2Client(t, r.Conn.Target())
 	for i := range 10 {
 		if ga := flood.ping(byte(i)); ga != nil {
 			if ga.ErrCode != http2.ErrCodeEnhanceYourCalm || string(ga.DebugData()) != "too_many_pings" {

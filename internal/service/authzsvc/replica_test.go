@@ -1,4 +1,4 @@
-package authzsvc
+package authzsvc_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -18,7 +20,7 @@ import (
 // replicaFixture is a private primary and streaming replica, Redis, and a
 // manager writing to the primary, as odin admin does.
 type replicaFixture struct {
-	*fixture
+	*authztest.Fixture
 	primary, replica *testenv.PGCluster
 	rdb              *redis.Client
 }
@@ -26,33 +28,30 @@ type replicaFixture struct {
 func newReplicaFixture(t *testing.T) *replicaFixture {
 	t.Helper()
 	p := testenv.StartPostgresCluster(t)
-	f := &fixture{dbURL: p.URL()}
-	f.redisURL, f.prefix = testenv.Redis(t)
+	f := &authztest.Fixture{DBURL: p.URL()}
+	f.RedisURL, f.Prefix = testenv.Redis(t)
 	ctx := context.Background()
 	var err error
-	if f.store, err = pgstore.Open(ctx, f.dbURL, pgstore.Options{MaxConns: 4}); err != nil {
+	if f.Store, err = pgstore.Open(ctx, f.DBURL, pgstore.Options{MaxConns: 4}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(f.store.Close)
-	if err := f.store.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
+	t.Cleanup(f.Store.Close)
+	if err := f.Store.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
-	if f.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: f.redisURL, Prefix: f.prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), discardLogger()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.redis.Close() })
-	f.manager = keystore.NewManager(f.store, f.redis, keystore.ManagerOptions{})
-	opts, err := redis.ParseURL(f.redisURL)
+	f.Redis = authztest.OpenRedis(t, f.RedisURL, f.Prefix)
+	f.Manager = keystore.NewManager(f.Store, f.Redis, keystore.ManagerOptions{})
+	opts, err := redis.ParseURL(f.RedisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rf := &replicaFixture{fixture: f, primary: p, replica: p.StartReplica(t), rdb: redis.NewClient(opts)}
+	rf := &replicaFixture{Fixture: f, primary: p, replica: p.StartReplica(t), rdb: redis.NewClient(opts)}
 	t.Cleanup(func() { rf.rdb.Close() })
 	return rf
 }
 
-func (rf *replicaFixture) config() Config {
-	cfg := rf.fixture.config()
+func (rf *replicaFixture) config() authzsvc.Config {
+	cfg := rf.Fixture.Config()
 	cfg.DatabaseReadURL = rf.replica.URL()
 	return cfg
 }
@@ -60,9 +59,9 @@ func (rf *replicaFixture) config() Config {
 // evict drops a key from Redis and from the replicas' LRUs, as expiry or
 // memory pressure would, without telling the watermark anything: the next
 // check reads PostgreSQL.
-func (rf *replicaFixture) evict(t *testing.T, h keystore.Hash, rs ...*replica) {
+func (rf *replicaFixture) evict(t *testing.T, h keystore.Hash, rs ...*authztest.Replica) {
 	t.Helper()
-	keys, err := redisKeys(rf.fixture)
+	keys, err := rf.RedisKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,14 +71,14 @@ func (rf *replicaFixture) evict(t *testing.T, h keystore.Hash, rs ...*replica) {
 		}
 	}
 	for _, r := range rs {
-		r.svc.cache.Invalidate(keystore.Invalidation{Kind: keystore.InvalidateKey, Hash: h})
+		r.Svc.EvictFromLRU(keystore.Invalidation{Kind: keystore.InvalidateKey, Hash: h})
 	}
 }
 
 // cachedRecords are the key records in Redis, by whether they are revoked.
 func (rf *replicaFixture) cachedRecords(t *testing.T) (active, revoked int) {
 	t.Helper()
-	keys, err := redisKeys(rf.fixture)
+	keys, err := rf.RedisKeys()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +92,7 @@ func (rf *replicaFixture) cachedRecords(t *testing.T) (active, revoked int) {
 				RevokedAt time.Time `json:"revoked_at"`
 			} `json:"k"`
 		}
-		payload, ok := entryPayload(raw)
+		payload, ok := authztest.EntryPayload(raw)
 		if !ok {
 			t.Fatalf("Redis record %s is not sealed", name)
 		}
@@ -111,10 +110,10 @@ func (rf *replicaFixture) cachedRecords(t *testing.T) (active, revoked int) {
 	return active, revoked
 }
 
-func (r *replica) reads(t *testing.T) (replicaReads, lag float64) {
+func reads(t *testing.T, r *authztest.Replica) (replicaReads, lag float64) {
 	t.Helper()
-	return r.counter(t, "odin_keystore_replica_reads_total", nil),
-		r.counter(t, "odin_keystore_primary_fallbacks_total", map[string]string{"reason": keystore.FallbackLag})
+	return r.Counter(t, "odin_keystore_replica_reads_total", nil),
+		r.Counter(t, "odin_keystore_primary_fallbacks_total", map[string]string{"reason": keystore.FallbackLag})
 }
 
 // Authz replicas reading keys from a streaming replica whose replay is
@@ -129,24 +128,24 @@ func TestReadReplica(t *testing.T) {
 // after every cache is emptied, Redis is never refilled with the active
 // row, and once replay resumes the replica answers again.
 func testReplicaRevoke(t *testing.T, rf *replicaFixture) {
-	a, b := startReplica(t, rf.config()), startReplica(t, rf.config())
+	a, b := authztest.StartReplica(t, rf.config()), authztest.StartReplica(t, rf.config())
 	waitInContact(t, a, b)
-	key, k := rf.createKey(t, keystore.NewKey{Name: "revoked soon"})
-	unchanged, uk := rf.createKey(t, keystore.NewKey{Name: "unchanged"})
+	key, k := rf.CreateKey(t, keystore.NewKey{Name: "revoked soon"})
+	unchanged, uk := rf.CreateKey(t, keystore.NewKey{Name: "unchanged"})
 	rf.replica.WaitCaughtUp(10 * time.Second)
-	for _, r := range []*replica{a, b} {
+	for _, r := range []*authztest.Replica{a, b} {
 		rf.evict(t, k.Hash, r)
-		if got := httpStatus(r.check(t, map[string]string{"api-key": key})); got != 200 {
+		if got := authztest.HTTPStatus(r.Check(t, map[string]string{"api-key": key})); got != 200 {
 			t.Fatalf("before the revoke: %d", got)
 		}
 		rf.evict(t, uk.Hash, r)
-		before, _ := r.reads(t)
-		if got := httpStatus(r.check(t, map[string]string{"api-key": unchanged})); got != 200 {
+		before, _ := reads(t, r)
+		if got := authztest.HTTPStatus(r.Check(t, map[string]string{"api-key": unchanged})); got != 200 {
 			t.Fatalf("unchanged key: %d", got)
 		}
-		if after, _ := r.reads(t); after != before+1 {
+		if after, _ := reads(t, r); after != before+1 {
 			t.Fatalf("a caught-up replica did not answer the lookup (replica reads %v → %v; fallbacks %v)", before, after,
-				r.counter(t, "odin_keystore_primary_fallbacks_total", nil))
+				r.Counter(t, "odin_keystore_primary_fallbacks_total", nil))
 		}
 	}
 
@@ -157,22 +156,22 @@ func testReplicaRevoke(t *testing.T, rf *replicaFixture) {
 			rf.replica.ResumeReplay()
 		}
 	}()
-	if _, err := rf.manager.Revoke(context.Background(), testActor, k.ID); err != nil {
+	if _, err := rf.Manager.Revoke(context.Background(), authztest.TestActor, k.ID); err != nil {
 		t.Fatalf("revoke: %v", err)
 	}
-	for _, r := range []*replica{a, b} {
-		if got := httpStatus(r.check(t, map[string]string{"api-key": key})); got != 401 {
+	for _, r := range []*authztest.Replica{a, b} {
+		if got := authztest.HTTPStatus(r.Check(t, map[string]string{"api-key": key})); got != 401 {
 			t.Fatalf("right after the revoke: %d, want 401", got)
 		}
 	}
 	for round := range 3 {
-		for _, r := range []*replica{a, b} {
+		for _, r := range []*authztest.Replica{a, b} {
 			rf.evict(t, k.Hash, a, b)
-			_, lagBefore := r.reads(t)
-			if got := httpStatus(r.check(t, map[string]string{"api-key": key})); got != 401 {
+			_, lagBefore := reads(t, r)
+			if got := authztest.HTTPStatus(r.Check(t, map[string]string{"api-key": key})); got != 401 {
 				t.Fatalf("round %d: revoked key allowed after the caches were emptied (the paused replica still has it active): %d", round, got)
 			}
-			if _, lag := r.reads(t); lag != lagBefore+1 {
+			if _, lag := reads(t, r); lag != lagBefore+1 {
 				t.Errorf("round %d: lag fallbacks %v → %v, want one", round, lagBefore, lag)
 			}
 			if active, revoked := rf.cachedRecords(t); active != 0 || revoked != 1 {
@@ -181,10 +180,10 @@ func testReplicaRevoke(t *testing.T, rf *replicaFixture) {
 		}
 	}
 	// A key created while replay is paused works on both, even uncached.
-	fresh, fk := rf.createKey(t, keystore.NewKey{Name: "new while paused"})
-	for _, r := range []*replica{a, b} {
+	fresh, fk := rf.CreateKey(t, keystore.NewKey{Name: "new while paused"})
+	for _, r := range []*authztest.Replica{a, b} {
 		rf.evict(t, fk.Hash, r)
-		if got := httpStatus(r.check(t, map[string]string{"api-key": fresh})); got != 200 {
+		if got := authztest.HTTPStatus(r.Check(t, map[string]string{"api-key": fresh})); got != 200 {
 			t.Fatalf("key created while replay is paused: %d", got)
 		}
 	}
@@ -193,13 +192,13 @@ func testReplicaRevoke(t *testing.T, rf *replicaFixture) {
 	resumed = true
 	rf.primary.Exec("SELECT pg_switch_wal()") // WAL past any position a page header rounded up
 	rf.replica.WaitCaughtUp(10 * time.Second)
-	for _, r := range []*replica{a, b} {
+	for _, r := range []*authztest.Replica{a, b} {
 		rf.evict(t, k.Hash, r)
-		before, _ := r.reads(t)
-		if got := httpStatus(r.check(t, map[string]string{"api-key": key})); got != 401 {
+		before, _ := reads(t, r)
+		if got := authztest.HTTPStatus(r.Check(t, map[string]string{"api-key": key})); got != 401 {
 			t.Fatalf("after replay resumed: %d", got)
 		}
-		if after, _ := r.reads(t); after != before+1 {
+		if after, _ := reads(t, r); after != before+1 {
 			t.Errorf("after replay resumed the replica did not answer (replica reads %v → %v)", before, after)
 		}
 	}
@@ -212,47 +211,47 @@ func testReplicaRevoke(t *testing.T, rf *replicaFixture) {
 // paused cannot hide one, from a running replica's periodic sync or from a
 // replica that starts afterwards.
 func testReplicaSessionRevocation(t *testing.T, rf *replicaFixture) {
-	is := newIssuer(t)
-	cfg := jwtConfig(rf.fixture, is)
+	is := authztest.NewIssuer(t)
+	cfg := authztest.JWTConfig(rf.Fixture, is)
 	cfg.DatabaseReadURL = rf.replica.URL()
-	a, b := startReplica(t, cfg), startReplica(t, cfg)
+	a, b := authztest.StartReplica(t, cfg), authztest.StartReplica(t, cfg)
 	claims := devissuer.Claims{Subject: "user_fay", SessionID: "sess_fay", AuthorizedParty: "https://app.odin.test"}
-	tok := is.mint(t, claims)
-	for _, r := range []*replica{a, b} {
-		if got := httpStatus(r.check(t, map[string]string{"authorization": "Bearer " + tok})); got != 200 {
+	tok := is.Token(t, claims)
+	for _, r := range []*authztest.Replica{a, b} {
+		if got := authztest.HTTPStatus(r.Check(t, map[string]string{"authorization": "Bearer " + tok})); got != 200 {
 			t.Fatalf("before logout: %d", got)
 		}
 	}
 	rf.replica.PauseReplay()
 	defer rf.replica.ResumeReplay()
-	if _, err := rf.manager.RevokeSession(context.Background(), testActor, "sess_fay", "logout"); err != nil {
+	if _, err := rf.Manager.RevokeSession(context.Background(), authztest.TestActor, "sess_fay", "logout"); err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range []*replica{a, b} {
+	for _, r := range []*authztest.Replica{a, b} {
 		waitJWT(t, r, tok, 401)
-		if err := r.svc.parts.Revoked.Sync(context.Background()); err != nil {
+		if err := r.Svc.SyncRevoked(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if got := httpStatus(r.check(t, map[string]string{"authorization": "Bearer " + is.mint(t, claims)})); got != 401 {
+		if got := authztest.HTTPStatus(r.Check(t, map[string]string{"authorization": "Bearer " + is.Token(t, claims)})); got != 401 {
 			t.Errorf("after a sync with replay paused, a new token of the revoked session: %d", got)
 		}
 	}
-	c := startReplica(t, cfg) // loads the revocations at start
-	if n, err := rf.rdb.Del(context.Background(), rf.prefix+"rsid:sess_fay").Result(); err != nil || n != 1 {
+	c := authztest.StartReplica(t, cfg) // loads the revocations at start
+	if n, err := rf.rdb.Del(context.Background(), rf.Prefix+"rsid:sess_fay").Result(); err != nil || n != 1 {
 		t.Fatalf("delete the Redis mirror of the revocation: %d deleted, %v", n, err)
 	}
-	if got := httpStatus(c.check(t, map[string]string{"authorization": "Bearer " + is.mint(t, claims)})); got != 401 {
+	if got := authztest.HTTPStatus(c.Check(t, map[string]string{"authorization": "Bearer " + is.Token(t, claims)})); got != 401 {
 		t.Errorf("a replica started while replay is paused allowed a revoked session: %d", got)
 	}
 }
 
 // waitInContact waits until the replicas' buses are in contact: a fenced
 // replica reads every key from the primary.
-func waitInContact(t *testing.T, rs ...*replica) {
+func waitInContact(t *testing.T, rs ...*authztest.Replica) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for _, r := range rs {
-		for r.svc.bus.Fenced(time.Now()) {
+		for r.Svc.Fenced(time.Now()) {
 			if time.Now().After(deadline) {
 				t.Fatal("replica still fenced 5s after start")
 			}
@@ -261,11 +260,11 @@ func waitInContact(t *testing.T, rs ...*replica) {
 	}
 }
 
-func waitJWT(t *testing.T, r *replica, tok string, want int) {
+func waitJWT(t *testing.T, r *authztest.Replica, tok string, want int) {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		got := httpStatus(r.check(t, map[string]string{"authorization": "Bearer " + tok}))
+		got := authztest.HTTPStatus(r.Check(t, map[string]string{"authorization": "Bearer " + tok}))
 		if got == want {
 			return
 		}

@@ -1,4 +1,4 @@
-package authzsvc
+package authzsvc_test
 
 import (
 	"bytes"
@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/tlsreload"
 	"github.com/odin-scan/odin-authz/internal/tlsreload/devpki"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -113,7 +115,7 @@ func checkOn(conn *grpc.ClientConn, headers map[string]string) (*authv3.CheckRes
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var p peer.Peer
-	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, envoyRequest("GET", "/v1/scans", headers), grpc.Peer(&p))
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, authztest.EnvoyRequest("GET", "/v1/scans", headers), grpc.Peer(&p))
 	if err != nil {
 		return nil, "", err
 	}
@@ -128,20 +130,20 @@ func checkOn(conn *grpc.ClientConn, headers map[string]string) (*authv3.CheckRes
 // refused without one or with one from another CA; forward-auth takes the
 // same TLS; the ops port stays plain HTTP for probes.
 func TestMutualTLSAsEnvoy(t *testing.T) {
-	f := newFixture(t, noRedis)
+	f := authztest.NewFixture(t, authztest.NoRedis)
 	files := newTLSFiles(t)
-	cfg := f.config()
+	cfg := f.Config()
 	cfg.TLS = &tlsreload.Config{CertFile: files.certFile, KeyFile: files.keyFile, ClientCAFile: files.caFile, Interval: 20 * time.Millisecond}
-	r := startReplica(t, cfg) // its own plain-text client is never used
-	grpcAddr, httpAddr := r.conn.Target(), strings.TrimPrefix(r.httpURL, "http://")
-	key, _ := f.createKey(t, keystore.NewKey{UserID: "user_tls"})
+	r := authztest.StartReplica(t, cfg) // its own plain-text client is never used
+	grpcAddr, httpAddr := r.Conn.Target(), strings.TrimPrefix(r.HTTPURL, "http://")
+	key, _ := f.CreateKey(t, keystore.NewKey{UserID: "user_tls"})
 	creds := map[string]string{"api-key": key}
 
 	resp, serial, err := tlsCheck(t, grpcAddr, envoyTLS(t, files.ca, files.envoy), creds)
 	if err != nil {
 		t.Fatalf("Check over mutual TLS: %v", err)
 	}
-	if got := httpStatus(resp); got != 200 {
+	if got := authztest.HTTPStatus(resp); got != 200 {
 		t.Errorf("status %d, want 200", got)
 	}
 	if want := files.server.Cert.SerialNumber.String(); serial != want {
@@ -191,7 +193,7 @@ func TestMutualTLSAsEnvoy(t *testing.T) {
 
 	// The ops port: plain HTTP, no client certificate, for kubelet probes.
 	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
-		resp, err := http.Get(r.opsURL + path)
+		resp, err := http.Get(r.OpsURL + path)
 		if err != nil {
 			t.Fatalf("ops %s over plain HTTP: %v", path, err)
 		}
@@ -206,15 +208,15 @@ func TestMutualTLSAsEnvoy(t *testing.T) {
 // port (grpc-go enforces ALPN): why envoy-grpc-mtls.yaml sets
 // alpn_protocols. The same client offering h2 gets the server's SETTINGS.
 func TestGRPCOverTLSNeedsALPN(t *testing.T) {
-	f := newFixture(t, noRedis)
+	f := authztest.NewFixture(t, authztest.NoRedis)
 	files := newTLSFiles(t)
-	cfg := f.config()
+	cfg := f.Config()
 	cfg.TLS = &tlsreload.Config{CertFile: files.certFile, KeyFile: files.keyFile, ClientCAFile: files.caFile}
-	r := startReplica(t, cfg)
+	r := authztest.StartReplica(t, cfg)
 	firstFrame := func(alpn []string) (byte, error) {
 		c := envoyTLS(t, files.ca, files.envoy)
 		c.NextProtos = alpn
-		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", r.conn.Target(), c)
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", r.Conn.Target(), c)
 		if err != nil {
 			return 0, err
 		}
@@ -243,23 +245,23 @@ func TestGRPCOverTLSNeedsALPN(t *testing.T) {
 // the new certificate, an open connection keeps working, a corrupt file is
 // refused and counted, and a new client CA takes over from the old one.
 func TestTLSRotation(t *testing.T) {
-	f := newFixture(t, noRedis)
+	f := authztest.NewFixture(t, authztest.NoRedis)
 	files := newTLSFiles(t)
-	cfg := f.config()
+	cfg := f.Config()
 	cfg.TLS = &tlsreload.Config{CertFile: files.certFile, KeyFile: files.keyFile, ClientCAFile: files.caFile, Interval: 20 * time.Millisecond}
-	r := startReplica(t, cfg)
-	grpcAddr := r.conn.Target()
-	key, _ := f.createKey(t, keystore.NewKey{UserID: "user_tls"})
+	r := authztest.StartReplica(t, cfg)
+	grpcAddr := r.Conn.Target()
+	key, _ := f.CreateKey(t, keystore.NewKey{UserID: "user_tls"})
 	creds := map[string]string{"api-key": key}
 	loads := func(result string) float64 {
-		return r.counter(t, "odin_tls_certificate_loads_total", map[string]string{"result": result})
+		return r.Counter(t, "odin_tls_certificate_loads_total", map[string]string{"result": result})
 	}
 	waitLoads := func(result string, n float64) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
 		for loads(result) < n {
 			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %v %s loads (have %v)\n%s", n, result, loads(result), r.logs.String())
+				t.Fatalf("timed out waiting for %v %s loads (have %v)\n%s", n, result, loads(result), r.Logs.String())
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -281,7 +283,7 @@ func TestTLSRotation(t *testing.T) {
 	if _, serial, err := tlsCheck(t, grpcAddr, envoyTLS(t, files.ca, files.envoy), creds); err != nil || serial != next.Cert.SerialNumber.String() {
 		t.Errorf("new connection after rotation: serial %s, err %v; want %s", serial, err, next.Cert.SerialNumber)
 	}
-	if resp, serial, err := checkOn(old, creds); err != nil || httpStatus(resp) != 200 || serial != files.server.Cert.SerialNumber.String() {
+	if resp, serial, err := checkOn(old, creds); err != nil || authztest.HTTPStatus(resp) != 200 || serial != files.server.Cert.SerialNumber.String() {
 		t.Errorf("connection made before rotation: serial %s, err %v; want it still working on %s", serial, err, files.server.Cert.SerialNumber)
 	}
 
@@ -291,11 +293,11 @@ func TestTLSRotation(t *testing.T) {
 	if _, serial, err := tlsCheck(t, grpcAddr, envoyTLS(t, files.ca, files.envoy), creds); err != nil || serial != next.Cert.SerialNumber.String() {
 		t.Errorf("after a corrupt file: serial %s, err %v; want %s still served", serial, err, next.Cert.SerialNumber)
 	}
-	if !strings.Contains(r.logs.String(), "reload failed, keeping the certificate in force") {
-		t.Errorf("the refused file is not logged:\n%s", r.logs.String())
+	if !strings.Contains(r.Logs.String(), "reload failed, keeping the certificate in force") {
+		t.Errorf("the refused file is not logged:\n%s", r.Logs.String())
 	}
 	for _, k := range [][]byte{files.server.KeyPEM, next.KeyPEM, files.envoy.KeyPEM} {
-		if b64 := bytes.Split(k, []byte("\n"))[1]; strings.Contains(r.logs.String(), string(b64[:16])) {
+		if b64 := bytes.Split(k, []byte("\n"))[1]; strings.Contains(r.Logs.String(), string(b64[:16])) {
 			t.Fatal("private key material in the logs")
 		}
 	}
@@ -311,7 +313,7 @@ func TestTLSRotation(t *testing.T) {
 	renameInto(t, files.keyFile, server2.KeyPEM)
 	renameInto(t, files.certFile, server2.CertPEM)
 	waitLoads("ok", 3)
-	if resp, _, err := tlsCheck(t, grpcAddr, envoyTLS(t, ca2, clientCert(t, ca2)), creds); err != nil || httpStatus(resp) != 200 {
+	if resp, _, err := tlsCheck(t, grpcAddr, envoyTLS(t, ca2, clientCert(t, ca2)), creds); err != nil || authztest.HTTPStatus(resp) != 200 {
 		t.Errorf("client of the new CA: err %v", err)
 	}
 	if _, _, err := tlsCheck(t, grpcAddr, envoyTLS(t, ca2, files.envoy), creds); status.Code(err) != codes.Unavailable {
@@ -321,8 +323,8 @@ func TestTLSRotation(t *testing.T) {
 
 func TestTLSRefusesBadFilesAtStart(t *testing.T) {
 	files := newTLSFiles(t)
-	_, err := New(context.Background(), Config{DatabaseURL: "postgres://nobody@127.0.0.1:1/none",
-		TLS: &tlsreload.Config{CertFile: files.certFile, KeyFile: filepath.Join(t.TempDir(), "missing.key")}}, discardLogger())
+	_, err := authzsvc.New(context.Background(), authzsvc.Config{DatabaseURL: "postgres://nobody@127.0.0.1:1/none",
+		TLS: &tlsreload.Config{CertFile: files.certFile, KeyFile: filepath.Join(t.TempDir(), "missing.key")}}, authztest.DiscardLogger())
 	if err == nil || !strings.Contains(err.Error(), "missing.key") {
 		t.Fatalf("err = %v, want one naming the missing key file", err)
 	}
@@ -330,10 +332,10 @@ func TestTLSRefusesBadFilesAtStart(t *testing.T) {
 
 // serveForBench starts a replica with cfg on loopback listeners and
 // returns its gRPC address.
-func serveForBench(b *testing.B, cfg Config) string {
+func serveForBench(b *testing.B, cfg authzsvc.Config) string {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := New(ctx, cfg, discardLogger())
+	svc, err := authzsvc.New(ctx, cfg, authztest.DiscardLogger())
 	if err != nil {
 		cancel()
 		b.Fatal(err)
@@ -343,7 +345,7 @@ func serveForBench(b *testing.B, cfg Config) string {
 		b.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- svc.Serve(ctx, Listeners{GRPC: l}) }()
+	go func() { done <- svc.Serve(ctx, authzsvc.Listeners{GRPC: l}) }()
 	b.Cleanup(func() { cancel(); <-done })
 	return l.Addr().String()
 }
@@ -354,8 +356,8 @@ func serveForBench(b *testing.B, cfg Config) string {
 // opens a new connection per check: the price of a connection, paid once
 // per Envoy worker and replica, and again after an idle close.
 func BenchmarkCheckTransport(b *testing.B) {
-	f := newFixture(b, noRedis)
-	key, _ := f.createKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read"}, Tier: "pro"})
+	f := authztest.NewFixture(b, authztest.NoRedis)
+	key, _ := f.CreateKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read"}, Tier: "pro"})
 	creds := map[string]string{"api-key": key}
 	dir := b.TempDir()
 	ca, err := devpki.NewCA("bench CA", time.Hour)
@@ -398,7 +400,7 @@ func BenchmarkCheckTransport(b *testing.B) {
 		{"mtls-handshake", serverTLS(true), credentials.NewTLS(clientTLS(true)), true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			cfg := f.config()
+			cfg := f.Config()
 			cfg.TLS = bc.server
 			addr := serveForBench(b, cfg)
 			dial := func() *grpc.ClientConn {
@@ -410,7 +412,7 @@ func BenchmarkCheckTransport(b *testing.B) {
 			}
 			conn := dial()
 			defer conn.Close()
-			if resp, _, err := checkOn(conn, creds); err != nil || httpStatus(resp) != 200 {
+			if resp, _, err := checkOn(conn, creds); err != nil || authztest.HTTPStatus(resp) != 200 {
 				b.Fatalf("warm-up check: %v", err)
 			}
 			b.ReportAllocs()

@@ -1,4 +1,4 @@
-package authzsvc
+package extauthz_test
 
 import (
 	"strconv"
@@ -6,14 +6,16 @@ import (
 	"time"
 
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
 // limitedConfig is a replica's configuration with the free tier limited
 // to 5 a second, burst 20, failing open when Redis is down.
-func limitedConfig(f *fixture) Config {
-	cfg := f.config()
+func limitedConfig(f *authztest.Fixture) authzsvc.Config {
+	cfg := f.Config()
 	cfg.RateLimit = ratelimit.Options{
 		Tiers: map[string]ratelimit.Tier{"free": {Rate: 5, Burst: 20}},
 	}
@@ -23,31 +25,31 @@ func limitedConfig(f *fixture) Config {
 // A burst over the tier limit across 3 replicas sharing Redis gets the 429s
 // expected, with the rate-limit headers on every answer.
 func TestRateLimitAcrossReplicas(t *testing.T) {
-	f := newFixture(t, withRedis)
-	replicas := []*replica{startReplica(t, limitedConfig(f)), startReplica(t, limitedConfig(f)), startReplica(t, limitedConfig(f))}
-	key, _ := f.createKey(t, keystore.NewKey{Tier: "free"})
+	f := authztest.NewFixture(t, authztest.WithRedis)
+	replicas := []*authztest.Replica{authztest.StartReplica(t, limitedConfig(f)), authztest.StartReplica(t, limitedConfig(f)), authztest.StartReplica(t, limitedConfig(f))}
+	key, _ := f.CreateKey(t, keystore.NewKey{Tier: "free"})
 	start := time.Now()
 	allowed, limited := 0, 0
 	for i := range 60 {
-		resp := replicas[i%3].check(t, map[string]string{"api-key": key})
-		switch httpStatus(resp) {
+		resp := replicas[i%3].Check(t, map[string]string{"api-key": key})
+		switch authztest.HTTPStatus(resp) {
 		case 200:
 			allowed++
-			h := headerMap(resp.GetOkResponse().GetResponseHeadersToAdd())
+			h := authztest.HeaderMap(resp.GetOkResponse().GetResponseHeadersToAdd())
 			if h["ratelimit-limit"] != "20" || h["ratelimit-remaining"] == "" || h["ratelimit-reset"] == "" {
 				t.Fatalf("allow without rate-limit headers: %v", h)
 			}
 		case 429:
 			limited++
-			h := headerMap(resp.GetDeniedResponse().GetHeaders())
+			h := authztest.HeaderMap(resp.GetDeniedResponse().GetHeaders())
 			if ra, err := strconv.Atoi(h["retry-after"]); err != nil || ra < 1 || h["ratelimit-limit"] != "20" {
 				t.Fatalf("429 headers: %v", h)
 			}
-			if b := deniedBody(t, resp); b.Error.Code != "RATE_LIMITED" {
+			if b := authztest.DeniedBody(t, resp); b.Error.Code != "RATE_LIMITED" {
 				t.Fatalf("429 body %+v", b)
 			}
 		default:
-			t.Fatalf("status %d", httpStatus(resp))
+			t.Fatalf("status %d", authztest.HTTPStatus(resp))
 		}
 	}
 	elapsed := time.Since(start)
@@ -65,14 +67,14 @@ func TestRateLimitAcrossReplicas(t *testing.T) {
 func TestRateLimitRedisDown(t *testing.T) {
 	for _, failClosed := range []bool{false, true} {
 		t.Run("fail closed "+strconv.FormatBool(failClosed), func(t *testing.T) {
-			f := newFixture(t, noRedis)
+			f := authztest.NewFixture(t, authztest.NoRedis)
 			rs := testenv.StartRedis(t)
-			f.redisURL, f.prefix = rs.URL(), "odin:"
+			f.RedisURL, f.Prefix = rs.URL(), "odin:"
 			cfg := limitedConfig(f)
 			cfg.RateLimit.FailClosed = failClosed
-			r := startReplica(t, cfg)
-			key, _ := f.createKey(t, keystore.NewKey{Tier: "free"})
-			if got := httpStatus(r.check(t, map[string]string{"api-key": key})); got != 200 {
+			r := authztest.StartReplica(t, cfg)
+			key, _ := f.CreateKey(t, keystore.NewKey{Tier: "free"})
+			if got := authztest.HTTPStatus(r.Check(t, map[string]string{"api-key": key})); got != 200 {
 				t.Fatalf("before: %d", got)
 			}
 			rs.Stop()
@@ -82,7 +84,7 @@ func TestRateLimitRedisDown(t *testing.T) {
 			}
 			got := 0
 			for range 3 { // leased tokens may still be spent first
-				if got = httpStatus(r.check(t, map[string]string{"api-key": key})); got == want {
+				if got = authztest.HTTPStatus(r.Check(t, map[string]string{"api-key": key})); got == want {
 					break
 				}
 			}

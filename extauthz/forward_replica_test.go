@@ -1,4 +1,4 @@
-package authzsvc
+package extauthz_test
 
 import (
 	"context"
@@ -8,21 +8,23 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
 // The forward-auth port gives the same decision as Check, reading the
 // original request the way the configured mode says the proxy sends it.
 func TestForwardAuth(t *testing.T) {
-	f := newFixture(t, noRedis)
-	replicas := map[string]*replica{} // by --forwarded-headers
+	f := authztest.NewFixture(t, authztest.NoRedis)
+	replicas := map[string]*authztest.Replica{} // by --forwarded-headers
 	for _, mode := range []string{"", "original", "forwarded"} {
-		cfg := f.config()
+		cfg := f.Config()
 		cfg.ForwardedHeaders = mode
-		replicas[mode] = startReplica(t, cfg)
+		replicas[mode] = authztest.StartReplica(t, cfg)
 	}
-	key, k := f.createKey(t, keystore.NewKey{UserID: "user_bob", Scopes: []string{"scans:read", "scans:write"}})
-	readOnly, _ := f.createKey(t, keystore.NewKey{UserID: "user_ro", Scopes: []string{"scans:read"}})
+	key, k := f.CreateKey(t, keystore.NewKey{UserID: "user_bob", Scopes: []string{"scans:read", "scans:write"}})
+	readOnly, _ := f.CreateKey(t, keystore.NewKey{UserID: "user_ro", Scopes: []string{"scans:read"}})
 
 	tests := []struct {
 		name    string
@@ -51,7 +53,7 @@ func TestForwardAuth(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := replicas[tt.mode]
-			req, _ := http.NewRequest(tt.method, r.httpURL+tt.path, nil)
+			req, _ := http.NewRequest(tt.method, r.HTTPURL+tt.path, nil)
 			req.Header.Set("X-Request-Id", "req-fwd-1")
 			req.Header.Set("X-Odin-Subject", "user_mallory")
 			for k, v := range tt.headers {
@@ -80,7 +82,7 @@ func TestForwardAuth(t *testing.T) {
 				return
 			}
 			code := map[int]string{401: "UNAUTHORIZED", 403: "FORBIDDEN", 500: "INTERNAL"}[tt.status]
-			var b errorBody
+			var b authztest.ErrorBody
 			if err := json.Unmarshal(body, &b); err != nil || b.Error.Code != code || b.RequestID != "req-fwd-1" {
 				t.Errorf("denial body %s (%v), want code %s", body, err, code)
 			}
@@ -95,7 +97,7 @@ func TestForwardAuth(t *testing.T) {
 // modes that replace it, and with a path prefix where the path comes from a
 // header.
 func TestForwardedHeadersAtStart(t *testing.T) {
-	f := newFixture(t, noRedis)
+	f := authztest.NewFixture(t, authztest.NoRedis)
 	for _, tt := range []struct{ mode, prefix, mention string }{
 		{"auto", "", "none (Envoy http_service"},
 		{"auto", "", "original (NGINX auth_request"},
@@ -103,10 +105,10 @@ func TestForwardedHeadersAtStart(t *testing.T) {
 		{"original", "/authz", "path prefix"},
 		{"none", "authz", "path prefix"},
 	} {
-		cfg := f.config()
+		cfg := f.Config()
 		cfg.ForwardedHeaders, cfg.HTTPPathPrefix = tt.mode, tt.prefix
 		ctx, cancel := context.WithCancel(t.Context())
-		_, err := New(ctx, cfg, discardLogger()) // the check comes before any store is opened
+		_, err := authzsvc.New(ctx, cfg, authztest.DiscardLogger()) // the check comes before any store is opened
 		cancel()
 		if err == nil || !strings.Contains(err.Error(), tt.mention) || !strings.Contains(err.Error(), "--forwarded-headers") {
 			t.Errorf("mode %q, prefix %q: New = %v, want an error naming --forwarded-headers and %q", tt.mode, tt.prefix, err, tt.mention)

@@ -1,4 +1,4 @@
-package authzsvc
+package extauthz_test
 
 import (
 	"context"
@@ -11,24 +11,25 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
 func TestCheck(t *testing.T) {
-	f := newFixture(t, withRedis)
-	r := startReplica(t, f.config())
+	f := authztest.NewFixture(t, authztest.WithRedis)
+	r := authztest.StartReplica(t, f.Config())
 	ctx := context.Background()
 
-	valid, validKey := f.createKey(t, keystore.NewKey{UserID: "user_alice", OrgID: "org_acme", Scopes: []string{"scans:read", "scans:write"}, Tier: "pro"})
+	valid, validKey := f.CreateKey(t, keystore.NewKey{UserID: "user_alice", OrgID: "org_acme", Scopes: []string{"scans:read", "scans:write"}, Tier: "pro"})
 	// A key that expires while it sits in every cache tier: the expiry is
 	// checked on each request, not only when the key is loaded.
-	expired, expiredKey := f.createKey(t, keystore.NewKey{ExpiresAt: time.Now().Add(400 * time.Millisecond)})
-	if got := httpStatus(r.check(t, map[string]string{"api-key": expired})); got != 200 {
+	expired, expiredKey := f.CreateKey(t, keystore.NewKey{ExpiresAt: time.Now().Add(400 * time.Millisecond)})
+	if got := authztest.HTTPStatus(r.Check(t, map[string]string{"api-key": expired})); got != 200 {
 		t.Fatalf("key %s before its expiry: status %d, want 200", expiredKey.ID, got)
 	}
 	time.Sleep(time.Until(expiredKey.ExpiresAt) + 10*time.Millisecond)
-	revoked, revokedKey := f.createKey(t, keystore.NewKey{})
-	if _, err := f.manager.Revoke(ctx, testActor, revokedKey.ID); err != nil {
+	revoked, revokedKey := f.CreateKey(t, keystore.NewKey{})
+	if _, err := f.Manager.Revoke(ctx, authztest.TestActor, revokedKey.ID); err != nil {
 		t.Fatal(err)
 	}
 	unknown, _ := keystore.GenerateKey()
@@ -67,8 +68,8 @@ func TestCheck(t *testing.T) {
 			for k, v := range tt.headers {
 				h[k] = v
 			}
-			resp := r.check(t, h)
-			if got := httpStatus(resp); got != tt.status {
+			resp := r.Check(t, h)
+			if got := authztest.HTTPStatus(resp); got != tt.status {
 				t.Fatalf("status = %d, want %d (response %v)", got, tt.status, resp)
 			}
 			if tt.status == 200 {
@@ -77,28 +78,28 @@ func TestCheck(t *testing.T) {
 			if resp.GetStatus().GetCode() != int32(codes.Unauthenticated) {
 				t.Errorf("gRPC status code = %d, want UNAUTHENTICATED", resp.GetStatus().GetCode())
 			}
-			body := deniedBody(t, resp)
+			body := authztest.DeniedBody(t, resp)
 			if body.Error.Code != "UNAUTHORIZED" || body.RequestID != reqID {
 				t.Errorf("body = %+v, want code UNAUTHORIZED and requestId %q", body, reqID)
 			}
 			if _, err := time.Parse(time.RFC3339, body.Timestamp); err != nil || !strings.HasSuffix(body.Timestamp, "Z") {
 				t.Errorf("timestamp %q is not RFC 3339 UTC", body.Timestamp)
 			}
-			hdrs := headerMap(resp.GetDeniedResponse().GetHeaders())
+			hdrs := authztest.HeaderMap(resp.GetDeniedResponse().GetHeaders())
 			if hdrs["content-type"] != "application/json" || hdrs["www-authenticate"] != `Bearer realm="odin"` {
 				t.Errorf("denial headers = %v", hdrs)
 			}
 			if strings.Contains(resp.GetDeniedResponse().GetBody(), "odin_sk_") {
 				t.Error("denial body echoes the credential")
 			}
-			if !strings.Contains(r.logs.String(), `"request_id":"`+reqID+`"`) || !strings.Contains(r.logs.String(), `"reason":"`+tt.reason+`"`) {
+			if !strings.Contains(r.Logs.String(), `"request_id":"`+reqID+`"`) || !strings.Contains(r.Logs.String(), `"reason":"`+tt.reason+`"`) {
 				t.Errorf("no log line with request_id %s and reason %s", reqID, tt.reason)
 			}
 		})
 	}
 
 	t.Run("identity headers, spoofing and stripping", func(t *testing.T) {
-		resp := r.check(t, map[string]string{
+		resp := r.Check(t, map[string]string{
 			"authorization":  "Bearer " + valid,
 			"x-odin-subject": "user_mallory", "x-odin-session-id": "sess_spoof", "x-odin-admin": "true",
 			"x_odin_subject": "user_mallory", "x-odin_tier": "enterprise", "x-odin-": "empty suffix",
@@ -111,7 +112,7 @@ func TestCheck(t *testing.T) {
 			"x-odin-auth-method": "api_key", "x-odin-subject": "user_alice", "x-odin-org-id": "org_acme",
 			"x-odin-key-id": validKey.ID, "x-odin-scopes": "scans:read scans:write", "x-odin-tier": "pro",
 		}
-		if diff := cmp.Diff(wantHeaders, headerMap(ok.GetHeaders())); diff != "" {
+		if diff := cmp.Diff(wantHeaders, authztest.HeaderMap(ok.GetHeaders())); diff != "" {
 			t.Errorf("identity headers (-want, +got):\n%s", diff)
 		}
 		for _, o := range ok.GetHeaders() {
@@ -132,14 +133,14 @@ func TestCheck(t *testing.T) {
 	})
 
 	t.Run("api-key header stripped", func(t *testing.T) {
-		resp := r.check(t, map[string]string{"api-key": valid})
+		resp := r.Check(t, map[string]string{"api-key": valid})
 		if !contains(resp.GetOkResponse().GetHeadersToRemove(), "api-key") {
 			t.Errorf("api-key not stripped: %v", resp.GetOkResponse().GetHeadersToRemove())
 		}
 	})
 
 	t.Run("no secret in logs", func(t *testing.T) {
-		logs := r.logs.String()
+		logs := r.Logs.String()
 		for _, secret := range []string{valid, expired, revoked, unknown, other, validKey.Hash.String()} {
 			if strings.Contains(logs, secret) || strings.Contains(logs, secret[len(keystore.KeyPrefix):]) {
 				t.Fatalf("a key or hash appears in the logs")
@@ -148,10 +149,10 @@ func TestCheck(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		if n := r.counter(t, "odin_authz_decisions_total", map[string]string{"result": "allow", "credential": "api_key"}); n < 3 {
+		if n := r.Counter(t, "odin_authz_decisions_total", map[string]string{"result": "allow", "credential": "api_key"}); n < 3 {
 			t.Errorf("allow decisions counted %v, want ≥ 3", n)
 		}
-		resp, err := http.Get(r.opsURL + "/metrics")
+		resp, err := http.Get(r.OpsURL + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -174,28 +175,28 @@ func contains(list []string, s string) bool {
 // A key whose checksum fails is refused before any cache or store is
 // touched: no lookup counted at any tier, no query, no Redis key written.
 func TestBadChecksumTouchesNothing(t *testing.T) {
-	f := newFixture(t, withRedis)
-	r := startReplica(t, f.config())
+	f := authztest.NewFixture(t, authztest.WithRedis)
+	r := authztest.StartReplica(t, f.Config())
 	for range 50 {
 		k, _ := keystore.GenerateKey()
 		forged := k[:len(k)-6] + "000000"
 		if keystore.ValidKey(forged) {
 			continue
 		}
-		if got := httpStatus(r.check(t, map[string]string{"api-key": forged})); got != 401 {
+		if got := authztest.HTTPStatus(r.Check(t, map[string]string{"api-key": forged})); got != 401 {
 			t.Fatalf("forged key status %d, want 401", got)
 		}
 	}
-	if n := r.counter(t, "odin_keystore_lookups_total", nil); n != 0 {
+	if n := r.Counter(t, "odin_keystore_lookups_total", nil); n != 0 {
 		t.Errorf("cache tiers answered %v lookups, want 0", n)
 	}
-	if n := r.counter(t, "odin_keystore_store_queries_total", nil); n != 0 {
+	if n := r.Counter(t, "odin_keystore_store_queries_total", nil); n != 0 {
 		t.Errorf("PostgreSQL saw %v queries, want 0", n)
 	}
-	if n := r.counter(t, "odin_authz_decisions_total", map[string]string{"result": "unauthorized"}); n < 40 {
+	if n := r.Counter(t, "odin_authz_decisions_total", map[string]string{"result": "unauthorized"}); n < 40 {
 		t.Errorf("only %v denials counted", n)
 	}
-	keys, err := redisKeys(f)
+	keys, err := f.RedisKeys()
 	if err != nil {
 		t.Fatal(err)
 	}

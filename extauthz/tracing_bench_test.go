@@ -1,4 +1,4 @@
-package authzsvc
+package extauthz_test
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/odin-scan/odin-authz/extauthz"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/keystore"
 )
@@ -42,18 +44,18 @@ func tracingConfig(ratio string) telemetry.Config {
 func BenchmarkCheckGRPCTracing(b *testing.B) {
 	for _, mode := range tracingModes {
 		b.Run(mode.name, func(b *testing.B) {
-			f := newFixture(b, noRedis)
-			cfg := f.config()
+			f := authztest.NewFixture(b, authztest.NoRedis)
+			cfg := f.Config()
 			cfg.DisableRateLimit = true
 			cfg.Tracing = tracingConfig(mode.ratio)
 			ctx, cancel := context.WithCancel(context.Background())
-			svc, err := New(ctx, cfg, discardLogger())
+			svc, err := authzsvc.New(ctx, cfg, authztest.DiscardLogger())
 			if err != nil {
 				b.Fatal(err)
 			}
 			l, _ := net.Listen("tcp", "127.0.0.1:0")
 			done := make(chan error, 1)
-			go func() { done <- svc.Serve(ctx, Listeners{GRPC: l}) }()
+			go func() { done <- svc.Serve(ctx, authzsvc.Listeners{GRPC: l}) }()
 			b.Cleanup(func() { cancel(); <-done })
 			conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			if err != nil {
@@ -61,8 +63,8 @@ func BenchmarkCheckGRPCTracing(b *testing.B) {
 			}
 			b.Cleanup(func() { conn.Close() })
 			client := authv3.NewAuthorizationClient(conn)
-			key, _ := f.createKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read"}, Tier: "pro"})
-			req := envoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
+			key, _ := f.CreateKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read"}, Tier: "pro"})
+			req := authztest.EnvoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
 			if resp, err := client.Check(ctx, req); err != nil || resp.GetOkResponse() == nil {
 				b.Fatalf("not allowed: %v %v", resp, err)
 			}
@@ -82,16 +84,16 @@ func BenchmarkCheckGRPCTracing(b *testing.B) {
 // lookup) and under a recording span (the decision's attributes built and
 // set).
 func BenchmarkCheckTraceDecision(b *testing.B) {
-	f := newFixture(b, noRedis)
-	cfg := f.config()
+	f := authztest.NewFixture(b, authztest.NoRedis)
+	cfg := f.Config()
 	cfg.DisableRateLimit = true
-	svc, err := New(b.Context(), cfg, discardLogger())
+	svc, err := authzsvc.New(b.Context(), cfg, authztest.DiscardLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: discardLogger()})
-	key, _ := f.createKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read"}, Tier: "pro"})
-	req := envoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
+	srv := extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: authztest.DiscardLogger()})
+	key, _ := f.CreateKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read"}, Tier: "pro"})
+	req := authztest.EnvoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sdktrace.NewBatchSpanProcessor(discardExporter{})))
 	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	tracer := tp.Tracer("bench")

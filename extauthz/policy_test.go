@@ -1,4 +1,4 @@
-package authzsvc
+package extauthz_test
 
 import (
 	"os"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"
 )
@@ -32,27 +33,27 @@ default:
 // Route scopes: 403 names the missing scope, for keys and for JWTs; public
 // routes need no credential; the policy reloads on SIGHUP.
 func TestRoutePolicy(t *testing.T) {
-	f := newFixture(t, noRedis)
-	is := newIssuer(t)
+	f := authztest.NewFixture(t, authztest.NoRedis)
+	is := authztest.NewIssuer(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(file, []byte(testPolicy), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := jwtConfig(f, is)
+	cfg := authztest.JWTConfig(f, is)
 	cfg.PolicyFile = file
-	r := startReplica(t, cfg)
-	readOnly, _ := f.createKey(t, keystore.NewKey{Scopes: []string{"scans:read"}})
-	writer, _ := f.createKey(t, keystore.NewKey{Scopes: []string{"scans:write"}})
-	jwtRead := is.mint(t, devissuer.Claims{AuthorizedParty: "https://app.odin.test", Org: &devissuer.Org{ID: "org_a", Role: "member", Permissions: []string{"scans:read"}}})
+	r := authztest.StartReplica(t, cfg)
+	readOnly, _ := f.CreateKey(t, keystore.NewKey{Scopes: []string{"scans:read"}})
+	writer, _ := f.CreateKey(t, keystore.NewKey{Scopes: []string{"scans:write"}})
+	jwtRead := is.Token(t, devissuer.Claims{AuthorizedParty: "https://app.odin.test", Org: &devissuer.Org{ID: "org_a", Role: "member", Permissions: []string{"scans:read"}}})
 
 	check := func(method, path string, headers map[string]string) (int, string) {
 		t.Helper()
-		resp, err := r.client.Check(t.Context(), envoyRequest(method, path, headers))
+		resp, err := r.Client.Check(t.Context(), authztest.EnvoyRequest(method, path, headers))
 		if err != nil {
 			t.Fatal(err)
 		}
-		return httpStatus(resp), resp.GetDeniedResponse().GetBody()
+		return authztest.HTTPStatus(resp), resp.GetDeniedResponse().GetBody()
 	}
 	tests := []struct {
 		name         string
@@ -84,9 +85,9 @@ func TestRoutePolicy(t *testing.T) {
 			}
 		})
 	}
-	resp := r.check(t, map[string]string{"x-odin-subject": "user_mallory"})
+	resp := r.Check(t, map[string]string{"x-odin-subject": "user_mallory"})
 	_ = resp
-	pub, _ := r.client.Check(t.Context(), envoyRequest("GET", "/healthz", map[string]string{"x-odin-subject": "user_mallory"}))
+	pub, _ := r.Client.Check(t.Context(), authztest.EnvoyRequest("GET", "/healthz", map[string]string{"x-odin-subject": "user_mallory"}))
 	if !contains(pub.GetOkResponse().GetHeadersToRemove(), "x-odin-subject") {
 		t.Errorf("public route kept a spoofed identity header: %v", pub.GetOkResponse())
 	}

@@ -1,10 +1,7 @@
-package authzsvc
+package extauthz_test
 
 import (
-	"bytes"
-	"context"
 	"net/http"
-	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +10,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/odin-scan/odin-authz/extauthz"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -33,11 +31,11 @@ const (
 func traceparent(trace, span string) string { return "00-" + trace + "-" + span + "-01" }
 
 // startTraced starts a replica whose spans go to an in-process recorder.
-func startTraced(t *testing.T, cfg Config) (*replica, *tracetest.SpanRecorder) {
+func startTraced(t *testing.T, cfg authzsvc.Config) (*authztest.Replica, *tracetest.SpanRecorder) {
 	t.Helper()
 	rec := tracetest.NewSpanRecorder()
 	cfg.Tracing = telemetry.Config{Processor: rec}
-	return startReplica(t, cfg), rec
+	return authztest.StartReplica(t, cfg), rec
 }
 
 // endedSpan waits for the one span of trace to end: the server ends it
@@ -92,15 +90,15 @@ func wantAttrs(t *testing.T, got, want map[string]string) {
 }
 
 func TestCheckSpans(t *testing.T) {
-	f := newFixture(t, noRedis)
-	r, rec := startTraced(t, f.config())
-	key, k := f.createKey(t, keystore.NewKey{UserID: "user_trace", Scopes: []string{"scans:read", "scans:write"}})
+	f := authztest.NewFixture(t, authztest.NoRedis)
+	r, rec := startTraced(t, f.Config())
+	key, k := f.CreateKey(t, keystore.NewKey{UserID: "user_trace", Scopes: []string{"scans:read", "scans:write"}})
 	forged := key[:len(key)-3] + "000"
 
 	t.Run("parent from Envoy's gRPC metadata", func(t *testing.T) {
 		ctx := metadata.AppendToOutgoingContext(t.Context(), "traceparent", traceparent(envoyTraceID, envoySpanID))
-		resp, err := r.client.Check(ctx, envoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-trace-allow"}))
-		if err != nil || httpStatus(resp) != 200 {
+		resp, err := r.Client.Check(ctx, authztest.EnvoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-trace-allow"}))
+		if err != nil || authztest.HTTPStatus(resp) != 200 {
 			t.Fatalf("Check: %v %v", resp, err)
 		}
 		s := endedSpan(t, rec, envoyTraceID)
@@ -115,9 +113,9 @@ func TestCheckSpans(t *testing.T) {
 	})
 
 	t.Run("parent from the checked request's traceparent", func(t *testing.T) {
-		resp, err := r.client.Check(t.Context(), envoyRequest("POST", "/v1/scans", map[string]string{
+		resp, err := r.Client.Check(t.Context(), authztest.EnvoyRequest("POST", "/v1/scans", map[string]string{
 			"api-key": forged, "x-request-id": "req-trace-deny", "traceparent": traceparent(userTraceID, userSpanID)}))
-		if err != nil || httpStatus(resp) != 401 {
+		if err != nil || authztest.HTTPStatus(resp) != 401 {
 			t.Fatalf("Check: %v %v", resp, err)
 		}
 		s := endedSpan(t, rec, userTraceID)
@@ -132,7 +130,7 @@ func TestCheckSpans(t *testing.T) {
 	})
 
 	t.Run("B3 of the checked request", func(t *testing.T) {
-		if _, err := r.client.Check(t.Context(), envoyRequest("GET", "/v1/scans", map[string]string{
+		if _, err := r.Client.Check(t.Context(), authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{
 			"x-b3-traceid": b3TraceID, "x-b3-spanid": b3SpanID, "x-b3-sampled": "1"})); err != nil {
 			t.Fatal(err)
 		}
@@ -142,11 +140,11 @@ func TestCheckSpans(t *testing.T) {
 }
 
 func TestCheckSpanJWT(t *testing.T) {
-	f := newFixture(t, noRedis)
-	is := newIssuer(t)
-	r, rec := startTraced(t, jwtConfig(f, is))
-	tok := is.mint(t, devissuer.Claims{Subject: "user_jwt", SessionID: "sess_jwt1", AuthorizedParty: "https://app.odin.test"})
-	if _, err := r.client.Check(t.Context(), envoyRequest("GET", "/v1/scans", map[string]string{
+	f := authztest.NewFixture(t, authztest.NoRedis)
+	is := authztest.NewIssuer(t)
+	r, rec := startTraced(t, authztest.JWTConfig(f, is))
+	tok := is.Token(t, devissuer.Claims{Subject: "user_jwt", SessionID: "sess_jwt1", AuthorizedParty: "https://app.odin.test"})
+	if _, err := r.Client.Check(t.Context(), authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{
 		"authorization": "Bearer " + tok, "traceparent": traceparent(userTraceID, userSpanID)})); err != nil {
 		t.Fatal(err)
 	}
@@ -155,8 +153,8 @@ func TestCheckSpanJWT(t *testing.T) {
 }
 
 func TestForwardAuthSpans(t *testing.T) {
-	f := newFixture(t, noRedis)
-	key, k := f.createKey(t, keystore.NewKey{UserID: "user_fwd", Scopes: []string{"scans:read"}})
+	f := authztest.NewFixture(t, authztest.NoRedis)
+	key, k := f.CreateKey(t, keystore.NewKey{UserID: "user_fwd", Scopes: []string{"scans:read"}})
 	tests := []struct {
 		name    string
 		mode    string // --forwarded-headers
@@ -172,10 +170,10 @@ func TestForwardAuthSpans(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := f.config()
+			cfg := f.Config()
 			cfg.ForwardedHeaders = tt.mode
 			r, rec := startTraced(t, cfg)
-			req, _ := http.NewRequest("GET", r.httpURL+"/auth", nil)
+			req, _ := http.NewRequest("GET", r.HTTPURL+"/auth", nil)
 			req.Header.Set("X-Request-Id", "req-fwd-trace")
 			for k, v := range tt.headers {
 				req.Header.Set(k, v)
@@ -192,29 +190,5 @@ func TestForwardAuthSpans(t *testing.T) {
 			tt.want["odin.request_id"] = "req-fwd-trace"
 			wantAttrs(t, spanAttrs(t, s, key), tt.want)
 		})
-	}
-}
-
-// TestTracingOffByDefault: a replica configured as before tracing existed
-// serves forward-auth with the bare handler and runs no OpenTelemetry
-// goroutine (and its gRPC server has no stats handler: GRPCServerOptions
-// is empty, see the telemetry tests).
-func TestTracingOffByDefault(t *testing.T) {
-	f := newFixture(t, noRedis)
-	r := startReplica(t, f.config())
-	if _, ok := r.svc.ForwardAuth().(*extauthz.ForwardAuth); !ok {
-		t.Errorf("forward-auth handler is %T with tracing off, want *extauthz.ForwardAuth", r.svc.ForwardAuth())
-	}
-	if r.svc.parts.Tracing.Enabled() || len(r.svc.parts.Tracing.GRPCServerOptions()) != 0 {
-		t.Error("tracing on without an endpoint")
-	}
-	ctx := metadata.AppendToOutgoingContext(context.Background(), "traceparent", traceparent(envoyTraceID, envoySpanID))
-	if _, err := r.client.Check(ctx, envoyRequest("GET", "/v1/scans", nil)); err != nil {
-		t.Fatal(err)
-	}
-	var stacks bytes.Buffer
-	_ = pprof.Lookup("goroutine").WriteTo(&stacks, 2)
-	if strings.Contains(stacks.String(), "go.opentelemetry.io") {
-		t.Errorf("OpenTelemetry goroutines with tracing off:\n%s", stacks.String())
 	}
 }

@@ -1,16 +1,17 @@
-package authzsvc
+package extauthz_test
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -18,9 +19,9 @@ import (
 
 // rawRedis is what an attacker who can write Redis, but holds no secret,
 // has: a plain client.
-func rawRedis(t *testing.T, f *fixture) *redis.Client {
+func rawRedis(t *testing.T, f *authztest.Fixture) *redis.Client {
 	t.Helper()
-	opts, err := redis.ParseURL(f.redisURL)
+	opts, err := redis.ParseURL(f.RedisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,22 +30,13 @@ func rawRedis(t *testing.T, f *fixture) *redis.Client {
 	return c
 }
 
-// entryPayload is the value of a sealed Redis entry (a version byte, a
-// 32-byte MAC, then the value), unverified: for tests that inspect records.
-func entryPayload(raw []byte) ([]byte, bool) {
-	if len(raw) < 33 || raw[0] != 1 {
-		return nil, false
-	}
-	return raw[33:], true
+func keyName(f *authztest.Fixture, plaintext string) string {
+	return f.Prefix + "key:" + keystore.HashKey(plaintext).String()
 }
 
-func keyName(f *fixture, plaintext string) string {
-	return f.prefix + "key:" + keystore.HashKey(plaintext).String()
-}
-
-func sessionName(f *fixture, token string) string {
+func sessionName(f *authztest.Fixture, token string) string {
 	h := sha256.Sum256([]byte(token))
-	return f.prefix + "jwt:" + hex.EncodeToString(h[:])
+	return f.Prefix + "jwt:" + hex.EncodeToString(h[:])
 }
 
 func mustJSON(t *testing.T, v any) []byte {
@@ -62,8 +54,8 @@ func mustJSON(t *testing.T, v any) []byte {
 // treated as absent (PostgreSQL or the token's signature decides) and
 // counted.
 func TestForgedRedisEntriesAreNotTrusted(t *testing.T) {
-	f := newFixture(t, withRedis)
-	is := newIssuer(t)
+	f := authztest.NewFixture(t, authztest.WithRedis)
+	is := authztest.NewIssuer(t)
 	rc := rawRedis(t, f)
 	ctx := context.Background()
 	now := time.Now()
@@ -85,7 +77,7 @@ func TestForgedRedisEntriesAreNotTrusted(t *testing.T) {
 	}))
 
 	// A real key's record, authenticated, copied under another key's name.
-	realKey, _ := f.createKey(t, keystore.NewKey{UserID: "user_alice", Scopes: []string{"scans:read", "scans:write"}})
+	realKey, _ := f.CreateKey(t, keystore.NewKey{UserID: "user_alice", Scopes: []string{"scans:read", "scans:write"}})
 	sealed, err := rc.Get(ctx, keyName(f, realKey)).Bytes()
 	if err != nil {
 		t.Fatalf("the manager wrote no record for a new key: %v", err)
@@ -95,18 +87,18 @@ func TestForgedRedisEntriesAreNotTrusted(t *testing.T) {
 
 	// "Unknown key" entries put over a real key's record: one made up, one
 	// a real (authenticated) negative entry of another key, copied.
-	deniedKey, _ := f.createKey(t, keystore.NewKey{UserID: "user_bob"})
-	deniedKey2, _ := f.createKey(t, keystore.NewKey{UserID: "user_bob"})
+	deniedKey, _ := f.CreateKey(t, keystore.NewKey{UserID: "user_bob"})
+	deniedKey2, _ := f.CreateKey(t, keystore.NewKey{UserID: "user_bob"})
 	set(keyName(f, deniedKey), mustJSON(t, map[string]any{"u": until, "w": written}))
 	unknown, _ := keystore.GenerateKey()
 	// The key filter would refuse made-up keys before Redis is read: these
 	// replicas run without it, so that the MAC alone is what refuses.
-	noFilter := func(c Config) Config { c.NoKeyFilter = true; return c }
-	probe := startReplica(t, noFilter(f.config())) // writes the unknown key's negative entry
-	if got := httpStatus(probe.check(t, auth(unknown))); got != 401 {
+	noFilter := func(c authzsvc.Config) authzsvc.Config { c.NoKeyFilter = true; return c }
+	probe := authztest.StartReplica(t, noFilter(f.Config())) // writes the unknown key's negative entry
+	if got := authztest.HTTPStatus(probe.Check(t, auth(unknown))); got != 401 {
 		t.Fatalf("unknown key: %d", got)
 	}
-	probe.stop()
+	probe.Stop()
 	negative, err := rc.Get(ctx, keyName(f, unknown)).Bytes()
 	if err != nil {
 		t.Fatalf("no negative entry written for an unknown key: %v", err)
@@ -115,29 +107,29 @@ func TestForgedRedisEntriesAreNotTrusted(t *testing.T) {
 
 	// A verified session made up for a token that does not verify, and a
 	// real one copied under another token's name.
-	forgedToken := noneToken(t, is.mint(t, devissuer.Claims{Subject: "user_mallory", SessionID: "sess_mallory", AuthorizedParty: "https://app.odin.test"}))
+	forgedToken := noneToken(t, is.Token(t, devissuer.Claims{Subject: "user_mallory", SessionID: "sess_mallory", AuthorizedParty: "https://app.odin.test"}))
 	set(sessionName(f, forgedToken), mustJSON(t, map[string]any{
 		"identity": map[string]any{"Method": "jwt", "Subject": "user_admin", "SessionID": "sess_x", "Scopes": []string{"read", "write"}, "Tier": "enterprise"},
 		"deadline": until, "until": until,
 	}))
-	carol := is.mint(t, devissuer.Claims{Subject: "user_carol", SessionID: "sess_carol", AuthorizedParty: "https://app.odin.test"})
-	first := startReplica(t, jwtConfig(f, is)) // caches carol's verified session in Redis
-	if got := httpStatus(first.check(t, auth(carol))); got != 200 {
+	carol := is.Token(t, devissuer.Claims{Subject: "user_carol", SessionID: "sess_carol", AuthorizedParty: "https://app.odin.test"})
+	first := authztest.StartReplica(t, authztest.JWTConfig(f, is)) // caches carol's verified session in Redis
+	if got := authztest.HTTPStatus(first.Check(t, auth(carol))); got != 200 {
 		t.Fatalf("carol's token: %d", got)
 	}
-	first.stop()
+	first.Stop()
 	carolEntry, err := rc.Get(ctx, sessionName(f, carol)).Bytes()
 	if err != nil {
 		t.Fatalf("no session entry written for a verified token: %v", err)
 	}
-	copiedToken := noneToken(t, is.mint(t, devissuer.Claims{Subject: "user_mallory", SessionID: "sess_mallory2", AuthorizedParty: "https://app.odin.test"}))
+	copiedToken := noneToken(t, is.Token(t, devissuer.Claims{Subject: "user_mallory", SessionID: "sess_mallory2", AuthorizedParty: "https://app.odin.test"}))
 	set(sessionName(f, copiedToken), carolEntry)
 
 	// A revoked-session marker made up for a session nobody logged out.
-	set(f.prefix+"rsid:sess_dave", []byte(now.Format(time.RFC3339Nano)))
-	dave := is.mint(t, devissuer.Claims{Subject: "user_dave", SessionID: "sess_dave", AuthorizedParty: "https://app.odin.test"})
+	set(f.Prefix+"rsid:sess_dave", []byte(now.Format(time.RFC3339Nano)))
+	dave := is.Token(t, devissuer.Claims{Subject: "user_dave", SessionID: "sess_dave", AuthorizedParty: "https://app.odin.test"})
 
-	r := startReplica(t, noFilter(jwtConfig(f, is)))
+	r := authztest.StartReplica(t, noFilter(authztest.JWTConfig(f, is)))
 	for _, tc := range []struct {
 		name string
 		cred string
@@ -153,18 +145,18 @@ func TestForgedRedisEntriesAreNotTrusted(t *testing.T) {
 		{"the real key, whose record is genuine", realKey, 200},
 		{"the real token, whose record is genuine", carol, 200},
 	} {
-		resp := r.check(t, auth(tc.cred))
-		if got := httpStatus(resp); got != tc.want {
-			t.Errorf("%s: status %d, want %d (identity %v)", tc.name, got, tc.want, headerMap(resp.GetOkResponse().GetHeaders()))
+		resp := r.Check(t, auth(tc.cred))
+		if got := authztest.HTTPStatus(resp); got != tc.want {
+			t.Errorf("%s: status %d, want %d (identity %v)", tc.name, got, tc.want, authztest.HeaderMap(resp.GetOkResponse().GetHeaders()))
 		}
 	}
-	if got := r.counter(t, "odin_keystore_redis_errors_total", map[string]string{"op": "mac"}); got < 7 {
+	if got := r.Counter(t, "odin_keystore_redis_errors_total", map[string]string{"op": "mac"}); got < 7 {
 		t.Errorf(`odin_keystore_redis_errors_total{op="mac"} = %v, want at least 7 (one per forged or copied entry)`, got)
 	}
-	if got := r.counter(t, "odin_keystore_lookups_total", map[string]string{"tier": "redis"}); got != 1 {
+	if got := r.Counter(t, "odin_keystore_lookups_total", map[string]string{"tier": "redis"}); got != 1 {
 		t.Errorf("key lookups answered by Redis = %v, want 1 (the real key only)", got)
 	}
-	if got := r.counter(t, "odin_authz_session_lookups_total", map[string]string{"tier": "redis"}); got != 1 {
+	if got := r.Counter(t, "odin_authz_session_lookups_total", map[string]string{"tier": "redis"}); got != 1 {
 		t.Errorf("session lookups answered by Redis = %v, want 1 (the real token only)", got)
 	}
 }
@@ -174,61 +166,45 @@ func TestForgedRedisEntriesAreNotTrusted(t *testing.T) {
 // tokens itself, and denies nothing for it. A replica given the others'
 // secret as the previous one keeps using their entries.
 func TestWrongMACSecretReadsPostgres(t *testing.T) {
-	f := newFixture(t, withRedis)
-	is := newIssuer(t)
-	key, _ := f.createKey(t, keystore.NewKey{UserID: "user_alice"}) // its record is in Redis
-	tok := is.mint(t, devissuer.Claims{Subject: "user_carol", SessionID: "sess_carol", AuthorizedParty: "https://app.odin.test"})
+	f := authztest.NewFixture(t, authztest.WithRedis)
+	is := authztest.NewIssuer(t)
+	key, _ := f.CreateKey(t, keystore.NewKey{UserID: "user_alice"}) // its record is in Redis
+	tok := is.Token(t, devissuer.Claims{Subject: "user_carol", SessionID: "sess_carol", AuthorizedParty: "https://app.odin.test"})
 	auth := func(cred string) map[string]string { return map[string]string{"authorization": "Bearer " + cred} }
-	right := startReplica(t, jwtConfig(f, is))
-	if got := httpStatus(right.check(t, auth(tok))); got != 200 { // caches the session in Redis
+	right := authztest.StartReplica(t, authztest.JWTConfig(f, is))
+	if got := authztest.HTTPStatus(right.Check(t, auth(tok))); got != 200 { // caches the session in Redis
 		t.Fatalf("token: %d", got)
 	}
 
 	const newSecret = "a-new-secret-being-rolled-out-0123456789"
-	wrongCfg := jwtConfig(f, is)
+	wrongCfg := authztest.JWTConfig(f, is)
 	wrongCfg.RedisMACSecret = newSecret
-	wrong := startReplica(t, wrongCfg)
-	rotatingCfg := jwtConfig(f, is)
+	wrong := authztest.StartReplica(t, wrongCfg)
+	rotatingCfg := authztest.JWTConfig(f, is)
 	rotatingCfg.RedisMACSecret, rotatingCfg.RedisMACSecretPrevious = newSecret, testenv.RedisMACSecret
-	rotating := startReplica(t, rotatingCfg)
+	rotating := authztest.StartReplica(t, rotatingCfg)
 
 	for _, tc := range []struct {
 		name                    string
-		r                       *replica
+		r                       *authztest.Replica
 		wantStore, wantVerified float64
 	}{
 		{"wrong secret", wrong, 1, 1},
 		{"new secret, old one previous", rotating, 0, 0},
 	} {
 		for _, cred := range []string{key, tok} {
-			if got := httpStatus(tc.r.check(t, auth(cred))); got != 200 {
+			if got := authztest.HTTPStatus(tc.r.Check(t, auth(cred))); got != 200 {
 				t.Errorf("%s: status %d, want 200", tc.name, got)
 			}
 		}
-		if got := tc.r.counter(t, "odin_keystore_lookups_total", map[string]string{"tier": "store"}); got != tc.wantStore {
+		if got := tc.r.Counter(t, "odin_keystore_lookups_total", map[string]string{"tier": "store"}); got != tc.wantStore {
 			t.Errorf("%s: key lookups sent to PostgreSQL = %v, want %v", tc.name, got, tc.wantStore)
 		}
-		if got := tc.r.counter(t, "odin_authz_session_lookups_total", map[string]string{"tier": "verified"}); got != tc.wantVerified {
+		if got := tc.r.Counter(t, "odin_authz_session_lookups_total", map[string]string{"tier": "verified"}); got != tc.wantVerified {
 			t.Errorf("%s: tokens verified = %v, want %v", tc.name, got, tc.wantVerified)
 		}
-		if got, want := tc.r.counter(t, "odin_keystore_redis_errors_total", map[string]string{"op": "mac"}), 2*tc.wantStore; got != want {
+		if got, want := tc.r.Counter(t, "odin_keystore_redis_errors_total", map[string]string{"op": "mac"}), 2*tc.wantStore; got != want {
 			t.Errorf(`%s: odin_keystore_redis_errors_total{op="mac"} = %v, want %v`, tc.name, got, want)
-		}
-	}
-}
-
-// A replica refuses to start with Redis and no MAC secret, or a short one.
-func TestRedisNeedsMACSecret(t *testing.T) {
-	f := newFixture(t, withRedis)
-	for _, secret := range []string{"", "0123456789abcdef0123456789abcde"} { // 31 bytes
-		cfg := f.config()
-		cfg.RedisMACSecret = secret
-		svc, err := New(context.Background(), cfg, discardLogger())
-		if err == nil {
-			svc.parts.Close()
-			t.Errorf("started with a %d-byte MAC secret; want refused", len(secret))
-		} else if want := fmt.Sprint(keystore.ErrMACSecret); err.Error() != want {
-			t.Errorf("error %q, want %q", err, want)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package authzsvc
+package extauthz_test
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/odin-scan/odin-authz/extauthz"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"
 )
@@ -16,24 +18,24 @@ import (
 // benchService builds a replica (no listeners) and a handler to call
 // directly: the figures are the decision and response building, without
 // gRPC transport.
-func benchService(b *testing.B, tiers cacheTiers) (*fixture, *extauthz.CheckServer) {
+func benchService(b *testing.B, tiers authztest.CacheTiers) (*authztest.Fixture, *extauthz.CheckServer) {
 	b.Helper()
-	f := newFixture(b, tiers)
-	cfg := f.config()
+	f := authztest.NewFixture(b, tiers)
+	cfg := f.Config()
 	cfg.DisableRateLimit = true // BenchmarkCheckCachedKeyRateLimited measures the limiter
-	svc, err := New(b.Context(), cfg, discardLogger())
+	svc, err := authzsvc.New(b.Context(), cfg, authztest.DiscardLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
-	return f, extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: discardLogger()})
+	return f, extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: authztest.DiscardLogger()})
 }
 
 // cachedKeyCheck returns a Check server and a request whose key is already
 // in the LRU.
 func cachedKeyCheck(b *testing.B) (*extauthz.CheckServer, *authv3.CheckRequest) {
-	f, srv := benchService(b, withRedis)
-	key, _ := f.createKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read", "scans:write"}, Tier: "pro"})
-	req := envoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
+	f, srv := benchService(b, authztest.WithRedis)
+	key, _ := f.CreateKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read", "scans:write"}, Tier: "pro"})
+	req := authztest.EnvoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
 	if resp, _ := srv.Check(context.Background(), req); resp.GetOkResponse() == nil {
 		b.Fatalf("not allowed: %v", resp)
 	}
@@ -72,17 +74,17 @@ func BenchmarkCheckCachedKeyWire(b *testing.B) {
 // 100k/s each so that no key's limit is reached: the figure is the cost of
 // the limiter on an allowed request.
 func BenchmarkCheckCachedKeyRateLimited(b *testing.B) {
-	f := newFixture(b, withRedis)
-	svc, err := New(b.Context(), f.config(), discardLogger())
+	f := authztest.NewFixture(b, authztest.WithRedis)
+	svc, err := authzsvc.New(b.Context(), f.Config(), authztest.DiscardLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: discardLogger()})
+	srv := extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: authztest.DiscardLogger()})
 	ctx := context.Background()
 	var reqs []*authv3.CheckRequest
 	for range 16 {
-		key, _ := f.createKey(b, keystore.NewKey{UserID: "user_bench", Tier: "pro"})
-		req := envoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
+		key, _ := f.CreateKey(b, keystore.NewKey{UserID: "user_bench", Tier: "pro"})
+		req := authztest.EnvoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
 		if resp, _ := srv.Check(ctx, req); resp.GetOkResponse() == nil {
 			b.Fatalf("not allowed: %v", resp)
 		}
@@ -103,12 +105,12 @@ func BenchmarkCheckCachedKeyRateLimited(b *testing.B) {
 // iteration presents one of many keys that were never looked up, so the
 // figure is a PostgreSQL round trip plus the decision.
 func BenchmarkCheckColdKey(b *testing.B) {
-	f, srv := benchService(b, noRedis)
+	f, srv := benchService(b, authztest.NoRedis)
 	const n = 2000
 	reqs := make([]*authv3.CheckRequest, n)
 	for i := range n {
-		key, _ := f.createKey(b, keystore.NewKey{UserID: fmt.Sprintf("user_%d", i)})
-		reqs[i] = envoyRequest("GET", "/v1/scans", map[string]string{"api-key": key})
+		key, _ := f.CreateKey(b, keystore.NewKey{UserID: fmt.Sprintf("user_%d", i)})
+		reqs[i] = authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{"api-key": key})
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -117,7 +119,7 @@ func BenchmarkCheckColdKey(b *testing.B) {
 	for b.Loop() {
 		if i == n {
 			b.StopTimer()
-			_, srv = benchService(b, noRedis) // a fresh replica: empty LRU
+			_, srv = benchService(b, authztest.NoRedis) // a fresh replica: empty LRU
 			i = 0
 			b.StartTimer()
 		}
@@ -129,9 +131,9 @@ func BenchmarkCheckColdKey(b *testing.B) {
 // BenchmarkCheckUnknownKeyNegativeCache is a flood of one well-formed
 // unknown key: answered from the negative cache.
 func BenchmarkCheckUnknownKeyNegativeCache(b *testing.B) {
-	_, srv := benchService(b, noRedis)
+	_, srv := benchService(b, authztest.NoRedis)
 	key, _ := keystore.GenerateKey()
-	req := envoyRequest("GET", "/", map[string]string{"api-key": key})
+	req := authztest.EnvoyRequest("GET", "/", map[string]string{"api-key": key})
 	ctx := context.Background()
 	srv.Check(ctx, req)
 	b.ReportAllocs()
@@ -142,28 +144,28 @@ func BenchmarkCheckUnknownKeyNegativeCache(b *testing.B) {
 }
 
 // benchJWTService is benchService with session tokens configured.
-func benchJWTService(b *testing.B) (*issuer, *extauthz.CheckServer) {
+func benchJWTService(b *testing.B) (*authztest.Issuer, *extauthz.CheckServer) {
 	b.Helper()
-	f := newFixture(b, withRedis)
-	is := newIssuer(b)
-	cfg := f.config()
+	f := authztest.NewFixture(b, authztest.WithRedis)
+	is := authztest.NewIssuer(b)
+	cfg := f.Config()
 	cfg.DisableRateLimit = true
 	cfg.JWTDefaultScopes = []string{"read", "write"}
-	cfg.JWT.JWKSURL, cfg.JWT.Issuer = is.url, is.Issuer()
-	svc, err := New(b.Context(), cfg, discardLogger())
+	cfg.JWT.JWKSURL, cfg.JWT.Issuer = is.URL, is.Issuer()
+	svc, err := authzsvc.New(b.Context(), cfg, authztest.DiscardLogger())
 	if err != nil {
 		b.Fatal(err)
 	}
-	return is, extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: discardLogger()})
+	return is, extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: authztest.DiscardLogger()})
 }
 
 // BenchmarkCheckCachedSession is a Clerk session token already verified:
 // it should cost about what a cached API key costs.
 func BenchmarkCheckCachedSession(b *testing.B) {
 	is, srv := benchJWTService(b)
-	tok := is.mint(b, devissuer.Claims{Subject: "user_bench", SessionID: "sess_bench",
+	tok := is.Token(b, devissuer.Claims{Subject: "user_bench", SessionID: "sess_bench",
 		Org: &devissuer.Org{ID: "org_bench", Role: "admin", Permissions: []string{"scans:read"}}})
-	req := envoyRequest("GET", "/v1/scans", map[string]string{"authorization": "Bearer " + tok, "x-request-id": "req-bench"})
+	req := authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{"authorization": "Bearer " + tok, "x-request-id": "req-bench"})
 	ctx := context.Background()
 	if resp, _ := srv.Check(ctx, req); resp.GetOkResponse() == nil {
 		b.Fatalf("not allowed: %v", resp)
@@ -182,8 +184,8 @@ func BenchmarkCheckFirstSightSession(b *testing.B) {
 	const n = 5000
 	reqs := make([]*authv3.CheckRequest, n)
 	for i := range n {
-		tok := is.mint(b, devissuer.Claims{Subject: fmt.Sprintf("user_%d", i)})
-		reqs[i] = envoyRequest("GET", "/v1/scans", map[string]string{"authorization": "Bearer " + tok})
+		tok := is.Token(b, devissuer.Claims{Subject: fmt.Sprintf("user_%d", i)})
+		reqs[i] = authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{"authorization": "Bearer " + tok})
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
