@@ -1,4 +1,4 @@
-package adminsvc
+package admin_test
 
 import (
 	"bytes"
@@ -33,6 +33,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	svix "github.com/svix/svix-webhooks/go"
 
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -44,7 +46,7 @@ import (
 // go through a RoundTripper that validates both with kin-openapi, so the
 // document can drift from the handlers in neither direction.
 
-const openAPIFile = "../../../admin/openapi.json"
+const openAPIFile = "openapi.json"
 
 // contract is the OpenAPI document with its router, and the responses
 // (operation and status) that exchanges have matched.
@@ -244,7 +246,7 @@ type contractClient struct {
 	n    *atomic.Int64
 }
 
-func (cc contractClient) do(t *testing.T, c call) response {
+func (cc contractClient) do(t *testing.T, c call) admintest.Response {
 	t.Helper()
 	var rd io.Reader
 	switch b := c.body.(type) {
@@ -279,10 +281,10 @@ func (cc contractClient) do(t *testing.T, c call) response {
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	r := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
-	_ = json.Unmarshal(raw, &r.body)
-	if c.status != 0 && r.status != c.status {
-		t.Errorf("%s %s: status %d, want %d: %s", c.method, c.path, r.status, c.status, raw)
+	r := admintest.Response{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
+	_ = json.Unmarshal(raw, &r.Body)
+	if c.status != 0 && r.Status != c.status {
+		t.Errorf("%s %s: status %d, want %d: %s", c.method, c.path, r.Status, c.status, raw)
 	}
 	return r
 }
@@ -296,7 +298,7 @@ func svixHeaders(t *testing.T, id string, at time.Time, payload string, forge bo
 		h["svix-signature"] = "v1," + base64.StdEncoding.EncodeToString([]byte("forged signature 32 bytes long!!"))
 		return h
 	}
-	wh, err := svix.NewWebhook(webhookSecret)
+	wh, err := svix.NewWebhook(admintest.WebhookSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +332,7 @@ var unexercised = map[string]string{
 
 func TestOpenAPIContract(t *testing.T) {
 	e := newEnv(t)
-	served := getRaw(t, e.url+"/openapi.json")
+	served := getRaw(t, e.URL+"/openapi.json")
 	onDisk, err := os.ReadFile(openAPIFile)
 	if err != nil {
 		t.Fatal(err)
@@ -343,7 +345,7 @@ func TestOpenAPIContract(t *testing.T) {
 	client := func(url string) contractClient {
 		return contractClient{base: url, http: &http.Client{Transport: &contractTransport{t: t, c: ct}, Timeout: 10 * time.Second}, n: n}
 	}
-	c := client(e.url)
+	c := client(e.URL)
 
 	t.Run("operations", func(t *testing.T) { contractOperations(t, c) })
 	t.Run("keys", func(t *testing.T) { contractKeys(t, e, c) })
@@ -352,11 +354,11 @@ func TestOpenAPIContract(t *testing.T) {
 	t.Run("audit log", func(t *testing.T) { contractAudit(t, c) })
 	t.Run("undocumented", func(t *testing.T) {
 		for _, p := range []struct{ method, path string }{{"GET", "/v1/nope"}, {"DELETE", "/v1/keys"}, {"PUT", "/v1/keys/key_x"}, {"GET", "/v1/webhooks/clerk"}} {
-			c.do(t, call{method: p.method, path: p.path, bearer: operatorToken, status: 404, expect: expectation{undocumented: true}})
+			c.do(t, call{method: p.method, path: p.path, bearer: admintest.OperatorToken, status: 404, expect: expectation{undocumented: true}})
 		}
 	})
 	t.Run("webhooks not configured", func(t *testing.T) {
-		cfg := e.cfg
+		cfg := e.Config
 		cfg.WebhookSecret = ""
 		c := client(startService(t, cfg))
 		body := `{"type":"session.ended","data":{"id":"sess_x"}}`
@@ -403,11 +405,11 @@ func getRaw(t *testing.T, url string) []byte {
 }
 
 // startService serves another admin service with cfg until the test ends.
-func startService(t *testing.T, cfg Config) string {
+func startService(t *testing.T, cfg adminsvc.Config) string {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	svc, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+	svc, err := adminsvc.New(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -438,12 +440,12 @@ var invalid = expectation{requestInvalid: true}
 
 func contractKeys(t *testing.T, e *env, c contractClient) {
 	who := callers{
-		op:        operatorToken,
-		alice:     e.token("user_alice", "", ""),
-		bob:       e.token("user_bob", "", ""),
-		orgAdmin:  e.token("user_carol", "org_acme", "admin"),
-		orgMember: e.token("user_dave", "org_acme", "member"),
-		narrow:    e.token("user_erin", "org_acme", "admin", "scans:read"),
+		op:        admintest.OperatorToken,
+		alice:     e.Token("user_alice", "", ""),
+		bob:       e.Token("user_bob", "", ""),
+		orgAdmin:  e.Token("user_carol", "org_acme", "admin"),
+		orgMember: e.Token("user_dave", "org_acme", "member"),
+		narrow:    e.Token("user_erin", "org_acme", "admin", "scans:read"),
 	}
 	ids := contractCreateKeys(t, c, who)
 	contractListKeys(t, c, who)
@@ -455,11 +457,11 @@ func contractCreateKeys(t *testing.T, c contractClient, who callers) keyIDs {
 	r := c.do(t, call{method: "POST", path: keysPath, bearer: op, status: 201, body: map[string]any{
 		"name": "CI", "scopes": []string{"scans:read", "scans:write"}, "user_id": "user_a", "tier": "pro",
 		"expires_at": time.Now().Add(720 * time.Hour).UTC().Format(time.RFC3339)}})
-	opKey := r.str("id")
+	opKey := r.Str("id")
 	r = c.do(t, call{method: "POST", path: keysPath, bearer: alice, status: 201, body: map[string]any{"name": "alice's", "scopes": []string{"scans:read"}}})
-	aliceKey := r.str("id")
+	aliceKey := r.Str("id")
 	r = c.do(t, call{method: "POST", path: keysPath, bearer: orgAdmin, status: 201, body: map[string]any{"name": "acme CI", "scopes": []string{}, "org_id": "org_acme"}})
-	orgKey := r.str("id")
+	orgKey := r.Str("id")
 	c.do(t, call{method: "POST", path: keysPath, bearer: op, status: 201, body: map[string]any{"name": "org only", "scopes": []string{}, "org_id": "org_acme"}})
 	contractRefusedKeys(t, c, who)
 	return keyIDs{op: opKey, alice: aliceKey, org: orgKey}
@@ -524,7 +526,7 @@ func contractListKeys(t *testing.T, c contractClient, who callers) {
 	c.do(t, call{method: "GET", path: keysPath + "?owner=org&revoked=true", bearer: orgAdmin, status: 200})
 	c.do(t, call{method: "GET", path: keysPath + "?owner=org", bearer: orgMember, status: 403})
 	page := c.do(t, call{method: "GET", path: keysPath + "?limit=1", bearer: op, status: 200})
-	if next := page.str("next_cursor"); next == "" {
+	if next := page.Str("next_cursor"); next == "" {
 		t.Error("a page of 1 out of 4 keys has no next_cursor")
 	} else {
 		c.do(t, call{method: "GET", path: keysPath + "?limit=1&cursor=" + url.QueryEscape(next), bearer: op, status: 200})
@@ -541,11 +543,11 @@ func contractKeyActions(t *testing.T, e *env, c contractClient, who callers, ids
 	op, alice, bob, orgAdmin := who.op, who.alice, who.bob, who.orgAdmin
 	opKey, aliceKey, orgKey := ids.op, ids.alice, ids.org
 	hour := time.Now().UTC().Truncate(time.Hour)
-	if err := e.store.RecordUsage(context.Background(), []keystore.Usage{{KeyID: opKey, Hour: hour, Count: 3, LastUsed: time.Now()}}); err != nil {
+	if err := e.Store.RecordUsage(context.Background(), []keystore.Usage{{KeyID: opKey, Hour: hour, Count: 3, LastUsed: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
-	if r := c.do(t, call{method: "GET", path: keysPath + "/" + opKey, bearer: op, status: 200}); r.body["usage"] == nil || r.body["last_used_at"] == nil {
-		t.Errorf("GET a used key shows no usage: %s", r.raw)
+	if r := c.do(t, call{method: "GET", path: keysPath + "/" + opKey, bearer: op, status: 200}); r.Body["usage"] == nil || r.Body["last_used_at"] == nil {
+		t.Errorf("GET a used key shows no usage: %s", r.Raw)
 	}
 	c.do(t, call{method: "GET", path: keysPath + "/" + aliceKey, bearer: alice, status: 200})
 	c.do(t, call{method: "GET", path: keysPath + "/" + aliceKey, bearer: bob, status: 404})
@@ -553,14 +555,14 @@ func contractKeyActions(t *testing.T, e *env, c contractClient, who callers, ids
 
 	// Roll, then revoke.
 	r := c.do(t, call{method: "POST", path: keysPath + "/" + opKey + "/roll", bearer: op, body: map[string]any{"grace_seconds": 60}, status: 201})
-	rolled := r.str("id")
+	rolled := r.Str("id")
 	// Rolled once: in its grace period the old key names its successor and
 	// refuses a second roll.
-	if r := c.do(t, call{method: "POST", path: keysPath + "/" + opKey + "/roll", bearer: op, status: 409}); !strings.Contains(r.raw, rolled) {
-		t.Errorf("second roll does not name the successor %s: %s", rolled, r.raw)
+	if r := c.do(t, call{method: "POST", path: keysPath + "/" + opKey + "/roll", bearer: op, status: 409}); !strings.Contains(r.Raw, rolled) {
+		t.Errorf("second roll does not name the successor %s: %s", rolled, r.Raw)
 	}
-	if r := c.do(t, call{method: "GET", path: keysPath + "/" + opKey, bearer: op, status: 200}); r.str("replaced_by") != rolled {
-		t.Errorf("rolled key's replaced_by: %s", r.raw)
+	if r := c.do(t, call{method: "GET", path: keysPath + "/" + opKey, bearer: op, status: 200}); r.Str("replaced_by") != rolled {
+		t.Errorf("rolled key's replaced_by: %s", r.Raw)
 	}
 	c.do(t, call{method: "POST", path: keysPath + "/" + orgKey + "/roll", bearer: orgAdmin, status: 201})
 	c.do(t, call{method: "POST", path: keysPath + "/" + aliceKey + "/roll", bearer: alice, body: map[string]any{}, status: 201})
@@ -568,7 +570,7 @@ func contractKeyActions(t *testing.T, e *env, c contractClient, who callers, ids
 		c.do(t, call{method: "POST", path: keysPath + "/" + rolled + "/roll", bearer: op, body: body, status: 400, expect: invalid})
 	}
 	c.do(t, call{method: "POST", path: keysPath + "/key_nope/roll", bearer: op, status: 404})
-	impersonator, err := e.issuer.Mint(devissuer.Claims{Subject: "user_alice", SessionID: "sess_impersonated",
+	impersonator, err := e.Issuer.Mint(devissuer.Claims{Subject: "user_alice", SessionID: "sess_impersonated",
 		Extra: map[string]any{"act": map[string]any{"sub": "user_admin"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -591,15 +593,15 @@ func contractKeyActions(t *testing.T, e *env, c contractClient, who callers, ids
 }
 
 func contractSessions(t *testing.T, e *env, c contractClient) {
-	frank := e.token("user_frank", "", "")
-	c.do(t, call{method: "POST", path: "/v1/sessions/bad%20id/revoke", bearer: operatorToken, status: 400, expect: expectation{requestInvalid: true}})
-	c.do(t, call{method: "POST", path: "/v1/sessions/" + strings.Repeat("s", 129) + "/revoke", bearer: operatorToken, status: 400, expect: expectation{requestInvalid: true}})
+	frank := e.Token("user_frank", "", "")
+	c.do(t, call{method: "POST", path: "/v1/sessions/bad%20id/revoke", bearer: admintest.OperatorToken, status: 400, expect: expectation{requestInvalid: true}})
+	c.do(t, call{method: "POST", path: "/v1/sessions/" + strings.Repeat("s", 129) + "/revoke", bearer: admintest.OperatorToken, status: 400, expect: expectation{requestInvalid: true}})
 	c.do(t, call{method: "POST", path: "/v1/sessions/sess_other/revoke", bearer: frank, status: 404})
-	c.do(t, call{method: "POST", path: "/v1/sessions/sess_any/revoke", bearer: operatorToken, status: 200})
+	c.do(t, call{method: "POST", path: "/v1/sessions/sess_any/revoke", bearer: admintest.OperatorToken, status: 200})
 	c.do(t, call{method: "POST", path: "/v1/sessions/sess_any/revoke", status: 401, expect: expectation{requestInvalid: true}})
 	c.do(t, call{method: "POST", path: "/v1/sessions/sess_user_frank/revoke", bearer: frank, status: 200})
 	deadline := time.Now().Add(2 * time.Second)
-	for c.do(t, call{method: "POST", path: "/v1/sessions/sess_user_frank/revoke", bearer: frank}).status != 401 {
+	for c.do(t, call{method: "POST", path: "/v1/sessions/sess_user_frank/revoke", bearer: frank}).Status != 401 {
 		if time.Now().After(deadline) {
 			t.Fatal("a logged-out session can still call the API")
 		}
@@ -609,7 +611,7 @@ func contractSessions(t *testing.T, e *env, c contractClient) {
 
 func contractWebhook(t *testing.T, c contractClient) {
 	path := "/v1/webhooks/clerk"
-	hook := func(id string, at time.Time, payload string, forge bool, status int, exp expectation) response {
+	hook := func(id string, at time.Time, payload string, forge bool, status int, exp expectation) admintest.Response {
 		return c.do(t, call{method: "POST", path: path, body: payload, header: svixHeaders(t, id, at, payload, forge), status: status, expect: exp})
 	}
 	ended := `{"type":"session.ended","data":{"id":"sess_w1","user_id":"user_w"}}`
@@ -617,11 +619,11 @@ func contractWebhook(t *testing.T, c contractClient) {
 	hook("msg_stale", time.Now().Add(-10*time.Minute), ended, false, 401, expectation{})
 	c.do(t, call{method: "POST", path: path, body: ended, status: 401, expect: expectation{requestInvalid: true}})
 	hook("msg_1", time.Now(), ended, false, 200, expectation{})
-	if r := hook("msg_1", time.Now(), ended, false, 200, expectation{}); r.str("status") != "duplicate" {
-		t.Errorf("replay: %s", r.raw)
+	if r := hook("msg_1", time.Now(), ended, false, 200, expectation{}); r.Str("status") != "duplicate" {
+		t.Errorf("replay: %s", r.Raw)
 	}
-	if r := hook("msg_2", time.Now(), `{"type":"user.deleted","data":{"id":"user_alice","deleted":true}}`, false, 200, expectation{}); r.str("revoked_keys") == "" {
-		t.Errorf("user.deleted: %s", r.raw)
+	if r := hook("msg_2", time.Now(), `{"type":"user.deleted","data":{"id":"user_alice","deleted":true}}`, false, 200, expectation{}); r.Str("revoked_keys") == "" {
+		t.Errorf("user.deleted: %s", r.Raw)
 	}
 	hook("msg_3", time.Now(), `{"type":"email.created","data":{"id":"x"}}`, false, 200, expectation{})
 	hook("msg_4", time.Now(), `{"type":"session.revoked","data":{"id":"bad id"}}`, false, 400, expectation{})
@@ -632,20 +634,20 @@ func contractWebhook(t *testing.T, c contractClient) {
 func contractAudit(t *testing.T, c contractClient) {
 	path := "/v1/audit-log"
 	since := url.QueryEscape(time.Now().Add(-time.Hour).UTC().Format(time.RFC3339))
-	c.do(t, call{method: "GET", path: path, bearer: operatorToken, status: 200})
-	r := c.do(t, call{method: "GET", path: path + "?owner=user_a&action=key.created&actor=operator&since=" + since + "&limit=1", bearer: operatorToken, status: 200})
-	if events, _ := r.body["events"].([]any); len(events) != 1 {
-		t.Errorf("filtered audit log: %s", r.raw)
+	c.do(t, call{method: "GET", path: path, bearer: admintest.OperatorToken, status: 200})
+	r := c.do(t, call{method: "GET", path: path + "?owner=user_a&action=key.created&actor=operator&since=" + since + "&limit=1", bearer: admintest.OperatorToken, status: 200})
+	if events, _ := r.Body["events"].([]any); len(events) != 1 {
+		t.Errorf("filtered audit log: %s", r.Raw)
 	}
-	c.do(t, call{method: "GET", path: path + "?target=sess_w1&until=" + url.QueryEscape(time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)), bearer: operatorToken, status: 200})
-	r = c.do(t, call{method: "GET", path: path + "?limit=1", bearer: operatorToken, status: 200})
-	if next := r.str("next_cursor"); next != "" {
-		c.do(t, call{method: "GET", path: path + "?limit=1&cursor=" + url.QueryEscape(next), bearer: operatorToken, status: 200})
+	c.do(t, call{method: "GET", path: path + "?target=sess_w1&until=" + url.QueryEscape(time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano)), bearer: admintest.OperatorToken, status: 200})
+	r = c.do(t, call{method: "GET", path: path + "?limit=1", bearer: admintest.OperatorToken, status: 200})
+	if next := r.Str("next_cursor"); next != "" {
+		c.do(t, call{method: "GET", path: path + "?limit=1&cursor=" + url.QueryEscape(next), bearer: admintest.OperatorToken, status: 200})
 	}
 	for _, q := range []string{"since=yesterday", "until=2025-13-01T00:00:00Z", "limit=0", "limit=1001"} {
-		c.do(t, call{method: "GET", path: path + "?" + q, bearer: operatorToken, status: 400, expect: expectation{requestInvalid: true}})
+		c.do(t, call{method: "GET", path: path + "?" + q, bearer: admintest.OperatorToken, status: 400, expect: expectation{requestInvalid: true}})
 	}
-	c.do(t, call{method: "GET", path: path + "?cursor=bogus", bearer: operatorToken, status: 400})
+	c.do(t, call{method: "GET", path: path + "?cursor=bogus", bearer: admintest.OperatorToken, status: 400})
 	c.do(t, call{method: "GET", path: path, status: 401, expect: expectation{requestInvalid: true}})
 }
 
@@ -653,13 +655,13 @@ func contractAudit(t *testing.T, c contractClient) {
 // needs it answers 503, and /readyz says not ready.
 func contractOutage(t *testing.T, client func(string) contractClient) {
 	e := newEnv(t)
-	c := client(e.url)
-	r := c.do(t, call{method: "POST", path: "/v1/keys", bearer: operatorToken, status: 201, body: map[string]any{"name": "x", "scopes": []string{}, "user_id": "user_o"}})
-	id := r.str("id")
-	cutDatabase(t, e.cfg.DatabaseURL)
+	c := client(e.URL)
+	r := c.do(t, call{method: "POST", path: "/v1/keys", bearer: admintest.OperatorToken, status: 201, body: map[string]any{"name": "x", "scopes": []string{}, "user_id": "user_o"}})
+	id := r.Str("id")
+	cutDatabase(t, e.Config.DatabaseURL)
 
 	deadline := time.Now().Add(10 * time.Second)
-	for c.do(t, call{method: "GET", path: "/readyz"}).status != 503 {
+	for c.do(t, call{method: "GET", path: "/readyz"}).Status != 503 {
 		if time.Now().After(deadline) {
 			t.Fatal("/readyz still ready without PostgreSQL")
 		}
@@ -677,11 +679,11 @@ func contractOutage(t *testing.T, client func(string) contractClient) {
 		{method: "POST", path: "/v1/webhooks/clerk", body: body, header: svixHeaders(t, "msg_o", time.Now(), body, false)},
 	} {
 		if tc.header == nil {
-			tc.bearer = operatorToken
+			tc.bearer = admintest.OperatorToken
 		}
 		tc.status = 503
-		if r := c.do(t, tc); r.errorCode() != "UNAVAILABLE" {
-			t.Errorf("%s %s during an outage: %s", tc.method, tc.path, r.raw)
+		if r := c.do(t, tc); r.ErrorCode() != "UNAVAILABLE" {
+			t.Errorf("%s %s during an outage: %s", tc.method, tc.path, r.Raw)
 		}
 	}
 }
@@ -691,35 +693,35 @@ func contractOutage(t *testing.T, client func(string) contractClient) {
 // NotPropagated body), and a webhook delivery answered so is applied again
 // when Svix retries it, not taken for a replay.
 func contractBusOutage(t *testing.T, e *env, client func(string) contractClient) {
-	u, err := url.Parse(e.cfg.RedisURL)
+	u, err := url.Parse(e.Config.RedisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	proxy := testenv.NewProxy(t, u.Host)
 	proxy.SetDown(true)
 	u.Host = proxy.Addr()
-	cfg := e.cfg
+	cfg := e.Config
 	cfg.RedisURL = u.String()
 	c := client(startService(t, cfg))
 	newKey := func(owner string) string {
-		r := c.do(t, call{method: "POST", path: "/v1/keys", bearer: operatorToken, status: 201, body: map[string]any{"name": "x", "scopes": []string{}, "user_id": owner}})
-		return r.str("id")
+		r := c.do(t, call{method: "POST", path: "/v1/keys", bearer: admintest.OperatorToken, status: 201, body: map[string]any{"name": "x", "scopes": []string{}, "user_id": owner}})
+		return r.Str("id")
 	}
-	unconfirmed := func(r response) {
+	unconfirmed := func(r admintest.Response) {
 		t.Helper()
-		if r.errorCode() != "UNAVAILABLE" || r.body["committed"] != true || r.str("denied_by") == "" || r.header.Get("Retry-After") == "" {
-			t.Errorf("not an unconfirmed change: %d %s", r.status, r.raw)
+		if r.ErrorCode() != "UNAVAILABLE" || r.Body["committed"] != true || r.Str("denied_by") == "" || r.Header.Get("Retry-After") == "" {
+			t.Errorf("not an unconfirmed change: %d %s", r.Status, r.Raw)
 		}
 	}
 	id := newKey("user_bus")
-	unconfirmed(c.do(t, call{method: "POST", path: "/v1/keys/" + id + "/revoke", bearer: operatorToken, status: 503}))
-	unconfirmed(c.do(t, call{method: "POST", path: "/v1/keys/" + id + "/revoke", bearer: operatorToken, status: 503})) // a retry propagates again
-	r := c.do(t, call{method: "POST", path: "/v1/keys/" + newKey("user_bus") + "/roll", bearer: operatorToken, status: 503})
-	if res, _ := r.body["result"].(map[string]any); res["key"] == nil || res["previous"] == nil {
-		t.Errorf("unconfirmed roll without the new key: %s", r.raw)
+	unconfirmed(c.do(t, call{method: "POST", path: "/v1/keys/" + id + "/revoke", bearer: admintest.OperatorToken, status: 503}))
+	unconfirmed(c.do(t, call{method: "POST", path: "/v1/keys/" + id + "/revoke", bearer: admintest.OperatorToken, status: 503})) // a retry propagates again
+	r := c.do(t, call{method: "POST", path: "/v1/keys/" + newKey("user_bus") + "/roll", bearer: admintest.OperatorToken, status: 503})
+	if res, _ := r.Body["result"].(map[string]any); res["key"] == nil || res["previous"] == nil {
+		t.Errorf("unconfirmed roll without the new key: %s", r.Raw)
 	}
 	unconfirmed(r)
-	unconfirmed(c.do(t, call{method: "POST", path: "/v1/sessions/sess_bus/revoke", bearer: operatorToken, status: 503}))
+	unconfirmed(c.do(t, call{method: "POST", path: "/v1/sessions/sess_bus/revoke", bearer: admintest.OperatorToken, status: 503}))
 	for _, body := range []string{`{"type":"session.ended","data":{"id":"sess_busw"}}`, `{"type":"user.deleted","data":{"id":"user_bus"}}`} {
 		h := svixHeaders(t, "msg_bus"+testenv.RandomSuffix(), time.Now(), body, false)
 		for range 2 { // Svix's retry is applied again, not answered "duplicate"
@@ -801,7 +803,7 @@ func TestOpenAPICatchesDrift(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			req := httptest.NewRequest(tt.method, tt.path, strings.NewReader(tt.reqBody))
-			req.Header.Set("Authorization", "Bearer "+operatorToken)
+			req.Header.Set("Authorization", "Bearer "+admintest.OperatorToken)
 			if tt.reqBody != "" {
 				req.Header.Set("Content-Type", "application/json")
 			}
@@ -824,8 +826,8 @@ func TestOpenAPIListsEveryRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := loadContract(t, raw)
-	files, _ := filepath.Glob("../../../admin/*.go")
-	files = append(files, "adminsvc.go")
+	files, _ := filepath.Glob("*.go")
+	files = append(files, "../internal/service/adminsvc/adminsvc.go")
 	var patterns []string
 	fset := token.NewFileSet()
 	for _, f := range files {

@@ -1,4 +1,4 @@
-package adminsvc
+package admin_test
 
 import (
 	"net/http"
@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
@@ -33,8 +35,8 @@ const (
 
 // outageEnv is an admin API with short bounds; adjust changes its Config
 // further (nil: as is).
-func outageEnv(t *testing.T, adjust func(*Config)) *env {
-	return newEnvWith(t, func(c *Config) {
+func outageEnv(t *testing.T, adjust func(*adminsvc.Config)) *env {
+	return newEnvWith(t, func(c *adminsvc.Config) {
 		c.CacheTTL, c.SessionSync = outageCacheTTL, outageSessionSync
 		if adjust != nil {
 			adjust(c)
@@ -50,13 +52,13 @@ func (e *env) replicaConfig(redisURL string) authzsvc.Config {
 		cfg.RedisURL = redisURL
 	}
 	cfg.Cache.TTL, cfg.SessionSync = outageCacheTTL, outageSessionSync
-	cfg.JWT, cfg.JWTDefaultScopes = e.cfg.JWT, []string{"read", "write", "scans:read", "scans:write"}
+	cfg.JWT, cfg.JWTDefaultScopes = e.Config.JWT, []string{"read", "write", "scans:read", "scans:write"}
 	return cfg
 }
 
 // proxied is the env's Redis URL through a proxy the test can cut.
 func (e *env) proxied(t *testing.T) (string, *testenv.Proxy) {
-	u, err := url.Parse(e.cfg.RedisURL)
+	u, err := url.Parse(e.Config.RedisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,12 +78,12 @@ type credential struct {
 func (e *env) newCredential(t *testing.T, kind string) credential {
 	t.Helper()
 	if kind == "key" {
-		r := e.do("POST", "/v1/keys", operatorToken, map[string]any{"name": "outage", "scopes": []string{"scans:read"}, "user_id": "user_o"})
-		e.mustStatus(r, 201)
-		return credential{kind, map[string]string{"api-key": r.str("key")}, "/v1/keys/" + r.str("id") + "/revoke"}
+		r := e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "outage", "scopes": []string{"scans:read"}, "user_id": "user_o"})
+		e.MustStatus(r, 201)
+		return credential{kind, map[string]string{"api-key": r.Str("key")}, "/v1/keys/" + r.Str("id") + "/revoke"}
 	}
 	sid := "sess_outage" + testenv.RandomSuffix()
-	tok, err := e.issuer.Mint(devissuer.Claims{Subject: "user_o", SessionID: sid})
+	tok, err := e.Issuer.Mint(devissuer.Claims{Subject: "user_o", SessionID: sid})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,17 +144,17 @@ type answer struct {
 // the documented body.
 func (e *env) revoke(t *testing.T, c credential) answer {
 	t.Helper()
-	r := e.do("POST", c.revoke, operatorToken, nil)
-	a := answer{status: r.status, at: time.Now()}
-	switch r.status {
+	r := e.Do("POST", c.revoke, admintest.OperatorToken, nil)
+	a := answer{status: r.Status, at: time.Now()}
+	switch r.Status {
 	case 200:
 		a.deniedBy = a.at
 	case 503:
-		deniedBy, err := time.Parse(time.RFC3339Nano, r.str("denied_by"))
-		if r.errorCode() != "UNAVAILABLE" || r.body["committed"] != true || err != nil || r.str("retry") == "" || r.body["result"] == nil {
-			t.Fatalf("unconfirmed revoke of a %s: not the documented body: %s", c.kind, r.raw)
+		deniedBy, err := time.Parse(time.RFC3339Nano, r.Str("denied_by"))
+		if r.ErrorCode() != "UNAVAILABLE" || r.Body["committed"] != true || err != nil || r.Str("retry") == "" || r.Body["result"] == nil {
+			t.Fatalf("unconfirmed revoke of a %s: not the documented body: %s", c.kind, r.Raw)
 		}
-		if r.header.Get("Retry-After") == "" {
+		if r.Header.Get("Retry-After") == "" {
 			t.Errorf("unconfirmed revoke of a %s: no Retry-After", c.kind)
 		}
 		bound := outageCacheTTL
@@ -162,9 +164,9 @@ func (e *env) revoke(t *testing.T, c credential) answer {
 		if limit := a.at.Add(bound + keystore.PropagationSlack); deniedBy.After(limit) {
 			t.Errorf("denied_by %v is later than the bound the replicas keep (%v)", deniedBy, limit)
 		}
-		a.deniedBy, a.retry = deniedBy, r.str("retry")
+		a.deniedBy, a.retry = deniedBy, r.Str("retry")
 	default:
-		t.Fatalf("revoke of a %s: %d %s", c.kind, r.status, r.raw)
+		t.Fatalf("revoke of a %s: %d %s", c.kind, r.Status, r.Raw)
 	}
 	return a
 }
@@ -209,7 +211,7 @@ func TestRevokeWithRedisUnreachableFromAdmin(t *testing.T) {
 	for _, kind := range []string{"key", "session"} {
 		t.Run(kind, func(t *testing.T) {
 			var proxy *testenv.Proxy
-			e := outageEnv(t, func(c *Config) {
+			e := outageEnv(t, func(c *adminsvc.Config) {
 				u, _ := url.Parse(c.RedisURL)
 				proxy = testenv.NewProxy(t, u.Host)
 				u.Host = proxy.Addr()
@@ -252,7 +254,7 @@ func TestRevokeWithRedisKilled(t *testing.T) {
 	for _, kind := range []string{"key", "session"} {
 		t.Run(kind, func(t *testing.T) {
 			rs := testenv.StartRedis(t)
-			e := outageEnv(t, func(c *Config) { c.RedisURL = rs.URL() })
+			e := outageEnv(t, func(c *adminsvc.Config) { c.RedisURL = rs.URL() })
 			check := startReplica(t, e.replicaConfig(rs.URL()))
 			c := e.newCredential(t, kind)
 			time.Sleep(settle)
@@ -274,7 +276,7 @@ func TestRevokeWithRedisKilledWhileWaiting(t *testing.T) {
 	for _, kind := range []string{"key", "session"} {
 		t.Run(kind, func(t *testing.T) {
 			rs := testenv.StartRedis(t)
-			e := outageEnv(t, func(c *Config) { c.RedisURL = rs.URL() })
+			e := outageEnv(t, func(c *adminsvc.Config) { c.RedisURL = rs.URL() })
 			u, _ := url.Parse(rs.URL())
 			proxy := testenv.NewProxy(t, u.Host)
 			u.Host = proxy.Addr()
@@ -330,7 +332,7 @@ func TestRevokeWithReplicaPartitioned(t *testing.T) {
 // and answers 200, after which no replica allows them.
 func TestWebhookRetryPropagatesAgain(t *testing.T) {
 	var proxy *testenv.Proxy
-	e := outageEnv(t, func(c *Config) {
+	e := outageEnv(t, func(c *adminsvc.Config) {
 		u, _ := url.Parse(c.RedisURL)
 		proxy = testenv.NewProxy(t, u.Host)
 		u.Host = proxy.Addr()
@@ -344,21 +346,21 @@ func TestWebhookRetryPropagatesAgain(t *testing.T) {
 	body := `{"type":"user.deleted","data":{"id":"user_o","deleted":true}}`
 	at := time.Now()
 	r := e.webhook("msg_retry", at, body, true)
-	first := answer{status: r.status, at: time.Now()}
-	if r.status != 503 || r.body["committed"] != true {
-		t.Fatalf("user.deleted with Redis unreachable: %d %s", r.status, r.raw)
+	first := answer{status: r.Status, at: time.Now()}
+	if r.Status != 503 || r.Body["committed"] != true {
+		t.Fatalf("user.deleted with Redis unreachable: %d %s", r.Status, r.Raw)
 	}
-	if first.deniedBy, _ = time.Parse(time.RFC3339Nano, r.str("denied_by")); first.deniedBy.IsZero() {
-		t.Fatalf("no denied_by: %s", r.raw)
+	if first.deniedBy, _ = time.Parse(time.RFC3339Nano, r.Str("denied_by")); first.deniedBy.IsZero() {
+		t.Fatalf("no denied_by: %s", r.Raw)
 	}
 	proxy.SetDown(false)
 	r = e.webhook("msg_retry", at, body, true)
-	retry := answer{status: r.status, at: time.Now(), deniedBy: time.Now()}
-	if r.status != 200 || r.str("status") != "processed" || r.str("revoked_keys") != "1" {
-		t.Errorf("Svix's retry: %d %s, want 200 processed with the key propagated again", r.status, r.raw)
+	retry := answer{status: r.Status, at: time.Now(), deniedBy: time.Now()}
+	if r.Status != 200 || r.Str("status") != "processed" || r.Str("revoked_keys") != "1" {
+		t.Errorf("Svix's retry: %d %s, want 200 processed with the key propagated again", r.Status, r.Raw)
 	}
-	if r := e.webhook("msg_retry", at, body, true); r.str("status") != "duplicate" {
-		t.Errorf("a replay of the delivery that succeeded: %s", r.raw)
+	if r := e.webhook("msg_retry", at, body, true); r.Str("status") != "duplicate" {
+		t.Errorf("a replay of the delivery that succeeded: %s", r.Raw)
 	}
 	w.verify(t, "key", first, retry)
 }
@@ -367,7 +369,7 @@ func TestWebhookRetryPropagatesAgain(t *testing.T) {
 // /metrics shows it.
 func (e *env) unconfirmed(t *testing.T, kind string) float64 {
 	t.Helper()
-	resp, err := http.Get(e.url + "/metrics")
+	resp, err := http.Get(e.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package adminsvc
+package admin_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -64,7 +65,7 @@ func startReplica(t *testing.T, cfg authzsvc.Config) func(headers map[string]str
 }
 
 func (e *env) authzConfig() authzsvc.Config {
-	return authzsvc.Config{DatabaseURL: e.cfg.DatabaseURL, RedisURL: e.cfg.RedisURL, RedisPrefix: e.cfg.RedisPrefix, RedisMACSecret: e.cfg.RedisMACSecret, DisableRateLimit: true}
+	return authzsvc.Config{DatabaseURL: e.Config.DatabaseURL, RedisURL: e.Config.RedisURL, RedisPrefix: e.Config.RedisPrefix, RedisMACSecret: e.Config.RedisMACSecret, DisableRateLimit: true}
 }
 
 // Revoking 100 keys through the admin API while another odin authz replica
@@ -78,9 +79,9 @@ func TestRevocationIsImmediate(t *testing.T) {
 	keys := make([]string, n)
 	ids := make([]string, n)
 	for i := range n {
-		r := e.do("POST", "/v1/keys", operatorToken, map[string]any{"name": fmt.Sprint("k", i), "scopes": []string{"scans:read"}, "user_id": "user_p"})
-		e.mustStatus(r, 201)
-		keys[i], ids[i] = r.str("key"), r.str("id")
+		r := e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": fmt.Sprint("k", i), "scopes": []string{"scans:read"}, "user_id": "user_p"})
+		e.MustStatus(r, 201)
+		keys[i], ids[i] = r.Str("key"), r.Str("id")
 		if got := check(keys[i]); got != 200 {
 			t.Fatalf("key %d before revoke: %d", i, got)
 		}
@@ -113,7 +114,7 @@ func TestRevocationIsImmediate(t *testing.T) {
 	lat := make([]time.Duration, n)
 	for i := range n {
 		start := time.Now()
-		e.mustStatus(e.do("POST", "/v1/keys/"+ids[i]+"/revoke", operatorToken, nil), 200)
+		e.MustStatus(e.Do("POST", "/v1/keys/"+ids[i]+"/revoke", admintest.OperatorToken, nil), 200)
 		revokedAt[i].Store(time.Now().UnixNano())
 		lat[i] = time.Since(start)
 		if got := check(keys[i]); got != 401 {
@@ -138,7 +139,7 @@ func TestRevocationIsImmediate(t *testing.T) {
 // LRU, so it refuses the key too.
 func TestPartitionedReplicaIsFenced(t *testing.T) {
 	e := newEnv(t)
-	u, err := url.Parse(e.cfg.RedisURL)
+	u, err := url.Parse(e.Config.RedisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,16 +148,16 @@ func TestPartitionedReplicaIsFenced(t *testing.T) {
 	u.Host = proxy.Addr()
 	cfg.RedisURL = u.String()
 	check := startAuthz(t, cfg)
-	r := e.do("POST", "/v1/keys", operatorToken, map[string]any{"name": "p", "scopes": []string{"scans:read"}, "user_id": "user_p"})
-	e.mustStatus(r, 201)
-	key, id := r.str("key"), r.str("id")
+	r := e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "p", "scopes": []string{"scans:read"}, "user_id": "user_p"})
+	e.MustStatus(r, 201)
+	key, id := r.Str("key"), r.Str("id")
 	time.Sleep(500 * time.Millisecond) // heartbeats registered
 	if got := check(key); got != 200 {
 		t.Fatalf("before: %d", got)
 	}
 	proxy.SetDown(true) // the replica hears nothing more from the bus
 	start := time.Now()
-	e.mustStatus(e.do("POST", "/v1/keys/"+id+"/revoke", operatorToken, nil), 200)
+	e.MustStatus(e.Do("POST", "/v1/keys/"+id+"/revoke", admintest.OperatorToken, nil), 200)
 	took := time.Since(start)
 	if got := check(key); got != 401 {
 		t.Fatalf("partitioned replica allowed a revoked key after the revoke answered (%v): %d", took, got)

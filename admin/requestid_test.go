@@ -1,4 +1,4 @@
-package adminsvc
+package admin_test
 
 import (
 	"context"
@@ -10,17 +10,19 @@ import (
 	"testing"
 
 	"github.com/odin-scan/odin-authz/internal/requestid"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
 // serviceOn builds another admin service with cfg (the env's database and
 // Redis), for tests that call its handler directly: a request carrying
 // bytes that no HTTP client would send still reaches it that way.
-func serviceOn(t *testing.T, cfg Config) *Service {
+func serviceOn(t *testing.T, cfg adminsvc.Config) *adminsvc.Service {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	svc, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+	svc, err := adminsvc.New(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +34,7 @@ func serviceOn(t *testing.T, cfg Config) *Service {
 // answer carries, and the request is served.
 func TestOddRequestIDsAreReplaced(t *testing.T) {
 	e := newEnv(t)
-	h := serviceOn(t, e.cfg).Handler()
+	h := serviceOn(t, e.Config).Handler()
 	create := func(t *testing.T, reqID string, network bool) {
 		t.Helper()
 		body := `{"name":"rid","scopes":[],"user_id":"user_rid"}`
@@ -40,8 +42,8 @@ func TestOddRequestIDsAreReplaced(t *testing.T) {
 		var header http.Header
 		var raw []byte
 		if network { // over a real connection, as a client sends it
-			req, _ := http.NewRequest("POST", e.url+"/v1/keys", strings.NewReader(body))
-			req.Header.Set("Authorization", "Bearer "+operatorToken)
+			req, _ := http.NewRequest("POST", e.URL+"/v1/keys", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+admintest.OperatorToken)
 			req.Header.Set("X-Request-Id", reqID)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
@@ -52,7 +54,7 @@ func TestOddRequestIDsAreReplaced(t *testing.T) {
 			raw, _ = io.ReadAll(resp.Body)
 		} else {
 			req := httptest.NewRequest("POST", "/v1/keys", strings.NewReader(body))
-			req.Header.Set("Authorization", "Bearer "+operatorToken)
+			req.Header.Set("Authorization", "Bearer "+admintest.OperatorToken)
 			req.Header["X-Request-Id"] = []string{reqID}
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
@@ -65,7 +67,7 @@ func TestOddRequestIDsAreReplaced(t *testing.T) {
 		if !requestid.Valid(got) || got == reqID || !strings.HasPrefix(got, "req-") {
 			t.Fatalf("X-Request-Id %q answered as %q", reqID, got)
 		}
-		events, _, err := e.store.ListAudit(context.Background(), keystore.AuditFilter{Action: keystore.ActionKeyCreated, Owners: []string{"user_rid"}, Limit: 1})
+		events, _, err := e.Store.ListAudit(context.Background(), keystore.AuditFilter{Action: keystore.ActionKeyCreated, Owners: []string{"user_rid"}, Limit: 1})
 		if err != nil || len(events) != 1 {
 			t.Fatalf("audit: %v %v", events, err)
 		}
@@ -89,8 +91,8 @@ func TestOddRequestIDsAreReplaced(t *testing.T) {
 	}
 	// A sane id is kept as it is, up to the bound.
 	id := "req-" + strings.Repeat("b", requestid.MaxLen-4)
-	req, _ := http.NewRequest("GET", e.url+"/v1/keys", nil)
-	req.Header.Set("Authorization", "Bearer "+operatorToken)
+	req, _ := http.NewRequest("GET", e.URL+"/v1/keys", nil)
+	req.Header.Set("Authorization", "Bearer "+admintest.OperatorToken)
 	req.Header.Set("X-Request-Id", id)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -1,9 +1,11 @@
-package adminsvc
+package admin_test
 
 import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 )
 
 // A key in its grace period cannot be rolled again (409 naming the
@@ -11,24 +13,24 @@ import (
 // 201: a key never has several live successors.
 func TestKeyIsRolledOnce(t *testing.T) {
 	e := newEnv(t)
-	r := e.do("POST", "/v1/keys", operatorToken, map[string]any{"name": "once", "scopes": []string{}, "user_id": "user_once"})
-	e.mustStatus(r, 201)
-	id := r.str("id")
-	r = e.do("POST", "/v1/keys/"+id+"/roll", operatorToken, map[string]any{"grace_seconds": 3600})
-	e.mustStatus(r, 201)
-	successor := r.str("id")
-	if prev, _ := r.body["previous"].(map[string]any); prev["replaced_by"] != successor {
+	r := e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "once", "scopes": []string{}, "user_id": "user_once"})
+	e.MustStatus(r, 201)
+	id := r.Str("id")
+	r = e.Do("POST", "/v1/keys/"+id+"/roll", admintest.OperatorToken, map[string]any{"grace_seconds": 3600})
+	e.MustStatus(r, 201)
+	successor := r.Str("id")
+	if prev, _ := r.Body["previous"].(map[string]any); prev["replaced_by"] != successor {
 		t.Errorf("previous.replaced_by = %v, want %s", prev["replaced_by"], successor)
 	}
-	r = e.do("POST", "/v1/keys/"+id+"/roll", operatorToken, map[string]any{"grace_seconds": 3600})
-	msg, _ := r.body["error"].(map[string]any)["message"].(string)
-	if r.status != 409 || r.errorCode() != "CONFLICT" || !strings.Contains(msg, "already been rolled; its successor is "+successor) {
-		t.Fatalf("second roll in the grace period: %d %s", r.status, r.raw)
+	r = e.Do("POST", "/v1/keys/"+id+"/roll", admintest.OperatorToken, map[string]any{"grace_seconds": 3600})
+	msg, _ := r.Body["error"].(map[string]any)["message"].(string)
+	if r.Status != 409 || r.ErrorCode() != "CONFLICT" || !strings.Contains(msg, "already been rolled; its successor is "+successor) {
+		t.Fatalf("second roll in the grace period: %d %s", r.Status, r.Raw)
 	}
 
-	r = e.do("POST", "/v1/keys", operatorToken, map[string]any{"name": "raced", "scopes": []string{}, "user_id": "user_once"})
-	e.mustStatus(r, 201)
-	raced := r.str("id")
+	r = e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "raced", "scopes": []string{}, "user_id": "user_once"})
+	e.MustStatus(r, 201)
+	raced := r.Str("id")
 	const rollers = 6
 	statuses := make(chan int, rollers)
 	start := make(chan struct{})
@@ -36,7 +38,7 @@ func TestKeyIsRolledOnce(t *testing.T) {
 	for range rollers {
 		wg.Go(func() {
 			<-start
-			statuses <- e.do("POST", "/v1/keys/"+raced+"/roll", operatorToken, map[string]any{"grace_seconds": 600}).status
+			statuses <- e.Do("POST", "/v1/keys/"+raced+"/roll", admintest.OperatorToken, map[string]any{"grace_seconds": 600}).Status
 		})
 	}
 	close(start)

@@ -1,4 +1,4 @@
-package adminsvc
+package admin_test
 
 import (
 	"net/http"
@@ -39,7 +39,7 @@ func spend(t *testing.T, url, xff string) {
 // address by writing X-Forwarded-For (the proxy appends to it).
 func TestThrottleCountsClientsBehindTrustedProxies(t *testing.T) {
 	e := newEnv(t)
-	cfg := e.cfg
+	cfg := e.Config
 	cfg.TrustedProxies = []string{"127.0.0.1", "10.0.0.0/8"}
 	srv := httptest.NewServer(serviceOn(t, cfg).Handler())
 	t.Cleanup(srv.Close)
@@ -65,7 +65,7 @@ func TestThrottleCountsClientsBehindTrustedProxies(t *testing.T) {
 // client cannot escape the throttle by naming a new address each time.
 func TestThrottleIgnoresUntrustedForwardedFor(t *testing.T) {
 	e := newEnv(t)
-	cfg := e.cfg
+	cfg := e.Config
 	cfg.TrustedProxies = []string{"10.0.0.0/8"} // not the test's 127.0.0.1
 	srv := httptest.NewServer(serviceOn(t, cfg).Handler())
 	t.Cleanup(srv.Close)

@@ -1,4 +1,4 @@
-package adminsvc
+package admin_test
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 )
@@ -24,8 +26,8 @@ import (
 // operator token or a created key.
 func TestAdminSpans(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
-	svc, err := New(t.Context(), Config{
-		DatabaseURL: testenv.Postgres(t), OperatorToken: operatorToken, Scopes: []string{"scans:read"},
+	svc, err := adminsvc.New(t.Context(), adminsvc.Config{
+		DatabaseURL: testenv.Postgres(t), OperatorToken: admintest.OperatorToken, Scopes: []string{"scans:read"},
 		Tracing: telemetry.Config{Processor: rec},
 	}, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -37,7 +39,7 @@ func TestAdminSpans(t *testing.T) {
 		t.Helper()
 		raw, _ := json.Marshal(body)
 		req, _ := http.NewRequest(method, srv.URL+path, bytes.NewReader(raw))
-		req.Header.Set("Authorization", "Bearer "+operatorToken)
+		req.Header.Set("Authorization", "Bearer "+admintest.OperatorToken)
 		for i := 0; i+1 < len(header); i += 2 {
 			req.Header.Set(header[i], header[i+1])
 		}
@@ -76,7 +78,7 @@ func TestAdminSpans(t *testing.T) {
 		a := map[string]string{}
 		for _, kv := range s.Attributes() {
 			a[string(kv.Key)] = kv.Value.String()
-			if v := kv.Value.String(); strings.Contains(v, operatorToken) || strings.Contains(v, created.Key) {
+			if v := kv.Value.String(); strings.Contains(v, admintest.OperatorToken) || strings.Contains(v, created.Key) {
 				t.Errorf("attribute %s carries a secret", kv.Key)
 			}
 		}

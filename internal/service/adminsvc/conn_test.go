@@ -1,4 +1,4 @@
-package adminsvc
+package adminsvc_test
 
 import (
 	"context"
@@ -8,15 +8,18 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 )
 
 // The admin port closes connections past its cap at once.
 func TestAdminConnectionsOverTheCapAreClosed(t *testing.T) {
-	e := newEnv(t)
-	cfg := e.cfg
+	e := admintest.NewEnv(t)
+	cfg := e.Config
 	cfg.MaxConnections = 1
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := New(ctx, cfg, slog.New(slog.DiscardHandler))
+	svc, err := adminsvc.New(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		cancel()
 		t.Fatal(err)

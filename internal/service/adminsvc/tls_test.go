@@ -1,4 +1,4 @@
-package adminsvc
+package adminsvc_test
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/internal/tlsreload"
 	"github.com/odin-scan/odin-authz/internal/tlsreload/devpki"
@@ -31,10 +33,10 @@ func startTLSAdmin(t *testing.T, db string, ca *devpki.CA, clientCA string) *tls
 	dir := t.TempDir()
 	a := &tlsAdmin{ca: ca, certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"), logs: &testenv.LogBuffer{}}
 	a.rotate(t)
-	cfg := Config{DatabaseURL: db, OperatorToken: operatorToken, Scopes: []string{"scans:read"},
+	cfg := adminsvc.Config{DatabaseURL: db, OperatorToken: admintest.OperatorToken, Scopes: []string{"scans:read"},
 		TLS: &tlsreload.Config{CertFile: a.certFile, KeyFile: a.keyFile, ClientCAFile: clientCA, Interval: 20 * time.Millisecond}}
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := New(ctx, cfg, slog.New(slog.NewJSONHandler(a.logs, nil)))
+	svc, err := adminsvc.New(ctx, cfg, slog.New(slog.NewJSONHandler(a.logs, nil)))
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -89,7 +91,7 @@ func (a *tlsAdmin) get(t *testing.T, path string, client *devpki.Leaf) (int, str
 	}
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
 	req, _ := http.NewRequest("GET", a.url+path, nil)
-	req.Header.Set("Authorization", "Bearer "+operatorToken)
+	req.Header.Set("Authorization", "Bearer "+admintest.OperatorToken)
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, "", err
