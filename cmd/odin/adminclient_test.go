@@ -76,7 +76,7 @@ func startAdminAPI(t *testing.T) adminAPI {
 
 // checkOpenAPI checks what the CLI sends and gets against the admin API's
 // OpenAPI document: every answer matches it, and every request the server
-// accepts does too. (internal/adminsvc holds the full contract test.)
+// accepts does too. (admin/openapi_test.go holds the full contract test.)
 func checkOpenAPI(t *testing.T, h http.Handler) http.Handler {
 	t.Helper()
 	raw, err := os.ReadFile("../../admin/openapi.json")
