@@ -6,7 +6,7 @@ import (
 )
 
 // openAPIDocument is the OpenAPI 3.1 description of the admin API and of
-// the operations endpoints beside it. internal/adminsvc's tests validate
+// the operations endpoints beside it. The tests in openapi_test.go validate
 // every request and response they make against it, so it cannot drift
 // from the handlers.
 //

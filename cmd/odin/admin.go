@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/odin-scan/odin-authz/admin"
-	"github.com/odin-scan/odin-authz/internal/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 )
 
 // adminConfig is what odin admin's flags set.

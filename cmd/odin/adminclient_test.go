@@ -24,7 +24,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
-	"github.com/odin-scan/odin-authz/internal/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
@@ -76,7 +76,7 @@ func startAdminAPI(t *testing.T) adminAPI {
 
 // checkOpenAPI checks what the CLI sends and gets against the admin API's
 // OpenAPI document: every answer matches it, and every request the server
-// accepts does too. (internal/adminsvc holds the full contract test.)
+// accepts does too. (admin/openapi_test.go holds the full contract test.)
 func checkOpenAPI(t *testing.T, h http.Handler) http.Handler {
 	t.Helper()
 	raw, err := os.ReadFile("../../admin/openapi.json")

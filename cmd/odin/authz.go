@@ -14,7 +14,7 @@ import (
 
 	"github.com/odin-scan/odin-authz/extauthz"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
-	"github.com/odin-scan/odin-authz/internal/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"

@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/odin-scan/odin-authz/extauthz"
-	"github.com/odin-scan/odin-authz/internal/adminsvc"
-	"github.com/odin-scan/odin-authz/internal/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"

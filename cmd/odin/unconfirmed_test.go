@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/odin-scan/odin-authz/internal/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 )
 

@@ -1,0 +1,204 @@
+package extauthz_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/odin-scan/odin-authz/extauthz"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
+	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+// benchService builds a replica (no listeners) and a handler to call
+// directly: the figures are the decision and response building, without
+// gRPC transport.
+func benchService(b *testing.B, tiers authztest.CacheTiers) (*authztest.Fixture, *extauthz.CheckServer) {
+	b.Helper()
+	f := authztest.NewFixture(b, tiers)
+	cfg := f.Config()
+	cfg.DisableRateLimit = true // BenchmarkCheckCachedKeyRateLimited measures the limiter
+	svc, err := authzsvc.New(b.Context(), cfg, authztest.DiscardLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return f, extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: authztest.DiscardLogger()})
+}
+
+// cachedKeyCheck returns a Check server and a request whose key is already
+// in the LRU.
+func cachedKeyCheck(b *testing.B) (*extauthz.CheckServer, *authv3.CheckRequest) {
+	f, srv := benchService(b, authztest.WithRedis)
+	key, _ := f.CreateKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read", "scans:write"}, Tier: "pro"})
+	req := authztest.EnvoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
+	if resp, _ := srv.Check(context.Background(), req); resp.GetOkResponse() == nil {
+		b.Fatalf("not allowed: %v", resp)
+	}
+	return srv, req
+}
+
+// BenchmarkCheckCachedKey is the hot path: a key already in the LRU.
+func BenchmarkCheckCachedKey(b *testing.B) {
+	srv, req := cachedKeyCheck(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		srv.Check(ctx, req)
+	}
+}
+
+// BenchmarkCheckCachedKeyWire is BenchmarkCheckCachedKey plus the
+// encoding of the answer, as the gRPC server does before sending it: the
+// part of a check's cost that the answer's shape decides.
+func BenchmarkCheckCachedKeyWire(b *testing.B) {
+	srv, req := cachedKeyCheck(b)
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		resp, _ := srv.Check(ctx, req)
+		if _, err := proto.Marshal(resp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCheckCachedKeyRateLimited is the hot path with the tier rate
+// limit (leases from Redis, spent in-process). It rotates over 16 keys of
+// 100k/s each so that no key's limit is reached: the figure is the cost of
+// the limiter on an allowed request.
+func BenchmarkCheckCachedKeyRateLimited(b *testing.B) {
+	f := authztest.NewFixture(b, authztest.WithRedis)
+	svc, err := authzsvc.New(b.Context(), f.Config(), authztest.DiscardLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: authztest.DiscardLogger()})
+	ctx := context.Background()
+	var reqs []*authv3.CheckRequest
+	for range 16 {
+		key, _ := f.CreateKey(b, keystore.NewKey{UserID: "user_bench", Tier: "pro"})
+		req := authztest.EnvoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
+		if resp, _ := srv.Check(ctx, req); resp.GetOkResponse() == nil {
+			b.Fatalf("not allowed: %v", resp)
+		}
+		reqs = append(reqs, req)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if resp, _ := srv.Check(ctx, reqs[i&15]); resp.GetOkResponse() == nil {
+			b.Fatal("rate limited: the benchmark measures allowed requests")
+		}
+		i++
+	}
+}
+
+// BenchmarkCheckColdKey misses the LRU and Redis on every check: each
+// iteration presents one of many keys that were never looked up, so the
+// figure is a PostgreSQL round trip plus the decision.
+func BenchmarkCheckColdKey(b *testing.B) {
+	f, srv := benchService(b, authztest.NoRedis)
+	const n = 2000
+	reqs := make([]*authv3.CheckRequest, n)
+	for i := range n {
+		key, _ := f.CreateKey(b, keystore.NewKey{UserID: fmt.Sprintf("user_%d", i)})
+		reqs[i] = authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{"api-key": key})
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if i == n {
+			b.StopTimer()
+			_, srv = benchService(b, authztest.NoRedis) // a fresh replica: empty LRU
+			i = 0
+			b.StartTimer()
+		}
+		srv.Check(ctx, reqs[i])
+		i++
+	}
+}
+
+// BenchmarkCheckUnknownKeyNegativeCache is a flood of one well-formed
+// unknown key: answered from the negative cache.
+func BenchmarkCheckUnknownKeyNegativeCache(b *testing.B) {
+	_, srv := benchService(b, authztest.NoRedis)
+	key, _ := keystore.GenerateKey()
+	req := authztest.EnvoyRequest("GET", "/", map[string]string{"api-key": key})
+	ctx := context.Background()
+	srv.Check(ctx, req)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		srv.Check(ctx, req)
+	}
+}
+
+// benchJWTService is benchService with session tokens configured.
+func benchJWTService(b *testing.B) (*authztest.Issuer, *extauthz.CheckServer) {
+	b.Helper()
+	f := authztest.NewFixture(b, authztest.WithRedis)
+	is := authztest.NewIssuer(b)
+	cfg := f.Config()
+	cfg.DisableRateLimit = true
+	cfg.JWTDefaultScopes = []string{"read", "write"}
+	cfg.JWT.JWKSURL, cfg.JWT.Issuer = is.URL, is.Issuer()
+	svc, err := authzsvc.New(b.Context(), cfg, authztest.DiscardLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return is, extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{StripCredential: true, Logger: authztest.DiscardLogger()})
+}
+
+// BenchmarkCheckCachedSession is a Clerk session token already verified:
+// it should cost about what a cached API key costs.
+func BenchmarkCheckCachedSession(b *testing.B) {
+	is, srv := benchJWTService(b)
+	tok := is.Token(b, devissuer.Claims{Subject: "user_bench", SessionID: "sess_bench",
+		Org: &devissuer.Org{ID: "org_bench", Role: "admin", Permissions: []string{"scans:read"}}})
+	req := authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{"authorization": "Bearer " + tok, "x-request-id": "req-bench"})
+	ctx := context.Background()
+	if resp, _ := srv.Check(ctx, req); resp.GetOkResponse() == nil {
+		b.Fatalf("not allowed: %v", resp)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		srv.Check(ctx, req)
+	}
+}
+
+// BenchmarkCheckFirstSightSession is a new token on every check: one RS256
+// signature verification each (tokens are minted before the timer starts).
+func BenchmarkCheckFirstSightSession(b *testing.B) {
+	is, srv := benchJWTService(b)
+	const n = 5000
+	reqs := make([]*authv3.CheckRequest, n)
+	for i := range n {
+		tok := is.Token(b, devissuer.Claims{Subject: fmt.Sprintf("user_%d", i)})
+		reqs[i] = authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{"authorization": "Bearer " + tok})
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if i == n {
+			b.StopTimer()
+			_, srv = benchJWTService(b)
+			i = 0
+			b.StartTimer()
+		}
+		srv.Check(ctx, reqs[i])
+		i++
+	}
+}

@@ -1,0 +1,193 @@
+// Package adminsvc assembles `odin admin`: the admin API on the key store,
+// with the same session rules as odin authz, and /healthz, /readyz and
+// /metrics on the same port. cmd/odin binds flags to Config; tests start
+// it the same way.
+package adminsvc
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/odin-scan/odin-authz/admin"
+	"github.com/odin-scan/odin-authz/internal/connlimit"
+	"github.com/odin-scan/odin-authz/internal/ops"
+	"github.com/odin-scan/odin-authz/internal/service"
+	"github.com/odin-scan/odin-authz/internal/telemetry"
+	"github.com/odin-scan/odin-authz/internal/tlsreload"
+	"github.com/odin-scan/odin-authz/jwtauth"
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+// DefaultMaxConnections is Config.MaxConnections' default.
+const DefaultMaxConnections = 256
+
+// Config is everything `odin admin` is configured with.
+type Config struct {
+	// Store, when set, is used instead of opening DatabaseURL; the caller
+	// closes it. StoreName names it in readiness (default "postgres").
+	Store     keystore.Store
+	StoreName string
+	// Notify is the in-process bus of a single process without Redis
+	// (odin dev): it reaches every cache there is, so changes made without
+	// Redis are final when the API answers. Without it and without Redis,
+	// a revoke is answered as unconfirmed (503): replicas learn of it when
+	// their cache entries expire.
+	Notify                             func(keystore.Invalidation)
+	DatabaseURL, RedisURL, RedisPrefix string
+	// RedisMACSecret authenticates every entry in Redis (required with
+	// RedisURL, at least keystore.MinMACSecret bytes);
+	// RedisMACSecretPrevious, when set, is still accepted on read.
+	RedisMACSecret, RedisMACSecretPrevious string
+	// CacheTTL, SessionRetention and SessionSync must match the replicas':
+	// an unconfirmed revoke states its bound from them.
+	CacheTTL, SessionRetention, SessionSync time.Duration
+	JWT                                     jwtauth.Config // JWKSURL empty: operator token only
+	OperatorToken, WebhookSecret            string
+	Scopes, UserScopes, OrgAdminRoles       []string
+	// MaxConnections caps the open connections of the admin port (default
+	// DefaultMaxConnections; negative: no cap); one more is closed at once.
+	MaxConnections int
+	// TrustedProxies are the proxies (addresses or CIDR ranges) whose
+	// X-Forwarded-For names the client, for the failed-authentication
+	// throttle; empty: the socket peer is the client.
+	TrustedProxies []string
+
+	// JWTAllowNoSessionID admits session tokens without sid (odin authz's
+	// setting of the same name); AllowImpersonatedKeys lets impersonated
+	// sessions create and roll keys.
+	JWTAllowNoSessionID, AllowImpersonatedKeys bool
+
+	// Tracing configures OpenTelemetry traces of the admin API; the zero
+	// value is off.
+	Tracing telemetry.Config
+	// TLS, when set, serves the API and its /healthz, /readyz, /metrics
+	// over TLS (mutual TLS when TLS.ClientCAFile is set).
+	TLS *tlsreload.Config
+}
+
+// Service is a running admin API.
+type Service struct {
+	handler  http.Handler
+	parts    *service.Parts // registry, stores, revoked sessions, verifier, tracing
+	log      *slog.Logger
+	maxConns int
+}
+
+// New builds the service and starts its background work under ctx.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error) {
+	s := &Service{log: logger, maxConns: cfg.MaxConnections}
+	if s.maxConns == 0 {
+		s.maxConns = DefaultMaxConnections
+	}
+	parts, err := service.New(ctx, service.Options{
+		Name: "odin-admin", Store: cfg.Store, StoreName: cfg.StoreName, DatabaseURL: cfg.DatabaseURL,
+		Redis: service.RedisOptions{
+			URL: cfg.RedisURL, Prefix: cfg.RedisPrefix,
+			MACSecret: cfg.RedisMACSecret, MACSecretPrevious: cfg.RedisMACSecretPrevious,
+		},
+		SessionRetention: cfg.SessionRetention, JWT: cfg.JWT, Tracing: cfg.Tracing, TLS: cfg.TLS,
+	}, logger)
+	if err != nil {
+		return nil, err
+	}
+	s.parts = parts
+	api, err := s.buildAPI(ctx, cfg)
+	if err != nil {
+		parts.Abandon(ctx)
+		return nil, err
+	}
+	readiness := s.startBackground(ctx)
+	mux := http.NewServeMux()
+	opsHandler := ops.Handler(parts.Registry, readiness)
+	for _, p := range []string{"GET /healthz", "GET /readyz", "GET /metrics"} {
+		mux.Handle(p, opsHandler)
+	}
+	mux.Handle("/", api.Handler())
+	s.handler = parts.Tracing.AdminHandler(mux, "/healthz", "/readyz", "/metrics")
+	return s, nil
+}
+
+// buildAPI builds the admin API on the parts, with a key manager whose
+// changes reach this process's revoked sessions and cfg.Notify.
+func (s *Service) buildAPI(ctx context.Context, cfg Config) (*admin.Server, error) {
+	p := s.parts
+	return admin.New(admin.Options{
+		Store: p.Store,
+		Manager: keystore.NewManager(p.Store, p.Redis, keystore.ManagerOptions{Registerer: p.Registry, CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, Notify: func(inv keystore.Invalidation) {
+			keystore.Receivers{Sessions: p.Revoked}.Apply(ctx, inv) // this process's own view of logged-out sessions
+			if cfg.Notify != nil {
+				cfg.Notify(inv)
+			}
+		}, SingleProcess: cfg.Notify != nil, Logger: s.log}),
+		Verifier: p.Verifier, Revoked: p.Revoked,
+		AllowNoSessionID: cfg.JWTAllowNoSessionID, AllowImpersonatedKeys: cfg.AllowImpersonatedKeys,
+		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
+		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,
+		TrustedProxies: cfg.TrustedProxies,
+		Logger:         s.log, Registerer: p.Registry,
+	})
+}
+
+// startBackground starts the readiness probes (ready when the store
+// answers; Redis is reported) and keeps the revoked sessions current from
+// the bus and the store.
+func (s *Service) startBackground(ctx context.Context) *ops.Readiness {
+	p := s.parts
+	apply := keystore.Receivers{Sessions: p.Revoked}.Apply
+	go p.Subscribe(ctx, func(inv keystore.Invalidation) { apply(ctx, inv) })
+	readiness := ops.NewReadiness(p.Probes(), func(ok map[string]bool) bool { return ok[p.StoreName] }, 2*time.Second, s.log, nil)
+	p.Registry.MustRegister(readiness.Collector())
+	_ = p.Revoked.Sync(ctx)
+	go p.Revoked.Run(ctx, keystore.DefaultSessionSync)
+	readiness.Probe(ctx)
+	go readiness.Run(ctx)
+	return readiness
+}
+
+// Handler is the whole HTTP surface (for tests with httptest).
+func (s *Service) Handler() http.Handler { return s.handler }
+
+// Registry is the metrics registry.
+func (s *Service) Registry() *prometheus.Registry { return s.parts.Registry }
+
+// Serve answers on l until ctx ends, then lets in-flight requests finish.
+func (s *Service) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	errc := make(chan error, 1)
+	l = connlimit.Listen(l, s.maxConns, "admin", s.parts.Conns) // TCP connections, under TLS
+	if s.parts.TLS != nil {
+		l = tls.NewListener(l, s.parts.TLS.ServerConfig("h2", "http/1.1"))
+	}
+	go func() { errc <- srv.Serve(l) }()
+	s.log.Info("odin admin serving", "addr", l.Addr().String())
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	if err := s.parts.Tracing.Shutdown(sctx); err != nil {
+		s.log.Warn("tracing shutdown", "error", err.Error())
+	}
+	s.parts.Close()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
