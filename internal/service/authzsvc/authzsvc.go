@@ -271,8 +271,10 @@ func (s *Service) buildLimiter() (*ratelimit.Limiter, error) {
 	if s.cfg.DisableRateLimit {
 		return nil, nil
 	}
-	if cfg.DatabaseReadURL != "" && cfg.Store != nil {
-		return errors.New("a database read URL needs PostgreSQL, not an embedded store")
+	switch s.cfg.RateLimitBy {
+	case "", "credential", "org":
+	default:
+		return nil, fmt.Errorf("rate limit key %q: want credential or org", s.cfg.RateLimitBy)
 	}
 	opts := s.cfg.RateLimit
 	var client redis.UniversalClient
