@@ -155,7 +155,7 @@ func TestTTLBoundsAStaleEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Revoke behind the cache's back (no bus): the LRU still says usable…
-	if _, err := store.RevokeKey(context.Background(), k.ID, time.Now(), nil); err != nil {
+	if _, err := keystore.RevokeKey(context.Background(), store, k.ID, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	e, _ := c.Lookup(context.Background(), h, time.Now())
@@ -185,7 +185,7 @@ func TestInvalidationDuringLoadWins(t *testing.T) {
 		_, _ = c.Lookup(context.Background(), h, time.Now()) // reads "active", slowly
 	}()
 	time.Sleep(20 * time.Millisecond)
-	if _, err := store.RevokeKey(context.Background(), k.ID, time.Now(), nil); err != nil {
+	if _, err := keystore.RevokeKey(context.Background(), store, k.ID, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	c.Invalidate(keystore.Invalidation{Kind: keystore.InvalidateKey, Hash: h})

@@ -234,11 +234,39 @@ func (m *Manager) Issue(ctx context.Context, by Actor, n NewKey, plaintext strin
 // revocation and propagates it again, so a retry can confirm what an
 // earlier call could not.
 func (m *Manager) Revoke(ctx context.Context, by Actor, id string) (*Key, error) {
-	k, err := m.store.RevokeKey(ctx, id, time.Now(), by.event(ActionKeyRevoked, nil))
+	k, err := RevokeKey(ctx, m.store, id, time.Now(), by.event(ActionKeyRevoked, nil))
 	if err != nil {
 		return nil, err
 	}
 	return k, m.keyNotPropagated(k.RevokedAt, m.propagateAndWait(ctx, k, m.position(ctx)))
+}
+
+// RevokeKey marks key id in s revoked at the given time and returns it,
+// with ev (when not nil) in the audit log, in one transaction
+// (Store.UpdateKey). Revoking a revoked key keeps the first revocation time
+// and writes no event; an unknown key is ErrNotFound. Revoke is RevokeKey
+// with the change propagated; the conformance suite (storetest) runs
+// RevokeKey on each store.
+func RevokeKey(ctx context.Context, s Store, id string, at time.Time, ev *AuditEvent) (*Key, error) {
+	var k *Key
+	err := s.UpdateKey(ctx, id, func(ctx context.Context, tx KeyTx, cur *Key) error {
+		if !cur.RevokedAt.IsZero() {
+			k = cur
+			return nil
+		}
+		var err error
+		if k, err = tx.SetRevokedAt(ctx, at); err != nil {
+			return err
+		}
+		return tx.AppendAudit(ctx, ev, k.ID, k.Owner())
+	})
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, err
+	case err != nil:
+		return nil, fmt.Errorf("revoke key %s: %w", id, err)
+	}
+	return k, nil
 }
 
 // KeyPropagationBound is how long after a key change a replica that missed

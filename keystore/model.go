@@ -172,6 +172,9 @@ type KeyTx interface {
 	// ReplaceKey sets the locked key's expiry and successor (ReplacedBy)
 	// and returns the key as stored.
 	ReplaceKey(ctx context.Context, expiresAt time.Time, successor string) (*Key, error)
+	// SetRevokedAt sets the locked key's revocation time and returns the
+	// key as stored.
+	SetRevokedAt(ctx context.Context, at time.Time) (*Key, error)
 	// AppendAudit writes ev (when not nil) for target, owned by owner,
 	// filling in its target and owner when empty, and its id and time.
 	AppendAudit(ctx context.Context, ev *AuditEvent, target, owner string) error
@@ -198,16 +201,12 @@ type Store interface {
 	CreateKey(ctx context.Context, n NewKey, h Hash, hint string, ev *AuditEvent) (*Key, error)
 	// ListKeys returns a page of keys and the cursor of the next page ("" at the end).
 	ListKeys(ctx context.Context, opts ListKeysOptions) ([]*Key, string, error)
-	// RevokeKey marks a key revoked at the given time and returns it, with ev
-	// in the audit log. Revoking a revoked key keeps the first revocation
-	// time and writes no event.
-	RevokeKey(ctx context.Context, id string, at time.Time, ev *AuditEvent) (*Key, error)
 	// UpdateKey runs fn in one transaction with key id read and locked
 	// against concurrent changes (ErrNotFound when there is none): a second
 	// UpdateKey of the same key waits, then reads what the first committed.
 	// An error of fn rolls the transaction back; errors are returned
 	// unwrapped, for the caller to say what it was doing. The rules of a
-	// change (RollKey's) are the caller's; the store only keeps the rows.
+	// change (RollKey's, RevokeKey's) are the caller's; the store only keeps the rows.
 	UpdateKey(ctx context.Context, id string, fn func(ctx context.Context, tx KeyTx, cur *Key) error) error
 	// RecordUsage adds a batch of usage counts and last-used times.
 	RecordUsage(ctx context.Context, batch []Usage) error
@@ -247,6 +246,31 @@ type AuditEvent struct {
 	Owner     string         `json:"owner,omitempty"`
 	RequestID string         `json:"request_id,omitempty"`
 	Details   map[string]any `json:"details,omitempty"`
+}
+
+// Prepare fills in the target and owner of ev, written for target, owned by
+// owner, where ev names none, and returns the details to store: never nil.
+// The stores call it on every event they write.
+func (ev *AuditEvent) Prepare(target, owner string) map[string]any {
+	if ev.Target == "" {
+		ev.Target = target
+	}
+	if ev.Owner == "" {
+		ev.Owner = owner
+	}
+	if ev.Details == nil {
+		return map[string]any{}
+	}
+	return ev.Details
+}
+
+// PageLimit is the size of a page of keys or audit events asked for as
+// limit: 50 when it is not positive, at most 1000.
+func PageLimit(limit int) int {
+	if limit <= 0 {
+		return 50
+	}
+	return min(limit, 1000)
 }
 
 // The audit actions.

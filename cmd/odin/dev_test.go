@@ -254,7 +254,7 @@ func TestDevCredentials(t *testing.T) {
 	}
 
 	// A revoked demo key stays revoked, and the banner says so.
-	if _, err := store.RevokeKey(ctx, first.demo.ID, time.Now(), nil); err != nil {
+	if _, err := keystore.RevokeKey(ctx, store, first.demo.ID, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	revoked, err := ensureDevCredentials(ctx, dir, store, logger)

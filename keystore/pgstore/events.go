@@ -17,16 +17,7 @@ func appendAudit(ctx context.Context, tx pgx.Tx, ev *keystore.AuditEvent, target
 	if ev == nil {
 		return nil
 	}
-	if ev.Target == "" {
-		ev.Target = target
-	}
-	if ev.Owner == "" {
-		ev.Owner = owner
-	}
-	details := ev.Details
-	if details == nil {
-		details = map[string]any{}
-	}
+	details := ev.Prepare(target, owner)
 	return tx.QueryRow(ctx, `
 		INSERT INTO audit_events (actor, action, target, owner, request_id, details)
 		VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, at`,
@@ -92,11 +83,7 @@ func (s *Store) AppendAudit(ctx context.Context, ev keystore.AuditEvent) error {
 
 // ListAudit implements keystore.Store with keyset pagination on id.
 func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keystore.AuditEvent, string, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	limit = min(limit, 1000)
+	limit := keystore.PageLimit(f.Limit)
 	var (
 		where []string
 		args  []any

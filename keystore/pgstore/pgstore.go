@@ -268,38 +268,6 @@ func insertKey(ctx context.Context, tx pgx.Tx, n keystore.NewKey, h keystore.Has
 		id, n.UserID, n.OrgID, n.Name, h[:], hint, n.Scopes, n.Tier, tsArg(n.ExpiresAt)))
 }
 
-// RevokeKey implements keystore.Store.
-func (s *Store) RevokeKey(ctx context.Context, id string, at time.Time, ev *keystore.AuditEvent) (*keystore.Key, error) {
-	var k *keystore.Key
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var wasRevoked bool
-		if err := tx.QueryRow(ctx, `SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = $1 FOR UPDATE`, id).Scan(&wasRevoked); err != nil {
-			if errors.Is(err, pgx.ErrNoRows) {
-				return keystore.ErrNotFound
-			}
-			return err
-		}
-		var err error
-		if k, err = scanKey(tx.QueryRow(ctx, `
-			UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2)
-			WHERE id = $1
-			RETURNING `+keyColumns, id, at)); err != nil {
-			return err
-		}
-		if wasRevoked {
-			return nil
-		}
-		return appendAudit(ctx, tx, ev, k.ID, k.Owner())
-	})
-	if errors.Is(err, keystore.ErrNotFound) {
-		return nil, err
-	}
-	if err != nil {
-		return nil, fmt.Errorf("revoke key %s: %w", id, err)
-	}
-	return k, nil
-}
-
 // UpdateKey implements keystore.Store: the row lock (FOR UPDATE)
 // serialises changes of one key.
 func (s *Store) UpdateKey(ctx context.Context, id string, fn func(context.Context, keystore.KeyTx, *keystore.Key) error) error {
@@ -326,6 +294,12 @@ func (t keyTx) ReplaceKey(ctx context.Context, expiresAt time.Time, successor st
 	return scanKey(t.tx.QueryRow(ctx, `
 		UPDATE api_keys SET expires_at = $2, replaced_by = $3
 		WHERE id = $1 RETURNING `+keyColumns, t.id, expiresAt, successor))
+}
+
+func (t keyTx) SetRevokedAt(ctx context.Context, at time.Time) (*keystore.Key, error) {
+	return scanKey(t.tx.QueryRow(ctx, `
+		UPDATE api_keys SET revoked_at = $2
+		WHERE id = $1 RETURNING `+keyColumns, t.id, at))
 }
 
 func (t keyTx) AppendAudit(ctx context.Context, ev *keystore.AuditEvent, target, owner string) error {
@@ -387,13 +361,7 @@ func (s *Store) KeyUsage(ctx context.Context, id string, since time.Time) ([]key
 // ListKeys implements keystore.Store with keyset pagination on
 // (created_at, id), newest first.
 func (s *Store) ListKeys(ctx context.Context, opts keystore.ListKeysOptions) ([]*keystore.Key, string, error) {
-	limit := opts.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	if limit > 1000 {
-		limit = 1000
-	}
+	limit := keystore.PageLimit(opts.Limit)
 	var (
 		where []string
 		args  []any

@@ -51,7 +51,7 @@ func TestSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, err := s.RevokeKey(ctx, k.ID, time.Now(), nil)
+	revoked, err := keystore.RevokeKey(ctx, s, k.ID, time.Now(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,16 +18,7 @@ func appendAudit(ctx context.Context, tx *sql.Tx, ev *keystore.AuditEvent, targe
 	if ev == nil {
 		return nil
 	}
-	if ev.Target == "" {
-		ev.Target = target
-	}
-	if ev.Owner == "" {
-		ev.Owner = owner
-	}
-	details := ev.Details
-	if details == nil {
-		details = map[string]any{}
-	}
+	details := ev.Prepare(target, owner)
 	js, err := json.Marshal(details)
 	if err != nil {
 		return fmt.Errorf("audit details: %w", err)
@@ -54,11 +45,7 @@ func (s *Store) AppendAudit(ctx context.Context, ev keystore.AuditEvent) error {
 
 // ListAudit implements keystore.Store with keyset pagination on id.
 func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keystore.AuditEvent, string, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	limit = min(limit, 1000)
+	limit := keystore.PageLimit(f.Limit)
 	var (
 		where []string
 		args  []any

@@ -143,37 +143,6 @@ func insertKey(ctx context.Context, tx *sql.Tx, n keystore.NewKey, h keystore.Ha
 		id, n.UserID, n.OrgID, n.Name, h[:], hint, string(scopes), n.Tier, micros(timestamp()), nullMicros(n.ExpiresAt)))
 }
 
-// RevokeKey implements keystore.Store.
-func (s *Store) RevokeKey(ctx context.Context, id string, at time.Time, ev *keystore.AuditEvent) (*keystore.Key, error) {
-	var k *keystore.Key
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		var wasRevoked bool
-		err := tx.QueryRowContext(ctx, `SELECT revoked_at IS NOT NULL FROM api_keys WHERE id = ?`, id).Scan(&wasRevoked)
-		if errors.Is(err, sql.ErrNoRows) {
-			return keystore.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		if k, err = scanKey(tx.QueryRowContext(ctx, `
-			UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?)
-			WHERE id = ? RETURNING `+keyColumns, micros(at), id)); err != nil {
-			return err
-		}
-		if wasRevoked {
-			return nil
-		}
-		return appendAudit(ctx, tx, ev, k.ID, k.Owner())
-	})
-	if errors.Is(err, keystore.ErrNotFound) {
-		return nil, err
-	}
-	if err != nil {
-		return nil, fmt.Errorf("revoke key %s: %w", id, err)
-	}
-	return k, nil
-}
-
 // UpdateKey implements keystore.Store: the write transaction (BEGIN
 // IMMEDIATE) serialises changes of one key.
 func (s *Store) UpdateKey(ctx context.Context, id string, fn func(context.Context, keystore.KeyTx, *keystore.Key) error) error {
@@ -200,6 +169,12 @@ func (t keyTx) ReplaceKey(ctx context.Context, expiresAt time.Time, successor st
 	return scanKey(t.tx.QueryRowContext(ctx, `
 		UPDATE api_keys SET expires_at = ?, replaced_by = ?
 		WHERE id = ? RETURNING `+keyColumns, micros(expiresAt), successor, t.id))
+}
+
+func (t keyTx) SetRevokedAt(ctx context.Context, at time.Time) (*keystore.Key, error) {
+	return scanKey(t.tx.QueryRowContext(ctx, `
+		UPDATE api_keys SET revoked_at = ?
+		WHERE id = ? RETURNING `+keyColumns, micros(at), t.id))
 }
 
 func (t keyTx) AppendAudit(ctx context.Context, ev *keystore.AuditEvent, target, owner string) error {
@@ -277,11 +252,7 @@ func (s *Store) KeyUsage(ctx context.Context, id string, since time.Time) ([]key
 // ListKeys implements keystore.Store with keyset pagination on
 // (created_at, id), newest first.
 func (s *Store) ListKeys(ctx context.Context, opts keystore.ListKeysOptions) ([]*keystore.Key, string, error) {
-	limit := opts.Limit
-	if limit <= 0 {
-		limit = 50
-	}
-	limit = min(limit, 1000)
+	limit := keystore.PageLimit(opts.Limit)
 	var (
 		where []string
 		args  []any

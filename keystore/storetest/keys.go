@@ -149,7 +149,7 @@ func testRevokeKeepsFirstTime(t *testing.T, s keystore.Store) {
 	p, k := create(t, s, keystore.NewKey{UserID: "user_1", Name: "r"})
 	first := time.Now().Add(-time.Minute + 789*time.Nanosecond)
 	ev1 := &keystore.AuditEvent{Actor: "user_1", Action: keystore.ActionKeyRevoked}
-	r1, err := s.RevokeKey(ctx, k.ID, first, ev1)
+	r1, err := keystore.RevokeKey(ctx, s, k.ID, first, ev1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func testRevokeKeepsFirstTime(t *testing.T, s keystore.Store) {
 		t.Errorf("revoked key %+v, want revoked_at %v", r1, first.Truncate(us))
 	}
 	ev2 := &keystore.AuditEvent{Actor: "operator", Action: keystore.ActionKeyRevoked}
-	r2, err := s.RevokeKey(ctx, k.ID, time.Now(), ev2)
+	r2, err := keystore.RevokeKey(ctx, s, k.ID, time.Now(), ev2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func testRevokeKeepsFirstTime(t *testing.T, s keystore.Store) {
 	if len(events) != 1 || events[0].Actor != "user_1" || events[0].Target != k.ID || events[0].Owner != "user_1" || ev2.ID != 0 {
 		t.Errorf("revoke events %+v (second event id %d), want one, by user_1", events, ev2.ID)
 	}
-	if got, err := s.RevokeKey(ctx, "key_missing", time.Now(), nil); !errors.Is(err, keystore.ErrNotFound) || got != nil {
+	if got, err := keystore.RevokeKey(ctx, s, "key_missing", time.Now(), nil); !errors.Is(err, keystore.ErrNotFound) || got != nil {
 		t.Errorf("revoke missing: %v, %v; want nil, ErrNotFound", got, err)
 	}
 }
@@ -268,7 +268,7 @@ func testRollRefusesUnusableKeys(t *testing.T, s keystore.Store) {
 	if _, _, err := keystore.RollKey(ctx, s, k.ID, newHash(), "h", time.Now(), ev()); !errors.Is(err, keystore.ErrConflict) {
 		t.Errorf("roll of an expired key: %v, want ErrConflict", err)
 	}
-	if _, err := s.RevokeKey(ctx, other.ID, time.Now(), nil); err != nil {
+	if _, err := keystore.RevokeKey(ctx, s, other.ID, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := keystore.RollKey(ctx, s, other.ID, newHash(), "h", time.Now().Add(time.Hour), ev()); !errors.Is(err, keystore.ErrConflict) {
@@ -311,7 +311,7 @@ func testExpiry(t *testing.T, s keystore.Store) {
 	}
 	// A revocation dated in the future takes effect at that time.
 	revokeAt := time.Now().Add(10 * time.Minute).Truncate(us)
-	r, err := s.RevokeKey(ctx, k.ID, revokeAt, nil)
+	r, err := keystore.RevokeKey(ctx, s, k.ID, revokeAt, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +436,7 @@ func testKeyHashes(t *testing.T, s keystore.Store) {
 		want[keystore.HashKey(p)] = 1
 		switch i % 5 {
 		case 1:
-			if _, err := s.RevokeKey(ctx, k.ID, time.Now(), nil); err != nil {
+			if _, err := keystore.RevokeKey(ctx, s, k.ID, time.Now(), nil); err != nil {
 				t.Fatal(err)
 			}
 		case 2:

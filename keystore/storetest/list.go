@@ -30,7 +30,7 @@ func testListKeys(t *testing.T, s keystore.Store) {
 	add(keystore.NewKey{OrgID: "org_x", Name: "org only"})
 	add(keystore.NewKey{UserID: "user_b", OrgID: "org_y", Name: "other org"})
 	for _, i := range []int{1, 4} {
-		r, err := s.RevokeKey(ctx, all[i].ID, time.Now(), nil)
+		r, err := keystore.RevokeKey(ctx, s, all[i].ID, time.Now(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -87,6 +87,34 @@ func testListKeysBadCursor(t *testing.T, s keystore.Store) {
 	for _, c := range []string{"not-a-cursor!", "bm8tc2VwYXJhdG9y" /* no-separator */, "eHx5" /* x|y */} {
 		if _, _, err := s.ListKeys(context.Background(), keystore.ListKeysOptions{Cursor: c}); !errors.Is(err, keystore.ErrInvalid) {
 			t.Errorf("ListKeys(cursor %q) = %v, want ErrInvalid", c, err)
+		}
+	}
+}
+
+// A page holds 50 keys or audit events when the caller sets no limit, and
+// at most 1000.
+func testPageSizes(t *testing.T, s keystore.Store) {
+	ctx := context.Background()
+	for i := range 51 {
+		create(t, s, keystore.NewKey{UserID: "user_a", Name: fmt.Sprintf("k%d", i)})
+		if err := s.AppendAudit(ctx, keystore.AuditEvent{Actor: "user_a", Action: "test.page", Target: fmt.Sprintf("t%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct{ limit, want int }{{0, 50}, {-1, 50}, {5000, 51}} {
+		keys, next, err := s.ListKeys(ctx, keystore.ListKeysOptions{Limit: tc.limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) != tc.want || (next == "") != (tc.want == 51) {
+			t.Errorf("ListKeys(limit %d): %d keys, next %q; want %d", tc.limit, len(keys), next, tc.want)
+		}
+		events, next, err := s.ListAudit(ctx, keystore.AuditFilter{Action: "test.page", Limit: tc.limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(events) != tc.want || (next == "") != (tc.want == 51) {
+			t.Errorf("ListAudit(limit %d): %d events, next %q; want %d", tc.limit, len(events), next, tc.want)
 		}
 	}
 }

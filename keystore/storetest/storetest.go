@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"KeyHashes", testKeyHashes},
 		{"ListKeysPaginationAndFilters", testListKeys},
 		{"ListKeysBadCursor", testListKeysBadCursor},
+		{"PageSizes", testPageSizes},
 		{"Usage", testUsage},
 		{"SessionRevocation", testSessionRevocation},
 		{"AuditFiltersAndPagination", testAuditFilters},
@@ -199,7 +200,7 @@ func writeOnce(ctx context.Context, s keystore.Store, sharedID string, hour time
 		return err
 	}
 	if i%2 == 0 {
-		_, err = s.RevokeKey(ctx, k.ID, time.Now(), &keystore.AuditEvent{Actor: "writer", Action: keystore.ActionKeyRevoked})
+		_, err = keystore.RevokeKey(ctx, s, k.ID, time.Now(), &keystore.AuditEvent{Actor: "writer", Action: keystore.ActionKeyRevoked})
 	}
 	return err
 }
