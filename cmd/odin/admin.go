@@ -50,9 +50,7 @@ func adminFlagSet(c *adminConfig) *flags {
 
 func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 	var c adminConfig
-	f := adminFlagSet(&c)
-	f.SetOutput(stderr)
-	if err := f.parse(args); err != nil {
+	if _, err := parseFlags(&c, adminFlagSet, args, stderr); err != nil {
 		return err
 	}
 	cfg, sf, lo, tf, addr, migrate := c.svc, c.store, c.log, c.tls, c.addr, c.migrate

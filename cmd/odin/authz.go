@@ -171,9 +171,7 @@ func authzFlagSet(c *authzConfig) *flags {
 
 func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 	var c authzConfig
-	f := authzFlagSet(&c)
-	f.SetOutput(stderr)
-	if err := f.parse(args); err != nil {
+	if _, err := parseFlags(&c, authzFlagSet, args, stderr); err != nil {
 		return err
 	}
 	logger, err := c.log.logger(stderr)

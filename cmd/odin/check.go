@@ -138,9 +138,8 @@ func checkFlagSet(c *checkConfig) *flags {
 
 func parseCheckFlags(args []string, stderr io.Writer) (checkOptions, error) {
 	var c checkConfig
-	f := checkFlagSet(&c)
-	f.SetOutput(stderr)
-	if err := f.parse(args); err != nil {
+	f, err := parseFlags(&c, checkFlagSet, args, stderr)
+	if err != nil {
 		return c.opts, err
 	}
 	o, key, token, rawHeaders := c.opts, c.key, c.token, c.headers

@@ -52,9 +52,8 @@ func devCertsFlagSet(c *devCertsConfig) *flags {
 
 func runDevCerts(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	var c devCertsConfig
-	f := devCertsFlagSet(&c)
-	f.SetOutput(stderr)
-	if err := f.parse(args); err != nil {
+	f, err := parseFlags(&c, devCertsFlagSet, args, stderr)
+	if err != nil {
 		return err
 	}
 	dir, clientName, hosts, validFor, caValid := c.dir, c.clientName, c.hosts, c.validFor, c.caValid

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -187,4 +188,13 @@ func (f *flags) parse(args []string) error {
 		return f.envErrs[0]
 	}
 	return nil
+}
+
+// parseFlags defines a command's flags on c with flagSet, parses args into
+// c and returns the flag set, with its positional arguments. Usage and
+// errors go to stderr.
+func parseFlags[C any](c *C, flagSet func(*C) *flags, args []string, stderr io.Writer) (*flags, error) {
+	f := flagSet(c)
+	f.SetOutput(stderr)
+	return f, f.parse(args)
 }

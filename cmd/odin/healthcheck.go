@@ -30,9 +30,8 @@ func healthcheckFlagSet(c *healthcheckConfig) *flags {
 
 func runHealthcheck(ctx context.Context, args []string, stderr io.Writer) error {
 	var c healthcheckConfig
-	f := healthcheckFlagSet(&c)
-	f.SetOutput(stderr)
-	if err := f.parse(args); err != nil {
+	f, err := parseFlags(&c, healthcheckFlagSet, args, stderr)
+	if err != nil {
 		return err
 	}
 	target, timeout, tf := c.target, c.timeout, &c.tls

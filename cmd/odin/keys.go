@@ -307,9 +307,8 @@ func keysCreateFlagSet(c *keysCreateConfig) *flags {
 
 func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c keysCreateConfig
-	f := keysCreateFlagSet(&c)
-	f.SetOutput(stderr)
-	if err := f.parse(args); err != nil {
+	f, err := parseFlags(&c, keysCreateFlagSet, args, stderr)
+	if err != nil {
 		return err
 	}
 	bf, name, tier, owner, org, scopes, expiresIn, asJSON := c.backend, c.name, c.tier, c.owner, c.org, c.scopes, c.expiresIn, c.json
@@ -333,11 +332,7 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return fmt.Errorf("keys create: %w", err)
 	}
-	if asJSON {
-		return writeJSON(stdout, created)
-	}
-	_, err = fmt.Fprintln(stdout, created.Plaintext)
-	return err
+	return printResult(stdout, asJSON, created, "%s\n", created.Plaintext)
 }
 
 // keysListConfig is what odin keys list's flags set.
@@ -363,9 +358,8 @@ func keysListFlagSet(c *keysListConfig) *flags {
 
 func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c keysListConfig
-	f := keysListFlagSet(&c)
-	f.SetOutput(stderr)
-	if err := f.parse(args); err != nil {
+	f, err := parseFlags(&c, keysListFlagSet, args, stderr)
+	if err != nil {
 		return err
 	}
 	bf, owner, revoked, asJSON := c.backend, c.owner, c.revoked, c.json
@@ -427,15 +421,31 @@ func keyState(k api.Key, now time.Time) string {
 	return "active"
 }
 
-// parseKeyID parses the flags of a subcommand that takes one key id.
-func parseKeyID(f *flags, args []string) (string, error) {
-	if err := f.parse(args); err != nil {
+// parseKeyID parses the flags of a subcommand that takes one key id into
+// c, its flag set defined by flagSet, and returns the id.
+func parseKeyID[C any](c *C, flagSet func(*C) *flags, args []string, stderr io.Writer) (string, error) {
+	f, err := parseFlags(c, flagSet, args, stderr)
+	if err != nil {
 		return "", err
 	}
 	if len(f.positional) != 1 {
 		return "", fmt.Errorf("%s: exactly one key id is required", f.Name())
 	}
 	return f.positional[0], nil
+}
+
+// openKeyID parses the flags of odin keys get or revoke into c, its flag
+// set defined by flagSet, and opens the backend they name.
+func openKeyID(ctx context.Context, c *keyIDConfig, flagSet func(*keyIDConfig) *flags, args []string, stderr io.Writer) (string, keyAdmin, error) {
+	id, err := parseKeyID(c, flagSet, args, stderr)
+	if err != nil {
+		return "", nil, err
+	}
+	ka, err := c.backend.open(ctx, stderr)
+	if err != nil {
+		return "", nil, err
+	}
+	return id, ka, nil
 }
 
 // keyIDConfig is what the flags of odin keys get and odin keys revoke set.
@@ -454,14 +464,7 @@ func keysGetFlagSet(c *keyIDConfig) *flags {
 
 func keysGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c keyIDConfig
-	f := keysGetFlagSet(&c)
-	f.SetOutput(stderr)
-	id, err := parseKeyID(f, args)
-	bf, asJSON := c.backend, c.json
-	if err != nil {
-		return err
-	}
-	ka, err := bf.open(ctx, stderr)
+	id, ka, err := openKeyID(ctx, &c, keysGetFlagSet, args, stderr)
 	if err != nil {
 		return err
 	}
@@ -470,7 +473,7 @@ func keysGet(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("keys get: %w", err)
 	}
-	if asJSON {
+	if c.json {
 		return writeJSON(stdout, k)
 	}
 	return printKey(stdout, k, time.Now())
@@ -519,13 +522,11 @@ func keysRollFlagSet(c *keysRollConfig) *flags {
 
 func keysRoll(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c keysRollConfig
-	f := keysRollFlagSet(&c)
-	f.SetOutput(stderr)
-	id, err := parseKeyID(f, args)
-	bf, grace, asJSON := c.backend, c.grace, c.json
+	id, err := parseKeyID(&c, keysRollFlagSet, args, stderr)
 	if err != nil {
 		return err
 	}
+	bf, grace, asJSON := c.backend, c.grace, c.json
 	if grace < 0 || grace > keystore.MaxRollGrace || grace%time.Second != 0 {
 		return fmt.Errorf("keys roll: --grace %s: want whole seconds from 0 to %s", grace, keystore.MaxRollGrace)
 	}
@@ -535,17 +536,15 @@ func keysRoll(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer ka.Close()
 	r, err := ka.RollKey(ctx, id, grace)
-	var ue *unconfirmedError
-	if err != nil && !errors.As(err, &ue) {
-		return fmt.Errorf("keys roll: %w", err)
+	ue, err := committed("keys roll", err)
+	if err != nil {
+		return err
 	}
 	// Unconfirmed or not, the new key exists and is shown here only.
-	if asJSON {
-		err = writeJSON(stdout, r)
-	} else {
+	if !asJSON {
 		fmt.Fprintf(stderr, "rolled %s into %s; the old key (%s) stops working at %s and cannot be rolled again\n", r.Previous.ID, r.ID, r.Previous.Hint, orDash(r.Previous.ExpiresAt))
-		_, err = fmt.Fprintln(stdout, r.Plaintext)
 	}
+	err = printResult(stdout, asJSON, r, "%s\n", r.Plaintext)
 	if ue != nil {
 		return fmt.Errorf("keys roll: %s rolled into %s, but the old key's new expiry is %w", r.Previous.ID, r.ID, ue)
 	}
@@ -562,31 +561,29 @@ func keysRevokeFlagSet(c *keyIDConfig) *flags {
 
 func keysRevoke(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c keyIDConfig
-	f := keysRevokeFlagSet(&c)
-	f.SetOutput(stderr)
-	id, err := parseKeyID(f, args)
-	bf, asJSON := c.backend, c.json
-	if err != nil {
-		return err
-	}
-	ka, err := bf.open(ctx, stderr)
+	id, ka, err := openKeyID(ctx, &c, keysRevokeFlagSet, args, stderr)
 	if err != nil {
 		return err
 	}
 	defer ka.Close()
 	k, err := ka.RevokeKey(ctx, id)
-	var ue *unconfirmedError
-	if err != nil && !errors.As(err, &ue) {
-		return fmt.Errorf("keys revoke: %w", err)
+	ue, err := committed("keys revoke", err)
+	if err != nil {
+		return err
 	}
-	if asJSON {
-		err = writeJSON(stdout, k)
-	} else {
-		_, err = fmt.Fprintf(stdout, "revoked %s (%s) at %s\n", k.ID, k.Hint, k.RevokedAt.Format(time.RFC3339))
-	}
+	err = printResult(stdout, c.json, k, "revoked %s (%s) at %s\n", k.ID, k.Hint, k.RevokedAt.Format(time.RFC3339))
 	if ue != nil {
 		return fmt.Errorf("keys revoke: %s is revoked but %w", k.ID, ue)
 	}
+	return err
+}
+
+// printResult prints v as JSON, or else the text format and args make.
+func printResult(w io.Writer, asJSON bool, v any, format string, args ...any) error {
+	if asJSON {
+		return writeJSON(w, v)
+	}
+	_, err := fmt.Fprintf(w, format, args...)
 	return err
 }
 
@@ -636,6 +633,17 @@ func (e *unconfirmedError) ExitCode() int { return 3 }
 
 // Unwrap makes it a keystore.ErrNotPropagated.
 func (e *unconfirmedError) Unwrap() error { return keystore.ErrNotPropagated }
+
+// committed splits the error of a narrowing change: an *unconfirmedError,
+// whose change stands and whose result the command prints, or a failure,
+// returned with the command's name.
+func committed(command string, err error) (*unconfirmedError, error) {
+	var ue *unconfirmedError
+	if err != nil && !errors.As(err, &ue) {
+		return nil, fmt.Errorf("%s: %w", command, err)
+	}
+	return ue, nil
+}
 
 // unconfirmed turns a keystore.NotPropagatedError into an unconfirmedError
 // with the command that propagates again; other errors are returned as they

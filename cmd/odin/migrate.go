@@ -24,9 +24,7 @@ func migrateFlagSet(c *migrateConfig) *flags {
 
 func runMigrate(ctx context.Context, args []string, stderr io.Writer) error {
 	var c migrateConfig
-	f := migrateFlagSet(&c)
-	f.SetOutput(stderr)
-	if err := f.parse(args); err != nil {
+	if _, err := parseFlags(&c, migrateFlagSet, args, stderr); err != nil {
 		return err
 	}
 	logger, err := c.log.logger(stderr)

@@ -46,9 +46,8 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return errors.New("sessions: the only subcommand is revoke")
 	}
 	var c sessionsRevokeConfig
-	f := sessionsRevokeFlagSet(&c)
-	f.SetOutput(stderr)
-	if err := f.parse(args[1:]); err != nil {
+	f, err := parseFlags(&c, sessionsRevokeFlagSet, args[1:], stderr)
+	if err != nil {
 		return err
 	}
 	bf, reason, asJSON := c.backend, c.reason, c.json
@@ -68,15 +67,11 @@ func runSessions(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer ka.Close()
 	r, err := ka.RevokeSession(ctx, f.positional[0], reason)
-	var ue *unconfirmedError
-	if err != nil && !errors.As(err, &ue) {
-		return fmt.Errorf("sessions revoke: %w", err)
+	ue, err := committed("sessions revoke", err)
+	if err != nil {
+		return err
 	}
-	if asJSON {
-		err = writeJSON(stdout, r)
-	} else {
-		_, err = fmt.Fprintf(stdout, "revoked session %s at %s (remembered until %s)\n", r.SessionID, r.RevokedAt.Format(time.RFC3339), r.ExpiresAt.Format(time.RFC3339))
-	}
+	err = printResult(stdout, asJSON, r, "revoked session %s at %s (remembered until %s)\n", r.SessionID, r.RevokedAt.Format(time.RFC3339), r.ExpiresAt.Format(time.RFC3339))
 	if ue != nil {
 		return fmt.Errorf("sessions revoke: %s is revoked but %w", r.SessionID, ue)
 	}

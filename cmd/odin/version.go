@@ -19,9 +19,8 @@ func versionFlagSet(asJSON *bool) *flags {
 
 func runVersion(args []string, stdout, stderr io.Writer) error {
 	var asJSON bool
-	f := versionFlagSet(&asJSON)
-	f.SetOutput(stderr)
-	if err := f.parse(args); err != nil {
+	f, err := parseFlags(&asJSON, versionFlagSet, args, stderr)
+	if err != nil {
 		return err
 	}
 	if len(f.positional) > 0 {
@@ -31,6 +30,6 @@ func runVersion(args []string, stdout, stderr io.Writer) error {
 	if asJSON {
 		return json.NewEncoder(stdout).Encode(in)
 	}
-	_, err := fmt.Fprint(stdout, in.String())
+	_, err = fmt.Fprint(stdout, in.String())
 	return err
 }
