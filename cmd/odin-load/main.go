@@ -9,13 +9,10 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/odin-scan/odin-authz/internal/cmdmain"
 )
 
 const usage = `odin-load: load tests for Odin authz, every figure against a baseline.
@@ -29,29 +26,15 @@ Commands:
   capacity   size a deployment from run reports: replicas, Redis, PostgreSQL, memory (odin-load capacity -h)
 `
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "odin-load:", err)
-		os.Exit(1)
-	}
-}
+func main() { cmdmain.Main("odin-load", run) }
 
 // run dispatches a command line. Only main exits.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, usage)
-		if len(args) == 0 {
-			return errors.New("no command given")
-		}
-		return flag.ErrHelp
+	command, err := cmdmain.Command(args, usage, stderr)
+	if err != nil {
+		return err
 	}
-	switch args[0] {
+	switch command {
 	case "run":
 		return runLoad(ctx, args[1:], stdout, stderr)
 	case "seed":
@@ -62,5 +45,5 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCapacity(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	return fmt.Errorf("unknown command %q", command)
 }

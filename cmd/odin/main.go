@@ -4,15 +4,12 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
+
+	"github.com/odin-scan/odin-authz/internal/cmdmain"
 )
 
 const usage = `Odin authz: API key and session authentication for Envoy ext_authz.
@@ -35,33 +32,15 @@ Commands:
 Run 'odin <command> -h' for a command's flags and their ODIN_* variables.
 `
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "odin:", err)
-		var coded interface{ ExitCode() int } // odin check: 1 denied, 2 error
-		if errors.As(err, &coded) {
-			os.Exit(coded.ExitCode())
-		}
-		os.Exit(1)
-	}
-}
+func main() { cmdmain.Main("odin", run) }
 
 // run dispatches a command line. Only main exits.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, usage)
-		if len(args) == 0 {
-			return errors.New("no command given")
-		}
-		return flag.ErrHelp
+	command, err := cmdmain.Command(args, usage, stderr)
+	if err != nil {
+		return err
 	}
-	switch args[0] {
+	switch command {
 	case "authz":
 		return runAuthz(ctx, args[1:], stderr)
 	case "admin":
@@ -88,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runConfigReference(args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	return fmt.Errorf("unknown command %q", command)
 }
 
 // logOptions are the logging flags every command has.
