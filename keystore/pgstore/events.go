@@ -3,13 +3,12 @@ package pgstore
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/internal/keysql"
 )
 
 // appendAudit writes ev (when not nil) for target in tx.
@@ -81,40 +80,15 @@ func (s *Store) AppendAudit(ctx context.Context, ev keystore.AuditEvent) error {
 	return nil
 }
 
+const auditColumns = `id, at, actor, action, target, owner, request_id, details`
+
 // ListAudit implements keystore.Store with keyset pagination on id.
 func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keystore.AuditEvent, string, error) {
 	limit := keystore.PageLimit(f.Limit)
-	var (
-		where []string
-		args  []any
-	)
-	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
-	if len(f.Owners) > 0 {
-		where = append(where, "owner = ANY("+arg(f.Owners)+")")
+	q, args, err := keysql.ListAudit(dialect, auditColumns, f, limit)
+	if err != nil {
+		return nil, "", err
 	}
-	for col, v := range map[string]string{"actor": f.Actor, "action": f.Action, "target": f.Target} {
-		if v != "" {
-			where = append(where, col+" = "+arg(v))
-		}
-	}
-	if !f.Since.IsZero() {
-		where = append(where, "at >= "+arg(f.Since))
-	}
-	if !f.Until.IsZero() {
-		where = append(where, "at < "+arg(f.Until))
-	}
-	if f.Cursor != "" {
-		id, err := strconv.ParseInt(f.Cursor, 10, 64)
-		if err != nil || id <= 0 {
-			return nil, "", fmt.Errorf("%w: cursor: not a cursor returned by this API", keystore.ErrInvalid)
-		}
-		where = append(where, "id < "+arg(id))
-	}
-	q := `SELECT id, at, actor, action, target, owner, request_id, details FROM audit_events`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY id DESC LIMIT " + arg(limit+1)
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list audit events: %w", err)
@@ -128,11 +102,7 @@ func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keysto
 	if err != nil {
 		return nil, "", fmt.Errorf("list audit events: %w", err)
 	}
-	next := ""
-	if len(events) > limit {
-		events = events[:limit]
-		next = strconv.FormatInt(events[limit-1].ID, 10)
-	}
+	events, next := keysql.Page(events, limit, keysql.AuditCursor)
 	return events, next, nil
 }
 

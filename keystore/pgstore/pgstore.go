@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/pressly/goose/v3/lock"
 
 	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/internal/keysql"
 )
 
 //go:embed migrations/*.sql
@@ -362,39 +364,15 @@ func (s *Store) KeyUsage(ctx context.Context, id string, since time.Time) ([]key
 // (created_at, id), newest first.
 func (s *Store) ListKeys(ctx context.Context, opts keystore.ListKeysOptions) ([]*keystore.Key, string, error) {
 	limit := keystore.PageLimit(opts.Limit)
-	var (
-		where []string
-		args  []any
-	)
-	arg := func(v any) string { args = append(args, v); return fmt.Sprintf("$%d", len(args)) }
-	if opts.UserID != "" {
-		where = append(where, "user_id = "+arg(opts.UserID))
-	}
-	if opts.OrgID != "" {
-		where = append(where, "org_id = "+arg(opts.OrgID))
-	}
-	if opts.PersonalOnly {
-		where = append(where, "org_id = ''")
-	}
-	if opts.Revoked != nil {
-		if *opts.Revoked {
-			where = append(where, "revoked_at IS NOT NULL")
-		} else {
-			where = append(where, "revoked_at IS NULL")
-		}
-	}
+	var after []any
 	if opts.Cursor != "" {
 		at, id, err := decodeCursor(opts.Cursor)
 		if err != nil {
 			return nil, "", err
 		}
-		where = append(where, fmt.Sprintf("(created_at, id) < (%s, %s)", arg(at), arg(id)))
+		after = []any{at, id}
 	}
-	q := `SELECT ` + keyColumns + ` FROM api_keys`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY created_at DESC, id DESC LIMIT " + arg(limit+1)
+	q, args := keysql.ListKeys(dialect, keyColumns, opts, after, limit)
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list keys: %w", err)
@@ -411,12 +389,7 @@ func (s *Store) ListKeys(ctx context.Context, opts keystore.ListKeysOptions) ([]
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("list keys: %w", err)
 	}
-	next := ""
-	if len(keys) > limit {
-		keys = keys[:limit]
-		last := keys[limit-1]
-		next = encodeCursor(last.CreatedAt, last.ID)
-	}
+	keys, next := keysql.Page(keys, limit, func(k *keystore.Key) string { return encodeCursor(k.CreatedAt, k.ID) })
 	return keys, next, nil
 }
 
@@ -428,6 +401,12 @@ func (s *Store) Ping(ctx context.Context) error {
 		return fmt.Errorf("ping database: %w", err)
 	}
 	return s.CheckSchema(ctx)
+}
+
+// dialect is how this store writes keysql's query arguments.
+var dialect = keysql.Dialect{
+	Placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
+	Time:        func(t time.Time) any { return t },
 }
 
 func encodeCursor(at time.Time, id string) string {

@@ -5,11 +5,10 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/internal/keysql"
 )
 
 // appendAudit writes ev (when not nil) for target in tx, and fills in its
@@ -43,43 +42,16 @@ func (s *Store) AppendAudit(ctx context.Context, ev keystore.AuditEvent) error {
 	return nil
 }
 
+const auditColumns = `id, at, actor, action, target, owner, request_id, details`
+
 // ListAudit implements keystore.Store with keyset pagination on id.
 func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keystore.AuditEvent, string, error) {
 	limit := keystore.PageLimit(f.Limit)
-	var (
-		where []string
-		args  []any
-	)
-	if len(f.Owners) > 0 {
-		where = append(where, "owner IN (?"+strings.Repeat(", ?", len(f.Owners)-1)+")")
-		for _, o := range f.Owners {
-			args = append(args, o)
-		}
+	q, args, err := keysql.ListAudit(dialect, auditColumns, f, limit)
+	if err != nil {
+		return nil, "", err
 	}
-	for _, c := range []struct{ col, v string }{{"actor", f.Actor}, {"action", f.Action}, {"target", f.Target}} {
-		if c.v != "" {
-			where, args = append(where, c.col+" = ?"), append(args, c.v)
-		}
-	}
-	if !f.Since.IsZero() {
-		where, args = append(where, "at >= ?"), append(args, micros(f.Since))
-	}
-	if !f.Until.IsZero() {
-		where, args = append(where, "at < ?"), append(args, micros(f.Until))
-	}
-	if f.Cursor != "" {
-		id, err := strconv.ParseInt(f.Cursor, 10, 64)
-		if err != nil || id <= 0 {
-			return nil, "", fmt.Errorf("%w: cursor: not a cursor returned by this API", keystore.ErrInvalid)
-		}
-		where, args = append(where, "id < ?"), append(args, id)
-	}
-	q := `SELECT id, at, actor, action, target, owner, request_id, details FROM audit_events`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY id DESC LIMIT ?"
-	rows, err := s.reader.QueryContext(ctx, q, append(args, limit+1)...)
+	rows, err := s.reader.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list audit events: %w", err)
 	}
@@ -103,11 +75,7 @@ func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keysto
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("list audit events: %w", err)
 	}
-	next := ""
-	if len(events) > limit {
-		events = events[:limit]
-		next = strconv.FormatInt(events[limit-1].ID, 10)
-	}
+	events, next := keysql.Page(events, limit, keysql.AuditCursor)
 	return events, next, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/internal/keysql"
 )
 
 const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by`
@@ -253,39 +254,16 @@ func (s *Store) KeyUsage(ctx context.Context, id string, since time.Time) ([]key
 // (created_at, id), newest first.
 func (s *Store) ListKeys(ctx context.Context, opts keystore.ListKeysOptions) ([]*keystore.Key, string, error) {
 	limit := keystore.PageLimit(opts.Limit)
-	var (
-		where []string
-		args  []any
-	)
-	if opts.UserID != "" {
-		where, args = append(where, "user_id = ?"), append(args, opts.UserID)
-	}
-	if opts.OrgID != "" {
-		where, args = append(where, "org_id = ?"), append(args, opts.OrgID)
-	}
-	if opts.PersonalOnly {
-		where = append(where, "org_id = ''")
-	}
-	if opts.Revoked != nil {
-		if *opts.Revoked {
-			where = append(where, "revoked_at IS NOT NULL")
-		} else {
-			where = append(where, "revoked_at IS NULL")
-		}
-	}
+	var after []any
 	if opts.Cursor != "" {
 		at, id, err := decodeCursor(opts.Cursor)
 		if err != nil {
 			return nil, "", err
 		}
-		where, args = append(where, "(created_at, id) < (?, ?)"), append(args, at, id)
+		after = []any{at, id}
 	}
-	q := `SELECT ` + keyColumns + ` FROM api_keys`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	q += " ORDER BY created_at DESC, id DESC LIMIT ?"
-	rows, err := s.reader.QueryContext(ctx, q, append(args, limit+1)...)
+	q, args := keysql.ListKeys(dialect, keyColumns, opts, after, limit)
+	rows, err := s.reader.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list keys: %w", err)
 	}
@@ -301,13 +279,14 @@ func (s *Store) ListKeys(ctx context.Context, opts keystore.ListKeysOptions) ([]
 	if err := rows.Err(); err != nil {
 		return nil, "", fmt.Errorf("list keys: %w", err)
 	}
-	next := ""
-	if len(keys) > limit {
-		keys = keys[:limit]
-		last := keys[limit-1]
-		next = encodeCursor(micros(last.CreatedAt), last.ID)
-	}
+	keys, next := keysql.Page(keys, limit, func(k *keystore.Key) string { return encodeCursor(micros(k.CreatedAt), k.ID) })
 	return keys, next, nil
+}
+
+// dialect is how this store writes keysql's query arguments.
+var dialect = keysql.Dialect{
+	Placeholder: func(int) string { return "?" },
+	Time:        func(t time.Time) any { return micros(t) },
 }
 
 // A key cursor is the (created_at, id) of the last key of a page.

@@ -1,0 +1,125 @@
+// Package keysql writes the queries both key stores (pgstore, sqlitestore)
+// page through keys and audit events with: which rows a
+// keystore.ListKeysOptions or keystore.AuditFilter selects, in which order,
+// and where a page ends. Each store keeps its own placeholders, time
+// encoding and cursor format (a Dialect), and scans the rows itself.
+package keysql
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+// Dialect is how a store writes query arguments.
+type Dialect struct {
+	// Placeholder is the placeholder of the n-th argument (from 1): $n or ?.
+	Placeholder func(n int) string
+	// Time is a time as the store keeps it.
+	Time func(time.Time) any
+}
+
+// query is a statement being written and its arguments.
+type query struct {
+	d     Dialect
+	where []string
+	args  []any
+}
+
+// arg adds v as an argument and returns its placeholder.
+func (q *query) arg(v any) string {
+	q.args = append(q.args, v)
+	return q.d.Placeholder(len(q.args))
+}
+
+func (q *query) and(cond string) { q.where = append(q.where, cond) }
+
+// sql is the SELECT of columns from table with the conditions, ordered by
+// orderBy, limit+1 rows: the one more says that there is a next page.
+func (q *query) sql(columns, table, orderBy string, limit int) (string, []any) {
+	s := `SELECT ` + columns + ` FROM ` + table
+	if len(q.where) > 0 {
+		s += " WHERE " + strings.Join(q.where, " AND ")
+	}
+	s += " ORDER BY " + orderBy + " LIMIT " + q.arg(limit+1)
+	return s, q.args
+}
+
+// ListKeys is the query of a page of the keys opts selects, of at most limit
+// keys, newest first (by created_at, then id). after, when not nil, is the
+// created_at and id of the last key of the previous page, as the store
+// keeps them; opts.Cursor is the store's to decode.
+func ListKeys(d Dialect, columns string, opts keystore.ListKeysOptions, after []any, limit int) (string, []any) {
+	q := &query{d: d}
+	if opts.UserID != "" {
+		q.and("user_id = " + q.arg(opts.UserID))
+	}
+	if opts.OrgID != "" {
+		q.and("org_id = " + q.arg(opts.OrgID))
+	}
+	if opts.PersonalOnly {
+		q.and("org_id = ''")
+	}
+	if opts.Revoked != nil {
+		if *opts.Revoked {
+			q.and("revoked_at IS NOT NULL")
+		} else {
+			q.and("revoked_at IS NULL")
+		}
+	}
+	if after != nil {
+		q.and(fmt.Sprintf("(created_at, id) < (%s, %s)", q.arg(after[0]), q.arg(after[1])))
+	}
+	return q.sql(columns, "api_keys", "created_at DESC, id DESC", limit)
+}
+
+// ListAudit is the query of a page of the audit events f selects, of at
+// most limit events, newest first (by id). Its cursor is the id of the last
+// event of the previous page; another is ErrInvalid.
+func ListAudit(d Dialect, columns string, f keystore.AuditFilter, limit int) (string, []any, error) {
+	q := &query{d: d}
+	if len(f.Owners) > 0 {
+		ps := make([]string, len(f.Owners))
+		for i, o := range f.Owners {
+			ps[i] = q.arg(o)
+		}
+		q.and("owner IN (" + strings.Join(ps, ", ") + ")")
+	}
+	for _, c := range []struct{ col, v string }{{"actor", f.Actor}, {"action", f.Action}, {"target", f.Target}} {
+		if c.v != "" {
+			q.and(c.col + " = " + q.arg(c.v))
+		}
+	}
+	if !f.Since.IsZero() {
+		q.and("at >= " + q.arg(d.Time(f.Since)))
+	}
+	if !f.Until.IsZero() {
+		q.and("at < " + q.arg(d.Time(f.Until)))
+	}
+	if f.Cursor != "" {
+		id, err := strconv.ParseInt(f.Cursor, 10, 64)
+		if err != nil || id <= 0 {
+			return "", nil, fmt.Errorf("%w: cursor: not a cursor returned by this API", keystore.ErrInvalid)
+		}
+		q.and("id < " + q.arg(id))
+	}
+	s, args := q.sql(columns, "audit_events", "id DESC", limit)
+	return s, args, nil
+}
+
+// AuditCursor is the cursor of the page after ev.
+func AuditCursor(ev keystore.AuditEvent) string { return strconv.FormatInt(ev.ID, 10) }
+
+// Page cuts the rows of a query for limit (limit+1 rows at most) to a page
+// and returns the cursor of the next: cursor of the page's last row when
+// the query found one more, else "".
+func Page[T any](rows []T, limit int, cursor func(T) string) ([]T, string) {
+	if len(rows) <= limit {
+		return rows, ""
+	}
+	rows = rows[:limit]
+	return rows, cursor(rows[limit-1])
+}
