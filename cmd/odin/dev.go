@@ -109,8 +109,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if len(f.positional) > 0 {
-		return fmt.Errorf("dev: unexpected argument %q", f.positional[0])
+	if err := f.noArgs(); err != nil {
+		return err
 	}
 	logger, err := lo.logger(stderr)
 	if err != nil {

@@ -57,8 +57,8 @@ func runDevCerts(_ context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	dir, clientName, hosts, validFor, caValid := c.dir, c.clientName, c.hosts, c.validFor, c.caValid
-	if len(f.positional) > 0 {
-		return fmt.Errorf("devcerts: unexpected argument %q", f.positional[0])
+	if err := f.noArgs(); err != nil {
+		return err
 	}
 	if dir == "" {
 		return errors.New("devcerts: --dir is required")

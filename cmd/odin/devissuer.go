@@ -73,8 +73,8 @@ func runDevIssuer(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := f.parse(args); err != nil {
 		return err
 	}
-	if len(f.positional) > 0 {
-		return fmt.Errorf("devissuer: unexpected argument %q", f.positional[0])
+	if err := f.noArgs(); err != nil {
+		return err
 	}
 	if cfg.defaultTTL <= 0 || cfg.maxTTL < cfg.defaultTTL {
 		return fmt.Errorf("devissuer: want 0 < --default-ttl (%s) <= --max-ttl (%s)", cfg.defaultTTL, cfg.maxTTL)

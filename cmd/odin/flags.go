@@ -190,6 +190,14 @@ func (f *flags) parse(args []string) error {
 	return nil
 }
 
+// noArgs refuses positional arguments, for a command that takes none.
+func (f *flags) noArgs() error {
+	if len(f.positional) > 0 {
+		return fmt.Errorf("%s: unexpected argument %q", f.Name(), f.positional[0])
+	}
+	return nil
+}
+
 // parseFlags defines a command's flags on c with flagSet, parses args into
 // c and returns the flag set, with its positional arguments. Usage and
 // errors go to stderr.

@@ -35,8 +35,8 @@ func runHealthcheck(ctx context.Context, args []string, stderr io.Writer) error 
 		return err
 	}
 	target, timeout, tf := c.target, c.timeout, &c.tls
-	if len(f.positional) > 0 {
-		return fmt.Errorf("healthcheck: unexpected argument %q", f.positional[0])
+	if err := f.noArgs(); err != nil {
+		return err
 	}
 	if u, err := url.Parse(target); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("healthcheck: --url %q: want an http:// or https:// URL", target)

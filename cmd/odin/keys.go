@@ -312,8 +312,8 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	bf, name, tier, owner, org, scopes, expiresIn, asJSON := c.backend, c.name, c.tier, c.owner, c.org, c.scopes, c.expiresIn, c.json
-	if len(f.positional) > 0 {
-		return fmt.Errorf("keys create: unexpected argument %q", f.positional[0])
+	if err := f.noArgs(); err != nil {
+		return err
 	}
 	if expiresIn < 0 {
 		return errors.New("keys create: --expires-in must not be negative")
@@ -364,8 +364,8 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	bf, owner, revoked, asJSON := c.backend, c.owner, c.revoked, c.json
 	q := listKeysQuery{limit: c.limit, cursor: c.cursor}
-	if len(f.positional) > 0 {
-		return fmt.Errorf("keys list: unexpected argument %q", f.positional[0])
+	if err := f.noArgs(); err != nil {
+		return err
 	}
 	switch owner {
 	case "me", "org":
