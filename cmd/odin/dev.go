@@ -106,10 +106,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	)
 	f := devFlagSet(&cfg, &lo)
 	f.SetOutput(stderr)
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.noArgs(); err != nil {
+	if err := f.parseNoArgs(args); err != nil {
 		return err
 	}
 	logger, err := lo.logger(stderr)

@@ -70,10 +70,7 @@ func runDevIssuer(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	)
 	f := devIssuerFlagSet(&cfg, &lo, &addr)
 	f.SetOutput(stderr)
-	if err := f.parse(args); err != nil {
-		return err
-	}
-	if err := f.noArgs(); err != nil {
+	if err := f.parseNoArgs(args); err != nil {
 		return err
 	}
 	if cfg.defaultTTL <= 0 || cfg.maxTTL < cfg.defaultTTL {

@@ -198,6 +198,15 @@ func (f *flags) noArgs() error {
 	return nil
 }
 
+// parseNoArgs parses args for a command that takes no positional
+// arguments.
+func (f *flags) parseNoArgs(args []string) error {
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	return f.noArgs()
+}
+
 // parseFlags defines a command's flags on c with flagSet, parses args into
 // c and returns the flag set, with its positional arguments. Usage and
 // errors go to stderr.
