@@ -23,27 +23,8 @@ func TestNGINX(t *testing.T) {
 
 	w := newWorld(t, shippedMode(t, nginxConf))
 	up := startEcho(t)
-	var outputs []*process
-	start := func(authz string) string {
-		p, base := startNGINX(t, bin, string(shipped), authz, up.Addr)
-		outputs = append(outputs, p)
-		return base
-	}
-	runCases(t, w, front{
-		allow:             start(w.authz.HTTP),
-		outage:            start(w.outage.HTTP),
-		unreachable:       start(w.dead),
-		upstream:          up,
-		unreachableStatus: 503,
-		unreachableCode:   "UNAVAILABLE",
-		scrubsUnderscores: true,
-		output: func() string {
-			var b strings.Builder
-			for _, p := range outputs {
-				b.WriteString(p.out.String())
-			}
-			return b.String()
-		},
+	runForwardAuthCases(t, w, up, func(authz string) (*process, string) {
+		return startNGINX(t, bin, string(shipped), authz, up.Addr)
 	})
 }
 
