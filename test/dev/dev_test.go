@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -101,7 +100,7 @@ func buildOdin(t *testing.T, dir string) string {
 	// -buildvcs=auto: stamp the commit as go build does by default, whatever
 	// GOFLAGS says (a machine may set -buildvcs=false).
 	args := []string{"build", "-buildvcs=auto", "-o", bin}
-	if raceEnabled() {
+	if testenv.RaceEnabled() {
 		args = append(args, "-race")
 	}
 	cmd := exec.Command("go", append(args, "github.com/odin-scan/odin-authz/cmd/odin")...)
@@ -149,19 +148,6 @@ func checkVersion(t *testing.T, bin string) {
 	if err != nil || !strings.Contains(string(text), "revision  "+v.Revision) {
 		t.Errorf("odin version: %v\n%s", err, text)
 	}
-}
-
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
 }
 
 // cleanEnv is this process's environment without ODIN_* variables, so a
