@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/odin-scan/odin-authz/internal/reload"
 )
@@ -119,28 +120,24 @@ type holderMetrics struct {
 }
 
 func newHolderMetrics(reg prometheus.Registerer) *holderMetrics {
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	m := &holderMetrics{
-		Metrics: reload.NewMetrics(prometheus.CounterOpts{
+	f := promauto.With(reg) // nil: not registered, for tests and one-shot commands
+	return &holderMetrics{
+		Metrics: reload.NewMetrics(reg, prometheus.CounterOpts{
 			Name: "odin_authz_policy_loads_total",
 			Help: "Policy file loads (at start, on reload, on SIGHUP, on file change) by result (ok, error).",
 		}, prometheus.GaugeOpts{
 			Name: "odin_authz_policy_last_load_ok",
 			Help: "1 when the last policy load succeeded, 0 when the file in place is refused and an older policy is in force.",
 		}),
-		rules: prometheus.NewGauge(prometheus.GaugeOpts{
+		rules: f.NewGauge(prometheus.GaugeOpts{
 			Name: "odin_authz_policy_rules",
 			Help: "Rules in the policy in force, not counting the default.",
 		}),
-		loadedAt: prometheus.NewGauge(prometheus.GaugeOpts{
+		loadedAt: f.NewGauge(prometheus.GaugeOpts{
 			Name: "odin_authz_policy_loaded_timestamp_seconds",
 			Help: "When the policy in force was loaded, in Unix seconds.",
 		}),
 	}
-	reg.MustRegister(append(m.Collectors(), m.rules, m.loadedAt)...)
-	return m
 }
 
 // current records the policy just put in force.

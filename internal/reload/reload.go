@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/odin-scan/odin-authz/internal/filewatch"
 )
@@ -126,21 +127,18 @@ type Metrics struct {
 	LastOK prometheus.Gauge       // 1 after a good load, 0 after a refused one
 }
 
-// NewMetrics builds the two collectors; Collectors lists them for
-// registration. Both results of loads exist from the start, at zero.
-func NewMetrics(loads prometheus.CounterOpts, lastOK prometheus.GaugeOpts) *Metrics {
+// NewMetrics builds the two collectors and registers them on reg (nil: not
+// registered, for tests and one-shot commands). Both results of loads exist
+// from the start, at zero.
+func NewMetrics(reg prometheus.Registerer, loads prometheus.CounterOpts, lastOK prometheus.GaugeOpts) *Metrics {
+	f := promauto.With(reg)
 	m := &Metrics{
-		Loads:  prometheus.NewCounterVec(loads, []string{"result"}),
-		LastOK: prometheus.NewGauge(lastOK),
+		Loads:  f.NewCounterVec(loads, []string{"result"}),
+		LastOK: f.NewGauge(lastOK),
 	}
 	m.Loads.WithLabelValues("ok")
 	m.Loads.WithLabelValues("error")
 	return m
-}
-
-// Collectors returns the collectors, for a Registerer's MustRegister.
-func (m *Metrics) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.Loads, m.LastOK}
 }
 
 // Loaded counts a good load.

@@ -103,10 +103,9 @@ func TestLoopWithoutFiles(t *testing.T) {
 }
 
 func TestMetrics(t *testing.T) {
-	m := NewMetrics(prometheus.CounterOpts{Name: "x_loads_total", Help: "Loads."},
-		prometheus.GaugeOpts{Name: "x_last_load_ok", Help: "Last load ok."})
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.Collectors()...)
+	m := NewMetrics(reg, prometheus.CounterOpts{Name: "x_loads_total", Help: "Loads."},
+		prometheus.GaugeOpts{Name: "x_last_load_ok", Help: "Last load ok."})
 	read := func() []float64 {
 		return []float64{testutil.ToFloat64(m.Loads.WithLabelValues("ok")),
 			testutil.ToFloat64(m.Loads.WithLabelValues("error")), testutil.ToFloat64(m.LastOK)}

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/odin-scan/odin-authz/internal/reload"
 )
@@ -284,28 +285,24 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	m := &metrics{
-		Metrics: reload.NewMetrics(prometheus.CounterOpts{
+	f := promauto.With(reg) // nil: not registered, for tests and one-shot commands
+	return &metrics{
+		Metrics: reload.NewMetrics(reg, prometheus.CounterOpts{
 			Name: "odin_tls_certificate_loads_total",
 			Help: "TLS certificate loads (at start, on a file change, on SIGHUP) by result (ok, error).",
 		}, prometheus.GaugeOpts{
 			Name: "odin_tls_certificate_last_load_ok",
 			Help: "1 when the last TLS certificate load succeeded, 0 when the files in place are refused and an older certificate is in force.",
 		}),
-		notAfter: prometheus.NewGauge(prometheus.GaugeOpts{
+		notAfter: f.NewGauge(prometheus.GaugeOpts{
 			Name: "odin_tls_certificate_not_after_timestamp_seconds",
 			Help: "NotAfter of the TLS certificate in force, in Unix seconds: alert well before it.",
 		}),
-		caExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+		caExpiry: f.NewGauge(prometheus.GaugeOpts{
 			Name: "odin_tls_client_ca_not_after_timestamp_seconds",
 			Help: "Earliest NotAfter among the client CAs in force (mutual TLS), in Unix seconds; 0 without mutual TLS.",
 		}),
 	}
-	reg.MustRegister(append(m.Collectors(), m.notAfter, m.caExpiry)...)
-	return m
 }
 
 // inForce records the expiries of the state just put in force.
