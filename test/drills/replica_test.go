@@ -3,7 +3,6 @@ package drills
 import (
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -37,16 +36,12 @@ func startReplica(t *testing.T, name string, cfg authzsvc.Config) *replica {
 	t.Helper()
 	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", name)
+	gl := testenv.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := authzsvc.New(ctx, cfg, logger)
 	if err != nil {
 		cancel()
 		t.Fatalf("start replica %s: %v", name, err)
-	}
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cancel()
-		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- svc.Serve(ctx, authzsvc.Listeners{GRPC: gl}) }()
