@@ -107,16 +107,21 @@ type deploymentSpec struct {
 	Selector struct {
 		MatchLabels map[string]string `json:"matchLabels"`
 	} `json:"selector"`
-	Template struct {
-		Metadata struct {
-			Labels map[string]string `json:"labels"`
-		} `json:"metadata"`
-		Spec struct {
-			ServiceAccountName string           `json:"serviceAccountName"`
-			SecurityContext    *securityContext `json:"securityContext"`
-			Containers         []container      `json:"containers"`
-		} `json:"spec"`
-	} `json:"template"`
+	Template podTemplate `json:"template"`
+}
+
+// podTemplate is the pod template of a Deployment or a Job, as far as the
+// checks read it.
+type podTemplate struct {
+	Metadata struct {
+		Labels map[string]string `json:"labels"`
+	} `json:"metadata"`
+	Spec struct {
+		ServiceAccountName string           `json:"serviceAccountName"`
+		RestartPolicy      string           `json:"restartPolicy"`
+		SecurityContext    *securityContext `json:"securityContext"`
+		Containers         []container      `json:"containers"`
+	} `json:"spec"`
 }
 
 type serviceSpec struct {
@@ -137,16 +142,7 @@ type pdbSpec struct {
 }
 
 type jobSpec struct {
-	Template struct {
-		Metadata struct {
-			Labels map[string]string `json:"labels"`
-		} `json:"metadata"`
-		Spec struct {
-			RestartPolicy   string           `json:"restartPolicy"`
-			SecurityContext *securityContext `json:"securityContext"`
-			Containers      []container      `json:"containers"`
-		} `json:"spec"`
-	} `json:"template"`
+	Template podTemplate `json:"template"`
 }
 
 type job struct {

@@ -36,21 +36,52 @@ func cachedKeyCheck(b *testing.B) (*extauthz.CheckServer, *authv3.CheckRequest) 
 	f, srv := benchService(b, authztest.WithRedis)
 	key, _ := f.CreateKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read", "scans:write"}, Tier: "pro"})
 	req := authztest.EnvoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
-	if resp, _ := srv.Check(context.Background(), req); resp.GetOkResponse() == nil {
-		b.Fatalf("not allowed: %v", resp)
-	}
+	mustAllow(b, srv, req)
 	return srv, req
 }
 
-// BenchmarkCheckCachedKey is the hot path: a key already in the LRU.
-func BenchmarkCheckCachedKey(b *testing.B) {
-	srv, req := cachedKeyCheck(b)
+// mustAllow fails the benchmark unless srv allows req.
+func mustAllow(b *testing.B, srv *extauthz.CheckServer, req *authv3.CheckRequest) {
+	b.Helper()
+	if resp, _ := srv.Check(context.Background(), req); resp.GetOkResponse() == nil {
+		b.Fatalf("not allowed: %v", resp)
+	}
+}
+
+// loopFirstSight times srv.Check of each of reqs in turn; when they run
+// out, renew (off the timer) gives a fresh server that has seen none of
+// them.
+func loopFirstSight(b *testing.B, srv *extauthz.CheckServer, reqs []*authv3.CheckRequest, renew func() *extauthz.CheckServer) {
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if i == len(reqs) {
+			b.StopTimer()
+			srv = renew()
+			i = 0
+			b.StartTimer()
+		}
+		srv.Check(ctx, reqs[i])
+		i++
+	}
+}
+
+// loopCheck times srv.Check of req, the same request on every iteration.
+func loopCheck(b *testing.B, srv *extauthz.CheckServer, req *authv3.CheckRequest) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
 		srv.Check(ctx, req)
 	}
+}
+
+// BenchmarkCheckCachedKey is the hot path: a key already in the LRU.
+func BenchmarkCheckCachedKey(b *testing.B) {
+	srv, req := cachedKeyCheck(b)
+	loopCheck(b, srv, req)
 }
 
 // BenchmarkCheckCachedKeyWire is BenchmarkCheckCachedKey plus the
@@ -112,20 +143,10 @@ func BenchmarkCheckColdKey(b *testing.B) {
 		key, _ := f.CreateKey(b, keystore.NewKey{UserID: fmt.Sprintf("user_%d", i)})
 		reqs[i] = authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{"api-key": key})
 	}
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		if i == n {
-			b.StopTimer()
-			_, srv = benchService(b, authztest.NoRedis) // a fresh replica: empty LRU
-			i = 0
-			b.StartTimer()
-		}
-		srv.Check(ctx, reqs[i])
-		i++
-	}
+	loopFirstSight(b, srv, reqs, func() *extauthz.CheckServer {
+		_, srv := benchService(b, authztest.NoRedis) // a fresh replica: empty LRU
+		return srv
+	})
 }
 
 // BenchmarkCheckUnknownKeyNegativeCache is a flood of one well-formed
@@ -134,13 +155,8 @@ func BenchmarkCheckUnknownKeyNegativeCache(b *testing.B) {
 	_, srv := benchService(b, authztest.NoRedis)
 	key, _ := keystore.GenerateKey()
 	req := authztest.EnvoyRequest("GET", "/", map[string]string{"api-key": key})
-	ctx := context.Background()
-	srv.Check(ctx, req)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		srv.Check(ctx, req)
-	}
+	srv.Check(context.Background(), req)
+	loopCheck(b, srv, req)
 }
 
 // benchJWTService is benchService with session tokens configured.
@@ -166,15 +182,8 @@ func BenchmarkCheckCachedSession(b *testing.B) {
 	tok := is.Token(b, devissuer.Claims{Subject: "user_bench", SessionID: "sess_bench",
 		Org: &devissuer.Org{ID: "org_bench", Role: "admin", Permissions: []string{"scans:read"}}})
 	req := authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{"authorization": "Bearer " + tok, "x-request-id": "req-bench"})
-	ctx := context.Background()
-	if resp, _ := srv.Check(ctx, req); resp.GetOkResponse() == nil {
-		b.Fatalf("not allowed: %v", resp)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		srv.Check(ctx, req)
-	}
+	mustAllow(b, srv, req)
+	loopCheck(b, srv, req)
 }
 
 // BenchmarkCheckFirstSightSession is a new token on every check: one RS256
@@ -187,18 +196,8 @@ func BenchmarkCheckFirstSightSession(b *testing.B) {
 		tok := is.Token(b, devissuer.Claims{Subject: fmt.Sprintf("user_%d", i)})
 		reqs[i] = authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{"authorization": "Bearer " + tok})
 	}
-	ctx := context.Background()
-	b.ReportAllocs()
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		if i == n {
-			b.StopTimer()
-			_, srv = benchJWTService(b)
-			i = 0
-			b.StartTimer()
-		}
-		srv.Check(ctx, reqs[i])
-		i++
-	}
+	loopFirstSight(b, srv, reqs, func() *extauthz.CheckServer {
+		_, srv := benchJWTService(b)
+		return srv
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // Metrics are the decision core's Prometheus collectors. Label values come
@@ -19,23 +20,20 @@ type Metrics struct {
 	byOutcome [numOutcomes][numCredentialKinds]prometheus.Counter
 }
 
-// NewMetrics registers the collectors on reg (nil: a private registry).
+// NewMetrics registers the collectors on reg (nil: not registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
+	f := promauto.With(reg)
 	m := &Metrics{
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+		decisions: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "odin_authz_decisions_total",
 			Help: "Check decisions by result (allow, unauthorized, forbidden, rate_limited, unavailable, misconfigured) and credential kind (none, malformed, api_key, jwt).",
 		}, []string{"result", "credential"}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+		latency: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "odin_authz_check_duration_seconds",
 			Help:    "Time to decide one check, excluding transport.",
 			Buckets: []float64{1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1},
 		}),
 	}
-	reg.MustRegister(m.decisions, m.latency)
 	for o := range numOutcomes {
 		for c := range numCredentialKinds {
 			m.byOutcome[o][c] = m.decisions.WithLabelValues(Outcome(o).String(), CredentialKind(c).String())

@@ -1,6 +1,9 @@
 package keystore
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
 
 // Metrics are the keystore's Prometheus collectors. Label values come from
 // small fixed sets; no key, hash or token is ever a label.
@@ -20,51 +23,48 @@ type Metrics struct {
 	hitLRU, hitRedis, hitStore, hitStale, hitFilter, hitNegative prometheus.Counter
 }
 
-// NewMetrics registers the keystore collectors on reg (nil: a private
-// registry, for tests and one-shot commands).
+// NewMetrics registers the keystore collectors on reg (nil: not registered,
+// for tests and one-shot commands).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
+	f := promauto.With(reg)
 	m := &Metrics{
-		cacheHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+		cacheHits: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "odin_keystore_lookups_total",
 			Help: "Key lookups by the tier that answered: lru (known keys), filter (refused by the key filter), negative (the unknown-key tier), redis, store (PostgreSQL), stale (an expired entry served while PostgreSQL is unreachable or the unknown-key budget is spent).",
 		}, []string{"tier"}),
-		storeQueries: prometheus.NewCounterVec(prometheus.CounterOpts{
+		storeQueries: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "odin_keystore_store_queries_total",
 			Help: "Key lookups sent to PostgreSQL, by result: found, not_found, error.",
 		}, []string{"result"}),
-		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		redisErrors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "odin_keystore_redis_errors_total",
 			Help: "Redis operations that failed, by operation; op=\"mac\" counts entries refused because their MAC did not verify (treated as absent).",
 		}, []string{"op"}),
-		busMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+		busMessages: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "odin_keystore_bus_messages_total",
 			Help: "Invalidation bus events, by kind: received, invalid, resubscribed.",
 		}, []string{"kind"}),
 	}
-	m.storeThrottled = prometheus.NewCounter(prometheus.CounterOpts{
+	m.storeThrottled = f.NewCounter(prometheus.CounterOpts{
 		Name: "odin_keystore_store_throttled_total",
 		Help: "Misses not sent to PostgreSQL because the unknown-key lookup budget (--unknown-key-rate) was spent.",
 	})
-	m.filterBuilds = prometheus.NewCounterVec(prometheus.CounterOpts{
+	m.filterBuilds = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "odin_keystore_filter_builds_total",
 		Help: "Key filter builds from PostgreSQL, by result: ok, error.",
 	}, []string{"result"})
-	m.filterKeys = prometheus.NewGauge(prometheus.GaugeOpts{
+	m.filterKeys = f.NewGauge(prometheus.GaugeOpts{
 		Name: "odin_keystore_filter_keys",
 		Help: "Key hashes in the key filter's last build.",
 	})
-	m.filterBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+	m.filterBytes = f.NewGauge(prometheus.GaugeOpts{
 		Name: "odin_keystore_filter_bytes",
 		Help: "Size of the key filter's last build, in bytes.",
 	})
-	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
+	checks := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "odin_keystore_filter_checks_total",
 		Help: "Key filter checks of LRU misses, by verdict: refused (no key has the hash: answered 401 with no lookup of its own), vouched (may exist), untrusted (no filter built yet, or the refusal could not be confirmed: looked up as without a filter).",
 	}, []string{"verdict"})
-	reg.MustRegister(m.cacheHits, m.storeQueries, m.redisErrors, m.busMessages, m.storeThrottled, m.filterBuilds, m.filterKeys, m.filterBytes, checks)
 	m.filterChecks[filterUntrusted] = checks.WithLabelValues("untrusted")
 	m.filterChecks[filterVouched] = checks.WithLabelValues("vouched")
 	m.filterChecks[filterRefused] = checks.WithLabelValues("refused")

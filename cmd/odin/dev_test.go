@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
 	"github.com/odin-scan/odin-authz/keystore/sqlitestore"
 )
@@ -30,7 +31,7 @@ type devInstance struct {
 	grpc                        string // host:port
 	forward, admin, ops, issuer string // base URLs
 	token, key                  string
-	logs                        *syncBuffer
+	logs                        *testenv.LogBuffer
 	stop                        func() error // ends the run, returns its error
 }
 
@@ -64,7 +65,7 @@ func startDev(t *testing.T, dir string) *devInstance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	errc := make(chan error, 1)
 	args := []string{"dev", "--data-dir", dir, "--policy-file", "", "--log-level", "debug",
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0",

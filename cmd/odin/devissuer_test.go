@@ -13,20 +13,20 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 )
 
 // startDevIssuer serves the devissuer handler on a loopback port 0 until the
 // test ends, and returns its base URL and the log it writes.
-func startDevIssuer(t *testing.T, cfg devIssuerConfig) (string, *syncBuffer) {
+func startDevIssuer(t *testing.T, cfg devIssuerConfig) (string, *testenv.LogBuffer) {
 	t.Helper()
 	p, err := devissuer.New(devissuer.Options{Issuer: cfg.issuer})
 	if err != nil {
@@ -36,7 +36,7 @@ func startDevIssuer(t *testing.T, cfg devIssuerConfig) (string, *syncBuffer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -208,7 +208,7 @@ func TestDevIssuerCommand(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	outR, outW := io.Pipe()
-	stderr := &syncBuffer{}
+	stderr := &testenv.LogBuffer{}
 	errc := make(chan error, 1)
 	go func() {
 		errc <- runDevIssuer(ctx, []string{"--max-ttl", "2h"}, outW, stderr)
@@ -284,22 +284,4 @@ func TestDevIssuerFlags(t *testing.T) {
 			t.Errorf("%q: %v, want an error mentioning %q", tc.args, err, tc.want)
 		}
 	}
-}
-
-// syncBuffer is a log written by a server goroutine and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -32,7 +32,7 @@ func TestAuthzExportsTraces(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"authz", "--grpc-addr", "127.0.0.1:0", "--http-addr", "", "--ops-addr", "",
@@ -101,7 +101,7 @@ func TestAuthzTracingOffByDefault(t *testing.T) {
 		t.Setenv(v, "")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"authz", "--grpc-addr", "127.0.0.1:0", "--http-addr", "", "--ops-addr", ""}, io.Discard, logs)
@@ -117,7 +117,7 @@ func TestAuthzTracingOffByDefault(t *testing.T) {
 }
 
 // waitLog waits for a log line matching re and returns its first group.
-func waitLog(t *testing.T, logs *syncBuffer, re *regexp.Regexp) string {
+func waitLog(t *testing.T, logs *testenv.LogBuffer, re *regexp.Regexp) string {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if m := re.FindStringSubmatch(logs.String()); m != nil {

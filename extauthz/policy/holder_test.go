@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/odin-scan/odin-authz/internal/testenv"
 )
 
 // generation returns a policy file whose two rules are both named after
@@ -38,35 +39,17 @@ func writeFile(t testing.TB, path, content string) {
 	}
 }
 
-// lockedBuffer collects log output written from other goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type holderEnv struct {
 	h    *Holder
 	path string
-	logs *lockedBuffer
+	logs *testenv.LogBuffer
 }
 
 func newHolderEnv(t *testing.T, content string) holderEnv {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "policy.yaml")
 	writeFile(t, path, content)
-	logs := &lockedBuffer{}
+	logs := &testenv.LogBuffer{}
 	h, err := NewHolder(path, slog.New(slog.NewTextHandler(logs, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +75,7 @@ func value(t testing.TB, m prometheus.Metric) float64 {
 
 func (e holderEnv) counts(t testing.TB) (ok, failed, lastOK float64) {
 	m := e.h.metrics
-	return value(t, m.loads.WithLabelValues("ok")), value(t, m.loads.WithLabelValues("error")), value(t, m.ok)
+	return value(t, m.Loads.WithLabelValues("ok")), value(t, m.Loads.WithLabelValues("error")), value(t, m.LastOK)
 }
 
 func (e holderEnv) wantCounts(t *testing.T, ok, failed, lastOK float64) {
@@ -128,7 +111,7 @@ func TestHolderWithoutFile(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	hup := make(chan os.Signal, 1)
-	go func() { defer close(done); h.watch(ctx, hup) }()
+	go func() { defer close(done); h.loop.Run(ctx, hup) }()
 	hup <- syscall.SIGHUP
 	cancel()
 	<-done
@@ -208,11 +191,11 @@ func TestHolderReload(t *testing.T) {
 // test controls; it stops at the end of the test.
 func startWatch(t *testing.T, e holderEnv, poll time.Duration) chan<- os.Signal {
 	t.Helper()
-	e.h.poll = poll
+	e.h.loop.Interval = poll
 	hup := make(chan os.Signal, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); e.h.watch(ctx, hup) }()
+	go func() { defer close(done); e.h.loop.Run(ctx, hup) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return hup
 }
@@ -302,9 +285,7 @@ func TestWatchIgnoresTouch(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the touch to be seen", func() bool {
-		e.h.mu.Lock()
-		defer e.h.mu.Unlock()
-		seen := e.h.files.Seen()
+		seen := e.h.loop.Seen()
 		return seen[0] != nil && seen[0].ModTime().Equal(later)
 	})
 	e.wantCounts(t, 1, 0, 1)
@@ -333,7 +314,7 @@ func TestWatchRealSIGHUP(t *testing.T) {
 	defer signal.Stop(own)
 
 	e := newHolderEnv(t, generation("one"))
-	e.h.poll = time.Hour
+	e.h.loop.Interval = time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); e.h.Watch(ctx) }()

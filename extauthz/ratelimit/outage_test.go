@@ -1,11 +1,9 @@
 package ratelimit
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,26 +11,6 @@ import (
 
 	"github.com/odin-scan/odin-authz/internal/testenv"
 )
-
-// syncBuffer is a log sink safe for concurrent writers and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) count(substr string) int { return strings.Count(s.String(), substr) }
 
 // privateRedis starts a redis-server of the test's own, to stop, with a
 // client configured as the service configures its own: short timeouts,
@@ -74,7 +52,7 @@ func waitForRedis(t *testing.T, l *Limiter, key string) Result {
 
 func TestRedisDownFailOpen(t *testing.T) {
 	pr, c := privateRedis(t)
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	const backoff = 100 * time.Millisecond
 	l, err := New(c, Options{Tiers: outageTier, DefaultTier: "t", Backoff: backoff, LeaseFraction: 0.5, LeaseTTL: time.Hour},
 		slog.New(slog.NewTextHandler(logs, nil)), nil)
@@ -114,7 +92,7 @@ func TestRedisDownFailOpen(t *testing.T) {
 	if maxErrs := int(elapsed/backoff) + 2; errs < 1 || errs > maxErrs {
 		t.Errorf("%d Redis errors for %d requests over %v, want 1 to %d (one per backoff)", errs, len(results), elapsed, maxErrs)
 	}
-	if n := logs.count("redis unavailable"); n != 1 {
+	if n := strings.Count(logs.String(), "redis unavailable"); n != 1 {
 		t.Errorf("%d outage log lines over %d failures, want 1:\n%s", n, errs, logs)
 	}
 
@@ -123,7 +101,7 @@ func TestRedisDownFailOpen(t *testing.T) {
 	if !r.Allowed || r.Remaining != 3 {
 		t.Errorf("after recovery: %+v, want allowed by Redis with 3 remaining", r)
 	}
-	if n := logs.count("redis reachable again"); n != 1 {
+	if n := strings.Count(logs.String(), "redis reachable again"); n != 1 {
 		t.Errorf("%d recovery log lines, want 1:\n%s", n, logs)
 	}
 }

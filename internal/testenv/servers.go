@@ -147,3 +147,16 @@ func pipe(dst, src net.Conn) {
 	dst.Close()
 	src.Close()
 }
+
+// Listen listens on a free loopback TCP port for a server under test,
+// failing the test when it cannot. The listener is closed when the test
+// ends, unless the server has closed it first.
+func Listen(t testing.TB) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen on loopback: %v", err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}

@@ -22,16 +22,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"slices"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
-	"github.com/odin-scan/odin-authz/internal/filewatch"
+	"github.com/odin-scan/odin-authz/internal/reload"
 )
 
 // DefaultInterval is how often the files are looked at when Config.Interval
@@ -60,11 +58,10 @@ type Reloader struct {
 	log     *slog.Logger
 	metrics *metrics
 	cur     atomic.Pointer[state]
+	loop    *reload.Loop // serialises loads and triggers them; guards the fields below
 
-	mu      sync.Mutex         // serialises loads; guards the fields below
-	lastSum [32]byte           // SHA-256 of the file contents last tried, good or bad
-	lastErr error              // what trying them gave
-	files   *filewatch.Watcher // the files as the last load or poll saw them
+	lastSum [32]byte // SHA-256 of the file contents last tried, good or bad
+	lastErr error    // what trying them gave
 }
 
 // state is one loaded certificate (and client CA bundle): what a handshake
@@ -91,10 +88,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Reloader,
 		logger = slog.New(slog.DiscardHandler)
 	}
 	r := &Reloader{cfg: cfg, log: logger, metrics: newMetrics(reg)}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.files = filewatch.New(cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile)
-	if err := r.load("start"); err != nil {
+	r.loop = reload.NewLoop(cfg.Interval, r.load, cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile)
+	if err := r.loop.Reload(reload.Start); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -153,62 +148,16 @@ func (e *endpoint) configForClient(*tls.ClientHelloInfo) (*tls.Config, error) {
 // Reload reads the files now and, when they make a valid pair, puts them in
 // force. Files that cannot be used leave the pair in force; the failure is
 // logged, counted and returned.
-func (r *Reloader) Reload() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.files.Reset()
-	return r.load("reload")
-}
+func (r *Reloader) Reload() error { return r.loop.Reload(reload.Explicit) }
 
-// Watch reloads on SIGHUP and when the files change, until ctx ends. It
-// polls each file's identity, size and modification time
-// (internal/filewatch): os.Stat follows symbolic links, so a rename into
-// place and a Kubernetes Secret volume's symlink swap are both seen, on any
-// file system. A change is loaded once it has held still for one poll, so a
-// certificate and key written one after the other are loaded together, not
-// reported as a mismatched pair.
-func (r *Reloader) Watch(ctx context.Context) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	r.watch(ctx, hup)
-}
+// Watch reloads on SIGHUP and when the files change, until ctx ends
+// (internal/reload). A change is loaded once it has held still for one
+// poll, so a certificate and key written one after the other are loaded
+// together, not reported as a mismatched pair.
+func (r *Reloader) Watch(ctx context.Context) { r.loop.Watch(ctx) }
 
-// watch is Watch with the signal channel given, for tests.
-func (r *Reloader) watch(ctx context.Context, hup <-chan os.Signal) {
-	var tick <-chan time.Time
-	if r.cfg.Interval > 0 {
-		t := time.NewTicker(r.cfg.Interval)
-		defer t.Stop()
-		tick = t.C
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-			r.mu.Lock()
-			r.files.Reset()
-			_ = r.load("SIGHUP") // logged and counted
-			r.mu.Unlock()
-		case <-tick:
-			r.pollOnce()
-		}
-	}
-}
-
-// pollOnce is one look at the files.
-func (r *Reloader) pollOnce() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.files.Poll() {
-		return // unchanged, or not settled yet
-	}
-	_ = r.load("file change") // logged and counted
-}
-
-// load reads and parses the files and puts a valid pair in force. r.mu is
-// held. Contents identical to the last attempt (a touch, a rewrite with the
+// load reads and parses the files and puts a valid pair in force; r.loop
+// calls it, one load at a time. Contents identical to the last attempt (a touch, a rewrite with the
 // same bytes) are not loaded, logged or counted again.
 func (r *Reloader) load(trigger string) error {
 	certPEM, keyPEM, caPEM, err := r.read()
@@ -222,7 +171,8 @@ func (r *Reloader) load(trigger string) error {
 		if st, err = r.parse(certPEM, keyPEM, caPEM); err == nil {
 			r.lastErr = nil
 			r.cur.Store(st)
-			r.metrics.loaded(st)
+			r.metrics.Loaded()
+			r.metrics.inForce(st)
 			r.logLoaded(st, trigger)
 			return nil
 		}
@@ -230,7 +180,7 @@ func (r *Reloader) load(trigger string) error {
 		r.lastSum = [32]byte{}
 	}
 	r.lastErr = err
-	r.metrics.failed()
+	r.metrics.Failed()
 	if r.cur.Load() != nil {
 		r.log.Error("tls: reload failed, keeping the certificate in force",
 			"cert_file", r.cfg.CertFile, "key_file", r.cfg.KeyFile, "client_ca_file", r.cfg.ClientCAFile,
@@ -326,56 +276,43 @@ func contentSum(parts ...[]byte) [32]byte {
 	return s
 }
 
-// metrics are the Reloader's collectors.
+// metrics are the Reloader's collectors: its loads, and the expiries of
+// what is in force.
 type metrics struct {
-	loads    *prometheus.CounterVec
-	ok       prometheus.Gauge
+	*reload.Metrics
 	notAfter prometheus.Gauge
 	caExpiry prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	m := &metrics{
-		loads: prometheus.NewCounterVec(prometheus.CounterOpts{
+	f := promauto.With(reg) // nil: not registered, for tests and one-shot commands
+	return &metrics{
+		Metrics: reload.NewMetrics(reg, prometheus.CounterOpts{
 			Name: "odin_tls_certificate_loads_total",
 			Help: "TLS certificate loads (at start, on a file change, on SIGHUP) by result (ok, error).",
-		}, []string{"result"}),
-		ok: prometheus.NewGauge(prometheus.GaugeOpts{
+		}, prometheus.GaugeOpts{
 			Name: "odin_tls_certificate_last_load_ok",
 			Help: "1 when the last TLS certificate load succeeded, 0 when the files in place are refused and an older certificate is in force.",
 		}),
-		notAfter: prometheus.NewGauge(prometheus.GaugeOpts{
+		notAfter: f.NewGauge(prometheus.GaugeOpts{
 			Name: "odin_tls_certificate_not_after_timestamp_seconds",
 			Help: "NotAfter of the TLS certificate in force, in Unix seconds: alert well before it.",
 		}),
-		caExpiry: prometheus.NewGauge(prometheus.GaugeOpts{
+		caExpiry: f.NewGauge(prometheus.GaugeOpts{
 			Name: "odin_tls_client_ca_not_after_timestamp_seconds",
 			Help: "Earliest NotAfter among the client CAs in force (mutual TLS), in Unix seconds; 0 without mutual TLS.",
 		}),
 	}
-	reg.MustRegister(m.loads, m.ok, m.notAfter, m.caExpiry)
-	m.loads.WithLabelValues("ok")
-	m.loads.WithLabelValues("error")
-	return m
 }
 
-func (m *metrics) loaded(st *state) {
-	m.loads.WithLabelValues("ok").Inc()
-	m.ok.Set(1)
+// inForce records the expiries of the state just put in force.
+func (m *metrics) inForce(st *state) {
 	m.notAfter.Set(float64(st.leaf.NotAfter.Unix()))
 	if st.clientCAs != nil {
 		m.caExpiry.Set(float64(st.caExpiry.Unix()))
 	} else {
 		m.caExpiry.Set(0)
 	}
-}
-
-func (m *metrics) failed() {
-	m.loads.WithLabelValues("error").Inc()
-	m.ok.Set(0)
 }
 
 // ClientFiles are what a client (odin check, odin healthcheck) needs to

@@ -11,13 +11,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/internal/tlsreload/devpki"
 )
 
@@ -84,34 +84,16 @@ func writeAtomic(t *testing.T, path string, data []byte) {
 	}
 }
 
-// lockedBuffer collects log output written from other goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // server is a TLS echo server on a Reloader.
 type server struct {
 	r    *Reloader
 	addr string
-	logs *lockedBuffer
+	logs *testenv.LogBuffer
 }
 
 func startServer(t *testing.T, cfg Config) *server {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &testenv.LogBuffer{}
 	r, err := New(cfg, slog.New(slog.NewTextHandler(logs, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +101,7 @@ func startServer(t *testing.T, cfg Config) *server {
 	ctx, cancel := context.WithCancel(context.Background())
 	hup := make(chan os.Signal) // never sent: the tests do not signal the test binary
 	done := make(chan struct{})
-	go func() { r.watch(ctx, hup); close(done) }()
+	go func() { r.loop.Run(ctx, hup); close(done) }()
 	l, err := tls.Listen("tcp", "127.0.0.1:0", r.ServerConfig("h2", "http/1.1"))
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +188,7 @@ func value(t *testing.T, m prometheus.Metric) float64 {
 }
 
 func (s *server) loads(t *testing.T, result string) float64 {
-	return value(t, s.r.metrics.loads.WithLabelValues(result))
+	return value(t, s.r.metrics.Loads.WithLabelValues(result))
 }
 
 func TestServesCertificateWithALPN(t *testing.T) {
@@ -300,7 +282,7 @@ func TestBadFilesKeepPairInForce(t *testing.T) {
 		writeAtomic(t, p.certFile, st.cert)
 		writeAtomic(t, p.keyFile, st.key)
 		eventually(t, st.name+" refused", func() bool { return s.loads(t, "error") == float64(i+1) })
-		if got := value(t, s.r.metrics.ok); got != 0 {
+		if got := value(t, s.r.metrics.LastOK); got != 0 {
 			t.Errorf("%s: last_load_ok %v, want 0", st.name, got)
 		}
 		c, err := dial(t, s.addr, p.ca, nil)
@@ -326,7 +308,7 @@ func TestBadFilesKeepPairInForce(t *testing.T) {
 	// Put a good pair back: in force again, gauge back to 1.
 	writeAtomic(t, p.certFile, p.server.CertPEM)
 	writeAtomic(t, p.keyFile, p.server.KeyPEM)
-	eventually(t, "the good pair", func() bool { return value(t, s.r.metrics.ok) == 1 })
+	eventually(t, "the good pair", func() bool { return value(t, s.r.metrics.LastOK) == 1 })
 
 	logs := s.logs.String()
 	for _, secret := range [][]byte{p.server.KeyPEM, other.KeyPEM} {
@@ -403,7 +385,7 @@ func TestSIGHUPReloads(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	hup := make(chan os.Signal)
-	go r.watch(ctx, hup)
+	go r.loop.Run(ctx, hup)
 	next := serverLeaf(t, p.ca)
 	writeAtomic(t, p.certFile, next.CertPEM)
 	writeAtomic(t, p.keyFile, next.KeyPEM)

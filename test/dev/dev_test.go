@@ -19,11 +19,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"runtime/debug"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/odin-scan/odin-authz/internal/testenv"
 )
 
 func TestQuickStart(t *testing.T) {
@@ -100,7 +100,7 @@ func buildOdin(t *testing.T, dir string) string {
 	// -buildvcs=auto: stamp the commit as go build does by default, whatever
 	// GOFLAGS says (a machine may set -buildvcs=false).
 	args := []string{"build", "-buildvcs=auto", "-o", bin}
-	if raceEnabled() {
+	if testenv.RaceEnabled() {
 		args = append(args, "-race")
 	}
 	cmd := exec.Command("go", append(args, "github.com/odin-scan/odin-authz/cmd/odin")...)
@@ -150,19 +150,6 @@ func checkVersion(t *testing.T, bin string) {
 	}
 }
 
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
-}
-
 // cleanEnv is this process's environment without ODIN_* variables, so a
 // developer's settings do not change what the test runs.
 func cleanEnv(extra ...string) []string {
@@ -182,7 +169,7 @@ type devProcess struct {
 	forward, admin, issuer string
 	token, key             string
 	cmd                    *exec.Cmd
-	stderr                 *syncBuffer
+	stderr                 *testenv.LogBuffer
 	done                   chan struct{}
 	waitErr                error
 }
@@ -205,7 +192,7 @@ func startDev(t *testing.T, bin, data string) *devProcess {
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0",
 		"--admin-addr", "127.0.0.1:0", "--issuer-addr", "127.0.0.1:0")
 	cmd.Env = cleanEnv()
-	d := &devProcess{bin: bin, cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	d := &devProcess{bin: bin, cmd: cmd, stderr: &testenv.LogBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = d.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -436,21 +423,4 @@ func runBannerLines(t *testing.T, d *devProcess) {
 	if examples != 10 {
 		t.Errorf("found %d example lines in the banner, want 10:\n%s", examples, d.banner)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -3,19 +3,18 @@ package drills
 import (
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
 )
@@ -37,16 +36,12 @@ func startReplica(t *testing.T, name string, cfg authzsvc.Config) *replica {
 	t.Helper()
 	logs := &testenv.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", name)
+	gl := testenv.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := authzsvc.New(ctx, cfg, logger)
 	if err != nil {
 		cancel()
 		t.Fatalf("start replica %s: %v", name, err)
-	}
-	gl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cancel()
-		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- svc.Serve(ctx, authzsvc.Listeners{GRPC: gl}) }()
@@ -78,35 +73,8 @@ func startReplica(t *testing.T, name string, cfg authzsvc.Config) *replica {
 // metric sums a counter family over the label sets that carry labels.
 func (r *replica) metric(t *testing.T, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := r.svc.Registry().Gather()
-	if err != nil {
-		t.Fatalf("gather metrics: %v", err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for k, v := range labels {
-				if !hasLabel(m, k, v) {
-					continue next
-				}
-			}
-			sum += m.GetCounter().GetValue()
-		}
-	}
+	sum, _ := authztest.Gathered(t, r.svc.Registry(), name, labels)
 	return sum
-}
-
-func hasLabel(m *dto.Metric, k, v string) bool {
-	for _, lp := range m.GetLabel() {
-		if lp.GetName() == k && lp.GetValue() == v {
-			return true
-		}
-	}
-	return false
 }
 
 // storeQueries is odin_keystore_store_queries_total over every result.

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -91,17 +90,7 @@ func TestDrillSIGTERMAuthz(t *testing.T) {
 		t.Fatalf("%d uses recorded before the signal with --usage-interval 1h: the drill cannot tell the shutdown flush from a periodic one", n)
 	}
 	ph.set("signalled")
-	signalled := time.Now()
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	var exited time.Time
-	select {
-	case <-c.done:
-		exited = c.exitedAt
-	case <-time.After(30 * time.Second):
-		t.Fatalf("odin authz still running 30s after SIGTERM\n%s", tail40(c.logs.String()))
-	}
+	signalled, exited := c.terminate(t, "odin authz")
 	ph.set("exited")
 	time.Sleep(tail)
 	samples := run.finish()
@@ -327,17 +316,7 @@ func TestDrillSIGTERMAdmin(t *testing.T) {
 	defer stopStream()
 
 	time.Sleep(before)
-	signalled := time.Now()
-	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	var exited time.Time
-	select {
-	case <-c.done:
-		exited = c.exitedAt
-	case <-time.After(30 * time.Second):
-		t.Fatalf("odin admin still running 30s after SIGTERM\n%s", tail40(c.logs.String()))
-	}
+	signalled, exited := c.terminate(t, "odin admin")
 	time.Sleep(tail)
 	stopStream()
 
@@ -529,6 +508,24 @@ func startChild(t *testing.T, bin, readyMsg string, env []string, args ...string
 	return nil
 }
 
+// terminate sends the child SIGTERM and waits for it to exit, failing the
+// test after 30s; name is what the failure calls it. It returns when the
+// signal was sent and when the child exited.
+func (c *child) terminate(t *testing.T, name string) (signalled, exited time.Time) {
+	t.Helper()
+	signalled = time.Now()
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.done:
+		return signalled, c.exitedAt
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s still running 30s after SIGTERM\n%s", name, tail40(c.logs.String()))
+	}
+	return signalled, time.Time{}
+}
+
 func tail40(s string) string { return tail(s, 40) }
 
 // logGap is the time between the first JSON log lines with msg from and
@@ -639,7 +636,7 @@ func buildOdin(t *testing.T) string {
 		odinBinary.dir = dir
 		path := filepath.Join(dir, "odin")
 		args := []string{"build", "-o", path}
-		if raceEnabled() {
+		if testenv.RaceEnabled() {
 			args = append(args, "-race")
 		}
 		out, err := exec.Command("go", append(args, "github.com/odin-scan/odin-authz/cmd/odin")...).CombinedOutput()
@@ -661,17 +658,4 @@ func removeBinaries() {
 	if odinBinary.dir != "" {
 		_ = os.RemoveAll(odinBinary.dir)
 	}
-}
-
-func raceEnabled() bool {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return false
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "-race" {
-			return s.Value == "true"
-		}
-	}
-	return false
 }

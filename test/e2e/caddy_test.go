@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -18,27 +17,8 @@ func TestCaddy(t *testing.T) {
 	bin := findCaddy(t)
 	w := newWorld(t, shippedMode(t, caddyfile))
 	up := startEcho(t)
-	var outputs []*process
-	start := func(authz string) string {
-		p, base := startCaddy(t, bin, authz, up.Addr)
-		outputs = append(outputs, p)
-		return base
-	}
-	runCases(t, w, front{
-		allow:             start(w.authz.HTTP),
-		outage:            start(w.outage.HTTP),
-		unreachable:       start(w.dead),
-		upstream:          up,
-		unreachableStatus: 503,
-		unreachableCode:   "UNAVAILABLE",
-		scrubsUnderscores: true,
-		output: func() string {
-			var b strings.Builder
-			for _, p := range outputs {
-				b.WriteString(p.out.String())
-			}
-			return b.String()
-		},
+	runForwardAuthCases(t, w, up, func(authz string) (*process, string) {
+		return startCaddy(t, bin, authz, up.Addr)
 	})
 }
 

@@ -298,3 +298,35 @@ func runSpoofCases(t *testing.T, base string, up *echoUpstream, k keys) {
 		})
 	}
 }
+
+// runForwardAuthCases runs the cases through a forward-auth proxy (NGINX,
+// Caddy): start runs one in front of the odin authz at authz and the
+// upstream up, and returns it and its base URL. One is started for the
+// working odin, one for the one in an outage, one for a dead address; both
+// shipped proxies answer 503 UNAVAILABLE when odin is unreachable and drop
+// headers with underscores, and the test's output is all of theirs.
+func runForwardAuthCases(t *testing.T, w *world, up *echoUpstream, start func(authz string) (*process, string)) {
+	t.Helper()
+	var outputs []*process
+	startOne := func(authz string) string {
+		p, base := start(authz)
+		outputs = append(outputs, p)
+		return base
+	}
+	runCases(t, w, front{
+		allow:             startOne(w.authz.HTTP),
+		outage:            startOne(w.outage.HTTP),
+		unreachable:       startOne(w.dead),
+		upstream:          up,
+		unreachableStatus: 503,
+		unreachableCode:   "UNAVAILABLE",
+		scrubsUnderscores: true,
+		output: func() string {
+			var b strings.Builder
+			for _, p := range outputs {
+				b.WriteString(p.out.String())
+			}
+			return b.String()
+		},
+	})
+}

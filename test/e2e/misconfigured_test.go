@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 )
@@ -50,21 +49,16 @@ func checkMisconfigured(t *testing.T, base string, up *echoUpstream, k keys) {
 // POST with a read-only key into a GET; the missing header is refused.
 func TestNGINXMisconfigured(t *testing.T) {
 	t.Parallel()
-	bin := findTool(t, "nginx", "ODIN_NGINX_BIN", "nginx", "/usr/sbin/nginx")
-	shipped, err := os.ReadFile(nginxConf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkNGINXModules(t, bin, string(shipped))
+	bin, shipped := shippedNGINX(t)
 	w := newWorld(t, shippedMode(t, nginxConf))
 	up := startEcho(t)
 
 	t.Run("shipped config, replica in mode none", func(t *testing.T) {
-		_, base := startNGINX(t, bin, string(shipped), w.replicaInMode(t, "none").HTTP, up.Addr)
+		_, base := startNGINX(t, bin, shipped, w.replicaInMode(t, "none").HTTP, up.Addr)
 		checkMisconfigured(t, base, up, w.keys)
 	})
 	t.Run("X-Original-Method not set, client headers passed", func(t *testing.T) {
-		conf := string(shipped)
+		conf := shipped
 		for _, r := range []struct{ old, new string }{
 			{"proxy_set_header X-Original-Method $request_method;", ""},
 			{"proxy_pass_request_headers off;", "proxy_pass_request_headers on;"},

@@ -14,37 +14,26 @@ const nginxConf = "../../envoy/nginx/nginx.conf"
 // replaced, in front of odin authz's forward-auth port.
 func TestNGINX(t *testing.T) {
 	t.Parallel()
-	bin := findTool(t, "nginx", "ODIN_NGINX_BIN", "nginx", "/usr/sbin/nginx")
+	bin, shipped := shippedNGINX(t)
+
+	w := newWorld(t, shippedMode(t, nginxConf))
+	up := startEcho(t)
+	runForwardAuthCases(t, w, up, func(authz string) (*process, string) {
+		return startNGINX(t, bin, shipped, authz, up.Addr)
+	})
+}
+
+// shippedNGINX finds nginx and reads envoy/nginx/nginx.conf, checked with
+// `nginx -t` (checkNGINXModules).
+func shippedNGINX(t *testing.T) (bin, conf string) {
+	t.Helper()
+	bin = findTool(t, "nginx", "ODIN_NGINX_BIN", "nginx", "/usr/sbin/nginx")
 	shipped, err := os.ReadFile(nginxConf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkNGINXModules(t, bin, string(shipped))
-
-	w := newWorld(t, shippedMode(t, nginxConf))
-	up := startEcho(t)
-	var outputs []*process
-	start := func(authz string) string {
-		p, base := startNGINX(t, bin, string(shipped), authz, up.Addr)
-		outputs = append(outputs, p)
-		return base
-	}
-	runCases(t, w, front{
-		allow:             start(w.authz.HTTP),
-		outage:            start(w.outage.HTTP),
-		unreachable:       start(w.dead),
-		upstream:          up,
-		unreachableStatus: 503,
-		unreachableCode:   "UNAVAILABLE",
-		scrubsUnderscores: true,
-		output: func() string {
-			var b strings.Builder
-			for _, p := range outputs {
-				b.WriteString(p.out.String())
-			}
-			return b.String()
-		},
-	})
+	return bin, string(shipped)
 }
 
 // checkNGINXModules runs `nginx -t` on the shipped file: a missing

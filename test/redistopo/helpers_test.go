@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -41,16 +40,12 @@ type replica struct {
 func startReplica(t *testing.T, name string, cfg authzsvc.Config) *replica {
 	t.Helper()
 	logs := &testenv.LogBuffer{}
+	l := testenv.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := authzsvc.New(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		cancel()
 		t.Fatalf("replica %s: %v", name, err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		cancel()
-		t.Fatal(err)
 	}
 	done := make(chan struct{})
 	go func() { _ = svc.Serve(ctx, authzsvc.Listeners{GRPC: l}); close(done) }()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
+	"github.com/odin-scan/odin-authz/internal/testenv"
 )
 
 // The admin port closes connections past its cap at once.
@@ -18,13 +19,9 @@ func TestAdminConnectionsOverTheCapAreClosed(t *testing.T) {
 	e := admintest.NewEnv(t)
 	cfg := e.Config
 	cfg.MaxConnections = 1
+	l := testenv.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := adminsvc.New(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -35,14 +34,11 @@ func startTLSAdmin(t *testing.T, db string, ca *devpki.CA, clientCA string) *tls
 	a.rotate(t)
 	cfg := adminsvc.Config{DatabaseURL: db, OperatorToken: admintest.OperatorToken, Scopes: []string{"scans:read"},
 		TLS: &tlsreload.Config{CertFile: a.certFile, KeyFile: a.keyFile, ClientCAFile: clientCA, Interval: 20 * time.Millisecond}}
+	l := testenv.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := adminsvc.New(ctx, cfg, slog.New(slog.NewJSONHandler(a.logs, nil)))
 	if err != nil {
 		cancel()
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
+	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/internal/tlsreload"
 	"github.com/odin-scan/odin-authz/internal/tlsreload/devpki"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -334,14 +335,11 @@ func TestTLSRefusesBadFilesAtStart(t *testing.T) {
 // returns its gRPC address.
 func serveForBench(b *testing.B, cfg authzsvc.Config) string {
 	b.Helper()
+	l := testenv.Listen(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	svc, err := authzsvc.New(ctx, cfg, authztest.DiscardLogger())
 	if err != nil {
 		cancel()
-		b.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
 		b.Fatal(err)
 	}
 	done := make(chan error, 1)

@@ -19,6 +19,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
@@ -108,7 +109,14 @@ func (r *Replica) Counter(t *testing.T, name string, labels map[string]string) f
 // labels; found is false when no series matched.
 func (r *Replica) Metric(t *testing.T, name string, labels map[string]string) (sum float64, found bool) {
 	t.Helper()
-	mfs, err := r.Svc.Registry().Gather()
+	return Gathered(t, r.Svc.Registry(), name, labels)
+}
+
+// Gathered sums the counters or gauges of a family gathered from g whose
+// labels include labels; found is false when no series matched.
+func Gathered(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) (sum float64, found bool) {
+	t.Helper()
+	mfs, err := g.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
