@@ -11,8 +11,8 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
-	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/loadtest"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
