@@ -39,29 +39,14 @@ const (
 )
 
 // Bus is a replica's end of the invalidation bus. Besides delivering
-// invalidations it
-//   - publishes a probe to itself every busPing, through the same client
-//     and routing as every revoker's publish, and records the send time of
-//     the newest probe that came back on its subscription: Redis delivers
-//     one node's messages in order, so by then every message published
-//     before the probe has been handled;
-//   - announces itself in a heartbeat set while in contact, so a revoker
-//     knows whom to wait for;
-//   - acknowledges every invalidation that asks for it, after acting on it.
-//
-// A replica out of contact for longer than FenceAfter, or whose heartbeat
-// revokers may no longer see, is fenced: it answers no key from its LRU.
-// Together these make a revoke that returned after all acknowledgements (or
-// after FenceAfter + margin) final on every replica. Whenever messages may
-// have been lost — a new subscription, a probe of its own that never came
-// back, a gap of more than FenceAfter between probes — the replica empties
-// its caches before it trusts them again.
-//
-// The probe, rather than a PING on the subscription, is what makes this
-// hold across a failover: a subscription left on a demoted Sentinel master,
-// or on a cluster node that lost the bus's slot, still answers PINGs but
-// no longer receives the revokers' messages, and it no longer receives the
-// probes either.
+// invalidations it publishes a probe to itself every busPing (through the
+// same routing as every revoke: a probe that came back means every earlier
+// message was handled), announces itself in a heartbeat set while in
+// contact, and acknowledges the invalidations that ask for it. A replica
+// out of contact for longer than FenceAfter is fenced (it answers no key
+// from its LRU), and one that may have lost messages empties its caches.
+// The protocol, and why probes rather than PINGs, is in docs/DESIGN.md
+// ("Revocation and consistency") and docs/SCALING.md.
 type Bus struct {
 	r          *Redis
 	id         string // empty: a listener only (no probes, heartbeat or acks)
