@@ -64,6 +64,7 @@ func bindRun(fs *flag.FlagSet, cfg *loadtest.Config, out *outputs) {
 	fs.StringVar(&out.json, "json", "", "write the JSON report here (default <work-dir>/report.json)")
 	fs.StringVar(&out.markdown, "markdown", "", "write the Markdown report here too (it always goes to stdout)")
 	fs.StringVar(&out.cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator here (go tool pprof)")
+	fs.StringVar(&cfg.ProfileDir, "profile", "", "profile odin (started with --pprof) during each scenario's measured runs and write <scenario>-cpu.pprof, -allocs.pprof and -top.txt into this directory; off by default, the profiler's cost would distort the CPU ratios")
 }
 
 // bindStore binds the database and key-set flags shared by run and seed.
@@ -115,6 +116,11 @@ func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
 		return fmt.Errorf("work dir: %w", err)
+	}
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return fmt.Errorf("profile dir: %w", err)
+		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if out.cpuProfile != "" {

@@ -90,6 +90,14 @@ type Config struct {
 	BaselineCommand []string
 	// BaselineEnv is added to the baseline's environment.
 	BaselineEnv []string
+	// ProfileDir, when set, profiles odin during every measured run of each
+	// scenario (odin is started with ODIN_PPROF=true; a CPU profile and an
+	// allocation delta per run, merged per scenario and concurrency) and
+	// writes <scenario>-cpu.pprof, <scenario>-allocs.pprof and
+	// <scenario>-top.txt here ("-c<N>" is added to the name when there are
+	// several concurrency levels). Empty: no profiling, whose cost would
+	// distort the CPU ratios.
+	ProfileDir string
 	// WorkDir receives the servers' logs.
 	WorkDir string
 	// ServerEnv is added to the odin servers' environment (NAME=value),
@@ -221,6 +229,8 @@ func (c *Config) checkRemote() error {
 		return errors.New("--server-cpu: a remote deployment's servers cannot be pinned from here")
 	case c.RSSKeys > 0:
 		return errors.New("--rss-keys: the RSS probe needs a server of the harness's own")
+	case c.ProfileDir != "":
+		return errors.New("--profile: profiling needs a server of the harness's own (a deployment's replicas are profiled with their own --pprof)")
 	}
 	for _, n := range c.Concurrency {
 		if n < 1 || n > 4096 {

@@ -24,6 +24,8 @@ type Report struct {
 	RSS      []RSSResult   `json:"rss_probes,omitempty"`
 	Targets  []Target      `json:"targets"`
 	Notes    []string      `json:"notes,omitempty"`
+	// Profiles are the odin profiles written (Config.ProfileDir).
+	Profiles []ProfiledScenario `json:"profiles,omitempty"`
 
 	// StoreProcesses: the store processes watched, and the store probes.
 	StoreProcesses *StoreWatch `json:"store_processes,omitempty"`
@@ -56,6 +58,7 @@ type Settings struct {
 	Redis         bool     `json:"redis"`
 	WorkDir       string   `json:"work_dir"`
 	Scenarios     []string `json:"scenarios,omitempty"`
+	ProfileDir    string   `json:"profile_dir,omitempty"`
 }
 
 // Result is one scenario at one concurrency level on both servers.
@@ -100,7 +103,7 @@ func newReport(c *Config) *Report {
 		Settings: Settings{Keys: c.Keys, Seed: c.Seed, Concurrency: c.Concurrency, Rounds: c.Rounds,
 			RunDuration: c.Duration.String(), RunRequests: c.Requests, Rate: c.Rate, ColdCacheSize: c.ColdCacheSize,
 			NegativeTTL: c.NegativeTTL.String(), Connections: c.Connections, ServerCPUs: c.ServerCPUs,
-			LoadCPUs: c.LoadCPUs, Redis: c.RedisURL != "", WorkDir: c.WorkDir, Scenarios: c.Scenarios},
+			LoadCPUs: c.LoadCPUs, Redis: c.RedisURL != "", WorkDir: c.WorkDir, Scenarios: c.Scenarios, ProfileDir: c.ProfileDir},
 	}
 }
 
@@ -205,6 +208,16 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		for _, t := range r.Targets {
 			fmt.Fprintf(&b, "| %s | %s | %s |\n", t.Name, t.Measured, t.Verdict)
 		}
+	}
+	if len(r.Profiles) > 0 {
+		fmt.Fprintf(&b, "\nodin was profiled (--profile %s) in: ", r.Settings.ProfileDir)
+		for i, p := range r.Profiles {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s c=%d (%d × %d s, %.2f s of CPU sampled)", p.Scenario, p.Concurrency, p.Windows, p.Seconds, p.CPUSeconds)
+		}
+		b.WriteString(". Their odin CPU figures include the profiler's own cost. Files: <scenario>-cpu.pprof, -allocs.pprof, -top.txt.\n")
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "\nNote: %s\n", n)

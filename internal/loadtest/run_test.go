@@ -102,6 +102,9 @@ func TestRunProducesASaneReport(t *testing.T) {
 	if len(rep.RSS) != 1 || rep.RSS[0].RSSAfter <= 0 || rep.RSS[0].Requests != int64(cfg.RSSKeys) || rep.RSS[0].StoreLookups <= 0 {
 		t.Errorf("RSS probe: %+v", rep.RSS)
 	}
+	if len(rep.Profiles) != 0 {
+		t.Errorf("profiles written without a profile directory: %+v", rep.Profiles)
+	}
 	if len(rep.Targets) != 7 {
 		t.Errorf("got %d targets, want 7", len(rep.Targets))
 	}

@@ -249,14 +249,18 @@ func (h *harness) runScenario(ctx context.Context, s *scenario, odin *Process) e
 			res.Transport = "http"
 		}
 		var flood FloodCheck
+		var prof *profileSet
+		if h.cfg.ProfileDir != "" && !s.proxy && odin.remote == nil {
+			prof = &profileSet{ops: odin.Addrs["ops"], seconds: profileWindow(h.cfg.Duration)}
+		}
 		for round := range h.cfg.Rounds {
 			ri := ci*h.cfg.Rounds + round
 			if !s.proxy {
-				if _, _, err := h.measure(ctx, s, h.baseline, false, ri, conc, &res.Baseline); err != nil {
+				if _, _, err := h.measure(ctx, s, h.baseline, false, ri, conc, &res.Baseline, nil); err != nil {
 					return err
 				}
 			}
-			st, delta, err := h.measure(ctx, s, odin, true, ri, conc, &res.Odin)
+			st, delta, err := h.measure(ctx, s, odin, true, ri, conc, &res.Odin, prof)
 			if err != nil {
 				return err
 			}
@@ -275,6 +279,18 @@ func (h *harness) runScenario(ctx context.Context, s *scenario, odin *Process) e
 		}
 		res.finish()
 		h.rep.Results = append(h.rep.Results, res)
+		if prof != nil {
+			name := s.name
+			if len(h.cfg.Concurrency) > 1 {
+				name += "-c" + strconv.Itoa(conc)
+			}
+			written, err := prof.write(h.cfg.ProfileDir, name, conc)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			written.Scenario, written.Concurrency = s.name, conc
+			h.rep.Profiles = append(h.rep.Profiles, written)
+		}
 		h.log.Info("measured", "scenario", s.name, "concurrency", conc,
 			"odin_rps", int(res.Odin.RPS), "baseline_rps", int(res.Baseline.RPS),
 			"odin_cpu_us", round1(res.Odin.ServerCPUPerReqUS), "baseline_cpu_us", round1(res.Baseline.ServerCPUPerReqUS),
@@ -283,8 +299,9 @@ func (h *harness) runScenario(ctx context.Context, s *scenario, odin *Process) e
 	return nil
 }
 
-// measure runs one bounded run of s against p and folds it into m.
-func (h *harness) measure(ctx context.Context, s *scenario, p *Process, isOdin bool, ri, conc int, m *Measurement) (*runStats, counters, error) {
+// measure runs one bounded run of s against p and folds it into m. With
+// prof it profiles p during the run.
+func (h *harness) measure(ctx context.Context, s *scenario, p *Process, isOdin bool, ri, conc int, m *Measurement, prof *profileSet) (*runStats, counters, error) {
 	// The proxy scenario loads a stack the harness did not start: its
 	// servers' CPU and counters are not this odin's, unless odin is a
 	// remote deployment, the proxy's own ext_authz servers.
@@ -338,6 +355,10 @@ func (h *harness) measure(ctx context.Context, s *scenario, p *Process, isOdin b
 	if err != nil {
 		return nil, nil, err
 	}
+	var profiling *pendingProfiles
+	if prof != nil {
+		profiling = prof.start(ctx)
+	}
 	var st *runStats
 	if s.http {
 		st, err = runHTTP(ctx, r)
@@ -362,6 +383,11 @@ func (h *harness) measure(ctx context.Context, s *scenario, p *Process, isOdin b
 		delta = before.delta(after)
 		if !s.http {
 			st.nonOK = int64(delta.denials())
+		}
+	}
+	if profiling != nil {
+		if err := prof.wait(profiling); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", s.name, err)
 		}
 	}
 	m.add(st, cpu1-cpu0, self1-self0, la, delta)

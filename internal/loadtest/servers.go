@@ -37,16 +37,19 @@ type odinOptions struct {
 	jwt       bool
 	cacheSize int
 	extra     []string
+	// pprof serves Go's profiler on the ops port (Config.ProfileDir).
+	pprof bool
 }
 
 func (h *harness) profileOptions(prof string) odinOptions {
+	pprof := h.cfg.ProfileDir != ""
 	switch prof {
 	case profileCold:
-		return odinOptions{profile: prof, cacheSize: h.cfg.ColdCacheSize}
+		return odinOptions{profile: prof, cacheSize: h.cfg.ColdCacheSize, pprof: pprof}
 	case profileColdRedis:
-		return odinOptions{profile: prof, redis: true, cacheSize: h.cfg.ColdCacheSize}
+		return odinOptions{profile: prof, redis: true, cacheSize: h.cfg.ColdCacheSize, pprof: pprof}
 	}
-	return odinOptions{profile: prof, redis: h.cfg.RedisURL != "", jwt: h.issuer != nil}
+	return odinOptions{profile: prof, redis: h.cfg.RedisURL != "", jwt: h.issuer != nil, pprof: pprof}
 }
 
 // startOdin starts `odin authz` on loopback port 0 and waits until /readyz
@@ -66,6 +69,9 @@ func (h *harness) startOdin(ctx context.Context, o odinOptions) (*Process, error
 	// Environment rather than flags where a binary may predate the setting:
 	// older binaries ignore unknown variables but refuse unknown flags.
 	env := []string{"ODIN_DATABASE_URL=" + h.dbURL, "ODIN_RATE_LIMIT_TIERS=" + loadTierLimit}
+	if o.pprof {
+		env = append(env, "ODIN_PPROF=true")
+	}
 	env = append(env, h.cfg.ServerEnv...)
 	if o.redis {
 		prefix := h.cfg.RedisPrefix + randomSuffix() + ":"
