@@ -141,6 +141,7 @@ func TestRemoteConfigRefusesWhatNeedsOwnServers(t *testing.T) {
 		{"proxy without URL", func(c *Config) { c.Scenarios = []string{"proxy-cached-key"} }, "needs --proxy-url"},
 		{"pinned servers", func(c *Config) { c.ServerCPUs = "0" }, "cannot be pinned"},
 		{"rss probe", func(c *Config) { c.RSSKeys = 10 }, "RSS probe"},
+		{"profiles", func(c *Config) { c.ProfileDir = "profiles" }, "profiling needs a server of the harness's own"},
 		{"no ops", func(c *Config) { c.Remote = &Remote{GRPC: []string{"authz:9001"}} }, "both required"},
 		{"bad target", func(c *Config) { c.Remote = &Remote{GRPC: []string{"authz"}, Ops: []string{"authz:9003"}} }, "want host:port"},
 	} {
