@@ -139,14 +139,7 @@ func TestBaselineAnswersOKAndStops(t *testing.T) {
 		t.Errorf("HTTP status %d, want 200", hr.StatusCode)
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("baseline returned %v after its context ended", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("baseline did not stop")
-	}
+	testenv.WaitStopped(t, done, 10*time.Second, "baseline")
 }
 
 // TestRunCommandWritesReports runs `odin-load run` for two scenarios, a
