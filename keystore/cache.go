@@ -71,30 +71,18 @@ const (
 )
 
 func (o *CacheOptions) defaults() {
-	if o.Size <= 0 {
-		o.Size = DefaultCacheSize
-	}
-	if o.NegativeSize <= 0 {
-		o.NegativeSize = DefaultNegativeCacheSize
-	}
+	orDefault(&o.Size, DefaultCacheSize)
+	orDefault(&o.NegativeSize, DefaultNegativeCacheSize)
 	if o.UnknownKeyRate == 0 {
 		o.UnknownKeyRate = DefaultUnknownKeyRate
 	}
-	if o.FilterRefresh <= 0 {
-		o.FilterRefresh = DefaultFilterRefresh
-	}
-	if o.TTL <= 0 {
-		o.TTL = DefaultCacheTTL
-	}
-	if o.NegativeTTL <= 0 {
-		o.NegativeTTL = DefaultNegativeTTL
-	}
+	orDefault(&o.FilterRefresh, DefaultFilterRefresh)
+	orDefault(&o.TTL, DefaultCacheTTL)
+	orDefault(&o.NegativeTTL, DefaultNegativeTTL)
 	if o.StaleIfError == 0 {
 		o.StaleIfError = DefaultStaleIfError
 	}
-	if o.StoreTimeout <= 0 {
-		o.StoreTimeout = DefaultStoreTimeout
-	}
+	orDefault(&o.StoreTimeout, DefaultStoreTimeout)
 }
 
 // Entry is a cached answer for a key hash, with what the cache's prepare

@@ -73,9 +73,7 @@ func OpenRedis(opts RedisOptions, m *Metrics, logger *slog.Logger) (*Redis, erro
 	if err != nil {
 		return nil, err
 	}
-	if opts.Backoff <= 0 {
-		opts.Backoff = time.Second
-	}
+	orDefault(&opts.Backoff, time.Second)
 	if opts.Prefix == "" {
 		opts.Prefix = "odin:"
 	}

@@ -119,12 +119,8 @@ type Watermark struct {
 // NewWatermark returns a watermark that knows nothing yet: lookups read the
 // primary until one of them has learned the floor.
 func NewWatermark(opts WatermarkOptions) *Watermark {
-	if opts.Window <= 0 {
-		opts.Window = time.Minute
-	}
-	if opts.MaxKeys <= 0 {
-		opts.MaxKeys = 50_000
-	}
+	orDefault(&opts.Window, time.Minute)
+	orDefault(&opts.MaxKeys, 50_000)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
