@@ -229,11 +229,7 @@ var freshRequestID = regexp.MustCompile(`^req-[0-9a-f]{24}$`)
 // or the token.
 func FuzzDecideInvalidCredential(f *testing.F) {
 	ctx := context.Background()
-	store, err := pgstore.Open(ctx, testenv.Postgres(f), pgstore.Options{MaxConns: 4})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(store.Close)
+	store := testenv.OpenStore(f, testenv.Postgres(f), pgstore.Options{MaxConns: 4})
 	realKey, k, err := keystore.NewManager(store, nil, keystore.ManagerOptions{}).Create(ctx,
 		keystore.Actor{ID: "fuzz"}, keystore.NewKey{UserID: "user_fuzz", Name: "fuzz", Scopes: []string{"scans:read"}})
 	if err != nil {

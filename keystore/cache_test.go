@@ -41,11 +41,7 @@ func (s *countingStore) KeyHashes(ctx context.Context, since time.Time, fn func(
 
 func newStore(t *testing.T) *countingStore {
 	t.Helper()
-	s, err := pgstore.Open(context.Background(), testenv.Postgres(t), pgstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s := testenv.OpenStore(t, testenv.Postgres(t), pgstore.Options{})
 	return &countingStore{Store: s}
 }
 

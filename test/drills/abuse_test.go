@@ -81,11 +81,7 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	}
 	pgProxy := testenv.NewProxy(t, u.Host) // the outage after the flood
 	u.Host = pgProxy.Addr()
-	pg, err := pgstore.Open(context.Background(), u.String(), pgstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pg.Close)
+	pg := testenv.OpenStore(t, u.String(), pgstore.Options{})
 	store := &countingStore{Store: pg, queries: map[keystore.Hash][]time.Time{}}
 	cfg := authzsvc.Config{Store: store, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret, StripCredential: true, RateLimit: generousTiers()}
 	cfg.Cache.NegativeTTL = negativeTTL

@@ -51,11 +51,7 @@ func TestDrillPostgresOutage(t *testing.T) {
 	)
 	pg := testenv.StartPostgresCluster(t)
 	db := pg.URL()
-	store, err := pgstore.Open(context.Background(), db, pgstore.Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	store := testenv.OpenStore(t, db, pgstore.Options{MaxConns: 2})
 	if err := store.Migrate(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatalf("migrate the private cluster: %v", err)
 	}

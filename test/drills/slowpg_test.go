@@ -54,11 +54,7 @@ func TestDrillSlowPostgres(t *testing.T) {
 	u.Host = proxy.Addr()
 	viaProxy := u.String()
 
-	store, err := pgstore.Open(context.Background(), db, pgstore.Options{MaxConns: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	store := testenv.OpenStore(t, db, pgstore.Options{MaxConns: 8})
 	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
 	cfg := authzsvc.Config{DatabaseURL: viaProxy, StripCredential: true, RateLimit: generousTiers()}
 	cfg.Cache.StoreTimeout = storeTimeout

@@ -148,12 +148,9 @@ func newEnv(t *testing.T, redisURL string, ttl time.Duration) *env {
 		ttl = keystore.DefaultCacheTTL
 	}
 	db := testenv.Postgres(t)
-	store, err := pgstore.Open(context.Background(), db, pgstore.Options{MaxConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	store := testenv.OpenStore(t, db, pgstore.Options{MaxConns: 4})
 	e := &env{redisURL: redisURL, ttl: ttl, mgrLogs: &testenv.LogBuffer{}}
+	var err error
 	e.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: redisURL, Prefix: prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), slog.New(slog.NewJSONHandler(e.mgrLogs, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -345,6 +345,12 @@ func NewIssuer(t testing.TB) *Issuer {
 	return &Issuer{Provider: p, URL: srv.URL + devissuer.JWKSPath}
 }
 
+// Trust is the JWT configuration that trusts is's session tokens, with a
+// one-second JWKS fetch timeout.
+func (is *Issuer) Trust() jwtauth.Config {
+	return jwtauth.Config{JWKSURL: is.URL, Issuer: is.Issuer(), FetchTimeout: time.Second}
+}
+
 // Token mints a session token with claims c.
 func (is *Issuer) Token(t testing.TB, c devissuer.Claims) string {
 	t.Helper()
