@@ -243,12 +243,7 @@ const (
 func NewFixture(t testing.TB, tiers CacheTiers) *Fixture {
 	t.Helper()
 	f := &Fixture{DBURL: testenv.Postgres(t)}
-	ctx := context.Background()
-	var err error
-	if f.Store, err = pgstore.Open(ctx, f.DBURL, pgstore.Options{MaxConns: 4}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.Store.Close)
+	f.Store = testenv.OpenStore(t, f.DBURL, pgstore.Options{MaxConns: 4})
 	if tiers == WithRedis {
 		f.RedisURL, f.Prefix = testenv.Redis(t)
 		f.Redis = OpenRedis(t, f.RedisURL, f.Prefix)
