@@ -51,6 +51,19 @@ func outageEnvOwnRedis(t *testing.T) (*env, *testenv.PrivateRedis) {
 	return outageEnv(t, func(c *adminsvc.Config) { c.RedisURL = rs.URL() }), rs
 }
 
+// outageEnvAdminProxied is outageEnv with odin admin reaching Redis through
+// a proxy the test can cut (replicas on the env's Redis reach it directly).
+func outageEnvAdminProxied(t *testing.T) (*env, *testenv.Proxy) {
+	var proxy *testenv.Proxy
+	e := outageEnv(t, func(c *adminsvc.Config) {
+		u, _ := url.Parse(c.RedisURL)
+		proxy = testenv.NewProxy(t, u.Host)
+		u.Host = proxy.Addr()
+		c.RedisURL = u.String()
+	})
+	return e, proxy
+}
+
 // eachKind runs test for a key and for a session, each in its own subtest.
 func eachKind(t *testing.T, test func(t *testing.T, kind string)) {
 	for _, kind := range []string{"key", "session"} {
@@ -232,13 +245,7 @@ func (w *watcher) verify(t *testing.T, kind string, answers ...answer) {
 // propagates and answers 200, after which no replica allows the credential.
 func TestRevokeWithRedisUnreachableFromAdmin(t *testing.T) {
 	eachKind(t, func(t *testing.T, kind string) {
-		var proxy *testenv.Proxy
-		e := outageEnv(t, func(c *adminsvc.Config) {
-			u, _ := url.Parse(c.RedisURL)
-			proxy = testenv.NewProxy(t, u.Host)
-			u.Host = proxy.Addr()
-			c.RedisURL = u.String()
-		})
+		e, proxy := outageEnvAdminProxied(t)
 		check := startReplica(t, e.replicaConfig(""))
 		c, w := e.watchNew(t, kind, check)
 		metricKind := kind + "_revoke"
@@ -336,17 +343,9 @@ func TestRevokeWithReplicaPartitioned(t *testing.T) {
 // not taken for a replay: it propagates the keys the first attempt revoked
 // and answers 200, after which no replica allows them.
 func TestWebhookRetryPropagatesAgain(t *testing.T) {
-	var proxy *testenv.Proxy
-	e := outageEnv(t, func(c *adminsvc.Config) {
-		u, _ := url.Parse(c.RedisURL)
-		proxy = testenv.NewProxy(t, u.Host)
-		u.Host = proxy.Addr()
-		c.RedisURL = u.String()
-	})
+	e, proxy := outageEnvAdminProxied(t)
 	check := startReplica(t, e.replicaConfig(""))
-	c := e.newCredential(t, "key") // owned by user_o
-	time.Sleep(settle)
-	w := watch(t, c, check)
+	_, w := e.watchNew(t, "key", check) // owned by user_o
 	proxy.SetDown(true)
 	body := `{"type":"user.deleted","data":{"id":"user_o","deleted":true}}`
 	at := time.Now()
