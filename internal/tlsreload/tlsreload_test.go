@@ -3,7 +3,6 @@ package tlsreload
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -124,15 +123,11 @@ func startServer(t *testing.T, cfg Config) *server {
 // handshake's or, under TLS 1.3 where the client finishes first, the echo's.
 func dial(t *testing.T, addr string, ca *devpki.CA, client *devpki.Leaf) (*tls.Conn, error) {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: x509.NewCertPool(), ServerName: "authz", NextProtos: []string{"h2"}}
-	cfg.RootCAs.AddCert(ca.Cert)
-	if client != nil {
-		pair, err := tls.X509KeyPair(client.CertPEM, client.KeyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
+	cfg, err := ca.ClientTLS(client)
+	if err != nil {
+		t.Fatal(err)
 	}
+	cfg.ServerName, cfg.NextProtos = "authz", []string{"h2"}
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
 	if err != nil {
