@@ -105,15 +105,7 @@ func startServer(t *testing.T, cfg Config) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
+	testenv.Echo(l)
 	t.Cleanup(func() { l.Close(); cancel(); <-done })
 	return &server{r: r, addr: l.Addr().String(), logs: logs}
 }
