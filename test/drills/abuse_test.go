@@ -224,10 +224,7 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	}
 
 	p50, p99, maxLat := quantiles(samples, nil)
-	f := newFigures("unknown_key_flood")
-	f.add("requests", len(samples))
-	f.add("rps", rps(len(samples), elapsed))
-	f.add("workers", workers)
+	f := loadFigures("unknown_key_flood", samples, elapsed, workers)
 	f.add("elapsed", elapsed)
 	f.add("negative_ttl", negativeTTL)
 	f.add("outcomes", counts(samples, nil))

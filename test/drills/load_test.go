@@ -324,6 +324,16 @@ type figures struct {
 
 func newFigures(drill string) *figures { return &figures{drill: drill, vals: map[string]any{}} }
 
+// loadFigures are a load drill's figures, starting with its requests, their
+// rate over elapsed and its workers.
+func loadFigures(drill string, samples []sample, elapsed time.Duration, workers int) *figures {
+	f := newFigures(drill)
+	f.add("requests", len(samples))
+	f.add("rps", rps(len(samples), elapsed))
+	f.add("workers", workers)
+	return f
+}
+
 func (f *figures) add(k string, v any) {
 	if _, ok := f.vals[k]; !ok {
 		f.keys = append(f.keys, k)

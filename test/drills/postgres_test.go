@@ -214,10 +214,7 @@ func TestDrillPostgresOutage(t *testing.T) {
 		t.Errorf("key usage: %d checks allowed, %d recorded in PostgreSQL: %d uses lost", acked, recorded, acked-recorded)
 	}
 
-	f := newFigures("postgres_outage")
-	f.add("requests", len(samples))
-	f.add("rps", rps(len(samples), elapsed))
-	f.add("workers", workers)
+	f := loadFigures("postgres_outage", samples, elapsed, workers)
 	f.add("replicas", len(reps))
 	f.add("elapsed", elapsed)
 	f.add("store_timeout", storeTimeout)

@@ -208,10 +208,7 @@ func TestDrillRedisOutage(t *testing.T) {
 			slow++
 		}
 	}
-	f := newFigures("redis_outage")
-	f.add("requests", len(samples))
-	f.add("rps", rps(len(samples), elapsed))
-	f.add("workers", workers)
+	f := loadFigures("redis_outage", samples, elapsed, workers)
 	f.add("replicas", len(reps))
 	f.add("elapsed", elapsed)
 	f.add("outage", restarted.Sub(killed))

@@ -189,10 +189,7 @@ func TestDrillSIGTERMAuthz(t *testing.T) {
 	}
 	p50, p99, maxLat := quantiles(samples, func(s sample) bool { return s.outcome == "200" })
 
-	f := newFigures("sigterm_authz")
-	f.add("requests", len(samples))
-	f.add("rps", rps(len(samples), elapsed))
-	f.add("workers", workers)
+	f := loadFigures("sigterm_authz", samples, elapsed, workers)
 	f.add("keys", nKeys)
 	f.add("load_before_signal", signalled.Sub(loadStart))
 	f.add("answered_before_signal", beforeSignal)

@@ -206,10 +206,7 @@ func TestDrillSlowPostgres(t *testing.T) {
 	}
 	proxy.SetDelay(0)
 
-	f := newFigures("slow_postgres")
-	f.add("requests", len(samples))
-	f.add("rps", rps(len(samples), elapsed))
-	f.add("workers", workers)
+	f := loadFigures("slow_postgres", samples, elapsed, workers)
 	f.add("elapsed", elapsed)
 	f.add("store_timeout", storeTimeout)
 	f.add("keys_created", len(fresh)+len(cached)+len(doomed)+len(probes)+len(burstKeys))
