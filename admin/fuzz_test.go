@@ -91,12 +91,7 @@ var errorCodes = map[int]string{
 // is 201 exactly for a valid request, with a working key that is stored as
 // asked, and otherwise a 4xx (never a 5xx) with the error body.
 func FuzzAdminCreateKeyBody(f *testing.F) {
-	ctx := context.Background()
-	store, err := pgstore.Open(ctx, testenv.Postgres(f), pgstore.Options{MaxConns: 4})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(store.Close)
+	store := testenv.OpenStore(f, testenv.Postgres(f), pgstore.Options{MaxConns: 4})
 	quiet := slog.New(slog.DiscardHandler)
 	srv, err := admin.New(admin.Options{
 		// One process and no replicas: every change is final when made.
@@ -218,11 +213,7 @@ type webhookEvent struct {
 // the error body, and nothing is ever a 5xx.
 func FuzzClerkWebhookBody(f *testing.F) {
 	ctx := context.Background()
-	store, err := pgstore.Open(ctx, testenv.Postgres(f), pgstore.Options{MaxConns: 4})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(store.Close)
+	store := testenv.OpenStore(f, testenv.Postgres(f), pgstore.Options{MaxConns: 4})
 	quiet := slog.New(slog.DiscardHandler)
 	// One process and no replicas: every change is final when made.
 	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{SingleProcess: true, Notify: func(keystore.Invalidation) {}})

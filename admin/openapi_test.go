@@ -11,7 +11,6 @@ import (
 	"go/parser"
 	"go/token"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -407,13 +406,7 @@ func getRaw(t *testing.T, url string) []byte {
 // startService serves another admin service with cfg until the test ends.
 func startService(t *testing.T, cfg adminsvc.Config) string {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	svc, err := adminsvc.New(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(svc.Handler())
+	srv := httptest.NewServer(serviceOn(t, cfg).Handler())
 	t.Cleanup(srv.Close)
 	return srv.URL
 }

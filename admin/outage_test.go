@@ -44,6 +44,33 @@ func outageEnv(t *testing.T, adjust func(*adminsvc.Config)) *env {
 	})
 }
 
+// outageEnvOwnRedis is outageEnv on a Redis server of the test's own, for
+// the test to stop.
+func outageEnvOwnRedis(t *testing.T) (*env, *testenv.PrivateRedis) {
+	rs := testenv.StartRedis(t)
+	return outageEnv(t, func(c *adminsvc.Config) { c.RedisURL = rs.URL() }), rs
+}
+
+// outageEnvAdminProxied is outageEnv with odin admin reaching Redis through
+// a proxy the test can cut (replicas on the env's Redis reach it directly).
+func outageEnvAdminProxied(t *testing.T) (*env, *testenv.Proxy) {
+	var proxy *testenv.Proxy
+	e := outageEnv(t, func(c *adminsvc.Config) {
+		u, _ := url.Parse(c.RedisURL)
+		proxy = testenv.NewProxy(t, u.Host)
+		u.Host = proxy.Addr()
+		c.RedisURL = u.String()
+	})
+	return e, proxy
+}
+
+// eachKind runs test for a key and for a session, each in its own subtest.
+func eachKind(t *testing.T, test func(t *testing.T, kind string)) {
+	for _, kind := range []string{"key", "session"} {
+		t.Run(kind, func(t *testing.T) { test(t, kind) })
+	}
+}
+
 // replicaConfig is an odin authz replica with the env's bounds and JWTs, on
 // redisURL (empty: the env's Redis).
 func (e *env) replicaConfig(redisURL string) authzsvc.Config {
@@ -88,6 +115,15 @@ func (e *env) newCredential(t *testing.T, kind string) credential {
 		t.Fatal(err)
 	}
 	return credential{kind, map[string]string{"authorization": "Bearer " + tok}, "/v1/sessions/" + sid + "/revoke"}
+}
+
+// watchNew makes a credential of kind, lets new replicas settle, and
+// watches the credential on the replicas' checks.
+func (e *env) watchNew(t *testing.T, kind string, checks ...func(map[string]string) int) (credential, *watcher) {
+	t.Helper()
+	c := e.newCredential(t, kind)
+	time.Sleep(settle)
+	return c, watch(t, c, checks...)
 }
 
 // watcher checks a credential on every replica, continuously, and records
@@ -208,93 +244,73 @@ func (w *watcher) verify(t *testing.T, kind string, answers ...answer) {
 // the revoke cannot be confirmed and says so; once Redis is back, the retry
 // propagates and answers 200, after which no replica allows the credential.
 func TestRevokeWithRedisUnreachableFromAdmin(t *testing.T) {
-	for _, kind := range []string{"key", "session"} {
-		t.Run(kind, func(t *testing.T) {
-			var proxy *testenv.Proxy
-			e := outageEnv(t, func(c *adminsvc.Config) {
-				u, _ := url.Parse(c.RedisURL)
-				proxy = testenv.NewProxy(t, u.Host)
-				u.Host = proxy.Addr()
-				c.RedisURL = u.String()
-			})
-			check := startReplica(t, e.replicaConfig(""))
-			c := e.newCredential(t, kind)
-			time.Sleep(settle)
-			w := watch(t, c, check)
-			metricKind := kind + "_revoke"
-			if got := e.unconfirmed(t, metricKind); got != 0 {
-				t.Errorf("unconfirmed %s before any revoke: %v", metricKind, got)
-			}
-			proxy.SetDown(true)
-			first := e.revoke(t, c)
-			if first.status != 503 {
-				w.verify(t, kind, first)
-				t.Fatalf("revoke with Redis unreachable answered %d", first.status)
-			}
-			if got := e.unconfirmed(t, metricKind); got != 1 {
-				t.Errorf("unconfirmed %s after a 503: %v, want 1", metricKind, got)
-			}
-			proxy.SetDown(false)
-			retry := e.revoke(t, c)
-			if retry.status != 200 {
-				t.Errorf("retry with Redis back answered %d, want 200", retry.status)
-			}
-			if got := e.unconfirmed(t, metricKind); got != 1 {
-				t.Errorf("unconfirmed %s after a confirmed retry: %v, want still 1", metricKind, got)
-			}
-			w.verify(t, kind, first, retry)
-		})
-	}
+	eachKind(t, func(t *testing.T, kind string) {
+		e, proxy := outageEnvAdminProxied(t)
+		check := startReplica(t, e.replicaConfig(""))
+		c, w := e.watchNew(t, kind, check)
+		metricKind := kind + "_revoke"
+		if got := e.unconfirmed(t, metricKind); got != 0 {
+			t.Errorf("unconfirmed %s before any revoke: %v", metricKind, got)
+		}
+		proxy.SetDown(true)
+		first := e.revoke(t, c)
+		if first.status != 503 {
+			w.verify(t, kind, first)
+			t.Fatalf("revoke with Redis unreachable answered %d", first.status)
+		}
+		if got := e.unconfirmed(t, metricKind); got != 1 {
+			t.Errorf("unconfirmed %s after a 503: %v, want 1", metricKind, got)
+		}
+		proxy.SetDown(false)
+		retry := e.revoke(t, c)
+		if retry.status != 200 {
+			t.Errorf("retry with Redis back answered %d, want 200", retry.status)
+		}
+		if got := e.unconfirmed(t, metricKind); got != 1 {
+			t.Errorf("unconfirmed %s after a confirmed retry: %v, want still 1", metricKind, got)
+		}
+		w.verify(t, kind, first, retry)
+	})
 }
 
 // Redis dies just before the revoke, for everyone: the publish fails, so the
 // revoke is unconfirmed (503); the replicas fence themselves and deny the
 // credential well within denied_by.
 func TestRevokeWithRedisKilled(t *testing.T) {
-	for _, kind := range []string{"key", "session"} {
-		t.Run(kind, func(t *testing.T) {
-			rs := testenv.StartRedis(t)
-			e := outageEnv(t, func(c *adminsvc.Config) { c.RedisURL = rs.URL() })
-			check := startReplica(t, e.replicaConfig(rs.URL()))
-			c := e.newCredential(t, kind)
-			time.Sleep(settle)
-			w := watch(t, c, check)
-			rs.Stop()
-			a := e.revoke(t, c)
-			if a.status != 503 {
-				t.Errorf("revoke with Redis dead answered %d, want 503", a.status)
-			}
-			w.verify(t, kind, a)
-		})
-	}
+	eachKind(t, func(t *testing.T, kind string) {
+		e, rs := outageEnvOwnRedis(t)
+		check := startReplica(t, e.replicaConfig(rs.URL()))
+		c, w := e.watchNew(t, kind, check)
+		rs.Stop()
+		a := e.revoke(t, c)
+		if a.status != 503 {
+			t.Errorf("revoke with Redis dead answered %d, want 503", a.status)
+		}
+		w.verify(t, kind, a)
+	})
 }
 
 // Redis dies while the revoke waits for a partitioned replica's
 // acknowledgement: the message went out, so waiting out the fence makes the
 // revoke final on every replica, and it answers 200.
 func TestRevokeWithRedisKilledWhileWaiting(t *testing.T) {
-	for _, kind := range []string{"key", "session"} {
-		t.Run(kind, func(t *testing.T) {
-			rs := testenv.StartRedis(t)
-			e := outageEnv(t, func(c *adminsvc.Config) { c.RedisURL = rs.URL() })
-			u, _ := url.Parse(rs.URL())
-			proxy := testenv.NewProxy(t, u.Host)
-			u.Host = proxy.Addr()
-			near, far := startReplica(t, e.replicaConfig(rs.URL())), startReplica(t, e.replicaConfig(u.String()))
-			c := e.newCredential(t, kind)
-			time.Sleep(settle)
-			w := watch(t, c, near, far)
-			proxy.SetDown(true)
-			killed := make(chan struct{})
-			go func() { defer close(killed); time.Sleep(300 * time.Millisecond); rs.Stop() }()
-			a := e.revoke(t, c)
-			<-killed
-			if a.status != 200 {
-				t.Errorf("revoke published before Redis died answered %d, want 200", a.status)
-			}
-			w.verify(t, kind, a)
-		})
-	}
+	eachKind(t, func(t *testing.T, kind string) {
+		e, rs := outageEnvOwnRedis(t)
+		u, _ := url.Parse(rs.URL())
+		proxy := testenv.NewProxy(t, u.Host)
+		u.Host = proxy.Addr()
+		near, far := startReplica(t, e.replicaConfig(rs.URL())), startReplica(t, e.replicaConfig(u.String()))
+		c, w := e.watchNew(t, kind, near, far)
+		proxy.SetDown(true)
+		killed := make(chan struct{})
+		go func() { defer close(killed); time.Sleep(300 * time.Millisecond); rs.Stop() }()
+		a := e.revoke(t, c)
+		<-killed
+		if a.status != 200 {
+			t.Errorf("revoke published before Redis died answered %d, want 200", a.status)
+		}
+		w.verify(t, kind, a)
+	})
 }
 
 // One replica is cut off from Redis: it cannot acknowledge, the revoke
@@ -302,28 +318,24 @@ func TestRevokeWithRedisKilledWhileWaiting(t *testing.T) {
 // denies the credential: a key because it no longer answers from its LRU,
 // a session because it re-reads the revoked sessions before accepting one.
 func TestRevokeWithReplicaPartitioned(t *testing.T) {
-	for _, kind := range []string{"key", "session"} {
-		t.Run(kind, func(t *testing.T) {
-			e := outageEnv(t, nil)
-			farURL, proxy := e.proxied(t)
-			farCfg := e.replicaConfig(farURL)
-			farCfg.SessionSync = time.Minute // the periodic sync is not what saves it
-			near, far := startReplica(t, e.replicaConfig("")), startReplica(t, farCfg)
-			c := e.newCredential(t, kind)
-			time.Sleep(settle)
-			w := watch(t, c, near, far)
-			proxy.SetDown(true)
-			start := time.Now()
-			a := e.revoke(t, c)
-			if a.status != 200 {
-				t.Errorf("revoke with one replica partitioned answered %d, want 200", a.status)
-			}
-			if took := a.at.Sub(start); took < keystore.DefaultFenceAfter {
-				t.Errorf("revoke answered in %v without the partitioned replica's acknowledgement", took)
-			}
-			w.verify(t, kind, a)
-		})
-	}
+	eachKind(t, func(t *testing.T, kind string) {
+		e := outageEnv(t, nil)
+		farURL, proxy := e.proxied(t)
+		farCfg := e.replicaConfig(farURL)
+		farCfg.SessionSync = time.Minute // the periodic sync is not what saves it
+		near, far := startReplica(t, e.replicaConfig("")), startReplica(t, farCfg)
+		c, w := e.watchNew(t, kind, near, far)
+		proxy.SetDown(true)
+		start := time.Now()
+		a := e.revoke(t, c)
+		if a.status != 200 {
+			t.Errorf("revoke with one replica partitioned answered %d, want 200", a.status)
+		}
+		if took := a.at.Sub(start); took < keystore.DefaultFenceAfter {
+			t.Errorf("revoke answered in %v without the partitioned replica's acknowledgement", took)
+		}
+		w.verify(t, kind, a)
+	})
 }
 
 // A user.deleted webhook whose revokes cannot be confirmed answers 503, not
@@ -331,17 +343,9 @@ func TestRevokeWithReplicaPartitioned(t *testing.T) {
 // not taken for a replay: it propagates the keys the first attempt revoked
 // and answers 200, after which no replica allows them.
 func TestWebhookRetryPropagatesAgain(t *testing.T) {
-	var proxy *testenv.Proxy
-	e := outageEnv(t, func(c *adminsvc.Config) {
-		u, _ := url.Parse(c.RedisURL)
-		proxy = testenv.NewProxy(t, u.Host)
-		u.Host = proxy.Addr()
-		c.RedisURL = u.String()
-	})
+	e, proxy := outageEnvAdminProxied(t)
 	check := startReplica(t, e.replicaConfig(""))
-	c := e.newCredential(t, "key") // owned by user_o
-	time.Sleep(settle)
-	w := watch(t, c, check)
+	_, w := e.watchNew(t, "key", check) // owned by user_o
 	proxy.SetDown(true)
 	body := `{"type":"user.deleted","data":{"id":"user_o","deleted":true}}`
 	at := time.Now()

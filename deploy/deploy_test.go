@@ -36,9 +36,9 @@ import (
 
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/internal/tlsreload"
-	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 )
 
@@ -253,13 +253,8 @@ func exposed(names map[string]string, mfs []*dto.MetricFamily, who string) {
 func TestMetricsAreExposed(t *testing.T) {
 	db := testenv.Postgres(t)
 	redisURL, prefix := testenv.Redis(t)
-	is, err := devissuer.New(devissuer.Options{Issuer: "https://clerk.odin.test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwks := httptest.NewServer(is.Handler())
-	t.Cleanup(jwks.Close)
-	jwt := jwtauth.Config{JWKSURL: jwks.URL + devissuer.JWKSPath, Issuer: is.Issuer(), FetchTimeout: time.Second}
+	is := authztest.NewIssuer(t)
+	jwt := is.Trust()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))

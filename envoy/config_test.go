@@ -120,11 +120,7 @@ var brokenEnvoyCases = []brokenEnvoy{
 		b.GetStaticResources().Clusters = append(cs, proto.Clone(cs[0]).(*clusterv3.Cluster))
 	}},
 	{name: "router before ext_authz", wantErr: "router must be the last", mutate: func(t *testing.T, b *bootstrapv3.Bootstrap) {
-		editHCM(t, b, func(h *hcmv3.HttpConnectionManager) {
-			fs := h.GetHttpFilters()
-			i, j := filterIndex(t, h, &extauthzv3.ExtAuthz{}), filterIndex(t, h, &routerv3.Router{})
-			fs[i], fs[j] = fs[j], fs[i]
-		})
+		swapFilters(t, b, &extauthzv3.ExtAuthz{}, &routerv3.Router{})
 	}},
 	{name: "filter after router", wantErr: "router must be the last", mutate: func(t *testing.T, b *bootstrapv3.Bootstrap) {
 		editHCM(t, b, func(h *hcmv3.HttpConnectionManager) {
@@ -191,11 +187,7 @@ var brokenEnvoyCases = []brokenEnvoy{
 		})
 	}},
 	{name: "x-odin removal after ext_authz", wantErr: "removing client-sent x-odin", mutate: func(t *testing.T, b *bootstrapv3.Bootstrap) {
-		editHCM(t, b, func(h *hcmv3.HttpConnectionManager) {
-			fs := h.GetHttpFilters()
-			i, j := filterIndex(t, h, &headermutationv3.HeaderMutation{}), filterIndex(t, h, &extauthzv3.ExtAuthz{})
-			fs[i], fs[j] = fs[j], fs[i]
-		})
+		swapFilters(t, b, &headermutationv3.HeaderMutation{}, &extauthzv3.ExtAuthz{})
 	}},
 	{name: "x-odin removal of one exact name", wantErr: "removing client-sent x-odin", mutate: func(t *testing.T, b *bootstrapv3.Bootstrap) {
 		editHCM(t, b, func(h *hcmv3.HttpConnectionManager) {
@@ -335,6 +327,16 @@ func editExtAuthz(t *testing.T, b *bootstrapv3.Bootstrap, edit func(*extauthzv3.
 	t.Helper()
 	editHCM(t, b, func(h *hcmv3.HttpConnectionManager) {
 		editTyped(t, h.GetHttpFilters()[filterIndex(t, h, &extauthzv3.ExtAuthz{})].GetTypedConfig(), edit)
+	})
+}
+
+// swapFilters swaps the HTTP filters of the types of x and y.
+func swapFilters(t *testing.T, b *bootstrapv3.Bootstrap, x, y proto.Message) {
+	t.Helper()
+	editHCM(t, b, func(h *hcmv3.HttpConnectionManager) {
+		fs := h.GetHttpFilters()
+		i, j := filterIndex(t, h, x), filterIndex(t, h, y)
+		fs[i], fs[j] = fs[j], fs[i]
 	})
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/odin-scan/odin-authz/extauthz"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
@@ -229,11 +230,7 @@ var freshRequestID = regexp.MustCompile(`^req-[0-9a-f]{24}$`)
 // or the token.
 func FuzzDecideInvalidCredential(f *testing.F) {
 	ctx := context.Background()
-	store, err := pgstore.Open(ctx, testenv.Postgres(f), pgstore.Options{MaxConns: 4})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(store.Close)
+	store := testenv.OpenStore(f, testenv.Postgres(f), pgstore.Options{MaxConns: 4})
 	realKey, k, err := keystore.NewManager(store, nil, keystore.ManagerOptions{}).Create(ctx,
 		keystore.Actor{ID: "fuzz"}, keystore.NewKey{UserID: "user_fuzz", Name: "fuzz", Scopes: []string{"scans:read"}})
 	if err != nil {
@@ -362,14 +359,7 @@ func fuzzSessions(f *testing.F, store keystore.Store) (*extauthz.Sessions, strin
 func checkDenialBody(t *testing.T, d *extauthz.Decision, requestID string, now time.Time) {
 	t.Helper()
 	body := d.Body(now)
-	var b struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-		Timestamp string `json:"timestamp"`
-		RequestID string `json:"requestId"`
-	}
+	var b authztest.ErrorBody
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil || !json.Valid(body) {

@@ -202,7 +202,7 @@ func (b *Bus) Run(ctx context.Context, fn func(Invalidation), ready func()) {
 			retry = 50 * time.Millisecond
 		}
 		r.m.redisErrors.WithLabelValues("subscribe").Inc()
-		if r.errLog.allow() {
+		if r.errLog.Allow() {
 			r.log.Warn("invalidation bus disconnected, retrying", "error", err.Error())
 		}
 		r.conn.ReloadTopology(ctx) // the channel's slot may have a new master
@@ -365,7 +365,7 @@ func (b *Bus) probed(payload string, fn func(Invalidation)) {
 		}
 		fn(Invalidation{Kind: InvalidateAll})
 		r.m.busMessages.WithLabelValues("resynced").Inc()
-		if r.errLog.allow() {
+		if r.errLog.Allow() {
 			r.log.Warn("invalidation bus lost messages, dropping cached entries that may have missed them")
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
+
+	"github.com/odin-scan/odin-authz/internal/lograte"
 )
 
 // CacheOptions configure the cache tiers. Zero values take the defaults.
@@ -69,30 +71,18 @@ const (
 )
 
 func (o *CacheOptions) defaults() {
-	if o.Size <= 0 {
-		o.Size = DefaultCacheSize
-	}
-	if o.NegativeSize <= 0 {
-		o.NegativeSize = DefaultNegativeCacheSize
-	}
+	orDefault(&o.Size, DefaultCacheSize)
+	orDefault(&o.NegativeSize, DefaultNegativeCacheSize)
 	if o.UnknownKeyRate == 0 {
 		o.UnknownKeyRate = DefaultUnknownKeyRate
 	}
-	if o.FilterRefresh <= 0 {
-		o.FilterRefresh = DefaultFilterRefresh
-	}
-	if o.TTL <= 0 {
-		o.TTL = DefaultCacheTTL
-	}
-	if o.NegativeTTL <= 0 {
-		o.NegativeTTL = DefaultNegativeTTL
-	}
+	orDefault(&o.FilterRefresh, DefaultFilterRefresh)
+	orDefault(&o.TTL, DefaultCacheTTL)
+	orDefault(&o.NegativeTTL, DefaultNegativeTTL)
 	if o.StaleIfError == 0 {
 		o.StaleIfError = DefaultStaleIfError
 	}
-	if o.StoreTimeout <= 0 {
-		o.StoreTimeout = DefaultStoreTimeout
-	}
+	orDefault(&o.StoreTimeout, DefaultStoreTimeout)
 }
 
 // Entry is a cached answer for a key hash, with what the cache's prepare
@@ -130,8 +120,8 @@ type Cache[P any] struct {
 	sf          singleflight.Group
 	m           *Metrics
 	log         *slog.Logger
-	errLog      logLimiter
-	throttleLog logLimiter
+	errLog      lograte.Limiter
+	throttleLog lograte.Limiter
 
 	// fillMu and gen close the race between a fill and an invalidation: a
 	// load that began before an invalidation must not put what it read into
@@ -185,7 +175,7 @@ func NewCache[P any](store Store, redis *Redis, opts CacheOptions, prepare func(
 		return nil, err
 	}
 	c := &Cache[P]{opts: opts, prepare: prepare, store: store, redis: redis, lru: l, neg: neg, m: m, log: logger,
-		errLog: logLimiter{every: 10 * time.Second}, throttleLog: logLimiter{every: 10 * time.Second}}
+		errLog: lograte.Limiter{Every: 10 * time.Second}, throttleLog: lograte.Limiter{Every: 10 * time.Second}}
 	if opts.UnknownKeyRate > 0 {
 		c.unknown = rate.NewLimiter(rate.Limit(opts.UnknownKeyRate), max(1, int(opts.UnknownKeyRate)))
 	}
@@ -240,7 +230,7 @@ func (c *Cache[P]) Run(ctx context.Context) {
 				return
 			}
 			c.m.filterBuilds.WithLabelValues("error").Inc()
-			if c.errLog.allow() {
+			if c.errLog.Allow() {
 				c.log.Warn("key filter not built: unknown keys are looked up in the store (bounded by the unknown-key rate) until it is", "error", err.Error())
 			}
 			f.want() // again, filterMinGap later
@@ -408,7 +398,7 @@ func (c *Cache[P]) lookupStore(ctx context.Context, h Hash, began int64) (*Key, 
 		// of unknown keys the filter let through (or with no filter
 		// trusted). Answered as in an outage, never as unknown.
 		c.m.storeThrottled.Inc()
-		if c.throttleLog.allow() {
+		if c.throttleLog.Allow() {
 			c.log.Warn("unknown-key lookup budget spent: misses are answered from stale entries or refused with 503 until it refills",
 				"rate", c.opts.UnknownKeyRate)
 		}
@@ -432,7 +422,7 @@ func (c *Cache[P]) storeFailed(err error, began int64, now time.Time) {
 		c.storeDownUntil.Store(now.Add(storeBackoff).UnixNano())
 	}
 	c.m.storeQueries.WithLabelValues("error").Inc()
-	if c.errLog.allow() {
+	if c.errLog.Allow() {
 		c.log.Warn("key store unavailable: serving cached keys only", "error", err.Error())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -41,11 +42,7 @@ func (s *countingStore) KeyHashes(ctx context.Context, since time.Time, fn func(
 
 func newStore(t *testing.T) *countingStore {
 	t.Helper()
-	s, err := pgstore.Open(context.Background(), testenv.Postgres(t), pgstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s := testenv.OpenStore(t, testenv.Postgres(t), pgstore.Options{})
 	return &countingStore{Store: s}
 }
 
@@ -121,22 +118,29 @@ func TestNegativeCaching(t *testing.T) {
 	}
 }
 
-// counterValue reads one labelled counter from a registry.
-func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+// series gathers reg and returns the series of its metric family name
+// (none when reg has no such family).
+func series(t *testing.T, reg *prometheus.Registry, name string) []*dto.Metric {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
+		if mf.GetName() == name {
+			return mf.GetMetric()
 		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetValue() == label {
-					return m.GetCounter().GetValue()
-				}
+	}
+	return nil
+}
+
+// counterValue reads one labelled counter from a registry.
+func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	for _, m := range series(t, reg, name) {
+		for _, l := range m.GetLabel() {
+			if l.GetValue() == label {
+				return m.GetCounter().GetValue()
 			}
 		}
 	}

@@ -258,14 +258,8 @@ func TestFilterAdmitsANewKeyAtOnce(t *testing.T) {
 // plainCounter reads a counter without labels.
 func plainCounter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
+	if ms := series(t, reg, name); len(ms) == 1 {
+		return ms[0].GetCounter().GetValue()
 	}
 	return 0
 }

@@ -100,15 +100,9 @@ const (
 )
 
 func (o *ManagerOptions) defaults() {
-	if o.CacheTTL <= 0 {
-		o.CacheTTL = DefaultCacheTTL
-	}
-	if o.SessionRetention <= 0 {
-		o.SessionRetention = DefaultSessionRetention
-	}
-	if o.SessionSync <= 0 {
-		o.SessionSync = DefaultSessionSync
-	}
+	orDefault(&o.CacheTTL, DefaultCacheTTL)
+	orDefault(&o.SessionRetention, DefaultSessionRetention)
+	orDefault(&o.SessionSync, DefaultSessionSync)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

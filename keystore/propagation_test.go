@@ -15,23 +15,14 @@ import (
 // the given label values.
 func histogramCount(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (uint64, bool) {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue series
-				}
+next:
+	for _, m := range series(t, reg, name) {
+		for _, l := range m.GetLabel() {
+			if labels[l.GetName()] != l.GetValue() {
+				continue next
 			}
-			return m.GetHistogram().GetSampleCount(), true
 		}
+		return m.GetHistogram().GetSampleCount(), true
 	}
 	return 0, false
 }

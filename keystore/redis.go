@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/odin-scan/odin-authz/internal/lograte"
 	"github.com/odin-scan/odin-authz/keystore/redisconn"
 )
 
@@ -44,7 +45,7 @@ type Redis struct {
 	downUntil atomic.Int64
 	m         *Metrics
 	log       *slog.Logger
-	errLog    logLimiter
+	errLog    lograte.Limiter
 }
 
 // RedisOptions configure the Redis tier. Zero values take the defaults.
@@ -72,9 +73,7 @@ func OpenRedis(opts RedisOptions, m *Metrics, logger *slog.Logger) (*Redis, erro
 	if err != nil {
 		return nil, err
 	}
-	if opts.Backoff <= 0 {
-		opts.Backoff = time.Second
-	}
+	orDefault(&opts.Backoff, time.Second)
 	if opts.Prefix == "" {
 		opts.Prefix = "odin:"
 	}
@@ -92,7 +91,7 @@ func OpenRedis(opts RedisOptions, m *Metrics, logger *slog.Logger) (*Redis, erro
 		backoff:   opts.Backoff,
 		m:         m,
 		log:       logger,
-		errLog:    logLimiter{every: 10 * time.Second},
+		errLog:    lograte.Limiter{Every: 10 * time.Second},
 	}, nil
 }
 
@@ -116,22 +115,9 @@ func (r *Redis) available() bool {
 func (r *Redis) fail(op string, err error) {
 	r.downUntil.Store(time.Now().Add(r.backoff).UnixNano())
 	r.m.redisErrors.WithLabelValues(op).Inc()
-	if r.errLog.allow() {
+	if r.errLog.Allow() {
 		r.log.Warn("redis unavailable, falling through to the next tier", "op", op, "error", err.Error())
 	}
 }
 
 func (r *Redis) ok() { r.downUntil.Store(0) }
-
-// logLimiter lets one log line through per interval, so an outage is
-// reported without writing a line per request.
-type logLimiter struct {
-	every time.Duration
-	next  atomic.Int64
-}
-
-func (l *logLimiter) allow() bool {
-	now := time.Now().UnixNano()
-	next := l.next.Load()
-	return now >= next && l.next.CompareAndSwap(next, now+int64(l.every))
-}

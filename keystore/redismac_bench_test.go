@@ -52,10 +52,6 @@ func BenchmarkCacheRedisHit(b *testing.B) {
 
 func newStoreB(b *testing.B) *countingStore {
 	b.Helper()
-	s, err := pgstore.Open(context.Background(), testenv.Postgres(b), pgstore.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(s.Close)
+	s := testenv.OpenStore(b, testenv.Postgres(b), pgstore.Options{})
 	return &countingStore{Store: s}
 }

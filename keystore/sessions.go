@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/odin-scan/odin-authz/internal/lograte"
 )
 
 // ErrSessionsNotLoaded means the revoked-session set has never been loaded
@@ -34,7 +36,7 @@ type RevokedSessions struct {
 	redis     *Redis // optional: the mirror checked at a token's first sight
 	retention time.Duration
 	log       *slog.Logger
-	errLog    logLimiter
+	errLog    lograte.Limiter
 
 	mu       sync.RWMutex
 	set      map[string]time.Time // session id → when its revocation expires
@@ -55,7 +57,7 @@ func NewRevokedSessions(store Store, redis *Redis, retention time.Duration, logg
 		retention = DefaultSessionRetention
 	}
 	return &RevokedSessions{store: store, redis: redis, retention: retention, log: logger,
-		errLog: logLimiter{every: 10 * time.Second}, set: map[string]time.Time{}}
+		errLog: lograte.Limiter{Every: 10 * time.Second}, set: map[string]time.Time{}}
 }
 
 // Fence makes the set follow the bus's fence (Bus.Fenced): while fenced
@@ -164,7 +166,7 @@ func (r *RevokedSessions) Sync(ctx context.Context) error {
 	defer cancel()
 	revs, err := r.store.RevokedSessions(ctx, since, now)
 	if err != nil {
-		if r.errLog.allow() {
+		if r.errLog.Allow() {
 			r.log.Warn("sync revoked sessions failed", "error", err.Error())
 		}
 		return err

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/odin-scan/odin-authz/internal/lograte"
 )
 
 // LSN is a position in PostgreSQL's write-ahead log (a pg_lsn). Zero means
@@ -95,7 +97,7 @@ type Watermark struct {
 	window  time.Duration
 	maxKeys int
 	log     *slog.Logger
-	errLog  logLimiter
+	errLog  lograte.Limiter
 
 	mu    sync.RWMutex
 	floor LSN
@@ -117,12 +119,8 @@ type Watermark struct {
 // NewWatermark returns a watermark that knows nothing yet: lookups read the
 // primary until one of them has learned the floor.
 func NewWatermark(opts WatermarkOptions) *Watermark {
-	if opts.Window <= 0 {
-		opts.Window = time.Minute
-	}
-	if opts.MaxKeys <= 0 {
-		opts.MaxKeys = 50_000
-	}
+	orDefault(&opts.Window, time.Minute)
+	orDefault(&opts.MaxKeys, 50_000)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -131,7 +129,7 @@ func NewWatermark(opts WatermarkOptions) *Watermark {
 	}
 	w := &Watermark{
 		fenced: opts.Fenced, window: opts.Window, maxKeys: opts.MaxKeys, log: opts.Logger,
-		errLog: logLimiter{every: 10 * time.Second},
+		errLog: lograte.Limiter{Every: 10 * time.Second},
 		cur:    map[Hash]LSN{}, old: map[Hash]LSN{}, rotated: time.Now(), resync: 1, epoch: 1,
 		replicaReads: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "odin_keystore_replica_reads_total",
@@ -203,7 +201,7 @@ func (w *Watermark) Fallback(reason string) { w.fallbacks.WithLabelValues(reason
 
 // ReplicaFailed logs a replica failure, at most once per 10s.
 func (w *Watermark) ReplicaFailed(err error) {
-	if w.errLog.allow() {
+	if w.errLog.Allow() {
 		w.log.Warn("read replica unavailable: reading keys from the primary", "error", err.Error())
 	}
 }

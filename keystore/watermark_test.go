@@ -87,17 +87,9 @@ func TestWatermarkPerKeyPositions(t *testing.T) {
 // counterSum sums a counter family of reg over its label sets.
 func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
-			}
-		}
+	for _, m := range series(t, reg, name) {
+		sum += m.GetCounter().GetValue()
 	}
 	return sum
 }

@@ -139,14 +139,7 @@ func TestBaselineAnswersOKAndStops(t *testing.T) {
 		t.Errorf("HTTP status %d, want 200", hr.StatusCode)
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("baseline returned %v after its context ended", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("baseline did not stop")
-	}
+	testenv.WaitStopped(t, done, 10*time.Second, "baseline")
 }
 
 // TestRunCommandWritesReports runs `odin-load run` for two scenarios, a
@@ -154,7 +147,7 @@ func TestBaselineAnswersOKAndStops(t *testing.T) {
 func TestRunCommandWritesReports(t *testing.T) {
 	db := testenv.Postgres(t)
 	odin := filepath.Join(t.TempDir(), "odin")
-	goTool := goBinary()
+	goTool := testenv.GoBinary()
 	if out, err := exec.Command(goTool, "build", "-o", odin, "github.com/odin-scan/odin-authz/cmd/odin").CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/odin: %v: %s", err, out)
 	}
@@ -187,17 +180,4 @@ func TestRunCommandWritesReports(t *testing.T) {
 	if len(rep.Results) != 2 || rep.Results[0].Odin.RPS <= 0 || rep.Results[1].Baseline.RPS <= 0 {
 		t.Errorf("JSON report results: %s", fmt.Sprint(rep.Results))
 	}
-}
-
-// goBinary is the go command running this test: GOROOT from the go command
-// itself ("go env GOROOT"), else whatever "go" is on PATH.
-func goBinary() string {
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
-		if p := filepath.Join(strings.TrimSpace(string(out)), "bin", "go"); p != "" {
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
-		}
-	}
-	return "go"
 }

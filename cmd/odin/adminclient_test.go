@@ -25,8 +25,8 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
-	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
@@ -47,31 +47,20 @@ func startAdminAPI(t *testing.T) adminAPI {
 	t.Helper()
 	db := testenv.Postgres(t)
 	redisURL, prefix := testenv.Redis(t)
-	is, err := devissuer.New(devissuer.Options{Issuer: "https://clerk.odin.test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwks := httptest.NewServer(is.Handler())
-	t.Cleanup(jwks.Close)
+	is := authztest.NewIssuer(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	svc, err := adminsvc.New(ctx, adminsvc.Config{
 		DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret,
-		JWT:           jwtauth.Config{JWKSURL: jwks.URL + devissuer.JWKSPath, Issuer: is.Issuer(), FetchTimeout: time.Second},
-		OperatorToken: testAdminToken,
-		Scopes:        []string{"scans:read", "scans:write"},
+		JWT: is.Trust(), OperatorToken: testAdminToken, Scopes: []string{"scans:read", "scans:write"},
 	}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(checkOpenAPI(t, svc.Handler()))
 	t.Cleanup(srv.Close)
-	store, err := pgstore.Open(ctx, db, pgstore.Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
-	return adminAPI{url: srv.URL, db: db, store: store, issuer: is}
+	store := testenv.OpenStore(t, db, pgstore.Options{MaxConns: 2})
+	return adminAPI{url: srv.URL, db: db, store: store, issuer: is.Provider}
 }
 
 // checkOpenAPI checks what the CLI sends and gets against the admin API's

@@ -43,14 +43,7 @@ func startDevIssuer(t *testing.T, cfg devIssuerConfig) (string, *testenv.LogBuff
 	go func() { errc <- serveDevIssuer(ctx, l, newDevIssuerHandler(p, cfg, logger), logger) }()
 	t.Cleanup(func() {
 		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("serveDevIssuer: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("serveDevIssuer did not return after its context ended")
-		}
+		testenv.WaitStopped(t, errc, 10*time.Second, "serveDevIssuer")
 	})
 	return "http://" + l.Addr().String(), logs
 }
@@ -246,14 +239,7 @@ func TestDevIssuerCommand(t *testing.T) {
 	}
 
 	cancel()
-	select {
-	case err := <-errc:
-		if err != nil {
-			t.Errorf("runDevIssuer: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("runDevIssuer did not stop after its context ended")
-	}
+	testenv.WaitStopped(t, errc, 10*time.Second, "runDevIssuer")
 	if _, err := http.Get(base + "/healthz"); err == nil {
 		t.Error("still serving after shutdown")
 	}

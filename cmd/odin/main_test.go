@@ -99,12 +99,7 @@ func TestKeysLifecycle(t *testing.T) {
 
 func TestBadInput(t *testing.T) {
 	t.Setenv("ODIN_DATABASE_URL", "")
-	tests := []struct {
-		name string
-		args []string
-		env  map[string]string
-		want string
-	}{
+	tests := []errorCase{
 		{"no command", nil, nil, "no command"},
 		{"unknown command", []string{"frobnicate"}, nil, `unknown command "frobnicate"`},
 		{"missing database url", []string{"keys", "list"}, nil, "database URL is required"},
@@ -114,17 +109,7 @@ func TestBadInput(t *testing.T) {
 		{"revoke without id", []string{"keys", "revoke"}, nil, "exactly one key id"},
 		{"bad log level", []string{"migrate", "--log-level", "loud"}, nil, "--log-level"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			_, _, err := odin(t, tt.args...)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("odin %v: error %v, want one containing %q", tt.args, err, tt.want)
-			}
-		})
-	}
+	wantErrors(t, tests)
 }
 
 func TestKeysCreateValidation(t *testing.T) {
@@ -216,4 +201,29 @@ func TestNoJWKSIsSaidAtStart(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// errorCase is a command line (with environment variables) that must fail
+// with an error containing want.
+type errorCase struct {
+	name string
+	args []string
+	env  map[string]string
+	want string
+}
+
+// wantErrors runs each case as a subtest.
+func wantErrors(t *testing.T, cases []errorCase) {
+	t.Helper()
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			_, _, err := odin(t, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("odin %v: error %v, want one containing %q", tt.args, err, tt.want)
+			}
+		})
+	}
 }

@@ -86,12 +86,7 @@ func TestDevCerts(t *testing.T) {
 
 func TestTLSFlagErrors(t *testing.T) {
 	_, path := devCerts(t)
-	tests := []struct {
-		name string
-		args []string
-		env  map[string]string
-		want string
-	}{
+	tests := []errorCase{
 		{"authz certificate without key", []string{"authz", "--tls-cert-file", path("server.pem")}, nil, "--tls-cert-file needs --tls-key-file"},
 		{"authz key without certificate", []string{"authz", "--tls-key-file", path("server-key.pem")}, nil, "--tls-key-file needs --tls-cert-file"},
 		{"authz client CA alone", []string{"authz", "--tls-client-ca-file", path("ca.pem")}, nil, "needs --tls-cert-file and --tls-key-file"},
@@ -105,17 +100,7 @@ func TestTLSFlagErrors(t *testing.T) {
 		{"check TLS to an http:// URL", []string{"check", "--http", "http://127.0.0.1:1", "--tls-ca-file", path("ca.pem")}, nil, "need an https://"},
 		{"healthcheck TLS to an http:// URL", []string{"healthcheck", "--url", "http://127.0.0.1:1/readyz", "--tls-ca-file", path("ca.pem")}, nil, "need an https://"},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			_, _, err := odin(t, tt.args...)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("err = %v, want one mentioning %q", err, tt.want)
-			}
-		})
-	}
+	wantErrors(t, tests)
 	// The authz variables (ODIN_TLS_*) do not configure the admin API,
 	// whose own are ODIN_ADMIN_TLS_*.
 	t.Setenv("ODIN_TLS_CERT_FILE", path("server.pem"))

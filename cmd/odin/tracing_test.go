@@ -81,14 +81,7 @@ func TestAuthzExportsTraces(t *testing.T) {
 
 	check(second)
 	cancel() // SIGTERM: drain, then flush
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("odin authz: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("odin authz did not stop")
-	}
+	testenv.WaitStopped(t, done, 30*time.Second, "odin authz")
 	if _, ok := recv.Wait(0, byTrace(second)); !ok {
 		t.Errorf("the span of the last Check was not flushed at shutdown; received %d spans", len(recv.Spans()))
 	}

@@ -18,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/odin-scan/odin-authz/internal/lograte"
 )
 
 // DefaultTier is Options.DefaultTier's default.
@@ -94,7 +96,7 @@ type Limiter struct {
 	// downUntil is the UnixNano until which Redis is left alone; 0 when
 	// it is believed up.
 	downUntil atomic.Int64
-	errLog    logLimiter
+	errLog    lograte.Limiter
 	// reported is set once an outage was logged, so its end is logged too.
 	reported atomic.Bool
 }
@@ -140,7 +142,7 @@ func New(client redis.UniversalClient, opts Options, logger *slog.Logger, reg pr
 		tiers:  make(map[string]*limits, len(tiers)),
 		keys:   newKeyTable(opts.MaxKeys),
 		log:    logger,
-		errLog: logLimiter{every: 10 * time.Second},
+		errLog: lograte.Limiter{Every: 10 * time.Second},
 	}
 	for name, t := range tiers {
 		if err := t.Validate(); err != nil {
@@ -291,7 +293,7 @@ func (l *Limiter) redisUp(t int64) bool {
 func (l *Limiter) redisFailed(t int64, err error) {
 	l.downUntil.Store(t + int64(l.opts.Backoff))
 	l.m.redisCalls[callError].Inc()
-	if l.errLog.allow() {
+	if l.errLog.Allow() {
 		l.reported.Store(true)
 		mode := "failing open: limiting per replica"
 		if l.opts.FailClosed {
@@ -312,17 +314,4 @@ func (l *Limiter) redisOK() {
 
 func positive(ns int64) time.Duration {
 	return time.Duration(max(ns, 0))
-}
-
-// logLimiter lets one log line through per interval, so an outage is
-// reported without writing a line per request.
-type logLimiter struct {
-	every time.Duration
-	next  atomic.Int64
-}
-
-func (l *logLimiter) allow() bool {
-	now := time.Now().UnixNano()
-	next := l.next.Load()
-	return now >= next && l.next.CompareAndSwap(next, now+int64(l.every))
 }

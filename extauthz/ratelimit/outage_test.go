@@ -50,6 +50,21 @@ func waitForRedis(t *testing.T, l *Limiter, key string) Result {
 	}
 }
 
+// leaseThenStop spends a token of the key "leased" while Redis is up (the
+// replica leases a share of its budget), stops Redis, and checks that the
+// replica still spends the tokens it leased.
+func leaseThenStop(t *testing.T, l *Limiter, pr *testenv.PrivateRedis) {
+	t.Helper()
+	ctx := context.Background()
+	if r := l.Allow(ctx, "leased", "t", time.Now()); !r.Allowed {
+		t.Fatalf("before the outage: %+v", r)
+	}
+	pr.Stop()
+	if r := l.Allow(ctx, "leased", "t", time.Now()); !r.Allowed {
+		t.Errorf("leased token during the outage: %+v, want allowed", r)
+	}
+}
+
 func TestRedisDownFailOpen(t *testing.T) {
 	pr, c := privateRedis(t)
 	logs := &testenv.LogBuffer{}
@@ -60,15 +75,7 @@ func TestRedisDownFailOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if r := l.Allow(ctx, "leased", "t", time.Now()); !r.Allowed {
-		t.Fatalf("before the outage: %+v", r)
-	}
-
-	pr.Stop()
-	// The replica still spends the token it leased.
-	if r := l.Allow(ctx, "leased", "t", time.Now()); !r.Allowed {
-		t.Errorf("leased token during the outage: %+v, want allowed", r)
-	}
+	leaseThenStop(t, l, pr)
 	// A key without a lease is limited per replica: its burst, then refused.
 	var results []bool
 	start := time.Now()
@@ -111,14 +118,7 @@ func TestRedisDownFailClosed(t *testing.T) {
 	const backoff = time.Second
 	l := newLimiter(t, c, Options{Tiers: outageTier, DefaultTier: "t", Backoff: backoff, LeaseFraction: 0.5, LeaseTTL: time.Hour, FailClosed: true})
 	ctx := context.Background()
-	if r := l.Allow(ctx, "leased", "t", time.Now()); !r.Allowed {
-		t.Fatalf("before the outage: %+v", r)
-	}
-
-	pr.Stop()
-	if r := l.Allow(ctx, "leased", "t", time.Now()); !r.Allowed {
-		t.Errorf("leased token during the outage: %+v, want allowed", r)
-	}
+	leaseThenStop(t, l, pr)
 	for i := range 10 {
 		r := l.Allow(ctx, "fresh", "t", time.Now())
 		if r.Allowed || !r.Unavailable || r.RetryAfter <= 0 || r.RetryAfter > backoff || r.Limit != 4 {

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -58,7 +57,7 @@ var odinBinary struct {
 func buildOdin(t *testing.T) string {
 	t.Helper()
 	odinBinary.once.Do(func() {
-		goTool := goBinary()
+		goTool := testenv.GoBinary()
 		if _, err := os.Stat(goTool); err != nil {
 			goTool = "go"
 		}
@@ -82,16 +81,3 @@ func buildOdin(t *testing.T) string {
 }
 
 func selfPID() int { return os.Getpid() }
-
-// goBinary is the go command running this test: GOROOT from the go command
-// itself ("go env GOROOT"), else whatever "go" is on PATH.
-func goBinary() string {
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
-		if p := filepath.Join(strings.TrimSpace(string(out)), "bin", "go"); p != "" {
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
-		}
-	}
-	return "go"
-}

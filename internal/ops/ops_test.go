@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -121,6 +122,18 @@ func TestReadinessCollector(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// probed is the text after the first probe, with redis's and the
+	// process's state.
+	probed := func(redisUp, ready int) string {
+		return fmt.Sprintf(`# HELP odin_component_up 1 when the component's last readiness probe succeeded, 0 when it failed.
+# TYPE odin_component_up gauge
+odin_component_up{component="postgres"} 1
+odin_component_up{component="redis"} %d
+# HELP odin_ready 1 when the process is ready (answers /readyz with 200), 0 otherwise.
+# TYPE odin_ready gauge
+odin_ready %d
+`, redisUp, ready)
+	}
 	want(`# HELP odin_ready 1 when the process is ready (answers /readyz with 200), 0 otherwise.
 # TYPE odin_ready gauge
 odin_ready 0
@@ -128,21 +141,7 @@ odin_ready 0
 	r.Probe(context.Background())
 	redisDown.Store(true)
 	r.Probe(context.Background())
-	want(`# HELP odin_component_up 1 when the component's last readiness probe succeeded, 0 when it failed.
-# TYPE odin_component_up gauge
-odin_component_up{component="postgres"} 1
-odin_component_up{component="redis"} 0
-# HELP odin_ready 1 when the process is ready (answers /readyz with 200), 0 otherwise.
-# TYPE odin_ready gauge
-odin_ready 1
-`)
+	want(probed(0, 1))
 	r.Drain()
-	want(`# HELP odin_component_up 1 when the component's last readiness probe succeeded, 0 when it failed.
-# TYPE odin_component_up gauge
-odin_component_up{component="postgres"} 1
-odin_component_up{component="redis"} 0
-# HELP odin_ready 1 when the process is ready (answers /readyz with 200), 0 otherwise.
-# TYPE odin_ready gauge
-odin_ready 0
-`)
+	want(probed(0, 0))
 }

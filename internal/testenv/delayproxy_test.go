@@ -3,7 +3,6 @@ package testenv
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -17,15 +16,7 @@ func echoServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
+	Echo(l)
 	return l.Addr().String()
 }
 

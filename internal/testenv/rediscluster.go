@@ -240,14 +240,7 @@ func (c *RedisCluster) Restart(i int) {
 // It returns the index of the new master.
 func (c *RedisCluster) Failover(i int) int {
 	c.t.Helper()
-	slots, err := c.slots()
-	for deadline := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-		slots, err = c.slots()
-	}
-	if err != nil {
-		c.t.Fatalf("cluster slots: %v", err)
-	}
+	slots := c.agreedSlots()
 	for _, s := range slots {
 		if c.index(s.master) != i {
 			continue
@@ -273,14 +266,7 @@ func (c *RedisCluster) Failover(i int) int {
 // the master of key's slot.
 func (c *RedisCluster) SlotOwner(key string) int {
 	c.t.Helper()
-	slots, err := c.slots()
-	for deadline := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-		slots, err = c.slots()
-	}
-	if err != nil {
-		c.t.Fatalf("cluster slots: %v", err)
-	}
+	slots := c.agreedSlots()
 	slot, err := c.keySlot(key)
 	if err != nil {
 		c.t.Fatalf("cluster keyslot: %v", err)
@@ -356,6 +342,21 @@ type slotRange struct {
 	start, end int64
 	master     string
 	replicas   []string
+}
+
+// agreedSlots is slots once the live nodes agree on them, asking again for
+// up to 10 s; it fails the test if they do not.
+func (c *RedisCluster) agreedSlots() []slotRange {
+	c.t.Helper()
+	slots, err := c.slots()
+	for deadline := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		slots, err = c.slots()
+	}
+	if err != nil {
+		c.t.Fatalf("cluster slots: %v", err)
+	}
+	return slots
 }
 
 // slots asks every live node for the slot map (CLUSTER SHARDS) and returns

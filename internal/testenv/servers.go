@@ -160,3 +160,17 @@ func Listen(t testing.TB) net.Listener {
 	t.Cleanup(func() { _ = l.Close() })
 	return l
 }
+
+// Echo sends back what every connection l accepts receives, until l is
+// closed.
+func Echo(l net.Listener) {
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+}

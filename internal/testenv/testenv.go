@@ -325,3 +325,15 @@ func redactURL(s string) string {
 	}
 	return strings.Replace(u.Redacted(), "xxxxx", "***", 1)
 }
+
+// OpenStore opens a pgstore.Store on the database at dbURL, closed when the
+// test ends.
+func OpenStore(t testing.TB, dbURL string, opts pgstore.Options) *pgstore.Store {
+	t.Helper()
+	store, err := pgstore.Open(context.Background(), dbURL, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(store.Close)
+	return store
+}

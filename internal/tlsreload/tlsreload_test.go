@@ -3,7 +3,6 @@ package tlsreload
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -106,15 +105,7 @@ func startServer(t *testing.T, cfg Config) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
-		}
-	}()
+	testenv.Echo(l)
 	t.Cleanup(func() { l.Close(); cancel(); <-done })
 	return &server{r: r, addr: l.Addr().String(), logs: logs}
 }
@@ -124,15 +115,11 @@ func startServer(t *testing.T, cfg Config) *server {
 // handshake's or, under TLS 1.3 where the client finishes first, the echo's.
 func dial(t *testing.T, addr string, ca *devpki.CA, client *devpki.Leaf) (*tls.Conn, error) {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: x509.NewCertPool(), ServerName: "authz", NextProtos: []string{"h2"}}
-	cfg.RootCAs.AddCert(ca.Cert)
-	if client != nil {
-		pair, err := tls.X509KeyPair(client.CertPEM, client.KeyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
+	cfg, err := ca.ClientTLS(client)
+	if err != nil {
+		t.Fatal(err)
 	}
+	cfg.ServerName, cfg.NextProtos = "authz", []string{"h2"}
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	c, err := tls.DialWithDialer(d, "tcp", addr, cfg)
 	if err != nil {

@@ -80,12 +80,10 @@ func (s *Store) AppendAudit(ctx context.Context, ev keystore.AuditEvent) error {
 	return nil
 }
 
-const auditColumns = `id, at, actor, action, target, owner, request_id, details`
-
 // ListAudit implements keystore.Store with keyset pagination on id.
 func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keystore.AuditEvent, string, error) {
 	limit := keystore.PageLimit(f.Limit)
-	q, args, err := keysql.ListAudit(dialect, auditColumns, f, limit)
+	q, args, err := keysql.ListAudit(dialect, f, limit)
 	if err != nil {
 		return nil, "", err
 	}

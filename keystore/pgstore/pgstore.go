@@ -378,15 +378,8 @@ func (s *Store) ListKeys(ctx context.Context, opts keystore.ListKeysOptions) ([]
 		return nil, "", fmt.Errorf("list keys: %w", err)
 	}
 	defer rows.Close()
-	keys := make([]*keystore.Key, 0, limit)
-	for rows.Next() {
-		k, err := scanKey(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("list keys: %w", err)
-		}
-		keys = append(keys, k)
-	}
-	if err := rows.Err(); err != nil {
+	keys, err := keysql.AppendRows(make([]*keystore.Key, 0, limit), rows, func() (*keystore.Key, error) { return scanKey(rows) })
+	if err != nil {
 		return nil, "", fmt.Errorf("list keys: %w", err)
 	}
 	keys, next := keysql.Page(keys, limit, func(k *keystore.Key) string { return encodeCursor(k.CreatedAt, k.ID) })

@@ -19,11 +19,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 func open(t *testing.T) *pgstore.Store {
 	t.Helper()
-	s, err := pgstore.Open(context.Background(), testenv.Postgres(t), pgstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s := testenv.OpenStore(t, testenv.Postgres(t), pgstore.Options{})
 	return s
 }
 
@@ -60,16 +56,12 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 // An empty database is reachable but unusable: Ping says which schema
 // version it has and which this binary needs, until it is migrated.
 func TestPingRefusesAnUnmigratedDatabase(t *testing.T) {
-	s, err := pgstore.Open(context.Background(), testenv.PostgresEmpty(t), pgstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s := testenv.OpenStore(t, testenv.PostgresEmpty(t), pgstore.Options{})
 	want := pgstore.SchemaVersion()
 	if want < 4 {
 		t.Fatalf("SchemaVersion() = %d, want the newest embedded migration (at least 4)", want)
 	}
-	err = s.Ping(context.Background())
+	err := s.Ping(context.Background())
 	var se *pgstore.SchemaError
 	if !errors.As(err, &se) || !errors.Is(err, pgstore.ErrSchemaBehind) || se.Have != 0 || se.Want != want {
 		t.Fatalf("Ping on an empty database = %v, want a SchemaError 0 < %d", err, want)

@@ -28,11 +28,7 @@ type cluster struct {
 func startCluster(t testing.TB) *cluster {
 	t.Helper()
 	p := testenv.StartPostgresCluster(t)
-	w, err := pgstore.Open(context.Background(), p.URL(), pgstore.Options{MaxConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(w.Close)
+	w := testenv.OpenStore(t, p.URL(), pgstore.Options{MaxConns: 4})
 	if err := w.Migrate(context.Background(), slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
@@ -58,12 +54,7 @@ func (c *cluster) reader(t testing.TB, readURL string) *reader {
 		Fenced: func(time.Time) bool { return r.fenced.Load() }, Registerer: r.reg,
 		Logger: slog.New(slog.NewTextHandler(r.logs, nil)),
 	})
-	var err error
-	r.store, err = pgstore.Open(context.Background(), c.primary.URL(), pgstore.Options{MaxConns: 4, ReadURL: readURL, Watermark: r.wm})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(r.store.Close)
+	r.store = testenv.OpenStore(t, c.primary.URL(), pgstore.Options{MaxConns: 4, ReadURL: readURL, Watermark: r.wm})
 	r.manager = keystore.NewManager(c.writer, nil, keystore.ManagerOptions{Notify: r.wm.Apply, SingleProcess: true})
 	return r
 }

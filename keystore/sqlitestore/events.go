@@ -42,12 +42,10 @@ func (s *Store) AppendAudit(ctx context.Context, ev keystore.AuditEvent) error {
 	return nil
 }
 
-const auditColumns = `id, at, actor, action, target, owner, request_id, details`
-
 // ListAudit implements keystore.Store with keyset pagination on id.
 func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keystore.AuditEvent, string, error) {
 	limit := keystore.PageLimit(f.Limit)
-	q, args, err := keysql.ListAudit(dialect, auditColumns, f, limit)
+	q, args, err := keysql.ListAudit(dialect, f, limit)
 	if err != nil {
 		return nil, "", err
 	}
@@ -56,23 +54,22 @@ func (s *Store) ListAudit(ctx context.Context, f keystore.AuditFilter) ([]keysto
 		return nil, "", fmt.Errorf("list audit events: %w", err)
 	}
 	defer rows.Close()
-	var events []keystore.AuditEvent
-	for rows.Next() {
+	events, err := keysql.AppendRows(nil, rows, func() (keystore.AuditEvent, error) {
 		var (
 			e       keystore.AuditEvent
 			at      int64
 			details string
 		)
 		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Target, &e.Owner, &e.RequestID, &details); err != nil {
-			return nil, "", fmt.Errorf("list audit events: %w", err)
+			return e, err
 		}
 		if err := json.Unmarshal([]byte(details), &e.Details); err != nil {
-			return nil, "", fmt.Errorf("list audit events: event %d details: %w", e.ID, err)
+			return e, fmt.Errorf("event %d details: %w", e.ID, err)
 		}
 		e.At = fromMicros(at)
-		events = append(events, e)
-	}
-	if err := rows.Err(); err != nil {
+		return e, nil
+	})
+	if err != nil {
 		return nil, "", fmt.Errorf("list audit events: %w", err)
 	}
 	events, next := keysql.Page(events, limit, keysql.AuditCursor)

@@ -232,19 +232,16 @@ func (s *Store) KeyUsage(ctx context.Context, id string, since time.Time) ([]key
 		return nil, fmt.Errorf("read key usage: %w", err)
 	}
 	defer rows.Close()
-	var out []keystore.HourlyUsage
-	for rows.Next() {
+	out, err := keysql.AppendRows(nil, rows, func() (keystore.HourlyUsage, error) {
 		var (
 			u    keystore.HourlyUsage
 			hour int64
 		)
-		if err := rows.Scan(&hour, &u.Count); err != nil {
-			return nil, fmt.Errorf("read key usage: %w", err)
-		}
+		err := rows.Scan(&hour, &u.Count)
 		u.Hour = fromMicros(hour)
-		out = append(out, u)
-	}
-	if err := rows.Err(); err != nil {
+		return u, err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("read key usage: %w", err)
 	}
 	return out, nil
@@ -268,15 +265,8 @@ func (s *Store) ListKeys(ctx context.Context, opts keystore.ListKeysOptions) ([]
 		return nil, "", fmt.Errorf("list keys: %w", err)
 	}
 	defer rows.Close()
-	keys := make([]*keystore.Key, 0, limit)
-	for rows.Next() {
-		k, err := scanKey(rows)
-		if err != nil {
-			return nil, "", fmt.Errorf("list keys: %w", err)
-		}
-		keys = append(keys, k)
-	}
-	if err := rows.Err(); err != nil {
+	keys, err := keysql.AppendRows(make([]*keystore.Key, 0, limit), rows, func() (*keystore.Key, error) { return scanKey(rows) })
+	if err != nil {
 		return nil, "", fmt.Errorf("list keys: %w", err)
 	}
 	keys, next := keysql.Page(keys, limit, func(k *keystore.Key) string { return encodeCursor(micros(k.CreatedAt), k.ID) })

@@ -81,11 +81,7 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	}
 	pgProxy := testenv.NewProxy(t, u.Host) // the outage after the flood
 	u.Host = pgProxy.Addr()
-	pg, err := pgstore.Open(context.Background(), u.String(), pgstore.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pg.Close)
+	pg := testenv.OpenStore(t, u.String(), pgstore.Options{})
 	store := &countingStore{Store: pg, queries: map[keystore.Hash][]time.Time{}}
 	cfg := authzsvc.Config{Store: store, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret, StripCredential: true, RateLimit: generousTiers()}
 	cfg.Cache.NegativeTTL = negativeTTL
@@ -228,10 +224,7 @@ func TestDrillUnknownKeyFlood(t *testing.T) {
 	}
 
 	p50, p99, maxLat := quantiles(samples, nil)
-	f := newFigures("unknown_key_flood")
-	f.add("requests", len(samples))
-	f.add("rps", rps(len(samples), elapsed))
-	f.add("workers", workers)
+	f := loadFigures("unknown_key_flood", samples, elapsed, workers)
 	f.add("elapsed", elapsed)
 	f.add("negative_ttl", negativeTTL)
 	f.add("outcomes", counts(samples, nil))

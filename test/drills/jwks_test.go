@@ -239,10 +239,7 @@ func TestDrillJWKSOutage(t *testing.T) {
 		t.Errorf("goroutines grew by %d while the JWKS hung (%d new-key checks): waiting checks are not bounded", growth, hangRequests)
 	}
 
-	f := newFigures("jwks_outage")
-	f.add("requests", len(samples))
-	f.add("rps", rps(len(samples), elapsed))
-	f.add("workers", workers)
+	f := loadFigures("jwks_outage", samples, elapsed, workers)
 	f.add("elapsed", elapsed)
 	f.add("down_500", durations["jwks_500"])
 	f.add("down_hang", durations["jwks_hang"])

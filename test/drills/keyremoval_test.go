@@ -1,16 +1,15 @@
 package drills
 
 import (
-	"net/http/httptest"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/jwtauth"
-	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 )
 
 // TestDrillJWKSKeyRemoved is an emergency key rotation under load: the IdP
@@ -31,23 +30,18 @@ func TestDrillJWKSKeyRemoved(t *testing.T) {
 	)
 	db := testenv.Postgres(t)
 	redisURL, prefix := testenv.Redis(t)
-	is, err := devissuer.New(devissuer.Options{Issuer: "https://clerk.odin.test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(is.Handler())
-	t.Cleanup(srv.Close)
+	is := authztest.NewIssuer(t)
 	cfg := authzsvc.Config{DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret,
 		StripCredential: true, RateLimit: generousTiers(),
 		JWT: jwtauth.Config{
-			JWKSURL: srv.URL + devissuer.JWKSPath, Issuer: is.Issuer(),
+			JWKSURL: is.URL, Issuer: is.Issuer(),
 			FetchTimeout: 400 * time.Millisecond, MinRefreshInterval: 200 * time.Millisecond, RefreshInterval: refresh,
 		},
 		JWTDefaultScopes: []string{"read", "write"},
 	}
 	a, b := startReplica(t, "a", cfg), startReplica(t, "b", cfg)
 
-	mint := func(n int, what string) []string { return mintSessions(t, is, n, what) }
+	mint := func(n int, what string) []string { return mintSessions(t, is.Provider, n, what) }
 	oldKID := is.KeyID("RS256")
 	old := mint(32, "old")
 	for _, tok := range old { // verified by a: cached in a's LRU and in Redis, which b reads

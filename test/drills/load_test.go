@@ -16,6 +16,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/status"
+
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 )
 
 // The load generator. The project's load library (internal/loadtest/, on ghz) is not
@@ -223,14 +225,7 @@ func outcomeOf(resp *authv3.CheckResponse, err error, requestID string) string {
 		return "malformed_response"
 	}
 	code := int(d.GetStatus().GetCode())
-	var body struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-		Timestamp string `json:"timestamp"`
-		RequestID string `json:"requestId"`
-	}
+	var body authztest.ErrorBody
 	if json.Unmarshal([]byte(d.GetBody()), &body) != nil || body.Error.Code != specCodes[code] ||
 		body.Error.Message == "" || body.RequestID != requestID {
 		return fmt.Sprintf("bad_body_%d", code)
@@ -328,6 +323,16 @@ type figures struct {
 }
 
 func newFigures(drill string) *figures { return &figures{drill: drill, vals: map[string]any{}} }
+
+// loadFigures are a load drill's figures, starting with its requests, their
+// rate over elapsed and its workers.
+func loadFigures(drill string, samples []sample, elapsed time.Duration, workers int) *figures {
+	f := newFigures(drill)
+	f.add("requests", len(samples))
+	f.add("rps", rps(len(samples), elapsed))
+	f.add("workers", workers)
+	return f
+}
 
 func (f *figures) add(k string, v any) {
 	if _, ok := f.vals[k]; !ok {

@@ -51,11 +51,7 @@ func TestDrillPostgresOutage(t *testing.T) {
 	)
 	pg := testenv.StartPostgresCluster(t)
 	db := pg.URL()
-	store, err := pgstore.Open(context.Background(), db, pgstore.Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	store := testenv.OpenStore(t, db, pgstore.Options{MaxConns: 2})
 	if err := store.Migrate(context.Background(), slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 		t.Fatalf("migrate the private cluster: %v", err)
 	}
@@ -218,10 +214,7 @@ func TestDrillPostgresOutage(t *testing.T) {
 		t.Errorf("key usage: %d checks allowed, %d recorded in PostgreSQL: %d uses lost", acked, recorded, acked-recorded)
 	}
 
-	f := newFigures("postgres_outage")
-	f.add("requests", len(samples))
-	f.add("rps", rps(len(samples), elapsed))
-	f.add("workers", workers)
+	f := loadFigures("postgres_outage", samples, elapsed, workers)
 	f.add("replicas", len(reps))
 	f.add("elapsed", elapsed)
 	f.add("store_timeout", storeTimeout)

@@ -42,11 +42,7 @@ func TestDrillRedisOutage(t *testing.T) {
 	db := testenv.Postgres(t)
 	rs := testenv.StartRedis(t)
 	const prefix = "odin:" // the Redis is private to this test
-	store, err := pgstore.Open(context.Background(), db, pgstore.Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	store := testenv.OpenStore(t, db, pgstore.Options{MaxConns: 2})
 	mgr := keystore.NewManager(store, openRedis(t, rs.URL(), prefix), keystore.ManagerOptions{})
 
 	cfg := authzsvc.Config{DatabaseURL: db, RedisURL: rs.URL(), RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret, StripCredential: true, RateLimit: generousTiers()}
@@ -101,7 +97,7 @@ func TestDrillRedisOutage(t *testing.T) {
 	ph.set("outage")
 	killed := time.Now()
 	rs.Stop()
-	_, err = mgr.Revoke(context.Background(), keystore.Actor{ID: "drill"}, duringIDs[0])
+	_, err := mgr.Revoke(context.Background(), keystore.Actor{ID: "drill"}, duringIDs[0])
 	var unconfirmed *keystore.NotPropagatedError
 	if !errors.As(err, &unconfirmed) {
 		t.Errorf("revoke with Redis dead: %v, want a NotPropagatedError", err)
@@ -212,10 +208,7 @@ func TestDrillRedisOutage(t *testing.T) {
 			slow++
 		}
 	}
-	f := newFigures("redis_outage")
-	f.add("requests", len(samples))
-	f.add("rps", rps(len(samples), elapsed))
-	f.add("workers", workers)
+	f := loadFigures("redis_outage", samples, elapsed, workers)
 	f.add("replicas", len(reps))
 	f.add("elapsed", elapsed)
 	f.add("outage", restarted.Sub(killed))

@@ -50,11 +50,7 @@ func TestDrillSIGTERMAuthz(t *testing.T) {
 	bin := buildOdin(t)
 	db := testenv.Postgres(t)
 	redisURL, prefix := testenv.Redis(t)
-	store, err := pgstore.Open(context.Background(), db, pgstore.Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	store := testenv.OpenStore(t, db, pgstore.Options{MaxConns: 2})
 	keys, ids := createKeys(t, keystore.NewManager(store, nil, keystore.ManagerOptions{}), nKeys, "sigterm")
 
 	c := startChild(t, bin, "odin authz serving", []string{"ODIN_DATABASE_URL=" + db, "ODIN_REDIS_URL=" + redisURL, "ODIN_REDIS_PREFIX=" + prefix, "ODIN_REDIS_MAC_SECRET=" + testenv.RedisMACSecret},
@@ -193,10 +189,7 @@ func TestDrillSIGTERMAuthz(t *testing.T) {
 	}
 	p50, p99, maxLat := quantiles(samples, func(s sample) bool { return s.outcome == "200" })
 
-	f := newFigures("sigterm_authz")
-	f.add("requests", len(samples))
-	f.add("rps", rps(len(samples), elapsed))
-	f.add("workers", workers)
+	f := loadFigures("sigterm_authz", samples, elapsed, workers)
 	f.add("keys", nKeys)
 	f.add("load_before_signal", signalled.Sub(loadStart))
 	f.add("answered_before_signal", beforeSignal)

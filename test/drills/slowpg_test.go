@@ -54,11 +54,7 @@ func TestDrillSlowPostgres(t *testing.T) {
 	u.Host = proxy.Addr()
 	viaProxy := u.String()
 
-	store, err := pgstore.Open(context.Background(), db, pgstore.Options{MaxConns: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	store := testenv.OpenStore(t, db, pgstore.Options{MaxConns: 8})
 	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
 	cfg := authzsvc.Config{DatabaseURL: viaProxy, StripCredential: true, RateLimit: generousTiers()}
 	cfg.Cache.StoreTimeout = storeTimeout
@@ -210,10 +206,7 @@ func TestDrillSlowPostgres(t *testing.T) {
 	}
 	proxy.SetDelay(0)
 
-	f := newFigures("slow_postgres")
-	f.add("requests", len(samples))
-	f.add("rps", rps(len(samples), elapsed))
-	f.add("workers", workers)
+	f := loadFigures("slow_postgres", samples, elapsed, workers)
 	f.add("elapsed", elapsed)
 	f.add("store_timeout", storeTimeout)
 	f.add("keys_created", len(fresh)+len(cached)+len(doomed)+len(probes)+len(burstKeys))

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 )
 
 // front is one proxy product, started three times: in front of the healthy
@@ -25,16 +27,6 @@ type front struct {
 	scrubsUnderscores bool
 	// output returns what the proxy logged, searched for credentials.
 	output func() string
-}
-
-// errorBody is the contract's error body; unknown fields are refused.
-type errorBody struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-	Timestamp string `json:"timestamp"`
-	RequestID string `json:"requestId"`
 }
 
 type reply struct {
@@ -223,7 +215,7 @@ func checkDenial(t *testing.T, got reply, status int, code string) {
 	if ct := got.header.Get("content-type"); !strings.HasPrefix(ct, "application/json") {
 		t.Errorf("content-type %q, want application/json", ct)
 	}
-	var b errorBody
+	var b authztest.ErrorBody // the contract's error body; unknown fields are refused
 	dec := json.NewDecoder(strings.NewReader(string(got.body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&b); err != nil {

@@ -104,11 +104,7 @@ func newWorld(t *testing.T, mode string) *world {
 	dbURL := testenv.Postgres(t)
 	redisURL, prefix := testenv.Redis(t)
 
-	store, err := pgstore.Open(ctx, dbURL, pgstore.Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	store := testenv.OpenStore(t, dbURL, pgstore.Options{MaxConns: 2})
 	bus, err := keystore.OpenRedis(keystore.RedisOptions{URL: redisURL, Prefix: prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

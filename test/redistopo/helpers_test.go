@@ -15,6 +15,7 @@ import (
 
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
@@ -91,39 +92,19 @@ func (r *replica) mustStatus(t *testing.T, key string, want int, what string) {
 }
 
 // counter sums a counter family's series whose labels include labels.
-func (r *replica) counter(name string, labels map[string]string) float64 {
-	mfs, err := r.svc.Registry().Gather()
-	if err != nil {
-		return 0
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for k, v := range labels {
-				found := false
-				for _, lp := range m.GetLabel() {
-					found = found || (lp.GetName() == k && lp.GetValue() == v)
-				}
-				if !found {
-					continue next
-				}
-			}
-			sum += m.GetCounter().GetValue()
-		}
-	}
+func (r *replica) counter(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	sum, _ := authztest.Gathered(t, r.svc.Registry(), name, labels)
 	return sum
 }
 
 // resubscribed counts the times the replica's bus came back after it may
 // have lost messages: resubscribed, or found a probe of its own lost
 // (a subscription held by a cluster replica survives its master's death).
-func (r *replica) resubscribed() float64 {
-	return r.counter("odin_keystore_bus_messages_total", map[string]string{"kind": "resubscribed"}) +
-		r.counter("odin_keystore_bus_messages_total", map[string]string{"kind": "resynced"})
+func (r *replica) resubscribed(t *testing.T) float64 {
+	t.Helper()
+	return r.counter(t, "odin_keystore_bus_messages_total", map[string]string{"kind": "resubscribed"}) +
+		r.counter(t, "odin_keystore_bus_messages_total", map[string]string{"kind": "resynced"})
 }
 
 // env is a database, a Manager (as odin keys and odin admin use it) and two
@@ -148,12 +129,9 @@ func newEnv(t *testing.T, redisURL string, ttl time.Duration) *env {
 		ttl = keystore.DefaultCacheTTL
 	}
 	db := testenv.Postgres(t)
-	store, err := pgstore.Open(context.Background(), db, pgstore.Options{MaxConns: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
+	store := testenv.OpenStore(t, db, pgstore.Options{MaxConns: 4})
 	e := &env{redisURL: redisURL, ttl: ttl, mgrLogs: &testenv.LogBuffer{}}
+	var err error
 	e.redis, err = keystore.OpenRedis(keystore.RedisOptions{URL: redisURL, Prefix: prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), slog.New(slog.NewJSONHandler(e.mgrLogs, nil)))
 	if err != nil {
 		t.Fatal(err)

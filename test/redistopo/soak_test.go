@@ -107,10 +107,10 @@ func soak(t *testing.T, e *env, cycles int, fault func(t *testing.T, i int) (bus
 	}()
 	start := time.Now()
 	for i := range cycles {
-		before := e.replicas[0].resubscribed()
+		before := e.replicas[0].resubscribed(t)
 		if fault(t, i) {
 			deadline := time.Now().Add(20 * time.Second)
-			for e.replicas[0].resubscribed() == before {
+			for e.replicas[0].resubscribed(t) == before {
 				if time.Now().After(deadline) {
 					t.Fatalf("fault %d: the bus did not come back within 20s; replica a's log:\n%s", i, e.replicas[0].logs.String())
 				}

@@ -104,7 +104,7 @@ func scenario(t *testing.T, redisURL, outageName string, outage func(t *testing.
 	l.phase.Store(1)
 	outage(t)
 	deadline := time.Now().Add(20 * time.Second)
-	for a.resubscribed() == 0 || b.resubscribed() == 0 {
+	for a.resubscribed(t) == 0 || b.resubscribed(t) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("the bus did not come back on both replicas 20s after Redis recovered")
 		}
@@ -302,7 +302,7 @@ func gracefulFailover(t *testing.T, e *env, strict bool, failover func(t *testin
 	}
 	<-failed
 	deadline := time.Now().Add(20 * time.Second)
-	for a.resubscribed() == 0 || b.resubscribed() == 0 {
+	for a.resubscribed(t) == 0 || b.resubscribed(t) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the bus did not move to the new master on both replicas within 20s")
 		}

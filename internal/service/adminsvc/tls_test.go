@@ -2,8 +2,6 @@ package adminsvc_test
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"log/slog"
 	"net/http"
 	"os"
@@ -76,14 +74,9 @@ func (a *tlsAdmin) rotate(t *testing.T) string {
 // it returns the status and the server certificate's serial number.
 func (a *tlsAdmin) get(t *testing.T, path string, client *devpki.Leaf) (int, string, error) {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
-	cfg.RootCAs.AddCert(a.ca.Cert)
-	if client != nil {
-		pair, err := tls.X509KeyPair(client.CertPEM, client.KeyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
+	cfg, err := a.ca.ClientTLS(client)
+	if err != nil {
+		t.Fatal(err)
 	}
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
 	req, _ := http.NewRequest("GET", a.url+path, nil)

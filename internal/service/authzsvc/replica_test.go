@@ -30,12 +30,8 @@ func newReplicaFixture(t *testing.T) *replicaFixture {
 	p := testenv.StartPostgresCluster(t)
 	f := &authztest.Fixture{DBURL: p.URL()}
 	f.RedisURL, f.Prefix = testenv.Redis(t)
+	f.Store = testenv.OpenStore(t, f.DBURL, pgstore.Options{MaxConns: 4})
 	ctx := context.Background()
-	var err error
-	if f.Store, err = pgstore.Open(ctx, f.DBURL, pgstore.Options{MaxConns: 4}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.Store.Close)
 	if err := f.Store.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"net"
 	"net/http"
@@ -88,15 +87,11 @@ func renameInto(t *testing.T, path string, data []byte) {
 // client (none when nil). gRPC adds ALPN h2, as alpn_protocols does there.
 func envoyTLS(t *testing.T, ca *devpki.CA, client *devpki.Leaf) *tls.Config {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: x509.NewCertPool(), ServerName: "authz", MinVersion: tls.VersionTLS12}
-	cfg.RootCAs.AddCert(ca.Cert)
-	if client != nil {
-		pair, err := tls.X509KeyPair(client.CertPEM, client.KeyPEM)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
+	cfg, err := ca.ClientTLS(client)
+	if err != nil {
+		t.Fatal(err)
 	}
+	cfg.ServerName = "authz"
 	return cfg
 }
 
@@ -371,12 +366,15 @@ func BenchmarkCheckTransport(b *testing.B) {
 		}
 	}
 	clientTLS := func(withCert bool) *tls.Config {
-		cfg := &tls.Config{RootCAs: x509.NewCertPool(), ServerName: "authz"}
-		cfg.RootCAs.AddCert(ca.Cert)
+		var client *devpki.Leaf
 		if withCert {
-			pair, _ := tls.X509KeyPair(envoy.CertPEM, envoy.KeyPEM)
-			cfg.Certificates = []tls.Certificate{pair}
+			client = envoy
 		}
+		cfg, err := ca.ClientTLS(client)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.ServerName = "authz"
 		return cfg
 	}
 	serverTLS := func(mutual bool) *tlsreload.Config {

@@ -10,6 +10,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -33,6 +34,21 @@ type Leaf struct {
 	Cert    *x509.Certificate
 	CertPEM []byte
 	KeyPEM  []byte
+}
+
+// ClientTLS is a TLS client configuration that trusts the certificates ca
+// signed and, when client is not nil, presents client.
+func (ca *CA) ClientTLS(client *Leaf) (*tls.Config, error) {
+	cfg := &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
+	cfg.RootCAs.AddCert(ca.Cert)
+	if client != nil {
+		pair, err := tls.X509KeyPair(client.CertPEM, client.KeyPEM)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 // clockSkew backdates NotBefore so that a certificate is valid at once on a

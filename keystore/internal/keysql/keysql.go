@@ -76,10 +76,14 @@ func ListKeys(d Dialect, columns string, opts keystore.ListKeysOptions, after []
 	return q.sql(columns, "api_keys", "created_at DESC, id DESC", limit)
 }
 
+// AuditColumns are the columns ListAudit selects, in this order.
+const AuditColumns = `id, at, actor, action, target, owner, request_id, details`
+
 // ListAudit is the query of a page of the audit events f selects, of at
-// most limit events, newest first (by id). Its cursor is the id of the last
-// event of the previous page; another is ErrInvalid.
-func ListAudit(d Dialect, columns string, f keystore.AuditFilter, limit int) (string, []any, error) {
+// most limit events, newest first (by id), each row the AuditColumns. Its
+// cursor is the id of the last event of the previous page; another is
+// ErrInvalid.
+func ListAudit(d Dialect, f keystore.AuditFilter, limit int) (string, []any, error) {
 	q := &query{d: d}
 	if len(f.Owners) > 0 {
 		ps := make([]string, len(f.Owners))
@@ -106,12 +110,35 @@ func ListAudit(d Dialect, columns string, f keystore.AuditFilter, limit int) (st
 		}
 		q.and("id < " + q.arg(id))
 	}
-	s, args := q.sql(columns, "audit_events", "id DESC", limit)
+	s, args := q.sql(AuditColumns, "audit_events", "id DESC", limit)
 	return s, args, nil
 }
 
 // AuditCursor is the cursor of the page after ev.
 func AuditCursor(ev keystore.AuditEvent) string { return strconv.FormatInt(ev.ID, 10) }
+
+// Rows is what both drivers' result sets (pgx.Rows, *sql.Rows) have for
+// AppendRows; each store closes its own.
+type Rows interface {
+	Next() bool
+	Err() error
+}
+
+// AppendRows appends to out every row of rows, as scan (which reads the
+// current row) makes it; on an error it returns nil and the error.
+func AppendRows[T any](out []T, rows Rows, scan func() (T, error)) ([]T, error) {
+	for rows.Next() {
+		v, err := scan()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
 
 // Page cuts the rows of a query for limit (limit+1 rows at most) to a page
 // and returns the cursor of the next: cursor of the page's last row when

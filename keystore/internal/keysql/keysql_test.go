@@ -46,11 +46,11 @@ func TestListKeys(t *testing.T) {
 
 func TestListAudit(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
-	sql, args, err := ListAudit(question, "c", keystore.AuditFilter{Owners: []string{"o1", "o2"}, Action: "key.created", Since: at, Until: at, Cursor: "7"}, 5)
+	sql, args, err := ListAudit(question, keystore.AuditFilter{Owners: []string{"o1", "o2"}, Action: "key.created", Since: at, Until: at, Cursor: "7"}, 5)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `SELECT c FROM audit_events WHERE owner IN (?, ?) AND action = ? AND at >= ? AND at < ? AND id < ? ORDER BY id DESC LIMIT ?`
+	want := `SELECT id, at, actor, action, target, owner, request_id, details FROM audit_events WHERE owner IN (?, ?) AND action = ? AND at >= ? AND at < ? AND id < ? ORDER BY id DESC LIMIT ?`
 	if diff := cmp.Diff(want, sql); diff != "" {
 		t.Errorf("SQL (-want, +got):\n%s", diff)
 	}
@@ -58,7 +58,7 @@ func TestListAudit(t *testing.T) {
 		t.Errorf("args (-want, +got):\n%s", diff)
 	}
 	for _, c := range []string{"x", "0", "-3"} {
-		if _, _, err := ListAudit(dollar, "c", keystore.AuditFilter{Cursor: c}, 5); !errors.Is(err, keystore.ErrInvalid) {
+		if _, _, err := ListAudit(dollar, keystore.AuditFilter{Cursor: c}, 5); !errors.Is(err, keystore.ErrInvalid) {
 			t.Errorf("cursor %q: %v, want ErrInvalid", c, err)
 		}
 	}

@@ -14,11 +14,10 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
+	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
-	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
@@ -50,16 +49,10 @@ func NewEnvWith(t *testing.T, adjust func(*adminsvc.Config)) *Env {
 	t.Helper()
 	db := testenv.Postgres(t)
 	redisURL, prefix := testenv.Redis(t)
-	is, err := devissuer.New(devissuer.Options{Issuer: "https://clerk.odin.test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwks := httptest.NewServer(is.Handler())
-	t.Cleanup(jwks.Close)
+	is := authztest.NewIssuer(t)
 	cfg := adminsvc.Config{
 		DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret,
-		JWT:           jwtauth.Config{JWKSURL: jwks.URL + devissuer.JWKSPath, Issuer: is.Issuer(), FetchTimeout: time.Second},
-		OperatorToken: OperatorToken, WebhookSecret: WebhookSecret,
+		JWT: is.Trust(), OperatorToken: OperatorToken, WebhookSecret: WebhookSecret,
 		Scopes: []string{"scans:read", "scans:write", "admin"},
 	}
 	if adjust != nil {
@@ -74,12 +67,8 @@ func NewEnvWith(t *testing.T, adjust func(*adminsvc.Config)) *Env {
 	}
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(srv.Close)
-	store, err := pgstore.Open(ctx, db, pgstore.Options{MaxConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(store.Close)
-	return &Env{T: t, URL: srv.URL, Issuer: is, Store: store, Logs: logs, Config: cfg}
+	store := testenv.OpenStore(t, db, pgstore.Options{MaxConns: 2})
+	return &Env{T: t, URL: srv.URL, Issuer: is.Provider, Store: store, Logs: logs, Config: cfg}
 }
 
 // Token mints a session token for a user, optionally in an organisation.

@@ -243,12 +243,7 @@ const (
 func NewFixture(t testing.TB, tiers CacheTiers) *Fixture {
 	t.Helper()
 	f := &Fixture{DBURL: testenv.Postgres(t)}
-	ctx := context.Background()
-	var err error
-	if f.Store, err = pgstore.Open(ctx, f.DBURL, pgstore.Options{MaxConns: 4}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.Store.Close)
+	f.Store = testenv.OpenStore(t, f.DBURL, pgstore.Options{MaxConns: 4})
 	if tiers == WithRedis {
 		f.RedisURL, f.Prefix = testenv.Redis(t)
 		f.Redis = OpenRedis(t, f.RedisURL, f.Prefix)
@@ -343,6 +338,12 @@ func NewIssuer(t testing.TB) *Issuer {
 	srv := httptest.NewServer(p.Handler())
 	t.Cleanup(srv.Close)
 	return &Issuer{Provider: p, URL: srv.URL + devissuer.JWKSPath}
+}
+
+// Trust is the JWT configuration that trusts is's session tokens, with a
+// one-second JWKS fetch timeout.
+func (is *Issuer) Trust() jwtauth.Config {
+	return jwtauth.Config{JWKSURL: is.URL, Issuer: is.Issuer(), FetchTimeout: time.Second}
 }
 
 // Token mints a session token with claims c.
