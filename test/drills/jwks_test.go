@@ -178,8 +178,15 @@ func TestDrillJWKSOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	newTokens := mint(32, "new_kid")
+	// A key set fetched less than MinRefreshInterval ago is trusted: an
+	// unknown kid is refused (401) without asking again. Tokens of the new
+	// key go out once the last good fetch (or one in flight when the JWKS
+	// broke) is older than that, so each of them asks, and the JWKS being
+	// down is what answers.
+	settle := minRefresh + fetchTimeout
+	time.Sleep(settle)
 	newKID.Store(&newTokens)
-	time.Sleep(down500)
+	time.Sleep(down500 - settle)
 	mark("jwks_hang")
 	jwks.setMode(jwksHangs)
 	time.Sleep(hang)
