@@ -25,6 +25,9 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c *caller) er
 	}
 	n := keystore.NewKey{Name: req.Name, Scopes: req.Scopes, Tier: req.Tier}
 	if req.ExpiresAt != nil {
+		if req.ExpiresAt.IsZero() { // year 1 is in the past, and a zero expiry would read as "never"
+			return errInvalid("expires_at", "expires_at: must be in the future")
+		}
 		n.ExpiresAt = *req.ExpiresAt
 	}
 	if req.Scopes == nil {
