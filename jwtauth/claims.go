@@ -11,8 +11,121 @@ import (
 	"unicode/utf8"
 )
 
-// claims is the decoded payload, member names exact (see parseHeader).
-type claims map[string]json.RawMessage
+// claims holds the raw JSON value of every claim Verify reads, nil when
+// the claim is absent. Member names are exact ("EXP" is not exp) and a
+// payload with a name twice is refused (see forEachMember); other claims
+// are skipped without being parsed.
+type claims struct {
+	iss, sub, sid, azp, aud, exp, nbf, iat, act []byte
+	// Clerk v2 ("v": 2): the organisation object and the features.
+	v, o, fea []byte
+	// Clerk v1 organisation claims.
+	orgID, orgSlug, orgRole, orgPermissions []byte
+	// The objects a customised Clerk token carries its metadata in.
+	metadata, publicMetadata []byte
+	// The configured tier and permissions claims (ClaimsMapping); a name
+	// may also be one of the above.
+	tier, permissions []byte
+}
+
+// decodeClaims reads the payload JSON. ok is false when it is not one JSON
+// object without duplicate member names.
+func (v *Verifier) decodeClaims(raw []byte) (c claims, ok bool) {
+	tierName, permName := v.cfg.Claims.TierClaim, v.cfg.Claims.PermissionsClaim
+	ok = forEachMember(raw, func(name, value []byte) {
+		switch string(name) {
+		case "iss":
+			c.iss = value
+		case "sub":
+			c.sub = value
+		case "sid":
+			c.sid = value
+		case "azp":
+			c.azp = value
+		case "aud":
+			c.aud = value
+		case "exp":
+			c.exp = value
+		case "nbf":
+			c.nbf = value
+		case "iat":
+			c.iat = value
+		case "act":
+			c.act = value
+		case "v":
+			c.v = value
+		case "o":
+			c.o = value
+		case "fea":
+			c.fea = value
+		case "org_id":
+			c.orgID = value
+		case "org_slug":
+			c.orgSlug = value
+		case "org_role":
+			c.orgRole = value
+		case "org_permissions":
+			c.orgPermissions = value
+		case "metadata":
+			c.metadata = value
+		case "public_metadata":
+			c.publicMetadata = value
+		}
+		if string(name) == tierName {
+			c.tier = value
+		}
+		if permName != "" && string(name) == permName {
+			c.permissions = value
+		}
+	})
+	return c, ok
+}
+
+// member returns the raw value of the member name of the JSON object obj
+// (a value of a payload decodeClaims accepted), nil when absent.
+func member(obj []byte, name string) []byte {
+	var found []byte
+	if obj != nil {
+		forEachMember(obj, func(n, value []byte) {
+			if string(n) == name {
+				found = value
+			}
+		})
+	}
+	return found
+}
+
+// PeekSessionID returns the sid claim of token without verifying anything:
+// a hint, for reading what is cached about the session ahead of the
+// verification, never to be trusted before Verify returns the same sid. It
+// is "" when the token has no readable sid.
+func PeekSessionID(token string) string {
+	if len(token) > MaxTokenSize {
+		return ""
+	}
+	dot1 := strings.IndexByte(token, '.')
+	dot2 := strings.LastIndexByte(token, '.')
+	if dot1 < 0 || dot2 <= dot1 {
+		return ""
+	}
+	raw, err := b64.DecodeString(token[dot1+1 : dot2])
+	if err != nil {
+		return ""
+	}
+	var sid []byte
+	if !forEachMember(raw, func(name, value []byte) {
+		if string(name) == "sid" {
+			sid = value
+		}
+	}) {
+		return ""
+	}
+	s, _, err := str(sid)
+	if err != nil {
+		return ""
+	}
+	return s
+}
 
 // sessionFromPayload decodes the (already signature-checked) payload,
 // validates the registered claims and maps it to a Session.
@@ -21,15 +134,15 @@ func (v *Verifier) sessionFromPayload(seg string, now time.Time) (*Session, erro
 	if err != nil {
 		return nil, invalid(ReasonMalformed, "payload is not base64url")
 	}
-	var c claims
-	if err := json.Unmarshal(raw, &c); err != nil || c == nil {
-		return nil, invalid(ReasonMalformed, "payload is not a JSON object")
+	c, ok := v.decodeClaims(raw)
+	if !ok {
+		return nil, invalid(ReasonMalformed, "payload is not a JSON object with distinct member names")
 	}
-	s, err := v.validate(c, now)
+	s, err := v.validate(&c, now)
 	if err != nil {
 		return nil, err
 	}
-	if err := v.mapClaims(c, s); err != nil {
+	if err := v.mapClaims(&c, s); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -37,9 +150,9 @@ func (v *Verifier) sessionFromPayload(seg string, now time.Time) (*Session, erro
 
 // validate applies docs/CONTRACT.md's session rules to the registered claims and fills the Session
 // fields they give.
-func (v *Verifier) validate(c claims, now time.Time) (*Session, error) {
+func (v *Verifier) validate(c *claims, now time.Time) (*Session, error) {
 	leeway := v.cfg.Leeway
-	iss, _, err := c.str("iss")
+	iss, _, err := str(c.iss)
 	if err != nil {
 		return nil, err
 	}
@@ -48,7 +161,7 @@ func (v *Verifier) validate(c claims, now time.Time) (*Session, error) {
 	}
 	s := &Session{}
 	var ok bool
-	if s.Expiry, ok, err = c.date("exp"); err != nil {
+	if s.Expiry, ok, err = date(c.exp); err != nil {
 		return nil, err
 	} else if !ok {
 		return nil, invalid(ReasonExpired, "no exp")
@@ -56,24 +169,24 @@ func (v *Verifier) validate(c claims, now time.Time) (*Session, error) {
 	if !now.Before(s.Expiry.Add(leeway)) {
 		return nil, invalid(ReasonExpired, "token expired")
 	}
-	if s.NotBefore, ok, err = c.date("nbf"); err != nil {
+	if s.NotBefore, ok, err = date(c.nbf); err != nil {
 		return nil, err
 	} else if ok && now.Add(leeway).Before(s.NotBefore) {
 		return nil, invalid(ReasonNotYetValid, "nbf is in the future")
 	}
-	if s.IssuedAt, ok, err = c.date("iat"); err != nil {
+	if s.IssuedAt, ok, err = date(c.iat); err != nil {
 		return nil, err
 	} else if ok && now.Add(leeway).Before(s.IssuedAt) {
 		return nil, invalid(ReasonNotYetValid, "iat is in the future")
 	}
-	if s.AuthorizedParty, _, err = c.str("azp"); err != nil {
+	if s.AuthorizedParty, _, err = str(c.azp); err != nil {
 		return nil, err
 	}
 	if len(v.azp) > 0 && !v.azp[s.AuthorizedParty] {
 		return nil, invalid(ReasonBadAZP, "azp missing or not an authorized party")
 	}
 	if len(v.cfg.Audience) > 0 {
-		aud, err := c.strings("aud", false)
+		aud, err := stringList(c.aud, false)
 		if err != nil {
 			return nil, err
 		}
@@ -81,15 +194,15 @@ func (v *Verifier) validate(c claims, now time.Time) (*Session, error) {
 			return nil, invalid(ReasonBadAudience, "aud names no configured audience")
 		}
 	}
-	if s.Subject, _, err = c.str("sub"); err != nil {
+	if s.Subject, _, err = str(c.sub); err != nil {
 		return nil, err
 	} else if s.Subject == "" {
 		return nil, invalid(ReasonBadClaims, "no sub")
 	}
-	if s.SessionID, _, err = c.str("sid"); err != nil {
+	if s.SessionID, _, err = str(c.sid); err != nil {
 		return nil, err
 	}
-	if s.Actor, err = c.actor(); err != nil {
+	if s.Actor, err = actor(c.act); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -100,15 +213,15 @@ func (v *Verifier) validate(c claims, now time.Time) (*Session, error) {
 // allows a nested act for a chain, of which the outermost actor is the
 // current one). An act claim that cannot be read refuses the token: an
 // impersonation must never pass for the user's own session.
-func (c claims) actor() (string, error) {
-	if raw, ok := c["act"]; !ok || string(raw) == "null" {
+func actor(raw []byte) (string, error) {
+	if raw == nil || string(raw) == "null" {
 		return "", nil
 	}
-	act, err := c.object("act")
+	act, err := object(raw)
 	if err != nil {
 		return "", err
 	}
-	sub, _, err := act.str("sub")
+	sub, _, err := str(member(act, "sub"))
 	if err != nil {
 		return "", err
 	}
@@ -121,47 +234,62 @@ func (c claims) actor() (string, error) {
 // mapClaims fills the organisation, permissions and tier. A v2 token
 // ("v": 2) carries the organisation in "o"; anything else is read as v1, as
 // Clerk's own SDK does.
-func (v *Verifier) mapClaims(c claims, s *Session) error {
+func (v *Verifier) mapClaims(c *claims, s *Session) error {
 	var perms []string
-	if version, _ := c.number("v"); version == 2 {
-		o, err := c.object("o")
+	if version, _ := number(c.v); version == 2 {
+		o, err := object(c.o)
 		if err != nil {
 			return err
 		}
-		var rol, per, fpm string
+		var id, slg, rol, per, fpm []byte
+		forEachMember(o, func(name, value []byte) {
+			switch string(name) {
+			case "id":
+				id = value
+			case "slg":
+				slg = value
+			case "rol":
+				rol = value
+			case "per":
+				per = value
+			case "fpm":
+				fpm = value
+			}
+		})
+		var role, perList, fpmList string
 		for _, f := range []struct {
-			name string
-			dst  *string
-		}{{"id", &s.OrgID}, {"slg", &s.OrgSlug}, {"rol", &rol}, {"per", &per}, {"fpm", &fpm}} {
-			if *f.dst, _, err = o.str(f.name); err != nil {
+			raw []byte
+			dst *string
+		}{{id, &s.OrgID}, {slg, &s.OrgSlug}, {rol, &role}, {per, &perList}, {fpm, &fpmList}} {
+			if *f.dst, _, err = str(f.raw); err != nil {
 				return err
 			}
 		}
-		if rol != "" && !strings.HasPrefix(rol, "org:") {
-			rol = "org:" + rol
+		if role != "" && !strings.HasPrefix(role, "org:") {
+			role = "org:" + role
 		}
-		s.OrgRole = rol
-		fea, _, err := c.str("fea")
+		s.OrgRole = role
+		fea, _, err := str(c.fea)
 		if err != nil {
 			return err
 		}
-		perms = clerkOrgPermissions(per, fpm, fea)
+		perms = clerkOrgPermissions(perList, fpmList, fea)
 	} else {
 		var err error
 		for _, f := range []struct {
-			name string
-			dst  *string
-		}{{"org_id", &s.OrgID}, {"org_slug", &s.OrgSlug}, {"org_role", &s.OrgRole}} {
-			if *f.dst, _, err = c.str(f.name); err != nil {
+			raw []byte
+			dst *string
+		}{{c.orgID, &s.OrgID}, {c.orgSlug, &s.OrgSlug}, {c.orgRole, &s.OrgRole}} {
+			if *f.dst, _, err = str(f.raw); err != nil {
 				return err
 			}
 		}
-		if perms, err = c.strings("org_permissions", false); err != nil {
+		if perms, err = stringList(c.orgPermissions, false); err != nil {
 			return err
 		}
 	}
-	if name := v.cfg.Claims.PermissionsClaim; name != "" {
-		extra, err := c.strings(name, true)
+	if v.cfg.Claims.PermissionsClaim != "" {
+		extra, err := stringList(c.permissions, true)
 		if err != nil {
 			return err
 		}
@@ -175,21 +303,19 @@ func (v *Verifier) mapClaims(c claims, s *Session) error {
 // tier reads the tier claim at the top level, then inside the metadata
 // objects a customised Clerk session token usually carries. A missing or
 // unusable value (not a short identifier) gives DefaultTier.
-func (v *Verifier) tier(c claims) string {
-	name := v.cfg.Claims.TierClaim
-	if t, ok, err := c.str(name); err == nil && ok && validTier(t) {
+func (v *Verifier) tier(c *claims) string {
+	if t, ok, err := str(c.tier); err == nil && ok && validTier(t) {
 		return t
 	}
-	for _, container := range []string{"metadata", "public_metadata"} {
-		if o, err := c.object(container); err == nil {
-			if t, ok, err := o.str(name); err == nil && ok && validTier(t) {
+	for _, container := range [][]byte{c.metadata, c.publicMetadata} {
+		if o, err := object(container); err == nil {
+			if t, ok, err := str(member(o, v.cfg.Claims.TierClaim)); err == nil && ok && validTier(t) {
 				return t
 			}
 		}
 	}
 	return v.cfg.Claims.DefaultTier
 }
-
 func validTier(t string) bool {
 	if t == "" || len(t) > 64 {
 		return false
@@ -272,69 +398,69 @@ func cleanScopes(in []string) []string {
 	return out
 }
 
-// str returns the string claim name; absent gives "", false. A present
-// claim of another type is a bad claim.
-func (c claims) str(name string) (string, bool, error) {
-	raw, ok := c[name]
-	if !ok || string(raw) == "null" {
+// str returns a string claim given its raw value; absent (nil) or null
+// gives "", false. A present claim of another type is a bad claim.
+func str(raw []byte) (string, bool, error) {
+	if raw == nil || string(raw) == "null" {
 		return "", false, nil
 	}
 	// Fast path: a string without escapes is its own content (raw comes
-	// from a document json.Unmarshal accepted, so it is valid JSON).
+	// from a document forEachMember accepted, so it is valid JSON).
 	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' &&
-		!bytes.ContainsRune(raw, '\\') && utf8.Valid(raw) {
+		bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
 		return string(raw[1 : n-1]), true, nil
 	}
 	var s string
-	if json.Unmarshal(raw, &s) != nil {
+	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
 		return "", false, invalid(ReasonBadClaims, "a claim is not a string")
 	}
 	return s, true, nil
 }
 
-// strings returns a claim that is a string or an array of strings. A single
-// string is one value, or, with spaceSeparated, split on spaces (the OAuth
-// "scope" form).
-func (c claims) strings(name string, spaceSeparated bool) ([]string, error) {
-	raw, ok := c[name]
-	if !ok || string(raw) == "null" {
+// stringList returns a claim that is a string or an array of strings. A
+// single string is one value, or, with spaceSeparated, split on spaces (the
+// OAuth "scope" form).
+func stringList(raw []byte, spaceSeparated bool) ([]string, error) {
+	if raw == nil || string(raw) == "null" {
 		return nil, nil
 	}
-	var list []string
-	if json.Unmarshal(raw, &list) == nil {
-		return list, nil
+	if raw[0] == '"' {
+		one, _, err := str(raw)
+		if err != nil {
+			return nil, invalid(ReasonBadClaims, "a claim is neither a string nor an array of strings")
+		}
+		if spaceSeparated {
+			return strings.Fields(one), nil
+		}
+		return []string{one}, nil
 	}
-	var one string
-	if json.Unmarshal(raw, &one) != nil {
+	var list []string
+	if json.Unmarshal(raw, &list) != nil {
 		return nil, invalid(ReasonBadClaims, "a claim is neither a string nor an array of strings")
 	}
-	if spaceSeparated {
-		return strings.Fields(one), nil
-	}
-	return []string{one}, nil
+	return list, nil
 }
 
 // number returns a numeric claim.
-func (c claims) number(name string) (float64, bool) {
-	raw, ok := c[name]
-	if !ok {
+func number(raw []byte) (float64, bool) {
+	if raw == nil {
 		return 0, false
 	}
 	f, err := parseNumber(raw)
 	return f, err == nil
 }
 
-// parseNumber parses a JSON number. raw is a valid JSON value, so anything
-// strconv accepts is a number (JSON has no NaN, Inf or hex literals).
-func parseNumber(raw json.RawMessage) (float64, error) {
+// parseNumber parses a JSON number, exponent form included. raw is a valid
+// JSON value, so anything strconv accepts is a number (JSON has no NaN, Inf
+// or hex literals; strings are quoted). A number beyond float64 is an error.
+func parseNumber(raw []byte) (float64, error) {
 	return strconv.ParseFloat(string(raw), 64)
 }
 
 // date returns a NumericDate claim (seconds since the epoch, fractions
 // allowed). Values before the epoch or after year 5138 are bad claims.
-func (c claims) date(name string) (time.Time, bool, error) {
-	raw, ok := c[name]
-	if !ok || string(raw) == "null" {
+func date(raw []byte) (time.Time, bool, error) {
+	if raw == nil || string(raw) == "null" {
 		return time.Time{}, false, nil
 	}
 	f, err := parseNumber(raw)
@@ -345,15 +471,15 @@ func (c claims) date(name string) (time.Time, bool, error) {
 	return time.Unix(int64(sec), int64((f-sec)*1e9)).UTC(), true, nil
 }
 
-// object returns a claim that is a JSON object; absent gives an empty one.
-func (c claims) object(name string) (claims, error) {
-	raw, ok := c[name]
-	if !ok || string(raw) == "null" {
-		return claims{}, nil
+// object returns the raw value of a claim that must be a JSON object
+// (within a payload decodeClaims accepted); absent or null gives nil, which
+// reads as an empty object.
+func object(raw []byte) ([]byte, error) {
+	if raw == nil || string(raw) == "null" {
+		return nil, nil
 	}
-	var o claims
-	if json.Unmarshal(raw, &o) != nil || o == nil {
+	if raw[0] != '{' {
 		return nil, invalid(ReasonBadClaims, "a claim is not an object")
 	}
-	return o, nil
+	return raw, nil
 }

@@ -8,11 +8,13 @@
 // contains HMAC or none, the token's alg must fit the key's type and alg,
 // exp/nbf/iat with a leeway, iss exact, azp and aud when configured; the
 // header fields that point at other keys (jku, x5u, jwk, x5c) are ignored and
-// a crit header is refused. JWKS parsing and the signature primitives come
-// from github.com/lestrrat-go/jwx/v2 (jwk.Parse, jws.NewVerifier); the header
-// and claims are parsed here, strictly, so that every rule is visible in one
-// place and no library default (key fetching, lenient base64, "try every
-// key") applies by accident.
+// a crit header is refused. JWKS parsing comes from
+// github.com/lestrrat-go/jwx/v2 (jwk.Parse), once per fetch; the signatures
+// are checked with the standard library (crypto/rsa, crypto/ecdsa) against
+// the keys parsed then; the header and claims are parsed here, strictly
+// (exact member names, duplicates refused: see forEachMember), so that every
+// rule is visible in one place and no library default (key fetching, lenient
+// base64, "try every key", case-insensitive names) applies by accident.
 //
 // Errors from Verify are ErrInvalidToken (401), ErrUnavailable (503) or the
 // caller's context error; Reason gives a stable label for logs. No error

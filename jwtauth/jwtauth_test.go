@@ -2,6 +2,7 @@ package jwtauth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"strings"
 	"testing"
@@ -117,25 +118,64 @@ func TestMetricsRegistration(t *testing.T) {
 }
 
 // TestAbandonedWait: a caller whose context ends stops waiting, and the
-// verification it started still completes for the others.
+// verification it joined still completes for the others. The first caller
+// does the work itself when no JWKS fetch is needed (a bounded amount of
+// CPU), so the caller that leaves here is one that joined its flight.
 func TestAbandonedWait(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	tok := e.mint(t, devissuer.Claims{})
+	key := sha256.Sum256([]byte(tok))
 	release := make(chan struct{})
 	e.v.beforeSignatureCheck = func() { <-release }
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
-	defer cancel()
-	if _, err := e.v.Verify(ctx, tok); !errors.Is(err, context.DeadlineExceeded) || Reason(err) != ReasonCanceled {
-		t.Fatalf("Verify with an expiring context = %v, want DeadlineExceeded", err)
-	}
 	done := make(chan error, 1)
 	go func() {
 		_, err := e.v.Verify(t.Context(), tok)
 		done <- err
 	}()
+	waitFor(t, 5*time.Second, "the first caller to start", func() bool { return e.v.flights.callers(key) == 1 })
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := e.v.Verify(ctx, tok); !errors.Is(err, context.DeadlineExceeded) || Reason(err) != ReasonCanceled {
+		t.Fatalf("Verify with an expiring context = %v, want DeadlineExceeded", err)
+	}
 	close(release)
 	if err := <-done; err != nil {
+		t.Fatalf("Verify of the caller that stayed: %v", err)
+	}
+}
+
+// TestAbandonedWaitDuringFetch: a first caller whose token needs a JWKS
+// fetch (a kid the loaded set lacks) stops waiting when its context ends,
+// and the fetch it started goes on for the next caller.
+func TestAbandonedWaitDuringFetch(t *testing.T) {
+	e := newEnv(t, envOptions{config: func(c *Config) { c.MinRefreshInterval = time.Millisecond }})
+	if _, err := e.idp.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	tok := e.mint(t, devissuer.Claims{}) // signed with the new key, unknown to the verifier
+	e.idp.SetDelay(300 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := e.v.Verify(ctx, tok); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Verify with an expiring context = %v, want DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 250*time.Millisecond {
+		t.Errorf("the first caller waited %v for a fetch after its context ended", d)
+	}
+	if _, err := e.v.Verify(t.Context(), tok); err != nil {
 		t.Fatalf("Verify after the first caller left: %v", err)
+	}
+}
+
+// TestPanicInVerificationIsInternal: a panic during a verification, run on
+// the caller's goroutine, is recovered and refuses the token as internal.
+func TestPanicInVerificationIsInternal(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.v.beforeSignatureCheck = func() { panic("boom") }
+	_, err := e.v.Verify(t.Context(), e.mint(t, devissuer.Claims{}))
+	if !errors.Is(err, ErrInvalidToken) || Reason(err) != ReasonInternal {
+		t.Fatalf("Verify with a panicking check = %v, want ErrInvalidToken (internal)", err)
 	}
 }
 

@@ -3,17 +3,16 @@ package jwtauth
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -23,15 +22,16 @@ var b64 = base64.RawURLEncoding.Strict()
 
 // Verifier checks session JWTs against a JWKS. It is safe for concurrent use.
 type Verifier struct {
-	cfg       Config
-	logger    *slog.Logger
-	metrics   *metrics
-	results   map[string]prometheus.Counter // verification counter by reason
-	keys      *keyStore
-	life      context.Context         // ends the background refresh and bounds waits on fetches
-	verifiers map[string]jws.Verifier // one per allowed algorithm
-	azp       map[string]bool
-	flights   flightGroup
+	cfg     Config
+	logger  *slog.Logger
+	metrics *metrics
+	results map[string]prometheus.Counter // verification counter by reason
+	keys    *keyStore
+	life    context.Context // ends the background refresh and bounds waits on fetches
+	// algorithms are the allowlisted algorithms (Config.Algorithms).
+	algorithms map[string]algorithm
+	azp        map[string]bool
+	flights    flightGroup
 
 	// beforeSignatureCheck, when set (by tests only), runs just before a
 	// signature is verified.
@@ -55,19 +55,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger, reg prometheus.Re
 	}
 	logger = logger.With("component", "jwtauth")
 	v := &Verifier{
-		cfg:       cfg,
-		logger:    logger,
-		life:      ctx,
-		verifiers: make(map[string]jws.Verifier, len(cfg.Algorithms)),
-		azp:       make(map[string]bool, len(cfg.AuthorizedParties)),
-		flights:   flightGroup{m: make(map[[sha256.Size]byte]*flight)},
+		cfg:        cfg,
+		logger:     logger,
+		life:       ctx,
+		algorithms: make(map[string]algorithm, len(cfg.Algorithms)),
+		azp:        make(map[string]bool, len(cfg.AuthorizedParties)),
+		flights:    flightGroup{m: make(map[[sha256.Size]byte]*flight)},
 	}
 	for _, a := range cfg.Algorithms {
-		sv, err := jws.NewVerifier(jwa.SignatureAlgorithm(a))
-		if err != nil {
-			return nil, fmt.Errorf("jwtauth: verifier for %s: %w", a, err)
-		}
-		v.verifiers[a] = sv
+		v.algorithms[a] = algorithms[a] // withDefaults allowed supported ones only
 	}
 	for _, p := range cfg.AuthorizedParties {
 		v.azp[p] = true
@@ -120,19 +116,27 @@ func (v *Verifier) verify(ctx context.Context, token string) (*Session, error) {
 		return nil, fmt.Errorf("jwtauth: verify: %w", err)
 	}
 	// The flight key is a digest: the token itself is never kept as a key.
-	s, err := v.flights.do(ctx, sha256.Sum256([]byte(token)), func() (*Session, error) {
-		return v.verifyOnce(token)
-	})
+	s, owned, err := v.flights.do(ctx, sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token))),
+		func(mayFetch bool) (*Session, error) { return v.verifyOnce(token, mayFetch) })
 	if err != nil {
 		return nil, err
 	}
-	return s.clone(), nil
+	if !owned {
+		s = s.clone()
+	}
+	return s, nil
 }
 
-// verifyOnce does the work of one verification. It runs on its own
-// goroutine (see flightGroup), so it recovers any panic rather than let a
-// hostile token take the process down.
-func (v *Verifier) verifyOnce(token string) (s *Session, err error) {
+// errMustFetch is verifyOnce's answer, when told not to fetch, for a token
+// it cannot judge without a JWKS fetch.
+var errMustFetch = errors.New("jwtauth: a key set fetch is needed")
+
+// verifyOnce does the work of one verification. Unless mayFetch, it stops
+// with errMustFetch where a JWKS fetch would be needed, so that it never
+// blocks: it then runs on the first caller's goroutine (see flightGroup).
+// It recovers any panic rather than let a hostile token take the process
+// down.
+func (v *Verifier) verifyOnce(token string, mayFetch bool) (s *Session, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			v.logger.Error("jwt verification panicked", "panic", fmt.Sprint(p))
@@ -145,7 +149,7 @@ func (v *Verifier) verifyOnce(token string) (s *Session, err error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, err := v.selectKeys(h)
+	keys, err := v.selectKeys(h, mayFetch)
 	if err != nil {
 		return nil, err
 	}
@@ -157,11 +161,13 @@ func (v *Verifier) verifyOnce(token string) (s *Session, err error) {
 		v.beforeSignatureCheck()
 	}
 	v.metrics.signatureChecks.Inc()
-	signed := []byte(token[:dot2])
-	verifier := v.verifiers[h.alg]
+	alg := v.algorithms[h.alg]
+	var buf [sha512.Size]byte
+	// The signing input is read in place: hashing only reads it.
+	digest := alg.digest(&buf, unsafe.Slice(unsafe.StringData(token), dot2))
 	var signer *publicKey
 	for _, k := range keys {
-		if verifier.Verify(signed, sig, k.raw) == nil {
+		if alg.verify(k.raw, digest, sig) {
 			signer = k
 			break
 		}
@@ -200,48 +206,70 @@ type header struct {
 	alg, kid string
 }
 
+// parseHeader reads the JOSE header: one JSON object with distinct member
+// names, matched exactly ("ALG" is not alg; see forEachMember).
 func (v *Verifier) parseHeader(seg string) (header, error) {
 	raw, err := b64.DecodeString(seg)
 	if err != nil {
 		return header{}, invalid(ReasonMalformed, "header is not base64url")
 	}
-	// A map keeps member names exact; encoding/json matches struct fields
-	// case-insensitively, which would let "ALG" stand for "alg".
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil || fields == nil {
-		return header{}, invalid(ReasonMalformed, "header is not a JSON object")
+	var alg, kid []byte
+	var crit, b64Member bool
+	if !forEachMember(raw, func(name, value []byte) {
+		switch string(name) {
+		case "alg":
+			alg = value
+		case "kid":
+			kid = value
+		case "crit":
+			crit = true
+		case "b64":
+			b64Member = true
+		}
+	}) {
+		return header{}, invalid(ReasonMalformed, "header is not a JSON object with distinct member names")
 	}
 	var h header
-	algRaw, ok := fields["alg"]
-	if !ok {
+	if alg == nil {
 		return header{}, invalid(ReasonBadAlgorithm, "no alg")
 	}
-	if json.Unmarshal(algRaw, &h.alg) != nil {
+	if h.alg, err = headerString(alg); err != nil {
 		return header{}, invalid(ReasonBadAlgorithm, "alg is not a string")
 	}
-	if v.verifiers[h.alg] == nil { // none, HS*, and anything not allowlisted
+	if _, ok := v.algorithms[h.alg]; !ok { // none, HS*, and anything not allowlisted
 		return header{}, invalid(ReasonBadAlgorithm, "alg not allowed")
 	}
-	if _, ok := fields["crit"]; ok {
+	if crit {
 		return header{}, invalid(ReasonBadHeader, "crit header: no extension is understood")
 	}
-	if _, ok := fields["b64"]; ok {
+	if b64Member {
 		return header{}, invalid(ReasonBadHeader, "b64 header: unencoded payloads are not accepted")
 	}
-	if kidRaw, ok := fields["kid"]; ok {
-		if json.Unmarshal(kidRaw, &h.kid) != nil {
+	if kid != nil {
+		if h.kid, err = headerString(kid); err != nil {
 			return header{}, invalid(ReasonBadHeader, "kid is not a string")
 		}
 	}
 	return h, nil
 }
 
+// headerString reads a header member that must be a string. null reads as
+// "", as encoding/json read it before: an alg of null is then not allowed,
+// a kid of null is no kid.
+func headerString(raw []byte) (string, error) {
+	s, _, err := str(raw)
+	return s, err
+}
+
 // selectKeys returns the keys that may have signed a token with header h.
 // An unknown kid triggers one refresh, shared and rate-limited across all
 // callers; a token without kid needs exactly one key fitting its alg.
-func (v *Verifier) selectKeys(h header) ([]*publicKey, error) {
+func (v *Verifier) selectKeys(h header, mayFetch bool) ([]*publicKey, error) {
 	set := v.keys.load()
 	if set == nil {
+		if !mayFetch {
+			return nil, errMustFetch
+		}
 		_ = v.keys.refresh(v.life, v.cfg.MinRefreshInterval)
 		if set = v.keys.load(); set == nil {
 			return nil, &unavailableError{cause: v.keys.lastError()}
@@ -249,6 +277,9 @@ func (v *Verifier) selectKeys(h header) ([]*publicKey, error) {
 	}
 	fit, known := set.find(h.kid, h.alg)
 	if !known && h.kid != "" {
+		if !mayFetch {
+			return nil, errMustFetch
+		}
 		// The identity provider may have rotated its keys since our last fetch.
 		err := v.keys.refresh(v.life, v.cfg.MinRefreshInterval)
 		set = v.keys.load()
@@ -277,9 +308,13 @@ func (v *Verifier) selectKeys(h header) ([]*publicKey, error) {
 }
 
 // flightGroup collapses concurrent verifications of the same token into
-// one. Unlike x/sync/singleflight, the work runs on its own goroutine, so
-// every caller, the first included, can stop waiting when its context ends
-// without cancelling the work the others wait for.
+// one. The work runs on the first caller's goroutine while it cannot block
+// (the key set is loaded and names the token's kid: parsing, one signature
+// check, the claims); where it needs a JWKS fetch it moves to its own
+// goroutine, so that every caller, the first included, can stop waiting
+// when its context ends without cancelling the work the others wait for.
+// Callers that join a flight can always stop waiting. (x/sync/singleflight
+// has neither: its callers all wait for the work.)
 type flightGroup struct {
 	mu sync.Mutex
 	m  map[[sha256.Size]byte]*flight
@@ -293,24 +328,45 @@ type flight struct {
 }
 
 // do runs fn once for all concurrent callers with the same key and returns
-// its result. The Session is shared: callers must copy it before handing it out.
-func (g *flightGroup) do(ctx context.Context, key [sha256.Size]byte, fn func() (*Session, error)) (*Session, error) {
+// its result. fn(false) runs first, on the first caller's goroutine, and
+// must return errMustFetch rather than block; fn(true) then runs on a new
+// goroutine. owned reports that no other caller shares the Session: the
+// others must copy it before handing it out.
+func (g *flightGroup) do(ctx context.Context, key [sha256.Size]byte, fn func(mayFetch bool) (*Session, error)) (s *Session, owned bool, err error) {
 	g.mu.Lock()
-	f, ok := g.m[key]
-	if ok {
+	if f, ok := g.m[key]; ok {
 		f.callers++
-	} else {
-		f = &flight{done: make(chan struct{}), callers: 1}
-		g.m[key] = f
-		go func() {
-			f.session, f.err = fn()
-			g.mu.Lock()
-			delete(g.m, key)
-			g.mu.Unlock()
-			close(f.done)
-		}()
+		g.mu.Unlock()
+		s, err = f.wait(ctx)
+		return s, false, err
 	}
+	f := &flight{done: make(chan struct{}), callers: 1}
+	g.m[key] = f
 	g.mu.Unlock()
+	if s, err = fn(false); err != errMustFetch {
+		return s, g.finish(key, f, s, err), err
+	}
+	go func() {
+		s, err := fn(true)
+		g.finish(key, f, s, err)
+	}()
+	s, err = f.wait(ctx)
+	return s, false, err
+}
+
+// finish publishes a flight's result and reports whether its first caller
+// was alone.
+func (g *flightGroup) finish(key [sha256.Size]byte, f *flight, s *Session, err error) (alone bool) {
+	f.session, f.err = s, err
+	g.mu.Lock()
+	delete(g.m, key)
+	alone = f.callers == 1
+	g.mu.Unlock()
+	close(f.done)
+	return alone
+}
+
+func (f *flight) wait(ctx context.Context) (*Session, error) {
 	select {
 	case <-f.done:
 		return f.session, f.err
