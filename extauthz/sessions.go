@@ -38,7 +38,15 @@ type SessionOptions struct {
 	DefaultScopes []string
 	// AllowNoSessionID admits tokens without sid (credential.Admission).
 	AllowNoSessionID bool
+	// WriteQueue is how many verified sessions may wait to be written to
+	// Redis, default 4096; more are not cached there (and counted).
+	WriteQueue int
 }
+
+// minRedisSessionTTL is the least time a verified session has left for it
+// to be written to Redis: a token about to expire (Clerk's live a minute)
+// would be gone before another replica could use the entry.
+const minRedisSessionTTL = 5 * time.Second
 
 // Sessions authenticates Clerk session JWTs: a verified token is cached
 // (LRU, then Redis) keyed by a hash of the token — never the token — so
@@ -49,7 +57,8 @@ type Sessions struct {
 	verifier  *jwtauth.Verifier
 	revoked   *keystore.RevokedSessions
 	admission credential.Admission
-	redis     *keystore.Redis // optional
+	redis     *keystore.Redis     // optional
+	writer    *keystore.RawWriter // writes verified sessions to redis, off the request path
 	lru       *lru.Cache[[sha256.Size]byte, *sessionEntry]
 	opts      SessionOptions
 	hits      [3]prometheus.Counter // lru, redis, verified
@@ -85,8 +94,18 @@ func NewSessions(v *jwtauth.Verifier, revoked *keystore.RevokedSessions, redis *
 	if err := reg.Register(hits); err != nil {
 		return nil, err
 	}
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "odin_authz_session_cache_writes_dropped_total",
+		Help: "Verified sessions not written to Redis: the write queue was full, or Redis unavailable or failing.",
+	})
+	if err := reg.Register(dropped); err != nil {
+		return nil, err
+	}
 	s := &Sessions{verifier: v, revoked: revoked, redis: redis, lru: l, opts: opts,
 		admission: credential.Admission{Revoked: revoked, AllowNoSessionID: opts.AllowNoSessionID}}
+	if redis != nil {
+		s.writer = redis.NewRawWriter(keystore.RawWriterOptions{Capacity: opts.WriteQueue, Dropped: dropped})
+	}
 	for i, t := range []string{"lru", "redis", "verified"} {
 		s.hits[i] = hits.WithLabelValues(t)
 	}
@@ -146,16 +165,25 @@ func fromVerdict(v credential.Verdict, reason string, p *Principal) Authenticati
 // that the token was verified and admitted here (credential.Admission.Admit,
 // whose revoked-session check the caller need not repeat); an entry from
 // Redis still needs that check. When e is nil, refusal says why.
+//
+// A first sight costs one Redis round trip: the cached entry and the
+// revoked-session mirror are read together, for the sid the token names
+// before its signature is checked (the mirror's answer counts only if the
+// verified token names the same sid); the verified session is written to
+// Redis in the background (keystore.RawWriter).
 func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, now time.Time) (e *sessionEntry, admitted bool, refusal Authentication) {
 	name := "jwt:" + hex.EncodeToString(h[:])
+	var mirror keystore.MirrorRead
 	if s.redis != nil {
-		if raw, ok := s.redis.GetRaw(ctx, name); ok {
+		raw, ok, m := s.revoked.ReadWithMirror(ctx, s.redis, name, jwtauth.PeekSessionID(token))
+		if ok {
 			if e := decodeSession(raw); e != nil && now.Before(e.until) && s.verifier.HasSigningKey(e.signingKey) {
 				s.hits[1].Inc()
 				s.lru.Add(h, e)
 				return e, false, Authentication{}
 			}
 		}
+		mirror = m
 	}
 	sess, v, reason := credential.Verify(ctx, s.verifier, token)
 	if v != credential.Admitted {
@@ -165,7 +193,7 @@ func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, 
 		return nil, false, fromVerdict(v, reason, nil)
 	}
 	s.hits[2].Inc()
-	if v, reason := s.admission.Admit(ctx, sess, now); v != credential.Admitted {
+	if v, reason := s.admission.AdmitRead(ctx, sess, now, mirror); v != credential.Admitted {
 		return nil, false, fromVerdict(v, reason, nil)
 	}
 	e = &sessionEntry{
@@ -181,12 +209,25 @@ func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, 
 		e.until = e.deadline
 	}
 	s.lru.Add(h, e)
-	if s.redis != nil {
-		if raw, err := encodeSession(e); err == nil {
-			s.redis.SetRaw(ctx, name, raw, e.until.Sub(now))
-		}
+	if ttl := e.until.Sub(now); s.writer != nil && ttl >= minRedisSessionTTL {
+		s.writer.Set(name, ttl, func() []byte {
+			raw, err := encodeSession(e)
+			if err != nil {
+				return nil
+			}
+			return raw
+		})
 	}
 	return e, true, Authentication{}
+}
+
+// FlushRedisWrites waits until the verified sessions queued for Redis have
+// been written (or dropped): for tests, and for a drain that wants other
+// replicas to find them.
+func (s *Sessions) FlushRedisWrites() {
+	if s.writer != nil {
+		s.writer.Flush()
+	}
 }
 
 // cachedSession is the Redis form of a verified token: the identity, not the

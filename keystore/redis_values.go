@@ -52,3 +52,37 @@ func (r *Redis) SetRaw(ctx context.Context, name string, val []byte, ttl time.Du
 }
 
 func revokedSessionKey(sid string) string { return "rsid:" + sid }
+
+// getRaws reads several values SetRaw wrote, in one round trip: pipelined
+// GETs, which a cluster client splits by node (MGET would refuse names of
+// different slots). found[i] and vals[i] are what GetRaw(names[i]) would
+// give; read is false when Redis was unavailable or failed, and then
+// nothing was found.
+func (r *Redis) getRaws(ctx context.Context, names ...string) (vals [][]byte, found []bool, read bool) {
+	vals, found = make([][]byte, len(names)), make([]bool, len(names))
+	if !r.available() {
+		return vals, found, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
+	defer cancel()
+	pipe := r.client.Pipeline()
+	cmds := make([]*redis.StringCmd, len(names))
+	for i, name := range names {
+		cmds[i] = pipe.Get(ctx, r.prefix+name)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		r.fail("get", err)
+		return vals, found, false
+	}
+	r.ok()
+	for i, cmd := range cmds {
+		raw, err := cmd.Bytes()
+		if err != nil { // redis.Nil: absent
+			continue
+		}
+		if vals[i], found[i] = r.mac.open(r.prefix+names[i], raw); !found[i] {
+			r.m.redisErrors.WithLabelValues("mac").Inc()
+		}
+	}
+	return vals, found, true
+}

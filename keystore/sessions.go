@@ -113,6 +113,44 @@ func (r *RevokedSessions) CheckMirror(ctx context.Context, sid string, now time.
 	return true
 }
 
+// MirrorRead is the Redis mirror's answer about one session, read ahead of
+// a first-sight admission (ReadWithMirror) and used once the token naming
+// that session is verified (CheckMirrorRead).
+type MirrorRead struct {
+	sid           string
+	read, revoked bool
+}
+
+// ReadWithMirror reads the value SetRaw wrote under name from cache (as
+// cache.GetRaw) and, in the same round trip, the mirror's revocation marker
+// for sid. sid comes from a token not verified yet, so the answer is only a
+// MirrorRead: CheckMirrorRead uses it for that same sid and nothing else.
+// Without a mirror, without a sid, or when cache is not the mirror's Redis,
+// it is cache.GetRaw alone and the MirrorRead is empty.
+func (r *RevokedSessions) ReadWithMirror(ctx context.Context, cache *Redis, name, sid string) (val []byte, ok bool, m MirrorRead) {
+	if cache == nil {
+		return nil, false, MirrorRead{}
+	}
+	if sid == "" || r.redis != cache {
+		val, ok = cache.GetRaw(ctx, name)
+		return val, ok, MirrorRead{}
+	}
+	vals, found, read := cache.getRaws(ctx, name, revokedSessionKey(sid))
+	return vals[0], found[0], MirrorRead{sid: sid, read: read, revoked: found[1]}
+}
+
+// CheckMirrorRead is CheckMirror answered from m when m was read for sid;
+// otherwise it asks Redis.
+func (r *RevokedSessions) CheckMirrorRead(ctx context.Context, sid string, m MirrorRead, now time.Time) bool {
+	if !m.read || m.sid != sid || sid == "" {
+		return r.CheckMirror(ctx, sid, now)
+	}
+	if m.revoked {
+		r.add(sid, now.Add(r.retention))
+	}
+	return m.revoked
+}
+
 // syncedSince makes sure a sync that began at or after t succeeded,
 // joining the one in flight or starting one. A flight that began before t
 // does not count, so it takes at most two; each has its own deadline, so

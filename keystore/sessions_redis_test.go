@@ -1,0 +1,114 @@
+package keystore_test
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/odin-scan/odin-authz/internal/testenv"
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+func openTestRedis(t *testing.T) (*keystore.Redis, *redis.Client, string) {
+	t.Helper()
+	url, prefix := testenv.Redis(t)
+	rd, err := keystore.OpenRedis(keystore.RedisOptions{URL: url, Prefix: prefix, MACSecret: testenv.RedisMACSecret, Timeout: time.Second}, keystore.NewMetrics(nil), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rd.Close() })
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := redis.NewClient(opts)
+	t.Cleanup(func() { raw.Close() })
+	return rd, raw, prefix
+}
+
+// TestReadWithMirror: the session cache and the revoked-session marker read
+// in one round trip; the marker's answer counts for the sid it was read
+// for only, and a marker not sealed with the secret is no revocation.
+func TestReadWithMirror(t *testing.T) {
+	rd, raw, prefix := openTestRedis(t)
+	ctx := t.Context()
+	now := time.Now()
+	rs := keystore.NewRevokedSessions(nil, rd, time.Hour, quiet())
+	rd.SetRaw(ctx, "jwt:abc", []byte("entry"), time.Minute)
+	rd.SetRaw(ctx, "rsid:sess_gone", []byte(now.Format(time.RFC3339Nano)), time.Minute)
+	if err := raw.Set(ctx, prefix+"rsid:sess_forged", "not sealed", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	val, ok, m := rs.ReadWithMirror(ctx, rd, "jwt:abc", "sess_gone")
+	if !ok || !bytes.Equal(val, []byte("entry")) {
+		t.Fatalf("ReadWithMirror = %q, %v; want the entry", val, ok)
+	}
+	if !rs.CheckMirrorRead(ctx, "sess_gone", m, now) {
+		t.Error("a session whose marker was read is not revoked")
+	}
+
+	// Read for one sid, asked about another: Redis is asked again.
+	_, _, m = rs.ReadWithMirror(ctx, rd, "jwt:none", "sess_live")
+	if rs.CheckMirrorRead(ctx, "sess_live", m, now) {
+		t.Error("a live session is revoked")
+	}
+	if _, ok, m := rs.ReadWithMirror(ctx, rd, "jwt:none", "sess_other"); ok || rs.CheckMirrorRead(ctx, "sess_gone", m, now) != true {
+		t.Error("a MirrorRead of another sid answered for sess_gone")
+	}
+	if _, _, m := rs.ReadWithMirror(ctx, rd, "jwt:none", "sess_forged"); rs.CheckMirrorRead(ctx, "sess_forged", m, now) {
+		t.Error("an unsealed marker revoked a session")
+	}
+	// Without a sid it is a plain read.
+	if val, ok, _ := rs.ReadWithMirror(ctx, rd, "jwt:abc", ""); !ok || string(val) != "entry" {
+		t.Errorf("ReadWithMirror without sid = %q, %v", val, ok)
+	}
+}
+
+// TestRawWriter: queued writes reach Redis sealed (GetRaw reads them) in
+// batches, a full queue drops and counts, and value may skip a write.
+func TestRawWriter(t *testing.T) {
+	rd, _, _ := openTestRedis(t)
+	dropped := prometheus.NewCounter(prometheus.CounterOpts{Name: "dropped"})
+	w := rd.NewRawWriter(keystore.RawWriterOptions{Capacity: 1000, Dropped: dropped})
+	for i := range 500 {
+		w.Set(fmt.Sprintf("w:%d", i), time.Minute, func() []byte { return []byte(fmt.Sprint(i)) })
+	}
+	w.Set("w:skipped", time.Minute, func() []byte { return nil })
+	if w.Set("w:no-ttl", 0, func() []byte { return []byte("x") }) {
+		t.Error("a write without TTL was queued")
+	}
+	w.Flush()
+	for _, i := range []int{0, 255, 256, 499} {
+		if val, ok := rd.GetRaw(t.Context(), fmt.Sprintf("w:%d", i)); !ok || string(val) != fmt.Sprint(i) {
+			t.Errorf("w:%d = %q, %v", i, val, ok)
+		}
+	}
+	if _, ok := rd.GetRaw(t.Context(), "w:skipped"); ok {
+		t.Error("a skipped write was made")
+	}
+	if n := testutil.ToFloat64(dropped); n != 0 {
+		t.Errorf("dropped = %v with room in the queue", n)
+	}
+
+	small := rd.NewRawWriter(keystore.RawWriterOptions{Capacity: 2, Dropped: dropped})
+	block := make(chan struct{})
+	small.Set("s:0", time.Minute, func() []byte { <-block; return []byte("0") })
+	queued := 0
+	for i := range 5 {
+		if small.Set(fmt.Sprintf("s:%d", i+1), time.Minute, func() []byte { return []byte("x") }) {
+			queued++
+		}
+	}
+	close(block)
+	small.Flush()
+	// s:0 is in the queue or, taken by the writer, in flight: one or two more fit.
+	if n := testutil.ToFloat64(dropped); n != float64(5-queued) || queued < 1 || queued > 2 {
+		t.Errorf("queued %d of 5 with capacity 2 and dropped %v; want 1 or 2 queued, the rest dropped", queued, n)
+	}
+}
