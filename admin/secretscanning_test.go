@@ -44,7 +44,7 @@ type ghSigner struct {
 	key *ecdsa.PrivateKey
 }
 
-func newGHSigner(t *testing.T, id string) ghSigner {
+func newGHSigner(t testing.TB, id string) ghSigner {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -75,6 +75,12 @@ type ghKeyServer struct {
 }
 
 func newGHKeyServer(t *testing.T, signers ...ghSigner) *ghKeyServer {
+	t.Helper()
+	return newGHKeyServerTB(t, signers...)
+}
+
+// newGHKeyServerTB is newGHKeyServer for a fuzz target or benchmark.
+func newGHKeyServerTB(t testing.TB, signers ...ghSigner) *ghKeyServer {
 	t.Helper()
 	ks := &ghKeyServer{signers: signers}
 	srv := httptest.NewServer(http.HandlerFunc(ks.serve))
@@ -514,4 +520,44 @@ func TestRevokeReasons(t *testing.T) {
 			t.Errorf("revoke of %s: %+v, want reason %s", id, events, want)
 		}
 	}
+}
+
+// contractSecretScanning exercises every documented answer of the
+// endpoint through the contract client: 200, 400, 401, 404, 413 and 503.
+func contractSecretScanning(t *testing.T, e *env, client func(string) contractClient) {
+	gh := newGHSigner(t, "contract-key")
+	ks := newGHKeyServer(t, gh)
+	cfg := e.Config
+	cfg.GitHubSecretScanning = admin.GitHubSecretScanning{Enabled: true, KeysURL: ks.URL, MinRefreshInterval: time.Hour}
+	c := client(startService(t, cfg))
+	post := func(c contractClient, body string, h map[string]string, status int, exp expectation) {
+		t.Helper()
+		c.do(t, call{method: "POST", path: leakPath, body: body, header: h, status: status, expect: exp})
+	}
+	r := c.do(t, call{method: "POST", path: "/v1/keys", bearer: admintest.OperatorToken, status: 201,
+		body: map[string]any{"name": "leaks", "scopes": []string{"scans:read"}, "user_id": "user_contract_leak"}})
+	body := reportBody(t, leakMatch{Token: r.Str("key"), Type: leakType, URL: "https://github.com/o/r", Source: "content"},
+		leakMatch{Token: "odin_sk_nope", Type: leakType})
+	post(c, body, gh.sign(t, body), 200, expectation{})
+	post(c, body, gh.sign(t, body), 200, expectation{}) // redelivered
+	post(c, body, nil, 401, expectation{requestInvalid: true})
+	post(c, body, newGHSigner(t, gh.id).sign(t, body), 401, expectation{})
+	for _, bad := range []string{`{"token":"x"}`, `[{"token":5}]`, "[{"} {
+		post(c, bad, gh.sign(t, bad), 400, invalid)
+	}
+	many := make([]leakMatch, admin.MaxLeakMatches+1)
+	for i := range many {
+		many[i] = leakMatch{Token: "odin_sk_x", Type: leakType}
+	}
+	tooMany := reportBody(t, many...)
+	post(c, tooMany, gh.sign(t, tooMany), 400, invalid)
+	huge := reportBody(t, leakMatch{Token: "odin_sk_x", Type: leakType, URL: strings.Repeat("a", 1<<20)})
+	post(c, huge, gh.sign(t, huge), 413, expectation{})
+
+	post(client(startService(t, e.Config)), body, gh.sign(t, body), 404, expectation{})
+
+	down := newGHKeyServer(t, gh)
+	down.down.Store(true)
+	cfg.GitHubSecretScanning.KeysURL = down.URL
+	post(client(startService(t, cfg)), body, gh.sign(t, body), 503, expectation{})
 }
