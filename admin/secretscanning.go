@@ -56,6 +56,13 @@ const (
 	leakRevokeTimeout = time.Minute
 )
 
+// GitHubSecretPattern is the regular expression to register with GitHub's
+// secret scanning for odin_sk_ keys (docs/ADMIN.md): the prefix, then the
+// 43 base62 characters of secret and 6 of checksum (keystore.KeyLen in
+// all), between word boundaries. It cannot check the checksum: a string
+// that only looks like a key is answered false_positive.
+const GitHubSecretPattern = `\bodin_sk_[0-9A-Za-z]{49}\b`
+
 // secretScanningRoute is the endpoint's route pattern.
 const secretScanningRoute = "POST /v1/secret-scanning/github"
 

@@ -1,6 +1,7 @@
 package admin_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,6 +16,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -560,4 +563,49 @@ func contractSecretScanning(t *testing.T, e *env, client func(string) contractCl
 	down.down.Store(true)
 	cfg.GitHubSecretScanning.KeysURL = down.URL
 	post(client(startService(t, cfg)), body, gh.sign(t, body), 503, expectation{})
+}
+
+// The regular expression registered with GitHub finds every key odin
+// issues, alone or in text, and nothing that is not a key of the format:
+// another prefix, a character outside base62, one character more or less,
+// a key glued to a word. docs/ADMIN.md shows it as it is.
+func TestGitHubSecretPattern(t *testing.T) {
+	re := regexp.MustCompile(admin.GitHubSecretPattern)
+	if n := keystore.KeyLen - len(keystore.KeyPrefix); !strings.Contains(admin.GitHubSecretPattern, fmt.Sprintf("{%d}", n)) {
+		t.Fatalf("the pattern does not count %d characters after the prefix", n)
+	}
+	for range 1000 {
+		key, err := keystore.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, text := range []string{key, `ODIN_API_KEY="` + key + `"`, "api-key: " + key + "\n", "(" + key + ")"} {
+			if got := re.FindString(text); got != key {
+				t.Fatalf("%q: found %q, want the key", text, got)
+			}
+		}
+		near := []string{
+			key[:len(key)-1],          // one short
+			key + "A",                 // one long
+			"odin_pk_" + key[8:],      // another prefix
+			"Odin_sk_" + key[8:],      // another case
+			key[:20] + "-" + key[21:], // outside base62
+			key[:20] + "_" + key[21:], // a word character, but not base62
+			"x" + key,                 // glued to a word
+			"odin_sk" + key[8:],       // no separator
+			strings.Replace(key, "_", "-", 1),
+		}
+		for _, s := range near {
+			if re.MatchString(s) {
+				t.Fatalf("the pattern matches the near miss %q", s)
+			}
+		}
+	}
+	doc, err := os.ReadFile("../docs/ADMIN.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(doc, []byte("\n"+admin.GitHubSecretPattern+"\n")) {
+		t.Errorf("docs/ADMIN.md does not show the pattern %s on a line of its own", admin.GitHubSecretPattern)
+	}
 }
