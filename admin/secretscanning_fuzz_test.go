@@ -86,9 +86,11 @@ func FuzzSecretScanningReport(f *testing.F) {
 			t.Fatalf("a forged signature was answered %d: %s", w.Code, w.Body)
 		}
 		w := post(body, gh.sign(t, string(body)))
-		var matches []struct {
-			Token string `json:"token"`
-			Type  string `json:"type"`
+		var matches []struct { // every field the handler reads must be a string (or null)
+			Token  string `json:"token"`
+			Type   string `json:"type"`
+			URL    string `json:"url"`
+			Source string `json:"source"`
 		}
 		valid := json.Unmarshal(body, &matches) == nil && matches != nil && len(matches) <= admin.MaxLeakMatches
 		switch {
