@@ -53,6 +53,16 @@ func (c *caller) actor() keystore.Actor {
 	return keystore.Actor{ID: c.userID, RequestID: c.requestID}
 }
 
+// revokeReason is the reason a revoke by the caller records: operator for
+// the operator, user for anyone else (a user's own key, or an
+// organisation admin's organisation key).
+func (c *caller) revokeReason() string {
+	if c.operator {
+		return keystore.RevokeReasonOperator
+	}
+	return keystore.RevokeReasonUser
+}
+
 // mayMint refuses to create or roll a key from an impersonated session
 // unless the operator allowed it: a key outlives the impersonation and
 // would let the impersonator keep acting as the user.

@@ -170,7 +170,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, c *caller) er
 	if err != nil {
 		return err
 	}
-	k, err = s.opts.Manager.Revoke(r.Context(), c.actor(), k.ID)
+	k, err = s.opts.Manager.RevokeWithReason(r.Context(), c.actor(), k.ID, c.revokeReason(), nil)
 	if np, ok := asNotPropagated(err); ok {
 		return s.writeNotPropagated(w, unconfirmedKeyRevoke, np, "Key revoked, but not every replica confirmed it: it may be accepted until denied_by; retry to propagate it again",
 			retryRequest("/v1/keys/"+k.ID+"/revoke"), view(k))

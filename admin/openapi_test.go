@@ -310,14 +310,15 @@ func svixHeaders(t *testing.T, id string, at time.Time, payload string, forge bo
 // unexercised are the documented responses the contract test cannot
 // provoke, and why. Anything else documented must be seen.
 var unexercised = map[string]string{
-	"createKey 500":       "INTERNAL is a recovered panic",
-	"listKeys 500":        "INTERNAL is a recovered panic",
-	"getKey 500":          "INTERNAL is a recovered panic",
-	"revokeKey 500":       "INTERNAL is a recovered panic",
-	"rollKey 500":         "INTERNAL is a recovered panic",
-	"revokeSession 500":   "INTERNAL is a recovered panic",
-	"clerkWebhook 500":    "INTERNAL is a recovered panic",
-	"listAuditEvents 500": "INTERNAL is a recovered panic",
+	"createKey 500":            "INTERNAL is a recovered panic",
+	"listKeys 500":             "INTERNAL is a recovered panic",
+	"getKey 500":               "INTERNAL is a recovered panic",
+	"revokeKey 500":            "INTERNAL is a recovered panic",
+	"rollKey 500":              "INTERNAL is a recovered panic",
+	"revokeSession 500":        "INTERNAL is a recovered panic",
+	"clerkWebhook 500":         "INTERNAL is a recovered panic",
+	"githubSecretScanning 500": "INTERNAL is a recovered panic",
+	"listAuditEvents 500":      "INTERNAL is a recovered panic",
 	// Throttling failed authentication would throttle the rest of this test,
 	// which calls from one address; TestFailedAuthIsThrottled provokes it.
 	"createKey 429":       "failed-auth throttling, see TestFailedAuthIsThrottled",
@@ -350,6 +351,7 @@ func TestOpenAPIContract(t *testing.T) {
 	t.Run("keys", func(t *testing.T) { contractKeys(t, e, c) })
 	t.Run("sessions", func(t *testing.T) { contractSessions(t, e, c) })
 	t.Run("webhook", func(t *testing.T) { contractWebhook(t, c) })
+	t.Run("secret scanning", func(t *testing.T) { contractSecretScanning(t, e, client) })
 	t.Run("audit log", func(t *testing.T) { contractAudit(t, c) })
 	t.Run("undocumented", func(t *testing.T) {
 		for _, p := range []struct{ method, path string }{{"GET", "/v1/nope"}, {"DELETE", "/v1/keys"}, {"PUT", "/v1/keys/key_x"}, {"GET", "/v1/webhooks/clerk"}} {

@@ -63,6 +63,9 @@ type Options struct {
 	// client's failures get 429 until its budget refills. A valid
 	// credential is always served.
 	FailedAuthPerMinute, FailedAuthBurst int
+	// GitHubSecretScanning configures the endpoint GitHub reports leaked
+	// keys to; off by default.
+	GitHubSecretScanning GitHubSecretScanning
 	// TrustedProxies are the addresses or CIDR ranges of the proxies in
 	// front of the admin API; from them, the client address is the
 	// rightmost X-Forwarded-For entry that is not a trusted proxy. Empty:
@@ -77,6 +80,7 @@ type Server struct {
 	opts        Options
 	log         *slog.Logger
 	webhook     *svix.Webhook
+	secretScan  *secretScanning // nil: GitHub secret scanning is disabled
 	authFail    *failedAuthLimiter
 	clientAddr  *clientAddress
 	scopes      map[string]bool
@@ -143,6 +147,9 @@ func New(opts Options) (*Server, error) {
 		}
 		s.webhook = wh
 	}
+	if s.secretScan, err = newSecretScanning(opts); err != nil {
+		return nil, err
+	}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "odin_admin_requests_total",
 		Help: "Admin API requests by route and status code.",
@@ -177,6 +184,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/sessions/{sid}/revoke", s.revokeSession)
 	route("GET /v1/audit-log", s.auditLog)
 	mux.Handle("POST /v1/webhooks/clerk", s.wrap("POST /v1/webhooks/clerk", noCaller, s.clerkWebhook))
+	mux.Handle(secretScanningRoute, s.wrap(secretScanningRoute, noCaller, s.githubSecretScanning))
 	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
 	mux.Handle("/", s.wrap("unknown", noCaller, func(http.ResponseWriter, *http.Request, *caller) error {
 		return errNotFound("no such endpoint")
@@ -204,7 +212,7 @@ func (s *Server) wrap(route string, acc access, h func(http.ResponseWriter, *htt
 		// is taken only when it is short printable ASCII, as odin authz does.
 		reqID := requestid.FromHeader(r.Header.Get("X-Request-Id"))
 		w.Header().Set("X-Request-Id", reqID)
-		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+		r.Body = http.MaxBytesReader(w, r.Body, s.bodyLimit(route))
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		defer func() {
 			if p := recover(); p != nil {

@@ -146,7 +146,9 @@ func (s *Server) revokeUserKeys(r *http.Request, by keystore.Actor, userID strin
 	g, ctx := errgroup.WithContext(r.Context())
 	g.SetLimit(8) // a silent replica makes each revoke wait out the fence: overlap the waits
 	revoke := func(id string) error {
-		_, err := s.opts.Manager.Revoke(ctx, by, id)
+		// The user's account is gone: the user's doing (or their
+		// organisation's), not the operator's, and no leak.
+		_, err := s.opts.Manager.RevokeWithReason(ctx, by, id, keystore.RevokeReasonUser, map[string]any{"clerk_event": "user.deleted"})
 		np, unconfirmed := asNotPropagated(err)
 		if err != nil && !unconfirmed {
 			return err

@@ -228,7 +228,46 @@ func (m *Manager) Issue(ctx context.Context, by Actor, n NewKey, plaintext strin
 // revocation and propagates it again, so a retry can confirm what an
 // earlier call could not.
 func (m *Manager) Revoke(ctx context.Context, by Actor, id string) (*Key, error) {
-	k, err := RevokeKey(ctx, m.store, id, time.Now(), by.event(ActionKeyRevoked, nil))
+	return m.revoke(ctx, by, id, nil)
+}
+
+// Why a key was revoked: the "reason" detail of its key.revoked audit
+// event, which webhooks and the audit log's readers branch on. Once
+// released these never change.
+const (
+	// RevokeReasonUser: a user revoked a key of their own (or, as an
+	// organisation admin, of their organisation).
+	RevokeReasonUser = "user"
+	// RevokeReasonOperator: the operator revoked it (operator token, CLI).
+	RevokeReasonOperator = "operator"
+	// RevokeReasonLeaked: the key was found in public (GitHub secret
+	// scanning reported it).
+	RevokeReasonLeaked = "leaked"
+)
+
+// RevokeWithReason is Revoke with the reason (one of the RevokeReason
+// constants) recorded as the "reason" detail of the key.revoked event,
+// beside details (which may not set "reason" otherwise). The guarantee is
+// Revoke's: nil only once every replica denies the key, else a
+// *NotPropagatedError with the revocation standing. Revoking a revoked key
+// keeps its first revocation (and its event's reason) and propagates it
+// again.
+func (m *Manager) RevokeWithReason(ctx context.Context, by Actor, id, reason string, details map[string]any) (*Key, error) {
+	switch reason {
+	case RevokeReasonUser, RevokeReasonOperator, RevokeReasonLeaked:
+	default:
+		return nil, fmt.Errorf("%w: revoke reason %q: must be %s, %s or %s", ErrInvalid, reason, RevokeReasonUser, RevokeReasonOperator, RevokeReasonLeaked)
+	}
+	d := make(map[string]any, len(details)+1)
+	for k, v := range details {
+		d[k] = v
+	}
+	d["reason"] = reason
+	return m.revoke(ctx, by, id, d)
+}
+
+func (m *Manager) revoke(ctx context.Context, by Actor, id string, details map[string]any) (*Key, error) {
+	k, err := RevokeKey(ctx, m.store, id, time.Now(), by.event(ActionKeyRevoked, details))
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/odin-scan/odin-authz/admin"
+	"github.com/odin-scan/odin-authz/admin/secretscan"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 )
 
@@ -42,10 +43,25 @@ func adminFlagSet(c *adminConfig) *flags {
 	f.List(&cfg.OrgAdminRoles, "org-admin-roles", "ODIN_ORG_ADMIN_ROLES", "organisation roles that manage the organisation's keys (default "+strings.Join(admin.DefaultOrgAdminRoles(), ",")+")")
 	f.List(&cfg.TrustedProxies, "admin-trusted-proxies", "ODIN_ADMIN_TRUSTED_PROXIES",
 		"addresses or CIDR ranges of the load balancers in front of the admin API: from them, the failed-authentication throttle counts the rightmost X-Forwarded-For entry outside these ranges; empty: the socket peer, X-Forwarded-For ignored")
+	bindSecretScanning(f, &cfg.GitHubSecretScanning)
 	f.Int(&cfg.MaxConnections, "admin-max-connections", "ODIN_ADMIN_MAX_CONNECTIONS", adminsvc.DefaultMaxConnections, "open admin API connections at most; one more is closed at once (negative: no cap)")
 	f.Bool(&c.migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving")
 	c.tls.bind(f, "ODIN_ADMIN_", "the admin API and its /healthz, /readyz, /metrics")
 	return f
+}
+
+// bindSecretScanning defines the flags of POST /v1/secret-scanning/github.
+func bindSecretScanning(f *flags, c *admin.GitHubSecretScanning) {
+	f.Bool(&c.Enabled, "github-secret-scanning", "ODIN_GITHUB_SECRET_SCANNING", false,
+		"serve POST /v1/secret-scanning/github: GitHub reports odin_sk_ keys found in public, they are revoked (docs/ADMIN.md); off: 404")
+	f.String(&c.KeysURL, "github-secret-scanning-keys-url", "ODIN_GITHUB_SECRET_SCANNING_KEYS_URL", secretscan.DefaultKeysURL,
+		"GitHub's document of the public keys that sign secret scanning reports")
+	f.Secret(&c.Token, "github-secret-scanning-token", "ODIN_GITHUB_SECRET_SCANNING_TOKEN",
+		"optional GitHub token (no scopes needed) sent when fetching the keys document, to lift GitHub's per-address rate limit")
+	f.Duration(&c.FetchTimeout, "github-secret-scanning-fetch-timeout", "ODIN_GITHUB_SECRET_SCANNING_FETCH_TIMEOUT", secretscan.DefaultFetchTimeout,
+		"deadline of one fetch of the keys document")
+	f.Duration(&c.MinRefreshInterval, "github-secret-scanning-refresh-interval", "ODIN_GITHUB_SECRET_SCANNING_REFRESH_INTERVAL", secretscan.DefaultMinRefreshInterval,
+		"least time between two fetches of the keys document: a report signed by an unknown key fetches it again at most this often")
 }
 
 func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {

@@ -236,7 +236,7 @@ func (e *keysEnv) Key(ctx context.Context, id string) (keyRecord, error) {
 // RevokeKey implements keyAdmin. A revocation not confirmed on every
 // replica is returned with an *unconfirmedError.
 func (e *keysEnv) RevokeKey(ctx context.Context, id string) (api.Key, error) {
-	k, err := e.manager.Revoke(ctx, cliActor, id)
+	k, err := e.manager.RevokeWithReason(ctx, cliActor, id, keystore.RevokeReasonOperator, nil)
 	if k == nil {
 		return api.Key{}, notFound(err, id)
 	}

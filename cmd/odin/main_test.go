@@ -16,6 +16,7 @@ import (
 
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
+	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -79,6 +80,11 @@ func TestKeysLifecycle(t *testing.T) {
 	out, _, err = odin(t, "keys", "revoke", created.ID)
 	if err != nil || !strings.HasPrefix(out, "revoked "+created.ID) {
 		t.Fatalf("revoke: %q %v", out, err)
+	}
+	store := testenv.OpenStore(t, db, pgstore.Options{MaxConns: 1})
+	events, _, err := store.ListAudit(context.Background(), keystore.AuditFilter{Action: keystore.ActionKeyRevoked, Target: created.ID})
+	if err != nil || len(events) != 1 || events[0].Actor != "operator:cli" || events[0].Details["reason"] != keystore.RevokeReasonOperator {
+		t.Fatalf("the CLI's revoke in the audit log: %+v %v, want actor operator:cli, reason operator", events, err)
 	}
 	out, _, _ = odin(t, "keys", "list", "--revoked", "yes")
 	if !strings.Contains(out, created.ID) || !strings.Contains(out, "revoked") {

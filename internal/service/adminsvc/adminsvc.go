@@ -58,6 +58,9 @@ type Config struct {
 	// X-Forwarded-For names the client, for the failed-authentication
 	// throttle; empty: the socket peer is the client.
 	TrustedProxies []string
+	// GitHubSecretScanning configures the endpoint GitHub's secret
+	// scanning reports leaked keys to (off by default).
+	GitHubSecretScanning admin.GitHubSecretScanning
 
 	// JWTAllowNoSessionID admits session tokens without sid (odin authz's
 	// setting of the same name); AllowImpersonatedKeys lets impersonated
@@ -130,8 +133,8 @@ func (s *Service) buildAPI(ctx context.Context, cfg Config) (*admin.Server, erro
 		AllowNoSessionID: cfg.JWTAllowNoSessionID, AllowImpersonatedKeys: cfg.AllowImpersonatedKeys,
 		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
 		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,
-		TrustedProxies: cfg.TrustedProxies,
-		Logger:         s.log, Registerer: p.Registry,
+		TrustedProxies: cfg.TrustedProxies, GitHubSecretScanning: cfg.GitHubSecretScanning,
+		Logger: s.log, Registerer: p.Registry,
 	})
 }
 
