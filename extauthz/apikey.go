@@ -10,8 +10,9 @@ import (
 
 // apiKeys authenticates odin_sk_ API keys: the checksum first (a mistyped
 // or made-up key costs no lookup), then the key cache tiers, then the key's
-// state. A cached key's principal was rendered when it entered the LRU
-// (PrincipalForKey), so a hit allocates nothing.
+// state. A hot cached key's principal was rendered once (PrincipalForKey),
+// so its check allocates nothing; another cached key's is rendered from its
+// compact record on its check, and kept while the key stays hot.
 type apiKeys struct {
 	keys  *keystore.Cache[*Principal]
 	usage *keystore.UsageRecorder // may be nil
@@ -32,21 +33,22 @@ func (a *apiKeys) Authenticate(ctx context.Context, key string, now time.Time) A
 	case err != nil:
 		return denied(DenyUnavailable, "store_unavailable")
 	}
-	k := e.Key()
-	switch err := k.Usable(now); {
+	switch err := e.Usable(now); {
 	case errors.Is(err, keystore.ErrRevoked):
 		return denied(DenyUnauthorized, "revoked_key")
 	case errors.Is(err, keystore.ErrExpired):
 		return denied(DenyUnauthorized, "expired_key")
 	}
 	if a.usage != nil {
-		a.usage.Record(k.ID, now)
+		a.usage.Record(e.ID(), now)
 	}
 	return allowed(e.Prepared())
 }
 
 // PrincipalForKey is the prepare of the key cache (keystore.NewCache): the
-// identity of an API key, rendered once when the key enters the LRU.
+// identity of an API key, rendered when the key is loaded or, once its
+// principal has left the hot tier, from its compact record. It reads only
+// what that record keeps: id, user and org ids, scopes and tier.
 func PrincipalForKey(k *keystore.Key) *Principal {
 	return NewPrincipal(Identity{
 		Method:  "api_key",

@@ -17,9 +17,17 @@ import (
 
 // CacheOptions configure the cache tiers. Zero values take the defaults.
 type CacheOptions struct {
-	// Size is the number of known keys the in-process LRU holds. Default
-	// 100000.
+	// Size is the number of known keys the in-process tier holds, as
+	// compact records (about 200 bytes each, outside the Go heap). When it
+	// is full, a key not read for longest is evicted (CLOCK, per shard).
+	// Default 100000.
 	Size int
+	// HotSize is the number of cached keys whose prepared answer (for odin
+	// authz, the rendered principal: about 1.3 KB) is kept as well, most
+	// recently used first: a check of one of them reads it and allocates
+	// nothing. Another cached key's is rendered from its compact record on
+	// its check (a few microseconds), then kept. Default 4096.
+	HotSize int
 	// NegativeSize is the number of unknown keys remembered, in a tier of
 	// their own: no flood of unknown keys evicts a known one. Default 100000.
 	NegativeSize int
@@ -62,6 +70,7 @@ type CacheOptions struct {
 // Defaults of CacheOptions (TTL's is DefaultCacheTTL).
 const (
 	DefaultCacheSize         = 100_000
+	DefaultHotCacheSize      = 4096
 	DefaultNegativeCacheSize = 100_000
 	DefaultUnknownKeyRate    = 100
 	DefaultFilterRefresh     = 10 * time.Minute
@@ -72,6 +81,7 @@ const (
 
 func (o *CacheOptions) defaults() {
 	orDefault(&o.Size, DefaultCacheSize)
+	orDefault(&o.HotSize, DefaultHotCacheSize)
 	orDefault(&o.NegativeSize, DefaultNegativeCacheSize)
 	if o.UnknownKeyRate == 0 {
 		o.UnknownKeyRate = DefaultUnknownKeyRate
@@ -85,33 +95,59 @@ func (o *CacheOptions) defaults() {
 	orDefault(&o.StoreTimeout, DefaultStoreTimeout)
 }
 
-// Entry is a cached answer for a key hash, with what the cache's prepare
-// made of the key (P).
+// Entry is a cached key as a check reads it: its id, expiry and
+// revocation, and what the cache's prepare made of it (P). An entry is
+// immutable and shared by every check that reads it.
 type Entry[P any] struct {
-	key      *Key
-	until    time.Time // fresh until
-	stale    time.Time // usable until, while PostgreSQL is unreachable
-	prepared P
+	id               string
+	expires, revoked int64 // Unix nanoseconds, 0: never (see nanos)
+	until, stale     int64 // the cache's: fresh until, usable in an outage until
+	ver              uint64
+	prepared         P
 }
 
-// Key is the key record.
-func (e *Entry[P]) Key() *Key { return e.key }
+// ID is the key's public id.
+func (e *Entry[P]) ID() string { return e.id }
+
+// Usable reports why the key may not be used at now: ErrRevoked,
+// ErrExpired, or nil (as Key.Usable).
+func (e *Entry[P]) Usable(now time.Time) error {
+	n := now.UnixNano()
+	if e.revoked != 0 && n >= e.revoked {
+		return ErrRevoked
+	}
+	if e.expires != 0 && n >= e.expires {
+		return ErrExpired
+	}
+	return nil
+}
 
 // Prepared is what the cache's prepare made of the key.
 func (e *Entry[P]) Prepared() P { return e.prepared }
 
-// Cache answers "which key has this hash?" from the LRU of known keys, the
-// key filter, the tier of unknown keys, then Redis, then PostgreSQL,
-// collapsing concurrent misses into one store query. Every known key's
-// entry carries what prepare made of it once, when it was loaded: a P (for
-// example a pre-rendered response), so the hot path only reads it.
+// negEntry is the unknown-key tier's: no key has the hash, until until.
+type negEntry struct{ until, stale int64 }
+
+// Cache answers "which key has this hash?" from the tiers of known keys,
+// the key filter, the tier of unknown keys, then Redis, then PostgreSQL,
+// collapsing concurrent misses into one store query.
+//
+// Known keys have two tiers. Every one has a compact record (compactKeys:
+// Size of them, outside the Go heap). The most recently used (HotSize)
+// also have their Entry, with what prepare made of the key (a P, for
+// example a pre-rendered response), so a check of a hot key only reads it.
+// A cached key that is not hot gets its entry rendered from its record on
+// its check, which makes it hot. A record's version tells an entry rendered
+// from it from one of an older record of the same key.
 type Cache[P any] struct {
 	opts    CacheOptions
 	prepare func(*Key) P
 	store   Store
 	redis   *Redis                      // nil without Redis
-	lru     *lru.Cache[Hash, *Entry[P]] // known keys
-	neg     *lru.Cache[Hash, *Entry[P]] // unknown keys
+	keys    *compactKeys                // known keys
+	hot     *lru.Cache[Hash, *Entry[P]] // known keys' entries, the most recently used
+	neg     *lru.Cache[Hash, negEntry]  // unknown keys
+	ver     atomic.Uint64               // the last record version given
 	// filter refuses forged keys (nil: disabled); unknown bounds the store
 	// lookups that find nothing (nil: no bound).
 	filter      *keyFilter
@@ -125,8 +161,8 @@ type Cache[P any] struct {
 
 	// fillMu and gen close the race between a fill and an invalidation: a
 	// load that began before an invalidation must not put what it read into
-	// the LRU after the invalidation removed it. Held only on misses and
-	// invalidations, never on a hit.
+	// the tiers after the invalidation removed it. Held only on misses,
+	// renders and invalidations, never on a hit of a hot key.
 	fillMu sync.Mutex
 	gen    atomic.Uint64
 
@@ -152,29 +188,36 @@ const storeBackoff = 500 * time.Millisecond
 const staleRetry = time.Second
 
 // NoPrepare is the prepare of a cache whose entries carry nothing beside
-// the key.
+// the key's id and state.
 func NoPrepare(*Key) struct{} { return struct{}{} }
 
 // errNoPrepare: NewCache was given no prepare.
 var errNoPrepare = errors.New("build cache: no prepare (NoPrepare when entries carry nothing beside the key)")
 
 // NewCache builds the tiers. redis may be nil. prepare is called once per
-// known key loaded, and its result rides along with the key in the entry
-// (Entry.Prepared); NoPrepare when there is nothing to prepare.
+// known key loaded, and again when a key's entry is rendered from its
+// compact record: it must depend only on what the record keeps (see
+// compactKeys.view: id, user and org ids, scopes, tier, expiry and
+// revocation). Its result rides along in the entry (Entry.Prepared);
+// NoPrepare when there is nothing to prepare.
 func NewCache[P any](store Store, redis *Redis, opts CacheOptions, prepare func(*Key) P, m *Metrics, logger *slog.Logger) (*Cache[P], error) {
 	if prepare == nil {
 		return nil, errNoPrepare
 	}
 	opts.defaults()
-	l, err := lru.New[Hash, *Entry[P]](opts.Size)
+	keys, err := newCompactKeys(opts.Size)
 	if err != nil {
 		return nil, err
 	}
-	neg, err := lru.New[Hash, *Entry[P]](opts.NegativeSize)
+	hot, err := lru.New[Hash, *Entry[P]](opts.HotSize)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache[P]{opts: opts, prepare: prepare, store: store, redis: redis, lru: l, neg: neg, m: m, log: logger,
+	neg, err := lru.New[Hash, negEntry](opts.NegativeSize)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache[P]{opts: opts, prepare: prepare, store: store, redis: redis, keys: keys, hot: hot, neg: neg, m: m, log: logger,
 		errLog: lograte.Limiter{Every: 10 * time.Second}, throttleLog: lograte.Limiter{Every: 10 * time.Second}}
 	if opts.UnknownKeyRate > 0 {
 		c.unknown = rate.NewLimiter(rate.Limit(opts.UnknownKeyRate), max(1, int(opts.UnknownKeyRate)))
@@ -256,22 +299,22 @@ func (c *Cache[P]) FilterTried() bool { return c.filterTried.Load() }
 // Options returns the options in force, defaults filled in.
 func (c *Cache[P]) Options() CacheOptions { return c.opts }
 
-// Len is the number of known keys in the LRU (the unknown-key tier not
+// Len is the number of known keys cached (the unknown-key tier not
 // counted).
-func (c *Cache[P]) Len() int { return c.lru.Len() }
+func (c *Cache[P]) Len() int { return c.keys.len() }
 
 // Lookup returns the entry for a key hash: ErrNotFound for an unknown key,
 // ErrUnavailable when the store cannot be reached and nothing usable is
-// cached. A found key may be revoked or expired: check Key().Usable. now is
-// the caller's clock reading, so the hot path reads the clock once.
+// cached. A found key may be revoked or expired: check Usable. now is the
+// caller's clock reading, so the hot path reads the clock once.
 func (c *Cache[P]) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry[P], error) {
-	if e, ok := c.lru.Get(h); ok && now.Before(e.until) && !c.fenced(now) {
+	if e := c.cached(h, now.UnixNano()); e != nil && !c.fenced(now) {
 		c.m.hitLRU.Inc()
-		return e.result()
+		return e, nil
 	}
-	if e, ok := c.neg.Get(h); ok && now.Before(e.until) && !c.fenced(now) {
+	if e, ok := c.neg.Get(h); ok && now.UnixNano() < e.until && !c.fenced(now) {
 		c.m.hitNegative.Inc()
-		return e.result()
+		return nil, ErrNotFound
 	}
 	if c.refused(ctx, h, now) {
 		c.m.hitFilter.Inc()
@@ -279,13 +322,13 @@ func (c *Cache[P]) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry[P]
 	}
 	v, err, _ := c.sf.Do(string(h[:]), func() (any, error) {
 		// A flight that ended between this caller's miss and its Do has
-		// filled the LRU: use that rather than query again.
+		// filled the tiers: use that rather than query again.
 		if now := time.Now(); !c.fenced(now) {
-			if e, ok := c.lru.Peek(h); ok && now.Before(e.until) {
+			if e := c.cached(h, now.UnixNano()); e != nil {
 				return e, nil
 			}
-			if e, ok := c.neg.Peek(h); ok && now.Before(e.until) {
-				return e, nil
+			if e, ok := c.neg.Peek(h); ok && now.UnixNano() < e.until {
+				return nil, ErrNotFound
 			}
 		}
 		return c.load(ctx, h)
@@ -293,14 +336,36 @@ func (c *Cache[P]) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry[P]
 	if err != nil {
 		return nil, err
 	}
-	return v.(*Entry[P]).result()
+	return v.(*Entry[P]), nil
+}
+
+// cached returns h's entry if it is fresh at n (Unix nanoseconds): the hot
+// tier's, else one rendered from the key's compact record (then hot).
+func (c *Cache[P]) cached(h Hash, n int64) *Entry[P] {
+	if e, ok := c.hot.Get(h); ok && n < e.until {
+		return e
+	}
+	k, m, ok := c.keys.view(h)
+	if !ok || n >= m.until {
+		return nil
+	}
+	e := &Entry[P]{id: k.ID, expires: m.expires, revoked: m.revoked, until: m.until, stale: m.stale, ver: m.ver, prepared: c.prepare(k)}
+	c.m.renders.Inc()
+	c.fillMu.Lock()
+	// Kept only if the record is still the one rendered: a fill since has
+	// put its own entry in the hot tier, and an invalidation removed both.
+	if v, ok := c.keys.version(h); ok && v == m.ver {
+		c.hot.Add(h, e)
+	}
+	c.fillMu.Unlock()
+	return e
 }
 
 // refused reports whether the key filter says no key has h, confirmed by
 // a catch-up read that began after now (see keyFilter): that wait is paid
 // by the keys the filter refuses only, and once per key and negative TTL (a
 // refusal is remembered in the unknown-key tier, which a creation message
-// clears). A key with an LRU entry exists and is never refused.
+// clears). A cached key exists and is never refused.
 func (c *Cache[P]) refused(ctx context.Context, h Hash, now time.Time) bool {
 	f := c.filter
 	if f == nil {
@@ -309,7 +374,7 @@ func (c *Cache[P]) refused(ctx context.Context, h Hash, now time.Time) bool {
 	gen := c.gen.Load()
 	v := f.check(h)
 	if v == filterRefused {
-		if e, ok := c.lru.Peek(h); ok && e.key != nil {
+		if _, ok := c.keys.version(h); ok || c.hot.Contains(h) {
 			v = filterVouched
 		} else if !f.confirm(ctx, c.store, now, c.opts.StoreTimeout) {
 			v = filterUntrusted
@@ -321,11 +386,12 @@ func (c *Cache[P]) refused(ctx context.Context, h Hash, now time.Time) bool {
 	if v != filterRefused {
 		return false
 	}
-	c.fill(h, c.newEntry(nil, now.Add(c.opts.NegativeTTL)), gen)
+	until := now.Add(c.opts.NegativeTTL).UnixNano()
+	_, _ = c.fill(h, nil, until, c.staleFor(until), gen)
 	return true
 }
 
-// fenced reports whether the LRU may not answer: the replica is out of bus
+// fenced reports whether the cached tiers may not answer: the replica is out of bus
 // contact and may have missed a revoke that no revoker waited for, so it
 // reads every key again (Redis, which revokers overwrite first, or
 // PostgreSQL) until contact is back.
@@ -333,14 +399,7 @@ func (c *Cache[P]) fenced(now time.Time) bool {
 	return c.opts.Fenced != nil && c.opts.Fenced(now)
 }
 
-func (e *Entry[P]) result() (*Entry[P], error) {
-	if e.key == nil {
-		return nil, ErrNotFound
-	}
-	return e, nil
-}
-
-// load fills the LRU from Redis or PostgreSQL. It runs once for all the
+// load fills the tiers from Redis or PostgreSQL. It runs once for all the
 // concurrent callers of one hash, so it must not depend on the first
 // caller's cancellation: it has its own deadline instead.
 func (c *Cache[P]) load(ctx context.Context, h Hash) (*Entry[P], error) {
@@ -349,13 +408,14 @@ func (c *Cache[P]) load(ctx context.Context, h Hash) (*Entry[P], error) {
 	if c.redis != nil {
 		if rec, err := c.redis.get(ctx, h); err == nil && time.Now().Before(rec.until) {
 			c.m.hitRedis.Inc()
-			return c.fill(h, c.newEntry(rec.key, rec.until), gen), nil
+			until := rec.until.UnixNano()
+			return c.fill(h, rec.key, until, c.staleFor(until), gen)
 		}
 	}
 	began := time.Now().UnixNano()
 	k, err := c.lookupStore(ctx, h, began)
 	now := time.Now()
-	var e *Entry[P]
+	var until time.Time
 	switch {
 	case err == nil:
 		c.storeOK(now)
@@ -365,14 +425,14 @@ func (c *Cache[P]) load(ctx context.Context, h Hash) (*Entry[P], error) {
 				f.heard(h)
 			}
 		}
-		e = c.newEntry(k, now.Add(c.opts.TTL))
+		until = now.Add(c.opts.TTL)
 	case errors.Is(err, ErrNotFound):
 		c.storeOK(now)
 		c.m.storeQueries.WithLabelValues("not_found").Inc()
 		if c.unknown != nil {
 			c.unknown.Reserve() // into debt when concurrent lookups overdrew it
 		}
-		e = c.newEntry(nil, now.Add(c.opts.NegativeTTL))
+		k, until = nil, now.Add(c.opts.NegativeTTL)
 	default:
 		c.storeFailed(err, began, now)
 		return c.serveStale(h, now, gen)
@@ -382,9 +442,9 @@ func (c *Cache[P]) load(ctx context.Context, h Hash) (*Entry[P], error) {
 	// the change (a lagging read replica, or the primary before the commit):
 	// it answers its callers but is shared with no other replica.
 	if c.redis != nil && c.gen.Load() == gen {
-		c.redis.set(ctx, h, &record{key: e.key, until: e.until}, true)
+		c.redis.set(ctx, h, &record{key: k, until: until}, true)
 	}
-	return c.fill(h, e, gen), nil
+	return c.fill(h, k, until.UnixNano(), c.staleFor(until.UnixNano()), gen)
 }
 
 // lookupStore reads h from the store, unless the store is in its backoff
@@ -427,56 +487,64 @@ func (c *Cache[P]) storeFailed(err error, began int64, now time.Time) {
 	}
 }
 
-// serveStale answers a lookup the store could not: from the entry for h
+// serveStale answers a lookup the store could not: from the record for h
 // past its TTL but within StaleIfError, for staleRetry at most, unless the
 // replica is fenced; else ErrUnavailable.
 func (c *Cache[P]) serveStale(h Hash, now time.Time, gen uint64) (*Entry[P], error) {
-	fenced := c.opts.Fenced != nil && c.opts.Fenced(now)
-	old, ok := c.lru.Peek(h)
-	if !ok {
-		old, ok = c.neg.Peek(h)
-	}
-	if !ok || !now.Before(old.stale) || fenced {
+	if c.fenced(now) {
 		return nil, ErrUnavailable
 	}
-	c.m.hitStale.Inc()
-	e := *old
-	e.until = now.Add(staleRetry)
-	if e.until.After(old.stale) {
-		e.until = old.stale
+	n := now.UnixNano()
+	retry := func(stale int64) int64 { return min(n+int64(staleRetry), stale) }
+	if k, m, ok := c.keys.view(h); ok {
+		if n >= m.stale {
+			return nil, ErrUnavailable
+		}
+		c.m.hitStale.Inc()
+		return c.fill(h, k, retry(m.stale), m.stale, gen)
 	}
-	return c.fill(h, &e, gen), nil
+	if e, ok := c.neg.Peek(h); ok && n < e.stale {
+		c.m.hitStale.Inc()
+		return c.fill(h, nil, retry(e.stale), e.stale, gen)
+	}
+	return nil, ErrUnavailable
 }
 
-// newEntry is the entry of k (nil: no key has the hash) fresh until until,
-// with what prepare makes of a key.
-func (c *Cache[P]) newEntry(k *Key, until time.Time) *Entry[P] {
-	e := &Entry[P]{key: k, until: until}
-	if c.opts.StaleIfError > 0 {
-		e.stale = e.until.Add(c.opts.StaleIfError)
+// staleFor is until's end of StaleIfError (0: none).
+func (c *Cache[P]) staleFor(until int64) int64 {
+	if c.opts.StaleIfError <= 0 {
+		return 0
 	}
-	if k != nil {
-		e.prepared = c.prepare(k)
-	}
-	return e
+	return until + int64(c.opts.StaleIfError)
 }
 
-// fill puts e in the LRU unless an invalidation happened since the load
-// began; either way e answers the requests that waited for it, since it
-// was true when read.
-func (c *Cache[P]) fill(h Hash, e *Entry[P], gen uint64) *Entry[P] {
+// fill puts what a load found for h in the tiers, fresh until until and
+// usable in an outage until stale (Unix nanoseconds): k's compact record
+// and its entry (hot), or for a nil k the unknown-key tier's entry. It
+// does so unless an invalidation happened since the load began; either way
+// the result answers the requests that waited for it, since it was true
+// when read: k's entry, or ErrNotFound.
+func (c *Cache[P]) fill(h Hash, k *Key, until, stale int64, gen uint64) (*Entry[P], error) {
+	if k == nil {
+		c.fillMu.Lock()
+		if c.gen.Load() == gen {
+			c.neg.Add(h, negEntry{until: until, stale: stale})
+			c.keys.remove(h)
+			c.hot.Remove(h)
+		}
+		c.fillMu.Unlock()
+		return nil, ErrNotFound
+	}
+	e := &Entry[P]{id: k.ID, expires: nanos(k.ExpiresAt), revoked: nanos(k.RevokedAt), until: until, stale: stale,
+		ver: c.ver.Add(1), prepared: c.prepare(k)}
 	c.fillMu.Lock()
 	if c.gen.Load() == gen {
-		if e.key != nil {
-			c.lru.Add(h, e)
-			c.neg.Remove(h)
-		} else {
-			c.neg.Add(h, e)
-			c.lru.Remove(h)
-		}
+		c.keys.put(h, k, keyMeta{ver: e.ver, until: until, stale: stale})
+		c.hot.Add(h, e)
+		c.neg.Remove(h)
 	}
 	c.fillMu.Unlock()
-	return e
+	return e, nil
 }
 
 // Invalidate drops what an invalidation names. It is the bus's handler.
@@ -486,13 +554,15 @@ func (c *Cache[P]) Invalidate(inv Invalidation) {
 	c.gen.Add(1)
 	switch inv.Kind {
 	case InvalidateKey:
-		c.lru.Remove(inv.Hash)
+		c.keys.remove(inv.Hash)
+		c.hot.Remove(inv.Hash)
 		c.neg.Remove(inv.Hash)
 		if c.filter != nil { // a key created or rolled: it exists
 			c.filter.heard(inv.Hash)
 		}
 	case InvalidateAll:
-		c.lru.Purge()
+		c.keys.purge()
+		c.hot.Purge()
 		c.neg.Purge()
 	}
 }

@@ -78,7 +78,7 @@ func TestConcurrentMissesCollapse(t *testing.T) {
 			defer wg.Done()
 			<-start
 			e, err := c.Lookup(context.Background(), h, time.Now())
-			if err != nil || e.Key().ID != k.ID {
+			if err != nil || e.ID() != k.ID {
 				bad.Add(1)
 			}
 		}()
@@ -163,13 +163,13 @@ func TestTTLBoundsAStaleEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, _ := c.Lookup(context.Background(), h, time.Now())
-	if e.Key().Usable(time.Now()) != nil {
+	if e.Usable(time.Now()) != nil {
 		t.Fatal("expected the stale cached entry before the TTL")
 	}
 	// …until the TTL ends it.
 	time.Sleep(350 * time.Millisecond)
 	e, err := c.Lookup(context.Background(), h, time.Now())
-	if err != nil || e.Key().Usable(time.Now()) != keystore.ErrRevoked {
+	if err != nil || e.Usable(time.Now()) != keystore.ErrRevoked {
 		t.Fatalf("after TTL: %v, %v; want the revoked key", e, err)
 	}
 }
@@ -196,8 +196,8 @@ func TestInvalidationDuringLoadWins(t *testing.T) {
 	<-done
 	store.delay = 0
 	e, err := c.Lookup(context.Background(), h, time.Now())
-	if err != nil || e.Key().Usable(time.Now()) != keystore.ErrRevoked {
-		t.Fatalf("after invalidation: key usable = %v (%v); the stale load was cached", e.Key().Usable(time.Now()), err)
+	if err != nil || e.Usable(time.Now()) != keystore.ErrRevoked {
+		t.Fatalf("after invalidation: key usable = %v (%v); the stale load was cached", e.Usable(time.Now()), err)
 	}
 }
 

@@ -21,6 +21,7 @@ type Metrics struct {
 	filterChecks [3]prometheus.Counter
 
 	hitLRU, hitRedis, hitStore, hitStale, hitFilter, hitNegative prometheus.Counter
+	renders                                                      prometheus.Counter
 }
 
 // NewMetrics registers the keystore collectors on reg (nil: not registered,
@@ -45,6 +46,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Invalidation bus events, by kind: received, invalid, resubscribed.",
 		}, []string{"kind"}),
 	}
+	m.renders = f.NewCounter(prometheus.CounterOpts{
+		Name: "odin_keystore_key_renders_total",
+		Help: "Cached keys' answers rendered from their compact record: checks (counted as tier=\"lru\" lookups) of a cached key outside the hot tier (--hot-cache-size).",
+	})
 	m.storeThrottled = f.NewCounter(prometheus.CounterOpts{
 		Name: "odin_keystore_store_throttled_total",
 		Help: "Misses not sent to PostgreSQL because the unknown-key lookup budget (--unknown-key-rate) was spent.",

@@ -144,7 +144,8 @@ func authzFlagSet(c *authzConfig) *flags {
 	f.String(&cfg.ForwardedHeaders, "forwarded-headers", "ODIN_FORWARDED_HEADERS", "none",
 		"what the forward-auth proxy sets, and so where the original method and URI are read: none (Envoy http_service: the request line), original (NGINX auth_request: X-Original-Method and X-Original-URI), forwarded (Caddy forward_auth, Traefik ForwardAuth: X-Forwarded-Method and X-Forwarded-Uri); a subrequest without what its mode expects is refused with 500")
 	f.String(&c.opsAddr, "ops-addr", "ODIN_OPS_ADDR", ":9003", "operations HTTP listen address (/healthz, /readyz, /metrics); empty disables")
-	f.Int(&c.cacheSize, "cache-size", "ODIN_CACHE_SIZE", keystore.DefaultCacheSize, "known keys in the in-process LRU (unknown keys have their own tier, --negative-cache-size)")
+	f.Int(&c.cacheSize, "cache-size", "ODIN_CACHE_SIZE", keystore.DefaultCacheSize, "known keys cached in-process, as compact records of about 200 B outside the Go heap (unknown keys have their own tier, --negative-cache-size)")
+	f.Int(&cfg.Cache.HotSize, "hot-cache-size", "ODIN_HOT_CACHE_SIZE", keystore.DefaultHotCacheSize, "cached keys whose rendered answer is kept (about 1.3 KB each); a check of another cached key renders it from its compact record (about 200 B each, --cache-size of them)")
 	f.Int(&cfg.Cache.NegativeSize, "negative-cache-size", "ODIN_NEGATIVE_CACHE_SIZE", keystore.DefaultNegativeCacheSize, "unknown keys remembered for --negative-ttl, apart from the known keys' LRU")
 	f.Float64(&cfg.Cache.UnknownKeyRate, "unknown-key-rate", "ODIN_UNKNOWN_KEY_RATE", keystore.DefaultUnknownKeyRate, "PostgreSQL lookups per second per replica that may find no key; past it misses get a stale entry or 503 (negative: no bound)")
 	f.Bool(&c.keyFilter, "key-filter", "ODIN_KEY_FILTER", true, "refuse forged keys with no lookup of their own, from a filter of every key hash (about 9 bits per key)")
