@@ -145,6 +145,9 @@ func TestSessionRevocationAcrossReplicas(t *testing.T) {
 				t.Fatalf("before logout: %d", got)
 			}
 		}
+		if r == a { // a writes the verified sessions to Redis in the background
+			waitSessionEntries(t, f, 2)
+		}
 	}
 	if b.Counter(t, "odin_authz_session_lookups_total", map[string]string{"tier": "redis"}) < 1 {
 		t.Error("replica b verified tokens replica a had already cached in Redis")
@@ -229,5 +232,26 @@ func TestRotatedOutKey(t *testing.T) {
 	}
 	if got := authztest.HTTPStatus(r.Check(t, map[string]string{"authorization": "Bearer " + oldTok})); got != 401 {
 		t.Fatalf("token of the retired key: %d, want 401", got)
+	}
+}
+
+// waitSessionEntries waits until Redis holds n verified sessions (jwt:
+// entries) under the fixture's prefix.
+func waitSessionEntries(t *testing.T, f *authztest.Fixture, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		names, err := f.RedisNames("jwt:*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := len(names)
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d verified sessions in Redis after 5s, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

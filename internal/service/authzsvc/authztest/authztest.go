@@ -297,15 +297,19 @@ func (f *Fixture) CreateKey(t testing.TB, n keystore.NewKey) (string, *keystore.
 // DiscardLogger logs nothing.
 func DiscardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// RedisKeys lists the keys under the fixture's prefix.
-func (f *Fixture) RedisKeys() ([]string, error) {
+// RedisKeys lists the key records (key: entries) under the fixture's prefix.
+func (f *Fixture) RedisKeys() ([]string, error) { return f.RedisNames("key:*") }
+
+// RedisNames lists the Redis names under the fixture's prefix that match
+// pattern (a KEYS pattern, the prefix left out).
+func (f *Fixture) RedisNames(pattern string) ([]string, error) {
 	opts, err := redis.ParseURL(f.RedisURL)
 	if err != nil {
 		return nil, err
 	}
 	c := redis.NewClient(opts)
 	defer c.Close()
-	return c.Keys(context.Background(), f.Prefix+"key:*").Result()
+	return c.Keys(context.Background(), f.Prefix+pattern).Result()
 }
 
 // ReplaceHost is rawURL with its host and port replaced.
