@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	svix "github.com/svix/svix-webhooks/go"
 
 	"github.com/odin-scan/odin-authz/admin/webhooks"
@@ -336,7 +337,8 @@ func TestRetryBackoff(t *testing.T) {
 		rcv := newReceiver(t)
 		rcv.failFirst = 2
 		clk := newClock()
-		w := newWorker(t, webhooks.Options{Store: s, Endpoints: []webhooks.Endpoint{rcv.endpoint("dashboard")}, Now: clk.Now})
+		reg := prometheus.NewRegistry()
+		w := newWorker(t, webhooks.Options{Store: s, Endpoints: []webhooks.Endpoint{rcv.endpoint("dashboard")}, Now: clk.Now, Registerer: reg})
 		if _, _, err := manager(s).Create(ctx, keystore.Actor{ID: "user_1"}, keystore.NewKey{UserID: "user_1", Name: "CI"}); err != nil {
 			t.Fatal(err)
 		}
@@ -368,6 +370,21 @@ func TestRetryBackoff(t *testing.T) {
 		ev = listAll(t, s, keystore.OutboxFilter{})[0]
 		if ev.Status != keystore.OutboxDelivered || ev.Attempts != 3 || len(rcv.bodies()["key.created"]) != 1 {
 			t.Errorf("after two failures and a success: %+v", ev)
+		}
+		for _, m := range []struct {
+			name   string
+			labels []string
+			want   float64
+		}{
+			{"odin_webhook_events_enqueued_total", []string{"key.created"}, 1},
+			{"odin_webhook_attempts_total", []string{"http_error", "key.created"}, 2},
+			{"odin_webhook_attempts_total", []string{"success", "key.created"}, 1},
+			{"odin_webhook_events_total", []string{"delivered", "key.created"}, 1},
+			{"odin_webhook_events_total", []string{"failed", "key.created"}, 0},
+		} {
+			if got := metricValue(t, reg, m.name, m.labels...); got != m.want {
+				t.Errorf("%s%v = %v, want %v", m.name, m.labels, got, m.want)
+			}
 		}
 	})
 }
@@ -610,4 +627,55 @@ func TestValidateEndpoints(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A scan writes an event for every expiring key, past a batch, and the
+// next scan finds none left.
+func TestExpiringManyKeys(t *testing.T) {
+	eachStore(t, func(t *testing.T, s store) {
+		ctx := context.Background()
+		const keys = 250
+		for i := range keys {
+			plain, err := keystore.GenerateKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := keystore.NewKey{UserID: "user_1", Name: fmt.Sprint("k", i), ExpiresAt: time.Now().Add(48*time.Hour + time.Duration(i)*time.Second)}
+			if _, err := s.CreateKey(ctx, n, keystore.HashKey(plain), keystore.KeyHint(plain), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w := newWorker(t, webhooks.Options{Store: s, Now: newClock().Now, ExpiringWithin: 7 * 24 * time.Hour})
+		for i, want := range []int{keys, 0} {
+			if n, err := w.ScanExpiring(ctx); err != nil || n != want {
+				t.Errorf("scan %d = %d, %v; want %d events", i, n, err, want)
+			}
+		}
+	})
+}
+
+// metricValue is the value of the counter name whose label values are
+// values, in the order of their label names (as gathered: sorted).
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, values ...string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range f.GetMetric() {
+			for i, l := range m.GetLabel() {
+				if i >= len(values) || l.GetValue() != values[i] {
+					continue next
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no %s%v", name, values)
+	return 0
 }
