@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	svix "github.com/svix/svix-webhooks/go"
 
+	"github.com/odin-scan/odin-authz/internal/lograte"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -90,6 +91,7 @@ type Worker struct {
 	signers map[string]*svix.Webhook
 	log     *slog.Logger
 	m       *metrics
+	outage  lograte.Limiter
 }
 
 // New validates opts and returns a worker; Run starts it.
@@ -139,7 +141,7 @@ func New(opts Options) (*Worker, error) {
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
-	w := &Worker{opts: opts, signers: map[string]*svix.Webhook{}, log: opts.Logger}
+	w := &Worker{opts: opts, signers: map[string]*svix.Webhook{}, log: opts.Logger, outage: lograte.Limiter{Every: time.Minute}}
 	for _, e := range opts.Endpoints {
 		wh, err := svix.NewWebhook(e.Secret)
 		if err != nil {
@@ -154,6 +156,10 @@ func New(opts Options) (*Worker, error) {
 	return w, nil
 }
 
+// backlogInterval is how often Run counts the pending events for
+// odin_webhook_outbox_pending.
+const backlogInterval = 15 * time.Second
+
 // lease is how long a claim holds its events: every endpoint's request at
 // its timeout, and a margin. A worker that stops mid-way (a crash, a
 // deploy) leaves its events to be claimed again when the lease passes.
@@ -165,7 +171,7 @@ func (w *Worker) lease() time.Duration {
 // until ctx ends; an attempt under way when it ends is left to its lease.
 func (w *Worker) Run(ctx context.Context) {
 	w.log.Info("outgoing webhooks started", "endpoints", len(w.opts.Endpoints), "max_attempts", w.opts.MaxAttempts)
-	var lastScan, lastPrune time.Time
+	var lastScan, lastPrune, lastCount time.Time
 	for {
 		now := w.opts.Now()
 		if w.opts.ExpiringWithin > 0 && now.Sub(lastScan) >= w.opts.ExpiringScanInterval {
@@ -183,11 +189,14 @@ func (w *Worker) Run(ctx context.Context) {
 			lastPrune = now
 		}
 		n, err := w.Step(ctx)
-		if err != nil && ctx.Err() == nil {
+		if err != nil && ctx.Err() == nil && w.outage.Allow() { // a store outage: a line a minute, not a second
 			w.log.Warn("deliver webhook events", "error", err.Error())
 		}
-		if backlog, err := w.opts.Store.OutboxBacklog(ctx); err == nil {
-			w.m.backlog.Set(float64(backlog))
+		if now.Sub(lastCount) >= backlogInterval { // a count, not every poll: a backlog can be large
+			if backlog, err := w.opts.Store.OutboxBacklog(ctx); err == nil {
+				w.m.backlog.Set(float64(backlog))
+			}
+			lastCount = now
 		}
 		if n == w.opts.Concurrency && err == nil {
 			continue // a full batch: more may be due
