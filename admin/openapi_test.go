@@ -328,6 +328,11 @@ var unexercised = map[string]string{
 	"rollKey 429":         "failed-auth throttling, see TestFailedAuthIsThrottled",
 	"revokeSession 429":   "failed-auth throttling, see TestFailedAuthIsThrottled",
 	"listAuditEvents 429": "failed-auth throttling, see TestFailedAuthIsThrottled",
+	// Outgoing webhook deliveries, as above.
+	"listWebhookDeliveries 500": "INTERNAL is a recovered panic",
+	"retryWebhookDelivery 500":  "INTERNAL is a recovered panic",
+	"listWebhookDeliveries 429": "failed-auth throttling, see TestFailedAuthIsThrottled",
+	"retryWebhookDelivery 429":  "failed-auth throttling, see TestFailedAuthIsThrottled",
 }
 
 func TestOpenAPIContract(t *testing.T) {
@@ -353,6 +358,7 @@ func TestOpenAPIContract(t *testing.T) {
 	t.Run("webhook", func(t *testing.T) { contractWebhook(t, c) })
 	t.Run("secret scanning", func(t *testing.T) { contractSecretScanning(t, e, client) })
 	t.Run("audit log", func(t *testing.T) { contractAudit(t, c) })
+	t.Run("webhook deliveries", func(t *testing.T) { contractWebhookDeliveries(t, client) })
 	t.Run("undocumented", func(t *testing.T) {
 		for _, p := range []struct{ method, path string }{{"GET", "/v1/nope"}, {"DELETE", "/v1/keys"}, {"PUT", "/v1/keys/key_x"}, {"GET", "/v1/webhooks/clerk"}} {
 			c.do(t, call{method: p.method, path: p.path, bearer: admintest.OperatorToken, status: 404, expect: expectation{undocumented: true}})
@@ -671,6 +677,8 @@ func contractOutage(t *testing.T, client func(string) contractClient) {
 		{method: "POST", path: "/v1/keys/" + id + "/roll"},
 		{method: "POST", path: "/v1/sessions/sess_o/revoke"},
 		{method: "GET", path: "/v1/audit-log"},
+		{method: "GET", path: "/v1/webhooks/deliveries"},
+		{method: "POST", path: "/v1/webhooks/deliveries/1/retry"},
 		{method: "POST", path: "/v1/webhooks/clerk", body: body, header: svixHeaders(t, "msg_o", time.Now(), body, false)},
 	} {
 		if tc.header == nil {

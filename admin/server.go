@@ -183,6 +183,8 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/keys/{id}/roll", s.rollKey)
 	route("POST /v1/sessions/{sid}/revoke", s.revokeSession)
 	route("GET /v1/audit-log", s.auditLog)
+	route("GET /v1/webhooks/deliveries", s.listWebhookDeliveries)
+	route("POST /v1/webhooks/deliveries/{id}/retry", s.retryWebhookDelivery)
 	mux.Handle("POST /v1/webhooks/clerk", s.wrap("POST /v1/webhooks/clerk", noCaller, s.clerkWebhook))
 	mux.Handle(secretScanningRoute, s.wrap(secretScanningRoute, noCaller, s.githubSecretScanning))
 	mux.HandleFunc("GET /openapi.json", serveOpenAPI)

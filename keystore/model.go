@@ -177,6 +177,8 @@ type KeyTx interface {
 	SetRevokedAt(ctx context.Context, at time.Time) (*Key, error)
 	// AppendAudit writes ev (when not nil) for target, owned by owner,
 	// filling in its target and owner when empty, and its id and time.
+	// An event of a change that sends a webhook (keystore.OutboxMessage)
+	// has its webhook event written in the outbox with it.
 	AppendAudit(ctx context.Context, ev *AuditEvent, target, owner string) error
 }
 

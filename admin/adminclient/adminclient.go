@@ -292,3 +292,34 @@ func (c *Client) RevokeSession(ctx context.Context, sid string) (keystore.Revoke
 	}
 	return out, c.do(ctx, http.MethodPost, "/v1/sessions/"+url.PathEscape(sid)+"/revoke", nil, nil, &out)
 }
+
+// WebhookDeliveriesQuery selects a page of GET /v1/webhooks/deliveries;
+// zero fields are not sent.
+type WebhookDeliveriesQuery struct {
+	Status, Type string
+	Limit        int
+	Cursor       string
+}
+
+// WebhookDeliveries is GET /v1/webhooks/deliveries (the operator only):
+// outgoing webhook events and their delivery state, newest first.
+func (c *Client) WebhookDeliveries(ctx context.Context, q WebhookDeliveriesQuery) (api.WebhookDeliveryPage, error) {
+	v := url.Values{}
+	for name, val := range map[string]string{"status": q.Status, "type": q.Type, "cursor": q.Cursor} {
+		if val != "" {
+			v.Set(name, val)
+		}
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	var out api.WebhookDeliveryPage
+	return out, c.do(ctx, http.MethodGet, "/v1/webhooks/deliveries", v, nil, &out)
+}
+
+// RetryWebhookDelivery is POST /v1/webhooks/deliveries/{id}/retry (the
+// operator only).
+func (c *Client) RetryWebhookDelivery(ctx context.Context, id int64) (api.WebhookDelivery, error) {
+	var out api.WebhookDelivery
+	return out, c.do(ctx, http.MethodPost, "/v1/webhooks/deliveries/"+strconv.FormatInt(id, 10)+"/retry", nil, nil, &out)
+}

@@ -21,11 +21,12 @@ type adminConfig struct {
 	addr    string
 	migrate bool
 	tls     tlsServerFlags
+	hooks   outgoingWebhookFlags
 }
 
 // adminFlagSet defines odin admin's flags, writing to c.
 func adminFlagSet(c *adminConfig) *flags {
-	f := newFlags("admin", "Serve the admin API (keys, sessions, Clerk webhooks, audit log) with /healthz,\n/readyz and /metrics on the same port.")
+	f := newFlags("admin", "Serve the admin API (keys, sessions, Clerk webhooks, audit log) with /healthz,\n/readyz and /metrics on the same port, and send the outgoing webhooks.")
 	cfg := &c.svc
 	c.store.bind(f)
 	c.log.bind(f, "json")
@@ -47,6 +48,7 @@ func adminFlagSet(c *adminConfig) *flags {
 	f.Int(&cfg.MaxConnections, "admin-max-connections", "ODIN_ADMIN_MAX_CONNECTIONS", adminsvc.DefaultMaxConnections, "open admin API connections at most; one more is closed at once (negative: no cap)")
 	f.Bool(&c.migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving")
 	c.tls.bind(f, "ODIN_ADMIN_", "the admin API and its /healthz, /readyz, /metrics")
+	c.hooks.bind(f)
 	return f
 }
 
@@ -81,6 +83,9 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.RedisMACSecret, cfg.RedisMACSecretPrevious = sf.redisMAC, sf.redisMACPrevious
 	cfg.CacheTTL, cfg.SessionRetention, cfg.SessionSync = sf.cacheTTL, sf.sessionRetention, sf.sessionSync
 	if cfg.TLS, err = tf.config(); err != nil {
+		return err
+	}
+	if cfg.Webhooks, err = c.hooks.options(); err != nil {
 		return err
 	}
 	cfg.Tracing.FillFromEnv(os.Getenv)

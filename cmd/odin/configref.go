@@ -34,7 +34,7 @@ type configCommand struct {
 var configSections = []configSection{
 	{title: "odin authz", about: "The ext_authz server: gRPC Check, HTTP forward-auth, and `/healthz`, `/readyz`, `/metrics` on the ops port.",
 		commands: []configCommand{{"authz", func() *flags { return authzFlagSet(new(authzConfig)) }}}},
-	{title: "odin admin", about: "The admin API: keys, sessions, Clerk webhooks, audit log, with `/healthz`, `/readyz`, `/metrics` on the same port.",
+	{title: "odin admin", about: "The admin API: keys, sessions, Clerk webhooks, audit log, with `/healthz`, `/readyz`, `/metrics` on the same port; it also sends the outgoing webhooks.",
 		commands: []configCommand{{"admin", func() *flags { return adminFlagSet(new(adminConfig)) }}}},
 	{title: "odin migrate", about: "Applies the embedded PostgreSQL schema migrations.",
 		commands: []configCommand{{"migrate", func() *flags { return migrateFlagSet(new(migrateConfig)) }}}},
@@ -46,6 +46,11 @@ var configSections = []configSection{
 			{"keys roll", func() *flags { return keysRollFlagSet(new(keysRollConfig)) }},
 			{"keys revoke", func() *flags { return keysRevokeFlagSet(new(keyIDConfig)) }},
 			{"sessions revoke", func() *flags { return sessionsRevokeFlagSet(new(sessionsRevokeConfig)) }},
+		}},
+	{title: "odin webhooks", about: "The delivery state of outgoing webhooks, on the database or through the admin API (operator token) when `--admin-url` is set.",
+		commands: []configCommand{
+			{"webhooks deliveries", func() *flags { return webhooksDeliveriesFlagSet(new(webhooksDeliveriesConfig)) }},
+			{"webhooks retry", func() *flags { return webhooksRetryFlagSet(new(webhooksRetryConfig)) }},
 		}},
 	{title: "odin check", about: "Sends one Check (gRPC) or forward-auth (HTTP) request and prints the decision.",
 		commands: []configCommand{{"check", func() *flags { return checkFlagSet(new(checkConfig)) }}}},

@@ -47,7 +47,7 @@ func TestConfigurationReferenceHasEveryFlag(t *testing.T) {
 	}
 }
 
-// Every command in odin's usage, and every keys and sessions subcommand,
+// Every command in odin's usage, and every keys, sessions and webhooks subcommand,
 // has its section.
 func TestConfigurationReferenceHasEveryCommand(t *testing.T) {
 	var want []string
@@ -59,6 +59,10 @@ func TestConfigurationReferenceHasEveryCommand(t *testing.T) {
 			}
 		case "sessions":
 			want = append(want, "sessions revoke")
+		case "webhooks":
+			for _, sub := range strings.Split(regexp.MustCompile(`<([a-z|]+)>`).FindStringSubmatch(webhooksUsage)[1], "|") {
+				want = append(want, "webhooks "+sub)
+			}
 		default:
 			want = append(want, m[1])
 		}

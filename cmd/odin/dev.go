@@ -61,6 +61,7 @@ type devConfig struct {
 	dataDir    string
 	policyFile string
 	addrs      devAddrs
+	hooks      outgoingWebhookFlags // to try the outgoing webhooks against a local receiver
 }
 
 // devGRPCAddr is odin dev's gRPC address by default, and so where odin
@@ -96,6 +97,7 @@ func devFlagSet(cfg *devConfig, lo *logOptions) *flags {
 	f.String(&cfg.addrs.issuer, "issuer-addr", "ODIN_DEV_ISSUER_ADDR", "127.0.0.1:9005", "dev issuer listen address (JWKS and POST /mint); its URL is the tokens' iss")
 	f.String(&cfg.policyFile, "policy-file", "ODIN_POLICY_FILE", "", "route policy (YAML); empty: read for GET/HEAD/OPTIONS, write otherwise")
 	lo.bind(f, "text")
+	cfg.hooks.bind(f)
 	return f
 }
 
@@ -223,6 +225,10 @@ func serveDev(ctx context.Context, cfg devConfig, lis *devListeners, store keyst
 // the dev issuer's tokens, with the admin's changes reaching authz's caches
 // in process.
 func newDevServices(ctx context.Context, cfg devConfig, store keystore.Store, operatorToken, issuerURL string, logger *slog.Logger) (*authzsvc.Service, *adminsvc.Service, error) {
+	hooks, err := cfg.hooks.options()
+	if err != nil {
+		return nil, nil, err
+	}
 	jwt := jwtauth.Config{
 		JWKSURL: issuerURL + devissuer.JWKSPath,
 		Issuer:  issuerURL,
@@ -241,7 +247,7 @@ func newDevServices(ctx context.Context, cfg devConfig, store keystore.Store, op
 		return nil, nil, err
 	}
 	admin, err := adminsvc.New(ctx, adminsvc.Config{
-		Store: store, StoreName: "sqlite",
+		Store: store, StoreName: "sqlite", Webhooks: hooks,
 		// The in-process bus: a change made through the admin API reaches
 		// authz's caches before the API answers.
 		Notify:        func(inv keystore.Invalidation) { authz.Invalidate(ctx, inv) },

@@ -23,6 +23,7 @@ Commands:
   migrate    apply the PostgreSQL schema migrations
   keys       create, list, get, roll and revoke API keys (odin keys -h)
   sessions   revoke a session: log it out on every replica (odin sessions -h)
+  webhooks   outgoing webhook deliveries: list, retry (odin webhooks -h)
   devissuer  DEVELOPMENT ONLY: serve a JWKS and mint session tokens (odin devissuer -h)
   devcerts   DEVELOPMENT ONLY: write a CA, server and client certificates for TLS (odin devcerts -h)
   healthcheck  GET a health URL, exit 0 on 2xx (container health checks)
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runKeys(ctx, args[1:], stdout, stderr)
 	case "sessions":
 		return runSessions(ctx, args[1:], stdout, stderr)
+	case "webhooks":
+		return runWebhooks(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		return runVersion(args[1:], stdout, stderr)
 	case "config-reference": // not in the usage: it writes docs/CONFIGURATION.md

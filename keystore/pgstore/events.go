@@ -23,6 +23,16 @@ func appendAudit(ctx context.Context, tx pgx.Tx, ev *keystore.AuditEvent, target
 		ev.Actor, ev.Action, ev.Target, ev.Owner, ev.RequestID, details).Scan(&ev.ID, &ev.At)
 }
 
+// appendAuditAndEvent is appendAudit for the event of a change, with its
+// webhook event in the outbox, in the same transaction. (Store.AppendAudit
+// writes an audit event alone, with no webhook.)
+func appendAuditAndEvent(ctx context.Context, tx pgx.Tx, ev *keystore.AuditEvent, target, owner string) error {
+	if err := appendAudit(ctx, tx, ev, target, owner); err != nil {
+		return err
+	}
+	return enqueue(ctx, tx, ev)
+}
+
 // RevokeSession implements keystore.Store. Revoking twice keeps the first
 // revocation time and the later expiry.
 func (s *Store) RevokeSession(ctx context.Context, r keystore.RevokedSession, ev *keystore.AuditEvent) error {
@@ -35,7 +45,7 @@ func (s *Store) RevokeSession(ctx context.Context, r keystore.RevokedSession, ev
 			r.SessionID, r.RevokedAt, r.ExpiresAt, r.Reason); err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, ev, r.SessionID, "")
+		return appendAuditAndEvent(ctx, tx, ev, r.SessionID, "")
 	})
 	if err != nil {
 		return fmt.Errorf("revoke session: %w", err)

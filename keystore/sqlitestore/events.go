@@ -88,7 +88,7 @@ func (s *Store) RevokeSession(ctx context.Context, r keystore.RevokedSession, ev
 			r.SessionID, micros(r.RevokedAt), micros(r.ExpiresAt), r.Reason); err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, ev, r.SessionID, "")
+		return appendAuditAndEvent(ctx, tx, ev, r.SessionID, "")
 	})
 	if err != nil {
 		return fmt.Errorf("revoke session: %w", err)

@@ -114,7 +114,7 @@ func (s *Store) CreateKey(ctx context.Context, n keystore.NewKey, h keystore.Has
 		if k, err = insertKey(ctx, tx, n, h, hint); err != nil {
 			return err
 		}
-		return appendAudit(ctx, tx, ev, k.ID, k.Owner())
+		return appendAuditAndEvent(ctx, tx, ev, k.ID, k.Owner())
 	})
 	if err != nil {
 		if isUniqueViolation(err) {
@@ -179,7 +179,7 @@ func (t keyTx) SetRevokedAt(ctx context.Context, at time.Time) (*keystore.Key, e
 }
 
 func (t keyTx) AppendAudit(ctx context.Context, ev *keystore.AuditEvent, target, owner string) error {
-	return appendAudit(ctx, t.tx, ev, target, owner)
+	return appendAuditAndEvent(ctx, t.tx, ev, target, owner)
 }
 
 // RecordUsage implements keystore.Store: one transaction for the batch.

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/odin-scan/odin-authz/admin"
+	"github.com/odin-scan/odin-authz/admin/webhooks"
 	"github.com/odin-scan/odin-authz/internal/connlimit"
 	"github.com/odin-scan/odin-authz/internal/ops"
 	"github.com/odin-scan/odin-authz/internal/service"
@@ -73,6 +74,10 @@ type Config struct {
 	// TLS, when set, serves the API and its /healthz, /readyz, /metrics
 	// over TLS (mutual TLS when TLS.ClientCAFile is set).
 	TLS *tlsreload.Config
+	// Webhooks configures the outgoing webhooks: endpoints, attempts,
+	// timeout, the key.expiring notice. The service fills in the store,
+	// logger and registry. With no endpoint, events are marked skipped.
+	Webhooks webhooks.Options
 }
 
 // Service is a running admin API.
@@ -81,6 +86,9 @@ type Service struct {
 	parts    *service.Parts // registry, stores, revoked sessions, verifier, tracing
 	log      *slog.Logger
 	maxConns int
+	// webhooksDone is closed when the webhook worker has stopped; nil
+	// without one.
+	webhooksDone chan struct{}
 }
 
 // New builds the service and starts its background work under ctx.
@@ -103,6 +111,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	s.parts = parts
 	api, err := s.buildAPI(ctx, cfg)
 	if err != nil {
+		parts.Abandon(ctx)
+		return nil, err
+	}
+	if err := s.startWebhooks(ctx, cfg.Webhooks); err != nil {
 		parts.Abandon(ctx)
 		return nil, err
 	}
@@ -154,6 +166,29 @@ func (s *Service) startBackground(ctx context.Context) *ops.Readiness {
 	return readiness
 }
 
+// startWebhooks starts the delivery of outgoing webhooks from the
+// store's outbox (both stores keep one), off every request path.
+func (s *Service) startWebhooks(ctx context.Context, opts webhooks.Options) error {
+	ob, ok := s.parts.Store.(keystore.OutboxStore)
+	if !ok {
+		if len(opts.Endpoints) > 0 {
+			return errors.New("outgoing webhooks: the store keeps no outbox")
+		}
+		return nil
+	}
+	opts.Store, opts.Logger, opts.Registerer = ob, s.log, s.parts.Registry
+	w, err := webhooks.New(opts)
+	if err != nil {
+		return err
+	}
+	s.webhooksDone = make(chan struct{})
+	go func() {
+		defer close(s.webhooksDone)
+		w.Run(ctx)
+	}()
+	return nil
+}
+
 // Handler is the whole HTTP surface (for tests with httptest).
 func (s *Service) Handler() http.Handler { return s.handler }
 
@@ -187,6 +222,9 @@ func (s *Service) Serve(ctx context.Context, l net.Listener) error {
 	_ = srv.Shutdown(sctx)
 	if err := s.parts.Tracing.Shutdown(sctx); err != nil {
 		s.log.Warn("tracing shutdown", "error", err.Error())
+	}
+	if s.webhooksDone != nil {
+		<-s.webhooksDone // its last attempt recorded before the store closes
 	}
 	s.parts.Close()
 	if errors.Is(err, http.ErrServerClosed) {

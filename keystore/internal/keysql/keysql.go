@@ -150,3 +150,63 @@ func Page[T any](rows []T, limit int, cursor func(T) string) ([]T, string) {
 	rows = rows[:limit]
 	return rows, cursor(rows[limit-1])
 }
+
+// OutboxColumns are the columns ListOutbox and the outbox's other reads
+// select, in this order.
+const OutboxColumns = `id, message_id, event_type, payload, created_at, status, attempts, next_attempt_at, last_attempt_at, last_status, last_error, delivered_to, lease_owner`
+
+// ListOutbox is the query of a page of the outbox events f selects, of at
+// most limit events, newest first (by id), each row the OutboxColumns. Its
+// cursor is the id of the last event of the previous page; another, or an
+// unknown status or type, is ErrInvalid.
+func ListOutbox(d Dialect, f keystore.OutboxFilter, limit int) (string, []any, error) {
+	q := &query{d: d}
+	if f.Status != "" {
+		if !contains(keystore.OutboxStatuses, f.Status) {
+			return "", nil, fmt.Errorf("%w: status: one of %s", keystore.ErrInvalid, strings.Join(keystore.OutboxStatuses, ", "))
+		}
+		q.and("status = " + q.arg(f.Status))
+	}
+	if f.Type != "" {
+		if !contains(keystore.EventTypes, f.Type) {
+			return "", nil, fmt.Errorf("%w: type: one of %s", keystore.ErrInvalid, strings.Join(keystore.EventTypes, ", "))
+		}
+		q.and("event_type = " + q.arg(f.Type))
+	}
+	if f.Cursor != "" {
+		id, err := strconv.ParseInt(f.Cursor, 10, 64)
+		if err != nil || id <= 0 {
+			return "", nil, fmt.Errorf("%w: cursor: not a cursor returned by this API", keystore.ErrInvalid)
+		}
+		q.and("id < " + q.arg(id))
+	}
+	s, args := q.sql(OutboxColumns, "webhook_outbox", "id DESC", limit)
+	return s, args, nil
+}
+
+// OutboxCursor is the cursor of the page after ev.
+func OutboxCursor(ev keystore.OutboxEvent) string { return strconv.FormatInt(ev.ID, 10) }
+
+// ExpiringKeys is the query of the keys that need a key.expiring event at
+// now: neither revoked nor rolled, expiring after now and by until, with no
+// event for their current expiry yet (dedupe, a SQL expression of a row of
+// api_keys, is keystore.ExpiringDedupeKey of it). At most limit keys, the
+// soonest to expire first.
+func ExpiringKeys(d Dialect, columns, dedupe string, now, until time.Time, limit int) (string, []any) {
+	q := &query{d: d}
+	q.and("revoked_at IS NULL")
+	q.and("replaced_by = ''")
+	q.and("expires_at > " + q.arg(d.Time(now)))
+	q.and("expires_at <= " + q.arg(d.Time(until)))
+	q.and("NOT EXISTS (SELECT 1 FROM webhook_outbox o WHERE o.dedupe_key = " + dedupe + ")")
+	return q.sql(columns, "api_keys", "expires_at, id", limit)
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
