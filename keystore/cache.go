@@ -26,7 +26,8 @@ type CacheOptions struct {
 	// authz, the rendered principal: about 1.3 KB) is kept as well, most
 	// recently used first: a check of one of them reads it and allocates
 	// nothing. Another cached key's is rendered from its compact record on
-	// its check (a few microseconds), then kept. Default 4096.
+	// its check (no store query, but the rendering work), then kept.
+	// Default 4096.
 	HotSize int
 	// NegativeSize is the number of unknown keys remembered, in a tier of
 	// their own: no flood of unknown keys evicts a known one. Default 100000.
