@@ -96,6 +96,10 @@ type Decision struct {
 	// RateLimit is the limiter's answer when one was asked (HasRateLimit).
 	RateLimit    ratelimit.Result
 	HasRateLimit bool
+	// StoreWait is the part of the decision spent waiting for PostgreSQL
+	// or Redis (the authenticator's lookups, the rate limiter's lease);
+	// the rest of it is odin's own.
+	StoreWait time.Duration
 }
 
 // Body renders the error body for a denial.
@@ -202,7 +206,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 			break
 		}
 		res := auth.Authenticate(ctx, d.Credential.Value, now)
-		d.Outcome, d.Reason, d.Principal = res.Outcome, res.Reason, res.Principal
+		d.Outcome, d.Reason, d.Principal, d.StoreWait = res.Outcome, res.Reason, res.Principal, res.StoreWait
 	}
 	if d.Outcome == Allow {
 		if res := rule.Check(d.Principal.Scopes); !res.Allowed() {
@@ -231,6 +235,7 @@ func (a *Authorizer) rateLimit(ctx context.Context, d *Decision, now time.Time) 
 		key = p.limitByOrg
 	}
 	d.RateLimit, d.HasRateLimit = a.limiter.Allow(ctx, key, p.Tier, now), true
+	d.StoreWait += d.RateLimit.StoreWait
 	switch {
 	case d.RateLimit.Allowed:
 	case d.RateLimit.Unavailable:

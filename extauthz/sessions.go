@@ -102,6 +102,13 @@ var _ Authenticator = (*Sessions)(nil)
 // Authenticate implements Authenticator for a bearer token that is not an
 // API key.
 func (s *Sessions) Authenticate(ctx context.Context, token string, now time.Time) Authentication {
+	var wait time.Duration // for Redis, summed by load
+	a := s.authenticate(ctx, token, now, &wait)
+	a.StoreWait = wait
+	return a
+}
+
+func (s *Sessions) authenticate(ctx context.Context, token string, now time.Time, wait *time.Duration) Authentication {
 	// Hash the token's bytes in place: a []byte(token) copy would allocate
 	// on every request, and Sum256 only reads.
 	h := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
@@ -113,7 +120,7 @@ func (s *Sessions) Authenticate(ctx context.Context, token string, now time.Time
 		// Missing, stale, or verified with a key the JWKS no longer holds:
 		// such an entry is worth nothing, the token is judged afresh.
 		var refusal Authentication
-		if e, admitted, refusal = s.load(ctx, h, token, now); e == nil {
+		if e, admitted, refusal = s.load(ctx, h, token, now, wait); e == nil {
 			return refusal
 		}
 	}
@@ -146,10 +153,13 @@ func fromVerdict(v credential.Verdict, reason string, p *Principal) Authenticati
 // that the token was verified and admitted here (credential.Admission.Admit,
 // whose revoked-session check the caller need not repeat); an entry from
 // Redis still needs that check. When e is nil, refusal says why.
-func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, now time.Time) (e *sessionEntry, admitted bool, refusal Authentication) {
+func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, now time.Time, wait *time.Duration) (e *sessionEntry, admitted bool, refusal Authentication) {
 	name := "jwt:" + hex.EncodeToString(h[:])
 	if s.redis != nil {
-		if raw, ok := s.redis.GetRaw(ctx, name); ok {
+		began := time.Now()
+		raw, ok := s.redis.GetRaw(ctx, name)
+		*wait += time.Since(began)
+		if ok {
 			if e := decodeSession(raw); e != nil && now.Before(e.until) && s.verifier.HasSigningKey(e.signingKey) {
 				s.hits[1].Inc()
 				s.lru.Add(h, e)
@@ -165,7 +175,10 @@ func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, 
 		return nil, false, fromVerdict(v, reason, nil)
 	}
 	s.hits[2].Inc()
-	if v, reason := s.admission.Admit(ctx, sess, now); v != credential.Admitted {
+	began := time.Now() // Admit reads the revoked-session mirror in Redis
+	v, reason = s.admission.Admit(ctx, sess, now)
+	*wait += time.Since(began)
+	if v != credential.Admitted {
 		return nil, false, fromVerdict(v, reason, nil)
 	}
 	e = &sessionEntry{
@@ -183,7 +196,9 @@ func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, 
 	s.lru.Add(h, e)
 	if s.redis != nil {
 		if raw, err := encodeSession(e); err == nil {
+			began := time.Now()
 			s.redis.SetRaw(ctx, name, raw, e.until.Sub(now))
+			*wait += time.Since(began)
 		}
 	}
 	return e, true, Authentication{}
