@@ -26,7 +26,14 @@ func (a *apiKeys) Authenticate(ctx context.Context, key string, now time.Time) A
 	if err != nil { // bad checksum or shape: no cache, no store
 		return denied(DenyUnauthorized, "bad_checksum")
 	}
-	e, err := a.keys.Lookup(ctx, h, now)
+	e, wait, err := a.keys.LookupWait(ctx, h, now)
+	res := a.judge(e, err, now)
+	res.StoreWait = wait
+	return res
+}
+
+// judge is the answer for the cache's entry e (or its error err).
+func (a *apiKeys) judge(e *keystore.Entry[*Principal], err error, now time.Time) Authentication {
 	switch {
 	case errors.Is(err, keystore.ErrNotFound):
 		return denied(DenyUnauthorized, "unknown_key")

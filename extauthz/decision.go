@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/odin-scan/odin-authz/denial"
 	"github.com/odin-scan/odin-authz/extauthz/policy"
@@ -95,6 +96,10 @@ type Decision struct {
 	// RateLimit is the limiter's answer when one was asked (HasRateLimit).
 	RateLimit    ratelimit.Result
 	HasRateLimit bool
+	// StoreWait is the part of the decision spent waiting for PostgreSQL
+	// or Redis (the authenticator's lookups, the rate limiter's lease);
+	// the rest of it is odin's own.
+	StoreWait time.Duration
 }
 
 // Body renders the error body for a denial.
@@ -201,7 +206,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 			break
 		}
 		res := auth.Authenticate(ctx, d.Credential.Value, now)
-		d.Outcome, d.Reason, d.Principal = res.Outcome, res.Reason, res.Principal
+		d.Outcome, d.Reason, d.Principal, d.StoreWait = res.Outcome, res.Reason, res.Principal, res.StoreWait
 	}
 	if d.Outcome == Allow {
 		if res := rule.Check(d.Principal.Scopes); !res.Allowed() {
@@ -230,6 +235,7 @@ func (a *Authorizer) rateLimit(ctx context.Context, d *Decision, now time.Time) 
 		key = p.limitByOrg
 	}
 	d.RateLimit, d.HasRateLimit = a.limiter.Allow(ctx, key, p.Tier, now), true
+	d.StoreWait += d.RateLimit.StoreWait
 	switch {
 	case d.RateLimit.Allowed:
 	case d.RateLimit.Unavailable:
@@ -245,12 +251,48 @@ func (d *Decision) RateLimitHeaders() []Pair {
 	if !d.HasRateLimit {
 		return nil
 	}
-	r := d.RateLimit
-	return []Pair{
-		{"ratelimit-limit", strconv.Itoa(r.Limit)},
-		{"ratelimit-remaining", strconv.Itoa(r.Remaining)},
-		{"ratelimit-reset", strconv.Itoa(int((r.Reset + time.Second - 1) / time.Second))},
+	v := d.rateLimitValues()
+	h := make([]Pair, len(v))
+	for i, p := range v {
+		h[i] = Pair{p.name, strconv.Itoa(p.value)}
 	}
+	return h
+}
+
+// rateLimitValues are a decision's ratelimit-* header values
+// (RateLimitHeaders), kept as numbers: the gRPC answer formats them into
+// its wire bytes without a string of their own.
+type rateLimitValues [3]struct {
+	name  string
+	value int
+}
+
+func (d *Decision) rateLimitValues() rateLimitValues {
+	r := d.RateLimit
+	return rateLimitValues{
+		{"ratelimit-limit", r.Limit},
+		{"ratelimit-remaining", r.Remaining},
+		{"ratelimit-reset", int((r.Reset + time.Second - 1) / time.Second)},
+	}
+}
+
+// size is the size of the three headers as fields f of overwrite options.
+func (v *rateLimitValues) size(f protowire.Number) int {
+	n := 0
+	for _, h := range v {
+		var buf [20]byte
+		n += sizeHeaderOption(f, h.name, strconv.AppendInt(buf[:0], int64(h.value), 10))
+	}
+	return n
+}
+
+// append appends the three headers as fields f of overwrite options.
+func (v *rateLimitValues) append(b []byte, f protowire.Number) []byte {
+	for _, h := range v {
+		var buf [20]byte
+		b = appendHeaderOption(b, f, h.name, strconv.AppendInt(buf[:0], int64(h.value), 10))
+	}
+	return b
 }
 
 // anonymous is the principal of a public route: no identity, so every

@@ -110,26 +110,50 @@ func (h rawHeaders) Range(fn func(name, value string) bool) {
 	}
 }
 
+// okAnswer holds the three messages of an allowed answer in a single
+// allocation.
+type okAnswer struct {
+	resp  authv3.CheckResponse
+	oneof authv3.CheckResponse_OkResponse
+	ok    authv3.OkHttpResponse
+}
+
 // okResponse attaches the principal's pre-encoded headers and metadata
-// (Principal.wire); only the removal list and the rate-limit headers depend
-// on the request. A Go reader of the returned message in this process finds
-// the identity headers and metadata among its unknown fields; a gRPC client
-// decodes them as the fields they are.
+// (Principal.wire) and the parts that depend on the request, the removal
+// list and the rate-limit headers, encoded here to wire bytes: all of them
+// are unknown fields of the returned messages, which protobuf marshals
+// verbatim, so on the wire they are the fields themselves. A Go reader of
+// the message in this process finds them among its unknown fields; a gRPC
+// client (Envoy) decodes them as the fields they are. One allocation for
+// the messages, one for the bytes.
 func (s *CheckServer) okResponse(d *Decision, h Headers) *authv3.CheckResponse {
 	p := d.Principal
-	ok := &authv3.OkHttpResponse{
-		HeadersToRemove: HeadersToRemove(p, h, d.Credential, s.opts.StripCredential),
+	removal := p.remove.wire[removalIndex(d.Credential, s.opts.StripCredential)]
+	strays := strayIdentityHeaders(p, h)
+	size := p.okEnd + len(removal)
+	for _, name := range strays {
+		size += sizeString(fieldOkHeadersToRemove, name)
 	}
+	var rl rateLimitValues
 	if d.HasRateLimit { // to the client, on success too
-		ok.ResponseHeadersToAdd = rateLimitOptions(d)
+		rl = d.rateLimitValues()
+		size += rl.size(fieldOkResponseHeaders)
 	}
-	ok.ProtoReflect().SetUnknown(p.wire[:p.okEnd:p.okEnd])
-	resp := &authv3.CheckResponse{
-		Status:       okStatus,
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+	b := make([]byte, 0, size)
+	b = append(b, p.wire[:p.okEnd]...)
+	b = append(b, removal...)
+	for _, name := range strays {
+		b = appendString(b, fieldOkHeadersToRemove, name)
 	}
-	resp.ProtoReflect().SetUnknown(p.wire[p.okEnd:])
-	return resp
+	if d.HasRateLimit {
+		b = rl.append(b, fieldOkResponseHeaders)
+	}
+	a := new(okAnswer)
+	a.ok.ProtoReflect().SetUnknown(b)
+	a.oneof.OkResponse = &a.ok
+	a.resp.Status, a.resp.HttpResponse = okStatus, &a.oneof
+	a.resp.ProtoReflect().SetUnknown(p.wire[p.okEnd:])
+	return &a.resp
 }
 
 // HeadersToRemove lists what must not reach the upstream: identity headers
@@ -138,34 +162,46 @@ func (s *CheckServer) okResponse(d *Decision, h Headers) *authv3.CheckResponse {
 // stray x-odin-* header) it returns a list pre-rendered with the principal
 // and allocates nothing.
 func HeadersToRemove(p *Principal, h Headers, c Credential, strip bool) []string {
-	base := p.Absent
-	if strip {
-		switch {
-		case c.InAuthorization && c.InAPIKey:
-			base = p.remove.both
-		case c.InAuthorization:
-			base = p.remove.authorization
-		case c.InAPIKey:
-			base = p.remove.apiKey
-		}
-	}
-	var extra []string
-	note := func(name string) {
-		if isIdentityHeader(name) && !p.sets(name) && !contains(p.Absent, name) {
-			extra = append(extra, name)
-		}
-	}
-	if m, ok := h.(MapHeaders); ok { // Envoy's map: iterate without a closure
-		for name := range m {
-			note(name)
-		}
-	} else {
-		h.Range(func(name, _ string) bool { note(name); return true })
-	}
+	base := p.remove.list(removalIndex(c, strip))
+	extra := strayIdentityHeaders(p, h)
 	if len(extra) == 0 {
 		return base
 	}
 	return append(append(make([]string, 0, len(base)+len(extra)), base...), extra...)
+}
+
+// strayIdentityHeaders are the identity headers the client sent that p's
+// removal list does not already name: x-odin-* names p has no header of
+// its own for. Usually none, and then it allocates nothing.
+func strayIdentityHeaders(p *Principal, h Headers) []string {
+	m, ok := h.(MapHeaders)
+	if !ok {
+		return strayRangedHeaders(p, h)
+	}
+	var list []string
+	for name := range m { // Envoy's map: iterated without a closure, which would put list on the heap
+		if p.stray(name) {
+			list = append(list, name)
+		}
+	}
+	return list
+}
+
+func strayRangedHeaders(p *Principal, h Headers) []string {
+	var list []string
+	h.Range(func(name, _ string) bool {
+		if p.stray(name) {
+			list = append(list, name)
+		}
+		return true
+	})
+	return list
+}
+
+// stray reports whether a header the client sent claims to be an identity
+// header that p neither sets nor already removes.
+func (p *Principal) stray(name string) bool {
+	return isIdentityHeader(name) && !p.sets(name) && !contains(p.Absent, name)
 }
 
 // isIdentityHeader reports whether a (lower-case) header name claims to be an
@@ -218,24 +254,4 @@ func deniedResponse(d *Decision) *authv3.CheckResponse {
 			Body:    string(d.Body(time.Now())),
 		}},
 	}
-}
-
-// rateLimitBlock holds the three ratelimit-* header options of one answer
-// in a single allocation.
-type rateLimitBlock struct {
-	opts [3]corev3.HeaderValueOption
-	vals [3]corev3.HeaderValue
-	ptrs [3]*corev3.HeaderValueOption
-}
-
-func rateLimitOptions(d *Decision) []*corev3.HeaderValueOption {
-	b := new(rateLimitBlock)
-	for i, p := range d.RateLimitHeaders() {
-		b.vals[i].Key, b.vals[i].Value = p.Name, p.Value
-		//lint:ignore SA1019 set with append_action: Envoy versions disagree on which one wins
-		b.opts[i].Header, b.opts[i].Append = &b.vals[i], appendFalse
-		b.opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-		b.ptrs[i] = &b.opts[i]
-	}
-	return b.ptrs[:]
 }

@@ -4,10 +4,10 @@ import (
 	"slices"
 	"strings"
 
+	"unicode/utf8"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -92,6 +92,30 @@ var identityHeaders = [...]struct{ name, meta string }{
 // credential headers. One set exists per combination of absent headers.
 type removalLists struct {
 	absent, authorization, apiKey, both []string
+	// wire holds the same four lists as OkHttpResponse.headers_to_remove
+	// fields, indexed by removalIndex.
+	wire [4][]byte
+}
+
+// removalIndex is the list (in removalLists.wire) of a credential: which
+// headers carried it, when it is stripped.
+func removalIndex(c Credential, strip bool) int {
+	if !strip {
+		return 0
+	}
+	i := 0
+	if c.InAuthorization {
+		i |= 1
+	}
+	if c.InAPIKey {
+		i |= 2
+	}
+	return i
+}
+
+// list is the removal list of removalIndex i.
+func (r *removalLists) list(i int) []string {
+	return [4][]string{r.absent, r.authorization, r.apiKey, r.both}[i]
 }
 
 // sharedRemovals holds the removal lists of every absent-header mask.
@@ -106,52 +130,88 @@ var sharedRemovals = func() (t [1 << len(identityHeaders)]removalLists) {
 		// Clipped: a caller that appends to a shared list gets a copy.
 		with := func(names ...string) []string { return slices.Clip(append(slices.Clone(absent), names...)) }
 		t[mask] = removalLists{absent: slices.Clip(absent), authorization: with("authorization"), apiKey: with("api-key"), both: with("authorization", "api-key")}
+		for i := range t[mask].wire {
+			for _, name := range t[mask].list(i) {
+				t[mask].wire[i] = appendString(t[mask].wire[i], fieldOkHeadersToRemove, name)
+			}
+		}
 	}
 	return t
 }()
 
+// metadataOrder lists the dynamic-metadata fields in key order (the
+// order a deterministic encoding writes a map in): an index into
+// identityHeaders, or actorField.
+var metadataOrder = func() []int {
+	order := make([]int, 0, len(identityHeaders)+1)
+	for i := range identityHeaders {
+		order = append(order, i)
+	}
+	order = append(order, actorField)
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(metadataKey(a), metadataKey(b)) })
+	return order
+}()
+
+// actorField stands for the actor in metadataOrder.
+const actorField = len(identityHeaders)
+
+func metadataKey(i int) string {
+	if i == actorField {
+		return "actor"
+	}
+	return identityHeaders[i].meta
+}
+
+// validUTF8 is s with any byte sequence that is not UTF-8 replaced by
+// U+FFFD: protobuf decoders refuse a string field that is not UTF-8
+// (Envoy's among them), whatever a store or a token holds.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
 // NewPrincipal renders an identity.
 func NewPrincipal(id Identity) *Principal {
 	p := &Principal{Identity: id}
-	values := [len(identityHeaders)]string{id.Method, id.Subject, id.OrgID, id.KeyID, id.SessionID, strings.Join(id.Scopes, " "), id.Tier}
-	for i, v := range values {
-		// protobuf refuses a string field that is not UTF-8; keep the
-		// encoding below infallible whatever a store or a token holds.
-		values[i] = strings.ToValidUTF8(v, "\uFFFD")
+	var values [len(identityHeaders) + 1]string // the headers', then the actor's
+	for i, v := range [...]string{id.Method, id.Subject, id.OrgID, id.KeyID, id.SessionID, strings.Join(id.Scopes, " "), id.Tier, id.Actor} {
+		values[i] = validUTF8(v)
 	}
-	fields := make(map[string]*structpb.Value, len(values))
-	var grpcHeaders []*corev3.HeaderValueOption
-	n := 0
-	for _, v := range values {
-		if v != "" {
-			n++
-		}
-	}
-	p.Headers = make([]Pair, 0, n) // exact: it lives as long as the cache entry
-	mask := 0
+	n, mask, okSize, metaSize := 0, 0, 0, 0
 	for i, h := range identityHeaders {
 		if values[i] == "" {
 			mask |= 1 << i
 			continue
 		}
-		p.Headers = append(p.Headers, Pair{h.name, values[i]})
-		grpcHeaders = append(grpcHeaders, overwrite(h.name, values[i]))
-		fields[h.meta] = structpb.NewStringValue(values[i])
+		n++
+		okSize += sizeHeaderOption(fieldOkHeaders, h.name, values[i])
 	}
-	if id.Actor != "" {
-		fields["actor"] = structpb.NewStringValue(strings.ToValidUTF8(id.Actor, "\uFFFD"))
+	for _, i := range metadataOrder {
+		if values[i] != "" {
+			metaSize += protowire.SizeTag(fieldStructFields) + protowire.SizeBytes(metadataEntrySize(metadataKey(i), values[i]))
+		}
 	}
+	p.Headers = make([]Pair, 0, n) // exact: it lives as long as the cache entry
+	wire := make([]byte, 0, okSize+protowire.SizeTag(fieldCheckDynamicMeta)+protowire.SizeBytes(metaSize))
+	for i, h := range identityHeaders {
+		if values[i] != "" {
+			p.Headers = append(p.Headers, Pair{h.name, values[i]})
+			wire = appendHeaderOption(wire, fieldOkHeaders, h.name, values[i])
+		}
+	}
+	p.okEnd = len(wire)
+	wire = protowire.AppendTag(wire, fieldCheckDynamicMeta, protowire.BytesType)
+	wire = protowire.AppendVarint(wire, uint64(metaSize))
+	for _, i := range metadataOrder {
+		if values[i] != "" {
+			wire = appendMetadataEntry(wire, metadataKey(i), values[i])
+		}
+	}
+	p.wire = wire
 	p.remove = &sharedRemovals[mask]
 	p.Absent = p.remove.absent
-	ok, err := proto.Marshal(&authv3.OkHttpResponse{Headers: grpcHeaders})
-	if err != nil { // valid UTF-8 strings only: cannot fail
-		panic("extauthz: encode identity headers: " + err.Error())
-	}
-	meta, err := proto.Marshal(&authv3.CheckResponse{DynamicMetadata: &structpb.Struct{Fields: fields}})
-	if err != nil {
-		panic("extauthz: encode identity metadata: " + err.Error())
-	}
-	p.wire, p.okEnd = append(ok, meta...), len(ok)
 	p.limitByCredential = id.KeyID
 	if p.limitByCredential == "" {
 		p.limitByCredential = "user:" + id.Subject

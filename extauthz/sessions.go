@@ -121,6 +121,13 @@ var _ Authenticator = (*Sessions)(nil)
 // Authenticate implements Authenticator for a bearer token that is not an
 // API key.
 func (s *Sessions) Authenticate(ctx context.Context, token string, now time.Time) Authentication {
+	var wait time.Duration // for Redis, summed by load
+	a := s.authenticate(ctx, token, now, &wait)
+	a.StoreWait = wait
+	return a
+}
+
+func (s *Sessions) authenticate(ctx context.Context, token string, now time.Time, wait *time.Duration) Authentication {
 	// Hash the token's bytes in place: a []byte(token) copy would allocate
 	// on every request, and Sum256 only reads.
 	h := sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
@@ -132,7 +139,7 @@ func (s *Sessions) Authenticate(ctx context.Context, token string, now time.Time
 		// Missing, stale, or verified with a key the JWKS no longer holds:
 		// such an entry is worth nothing, the token is judged afresh.
 		var refusal Authentication
-		if e, admitted, refusal = s.load(ctx, h, token, now); e == nil {
+		if e, admitted, refusal = s.load(ctx, h, token, now, wait); e == nil {
 			return refusal
 		}
 	}
@@ -171,11 +178,13 @@ func fromVerdict(v credential.Verdict, reason string, p *Principal) Authenticati
 // before its signature is checked (the mirror's answer counts only if the
 // verified token names the same sid); the verified session is written to
 // Redis in the background (keystore.RawWriter).
-func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, now time.Time) (e *sessionEntry, admitted bool, refusal Authentication) {
+func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, now time.Time, wait *time.Duration) (e *sessionEntry, admitted bool, refusal Authentication) {
 	name := "jwt:" + hex.EncodeToString(h[:])
 	var mirror keystore.MirrorRead
 	if s.redis != nil {
+		began := time.Now()
 		raw, ok, m := s.revoked.ReadWithMirror(ctx, s.redis, name, jwtauth.PeekSessionID(token))
+		*wait += time.Since(began)
 		if ok {
 			if e := decodeSession(raw); e != nil && now.Before(e.until) && s.verifier.HasSigningKey(e.signingKey) {
 				s.hits[1].Inc()
@@ -193,7 +202,10 @@ func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, 
 		return nil, false, fromVerdict(v, reason, nil)
 	}
 	s.hits[2].Inc()
-	if v, reason := s.admission.AdmitRead(ctx, sess, now, mirror); v != credential.Admitted {
+	began := time.Now() // the mirror is read again when the verified sid is not the one peeked
+	v, reason = s.admission.AdmitRead(ctx, sess, now, mirror)
+	*wait += time.Since(began)
+	if v != credential.Admitted {
 		return nil, false, fromVerdict(v, reason, nil)
 	}
 	e = &sessionEntry{

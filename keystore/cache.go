@@ -309,14 +309,30 @@ func (c *Cache[P]) Len() int { return c.keys.len() }
 // cached. A found key may be revoked or expired: check Usable. now is the
 // caller's clock reading, so the hot path reads the clock once.
 func (c *Cache[P]) Lookup(ctx context.Context, h Hash, now time.Time) (*Entry[P], error) {
+	e, _, err := c.LookupWait(ctx, h, now)
+	return e, err
+}
+
+// LookupWait is Lookup that also says how long it waited past the
+// in-process tiers: for the key filter's catch-up read, Redis, PostgreSQL,
+// or a concurrent lookup of the same hash (zero when the LRU or the
+// unknown-key tier answered; the clock is read on misses only).
+func (c *Cache[P]) LookupWait(ctx context.Context, h Hash, now time.Time) (*Entry[P], time.Duration, error) {
 	if e := c.cached(h, now.UnixNano()); e != nil && !c.fenced(now) {
 		c.m.hitLRU.Inc()
-		return e, nil
+		return e, 0, nil
 	}
 	if e, ok := c.neg.Get(h); ok && now.UnixNano() < e.until && !c.fenced(now) {
 		c.m.hitNegative.Inc()
-		return nil, ErrNotFound
+		return nil, 0, ErrNotFound
 	}
+	began := time.Now()
+	e, err := c.lookupMiss(ctx, h, now)
+	return e, time.Since(began), err
+}
+
+// lookupMiss is Lookup past the in-process tiers.
+func (c *Cache[P]) lookupMiss(ctx context.Context, h Hash, now time.Time) (*Entry[P], error) {
 	if c.refused(ctx, h, now) {
 		c.m.hitFilter.Inc()
 		return nil, ErrNotFound

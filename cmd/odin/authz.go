@@ -157,6 +157,7 @@ func authzFlagSet(c *authzConfig) *flags {
 	f.Bool(&cfg.StripCredential, "strip-credential", "ODIN_STRIP_CREDENTIAL", true, "remove the authorization / api-key header from the upstream request")
 	f.Bool(&c.migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving (as 'odin migrate' does)")
 	f.Int(&c.maxStreams, "max-streams", "ODIN_GRPC_MAX_STREAMS", authzsvc.DefaultMaxStreams, "maximum concurrent gRPC streams per connection")
+	f.Int(&cfg.StreamWorkers, "grpc-stream-workers", "ODIN_GRPC_STREAM_WORKERS", authzsvc.DefaultStreamWorkers, "goroutines that serve gRPC streams one after another, keeping the stacks they grew (a stream that finds them all busy gets a goroutine of its own); negative: a new goroutine per stream")
 	f.Duration(&cfg.Connections.GRPCHandshakeTimeout, "grpc-handshake-timeout", "ODIN_GRPC_HANDSHAKE_TIMEOUT", authzsvc.DefaultGRPCHandshakeTimeout, "how long a new gRPC connection may take to finish TLS and send the HTTP/2 preface before it is closed")
 	f.Duration(&cfg.Connections.KeepaliveMinTime, "grpc-keepalive-min-time", "ODIN_GRPC_KEEPALIVE_MIN_TIME", authzsvc.DefaultKeepaliveMinTime, "shortest interval allowed between a client's HTTP/2 pings (Envoy connection_keepalive interval); more often: GOAWAY too_many_pings")
 	f.Duration(&cfg.Connections.KeepaliveTime, "grpc-keepalive-time", "ODIN_GRPC_KEEPALIVE_TIME", authzsvc.DefaultKeepaliveTime, "ping a gRPC connection idle this long, to find dead peers")

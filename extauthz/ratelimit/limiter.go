@@ -80,6 +80,10 @@ type Result struct {
 	// Options.FailClosed is set, or because ctx ended while Redis was being
 	// asked: answer 503, not 429.
 	Unavailable bool
+	// StoreWait is how long Allow waited for Redis (a lease renewal, or
+	// another request's renewal of the same bucket); zero when the lease
+	// in hand answered.
+	StoreWait time.Duration
 }
 
 // Limiter decides whether a limit key may make one more request. It is safe
@@ -196,7 +200,10 @@ func (l *Limiter) Allow(ctx context.Context, key, tier string, now time.Time) Re
 	if !l.redisUp(t) {
 		return l.degraded(b, lim, t)
 	}
-	return l.renew(ctx, b, key, lim, t)
+	began := time.Now()
+	r := l.renew(ctx, b, key, lim, t)
+	r.StoreWait = time.Since(began)
+	return r
 }
 
 // fromLease answers from b's current lease, if it has one for this tier

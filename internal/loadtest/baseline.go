@@ -24,6 +24,39 @@ const baselineReadyMsg = "baseline serving"
 type BaselineOptions struct {
 	GRPCAddr string // default 127.0.0.1:0
 	HTTPAddr string // empty: no HTTP forward-auth port
+	// StreamWorkers is odin authz's --grpc-stream-workers, read the same
+	// way: 0 the default, negative a goroutine per stream.
+	StreamWorkers int
+}
+
+// defaultStreamWorkers is odin authz's default number of gRPC stream
+// workers (authzsvc.DefaultStreamWorkers; a test checks they agree), so
+// that both servers run their handlers the same way.
+const defaultStreamWorkers = 32
+
+// streamWorkers reads a StreamWorkers setting as authzsvc.StreamWorkers
+// does.
+func streamWorkers(n int) uint32 {
+	switch {
+	case n == 0:
+		return defaultStreamWorkers
+	case n < 0:
+		return 0
+	}
+	return uint32(n)
+}
+
+// newBaselineGRPC is the baseline's gRPC server, with odin authz's stream,
+// worker and keepalive settings.
+func newBaselineGRPC(opts BaselineOptions) *grpc.Server {
+	srv := grpc.NewServer(
+		grpc.MaxConcurrentStreams(1024),
+		grpc.NumStreamWorkers(streamWorkers(opts.StreamWorkers)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	authv3.RegisterAuthorizationServer(srv, baselineCheck{})
+	return srv
 }
 
 // ParseBaselineArgs reads the flags of `odin-load baseline`.
@@ -33,6 +66,7 @@ func ParseBaselineArgs(args []string, output io.Writer) (BaselineOptions, error)
 	var o BaselineOptions
 	fs.StringVar(&o.GRPCAddr, "grpc-addr", "127.0.0.1:0", "gRPC Check listen address")
 	fs.StringVar(&o.HTTPAddr, "http-addr", "127.0.0.1:0", "HTTP forward-auth listen address; empty disables")
+	fs.IntVar(&o.StreamWorkers, "stream-workers", 0, "gRPC stream workers, as odin authz's --grpc-stream-workers (0: its default; negative: a goroutine per stream)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: odin-load baseline [flags]\n\nA do-nothing ext_authz server: answers every Check (and every HTTP request) OK\nafter reading one header. odin-load starts it as the baseline of every figure.")
 		fs.PrintDefaults()
@@ -66,7 +100,7 @@ func (baselineCheck) Check(_ context.Context, req *authv3.CheckRequest) (*authv3
 }
 
 // ServeBaseline serves the baseline until ctx ends. Its gRPC server has the
-// same stream and keepalive settings as odin authz, its HTTP server the same
+// same stream, stream-worker and keepalive settings as odin authz, its HTTP server the same
 // timeouts, so the only difference under load is the decision. It logs one
 // JSON line with msg "baseline serving" and its addresses to logw.
 func ServeBaseline(ctx context.Context, opts BaselineOptions, logw io.Writer) error {
@@ -78,12 +112,7 @@ func ServeBaseline(ctx context.Context, opts BaselineOptions, logw io.Writer) er
 	if err != nil {
 		return fmt.Errorf("baseline: listen gRPC: %w", err)
 	}
-	srv := grpc.NewServer(
-		grpc.MaxConcurrentStreams(1024),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
-	authv3.RegisterAuthorizationServer(srv, baselineCheck{})
+	srv := newBaselineGRPC(opts)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(gl) }()
 

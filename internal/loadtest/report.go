@@ -179,6 +179,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 				fmtRatio(res.CPURatio), fmtRatio(res.P50Ratio), fmtRatio(res.P99Ratio), fmtRatio(res.RPSRatio), tiers(res.Odin.Server))
 		}
 		b.WriteString("\n")
+		writeShareTable(&b, r)
 	}
 	writeStoreTable(&b, r)
 	for _, res := range r.Results {
@@ -305,3 +306,32 @@ func plural(n float64, one, many string) string {
 }
 
 func mib(b float64) float64 { return b / (1 << 20) }
+
+// writeShareTable writes odin's time inside Check, told apart: its own
+// share and the time waiting for PostgreSQL or Redis, per scenario.
+func writeShareTable(b *strings.Builder, r *Report) {
+	rows := 0
+	for _, res := range r.Results {
+		if res.Odin.OwnShare != nil {
+			rows++
+		}
+	}
+	if rows == 0 {
+		return
+	}
+	b.WriteString("odin's time inside Check (transport excluded), bucket estimates from the changes of `odin_authz_check_own_seconds` and `odin_authz_check_store_wait_seconds`: its own share (every check), and the time waiting for PostgreSQL or Redis (the checks that waited).\n\n")
+	b.WriteString("| scenario | conc | own p50 / p90 / p99 µs | checks | store wait p50 / p90 / p99 µs | checks that waited |\n|---|---|---|---|---|---|\n")
+	for _, res := range r.Results {
+		own := res.Odin.OwnShare
+		if own == nil {
+			continue
+		}
+		wait, waited := "—", "0"
+		if w := res.Odin.StoreWait; w != nil {
+			wait, waited = fmt.Sprintf("%.1f / %.1f / %.1f", w.P50US, w.P90US, w.P99US), fmt.Sprintf("%.0f", w.Count)
+		}
+		fmt.Fprintf(b, "| %s | %d | %.1f / %.1f / %.1f | %.0f | %s | %s |\n", res.Scenario+transportNote(res), res.Concurrency,
+			own.P50US, own.P90US, own.P99US, own.Count, wait, waited)
+	}
+	b.WriteString("\n")
+}

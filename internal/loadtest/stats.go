@@ -72,6 +72,14 @@ type Measurement struct {
 	// Store is the local PostgreSQL's and Redis's CPU over the same runs
 	// (storecpu.go); nil when not measured.
 	Store *StoreCPU `json:"store,omitempty"`
+	// OwnShare and StoreWait are odin's time inside Check, split: waiting
+	// for PostgreSQL or Redis (only the checks that waited), and the rest,
+	// its own share (every check). From the changes of
+	// odin_authz_check_own_seconds and odin_authz_check_store_wait_seconds
+	// over the runs: bucket estimates. Nil for the baseline, for an odin
+	// that does not export them, and with no check that waited.
+	OwnShare  *BucketQuantiles `json:"own_share,omitempty"`
+	StoreWait *BucketQuantiles `json:"store_wait,omitempty"`
 
 	lat          *latencies
 	serverCPU    time.Duration
@@ -123,4 +131,6 @@ func (m *Measurement) finish() {
 		m.ErrorKinds = nil
 	}
 	m.finishStore()
+	m.OwnShare = counters(m.Server).bucketQuantiles(ownSeconds)
+	m.StoreWait = counters(m.Server).bucketQuantiles(storeWaitSeconds)
 }
