@@ -27,7 +27,7 @@ type CacheOptions struct {
 	// recently used first: a check of one of them reads it and allocates
 	// nothing. Another cached key's is rendered from its compact record on
 	// its check (no store query, but the rendering work), then kept.
-	// Default 4096.
+	// Default 4096; at most Size.
 	HotSize int
 	// NegativeSize is the number of unknown keys remembered, in a tier of
 	// their own: no flood of unknown keys evicts a known one. Default 100000.
@@ -83,6 +83,7 @@ const (
 func (o *CacheOptions) defaults() {
 	orDefault(&o.Size, DefaultCacheSize)
 	orDefault(&o.HotSize, DefaultHotCacheSize)
+	o.HotSize = min(o.HotSize, o.Size) // hot keys are cached keys
 	orDefault(&o.NegativeSize, DefaultNegativeCacheSize)
 	if o.UnknownKeyRate == 0 {
 		o.UnknownKeyRate = DefaultUnknownKeyRate
@@ -214,6 +215,7 @@ func NewCache[P any](store Store, redis *Redis, opts CacheOptions, prepare func(
 	if err != nil {
 		return nil, err
 	}
+	keys.evicted = func(h Hash) { hot.Remove(h) }
 	neg, err := lru.New[Hash, negEntry](opts.NegativeSize)
 	if err != nil {
 		return nil, err

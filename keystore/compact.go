@@ -34,6 +34,10 @@ type compactKeys struct {
 	n      atomic.Int64 // records held
 	scopes *internTable
 	tiers  *internTable
+	// evicted, when set, is told of each record CLOCK evicts (under its
+	// shard's lock): the cache drops the key's hot entry with it, so that
+	// no tier answers for a key the limit pushed out.
+	evicted func(Hash)
 }
 
 // slotBlob is the room a record has for its key's id, user id and
@@ -318,7 +322,11 @@ func (c *compactKeys) evict(s *compactShard) {
 			continue
 		}
 		pos, _, _ := s.find(&sl.hash)
+		h := sl.hash
 		c.drop(s, pos, idx)
+		if c.evicted != nil {
+			c.evicted(h)
+		}
 		return
 	}
 }

@@ -296,6 +296,40 @@ func TestHotTierEvictionRendersFromRecord(t *testing.T) {
 	}
 }
 
+// Size bounds every tier: the hot tier is no larger than Size, and a key
+// the limit evicts from the records leaves the hot tier with it, so a
+// cache of Size keys cycled through by more keys reads each again.
+func TestSizeBoundsTheHotTier(t *testing.T) {
+	s := &mapStore{}
+	keys := []*Key{testKey(1), testKey(2), testKey(3)}
+	for _, k := range keys {
+		s.set(k)
+	}
+	c := newTestCache(t, s, CacheOptions{Size: 2, HotSize: 100, TTL: time.Minute})
+	if got := c.Options().HotSize; got != 2 {
+		t.Errorf("HotSize %d with Size 2, want 2", got)
+	}
+	ctx, now := context.Background(), time.Now()
+	for range 2 {
+		for _, k := range keys {
+			if _, err := c.Lookup(ctx, k.Hash, now); err != nil {
+				t.Fatal(err)
+			}
+			if c.Len() > 2 || c.hot.Len() > 2 {
+				t.Fatalf("%d records, %d hot: over Size 2", c.Len(), c.hot.Len())
+			}
+			for _, h := range c.hot.Keys() {
+				if _, ok := c.keys.version(h); !ok {
+					t.Fatal("a hot entry outlived its key's record")
+				}
+			}
+		}
+	}
+	if n := s.lookups.Load(); n != 6 {
+		t.Errorf("%d store lookups cycling 3 keys twice through a cache of 2, want 6", n)
+	}
+}
+
 // Invalidate drops a key from both tiers: the next check reads the store.
 func TestInvalidateDropsBothTiers(t *testing.T) {
 	s := &mapStore{}
