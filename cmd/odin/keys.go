@@ -46,27 +46,30 @@ var (
 )
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runSubcommand(ctx, "keys", keysUsage, map[string]subcommand{
+		"create": keysCreate, "list": keysList, "get": keysGet, "roll": keysRoll, "revoke": keysRevoke,
+	}, args, stdout, stderr)
+}
+
+// subcommand is one command of a group (odin keys create, odin webhooks retry…).
+type subcommand func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// runSubcommand runs the subcommand of group that args name, printing the
+// group's usage for help, none or an unknown one.
+func runSubcommand(ctx context.Context, group, usage string, subs map[string]subcommand, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, keysUsage)
-		return errors.New("keys: no subcommand given")
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%s: no subcommand given", group)
 	}
+	if run, ok := subs[args[0]]; ok {
+		return run(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprint(stderr, usage)
 	switch args[0] {
-	case "create":
-		return keysCreate(ctx, args[1:], stdout, stderr)
-	case "list":
-		return keysList(ctx, args[1:], stdout, stderr)
-	case "get":
-		return keysGet(ctx, args[1:], stdout, stderr)
-	case "roll":
-		return keysRoll(ctx, args[1:], stdout, stderr)
-	case "revoke":
-		return keysRevoke(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
-		fmt.Fprint(stderr, keysUsage)
 		return nil
 	}
-	fmt.Fprint(stderr, keysUsage)
-	return fmt.Errorf("keys: unknown subcommand %q", args[0])
+	return fmt.Errorf("%s: unknown subcommand %q", group, args[0])
 }
 
 // keyAdmin is where the keys and sessions commands act: the database

@@ -97,21 +97,9 @@ Run 'odin webhooks <subcommand> -h' for every flag.
 `
 
 func runWebhooks(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, webhooksUsage)
-		return errors.New("webhooks: no subcommand given")
-	}
-	switch args[0] {
-	case "deliveries":
-		return webhooksDeliveries(ctx, args[1:], stdout, stderr)
-	case "retry":
-		return webhooksRetry(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprint(stderr, webhooksUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, webhooksUsage)
-	return fmt.Errorf("webhooks: unknown subcommand %q", args[0])
+	return runSubcommand(ctx, "webhooks", webhooksUsage, map[string]subcommand{
+		"deliveries": webhooksDeliveries, "retry": webhooksRetry,
+	}, args, stdout, stderr)
 }
 
 // deliveryAdmin is where the webhooks commands act: the database's outbox
