@@ -1,8 +1,6 @@
 package admin_test
 
 import (
-	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -19,15 +17,7 @@ func (e *env) doAuthorization(method, path, authorization string) admintest.Resp
 	e.T.Helper()
 	req, _ := http.NewRequest(method, e.URL+path, nil)
 	req.Header.Set("Authorization", authorization)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.T.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	r := admintest.Response{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
-	_ = json.Unmarshal(raw, &r.Body)
-	return r
+	return admintest.Send(e.T, http.DefaultClient, req)
 }
 
 // TestSessionAdmission runs the admission table odin authz is tested with

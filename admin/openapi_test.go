@@ -274,16 +274,9 @@ func (cc contractClient) do(t *testing.T, c call) admintest.Response {
 	for k, v := range c.header {
 		req.Header.Set(k, v)
 	}
-	resp, err := cc.http.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	r := admintest.Response{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
-	_ = json.Unmarshal(raw, &r.Body)
+	r := admintest.Send(t, cc.http, req)
 	if c.status != 0 && r.Status != c.status {
-		t.Errorf("%s %s: status %d, want %d: %s", c.method, c.path, r.Status, c.status, raw)
+		t.Errorf("%s %s: status %d, want %d: %s", c.method, c.path, r.Status, c.status, r.Raw)
 	}
 	return r
 }

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -151,15 +150,7 @@ func (e *leakEnv) report(t *testing.T, body string, headers map[string]string) a
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	r := admintest.Response{Status: resp.StatusCode, Header: resp.Header, Raw: string(raw)}
-	_ = json.Unmarshal(raw, &r.Body)
-	return r
+	return admintest.Send(t, http.DefaultClient, req)
 }
 
 // signed POSTs a report signed by GitHub's key.

@@ -111,9 +111,16 @@ func (e *Env) Do(method, path, bearer string, body any) Response {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
 	req.Header.Set("X-Request-Id", "req-admin-test")
-	resp, err := http.DefaultClient.Do(req)
+	return Send(e.T, http.DefaultClient, req)
+}
+
+// Send sends req with c and reads the answer, its JSON body decoded when
+// it is JSON.
+func Send(t testing.TB, c *http.Client, req *http.Request) Response {
+	t.Helper()
+	resp, err := c.Do(req)
 	if err != nil {
-		e.T.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
