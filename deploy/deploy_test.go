@@ -34,6 +34,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/odin-scan/odin-authz/admin"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
@@ -263,6 +264,8 @@ func TestMetricsAreExposed(t *testing.T) {
 	admin, err := adminsvc.New(ctx, adminsvc.Config{
 		DatabaseURL: db, RedisURL: redisURL, RedisPrefix: prefix, RedisMACSecret: testenv.RedisMACSecret,
 		JWT: jwt, OperatorToken: operator, Scopes: []string{"scans:read", "scans:write"},
+		// Served, so its metrics are registered; nothing here reports a leak.
+		GitHubSecretScanning: admin.GitHubSecretScanning{Enabled: true, KeysURL: "http://127.0.0.1:1/unused"},
 	}, quiet)
 	if err != nil {
 		t.Fatal(err)

@@ -49,6 +49,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, t := range keystore.EventTypes { // exported at 0 from the start, so rate() sees the first one
 		m.enqueued.WithLabelValues(t)
+		m.latency.WithLabelValues(t)
 		for _, o := range []string{keystore.OutboxDelivered, keystore.OutboxFailed, keystore.OutboxSkipped} {
 			m.events.WithLabelValues(t, o)
 		}
