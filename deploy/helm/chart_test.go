@@ -34,13 +34,15 @@ type chartCase struct {
 
 // allValueSecrets sets every secret as a value, with no existingSecret.
 var allValueSecrets = map[string]any{"secrets": map[string]any{
-	"existingSecret":         "",
-	"databaseUrl":            map[string]any{"value": "postgres://odin:pw@db:5432/odin"},
-	"redisUrl":               map[string]any{"value": "redis://redis:6379/0"},
-	"redisMacSecret":         map[string]any{"value": strings.Repeat("m", 48)},
-	"redisMacSecretPrevious": map[string]any{"value": strings.Repeat("p", 48)},
-	"adminToken":             map[string]any{"value": strings.Repeat("t", 40)},
-	"webhookSecret":          map[string]any{"value": "whsec_c2VjcmV0"},
+	"existingSecret":            "",
+	"databaseUrl":               map[string]any{"value": "postgres://odin:pw@db:5432/odin"},
+	"redisUrl":                  map[string]any{"value": "redis://redis:6379/0"},
+	"redisMacSecret":            map[string]any{"value": strings.Repeat("m", 48)},
+	"redisMacSecretPrevious":    map[string]any{"value": strings.Repeat("p", 48)},
+	"adminToken":                map[string]any{"value": strings.Repeat("t", 40)},
+	"webhookSecret":             map[string]any{"value": "whsec_c2VjcmV0"},
+	"outgoingWebhookSecret":     map[string]any{"value": "whsec_b3V0Z29pbmctd2ViaG9vay1zZWNyZXQtMDEy"},
+	"githubSecretScanningToken": map[string]any{"value": "github_pat_0123456789"},
 }}
 
 var chartCases = []chartCase{
@@ -70,8 +72,11 @@ var chartCases = []chartCase{
 		},
 	},
 	{
-		name: "secrets as values",
-		set:  allValueSecrets,
+		name: "secrets as values, outgoing webhooks and GitHub secret scanning on",
+		set: mergeValues(allValueSecrets, map[string]any{"admin": map[string]any{
+			"outgoingWebhooks":     map[string]any{"url": "https://dashboard.example.com/hooks/odin"},
+			"githubSecretScanning": map[string]any{"enabled": true},
+		}}),
 		want: expect{provider: "odin-authz", redis: true},
 		kinds: []string{
 			"Deployment odin-admin", "Deployment odin-authz", "Job odin-migrate",
@@ -80,7 +85,7 @@ var chartCases = []chartCase{
 			"Service odin-admin", "Service odin-authz",
 			"ServiceAccount odin-admin", "ServiceAccount odin-authz",
 		},
-		secret: []string{"admin-token", "database-url", "redis-mac-secret", "redis-mac-secret-previous", "redis-url", "webhook-secret"},
+		secret: []string{"admin-token", "database-url", "github-secret-scanning-token", "outgoing-webhook-secret", "redis-mac-secret", "redis-mac-secret-previous", "redis-url", "webhook-secret"},
 	},
 	{
 		name: "TLS outside a mesh, no Redis, own policy ConfigMap, another release name",
@@ -294,6 +299,11 @@ func TestChartRefusesBadValues(t *testing.T) {
 		{"value beside existingSecret", map[string]any{"secrets": map[string]any{"databaseUrl": map[string]any{"value": "postgres://x"}}}, "secrets.databaseUrl.value is set, but so is an existingSecret"},
 		{"no database URL", map[string]any{"secrets": map[string]any{"existingSecret": ""}}, "secrets.databaseUrl is required"},
 		{"Redis without MAC secret", mergeValues(allValueSecrets, map[string]any{"secrets": map[string]any{"redisMacSecret": map[string]any{"value": ""}}}), "secrets.redisMacSecret is required"},
+		{"outgoing webhooks without their secret", mergeValues(allValueSecrets, map[string]any{
+			"secrets": map[string]any{"outgoingWebhookSecret": map[string]any{"value": ""}},
+			"admin":   map[string]any{"outgoingWebhooks": map[string]any{"url": "https://dashboard.example.com/hooks/odin"}},
+		}), "secrets.outgoingWebhookSecret is required"},
+		{"schema: outgoing webhook URL that is not http(s)", map[string]any{"admin": map[string]any{"outgoingWebhooks": map[string]any{"url": "dashboard.example.com"}}}, "url"},
 		{"TLS without certificate", map[string]any{"tls": map[string]any{"enabled": true}}, "tls.existingSecret is required"},
 		{"mesh-wide CUSTOM policy", map[string]any{"istio": map[string]any{"authorizationPolicy": map[string]any{"enabled": true, "selector": nil}}}, "must select the workloads"},
 		{"CUSTOM policy without rules", map[string]any{"istio": map[string]any{"authorizationPolicy": map[string]any{"enabled": true, "rules": []any{}}}}, "matches no request"},
@@ -389,5 +399,63 @@ func TestReadmeDescribesEveryValue(t *testing.T) {
 	slices.Sort(missing)
 	if len(missing) > 0 {
 		t.Errorf("values not described in the table of odin/README.md: %v", missing)
+	}
+}
+
+// The lifecycle settings of odin admin: each is off by default and sets its
+// variables, with its secret read from the chart-wide Secret, when on.
+func TestChartAdminLifecycleSettings(t *testing.T) {
+	env := func(c corev1.Container) map[string]corev1.EnvVar {
+		m := map[string]corev1.EnvVar{}
+		for _, e := range c.Env {
+			m[e.Name] = e
+		}
+		return m
+	}
+	lifecycle := []string{"ODIN_OUTGOING_WEBHOOK_URL", "ODIN_OUTGOING_WEBHOOK_SECRET", "ODIN_GITHUB_SECRET_SCANNING", "ODIN_GITHUB_SECRET_SCANNING_TOKEN"}
+
+	set, _ := chartCases[0].render(t)
+	off := env(findDeployment(t, set, "odin-admin").Spec.Template.Spec.Containers[0])
+	for _, name := range lifecycle {
+		if _, ok := off[name]; ok {
+			t.Errorf("defaults set %s", name)
+		}
+	}
+
+	on := chartCase{name: "lifecycle on", set: map[string]any{"admin": map[string]any{
+		"outgoingWebhooks":     map[string]any{"url": "https://dashboard.example.com/hooks/odin"},
+		"githubSecretScanning": map[string]any{"enabled": true},
+	}}}
+	set, _ = on.render(t)
+	got := env(findDeployment(t, set, "odin-admin").Spec.Template.Spec.Containers[0])
+	if v := got["ODIN_OUTGOING_WEBHOOK_URL"].Value; v != "https://dashboard.example.com/hooks/odin" {
+		t.Errorf("ODIN_OUTGOING_WEBHOOK_URL = %q", v)
+	}
+	if v := got["ODIN_GITHUB_SECRET_SCANNING"].Value; v != "true" {
+		t.Errorf("ODIN_GITHUB_SECRET_SCANNING = %q", v)
+	}
+	for name, want := range map[string]struct {
+		key      string
+		optional bool
+	}{
+		// Required: odin admin refuses a webhook URL without its secret.
+		"ODIN_OUTGOING_WEBHOOK_SECRET":      {"outgoing-webhook-secret", false},
+		"ODIN_GITHUB_SECRET_SCANNING_TOKEN": {"github-secret-scanning-token", true},
+	} {
+		ref := secretRef(got[name])
+		if ref == nil {
+			t.Errorf("%s does not come from a Secret", name)
+			continue
+		}
+		optional := ref.Optional != nil && *ref.Optional
+		if ref.Name != "odin-secrets" || ref.Key != want.key || optional != want.optional {
+			t.Errorf("%s from %s/%s (optional %v), want odin-secrets/%s (optional %v)", name, ref.Name, ref.Key, optional, want.key, want.optional)
+		}
+	}
+	authz := env(findDeployment(t, set, "odin-authz").Spec.Template.Spec.Containers[0])
+	for _, name := range lifecycle {
+		if _, ok := authz[name]; ok {
+			t.Errorf("odin authz gets %s, an admin setting", name)
+		}
 	}
 }

@@ -43,7 +43,8 @@ var workloads = map[string]workload{
 
 // secretEnv are the variables that carry secrets.
 var secretEnv = []string{"ODIN_DATABASE_URL", "ODIN_REDIS_URL", "ODIN_REDIS_MAC_SECRET",
-	"ODIN_REDIS_MAC_SECRET_PREVIOUS", "ODIN_ADMIN_TOKEN", "ODIN_WEBHOOK_SECRET"}
+	"ODIN_REDIS_MAC_SECRET_PREVIOUS", "ODIN_ADMIN_TOKEN", "ODIN_WEBHOOK_SECRET",
+	"ODIN_OUTGOING_WEBHOOK_SECRET", "ODIN_GITHUB_SECRET_SCANNING_TOKEN"}
 
 // chartSet is a decoded rendering, by kind.
 type chartSet struct {

@@ -79,6 +79,8 @@ redisMacSecret: { env: ODIN_REDIS_MAC_SECRET, optional: false, redis: true }
 redisMacSecretPrevious: { env: ODIN_REDIS_MAC_SECRET_PREVIOUS, optional: true, redis: true }
 adminToken: { env: ODIN_ADMIN_TOKEN, optional: true }
 webhookSecret: { env: ODIN_WEBHOOK_SECRET, optional: true }
+outgoingWebhookSecret: { env: ODIN_OUTGOING_WEBHOOK_SECRET, optional: false }
+githubSecretScanningToken: { env: ODIN_GITHUB_SECRET_SCANNING_TOKEN, optional: true }
 {{- end }}
 
 {{/*
