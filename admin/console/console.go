@@ -131,6 +131,9 @@ func (c *Console) routes() {
 	mux.Handle("GET "+Path+"keys/{id}", c.authed(c.keyPage))
 	mux.Handle("POST "+Path+"keys/{id}/revoke", c.authed(c.revokeKey))
 	mux.Handle("POST "+Path+"keys/{id}/roll", c.authed(c.rollKey))
+	mux.Handle("GET "+Path+"audit", c.authed(c.auditPage))
+	mux.Handle("GET "+Path+"sessions", c.authed(c.sessionsPage))
+	mux.Handle("POST "+Path+"sessions/revoke", c.authed(c.revokeSession))
 	mux.Handle(Path, c.plain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusNotFound, "error", nil, errorPage{Title: "Not found", Message: "There is no such page."})
 	})))

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/odin-scan/odin-authz/admin/console"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
@@ -161,7 +162,7 @@ func TestSecurityHeaders(t *testing.T) {
 	b := newBrowser(e)
 	b.mustSignIn(admintest.OperatorToken)
 	id := createKey(t, e, "k", "user_a", "")
-	for _, path := range []string{"/console/signin", "/console/keys", "/console/keys/" + id, "/console/nowhere", "/console/static/console.css", "/console/static/console.js"} {
+	for _, path := range []string{"/console/signin", "/console/keys", "/console/keys/" + id, "/console/audit", "/console/sessions", "/console/nowhere", "/console/static/console.css", "/console/static/console.js"} {
 		p := b.get(path)
 		h := p.header
 		for k, want := range map[string]string{
@@ -192,7 +193,7 @@ func TestSecurityHeaders(t *testing.T) {
 		t.Errorf("console.css: Content-Type %q", p.header.Get("Content-Type"))
 	}
 	// No page has inline script or style: the CSP would refuse it.
-	for _, path := range []string{"/console/signin", "/console/keys", "/console/keys/" + id} {
+	for _, path := range []string{"/console/signin", "/console/keys", "/console/keys/" + id, "/console/audit", "/console/sessions"} {
 		body := b.get(path).body
 		if regexp.MustCompile(`<script(?:\s[^>]*)?>[^<]|<style|\sstyle=|\son[a-z]+=`).MatchString(body) {
 			t.Errorf("%s has inline script or style:\n%s", path, body)
@@ -464,7 +465,7 @@ func TestEscaping(t *testing.T) {
 	if err := e.Store.AppendAudit(context.Background(), keystore.AuditEvent{Actor: evil, Action: "key.revoked", Target: id, Owner: "user_a", RequestID: "req-x"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, path := range []string{"/console/keys", "/console/keys/" + id} {
+	for _, path := range []string{"/console/keys", "/console/keys/" + id, "/console/audit"} {
 		p := b.get(path)
 		if strings.Contains(p.body, "<script>alert") || strings.Contains(p.body, "<img src=x") {
 			t.Errorf("%s renders markup from a key name or an audit field:\n%s", path, p.body)
@@ -486,5 +487,65 @@ func TestConsoleOff(t *testing.T) {
 	r := e.Do("GET", "/console/signin", "", nil)
 	if r.Status != http.StatusNotFound || r.ErrorCode() != "NOT_FOUND" {
 		t.Errorf("/console/signin with the console off: %d %s", r.Status, r.Raw)
+	}
+}
+
+// The audit log: filtered, and only the caller's own events for a user.
+func TestAuditLogPage(t *testing.T) {
+	e := admintest.NewEnv(t)
+	mine := createKey(t, e, "mine", "user_a", "")
+	theirs := createKey(t, e, "theirs", "user_b", "")
+	op := newBrowser(e)
+	op.mustSignIn(admintest.OperatorToken)
+	op.post("/console/keys/"+mine+"/revoke", nil)
+	op.want(op.get("/console/audit"), http.StatusOK, mine, theirs, "key.created", "key.revoked", `{&#34;reason&#34;:&#34;operator&#34;}`)
+	p := op.get("/console/audit?action=key.revoked")
+	op.want(p, http.StatusOK, mine)
+	if strings.Contains(p.body, theirs) {
+		t.Error("the action filter kept another action's event")
+	}
+	op.want(op.get("/console/audit?owner=user_b"), http.StatusOK, theirs)
+	today := time.Now().UTC().Format(time.DateOnly)
+	op.want(op.get("/console/audit?since="+today+"&until="+today), http.StatusOK, mine)
+	op.want(op.get("/console/audit?since=2001-01-01&until=2001-01-02"), http.StatusOK, "No events.")
+	op.want(op.get("/console/audit?since=yesterday"), http.StatusBadRequest, "must be a date")
+
+	a := newBrowser(e)
+	a.mustSignIn(e.Token("user_a", "", ""))
+	p = a.get("/console/audit?owner=user_b")
+	a.want(p, http.StatusOK, mine)
+	if strings.Contains(p.body, theirs) {
+		t.Errorf("user_a's audit log shows user_b's events:\n%s", p.body)
+	}
+}
+
+// Sessions: a user logs out their own (and so leaves the console), not
+// another's; the operator logs out any.
+func TestSessionsPage(t *testing.T) {
+	e := admintest.NewEnv(t)
+	a := newBrowser(e)
+	a.mustSignIn(e.Token("user_a", "", ""))
+	a.want(a.get("/console/sessions"), http.StatusOK, `value="sess_user_a"`)
+	a.want(a.post("/console/sessions/revoke", url.Values{"sid": {"sess_user_b"}}), http.StatusNotFound, "no such session")
+	a.want(a.post("/console/sessions/revoke", url.Values{"sid": {"not a session id"}}), http.StatusBadRequest, "not a valid session id")
+	b := newBrowser(e)
+	b.mustSignIn(e.Token("user_b", "", ""))
+
+	op := newBrowser(e)
+	op.mustSignIn(admintest.OperatorToken)
+	p := op.post("/console/sessions/revoke", url.Values{"sid": {"sess_user_b"}})
+	if p.status != http.StatusSeeOther {
+		t.Fatalf("the operator's session revoke: %d\n%s", p.status, p.body)
+	}
+	op.want(op.get(p.header.Get("Location")), http.StatusOK, "sess_user_b logged out")
+	if p := b.get("/console/keys"); p.status != http.StatusSeeOther {
+		t.Errorf("user_b's console session survived its logout: %d", p.status)
+	}
+	// user_a logs their own session out: that ends their console session.
+	if p := a.post("/console/sessions/revoke", url.Values{"sid": {"sess_user_a"}}); p.status != http.StatusSeeOther {
+		t.Fatalf("user_a's own session revoke: %d\n%s", p.status, p.body)
+	}
+	if p := a.get("/console/keys"); p.status != http.StatusSeeOther || p.header.Get("Location") != "/console/signin" {
+		t.Errorf("after logging their own session out: %d %s", p.status, p.header.Get("Location"))
 	}
 }

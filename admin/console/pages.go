@@ -19,7 +19,7 @@ import (
 // pageTemplate is one page: the layout with the page's content.
 type pageTemplate = template.Template
 
-var pageNames = []string{"signin", "keys", "key", "created", "error"}
+var pageNames = []string{"signin", "keys", "key", "created", "error", "audit", "sessions"}
 
 var funcs = template.FuncMap{
 	"when": func(t time.Time) string {
