@@ -2,6 +2,7 @@ package console
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/odin-scan/odin-authz/keystore"
@@ -17,6 +18,10 @@ type chart struct {
 	Unit          string // "hour" or "day"
 	From, To      string
 	Ticks         []tick
+	// Times and Counts are the bars as comma-separated numbers (each
+	// bar's start in Unix seconds, its count), for the script that draws
+	// the interactive chart over the SVG.
+	Times, Counts string
 }
 
 // bar is one hour or day.
@@ -76,6 +81,12 @@ func usageChart(usage []keystore.HourlyUsage, by string, now time.Time) chart {
 			c.Ticks = append(c.Ticks, tick{X: i*w + 2, Label: at.Format("Mon 2")})
 		}
 	}
+	times, cs := make([]string, n), make([]string, n)
+	for i, v := range counts {
+		times[i] = strconv.FormatInt(start.Add(time.Duration(i)*step).Unix(), 10)
+		cs[i] = strconv.FormatInt(v, 10)
+	}
+	c.Times, c.Counts = strings.Join(times, ","), strings.Join(cs, ",")
 	c.From, c.To = start.Format("2006-01-02 15:04 UTC"), end.Format("2006-01-02 15:04 UTC")
 	return c
 }

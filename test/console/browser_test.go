@@ -310,7 +310,7 @@ func TestConsoleInABrowser(t *testing.T) {
 
 	// Its page: identity, and the usage chart once the usage is flushed
 	// (odin authz flushes it every 10 s).
-	b.do(t, "the key's page", chromedp.Click(css("main p a")), chromedp.WaitVisible(css("#usage-chart")))
+	b.do(t, "the key's page", chromedp.Click(css("main p a")), chromedp.WaitVisible(css("#usage-total")))
 	keyURL := get(t, b, "location", chromedp.Location())
 	var total string
 	for deadline := time.Now().Add(30 * time.Second); ; {
@@ -319,7 +319,7 @@ func TestConsoleInABrowser(t *testing.T) {
 			break
 		}
 		time.Sleep(time.Second)
-		b.do(t, "reload", chromedp.Reload(), chromedp.WaitVisible(css("#usage-chart")))
+		b.do(t, "reload", chromedp.Reload(), chromedp.WaitVisible(css("#usage-total")))
 	}
 	if total != strconv.Itoa(uses) {
 		t.Fatalf("the usage chart counts %q checks, want %d", total, uses)
@@ -327,11 +327,19 @@ func TestConsoleInABrowser(t *testing.T) {
 	if bars := get(t, b, "the chart's bars", chromedp.Evaluate[int](`[...document.querySelectorAll('#usage-chart rect')].filter(r => Number(r.getAttribute('height')) > 0).length`)); bars == 0 {
 		t.Error("the usage chart draws no bar")
 	}
+	// With JavaScript, uPlot draws the chart over the SVG (which stays for
+	// browsers without it), and htmx swaps page bodies.
+	if !get(t, b, "the uPlot chart", chromedp.Evaluate[bool](`document.querySelector('figure.chart.enhanced .uplot canvas') !== null`)) {
+		t.Error("uPlot did not draw the usage chart")
+	}
+	if !get(t, b, "htmx", chromedp.Evaluate[bool](`typeof htmx === "object" && document.body.getAttribute("hx-boost") === "true"`)) {
+		t.Error("htmx is not loaded")
+	}
 	if title := h1(); title != "Key "+name {
 		t.Errorf("the key page's heading is %q, want the name as text", title)
 	}
 	b.shot(t, "04-key-usage")
-	b.do(t, "per day", chromedp.Navigate(keyURL+"?by=day"), chromedp.WaitVisible(css("#usage-chart")))
+	b.do(t, "per day", chromedp.Navigate(keyURL+"?by=day"), chromedp.WaitVisible(css("#usage-total")))
 	b.shot(t, "05-key-usage-per-day")
 
 	// Revoke it in the console: the next check is denied.
