@@ -350,6 +350,19 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.shot(t, "06-key-revoked")
 	b.do(t, "the list", chromedp.Navigate(d.admin+"/console/keys"), chromedp.WaitVisible(css("caption")))
 	b.shot(t, "07-keys")
+	b.do(t, "the audit log", chromedp.Click(css(`nav a[href="/console/audit"]`)), chromedp.WaitVisible(css(`form[aria-label="Filter the audit log"]`)))
+	if title := h1(); title != "Audit log" {
+		t.Fatalf("the audit log link opened %q", title)
+	}
+	b.shot(t, "08-audit-log")
+	// On a phone's width: no page wider than the screen.
+	b.do(t, "a phone's viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
+		chromedp.Navigate(keyURL), chromedp.WaitVisible(css("#usage-total")))
+	if wide := get(t, b, "page width", chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth + 1`)); wide {
+		t.Error("the key page is wider than a phone's screen")
+	}
+	b.shot(t, "09-key-on-a-phone")
+	b.do(t, "back to a desktop viewport", chromedp.EmulateReset())
 
 	// Sign out: the session is over, the pages ask for a token again.
 	b.do(t, "sign out", chromedp.Click(css("header form button")), chromedp.WaitVisible(css("#token")))
@@ -357,5 +370,5 @@ func TestConsoleInABrowser(t *testing.T) {
 	if loc := get(t, b, "location", chromedp.Location()); !strings.HasSuffix(loc, "/console/signin") {
 		t.Fatalf("after signing out /console/keys is at %s", loc)
 	}
-	b.shot(t, "08-signed-out")
+	b.shot(t, "10-signed-out")
 }
