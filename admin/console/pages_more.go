@@ -77,8 +77,13 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, req *request
 	for _, ev := range page.Events {
 		row := auditRow{AuditEvent: ev, KeyTarget: strings.HasPrefix(ev.Target, "key_")}
 		if len(ev.Details) > 0 {
-			b, _ := json.Marshal(ev.Details)
-			row.DetailsText = string(b)
+			// As written: html/template escapes the text, so JSON's own
+			// \u003c escaping would only make it unreadable.
+			var b strings.Builder
+			enc := json.NewEncoder(&b)
+			enc.SetEscapeHTML(false)
+			_ = enc.Encode(ev.Details)
+			row.DetailsText = strings.TrimSpace(b.String())
 		}
 		v.Events = append(v.Events, row)
 	}
