@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +87,8 @@ type Server struct {
 	scopes      map[string]bool
 	requests    *prometheus.CounterVec
 	unconfirmed *prometheus.CounterVec
+	handlerOnce sync.Once
+	handler     http.Handler
 }
 
 // DefaultKeyScopes are the scopes a key may carry when Options.Scopes is
@@ -172,6 +175,12 @@ func New(opts Options) (*Server, error) {
 // Handler routes the API. Operations endpoints (/healthz, /readyz,
 // /metrics) are mounted beside it by the command.
 func (s *Server) Handler() http.Handler {
+	s.handlerOnce.Do(func() { s.handler = s.routes() })
+	return s.handler
+}
+
+// routes is the API's router, built once (Handler).
+func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	route := func(pattern string, h func(http.ResponseWriter, *http.Request, *caller) error) {
 		mux.Handle(pattern, s.wrap(pattern, callerRequired, h))
@@ -226,7 +235,7 @@ func (s *Server) wrap(route string, acc access, h func(http.ResponseWriter, *htt
 		var c *caller
 		if acc == callerRequired {
 			var err error
-			if c, err = s.authenticate(r); err != nil {
+			if c, err = s.callerOf(r); err != nil {
 				var ae *apiError
 				if errors.As(err, &ae) && ae.code == denial.Unauthorized {
 					if throttled, retry := s.authFail.failed(s.clientAddr.of(r)); throttled {

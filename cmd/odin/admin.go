@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/odin-scan/odin-authz/admin"
+	"github.com/odin-scan/odin-authz/admin/console"
 	"github.com/odin-scan/odin-authz/admin/secretscan"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 )
@@ -22,6 +23,7 @@ type adminConfig struct {
 	migrate bool
 	tls     tlsServerFlags
 	hooks   outgoingWebhookFlags
+	console bool
 }
 
 // adminFlagSet defines odin admin's flags, writing to c.
@@ -46,6 +48,10 @@ func adminFlagSet(c *adminConfig) *flags {
 		"addresses or CIDR ranges of the load balancers in front of the admin API: from them, the failed-authentication throttle counts the rightmost X-Forwarded-For entry outside these ranges; empty: the socket peer, X-Forwarded-For ignored")
 	bindSecretScanning(f, &cfg.GitHubSecretScanning)
 	f.Int(&cfg.MaxConnections, "admin-max-connections", "ODIN_ADMIN_MAX_CONNECTIONS", adminsvc.DefaultMaxConnections, "open admin API connections at most; one more is closed at once (negative: no cap)")
+	f.Bool(&c.console, "console", "ODIN_CONSOLE", true,
+		"serve the operator console at /console/ (keys in a browser, docs/CONSOLE.md); false: 404")
+	f.Duration(&cfg.ConsoleSessionTTL, "console-session-ttl", "ODIN_CONSOLE_SESSION_TTL", console.DefaultSessionTTL,
+		"lifetime of a console session from sign-in (not extended by use)")
 	f.Bool(&c.migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving")
 	c.tls.bind(f, "ODIN_ADMIN_", "the admin API and its /healthz, /readyz, /metrics")
 	c.hooks.bind(f)
@@ -72,6 +78,7 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg, sf, lo, tf, addr, migrate := c.svc, c.store, c.log, c.tls, c.addr, c.migrate
+	cfg.ConsoleDisabled = !c.console
 	logger, err := lo.logger(stderr)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -208,6 +209,9 @@ func serveDev(ctx context.Context, cfg devConfig, lis *devListeners, store keyst
 		return authz.Serve(ctx, authzsvc.Listeners{GRPC: lis.grpc, HTTP: lis.http, Ops: lis.ops})
 	})
 	start("admin", func() error { return admin.Serve(ctx, lis.admin) })
+	if link, ok := admin.ConsoleSignInLink(devConsoleLinkTTL); ok {
+		b.consoleLink = b.adminURL + link
+	}
 
 	if err := waitDevReady(ctx, b.opsURL+"/readyz", b.adminURL+"/readyz", b.issuerURL+"/healthz"); err != nil {
 		if ctx.Err() == nil { // not interrupted: something is wrong
@@ -446,7 +450,13 @@ type devBanner struct {
 	httpURL, opsURL, adminURL, issuerURL string
 	dataDir, token, key, cli             string
 	keyRevoked, keyExpired               bool
+	// consoleLink is a one-time link that opens the console signed in as
+	// the operator (it holds no token); empty when the console is off.
+	consoleLink string
 }
+
+// devConsoleLinkTTL is how long the banner's console link can be used.
+const devConsoleLinkTTL = 15 * time.Minute
 
 func newDevBanner(lis *devListeners, dataDir string, c devCredentials, cli string) devBanner {
 	b := devBanner{
@@ -529,6 +539,10 @@ func (b devBanner) write(w io.Writer) {
 		"  ODIN_ADMIN_URL=" + b.adminURL + " ODIN_ADMIN_TOKEN=" + tok + " " + b.cli + " keys list   # then: ... keys revoke key_...",
 		"",
 		"Ctrl-C stops everything; the next run reuses the data dir, the token and the demo key.",
+	}
+	if b.consoleLink != "" { // under the admin API's line
+		at := slices.Index(lines, "  admin API       "+b.adminURL) + 1
+		lines = slices.Insert(lines, at, "  console         "+b.consoleLink+"  (opens signed in as the operator: one use, within 15 minutes; after that "+b.adminURL+"/console/ and the operator token)")
 	}
 	_, _ = io.WriteString(w, strings.Join(lines, "\n")+"\n")
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/odin-scan/odin-authz/admin"
+	"github.com/odin-scan/odin-authz/admin/console"
 	"github.com/odin-scan/odin-authz/admin/webhooks"
 	"github.com/odin-scan/odin-authz/internal/connlimit"
 	"github.com/odin-scan/odin-authz/internal/ops"
@@ -74,6 +75,12 @@ type Config struct {
 	// TLS, when set, serves the API and its /healthz, /readyz, /metrics
 	// over TLS (mutual TLS when TLS.ClientCAFile is set).
 	TLS *tlsreload.Config
+	// ConsoleDisabled turns the operator console (/console/) off; it is on
+	// by default. ConsoleSessionTTL is a console session's lifetime
+	// (default console.DefaultSessionTTL).
+	ConsoleDisabled   bool
+	ConsoleSessionTTL time.Duration
+
 	// Webhooks configures the outgoing webhooks: endpoints, attempts,
 	// timeout, the key.expiring notice. The service fills in the store,
 	// logger and registry. With no endpoint, events are marked skipped.
@@ -89,6 +96,8 @@ type Service struct {
 	// webhooksDone is closed when the webhook worker has stopped; nil
 	// without one.
 	webhooksDone chan struct{}
+	// console is the operator console; nil when it is off.
+	console *console.Console
 }
 
 // New builds the service and starts its background work under ctx.
@@ -114,6 +123,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		parts.Abandon(ctx)
 		return nil, err
 	}
+	if !cfg.ConsoleDisabled {
+		if s.console, err = console.New(console.Options{API: api, SessionTTL: cfg.ConsoleSessionTTL, Logger: logger}); err != nil {
+			parts.Abandon(ctx)
+			return nil, err
+		}
+	}
 	if err := s.startWebhooks(ctx, cfg.Webhooks); err != nil {
 		parts.Abandon(ctx)
 		return nil, err
@@ -125,6 +140,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		mux.Handle(p, opsHandler)
 	}
 	mux.Handle("/", api.Handler())
+	if s.console != nil {
+		mux.Handle(console.Path, s.console.Handler())
+	}
 	s.handler = parts.Tracing.AdminHandler(mux, "/healthz", "/readyz", "/metrics")
 	return s, nil
 }
@@ -191,6 +209,16 @@ func (s *Service) startWebhooks(ctx context.Context, opts webhooks.Options) erro
 
 // Handler is the whole HTTP surface (for tests with httptest).
 func (s *Service) Handler() http.Handler { return s.handler }
+
+// ConsoleSignInLink is the path of a one-time link that signs its first
+// visitor into the console as the operator (odin dev's banner); false when
+// the console is off.
+func (s *Service) ConsoleSignInLink(ttl time.Duration) (string, bool) {
+	if s.console == nil {
+		return "", false
+	}
+	return s.console.SignInLink(admin.OperatorPrincipal(), ttl), true
+}
 
 // Registry is the metrics registry.
 func (s *Service) Registry() *prometheus.Registry { return s.parts.Registry }
