@@ -96,3 +96,37 @@ func memberName(quoted jsontext.Value) []byte {
 	out, _ := jsontext.AppendUnquote(nil, quoted)
 	return out
 }
+
+// forEachElement calls fn with the raw value of each element of the JSON
+// array doc (a value of a document forEachMember accepted), in order, until
+// fn returns false. It reports false when doc is not an array or fn
+// stopped.
+func forEachElement(doc []byte, fn func(value []byte) bool) bool {
+	r := objectReaders.Get().(*objectReader)
+	defer func() {
+		r.buf = bytes.Buffer{}
+		r.dec.Reset(&r.buf, decodeOptions)
+		objectReaders.Put(r)
+	}()
+	r.buf = *bytes.NewBuffer(doc)
+	r.dec.Reset(&r.buf, decodeOptions)
+	d := &r.dec
+	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '[' {
+		return false
+	}
+	for d.PeekKind() != ']' {
+		value, err := d.ReadValue()
+		if err != nil {
+			return false
+		}
+		end := int(d.InputOffset())
+		if !fn(doc[end-len(value) : end]) {
+			return false
+		}
+	}
+	if _, err := d.ReadToken(); err != nil {
+		return false
+	}
+	_, err := d.ReadToken()
+	return err == io.EOF
+}
