@@ -129,6 +129,13 @@ var reverificationPresets = map[string]Reverification{
 	"lax":        {SecondFactor, 24 * time.Hour},
 }
 
+// ReverificationPreset returns one of Clerk's named configurations:
+// strict_mfa, strict, moderate or lax.
+func ReverificationPreset(name string) (Reverification, bool) {
+	r, ok := reverificationPresets[name]
+	return r, ok
+}
+
 // NewReverification checks a level and a max age: the age must be a whole
 // number of minutes from 1 to 99,998, as Clerk's afterMinutes.
 func NewReverification(level string, maxAge time.Duration) (Reverification, error) {
@@ -137,7 +144,7 @@ func NewReverification(level string, maxAge time.Duration) (Reverification, erro
 		return Reverification{}, err
 	}
 	if maxAge < time.Minute || maxAge%time.Minute != 0 || maxAge > MaxReverifyAge {
-		return Reverification{}, fmt.Errorf("reverification max age %s: must be a whole number of minutes from 1m to %s", maxAge, MaxReverifyAge)
+		return Reverification{}, fmt.Errorf("reverification max age %s: must be a whole number of minutes from 1m to %dm", maxAge, MaxReverifyAge/time.Minute)
 	}
 	return Reverification{Level: l, MaxAge: maxAge}, nil
 }
@@ -147,7 +154,7 @@ func NewReverification(level string, maxAge time.Duration) (Reverification, erro
 // (second_factor:10m), moderate (second_factor:1h), lax
 // (second_factor:24h).
 func ParseReverification(s string) (Reverification, error) {
-	if r, ok := reverificationPresets[s]; ok {
+	if r, ok := ReverificationPreset(s); ok {
 		return r, nil
 	}
 	level, age, ok := strings.Cut(s, ":")
