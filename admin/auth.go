@@ -5,7 +5,6 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -106,8 +105,7 @@ func (s *Server) requireReverification(c *caller, now time.Time) error {
 	if rv == nil || c.operator || rv.Satisfied(c.factors, now) {
 		return nil
 	}
-	return &apiError{code: denial.Forbidden, reverify: rv,
-		message: denial.MessageReverify + ": " + rv.Level.String() + " within " + strconv.Itoa(rv.AfterMinutes()) + " minutes"}
+	return &apiError{code: denial.Forbidden, message: denial.MessageReverify + ": " + rv.Requirement(), reverify: rv}
 }
 
 // canManage reports whether the caller may see and change k: the operator

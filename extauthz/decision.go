@@ -254,7 +254,7 @@ func reverify(d *Decision, rv *policy.Reverify, rule string, now time.Time) {
 		}
 	case !rv.Satisfied(d.Principal.Factors, now):
 		d.Outcome, d.Reason, d.Reverify = DenyForbidden, "reverification_required", rv
-		d.Message = denial.MessageReverify + ": " + rv.Level.String() + " within " + strconv.Itoa(rv.AfterMinutes()) + ` minutes; rule "` + rule + `"`
+		d.Message = denial.MessageReverify + ": " + rv.Requirement() + `; rule "` + rule + `"`
 	}
 }
 

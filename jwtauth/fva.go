@@ -3,6 +3,7 @@ package jwtauth
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -171,9 +172,15 @@ func ParseReverification(s string) (Reverification, error) {
 // AfterMinutes is the max age in minutes, Clerk's afterMinutes.
 func (r Reverification) AfterMinutes() int { return int(r.MaxAge / time.Minute) }
 
+// Requirement says what the requirement asks, for messages:
+// "second_factor within 10 minutes".
+func (r Reverification) Requirement() string {
+	return r.Level.String() + " within " + strconv.Itoa(r.AfterMinutes()) + " minutes"
+}
+
 // String is the requirement as ParseReverification reads it.
 func (r Reverification) String() string {
-	return r.Level.String() + ":" + fmt.Sprint(r.AfterMinutes()) + "m"
+	return r.Level.String() + ":" + strconv.Itoa(r.AfterMinutes()) + "m"
 }
 
 // Satisfied reports whether a session with factors f meets the requirement
