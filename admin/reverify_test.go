@@ -1,12 +1,11 @@
 package admin_test
 
 import (
-	"encoding/json"
-	"os"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/odin-scan/odin-authz/denial/denialtest"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 	"github.com/odin-scan/odin-authz/jwtauth"
@@ -41,7 +40,7 @@ func TestAdminReverification(t *testing.T) {
 	e.MustStatus(r, 201)
 	keyID := r.Str("id")
 
-	hint := clerkHintFixture(t)
+	hint := denialtest.ClerkHint(t, "second_factor", 10)
 	for name, tok := range map[string]string{
 		"stale":          fvaToken(t, e, "user_alice", []int{0, 10}),
 		"never verified": fvaToken(t, e, "user_alice", []int{-1, -1}),
@@ -75,19 +74,4 @@ func TestAdminReverification(t *testing.T) {
 	// Off by default: the same stale session may create keys.
 	off := newEnv(t)
 	off.MustStatus(off.Do("POST", "/v1/keys", fvaToken(t, off, "user_bob", nil), create), 201)
-}
-
-// clerkHintFixture is the clerk_error object of denial/testdata: the shape
-// of Clerk's reverificationError for second_factor, 10 minutes.
-func clerkHintFixture(t *testing.T) any {
-	t.Helper()
-	raw, err := os.ReadFile("../denial/testdata/clerk_reverification_error.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fixture map[string]any
-	if err := json.Unmarshal(raw, &fixture); err != nil {
-		t.Fatal(err)
-	}
-	return fixture["clerk_error"]
 }

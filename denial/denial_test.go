@@ -3,11 +3,12 @@ package denial
 import (
 	"encoding/json"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/odin-scan/odin-authz/denial/denialtest"
 )
 
 func TestCompact(t *testing.T) {
@@ -58,21 +59,13 @@ func TestStatus(t *testing.T) {
 // "reverification-error") and validateReverificationConfig (a known level
 // and a positive afterMinutes).
 func TestReverificationHint(t *testing.T) {
-	raw, err := os.ReadFile("testdata/clerk_reverification_error.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fixture map[string]any
-	if err := json.Unmarshal(raw, &fixture); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Date(2025, 1, 15, 10, 30, 0, 0, time.UTC)
 	b := NewReverification("second_factor", 10, "req-1", now)
 	var got map[string]any
 	if err := json.Unmarshal(b.Compact(), &got); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(fixture["clerk_error"], got["clerk_error"]); diff != "" {
+	if diff := cmp.Diff(any(denialtest.ClerkHint(t, "second_factor", 10)), got["clerk_error"]); diff != "" {
 		t.Errorf("clerk_error (-Clerk's shape, +ours):\n%s", diff)
 	}
 	if !isReverificationHint(got) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/odin-scan/odin-authz/denial/denialtest"
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -33,24 +34,6 @@ rules:
 default:
   scopes: {all_of: [read]}
 `
-
-// clerkHint is Clerk's reverificationError shape for the billing rule,
-// from denial/testdata (a copy of the shape of Clerk's SDK).
-func clerkHint(t *testing.T, level string, afterMinutes int) any {
-	t.Helper()
-	raw, err := os.ReadFile("../denial/testdata/clerk_reverification_error.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fixture map[string]any
-	if err := json.Unmarshal(raw, &fixture); err != nil {
-		t.Fatal(err)
-	}
-	hint := fixture["clerk_error"].(map[string]any)
-	rv := hint["metadata"].(map[string]any)["reverification"].(map[string]any)
-	rv["level"], rv["afterMinutes"] = level, float64(afterMinutes)
-	return hint
-}
 
 // Step-up verification on a route: fva in every state, keys, the gRPC and
 // the HTTP answers, and a replica reading the session from Redis.
@@ -75,14 +58,14 @@ func TestReverification(t *testing.T) {
 		}
 		return is.Token(t, c)
 	}
-	billingHint := clerkHint(t, "second_factor", 10)
+	billingHint := denialtest.ClerkHint(t, "second_factor", 10)
 	tests := []struct {
 		name    string
 		method  string
 		path    string
 		headers map[string]string
 		status  int
-		hint    any // the clerk_error object of a 403, nil for none
+		hint    map[string]any // the clerk_error object of a 403, nil for none
 	}{
 		{"second factor just verified", "POST", "/v1/billing", bearer(token([]int{0, 0}, 0)), 200, nil},
 		{"second factor 9 minutes ago", "POST", "/v1/billing", bearer(token([]int{30, 9}, 0)), 200, nil},
@@ -98,7 +81,7 @@ func TestReverification(t *testing.T) {
 		{"API key refused", "POST", "/v1/billing", map[string]string{"api-key": key}, 403, nil},
 		{"API key where the rule admits keys", "GET", "/v1/exports", map[string]string{"api-key": key}, 200, nil},
 		{"first factor rule", "GET", "/v1/exports", bearer(token([]int{59, -1}, 0)), 200, nil},
-		{"first factor rule, stale", "GET", "/v1/exports", bearer(token([]int{60, 0}, 0)), 403, clerkHint(t, "first_factor", 60)},
+		{"first factor rule, stale", "GET", "/v1/exports", bearer(token([]int{60, 0}, 0)), 403, denialtest.ClerkHint(t, "first_factor", 60)},
 		{"route without the rule, fva missing", "GET", "/v1/scans", bearer(token(nil, 0)), 200, nil},
 		{"route without the rule, fva malformed", "GET", "/v1/scans", bearer(token("x", 0)), 200, nil},
 	}
@@ -180,7 +163,7 @@ func TestReverification(t *testing.T) {
 
 // checkReverifyBody checks a 403 body: the contract's FORBIDDEN body, and
 // Clerk's clerk_error exactly when hint is not nil.
-func checkReverifyBody(t *testing.T, body []byte, hint any) {
+func checkReverifyBody(t *testing.T, body []byte, hint map[string]any) {
 	t.Helper()
 	var got map[string]any
 	if err := json.Unmarshal(body, &got); err != nil {
@@ -190,7 +173,11 @@ func checkReverifyBody(t *testing.T, body []byte, hint any) {
 	if e["code"] != "FORBIDDEN" || e["message"] == "" || got["requestId"] == "" || got["timestamp"] == "" {
 		t.Errorf("not the contract's 403 body: %s", body)
 	}
-	if diff := cmp.Diff(hint, got["clerk_error"]); diff != "" {
+	gotHint, _ := got["clerk_error"].(map[string]any)
+	if _, present := got["clerk_error"]; present != (hint != nil) {
+		t.Errorf("clerk_error present %v, want %v: %s", present, hint != nil, body)
+	}
+	if diff := cmp.Diff(hint, gotHint); diff != "" {
 		t.Errorf("clerk_error (-want, +got):\n%s", diff)
 	}
 }

@@ -41,6 +41,23 @@ var objectReaders = sync.Pool{New: func() any {
 	return r
 }}
 
+// borrowReader returns a pooled reader at the start of doc, which it reads
+// in place; give it back with release.
+func borrowReader(doc []byte) *objectReader {
+	r := objectReaders.Get().(*objectReader)
+	r.buf = *bytes.NewBuffer(doc)
+	r.dec.Reset(&r.buf, decodeOptions)
+	return r
+}
+
+// release drops every reference to the document before the reader is
+// reused, and returns it to the pool.
+func (r *objectReader) release() {
+	r.buf = bytes.Buffer{}
+	r.dec.Reset(&r.buf, decodeOptions)
+	objectReaders.Put(r)
+}
+
 // forEachMember checks that doc is exactly one JSON object (well formed, no
 // duplicate member names at any depth, nothing but whitespace after it) and
 // calls fn with each member's name and raw value, in document order. name
@@ -48,15 +65,8 @@ var objectReaders = sync.Pool{New: func() any {
 // having possibly called fn for some members, when doc is not such an
 // object: the caller then refuses the document whatever fn saw.
 func forEachMember(doc []byte, fn func(name []byte, value []byte)) bool {
-	r := objectReaders.Get().(*objectReader)
-	defer func() {
-		// Drop every reference to doc before the reader is reused.
-		r.buf = bytes.Buffer{}
-		r.dec.Reset(&r.buf, decodeOptions)
-		objectReaders.Put(r)
-	}()
-	r.buf = *bytes.NewBuffer(doc)
-	r.dec.Reset(&r.buf, decodeOptions)
+	r := borrowReader(doc)
+	defer r.release()
 	d := &r.dec
 	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
 		return false
@@ -102,14 +112,8 @@ func memberName(quoted jsontext.Value) []byte {
 // fn returns false. It reports false when doc is not an array or fn
 // stopped.
 func forEachElement(doc []byte, fn func(value []byte) bool) bool {
-	r := objectReaders.Get().(*objectReader)
-	defer func() {
-		r.buf = bytes.Buffer{}
-		r.dec.Reset(&r.buf, decodeOptions)
-		objectReaders.Put(r)
-	}()
-	r.buf = *bytes.NewBuffer(doc)
-	r.dec.Reset(&r.buf, decodeOptions)
+	r := borrowReader(doc)
+	defer r.release()
 	d := &r.dec
 	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '[' {
 		return false
