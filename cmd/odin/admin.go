@@ -23,8 +23,8 @@ type adminConfig struct {
 	migrate bool
 	// reverify is --admin-reverify as given, read into svc.Reverify.
 	reverify string
-	tls     tlsServerFlags
-	hooks   outgoingWebhookFlags
+	tls      tlsServerFlags
+	hooks    outgoingWebhookFlags
 }
 
 // adminFlagSet defines odin admin's flags, writing to c.
