@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/odin-scan/odin-authz/credential"
+	"github.com/odin-scan/odin-authz/denial"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/keystore"
 )
@@ -27,6 +28,10 @@ type caller struct {
 	// impersonator is the user signed in as userID through Clerk's user
 	// impersonation (the token's act claim); empty for a user's own session.
 	impersonator string
+	// factors is what the session token says about its verified factors
+	// (Clerk's fva claim), for Options.Reverify; nil for the operator and
+	// for tokens without a usable fva.
+	factors *jwtauth.FactorVerification
 }
 
 // kind is who the caller is, for traces: operator, org (an organisation
@@ -71,6 +76,36 @@ func (s *Server) mayMint(c *caller) error {
 		return errForbidden("keys cannot be created or rolled while impersonating a user")
 	}
 	return nil
+}
+
+// handler is an admin route's handler, given its authenticated caller.
+type handler func(http.ResponseWriter, *http.Request, *caller) error
+
+// reverified guards a sensitive operation (creating, rolling or enabling a
+// key) with the configured step-up verification (Options.Reverify): a
+// session token must show a factor verified recently enough, by the rules
+// of odin authz's reverify policy option (jwtauth.Reverification), or the
+// request is answered 403 with Clerk's reverification hint, which the
+// dashboard's useReverification() answers by prompting the user and
+// retrying. The operator token is exempt: it is not a session. Without
+// the setting, h runs as is.
+func (s *Server) reverified(h handler) handler {
+	return func(w http.ResponseWriter, r *http.Request, c *caller) error {
+		if err := s.requireReverification(c, time.Now()); err != nil {
+			return err
+		}
+		return h(w, r, c)
+	}
+}
+
+// requireReverification is the check of reverified, for a handler that
+// must make it itself.
+func (s *Server) requireReverification(c *caller, now time.Time) error {
+	rv := s.opts.Reverify
+	if rv == nil || c.operator || rv.Satisfied(c.factors, now) {
+		return nil
+	}
+	return &apiError{code: denial.Forbidden, message: denial.MessageReverify + ": " + rv.Requirement(), reverify: rv}
 }
 
 // canManage reports whether the caller may see and change k: the operator
@@ -140,7 +175,7 @@ func (s *Server) authenticate(r *http.Request) (*caller, error) {
 	case credential.Unavailable:
 		return nil, unavailable(reason)
 	}
-	c := &caller{userID: sess.Subject, orgID: sess.OrgID, sessionID: sess.SessionID, permissions: sess.Permissions, tier: sess.Tier, impersonator: sess.Actor}
+	c := &caller{userID: sess.Subject, orgID: sess.OrgID, sessionID: sess.SessionID, permissions: sess.Permissions, tier: sess.Tier, impersonator: sess.Actor, factors: sess.Factors}
 	c.orgAdmin = c.orgID != "" && slices.Contains(s.opts.OrgAdminRoles, sess.OrgRole)
 	return c, nil
 }

@@ -35,6 +35,7 @@ import (
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 	"github.com/odin-scan/odin-authz/internal/testenv"
+	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/keystore"
 )
@@ -364,6 +365,7 @@ func TestOpenAPIContract(t *testing.T) {
 		body := `{"type":"session.ended","data":{"id":"sess_x"}}`
 		c.do(t, call{method: "POST", path: "/v1/webhooks/clerk", body: body, header: svixHeaders(t, "msg_nocfg", time.Now(), body, false), status: 404})
 	})
+	t.Run("reverification", func(t *testing.T) { contractReverification(t, e, client) })
 	t.Run("store outage", func(t *testing.T) { contractOutage(t, client) })
 	t.Run("bus outage", func(t *testing.T) { contractBusOutage(t, e, client) })
 	if t.Failed() {
@@ -584,6 +586,31 @@ func contractKeyActions(t *testing.T, e *env, c contractClient, who callers, ids
 		}
 		c.do(t, call{method: method, path: keysPath + p, status: 401, expect: invalid})
 	}
+}
+
+// contractReverification: with --admin-reverify, a session without a
+// recent second factor gets the 403 of ReverificationError on create and
+// roll; a fresh one and the operator are served.
+func contractReverification(t *testing.T, e *env, client func(string) contractClient) {
+	cfg := e.Config
+	rv, err := jwtauth.ParseReverification("strict")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Reverify = &rv
+	c := client(startService(t, cfg))
+	fresh, stale := fvaToken(t, e, "user_rv", []int{0, 1}), fvaToken(t, e, "user_rv", []int{0, 60})
+	body := map[string]any{"name": "rv", "scopes": []string{"scans:read"}}
+	id := c.do(t, call{method: "POST", path: keysPath, bearer: fresh, body: body, status: 201}).Str("id")
+	for _, r := range []admintest.Response{
+		c.do(t, call{method: "POST", path: keysPath, bearer: stale, body: body, status: 403}),
+		c.do(t, call{method: "POST", path: keysPath + "/" + id + "/roll", bearer: stale, status: 403}),
+	} {
+		if r.Body["clerk_error"] == nil {
+			t.Errorf("no reverification hint: %s", r.Raw)
+		}
+	}
+	c.do(t, call{method: "POST", path: keysPath + "/" + id + "/roll", bearer: admintest.OperatorToken, status: 201})
 }
 
 func contractSessions(t *testing.T, e *env, c contractClient) {

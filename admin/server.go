@@ -43,6 +43,12 @@ type Options struct {
 	// AllowImpersonatedKeys lets an impersonated session (Clerk's act
 	// claim) create and roll keys; by default that is a 403.
 	AllowImpersonatedKeys bool
+	// Reverify, when set, is the step-up verification a session token
+	// needs for the sensitive operations (creating and rolling keys): a
+	// session whose factors were not verified recently enough gets 403
+	// with Clerk's reverification hint. The operator token is exempt. Nil:
+	// off.
+	Reverify *jwtauth.Reverification
 	// OperatorToken is ODIN_ADMIN_TOKEN: full access, compared in constant
 	// time. Empty: no operator access over HTTP.
 	OperatorToken string
@@ -185,11 +191,11 @@ func (s *Server) routes() http.Handler {
 	route := func(pattern string, h func(http.ResponseWriter, *http.Request, *caller) error) {
 		mux.Handle(pattern, s.wrap(pattern, callerRequired, h))
 	}
-	route("POST /v1/keys", s.createKey)
+	route("POST /v1/keys", s.reverified(s.createKey))
 	route("GET /v1/keys", s.listKeys)
 	route("GET /v1/keys/{id}", s.getKey)
 	route("POST /v1/keys/{id}/revoke", s.revokeKey)
-	route("POST /v1/keys/{id}/roll", s.rollKey)
+	route("POST /v1/keys/{id}/roll", s.reverified(s.rollKey))
 	route("POST /v1/sessions/{sid}/revoke", s.revokeSession)
 	route("GET /v1/audit-log", s.auditLog)
 	route("GET /v1/webhooks/deliveries", s.listWebhookDeliveries)
@@ -278,6 +284,9 @@ type apiError struct {
 	code    denial.Code
 	message string
 	field   string
+	// reverify, on a 403, is the requirement the session missed: the body
+	// carries Clerk's reverification hint.
+	reverify *jwtauth.Reverification
 }
 
 func (e *apiError) Error() string { return string(e.code) + ": " + e.message }
@@ -330,6 +339,10 @@ func writeError(w http.ResponseWriter, reqID string, err error) {
 		}
 	}
 	b := denial.New(ae.code, ae.message, reqID, time.Now())
+	if ae.reverify != nil {
+		b = denial.NewReverification(ae.reverify.Level.String(), ae.reverify.AfterMinutes(), reqID, time.Now())
+		b.Error.Message = ae.message
+	}
 	b.Error.Field = ae.field
 	if ae.code.Challenges() {
 		w.Header().Set(denial.ChallengeHeader, denial.Challenge)

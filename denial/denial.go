@@ -81,6 +81,54 @@ type Body struct {
 	Error     Detail `json:"error"`
 	Timestamp string `json:"timestamp"` // RFC 3339, UTC
 	RequestID string `json:"requestId"`
+	// ClerkError is Clerk's reverification hint, on the 403 of a session
+	// that must verify a factor again (NewReverification); omitted
+	// otherwise.
+	ClerkError *ClerkError `json:"clerk_error,omitempty"`
+}
+
+// ClerkError is the object Clerk's reverificationError helper returns
+// (github.com/clerk/javascript, packages/shared/src/authorization-errors.ts
+// at commit e21ae9a4cf189ed20cb04bee94497533cd9d4dbe): a body with it is
+// what isReverificationHint recognises, so the useReverification() hook of
+// Clerk's frontend SDK prompts the user for the factor in
+// metadata.reverification and retries the request.
+type ClerkError struct {
+	Type     string             `json:"type"`   // always "forbidden"
+	Reason   string             `json:"reason"` // always "reverification-error"
+	Metadata ClerkErrorMetadata `json:"metadata"`
+}
+
+// ClerkErrorMetadata holds the requirement the session missed.
+type ClerkErrorMetadata struct {
+	Reverification Reverification `json:"reverification"`
+}
+
+// Reverification is Clerk's ReverificationConfig in its object form.
+type Reverification struct {
+	// Level is first_factor, second_factor or multi_factor.
+	Level string `json:"level"`
+	// AfterMinutes is the longest time since the factor's verification
+	// that satisfies the requirement.
+	AfterMinutes int `json:"afterMinutes"`
+}
+
+// The fixed fields of Clerk's reverification hint.
+const (
+	ClerkErrorType        = "forbidden"
+	ClerkReverifyReason   = "reverification-error"
+	MessageReverify       = "Additional verification required"
+	MessageReverifyAPIKey = "This route requires a recently verified user session; API keys are not accepted"
+)
+
+// NewReverification returns the 403 body of a session that must verify a
+// factor again: the FORBIDDEN body with Clerk's hint (ClerkError) for the
+// level and the max age in minutes.
+func NewReverification(level string, afterMinutes int, requestID string, now time.Time) Body {
+	b := New(Forbidden, MessageReverify, requestID, now)
+	b.ClerkError = &ClerkError{Type: ClerkErrorType, Reason: ClerkReverifyReason,
+		Metadata: ClerkErrorMetadata{Reverification: Reverification{Level: level, AfterMinutes: afterMinutes}}}
+	return b
 }
 
 // Detail is the error body's "error" object.

@@ -3,6 +3,8 @@ package extauthz_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -192,11 +194,18 @@ func BenchmarkCheckUnknownKeyNegativeCache(b *testing.B) {
 
 // benchJWTService is benchService with session tokens configured.
 func benchJWTService(b *testing.B) (*authztest.Issuer, *extauthz.CheckServer) {
+	return benchJWTServiceWith(b, "")
+}
+
+// benchJWTServiceWith is benchJWTService with a policy file (none when
+// empty).
+func benchJWTServiceWith(b *testing.B, policyFile string) (*authztest.Issuer, *extauthz.CheckServer) {
 	b.Helper()
 	f := authztest.NewFixture(b, authztest.WithRedis)
 	is := authztest.NewIssuer(b)
 	cfg := f.Config()
 	cfg.DisableRateLimit = true
+	cfg.PolicyFile = policyFile
 	cfg.JWTDefaultScopes = []string{"read", "write"}
 	cfg.JWT.JWKSURL, cfg.JWT.Issuer = is.URL, is.Issuer()
 	svc, err := authzsvc.New(b.Context(), cfg, authztest.DiscardLogger())
@@ -213,6 +222,22 @@ func BenchmarkCheckCachedSession(b *testing.B) {
 	tok := is.Token(b, devissuer.Claims{Subject: "user_bench", SessionID: "sess_bench",
 		Org: &devissuer.Org{ID: "org_bench", Role: "admin", Permissions: []string{"scans:read"}}})
 	req := authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{"authorization": "Bearer " + tok, "x-request-id": "req-bench"})
+	mustAllow(b, srv, req)
+	loopCheck(b, srv, req)
+}
+
+// BenchmarkCheckCachedSessionReverify is BenchmarkCheckCachedSession on a
+// route whose rule asks for step-up verification, which the token passes:
+// the cost of the reverify check itself.
+func BenchmarkCheckCachedSessionReverify(b *testing.B) {
+	file := filepath.Join(b.TempDir(), "policy.yaml")
+	pol := "rules:\n  - prefix: /v1/billing\n    scopes: {all_of: [read]}\n    reverify: {level: second_factor, max_age: 10m}\n"
+	if err := os.WriteFile(file, []byte(pol), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	is, srv := benchJWTServiceWith(b, file)
+	tok := is.Token(b, devissuer.Claims{Subject: "user_bench", SessionID: "sess_bench", Extra: map[string]any{"fva": []int{0, 0}}})
+	req := authztest.EnvoyRequest("GET", "/v1/billing", map[string]string{"authorization": "Bearer " + tok, "x-request-id": "req-bench"})
 	mustAllow(b, srv, req)
 	loopCheck(b, srv, req)
 }

@@ -100,6 +100,10 @@ type Decision struct {
 	// or Redis (the authenticator's lookups, the rate limiter's lease);
 	// the rest of it is odin's own.
 	StoreWait time.Duration
+	// Reverify is the requirement a session token missed, when the
+	// denial asks it to verify a factor again: the body then carries
+	// Clerk's reverification hint (denial.NewReverification).
+	Reverify *policy.Reverify
 }
 
 // Body renders the error body for a denial.
@@ -107,6 +111,11 @@ func (d *Decision) Body(now time.Time) []byte {
 	msg := d.Message
 	if msg == "" {
 		msg = outcomes[d.Outcome].message
+	}
+	if d.Reverify != nil {
+		b := denial.NewReverification(d.Reverify.Level.String(), d.Reverify.AfterMinutes(), d.RequestID, now)
+		b.Error.Message = msg
+		return b.Compact()
 	}
 	b := denial.New(outcomes[d.Outcome].code, msg, d.RequestID, now)
 	return b.Compact()
@@ -217,6 +226,11 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 			}
 		}
 	}
+	if d.Outcome == Allow {
+		if rv := rule.Reverify(); rv != nil {
+			reverify(&d, rv, rule.Name(), now)
+		}
+	}
 	if d.Outcome == Allow && a.limiter != nil {
 		a.rateLimit(ctx, &d, now)
 	}
@@ -224,6 +238,24 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 		d.Outcome, d.Reason = DenyUnavailable, "cancelled"
 	}
 	return d
+}
+
+// reverify applies a rule's step-up requirement to an allowed caller: an
+// API key is refused unless the rule admits keys (it cannot re-verify); a
+// session token whose factors are not recent enough gets a 403 with
+// Clerk's reverification hint, which the dashboard answers by prompting
+// for the factor and retrying.
+func reverify(d *Decision, rv *policy.Reverify, rule string, now time.Time) {
+	switch {
+	case d.Principal.Method != "jwt":
+		if !rv.AllowAPIKeys {
+			d.Outcome, d.Reason = DenyForbidden, "reverify_api_key"
+			d.Message = denial.MessageReverifyAPIKey + `; rule "` + rule + `"`
+		}
+	case !rv.Satisfied(d.Principal.Factors, now):
+		d.Outcome, d.Reason, d.Reverify = DenyForbidden, "reverification_required", rv
+		d.Message = denial.MessageReverify + ": " + rv.Requirement() + `; rule "` + rule + `"`
+	}
 }
 
 // rateLimit spends one request of the caller's tier: 429 when it is spent,

@@ -9,6 +9,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/odin-scan/odin-authz/jwtauth"
 )
 
 // Identity is who a request acts as, once authenticated.
@@ -24,6 +26,11 @@ type Identity struct {
 	// Clerk's act claim: logged with the decision and sent as dynamic
 	// metadata ("actor"), not as a header.
 	Actor string `json:",omitempty"`
+	// Factors is what a session token says about its verified factors
+	// (Clerk's fva claim and its iat), for the routes whose policy rule
+	// asks for reverification; nil for API keys and for tokens without a
+	// usable fva. Shared and read-only, like the rest of the principal.
+	Factors *jwtauth.FactorVerification `json:",omitempty"`
 }
 
 // The identity headers (docs/CONTRACT.md), in a fixed order.

@@ -212,6 +212,7 @@ func (s *Sessions) load(ctx context.Context, h [sha256.Size]byte, token string, 
 		principal: NewPrincipal(Identity{
 			Method: "jwt", Subject: sess.Subject, OrgID: sess.OrgID, SessionID: sess.SessionID,
 			Scopes: orDefault(sess.Permissions, s.opts.DefaultScopes), Tier: sess.Tier, Actor: sess.Actor,
+			Factors: sess.Factors,
 		}),
 		signingKey: sess.SigningKey,
 		deadline:   sess.Expiry.Add(s.opts.Leeway),

@@ -19,6 +19,8 @@ type claims struct {
 	iss, sub, sid, azp, aud, exp, nbf, iat, act []byte
 	// Clerk v2 ("v": 2): the organisation object and the features.
 	v, o, fea []byte
+	// Clerk's factor verification age (see FactorVerification).
+	fva []byte
 	// Clerk v1 organisation claims.
 	orgID, orgSlug, orgRole, orgPermissions []byte
 	// The objects a customised Clerk token carries its metadata in.
@@ -58,6 +60,8 @@ func (v *Verifier) decodeClaims(raw []byte) (c claims, ok bool) {
 			c.o = value
 		case "fea":
 			c.fea = value
+		case "fva":
+			c.fva = value
 		case "org_id":
 			c.orgID = value
 		case "org_slug":
@@ -205,6 +209,7 @@ func (v *Verifier) validate(c *claims, now time.Time) (*Session, error) {
 	if s.Actor, err = actor(c.act); err != nil {
 		return nil, err
 	}
+	s.Factors = factorVerification(c.fva, s.IssuedAt)
 	return s, nil
 }
 

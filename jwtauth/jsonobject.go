@@ -41,6 +41,23 @@ var objectReaders = sync.Pool{New: func() any {
 	return r
 }}
 
+// borrowReader returns a pooled reader at the start of doc, which it reads
+// in place; give it back with release.
+func borrowReader(doc []byte) *objectReader {
+	r := objectReaders.Get().(*objectReader)
+	r.buf = *bytes.NewBuffer(doc)
+	r.dec.Reset(&r.buf, decodeOptions)
+	return r
+}
+
+// release drops every reference to the document before the reader is
+// reused, and returns it to the pool.
+func (r *objectReader) release() {
+	r.buf = bytes.Buffer{}
+	r.dec.Reset(&r.buf, decodeOptions)
+	objectReaders.Put(r)
+}
+
 // forEachMember checks that doc is exactly one JSON object (well formed, no
 // duplicate member names at any depth, nothing but whitespace after it) and
 // calls fn with each member's name and raw value, in document order. name
@@ -48,15 +65,8 @@ var objectReaders = sync.Pool{New: func() any {
 // having possibly called fn for some members, when doc is not such an
 // object: the caller then refuses the document whatever fn saw.
 func forEachMember(doc []byte, fn func(name []byte, value []byte)) bool {
-	r := objectReaders.Get().(*objectReader)
-	defer func() {
-		// Drop every reference to doc before the reader is reused.
-		r.buf = bytes.Buffer{}
-		r.dec.Reset(&r.buf, decodeOptions)
-		objectReaders.Put(r)
-	}()
-	r.buf = *bytes.NewBuffer(doc)
-	r.dec.Reset(&r.buf, decodeOptions)
+	r := borrowReader(doc)
+	defer r.release()
 	d := &r.dec
 	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
 		return false
@@ -95,4 +105,32 @@ func memberName(quoted jsontext.Value) []byte {
 	// UTF-8, which is replaced (decodeOptions).
 	out, _ := jsontext.AppendUnquote(nil, quoted)
 	return out
+}
+
+// forEachElement calls fn with the raw value of each element of the JSON
+// array doc (a value of a document forEachMember accepted), in order, until
+// fn returns false. It reports false when doc is not an array or fn
+// stopped.
+func forEachElement(doc []byte, fn func(value []byte) bool) bool {
+	r := borrowReader(doc)
+	defer r.release()
+	d := &r.dec
+	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '[' {
+		return false
+	}
+	for d.PeekKind() != ']' {
+		value, err := d.ReadValue()
+		if err != nil {
+			return false
+		}
+		end := int(d.InputOffset())
+		if !fn(doc[end-len(value) : end]) {
+			return false
+		}
+	}
+	if _, err := d.ReadToken(); err != nil {
+		return false
+	}
+	_, err := d.ReadToken()
+	return err == io.EOF
 }

@@ -133,6 +133,11 @@ type Session struct {
 	// is an impersonation: Clerk signs an admin in as another user and
 	// names the admin in the act claim (RFC 8693). Empty otherwise.
 	Actor string
+	// Factors is Clerk's fva claim with the iat it counts from, for
+	// step-up verification (Reverification.Satisfied); nil when the token
+	// has no usable fva, which fails every reverification requirement but
+	// is not a reason to refuse the token.
+	Factors *FactorVerification
 	// SigningKey identifies the JWKS key that verified the signature: its
 	// kid and a digest of the key itself, so that a kid republished with
 	// other key material does not match. A cached verification is only as
@@ -145,6 +150,10 @@ type Session struct {
 func (s *Session) clone() *Session {
 	c := *s
 	c.Permissions = append([]string(nil), s.Permissions...)
+	if s.Factors != nil {
+		f := *s.Factors
+		c.Factors = &f
+	}
 	return &c
 }
 

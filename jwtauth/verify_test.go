@@ -38,6 +38,8 @@ func TestVerifyValid(t *testing.T) {
 				Subject: "user_1", SessionID: "sess_1", AuthorizedParty: "https://app.example",
 				Tier:     "free",
 				IssuedAt: iat, NotBefore: iat, Expiry: iat.Add(time.Minute),
+				// The dev issuer's fva: first factor just verified, no second.
+				Factors: &FactorVerification{IssuedAt: iat.Unix(), Ages: [2]int32{0, -1}},
 			}
 			if kid := e.idp.KeyID(alg); !strings.HasPrefix(got.SigningKey, kid+"#") || len(got.SigningKey) <= len(kid)+1 {
 				t.Errorf("SigningKey %q does not name key %s and its digest", got.SigningKey, kid)

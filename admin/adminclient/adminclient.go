@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/odin-scan/odin-authz/admin/api"
+	"github.com/odin-scan/odin-authz/denial"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -65,6 +66,10 @@ func New(opts Options) *Client {
 type Error struct {
 	Status                          int
 	Code, Message, Field, RequestID string
+	// Reverification is set on the 403 of a session token that must
+	// verify a factor again (odin admin's --admin-reverify): the level
+	// and max age of Clerk's reverification hint.
+	Reverification *denial.Reverification
 }
 
 func (e *Error) Error() string {
@@ -81,6 +86,9 @@ func (e *Error) Error() string {
 		fmt.Fprintf(&b, ", request %s", e.RequestID)
 	}
 	b.WriteString("]")
+	if r := e.Reverification; r != nil {
+		fmt.Fprintf(&b, "; this session must verify its %s again (within %d minutes): sign in again in the dashboard, or use the operator token", r.Level, r.AfterMinutes)
+	}
 	return b.String()
 }
 
@@ -185,12 +193,17 @@ func answerError(status int, raw []byte) error {
 		Error struct {
 			Code, Message, Field string
 		} `json:"error"`
-		RequestID string `json:"requestId"`
+		RequestID  string             `json:"requestId"`
+		ClerkError *denial.ClerkError `json:"clerk_error"`
 	}
 	if json.Unmarshal(raw, &b) != nil || b.Error.Code == "" {
 		return &Error{Status: status}
 	}
-	return &Error{Status: status, Code: b.Error.Code, Message: b.Error.Message, Field: b.Error.Field, RequestID: b.RequestID}
+	e := &Error{Status: status, Code: b.Error.Code, Message: b.Error.Message, Field: b.Error.Field, RequestID: b.RequestID}
+	if ce := b.ClerkError; ce != nil && ce.Reason == denial.ClerkReverifyReason {
+		e.Reverification = &ce.Metadata.Reverification
+	}
+	return e
 }
 
 // keyPath is the API path of a key, or of one of its actions.

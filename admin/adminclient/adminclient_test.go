@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/odin-scan/odin-authz/admin/api"
+	"github.com/odin-scan/odin-authz/denial"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 	"github.com/odin-scan/odin-authz/internal/testenv"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -155,5 +157,28 @@ func TestUnconfirmed(t *testing.T) {
 	}
 	if revoked.ID != created.ID || !revoked.Revoked {
 		t.Errorf("the result beside the error = %+v, want the revoked key", revoked)
+	}
+}
+
+// TestReverificationError: the 403 of a session that must verify a factor
+// again says so, with the level and max age of Clerk's hint.
+func TestReverificationError(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		b := denial.NewReverification("second_factor", 10, "req-1", time.Now())
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write(b.Compact())
+	}))
+	t.Cleanup(srv.Close)
+	_, err := New(Options{BaseURL: srv.URL, Token: "session-token", Timeout: 10 * time.Second}).CreateKey(context.Background(), api.CreateKeyRequest{Name: "x"})
+	var e *Error
+	if !errors.As(err, &e) || e.Code != "FORBIDDEN" {
+		t.Fatalf("error %v, want a FORBIDDEN *Error", err)
+	}
+	if diff := cmp.Diff(&denial.Reverification{Level: "second_factor", AfterMinutes: 10}, e.Reverification); diff != "" {
+		t.Errorf("Reverification (-want, +got):\n%s", diff)
+	}
+	if !strings.Contains(err.Error(), "must verify its second_factor again (within 10 minutes)") {
+		t.Errorf("message %q", err)
 	}
 }

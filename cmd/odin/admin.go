@@ -12,6 +12,7 @@ import (
 	"github.com/odin-scan/odin-authz/admin/console"
 	"github.com/odin-scan/odin-authz/admin/secretscan"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
+	"github.com/odin-scan/odin-authz/jwtauth"
 )
 
 // adminConfig is what odin admin's flags set.
@@ -21,9 +22,11 @@ type adminConfig struct {
 	log     logOptions
 	addr    string
 	migrate bool
-	tls     tlsServerFlags
-	hooks   outgoingWebhookFlags
-	console bool
+	// reverify is --admin-reverify as given, read into svc.Reverify.
+	reverify string
+	tls      tlsServerFlags
+	hooks    outgoingWebhookFlags
+	console  bool
 }
 
 // adminFlagSet defines odin admin's flags, writing to c.
@@ -36,6 +39,8 @@ func adminFlagSet(c *adminConfig) *flags {
 	bindSessionAdmission(f, &cfg.JWTAllowNoSessionID)
 	f.Bool(&cfg.AllowImpersonatedKeys, "allow-impersonated-keys", "ODIN_ALLOW_IMPERSONATED_KEYS", false,
 		"let an impersonated session (Clerk act claim) create and roll keys; default: 403, a key would outlive the impersonation")
+	f.String(&c.reverify, "admin-reverify", "ODIN_ADMIN_REVERIFY", "",
+		"step-up verification a session token needs to create, roll or enable a key, as level:max_age (second_factor:10m; levels first_factor, second_factor, multi_factor) or one of Clerk's presets strict_mfa, strict, moderate, lax; otherwise 403 with Clerk's reverification hint (docs/ADMIN.md); empty: off; the operator token is exempt")
 	bindTracing(f, &cfg.Tracing)
 	f.String(&c.addr, "admin-addr", "ODIN_ADMIN_ADDR", ":9004", "listen address")
 	f.Secret(&cfg.OperatorToken, "admin-token", "ODIN_ADMIN_TOKEN", "operator token (at least 32 characters): full access as `Authorization: Bearer <token>`")
@@ -79,6 +84,13 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg, sf, lo, tf, addr, migrate := c.svc, c.store, c.log, c.tls, c.addr, c.migrate
 	cfg.ConsoleDisabled = !c.console
+	if c.reverify != "" {
+		rv, err := jwtauth.ParseReverification(c.reverify)
+		if err != nil {
+			return fmt.Errorf("--admin-reverify: %w", err)
+		}
+		cfg.Reverify = &rv
+	}
 	logger, err := lo.logger(stderr)
 	if err != nil {
 		return err

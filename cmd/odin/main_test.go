@@ -174,6 +174,8 @@ func TestConfigErrorsBeforeBusyPorts(t *testing.T) {
 		{[]string{"authz", "--grpc-addr", addr, "--http-addr", addr, "--ops-addr", addr}, "database URL is required"},
 		{[]string{"authz", "--grpc-addr", addr, "--database-url", "postgres://127.0.0.1:1/x", "--forwarded-headers", "auto"}, "forwarded headers"},
 		{[]string{"admin", "--admin-addr", addr}, "database URL is required"},
+		{[]string{"admin", "--admin-addr", addr, "--admin-reverify", "second_factor:90s"}, "--admin-reverify: reverification max age 1m30s: must be a whole number of minutes"},
+		{[]string{"admin", "--admin-addr", addr, "--admin-reverify", "third_factor:10m"}, `--admin-reverify: unknown reverification level "third_factor"`},
 	} {
 		_, _, err := odin(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -10,8 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/odin-scan/odin-authz/jwtauth"
 )
 
 // Bounds on a policy file. They are far above any real policy and keep a
@@ -244,7 +247,7 @@ func reservedName(name string) bool {
 
 // rule compiles one rule of the rules list.
 func (ps *parser) rule(n *yaml.Node, name string) (*Rule, error) {
-	f, err := ps.fields(n, "name", "methods", "path", "prefix", "pattern", "public", "scopes")
+	f, err := ps.fields(n, "name", "methods", "path", "prefix", "pattern", "public", "scopes", "reverify")
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +266,7 @@ func (ps *parser) defaultRule(n *yaml.Node) (*Rule, error) {
 	if n.Kind != yaml.MappingNode {
 		return nil, ps.errf(n, "must be a mapping with scopes or public")
 	}
-	f, err := ps.fields(n, "public", "scopes")
+	f, err := ps.fields(n, "public", "scopes", "reverify")
 	if err != nil {
 		return nil, err
 	}
@@ -282,13 +285,75 @@ func (ps *parser) access(n *yaml.Node, f map[string]*yaml.Node, r *Rule) error {
 	switch v := f["scopes"]; {
 	case r.public && v != nil:
 		return ps.errf(v, "scopes: a public rule needs no scopes (remove public: true or scopes)")
+	case r.public && f["reverify"] != nil:
+		return ps.errf(f["reverify"], "reverify: a public rule has no caller to verify (remove public: true or reverify)")
 	case r.public:
 		return nil
 	case v == nil:
 		return ps.errf(n, "needs scopes or public: true")
-	default:
-		return ps.scopes(v, r)
 	}
+	if err := ps.scopes(f["scopes"], r); err != nil {
+		return err
+	}
+	if v := f["reverify"]; v != nil {
+		rv, err := ps.reverify(v)
+		if err != nil {
+			return err
+		}
+		r.reverify = rv
+	}
+	return nil
+}
+
+// reverify compiles a rule's step-up requirement: one of Clerk's presets
+// (strict_mfa, strict, moderate, lax) or a mapping with level, max_age and
+// optionally allow_api_keys.
+func (ps *parser) reverify(n *yaml.Node) (*Reverify, error) {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" {
+		r, ok := jwtauth.ReverificationPreset(n.Value)
+		if !ok {
+			return nil, ps.errf(n, "reverify: unknown preset %s (strict_mfa, strict, moderate, lax, or a mapping with level and max_age)", quote(n.Value))
+		}
+		return &Reverify{Reverification: r}, nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return nil, ps.errf(n, "reverify: must be a mapping with level and max_age, or strict_mfa, strict, moderate or lax")
+	}
+	f, err := ps.fields(n, "level", "max_age", "allow_api_keys")
+	if err != nil {
+		return nil, err
+	}
+	level, age := f["level"], f["max_age"]
+	switch {
+	case level == nil:
+		return nil, ps.errf(n, "reverify: needs level (first_factor, second_factor or multi_factor)")
+	case age == nil:
+		return nil, ps.errf(n, "reverify: needs max_age, such as 10m")
+	case level.Kind != yaml.ScalarNode:
+		return nil, ps.errf(level, "reverify: level: must be a string")
+	case age.Kind != yaml.ScalarNode:
+		return nil, ps.errf(age, "reverify: max_age: must be a duration, such as 10m")
+	}
+	l, err := jwtauth.ParseLevel(level.Value)
+	if err != nil {
+		return nil, ps.errf(level, "reverify: level: unknown level %s (first_factor, second_factor or multi_factor)", quote(level.Value))
+	}
+	d, err := time.ParseDuration(age.Value)
+	if err != nil {
+		return nil, ps.errf(age, "reverify: max_age: %s is not a duration, such as 10m", quote(age.Value))
+	}
+	rv, err := jwtauth.NewReverification(l.String(), d)
+	if err != nil {
+		return nil, ps.errf(age, "reverify: max_age: %s: must be a whole number of minutes from 1m to %dm", quote(age.Value), jwtauth.MaxReverifyAge/time.Minute)
+	}
+	r := &Reverify{Reverification: rv}
+	if v := f["allow_api_keys"]; v != nil {
+		if v.Kind != yaml.ScalarNode || v.ShortTag() != "!!bool" {
+			return nil, ps.errf(v, "reverify: allow_api_keys: must be true or false")
+		}
+		r.AllowAPIKeys = strings.EqualFold(v.Value, "true")
+	}
+	return r, nil
 }
 
 // methods compiles the methods list; absent, empty or ["*"] is any method.

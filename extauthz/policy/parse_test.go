@@ -5,8 +5,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/odin-scan/odin-authz/jwtauth"
 )
 
 // TestParseErrors parses every file under testdata/invalid. Each file's
@@ -98,5 +101,53 @@ func TestParseAccepts(t *testing.T) {
 		if _, err := Parse([]byte(src), name); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// TestParseReverify compiles the reverify option in its forms: a mapping
+// (with and without allow_api_keys), one of Clerk's presets, on the default.
+func TestParseReverify(t *testing.T) {
+	src := `
+rules:
+  - name: billing
+    prefix: /v1/billing
+    scopes: {all_of: [billing:write]}
+    reverify: {level: second_factor, max_age: 10m}
+  - name: exports
+    prefix: /v1/exports
+    scopes: {all_of: [exports:read]}
+    reverify: {level: multi_factor, max_age: 1h, allow_api_keys: true}
+  - name: danger
+    prefix: /v1/danger
+    scopes: {all_of: [admin]}
+    reverify: strict_mfa
+  - name: plain
+    prefix: /v1/scans
+    scopes: {all_of: [scans:read]}
+default:
+  scopes: {all_of: [admin]}
+  reverify: {level: first_factor, max_age: 1440m}
+`
+	p, err := Parse([]byte(src), "reverify.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*Reverify{}
+	for _, path := range []string{"/v1/billing/x", "/v1/exports", "/v1/danger", "/v1/scans", "/other"} {
+		r := p.Match("POST", path)
+		got[r.Name()] = r.Reverify()
+	}
+	want := map[string]*Reverify{
+		"billing": {Reverification: jwtauth.Reverification{Level: jwtauth.SecondFactor, MaxAge: 10 * time.Minute}},
+		"exports": {Reverification: jwtauth.Reverification{Level: jwtauth.MultiFactor, MaxAge: time.Hour}, AllowAPIKeys: true},
+		"danger":  {Reverification: jwtauth.Reverification{Level: jwtauth.MultiFactor, MaxAge: 10 * time.Minute}},
+		"plain":   nil,
+		"default": {Reverification: jwtauth.Reverification{Level: jwtauth.FirstFactor, MaxAge: 24 * time.Hour}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Reverify by rule (-want, +got):\n%s", diff)
+	}
+	if Default().Match("GET", "/x").Reverify() != nil {
+		t.Error("the built-in default asks for reverification")
 	}
 }

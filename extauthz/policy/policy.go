@@ -3,6 +3,8 @@ package policy
 import (
 	"slices"
 	"strings"
+
+	"github.com/odin-scan/odin-authz/jwtauth"
 )
 
 // Policy is a compiled route policy: ordered rules, first match wins, and a
@@ -84,7 +86,21 @@ type Rule struct {
 	allOf      []requirement
 	anyOf      []requirement
 	anyOfNames []string
+	reverify   *Reverify // nil: no step-up requirement
 }
+
+// Reverify is a rule's step-up requirement: a session token must show a
+// recent verification of a factor (Clerk's fva claim), and an API key,
+// which cannot re-verify, is refused unless AllowAPIKeys.
+type Reverify struct {
+	jwtauth.Reverification
+	// AllowAPIKeys admits API keys on the route (on their scopes alone).
+	AllowAPIKeys bool
+}
+
+// Reverify is the rule's step-up requirement, nil when it has none (the
+// caller's scopes alone decide). It is shared and read-only.
+func (r *Rule) Reverify() *Reverify { return r.reverify }
 
 // Name is the rule's name for logs: its name in the file, "rule N" (N
 // counts from 1) when it has none, "default" for the file's default,

@@ -68,6 +68,9 @@ type Config struct {
 	// setting of the same name); AllowImpersonatedKeys lets impersonated
 	// sessions create and roll keys.
 	JWTAllowNoSessionID, AllowImpersonatedKeys bool
+	// Reverify is the step-up verification a session token needs to
+	// create and roll keys (admin.Options.Reverify); nil: off.
+	Reverify *jwtauth.Reverification
 
 	// Tracing configures OpenTelemetry traces of the admin API; the zero
 	// value is off.
@@ -160,7 +163,7 @@ func (s *Service) buildAPI(ctx context.Context, cfg Config) (*admin.Server, erro
 			}
 		}, SingleProcess: cfg.Notify != nil, Logger: s.log}),
 		Verifier: p.Verifier, Revoked: p.Revoked,
-		AllowNoSessionID: cfg.JWTAllowNoSessionID, AllowImpersonatedKeys: cfg.AllowImpersonatedKeys,
+		AllowNoSessionID: cfg.JWTAllowNoSessionID, AllowImpersonatedKeys: cfg.AllowImpersonatedKeys, Reverify: cfg.Reverify,
 		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
 		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,
 		TrustedProxies: cfg.TrustedProxies, GitHubSecretScanning: cfg.GitHubSecretScanning,
