@@ -10,6 +10,7 @@ import (
 
 	"github.com/odin-scan/odin-authz/credential"
 	"github.com/odin-scan/odin-authz/denial"
+	"github.com/odin-scan/odin-authz/jwtauth"
 )
 
 // Principal is an authenticated admin caller as a console session keeps
@@ -24,16 +25,20 @@ type Principal struct {
 	Permissions  []string
 	Tier         string
 	Impersonator string
+	// Factors is the signed-in token's fva claim with the iat it counts
+	// from, so a console session ages out of a step-up requirement
+	// (--admin-reverify) as the token itself would; nil without one.
+	Factors *jwtauth.FactorVerification
 }
 
 func (c *caller) principal() Principal {
 	return Principal{Operator: c.operator, UserID: c.userID, OrgID: c.orgID, OrgAdmin: c.orgAdmin,
-		SessionID: c.sessionID, Permissions: c.permissions, Tier: c.tier, Impersonator: c.impersonator}
+		SessionID: c.sessionID, Permissions: c.permissions, Tier: c.tier, Impersonator: c.impersonator, Factors: c.factors}
 }
 
 func (p Principal) caller() *caller {
 	return &caller{operator: p.Operator, userID: p.UserID, orgID: p.OrgID, orgAdmin: p.OrgAdmin,
-		sessionID: p.SessionID, permissions: p.Permissions, tier: p.Tier, impersonator: p.Impersonator}
+		sessionID: p.SessionID, permissions: p.Permissions, tier: p.Tier, impersonator: p.Impersonator, factors: p.Factors}
 }
 
 // OperatorPrincipal is the operator, for a sign-in the process grants
