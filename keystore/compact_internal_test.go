@@ -85,7 +85,7 @@ func TestCompactRecordRoundTrip(t *testing.T) {
 		{ID: "key_0123456789ABCDEFGHij", UserID: "user_2NNEqL2nrIRdJ194ndJqAHwEfxC", OrgID: "org_2abc", Scopes: []string{"a", "b"}, Tier: "pro", ExpiresAt: exp},
 		{ID: "some-other-id", OrgID: long, Scopes: []string{}, Tier: "", RevokedAt: exp},                           // too long for the record: kept aside
 		{ID: "k3", UserID: "u", Scopes: nil, Tier: "free", ExpiresAt: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}, // past int64 nanoseconds
-		{ID: "k4", UserID: "u", Scopes: []string{"a"}, Tier: "free", DisabledAt: DisabledSince},                     // whether, not when
+		{ID: "k4", UserID: "u", Scopes: []string{"a"}, Tier: "free", DisabledAt: DisabledSince},                    // whether, not when
 	} {
 		k.Hash = randomHash()
 		ck.put(k.Hash, k, keyMeta{ver: 7, until: 1, stale: 2})
