@@ -103,9 +103,8 @@ func keysUpdateFlagSet(c *keysUpdateConfig) *flags {
 
 func keysUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c keysUpdateConfig
-	f := keysUpdateFlagSet(&c)
-	f.SetOutput(stderr)
-	if err := f.parse(args); err != nil {
+	f, err := parseFlags(&c, keysUpdateFlagSet, args, stderr)
+	if err != nil {
 		return err
 	}
 	if len(f.positional) != 1 {
