@@ -309,6 +309,9 @@ var unexercised = map[string]string{
 	"getKey 500":               "INTERNAL is a recovered panic",
 	"revokeKey 500":            "INTERNAL is a recovered panic",
 	"rollKey 500":              "INTERNAL is a recovered panic",
+	"updateKey 500":            "INTERNAL is a recovered panic",
+	"disableKey 500":           "INTERNAL is a recovered panic",
+	"enableKey 500":            "INTERNAL is a recovered panic",
 	"revokeSession 500":        "INTERNAL is a recovered panic",
 	"clerkWebhook 500":         "INTERNAL is a recovered panic",
 	"githubSecretScanning 500": "INTERNAL is a recovered panic",
@@ -320,6 +323,9 @@ var unexercised = map[string]string{
 	"getKey 429":          "failed-auth throttling, see TestFailedAuthIsThrottled",
 	"revokeKey 429":       "failed-auth throttling, see TestFailedAuthIsThrottled",
 	"rollKey 429":         "failed-auth throttling, see TestFailedAuthIsThrottled",
+	"updateKey 429":       "failed-auth throttling, see TestFailedAuthIsThrottled",
+	"disableKey 429":      "failed-auth throttling, see TestFailedAuthIsThrottled",
+	"enableKey 429":       "failed-auth throttling, see TestFailedAuthIsThrottled",
 	"revokeSession 429":   "failed-auth throttling, see TestFailedAuthIsThrottled",
 	"listAuditEvents 429": "failed-auth throttling, see TestFailedAuthIsThrottled",
 	// Outgoing webhook deliveries, as above.
@@ -348,6 +354,7 @@ func TestOpenAPIContract(t *testing.T) {
 
 	t.Run("operations", func(t *testing.T) { contractOperations(t, c) })
 	t.Run("keys", func(t *testing.T) { contractKeys(t, e, c) })
+	t.Run("key changes", func(t *testing.T) { contractKeyChanges(t, e, c) })
 	t.Run("sessions", func(t *testing.T) { contractSessions(t, e, c) })
 	t.Run("webhook", func(t *testing.T) { contractWebhook(t, c) })
 	t.Run("secret scanning", func(t *testing.T) { contractSecretScanning(t, e, client) })
@@ -589,8 +596,8 @@ func contractKeyActions(t *testing.T, e *env, c contractClient, who callers, ids
 }
 
 // contractReverification: with --admin-reverify, a session without a
-// recent second factor gets the 403 of ReverificationError on create and
-// roll; a fresh one and the operator are served.
+// recent second factor gets the 403 of ReverificationError on create, roll
+// and enable; a fresh one and the operator are served.
 func contractReverification(t *testing.T, e *env, client func(string) contractClient) {
 	cfg := e.Config
 	rv, err := jwtauth.ParseReverification("strict")
@@ -605,6 +612,7 @@ func contractReverification(t *testing.T, e *env, client func(string) contractCl
 	for _, r := range []admintest.Response{
 		c.do(t, call{method: "POST", path: keysPath, bearer: stale, body: body, status: 403}),
 		c.do(t, call{method: "POST", path: keysPath + "/" + id + "/roll", bearer: stale, status: 403}),
+		c.do(t, call{method: "POST", path: keysPath + "/" + id + "/enable", bearer: stale, status: 403}),
 	} {
 		if r.Body["clerk_error"] == nil {
 			t.Errorf("no reverification hint: %s", r.Raw)
@@ -695,6 +703,9 @@ func contractOutage(t *testing.T, client func(string) contractClient) {
 		{method: "GET", path: "/v1/keys/" + id},
 		{method: "POST", path: "/v1/keys/" + id + "/revoke"},
 		{method: "POST", path: "/v1/keys/" + id + "/roll"},
+		{method: "PATCH", path: "/v1/keys/" + id, body: map[string]any{"name": "y"}},
+		{method: "POST", path: "/v1/keys/" + id + "/disable"},
+		{method: "POST", path: "/v1/keys/" + id + "/enable"},
 		{method: "POST", path: "/v1/sessions/sess_o/revoke"},
 		{method: "GET", path: "/v1/audit-log"},
 		{method: "GET", path: "/v1/webhooks/deliveries"},
@@ -744,6 +755,12 @@ func contractBusOutage(t *testing.T, e *env, client func(string) contractClient)
 		t.Errorf("unconfirmed roll without the new key: %s", r.Raw)
 	}
 	unconfirmed(r)
+	id = newKey("user_bus")
+	for range 2 { // the same change again propagates again
+		unconfirmed(c.do(t, call{method: "PATCH", path: "/v1/keys/" + id, bearer: admintest.OperatorToken, body: map[string]any{"scopes": []string{}}, status: 503}))
+	}
+	unconfirmed(c.do(t, call{method: "POST", path: "/v1/keys/" + id + "/disable", bearer: admintest.OperatorToken, status: 503}))
+	unconfirmed(c.do(t, call{method: "POST", path: "/v1/keys/" + id + "/enable", bearer: admintest.OperatorToken, status: 503}))
 	unconfirmed(c.do(t, call{method: "POST", path: "/v1/sessions/sess_bus/revoke", bearer: admintest.OperatorToken, status: 503}))
 	for _, body := range []string{`{"type":"session.ended","data":{"id":"sess_busw"}}`, `{"type":"user.deleted","data":{"id":"user_bus"}}`} {
 		h := svixHeaders(t, "msg_bus"+testenv.RandomSuffix(), time.Now(), body, false)
@@ -786,7 +803,7 @@ func TestOpenAPICatchesDrift(t *testing.T) {
 	c := loadContract(t, raw)
 	const (
 		ts   = `"timestamp":"2025-01-15T10:30:00Z","requestId":"req-1"`
-		key  = `"id":"key_0123456789abcdefABCD","name":"CI","hint":"odin_sk_AbCd…wxyz","scopes":[],"tier":"free","created_at":"2025-01-15T10:30:00Z","revoked":false,"expired":false`
+		key  = `"id":"key_0123456789abcdefABCD","name":"CI","hint":"odin_sk_AbCd…wxyz","scopes":[],"tier":"free","created_at":"2025-01-15T10:30:00Z","revoked":false,"expired":false,"disabled":false`
 		plan = `"key":"odin_sk_0123456789012345678901234567890123456789012345678"`
 	)
 	ok := http.Header{"Content-Type": {"application/json"}, "X-Request-Id": {"req-1"}}

@@ -44,11 +44,15 @@ func asNotPropagated(err error) (*keystore.NotPropagatedError, bool) {
 const (
 	unconfirmedKeyRevoke     = "key_revoke"
 	unconfirmedKeyRoll       = "key_roll"
+	unconfirmedKeyUpdate     = "key_update"
+	unconfirmedKeyDisable    = "key_disable"
+	unconfirmedKeyEnable     = "key_enable"
 	unconfirmedSessionRevoke = "session_revoke"
 	unconfirmedWebhook       = "webhook"
 )
 
-var unconfirmedKinds = []string{unconfirmedKeyRevoke, unconfirmedKeyRoll, unconfirmedSessionRevoke, unconfirmedWebhook}
+var unconfirmedKinds = []string{unconfirmedKeyRevoke, unconfirmedKeyRoll, unconfirmedKeyUpdate, unconfirmedKeyDisable, unconfirmedKeyEnable,
+	unconfirmedSessionRevoke, unconfirmedWebhook}
 
 // writeNotPropagated answers an unconfirmed change of a kind (see
 // notPropagatedBody), with Retry-After: 1, counts it and logs it.
@@ -63,5 +67,5 @@ func (s *Server) writeNotPropagated(w http.ResponseWriter, kind string, np *keys
 }
 
 // retryRequest names the request that propagates a change again: a POST
-// of path.
+// of path. (A key update's is the same PATCH, with the same body.)
 func retryRequest(path string) string { return http.MethodPost + " " + path }

@@ -47,7 +47,7 @@ func TestAdminReverification(t *testing.T) {
 		"fva missing":    fvaToken(t, e, "user_alice", nil),
 		"fva malformed":  fvaToken(t, e, "user_alice", []string{"0", "0"}),
 	} {
-		for _, req := range []struct{ method, path string }{{"POST", "/v1/keys"}, {"POST", "/v1/keys/" + keyID + "/roll"}} {
+		for _, req := range []struct{ method, path string }{{"POST", "/v1/keys"}, {"POST", "/v1/keys/" + keyID + "/roll"}, {"POST", "/v1/keys/" + keyID + "/enable"}} {
 			var body any
 			if req.path == "/v1/keys" {
 				body = create
@@ -68,6 +68,14 @@ func TestAdminReverification(t *testing.T) {
 
 	stale := fvaToken(t, e, "user_alice", nil)
 	e.MustStatus(e.Do("GET", "/v1/keys/"+keyID, stale, nil), 200)
+	// Disabling narrows what a key may do: no step-up. Enabling it again
+	// widens it: the step-up above (403), or a fresh session.
+	e.MustStatus(e.Do("POST", "/v1/keys/"+keyID+"/disable", stale, nil), 200)
+	r = e.Do("POST", "/v1/keys/"+keyID+"/enable", stale, nil)
+	if r.Status != 403 || r.Body["clerk_error"] == nil {
+		t.Errorf("enable with a stale session: %d %s, want 403 with clerk_error", r.Status, r.Raw)
+	}
+	e.MustStatus(e.Do("POST", "/v1/keys/"+keyID+"/enable", fresh, nil), 200)
 	e.MustStatus(e.Do("POST", "/v1/keys/"+keyID+"/roll", fresh, nil), 201)
 	e.MustStatus(e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "op", "scopes": []string{}, "user_id": "user_a"}), 201)
 

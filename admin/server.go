@@ -165,7 +165,7 @@ func New(opts Options) (*Server, error) {
 	}, []string{"route", "code"})
 	s.unconfirmed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "odin_admin_unconfirmed_changes_total",
-		Help: "Changes committed but not confirmed on every replica (answered 503 with committed: true), by kind: key_revoke, key_roll, session_revoke, webhook.",
+		Help: "Changes committed but not confirmed on every replica (answered 503 with committed: true), by kind: key_revoke, key_roll, key_update, key_disable, key_enable, session_revoke, webhook.",
 	}, []string{"kind"})
 	for _, kind := range unconfirmedKinds {
 		s.unconfirmed.WithLabelValues(kind) // exported at 0 from the start, so rate() sees the first one
@@ -196,6 +196,9 @@ func (s *Server) routes() http.Handler {
 	route("GET /v1/keys/{id}", s.getKey)
 	route("POST /v1/keys/{id}/revoke", s.revokeKey)
 	route("POST /v1/keys/{id}/roll", s.reverified(s.rollKey))
+	route("PATCH /v1/keys/{id}", s.updateKey)
+	route("POST /v1/keys/{id}/disable", s.disableKey)
+	route("POST /v1/keys/{id}/enable", s.reverified(s.enableKey))
 	route("POST /v1/sessions/{sid}/revoke", s.revokeSession)
 	route("GET /v1/audit-log", s.auditLog)
 	route("GET /v1/webhooks/deliveries", s.listWebhookDeliveries)

@@ -64,6 +64,11 @@ const (
 	// MessageMissing is odin authz's 401 message when no credential was
 	// sent at all.
 	MessageMissing = "Missing authentication token"
+	// MessageDisabled is odin authz's 401 message for a valid API key that
+	// its owner or the operator disabled: it works again once enabled, so
+	// the caller is told it is not invalid. Only the key's holder can get
+	// this answer.
+	MessageDisabled = "API key is disabled"
 )
 
 // ContentType is the content type of the error body.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/odin-scan/odin-authz/denial"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -45,6 +46,8 @@ func (a *apiKeys) judge(e *keystore.Entry[*Principal], err error, now time.Time)
 		return denied(DenyUnauthorized, "revoked_key")
 	case errors.Is(err, keystore.ErrExpired):
 		return denied(DenyUnauthorized, "expired_key")
+	case errors.Is(err, keystore.ErrDisabled):
+		return Authentication{Outcome: DenyUnauthorized, Reason: "disabled_key", Message: denial.MessageDisabled}
 	}
 	if a.usage != nil {
 		a.usage.Record(e.ID(), now)

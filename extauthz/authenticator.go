@@ -21,8 +21,11 @@ type Authenticator interface {
 // DenyUnauthorized or DenyUnavailable with a fixed Reason (for logs and
 // metrics, never the credential).
 type Authentication struct {
-	Outcome   Outcome
-	Reason    string
+	Outcome Outcome
+	Reason  string
+	// Message, when set, replaces the outcome's default message (a fixed
+	// string: a disabled key's).
+	Message   string
 	Principal *Principal
 	// StoreWait is how long the answer waited for PostgreSQL or Redis
 	// (zero when an in-process cache answered): the metrics tell it apart

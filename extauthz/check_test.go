@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 
+	"github.com/odin-scan/odin-authz/denial"
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc/authztest"
 	"github.com/odin-scan/odin-authz/keystore"
 )
@@ -30,6 +31,15 @@ func TestCheck(t *testing.T) {
 	time.Sleep(time.Until(expiredKey.ExpiresAt) + 10*time.Millisecond)
 	revoked, revokedKey := f.CreateKey(t, keystore.NewKey{})
 	if _, err := f.Manager.Revoke(ctx, authztest.TestActor, revokedKey.ID); err != nil {
+		t.Fatal(err)
+	}
+	// A disabled key, checked once before it was disabled so that it sits
+	// in every cache tier: the disabling reaches them.
+	disabled, disabledKey := f.CreateKey(t, keystore.NewKey{})
+	if got := authztest.HTTPStatus(r.Check(t, map[string]string{"api-key": disabled})); got != 200 {
+		t.Fatalf("key %s before it was disabled: status %d, want 200", disabledKey.ID, got)
+	}
+	if _, err := f.Manager.Disable(ctx, authztest.TestActor, disabledKey.ID); err != nil {
 		t.Fatal(err)
 	}
 	unknown, _ := keystore.GenerateKey()
@@ -57,6 +67,7 @@ func TestCheck(t *testing.T) {
 		{"unknown", map[string]string{"authorization": "Bearer " + unknown}, 401, "unknown_key"},
 		{"expired", map[string]string{"api-key": expired}, 401, "expired_key"},
 		{"revoked", map[string]string{"api-key": revoked}, 401, "revoked_key"},
+		{"disabled", map[string]string{"api-key": disabled}, 401, "disabled_key"},
 		{"jwt before the JWT verifier", map[string]string{"authorization": "Bearer " + jwtLike}, 401, "jwt_not_configured"},
 		{"64 KiB header", map[string]string{"authorization": "Bearer " + strings.Repeat("A", 64<<10)}, 401, "oversized"},
 		{"64 KiB unrelated header, valid key", map[string]string{"api-key": valid, "x-big": strings.Repeat("b", 64<<10)}, 200, ""},
@@ -81,6 +92,14 @@ func TestCheck(t *testing.T) {
 			body := authztest.DeniedBody(t, resp)
 			if body.Error.Code != "UNAUTHORIZED" || body.RequestID != reqID {
 				t.Errorf("body = %+v, want code UNAUTHORIZED and requestId %q", body, reqID)
+			}
+			// A disabled key is told so; every other key refusal says the same.
+			want := map[string]string{"missing": denial.MessageMissing, "disabled_key": denial.MessageDisabled}[tt.reason]
+			if want == "" {
+				want = denial.MessageUnauthorized
+			}
+			if body.Error.Message != want {
+				t.Errorf("message = %q, want %q", body.Error.Message, want)
 			}
 			if _, err := time.Parse(time.RFC3339, body.Timestamp); err != nil || !strings.HasSuffix(body.Timestamp, "Z") {
 				t.Errorf("timestamp %q is not RFC 3339 UTC", body.Timestamp)

@@ -216,6 +216,7 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 		}
 		res := auth.Authenticate(ctx, d.Credential.Value, now)
 		d.Outcome, d.Reason, d.Principal, d.StoreWait = res.Outcome, res.Reason, res.Principal, res.StoreWait
+		d.Message = res.Message
 	}
 	if d.Outcome == Allow {
 		if res := rule.Check(d.Principal.Scopes); !res.Allowed() {

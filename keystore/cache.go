@@ -105,6 +105,7 @@ type Entry[P any] struct {
 	expires, revoked int64 // Unix nanoseconds, 0: never (see nanos)
 	until, stale     int64 // the cache's: fresh until, usable in an outage until
 	ver              uint64
+	disabled         bool
 	prepared         P
 }
 
@@ -112,7 +113,7 @@ type Entry[P any] struct {
 func (e *Entry[P]) ID() string { return e.id }
 
 // Usable reports why the key may not be used at now: ErrRevoked,
-// ErrExpired, or nil (as Key.Usable).
+// ErrExpired, ErrDisabled, or nil (as Key.Usable).
 func (e *Entry[P]) Usable(now time.Time) error {
 	n := now.UnixNano()
 	if e.revoked != 0 && n >= e.revoked {
@@ -120,6 +121,9 @@ func (e *Entry[P]) Usable(now time.Time) error {
 	}
 	if e.expires != 0 && n >= e.expires {
 		return ErrExpired
+	}
+	if e.disabled {
+		return ErrDisabled
 	}
 	return nil
 }
@@ -199,8 +203,8 @@ var errNoPrepare = errors.New("build cache: no prepare (NoPrepare when entries c
 // NewCache builds the tiers. redis may be nil. prepare is called once per
 // known key loaded, and again when a key's entry is rendered from its
 // compact record: it must depend only on what the record keeps (see
-// compactKeys.view: id, user and org ids, scopes, tier, expiry and
-// revocation). Its result rides along in the entry (Entry.Prepared);
+// compactKeys.view: id, user and org ids, scopes, tier, expiry,
+// revocation, and whether it is disabled). Its result rides along in the entry (Entry.Prepared);
 // NoPrepare when there is nothing to prepare.
 func NewCache[P any](store Store, redis *Redis, opts CacheOptions, prepare func(*Key) P, m *Metrics, logger *slog.Logger) (*Cache[P], error) {
 	if prepare == nil {
@@ -368,7 +372,8 @@ func (c *Cache[P]) cached(h Hash, n int64) *Entry[P] {
 	if !ok || n >= m.until {
 		return nil
 	}
-	e := &Entry[P]{id: k.ID, expires: m.expires, revoked: m.revoked, until: m.until, stale: m.stale, ver: m.ver, prepared: c.prepare(k)}
+	e := &Entry[P]{id: k.ID, expires: m.expires, revoked: m.revoked, until: m.until, stale: m.stale, ver: m.ver,
+		disabled: m.disabled, prepared: c.prepare(k)}
 	c.m.renders.Inc()
 	c.fillMu.Lock()
 	// Kept only if the record is still the one rendered: a fill since has
@@ -555,7 +560,7 @@ func (c *Cache[P]) fill(h Hash, k *Key, until, stale int64, gen uint64) (*Entry[
 		return nil, ErrNotFound
 	}
 	e := &Entry[P]{id: k.ID, expires: nanos(k.ExpiresAt), revoked: nanos(k.RevokedAt), until: until, stale: stale,
-		ver: c.ver.Add(1), prepared: c.prepare(k)}
+		ver: c.ver.Add(1), disabled: !k.DisabledAt.IsZero(), prepared: c.prepare(k)}
 	c.fillMu.Lock()
 	if c.gen.Load() == gen {
 		c.keys.put(h, k, keyMeta{ver: e.ver, until: until, stale: stale})

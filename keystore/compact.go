@@ -62,15 +62,18 @@ type slot struct {
 }
 
 const (
-	slotLive = 1 << iota // holds a record
-	slotUsed             // read since the CLOCK hand last passed
-	slotLong             // id, user and org are in compactShard.long
+	slotLive     = 1 << iota // holds a record
+	slotUsed                 // read since the CLOCK hand last passed
+	slotLong                 // id, user and org are in compactShard.long
+	slotDisabled             // the key is disabled (when, the record does not keep)
 )
 
-// keyMeta is what a hit reads of a record: the times, and the version.
+// keyMeta is what a hit reads of a record: the times, the version, and
+// whether the key is disabled.
 type keyMeta struct {
 	ver                            uint64
 	until, stale, expires, revoked int64
+	disabled                       bool
 }
 
 // compactShard is one lock's worth of records.
@@ -191,7 +194,8 @@ func (s *compactShard) unlink(i uint32) {
 }
 
 func (sl *slot) meta() keyMeta {
-	return keyMeta{ver: sl.ver, until: sl.until, stale: sl.stale, expires: sl.expires, revoked: sl.revoked}
+	return keyMeta{ver: sl.ver, until: sl.until, stale: sl.stale, expires: sl.expires, revoked: sl.revoked,
+		disabled: sl.flags&slotDisabled != 0}
 }
 
 // version returns the version of h's record, if there is one.
@@ -208,7 +212,8 @@ func (c *compactKeys) version(h Hash) (uint64, bool) {
 
 // view rebuilds what the record keeps of h's key, and marks it used: id,
 // user and org ids, scopes and tier (shared with every record that has the
-// same), expiry and revocation; no name, hint or creation time.
+// same), expiry, revocation and whether it is disabled; no name, hint or
+// creation time.
 func (c *compactKeys) view(h Hash) (*Key, keyMeta, bool) {
 	s := c.shard(&h)
 	s.mu.Lock()
@@ -220,6 +225,9 @@ func (c *compactKeys) view(h Hash) (*Key, keyMeta, bool) {
 	sl := &s.slots[idx]
 	sl.flags |= slotUsed
 	k := &Key{Hash: h, ExpiresAt: fromNanos(sl.expires), RevokedAt: fromNanos(sl.revoked)}
+	if sl.flags&slotDisabled != 0 {
+		k.DisabledAt = DisabledSince
+	}
 	if sl.flags&slotLong != 0 {
 		ids := s.long[idx]
 		k.ID, k.UserID, k.OrgID = ids[0], ids[1], ids[2]
@@ -252,6 +260,9 @@ func (c *compactKeys) put(h Hash, k *Key, m keyMeta) {
 	sl := &s.slots[idx]
 	*sl = slot{hash: h, ver: m.ver, until: m.until, stale: m.stale, expires: nanos(k.ExpiresAt), revoked: nanos(k.RevokedAt),
 		scopes: scopes, tier: tier, flags: slotLive}
+	if !k.DisabledAt.IsZero() {
+		sl.flags |= slotDisabled
+	}
 	if n := len(k.ID) + len(k.UserID) + len(k.OrgID); n <= slotBlob {
 		sl.idLen, sl.userLen, sl.orgLen = uint8(len(k.ID)), uint8(len(k.UserID)), uint8(len(k.OrgID))
 		n := copy(sl.blob[:], k.ID)

@@ -85,6 +85,7 @@ func TestCompactRecordRoundTrip(t *testing.T) {
 		{ID: "key_0123456789ABCDEFGHij", UserID: "user_2NNEqL2nrIRdJ194ndJqAHwEfxC", OrgID: "org_2abc", Scopes: []string{"a", "b"}, Tier: "pro", ExpiresAt: exp},
 		{ID: "some-other-id", OrgID: long, Scopes: []string{}, Tier: "", RevokedAt: exp},                           // too long for the record: kept aside
 		{ID: "k3", UserID: "u", Scopes: nil, Tier: "free", ExpiresAt: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}, // past int64 nanoseconds
+		{ID: "k4", UserID: "u", Scopes: []string{"a"}, Tier: "free", DisabledAt: DisabledSince},                    // whether, not when
 	} {
 		k.Hash = randomHash()
 		ck.put(k.Hash, k, keyMeta{ver: 7, until: 1, stale: 2})
@@ -102,12 +103,12 @@ func TestCompactRecordRoundTrip(t *testing.T) {
 		if (got.Scopes == nil) != (k.Scopes == nil) {
 			t.Errorf("%s: scopes %#v, want %#v", k.ID, got.Scopes, k.Scopes)
 		}
-		if m.ver != 7 || m.until != 1 || m.stale != 2 {
+		if m.ver != 7 || m.until != 1 || m.stale != 2 || m.disabled != !k.DisabledAt.IsZero() {
 			t.Errorf("%s: meta %+v", k.ID, m)
 		}
 	}
-	if ck.len() != 3 {
-		t.Errorf("len %d, want 3", ck.len())
+	if ck.len() != 4 {
+		t.Errorf("len %d, want 4", ck.len())
 	}
 }
 
@@ -293,6 +294,37 @@ func TestHotTierEvictionRendersFromRecord(t *testing.T) {
 	}
 	if e2, _ := c.Lookup(ctx, a.Hash, now); e2 != e {
 		t.Error("the rendered entry is not hot")
+	}
+}
+
+// A disabled key's entry, loaded or rendered from its compact record,
+// says so.
+func TestDisabledKeyRendersDisabled(t *testing.T) {
+	s := &mapStore{}
+	a, b := testKey(1), testKey(2)
+	a.DisabledAt = time.Now()
+	s.set(a)
+	s.set(b)
+	c := newTestCache(t, s, CacheOptions{HotSize: 1, TTL: time.Minute})
+	ctx, now := context.Background(), time.Now()
+	for _, k := range []*Key{a, b} {
+		e, err := c.Lookup(ctx, k.Hash, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := e.Usable(now), map[bool]error{true: ErrDisabled}[k == a]; got != want {
+			t.Errorf("%s loaded: Usable = %v, want %v", k.ID, got, want)
+		}
+	}
+	if c.hot.Contains(a.Hash) {
+		t.Fatal("a is still hot")
+	}
+	e, err := c.Lookup(ctx, a.Hash, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Usable(now); err != ErrDisabled {
+		t.Errorf("rendered from the record: Usable = %v, want ErrDisabled", err)
 	}
 }
 

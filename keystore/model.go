@@ -17,6 +17,9 @@ var (
 	ErrRevoked = errors.New("key revoked")
 	// ErrExpired means the key exists and its expiry has passed.
 	ErrExpired = errors.New("key expired")
+	// ErrDisabled means the key exists and is disabled: refused until it
+	// is enabled again.
+	ErrDisabled = errors.New("key disabled")
 	// ErrUnavailable means the answer depends on a store that cannot be
 	// reached and nothing usable is cached. It must never become a 401.
 	ErrUnavailable = errors.New("key store unavailable")
@@ -59,7 +62,16 @@ type Key struct {
 	// ReplacedBy is the id of the key this one was rolled to; empty when
 	// it was never rolled. A key is rolled at most once.
 	ReplacedBy string `json:"replaced_by,omitempty"`
+	// DisabledAt is when the key was disabled; zero while it is enabled.
+	// A disabled key is refused (401, "disabled") until it is enabled
+	// again. The cache's compact record keeps only whether it is set
+	// (compactKeys.view gives DisabledSince).
+	DisabledAt time.Time `json:"disabled_at,omitzero"`
 }
+
+// DisabledSince stands for the disabling time of a key read back from a
+// compact cache record, which keeps only that the key is disabled.
+var DisabledSince = time.Unix(0, 1).UTC()
 
 // Owner is the tenant that owns the key: its organisation when it has one,
 // else its user.
@@ -80,13 +92,17 @@ func (k *Key) Subject() string {
 }
 
 // Usable reports why the key may not be used at now: ErrRevoked,
-// ErrExpired, or nil.
+// ErrExpired, ErrDisabled, or nil. A revoked or expired key says so
+// whether or not it is disabled: that is final, disabling is not.
 func (k *Key) Usable(now time.Time) error {
 	if !k.RevokedAt.IsZero() && !now.Before(k.RevokedAt) {
 		return ErrRevoked
 	}
 	if !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) {
 		return ErrExpired
+	}
+	if !k.DisabledAt.IsZero() {
+		return ErrDisabled
 	}
 	return nil
 }
@@ -121,30 +137,37 @@ func (n *NewKey) Validate(now time.Time) error {
 			return fmt.Errorf("%w: owner: %q is not a valid id", ErrInvalid, id)
 		}
 	}
-	if !namePattern.MatchString(n.Name) {
-		return fmt.Errorf("%w: name: 1 to 200 printable characters required", ErrInvalid)
-	}
 	if n.Tier == "" {
 		n.Tier = DefaultTier
-	}
-	if !tierPattern.MatchString(n.Tier) {
-		return fmt.Errorf("%w: tier: %q is not a valid tier name", ErrInvalid, n.Tier)
-	}
-	if len(n.Scopes) > 64 {
-		return fmt.Errorf("%w: scopes: at most 64", ErrInvalid)
-	}
-	for _, s := range n.Scopes {
-		if !scopePattern.MatchString(s) {
-			return fmt.Errorf("%w: scopes: %q is not a valid scope", ErrInvalid, s)
-		}
 	}
 	if n.Scopes == nil {
 		n.Scopes = []string{}
 	}
-	if !n.ExpiresAt.IsZero() && !n.ExpiresAt.After(now) {
+	st := KeyState{Name: n.Name, Scopes: n.Scopes, Tier: n.Tier, ExpiresAt: n.ExpiresAt}
+	return st.Validate(now)
+}
+
+// Validate checks the fields a key is issued or changed with; the error
+// names the field. An expiry must be in the future at now.
+func (st *KeyState) Validate(now time.Time) error {
+	if !namePattern.MatchString(st.Name) {
+		return fmt.Errorf("%w: name: 1 to 200 printable characters required", ErrInvalid)
+	}
+	if !tierPattern.MatchString(st.Tier) {
+		return fmt.Errorf("%w: tier: %q is not a valid tier name", ErrInvalid, st.Tier)
+	}
+	if len(st.Scopes) > 64 {
+		return fmt.Errorf("%w: scopes: at most 64", ErrInvalid)
+	}
+	for _, s := range st.Scopes {
+		if !scopePattern.MatchString(s) {
+			return fmt.Errorf("%w: scopes: %q is not a valid scope", ErrInvalid, s)
+		}
+	}
+	if !st.ExpiresAt.IsZero() && !st.ExpiresAt.After(now) {
 		return fmt.Errorf("%w: expires_at: must be in the future", ErrInvalid)
 	}
-	if n.ExpiresAt.UTC().Year() > 9999 { // RFC 3339 cannot write it back
+	if st.ExpiresAt.UTC().Year() > 9999 { // RFC 3339 cannot write it back
 		return fmt.Errorf("%w: expires_at: must be before the year 10000", ErrInvalid)
 	}
 	return nil
@@ -175,11 +198,25 @@ type KeyTx interface {
 	// SetRevokedAt sets the locked key's revocation time and returns the
 	// key as stored.
 	SetRevokedAt(ctx context.Context, at time.Time) (*Key, error)
+	// SetState writes the locked key's changeable fields (name, scopes,
+	// tier, expiry, disabling time) and returns the key as stored.
+	SetState(ctx context.Context, st KeyState) (*Key, error)
 	// AppendAudit writes ev (when not nil) for target, owned by owner,
 	// filling in its target and owner when empty, and its id and time.
 	// An event of a change that sends a webhook (keystore.OutboxMessage)
 	// has its webhook event written in the outbox with it.
 	AppendAudit(ctx context.Context, ev *AuditEvent, target, owner string) error
+}
+
+// KeyState is what a change of a key (UpdateKeyState) may set: every
+// field is written, the zero time meaning "never" (ExpiresAt) or "enabled"
+// (DisabledAt).
+type KeyState struct {
+	Name       string
+	Scopes     []string
+	Tier       string
+	ExpiresAt  time.Time
+	DisabledAt time.Time
 }
 
 // Store is the source of truth for keys. PostgreSQL implements it
@@ -280,6 +317,9 @@ const (
 	ActionKeyCreated     = "key.created"
 	ActionKeyRolled      = "key.rolled"
 	ActionKeyRevoked     = "key.revoked"
+	ActionKeyUpdated     = "key.updated"
+	ActionKeyDisabled    = "key.disabled"
+	ActionKeyEnabled     = "key.enabled"
 	ActionSessionRevoked = "session.revoked"
 )
 

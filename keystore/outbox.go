@@ -17,12 +17,14 @@ import (
 
 // EventKeyExpiring is the webhook event sent some days before a key
 // expires. The other event types are the audit actions (ActionKeyCreated,
-// ActionKeyRevoked, ActionKeyRolled, ActionSessionRevoked).
+// ActionKeyRevoked, ActionKeyRolled, ActionKeyUpdated, ActionKeyDisabled,
+// ActionKeyEnabled, ActionSessionRevoked).
 const EventKeyExpiring = "key.expiring"
 
 // EventTypes are the types of the webhook events, in the order the
 // documentation lists them.
-var EventTypes = []string{ActionKeyCreated, ActionKeyRevoked, ActionKeyRolled, EventKeyExpiring, ActionSessionRevoked}
+var EventTypes = []string{ActionKeyCreated, ActionKeyRevoked, ActionKeyRolled, ActionKeyUpdated, ActionKeyDisabled, ActionKeyEnabled,
+	EventKeyExpiring, ActionSessionRevoked}
 
 // The states of an outbox event.
 const (
@@ -128,6 +130,11 @@ func OutboxMessage(ev *AuditEvent, key, successor *Key) (typ string, payload []b
 		data = keyEventData{Key: webhookKeyOf(key), Successor: webhookKeyOf(successor)}
 	case ActionKeyRevoked:
 		data = keyEventData{Key: webhookKeyOf(key), Reason: RevokeReason(ev, key)}
+	case ActionKeyUpdated:
+		changes, _ := ev.Details["changes"].(map[string]any)
+		data = keyEventData{Key: webhookKeyOf(key), Changes: changes}
+	case ActionKeyDisabled, ActionKeyEnabled:
+		data = keyEventData{Key: webhookKeyOf(key)}
 	case ActionSessionRevoked:
 		reason, _ := ev.Details["reason"].(string)
 		data = sessionEventData{Session: webhookSession{ID: ev.Target, RevokedAt: ev.At.UTC(), Reason: reason}}
@@ -203,6 +210,9 @@ type keyEventData struct {
 	Key       *webhookKey `json:"key"`
 	Successor *webhookKey `json:"successor,omitempty"`
 	Reason    string      `json:"reason,omitempty"`
+	// Changes are a key.updated event's changed fields, each with its
+	// "from" and "to".
+	Changes map[string]any `json:"changes,omitempty"`
 }
 
 // webhookKey is a key as the events show it: never the key or its hash.
@@ -219,6 +229,7 @@ type webhookKey struct {
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
 	RevokedAt  time.Time `json:"revoked_at,omitzero"`
 	ReplacedBy string    `json:"replaced_by,omitempty"`
+	DisabledAt time.Time `json:"disabled_at,omitzero"`
 }
 
 func webhookKeyOf(k *Key) *webhookKey {
@@ -231,7 +242,7 @@ func webhookKeyOf(k *Key) *webhookKey {
 	}
 	return &webhookKey{ID: k.ID, Owner: k.Owner(), UserID: k.UserID, OrgID: k.OrgID, Name: k.Name, Hint: k.Hint,
 		Scopes: scopes, Tier: k.Tier, CreatedAt: k.CreatedAt.UTC(), ExpiresAt: k.ExpiresAt.UTC(),
-		RevokedAt: k.RevokedAt.UTC(), ReplacedBy: k.ReplacedBy}
+		RevokedAt: k.RevokedAt.UTC(), ReplacedBy: k.ReplacedBy, DisabledAt: k.DisabledAt.UTC()}
 }
 
 type sessionEventData struct {

@@ -281,6 +281,39 @@ func (c *Client) RevokeKey(ctx context.Context, id string) (api.Key, error) {
 	return out, c.do(ctx, http.MethodPost, p, nil, nil, &out)
 }
 
+// UpdateKey is PATCH /v1/keys/{id}: the fields of req that are set are
+// changed. A change not confirmed on every replica is returned with an
+// *UnconfirmedError: it stands, and the same request propagates it again.
+func (c *Client) UpdateKey(ctx context.Context, id string, req api.UpdateKeyRequest) (api.Key, error) {
+	var out api.Key
+	p, err := keyPath(id, "")
+	if err != nil {
+		return out, err
+	}
+	return out, c.do(ctx, http.MethodPatch, p, nil, req, &out)
+}
+
+// DisableKey is POST /v1/keys/{id}/disable, and EnableKey its
+// /enable. A change not confirmed on every replica is returned with an
+// *UnconfirmedError.
+func (c *Client) DisableKey(ctx context.Context, id string) (api.Key, error) {
+	return c.keyAction(ctx, id, "disable")
+}
+
+// EnableKey is POST /v1/keys/{id}/enable (see DisableKey).
+func (c *Client) EnableKey(ctx context.Context, id string) (api.Key, error) {
+	return c.keyAction(ctx, id, "enable")
+}
+
+func (c *Client) keyAction(ctx context.Context, id, action string) (api.Key, error) {
+	var out api.Key
+	p, err := keyPath(id, action)
+	if err != nil {
+		return out, err
+	}
+	return out, c.do(ctx, http.MethodPost, p, nil, nil, &out)
+}
+
 // RollKey is POST /v1/keys/{id}/roll: the old key keeps working for grace,
 // in whole seconds. A roll whose shortening of the old key's life is not
 // confirmed on every replica is returned with an *UnconfirmedError: the

@@ -6,6 +6,7 @@
 package api
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/odin-scan/odin-authz/keystore"
@@ -30,17 +31,57 @@ type RollKeyRequest struct {
 	GraceSeconds *int `json:"grace_seconds,omitempty"`
 }
 
+// UpdateKeyRequest is the body of PATCH /v1/keys/{id}: the fields to
+// change, absent ones left as they are. A user may rename a key and narrow
+// its scopes; the operator may also set scopes, tier and expiry.
+type UpdateKeyRequest struct {
+	Name   *string   `json:"name,omitempty"`
+	Scopes *[]string `json:"scopes,omitempty"`
+	Tier   *string   `json:"tier,omitempty"`
+	// ExpiresAt sets the expiry; null removes it (the key never expires).
+	ExpiresAt Expiry `json:"expires_at,omitzero"`
+}
+
+// Expiry is an optional expiry that may be null: absent (Set false) leaves
+// the key's as it is, null (Set, At nil) removes it, a time sets it.
+type Expiry struct {
+	Set bool
+	At  *time.Time
+}
+
+// IsZero reports whether the expiry is absent (omitted from a body).
+func (e Expiry) IsZero() bool { return !e.Set }
+
+// MarshalJSON writes the time, or null.
+func (e Expiry) MarshalJSON() ([]byte, error) { return json.Marshal(e.At) }
+
+// UnmarshalJSON reads a time, or null.
+func (e *Expiry) UnmarshalJSON(b []byte) error {
+	e.Set, e.At = true, nil
+	if string(b) == "null" {
+		return nil
+	}
+	var t time.Time
+	if err := json.Unmarshal(b, &t); err != nil {
+		return err
+	}
+	e.At = &t
+	return nil
+}
+
 // Key is a key as the API shows it: by hint, never the key or its hash,
 // with its state.
 type Key struct {
 	*keystore.Key
-	Revoked bool `json:"revoked"`
-	Expired bool `json:"expired"`
+	Revoked  bool `json:"revoked"`
+	Expired  bool `json:"expired"`
+	Disabled bool `json:"disabled"`
 }
 
 // NewKey is k as the API shows it at now.
 func NewKey(k *keystore.Key, now time.Time) Key {
-	return Key{Key: k, Revoked: !k.RevokedAt.IsZero(), Expired: !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt)}
+	return Key{Key: k, Revoked: !k.RevokedAt.IsZero(), Expired: !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt),
+		Disabled: !k.DisabledAt.IsZero()}
 }
 
 // KeyDetail is the answer of GET /v1/keys/{id}: the key and its checks per

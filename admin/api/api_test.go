@@ -1,11 +1,13 @@
 package api
 
 import (
+	"encoding/json"
 	"os"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/google/go-cmp/cmp"
@@ -30,7 +32,8 @@ func TestTypesMatchOpenAPI(t *testing.T) {
 		{"CreatedKey", CreatedKey{}, []string{"POST /v1/keys 201"}},
 		{"KeyPage", KeyPage{}, []string{"GET /v1/keys 200"}},
 		{"KeyDetail", KeyDetail{}, []string{"GET /v1/keys/{id} 200"}},
-		{"Key", Key{}, []string{"POST /v1/keys/{id}/revoke 200"}},
+		{"Key", Key{}, []string{"POST /v1/keys/{id}/revoke 200", "PATCH /v1/keys/{id} 200", "POST /v1/keys/{id}/disable 200", "POST /v1/keys/{id}/enable 200"}},
+		{"UpdateKeyRequest", UpdateKeyRequest{}, []string{"PATCH /v1/keys/{id} request"}},
 		{"RollKeyRequest", RollKeyRequest{}, []string{"POST /v1/keys/{id}/roll request"}},
 		{"RolledKey", RolledKey{}, []string{"POST /v1/keys/{id}/roll 201"}},
 		{"RevokedSession", keystore.RevokedSession{}, []string{"POST /v1/sessions/{sid}/revoke 200"}},
@@ -156,4 +159,33 @@ func operationSchema(t *testing.T, doc *openapi3.T, use string) string {
 		t.Fatalf("%s: no application/json schema", use)
 	}
 	return strings.TrimPrefix(mt.Schema.Ref, "#/components/schemas/")
+}
+
+// An update's expires_at is absent (left as it is), null (removed) or a
+// time, and is written back the same way.
+func TestUpdateKeyRequestExpiry(t *testing.T) {
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		body string
+		want Expiry
+	}{
+		{`{"name":"x"}`, Expiry{}},
+		{`{"expires_at":null}`, Expiry{Set: true}},
+		{`{"expires_at":"2030-01-02T03:04:05Z"}`, Expiry{Set: true, At: &at}},
+	} {
+		var req UpdateKeyRequest
+		if err := json.Unmarshal([]byte(tc.body), &req); err != nil {
+			t.Fatalf("%s: %v", tc.body, err)
+		}
+		if diff := cmp.Diff(tc.want, req.ExpiresAt); diff != "" {
+			t.Errorf("%s (-want, +got):\n%s", tc.body, diff)
+		}
+		back, err := json.Marshal(req)
+		if err != nil || string(back) != tc.body {
+			t.Errorf("%s written back as %s (%v)", tc.body, back, err)
+		}
+	}
+	if err := json.Unmarshal([]byte(`{"expires_at":"tomorrow"}`), new(UpdateKeyRequest)); err == nil {
+		t.Error("a bad time was accepted")
+	}
 }

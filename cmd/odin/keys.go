@@ -15,21 +15,27 @@ import (
 	"github.com/odin-scan/odin-authz/keystore/pgstore"
 )
 
-const keysUsage = `Usage: odin keys <create|list|get|roll|revoke> [flags]
+const keysUsage = `Usage: odin keys <create|list|get|update|disable|enable|roll|revoke> [flags]
 
   create --name N [--scopes a,b] [--tier T] --owner ID [--expires-in DUR] [--json]
          prints the new key alone on stdout (it is shown once, never again)
   list   [--owner ID|me|org] [--revoked all|yes|no] [--limit N] [--cursor C] [--json]
   get    <id> [--json]
          the key by hint (never the key itself) and its checks per hour, last 7 days
+  update <id> [--name N] [--scopes a,b] [--tier T] [--expires-in DUR|--no-expiry] [--json]
+         changes what is given; in force on every replica when it returns
+  disable <id> [--json]
+         the key is refused (401, "API key is disabled") until enabled again
+  enable <id> [--json]
   roll   <id> [--grace DUR] [--json]
          prints the new key alone; the old one keeps working for --grace (default 0)
   revoke <id> [--json]
          revokes at once: PostgreSQL, then Redis, then every replica via the bus
 
-revoke and roll (and 'odin sessions revoke') exit 3 when the change is made but
-not confirmed on every replica (the bus is unreachable): the message says by
-when every replica denies the key, and running the revoke again propagates it.
+update, disable, enable, revoke and roll (and 'odin sessions revoke') exit 3
+when the change is made but not confirmed on every replica (the bus is
+unreachable): the message says by when every replica applies it, and running
+the same command again propagates it.
 
 They act on the database (--database-url, ODIN_DATABASE_URL), or, when
 --admin-url (ODIN_ADMIN_URL) is set, through the admin API with --admin-token
@@ -47,7 +53,8 @@ var (
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runSubcommand(ctx, "keys", keysUsage, map[string]subcommand{
-		"create": keysCreate, "list": keysList, "get": keysGet, "roll": keysRoll, "revoke": keysRevoke,
+		"create": keysCreate, "list": keysList, "get": keysGet, "update": keysUpdate, "disable": keysDisable, "enable": keysEnable,
+		"roll": keysRoll, "revoke": keysRevoke,
 	}, args, stdout, stderr)
 }
 
@@ -82,6 +89,9 @@ type keyAdmin interface {
 	Key(ctx context.Context, id string) (keyRecord, error)
 	RevokeKey(ctx context.Context, id string) (api.Key, error)
 	RollKey(ctx context.Context, id string, grace time.Duration) (rolledKeyRecord, error)
+	UpdateKey(ctx context.Context, id string, req updateKeyRequest) (api.Key, error)
+	DisableKey(ctx context.Context, id string) (api.Key, error)
+	EnableKey(ctx context.Context, id string) (api.Key, error)
 	RevokeSession(ctx context.Context, sid, reason string) (keystore.RevokedSession, error)
 	Close()
 }
@@ -416,7 +426,7 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// keyState is active, revoked or expired.
+// keyState is active, revoked, expired or disabled.
 func keyState(k api.Key, now time.Time) string {
 	if err := k.Usable(now); err != nil {
 		return strings.TrimPrefix(err.Error(), "key ")
@@ -489,6 +499,7 @@ func printKey(w io.Writer, k keyRecord, now time.Time) error {
 		{"id", k.ID}, {"name", k.Name}, {"hint", k.Hint}, {"user", orDashString(k.UserID)}, {"org", orDashString(k.OrgID)},
 		{"scopes", orDashString(strings.Join(k.Scopes, ","))}, {"tier", k.Tier}, {"state", keyState(k.Key, now)},
 		{"created", k.CreatedAt.Format(time.RFC3339)}, {"expires", orDash(k.ExpiresAt)}, {"revoked", orDash(k.RevokedAt)},
+		{"disabled", orDash(k.DisabledAt)},
 		{"last used", orDash(k.LastUsedAt)},
 	} {
 		fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])

@@ -43,6 +43,9 @@ func TestUnconfirmedRevokes(t *testing.T) {
 				args       []string
 				out, retry string
 			}{
+				{[]string{"keys", "update", created.ID, "--name", "v"}, "updated " + created.ID, ""},
+				{[]string{"keys", "disable", created.ID}, "disabled " + created.ID, created.ID},
+				{[]string{"keys", "enable", created.ID}, "enabled " + created.ID, created.ID},
 				{[]string{"keys", "revoke", created.ID}, "revoked " + created.ID, created.ID},
 				{[]string{"keys", "revoke", created.ID}, "revoked " + created.ID, created.ID}, // the retry is unconfirmed again
 				{[]string{"sessions", "revoke", "sess_unconfirmed"}, "revoked session sess_unconfirmed", "sess_unconfirmed"},

@@ -143,16 +143,16 @@ func (s *Store) Migrate(ctx context.Context, logger *slog.Logger) error {
 	return nil
 }
 
-const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by`
+const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by, disabled_at`
 
 func scanKey(row pgx.Row) (*keystore.Key, error) {
 	var (
-		k                          keystore.Key
-		hash                       []byte
-		expires, revoked, lastUsed pgtype.Timestamptz
+		k                                    keystore.Key
+		hash                                 []byte
+		expires, revoked, lastUsed, disabled pgtype.Timestamptz
 	)
 	err := row.Scan(&k.ID, &k.UserID, &k.OrgID, &k.Name, &hash, &k.Hint, &k.Scopes, &k.Tier,
-		&k.CreatedAt, &expires, &revoked, &lastUsed, &k.ReplacedBy)
+		&k.CreatedAt, &expires, &revoked, &lastUsed, &k.ReplacedBy, &disabled)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, keystore.ErrNotFound
 	}
@@ -163,7 +163,7 @@ func scanKey(row pgx.Row) (*keystore.Key, error) {
 		return nil, fmt.Errorf("key %s: stored hash has %d bytes", k.ID, len(hash))
 	}
 	copy(k.Hash[:], hash)
-	k.ExpiresAt, k.RevokedAt, k.LastUsedAt = tsValue(expires), tsValue(revoked), tsValue(lastUsed)
+	k.ExpiresAt, k.RevokedAt, k.LastUsedAt, k.DisabledAt = tsValue(expires), tsValue(revoked), tsValue(lastUsed), tsValue(disabled)
 	k.CreatedAt = k.CreatedAt.UTC()
 	if k.Scopes == nil {
 		k.Scopes = []string{}
@@ -302,6 +302,16 @@ func (t keyTx) SetRevokedAt(ctx context.Context, at time.Time) (*keystore.Key, e
 	return scanKey(t.tx.QueryRow(ctx, `
 		UPDATE api_keys SET revoked_at = $2
 		WHERE id = $1 RETURNING `+keyColumns, t.id, at))
+}
+
+func (t keyTx) SetState(ctx context.Context, st keystore.KeyState) (*keystore.Key, error) {
+	scopes := st.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	return scanKey(t.tx.QueryRow(ctx, `
+		UPDATE api_keys SET name = $2, scopes = $3, tier = $4, expires_at = $5, disabled_at = $6
+		WHERE id = $1 RETURNING `+keyColumns, t.id, st.Name, scopes, st.Tier, tsArg(st.ExpiresAt), tsArg(st.DisabledAt)))
 }
 
 func (t keyTx) AppendAudit(ctx context.Context, ev *keystore.AuditEvent, target, owner string) error {

@@ -15,7 +15,7 @@ import (
 	"github.com/odin-scan/odin-authz/keystore/internal/keysql"
 )
 
-const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by`
+const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by, disabled_at`
 
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
@@ -27,9 +27,10 @@ func scanKey(row scanner) (*keystore.Key, error) {
 		scopes                     string
 		created                    int64
 		expires, revoked, lastUsed sql.NullInt64
+		disabled                   sql.NullInt64
 	)
 	err := row.Scan(&k.ID, &k.UserID, &k.OrgID, &k.Name, &hash, &k.Hint, &scopes, &k.Tier,
-		&created, &expires, &revoked, &lastUsed, &k.ReplacedBy)
+		&created, &expires, &revoked, &lastUsed, &k.ReplacedBy, &disabled)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, keystore.ErrNotFound
 	}
@@ -48,6 +49,7 @@ func scanKey(row scanner) (*keystore.Key, error) {
 	}
 	k.CreatedAt = fromMicros(created)
 	k.ExpiresAt, k.RevokedAt, k.LastUsedAt = fromNullMicros(expires), fromNullMicros(revoked), fromNullMicros(lastUsed)
+	k.DisabledAt = fromNullMicros(disabled)
 	return &k, nil
 }
 
@@ -176,6 +178,19 @@ func (t keyTx) SetRevokedAt(ctx context.Context, at time.Time) (*keystore.Key, e
 	return scanKey(t.tx.QueryRowContext(ctx, `
 		UPDATE api_keys SET revoked_at = ?
 		WHERE id = ? RETURNING `+keyColumns, micros(at), t.id))
+}
+
+func (t keyTx) SetState(ctx context.Context, st keystore.KeyState) (*keystore.Key, error) {
+	scopes, err := json.Marshal(st.Scopes)
+	if err != nil {
+		return nil, err
+	}
+	if st.Scopes == nil {
+		scopes = []byte("[]")
+	}
+	return scanKey(t.tx.QueryRowContext(ctx, `
+		UPDATE api_keys SET name = ?, scopes = ?, tier = ?, expires_at = ?, disabled_at = ?
+		WHERE id = ? RETURNING `+keyColumns, st.Name, string(scopes), st.Tier, nullMicros(st.ExpiresAt), nullMicros(st.DisabledAt), t.id))
 }
 
 func (t keyTx) AppendAudit(ctx context.Context, ev *keystore.AuditEvent, target, owner string) error {

@@ -33,7 +33,8 @@ func enqueue(ctx context.Context, tx *sql.Tx, ev *keystore.AuditEvent) error {
 	var key, successor *keystore.Key
 	var err error
 	switch ev.Action {
-	case keystore.ActionKeyCreated, keystore.ActionKeyRevoked, keystore.ActionKeyRolled:
+	case keystore.ActionKeyCreated, keystore.ActionKeyRevoked, keystore.ActionKeyRolled,
+		keystore.ActionKeyUpdated, keystore.ActionKeyDisabled, keystore.ActionKeyEnabled:
 		if key, err = scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE id = ?`, ev.Target)); err != nil {
 			return fmt.Errorf("webhook event: read key %s: %w", ev.Target, err)
 		}

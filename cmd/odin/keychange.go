@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/odin-scan/odin-authz/admin/api"
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+// The changes of a key: odin keys update, disable and enable. Like a
+// revoke, each answers only once every replica enforces the change, and
+// exits 3 when that cannot be confirmed.
+
+// updateKeyRequest is a change of a key, as PATCH /v1/keys/{id} takes it.
+type updateKeyRequest = api.UpdateKeyRequest
+
+// UpdateKey implements keyAdmin: the operator's change (any scopes, tier,
+// expiry). A change not confirmed on every replica is returned with an
+// *unconfirmedError.
+func (e *keysEnv) UpdateKey(ctx context.Context, id string, req updateKeyRequest) (api.Key, error) {
+	u := keystore.KeyUpdate{Name: req.Name, Scopes: req.Scopes, Tier: req.Tier}
+	if req.ExpiresAt.Set {
+		var at time.Time
+		if req.ExpiresAt.At != nil {
+			at = *req.ExpiresAt.At
+		}
+		u.ExpiresAt = &at
+	}
+	k, err := e.manager.Update(ctx, cliActor, id, u)
+	return changedKey(k, err, id, "the same odin keys update command")
+}
+
+// DisableKey implements keyAdmin.
+func (e *keysEnv) DisableKey(ctx context.Context, id string) (api.Key, error) {
+	k, err := e.manager.Disable(ctx, cliActor, id)
+	return changedKey(k, err, id, "odin keys disable "+id)
+}
+
+// EnableKey implements keyAdmin.
+func (e *keysEnv) EnableKey(ctx context.Context, id string) (api.Key, error) {
+	k, err := e.manager.Enable(ctx, cliActor, id)
+	return changedKey(k, err, id, "odin keys enable "+id)
+}
+
+// changedKey is the answer of a change of key id on the database: the
+// key, and an *unconfirmedError naming retry when it is not confirmed.
+func changedKey(k *keystore.Key, err error, id, retry string) (api.Key, error) {
+	if k == nil {
+		if errors.Is(err, keystore.ErrConflict) {
+			return api.Key{}, fmt.Errorf("only an active key can be changed: %w", err)
+		}
+		return api.Key{}, notFound(err, id)
+	}
+	return api.NewKey(k, time.Now()), unconfirmed(err, retry)
+}
+
+// UpdateKey implements keyAdmin with PATCH /v1/keys/{id}.
+func (c *adminClient) UpdateKey(ctx context.Context, id string, req updateKeyRequest) (api.Key, error) {
+	out, err := c.api.UpdateKey(ctx, id, req)
+	return out, cliError(err)
+}
+
+// DisableKey implements keyAdmin with POST /v1/keys/{id}/disable.
+func (c *adminClient) DisableKey(ctx context.Context, id string) (api.Key, error) {
+	out, err := c.api.DisableKey(ctx, id)
+	return out, cliError(err)
+}
+
+// EnableKey implements keyAdmin with POST /v1/keys/{id}/enable.
+func (c *adminClient) EnableKey(ctx context.Context, id string) (api.Key, error) {
+	out, err := c.api.EnableKey(ctx, id)
+	return out, cliError(err)
+}
+
+// keysUpdateConfig is what odin keys update's flags set.
+type keysUpdateConfig struct {
+	backend    backendFlags
+	name, tier string
+	scopes     []string
+	expiresIn  time.Duration
+	noExpiry   bool
+	json       bool
+}
+
+// keysUpdateFlagSet defines odin keys update's flags, writing to c.
+func keysUpdateFlagSet(c *keysUpdateConfig) *flags {
+	f := newFlags("keys update", "Change a key (key_...): the flags given, the rest left as it is. It is in force on every replica when the command returns.\nOver the admin API with a session token you may only rename and narrow the scopes.")
+	c.backend.bind(f)
+	f.String(&c.name, "name", "", "", "new name")
+	f.List(&c.scopes, "scopes", "", "new scopes, e.g. scans:read; '' for none")
+	f.String(&c.tier, "tier", "", "", "new subscription tier")
+	f.Duration(&c.expiresIn, "expires-in", "", 0, "new lifetime from now, e.g. 720h")
+	f.Bool(&c.noExpiry, "no-expiry", "", false, "remove the expiry: the key never expires")
+	f.Bool(&c.json, "json", "", false, "print the changed record as JSON")
+	return f
+}
+
+func keysUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c keysUpdateConfig
+	f, err := parseFlags(&c, keysUpdateFlagSet, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(f.positional) != 1 {
+		return errors.New("keys update: exactly one key id is required")
+	}
+	id := f.positional[0]
+	set := map[string]bool{}
+	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	var req updateKeyRequest
+	if set["name"] {
+		req.Name = &c.name
+	}
+	if set["scopes"] {
+		scopes := c.scopes
+		if scopes == nil {
+			scopes = []string{}
+		}
+		req.Scopes = &scopes
+	}
+	if set["tier"] {
+		req.Tier = &c.tier
+	}
+	switch {
+	case set["expires-in"] && c.noExpiry:
+		return errors.New("keys update: --expires-in and --no-expiry: give one")
+	case set["expires-in"]:
+		if c.expiresIn <= 0 {
+			return errors.New("keys update: --expires-in must be positive")
+		}
+		req.ExpiresAt = api.Expiry{Set: true, At: ptr(time.Now().Add(c.expiresIn).UTC())}
+	case c.noExpiry:
+		req.ExpiresAt = api.Expiry{Set: true}
+	}
+	if req.Name == nil && req.Scopes == nil && req.Tier == nil && !req.ExpiresAt.Set {
+		return errors.New("keys update: nothing to change: give --name, --scopes, --tier, --expires-in or --no-expiry")
+	}
+	ka, err := c.backend.open(ctx, stderr)
+	if err != nil {
+		return err
+	}
+	defer ka.Close()
+	k, err := ka.UpdateKey(ctx, id, req)
+	ue, err := committed("keys update", err)
+	if err != nil {
+		return err
+	}
+	err = printResult(stdout, c.json, k, "updated %s (%s): name %q, scopes %s, tier %s, expires %s\n",
+		k.ID, k.Hint, k.Name, orDashString(strings.Join(k.Scopes, ",")), k.Tier, orDash(k.ExpiresAt))
+	if ue != nil {
+		return fmt.Errorf("keys update: %s is changed but %w", k.ID, ue)
+	}
+	return err
+}
+
+// keysDisableFlagSet defines odin keys disable's flags, writing to c.
+func keysDisableFlagSet(c *keyIDConfig) *flags {
+	f := newFlags("keys disable", "Disable a key by id (key_...): it is refused (401, \"API key is disabled\") on every replica until enabled again.")
+	c.backend.bind(f)
+	f.Bool(&c.json, "json", "", false, "print the disabled record as JSON")
+	return f
+}
+
+// keysEnableFlagSet defines odin keys enable's flags, writing to c.
+func keysEnableFlagSet(c *keyIDConfig) *flags {
+	f := newFlags("keys enable", "Enable a disabled key by id (key_...): it works again on every replica.")
+	c.backend.bind(f)
+	f.Bool(&c.json, "json", "", false, "print the enabled record as JSON")
+	return f
+}
+
+func keysDisable(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c keyIDConfig
+	id, ka, err := openKeyID(ctx, &c, keysDisableFlagSet, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer ka.Close()
+	k, err := ka.DisableKey(ctx, id)
+	return printKeyChange(stdout, c.json, "keys disable", k, err, func(k api.Key) string {
+		return fmt.Sprintf("disabled %s (%s) since %s\n", k.ID, k.Hint, orDash(k.DisabledAt))
+	})
+}
+
+func keysEnable(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c keyIDConfig
+	id, ka, err := openKeyID(ctx, &c, keysEnableFlagSet, args, stderr)
+	if err != nil {
+		return err
+	}
+	defer ka.Close()
+	k, err := ka.EnableKey(ctx, id)
+	return printKeyChange(stdout, c.json, "keys enable", k, err, func(k api.Key) string {
+		return fmt.Sprintf("enabled %s (%s)\n", k.ID, k.Hint)
+	})
+}
+
+// printKeyChange prints the key a change of command answered, as JSON or
+// as text says, then returns the change's error: a failure, or the
+// *unconfirmedError of a change that stands but is not confirmed (exit 3).
+func printKeyChange(w io.Writer, asJSON bool, command string, k api.Key, err error, text func(api.Key) string) error {
+	ue, err := committed(command, err)
+	if err != nil {
+		return err
+	}
+	err = printResult(w, asJSON, k, "%s", text(k))
+	if ue != nil {
+		return fmt.Errorf("%s: %s is changed but %w", command, k.ID, ue)
+	}
+	return err
+}

@@ -1,0 +1,178 @@
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/odin-scan/odin-authz/keystore"
+)
+
+// testModifyKey changes every changeable field, then nothing: one
+// key.updated event with each field's from and to, and the key as stored.
+func testModifyKey(t *testing.T, s keystore.Store) {
+	ctx := context.Background()
+	exp := time.Now().Add(48 * time.Hour).Truncate(us)
+	p, k := create(t, s, keystore.NewKey{UserID: "user_1", Name: "before", Scopes: []string{"scans:read", "scans:write"}, Tier: "free", ExpiresAt: exp})
+	later := exp.Add(24 * time.Hour)
+	by := keystore.Actor{ID: "operator", RequestID: "req-u"}
+	got, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{Name: ptr("after"), Scopes: &[]string{"scans:read"}, Tier: ptr("pro"), ExpiresAt: &later}, time.Now(), by)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := *k
+	want.Name, want.Scopes, want.Tier, want.ExpiresAt = "after", []string{"scans:read"}, "pro", later
+	if diff := cmp.Diff(&want, got); diff != "" {
+		t.Errorf("updated key (-want, +got):\n%s", diff)
+	}
+	if byHash, err := s.KeyByHash(ctx, keystore.HashKey(p)); err != nil || !cmp.Equal(&want, byHash) {
+		t.Errorf("updated key by hash: %+v, %v", byHash, err)
+	}
+	// The same change again changes nothing and writes no event; so does
+	// an empty one. Removing the expiry is a change.
+	if _, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{Name: ptr("after"), Scopes: &[]string{"scans:read"}}, time.Now(), by); err != nil {
+		t.Fatal(err)
+	}
+	never := time.Time{}
+	if got, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{ExpiresAt: &never}, time.Now(), by); err != nil || !got.ExpiresAt.IsZero() {
+		t.Errorf("remove the expiry: %+v, %v", got, err)
+	}
+	events, _, err := s.ListAudit(ctx, keystore.AuditFilter{Action: keystore.ActionKeyUpdated, Target: k.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 2 {
+		t.Fatalf("%d key.updated events, want 2: %+v", len(events), events)
+	}
+	first := events[1] // newest first
+	raw, _ := json.Marshal(first.Details["changes"])
+	var changes map[string]struct{ From, To any }
+	if err := json.Unmarshal(raw, &changes); err != nil {
+		t.Fatal(err)
+	}
+	wantChanges := map[string]struct{ From, To any }{
+		"name":       {"before", "after"},
+		"scopes":     {[]any{"scans:read", "scans:write"}, []any{"scans:read"}},
+		"tier":       {"free", "pro"},
+		"expires_at": {exp.UTC().Format(time.RFC3339Nano), later.UTC().Format(time.RFC3339Nano)},
+	}
+	if diff := cmp.Diff(wantChanges, changes); diff != "" || first.Actor != "operator" || first.RequestID != "req-u" || first.Owner != "user_1" {
+		t.Errorf("key.updated event %+v; changes (-want, +got):\n%s", first, diff)
+	}
+	if c, _ := events[0].Details["changes"].(map[string]any); c == nil || c["expires_at"] == nil {
+		t.Errorf("removing the expiry: event %+v", events[0])
+	}
+}
+
+// testModifyKeyRefuses: bad values, widening when narrowing only, revoked,
+// expired and unknown keys; none writes anything.
+func testModifyKeyRefuses(t *testing.T, s keystore.Store) {
+	ctx := context.Background()
+	_, k := create(t, s, keystore.NewKey{UserID: "user_1", Name: "k", Scopes: []string{"scans:read"}})
+	past := time.Now().Add(-time.Minute)
+	by := keystore.Actor{ID: "user_1"}
+	for _, tc := range []struct {
+		name string
+		u    keystore.KeyUpdate
+		want error
+	}{
+		{"empty name", keystore.KeyUpdate{Name: ptr("")}, keystore.ErrInvalid},
+		{"bad scope", keystore.KeyUpdate{Scopes: &[]string{"BAD SCOPE"}}, keystore.ErrInvalid},
+		{"bad tier", keystore.KeyUpdate{Tier: ptr("Pro!")}, keystore.ErrInvalid},
+		{"past expiry", keystore.KeyUpdate{ExpiresAt: &past}, keystore.ErrInvalid},
+		{"widen", keystore.KeyUpdate{Scopes: &[]string{"scans:read", "scans:write"}, NarrowScopesOnly: true}, keystore.ErrWider},
+	} {
+		if got, err := keystore.ModifyKey(ctx, s, k.ID, tc.u, time.Now(), by); !errors.Is(err, tc.want) || got != nil {
+			t.Errorf("%s: %+v, %v; want %v", tc.name, got, err, tc.want)
+		}
+	}
+	// Narrowing (to none) is allowed.
+	if got, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{Scopes: &[]string{}, NarrowScopesOnly: true}, time.Now(), by); err != nil || len(got.Scopes) != 0 {
+		t.Errorf("narrow to none: %+v, %v", got, err)
+	}
+	if _, err := keystore.RevokeKey(ctx, s, k.ID, time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{Name: ptr("x")}, time.Now(), by); !errors.Is(err, keystore.ErrConflict) {
+		t.Errorf("update a revoked key: %v, want ErrConflict", err)
+	}
+	_, soon := create(t, s, keystore.NewKey{UserID: "user_1", Name: "soon", ExpiresAt: time.Now().Add(time.Hour)})
+	if _, err := keystore.ModifyKey(ctx, s, soon.ID, keystore.KeyUpdate{Name: ptr("x")}, time.Now().Add(2*time.Hour), by); !errors.Is(err, keystore.ErrConflict) {
+		t.Errorf("update an expired key: %v, want ErrConflict", err)
+	}
+	if _, err := keystore.ModifyKey(ctx, s, "key_missing", keystore.KeyUpdate{Name: ptr("x")}, time.Now(), by); !errors.Is(err, keystore.ErrNotFound) {
+		t.Errorf("update a missing key: %v, want ErrNotFound", err)
+	}
+	events, _, err := s.ListAudit(ctx, keystore.AuditFilter{Action: keystore.ActionKeyUpdated})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 {
+		t.Errorf("%d key.updated events, want 1 (the narrowing): %+v", len(events), events)
+	}
+}
+
+// testDisable disables and enables a key: the first disabling time is
+// kept, a key in the state asked for writes no event, and a revoked key
+// can be neither.
+func testDisable(t *testing.T, s keystore.Store) {
+	ctx := context.Background()
+	p, k := create(t, s, keystore.NewKey{UserID: "user_1", Name: "k", Scopes: []string{"scans:read"}})
+	by := keystore.Actor{ID: "user_1"}
+	at := time.Now().Add(-time.Second)
+	d, err := keystore.SetKeyDisabled(ctx, s, k.ID, true, at, by)
+	if err != nil || !d.DisabledAt.Equal(at.Truncate(us)) {
+		t.Fatalf("disable: %+v, %v", d, err)
+	}
+	if err := d.Usable(time.Now()); !errors.Is(err, keystore.ErrDisabled) {
+		t.Errorf("disabled key: Usable = %v, want ErrDisabled", err)
+	}
+	if got, err := s.KeyByHash(ctx, keystore.HashKey(p)); err != nil || !got.DisabledAt.Equal(at.Truncate(us)) {
+		t.Errorf("disabled key by hash: %+v, %v", got, err)
+	}
+	if again, err := keystore.SetKeyDisabled(ctx, s, k.ID, true, time.Now(), by); err != nil || !again.DisabledAt.Equal(at.Truncate(us)) {
+		t.Errorf("disable again: %+v, %v; want the first time kept", again, err)
+	}
+	// A disabled key can still be renamed.
+	if got, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{Name: ptr("renamed")}, time.Now(), by); err != nil || got.DisabledAt.IsZero() {
+		t.Errorf("rename a disabled key: %+v, %v", got, err)
+	}
+	e, err := keystore.SetKeyDisabled(ctx, s, k.ID, false, time.Now(), by)
+	if err != nil || !e.DisabledAt.IsZero() || e.Usable(time.Now()) != nil {
+		t.Errorf("enable: %+v, %v", e, err)
+	}
+	if _, err := keystore.SetKeyDisabled(ctx, s, k.ID, false, time.Now(), by); err != nil {
+		t.Errorf("enable again: %v", err)
+	}
+	for action, want := range map[string]int{keystore.ActionKeyDisabled: 1, keystore.ActionKeyEnabled: 1} {
+		events, _, err := s.ListAudit(ctx, keystore.AuditFilter{Action: action, Target: k.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(events) != want || events[0].Actor != "user_1" {
+			t.Errorf("%s events: %+v, want %d by user_1", action, events, want)
+		}
+	}
+	if os, ok := s.(keystore.OutboxStore); ok { // each change has its webhook event
+		for _, typ := range []string{keystore.ActionKeyDisabled, keystore.ActionKeyEnabled, keystore.ActionKeyUpdated} {
+			if evs, _, err := os.ListOutbox(ctx, keystore.OutboxFilter{Type: typ}); err != nil || len(evs) != 1 {
+				t.Errorf("%s webhook events: %d, %v; want 1", typ, len(evs), err)
+			}
+		}
+	}
+	if _, err := keystore.RevokeKey(ctx, s, k.ID, time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, disabled := range []bool{true, false} {
+		if _, err := keystore.SetKeyDisabled(ctx, s, k.ID, disabled, time.Now(), by); !errors.Is(err, keystore.ErrConflict) {
+			t.Errorf("disabled=%t on a revoked key: %v, want ErrConflict", disabled, err)
+		}
+	}
+	if _, err := keystore.SetKeyDisabled(ctx, s, "key_missing", true, time.Now(), by); !errors.Is(err, keystore.ErrNotFound) {
+		t.Errorf("disable a missing key: %v, want ErrNotFound", err)
+	}
+}
