@@ -1,0 +1,136 @@
+package keystore
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The operator's key policy: how long a key may live (MaxLifetime) and how
+// long it may go unused before `odin admin` revokes it (RevokeUnused).
+
+// MaxLifetime is the longest a key may live; zero or less: no limit.
+type MaxLifetime time.Duration
+
+// maxLifetimeSlack is how much later than now+max an asked-for expiry may
+// be: a client that computed "max from now" on its own clock, a moment
+// before the server did, is not refused for it.
+const maxLifetimeSlack = time.Minute
+
+// apply gives n, created at now, the maximum lifetime: an expiry when it
+// has none, and an error (ErrInvalid, naming expires_at) when it asks for a
+// later one.
+func (m MaxLifetime) apply(n *NewKey, now time.Time) error {
+	if m <= 0 {
+		return nil
+	}
+	limit := now.Add(time.Duration(m))
+	if n.ExpiresAt.IsZero() {
+		n.ExpiresAt = limit
+		return nil
+	}
+	if n.ExpiresAt.After(limit.Add(maxLifetimeSlack)) {
+		return fmt.Errorf("%w: expires_at: at most %s after creation (the maximum key lifetime)", ErrInvalid, FormatAge(time.Duration(m)))
+	}
+	return nil
+}
+
+// clamp is expiry (zero: never) brought forward to at most max after now.
+func (m MaxLifetime) clamp(expiry, now time.Time) time.Time {
+	if m <= 0 {
+		return expiry
+	}
+	limit := now.Add(time.Duration(m))
+	if expiry.IsZero() || expiry.After(limit) {
+		return limit
+	}
+	return expiry
+}
+
+// maxAge bounds what ParseAge accepts: a hundred years, far past any
+// useful policy and far from overflowing a time.Duration.
+const maxAge = 100 * 365 * 24 * time.Hour
+
+// ParseAge reads a positive length of time as the key policy settings and
+// the unused_for filter take it: whole days ("90d") or a Go duration
+// ("36h", "90m", "1h30m"). The error says what is accepted.
+func ParseAge(s string) (time.Duration, error) {
+	bad := fmt.Errorf("%q is not a length of time: want days (90d) or a duration (36h, 90m)", s)
+	var d time.Duration
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseInt(days, 10, 64)
+		if err != nil || n < 0 || n > int64(maxAge/(24*time.Hour)) {
+			return 0, bad
+		}
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, bad
+		}
+	}
+	if d <= 0 || d > maxAge {
+		return 0, fmt.Errorf("%q: must be positive and at most 100 years", s)
+	}
+	return d, nil
+}
+
+// FormatAge writes d as ParseAge reads it: whole days as "90d", else a Go
+// duration.
+func FormatAge(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d > 0 && d%day == 0 {
+		return strconv.FormatInt(int64(d/day), 10) + "d"
+	}
+	return d.String()
+}
+
+// UnusedSince reports whether k has gone unused since cutoff: it was last
+// used before cutoff, or never used and created before cutoff. Its last use
+// is as the usage recorder last flushed it (keystore.UsageRecorder), so up
+// to a flush interval behind the checks.
+func (k *Key) UnusedSince(cutoff time.Time) bool {
+	if k.LastUsedAt.IsZero() {
+		return k.CreatedAt.Before(cutoff)
+	}
+	return k.LastUsedAt.Before(cutoff)
+}
+
+// UsageTotals are a key's checks over the last 24 hours and the last 30
+// days, counted by whole hours: the current hour and the 23 (719) before
+// it. Like the last use, they are as the usage recorder last flushed them.
+type UsageTotals struct {
+	Last24h int64 `json:"last_24h"`
+	Last30d int64 `json:"last_30d"`
+}
+
+// UsageWindows are the first hours of UsageTotals' windows at now: the
+// 24-hour one and the 30-day one.
+func UsageWindows(now time.Time) (day, month time.Time) {
+	hour := now.UTC().Truncate(time.Hour)
+	return hour.Add(-23 * time.Hour), hour.Add(-(30*24 - 1) * time.Hour)
+}
+
+// ErrUsed is RevokeUnused's answer for a key that was used since the
+// cutoff, or that is no longer active (revoked or expired): it is left as
+// it is.
+var ErrUsed = fmt.Errorf("%w: the key is in use or no longer active", ErrConflict)
+
+// RevokeUnused revokes key id for the unused-keys policy when it is still
+// active and unused since cutoff, checked on the key as it is locked for
+// the revoke: a use recorded (flushed) after the key was picked keeps it,
+// and of several policy jobs racing for one key, one revokes it and the
+// others get ErrUsed. The revoke is RevokeWithReason's, with the reason
+// RevokeReasonExpiredByPolicy and details (the policy's settings): nil only
+// once every replica denies the key, else a *NotPropagatedError with the
+// revocation standing.
+func (m *Manager) RevokeUnused(ctx context.Context, by Actor, id string, cutoff time.Time, details map[string]any) (*Key, error) {
+	return m.revokeIf(ctx, by, id, withReason(details, RevokeReasonExpiredByPolicy), func(cur *Key) error {
+		if cur.Usable(time.Now()) != nil || !cur.UnusedSince(cutoff) {
+			return ErrUsed
+		}
+		return nil
+	})
+}
