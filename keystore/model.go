@@ -163,7 +163,7 @@ type ListKeysOptions struct {
 	// before it, or never used and created before it (Key.UnusedSince).
 	UnusedSince time.Time
 	Limit       int    // 1..1000, default 50
-	Cursor  string // from the previous page; empty for the first
+	Cursor      string // from the previous page; empty for the first
 }
 
 // KeyTx is what a change made under Store.UpdateKey may write, in its
