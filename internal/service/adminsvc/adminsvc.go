@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/odin-scan/odin-authz/admin"
+	"github.com/odin-scan/odin-authz/admin/keypolicy"
 	"github.com/odin-scan/odin-authz/admin/webhooks"
 	"github.com/odin-scan/odin-authz/internal/connlimit"
 	"github.com/odin-scan/odin-authz/internal/ops"
@@ -74,6 +75,13 @@ type Config struct {
 	// TLS, when set, serves the API and its /healthz, /readyz, /metrics
 	// over TLS (mutual TLS when TLS.ClientCAFile is set).
 	TLS *tlsreload.Config
+	// MaxKeyLifetime, when positive, is the longest a key may live
+	// (keystore.ManagerOptions.MaxKeyLifetime).
+	MaxKeyLifetime time.Duration
+	// UnusedKeys configures the revocation of keys unused for too long
+	// (off by default). The service fills in the store, manager, logger and
+	// registry.
+	UnusedKeys keypolicy.Options
 	// Webhooks configures the outgoing webhooks: endpoints, attempts,
 	// timeout, the key.expiring notice. The service fills in the store,
 	// logger and registry. With no endpoint, events are marked skipped.
@@ -109,8 +117,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		return nil, err
 	}
 	s.parts = parts
-	api, err := s.buildAPI(ctx, cfg)
+	mgr := s.newManager(ctx, cfg)
+	api, err := s.buildAPI(cfg, mgr)
 	if err != nil {
+		parts.Abandon(ctx)
+		return nil, err
+	}
+	if err := s.startKeyPolicy(ctx, cfg.UnusedKeys, mgr); err != nil {
 		parts.Abandon(ctx)
 		return nil, err
 	}
@@ -129,18 +142,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	return s, nil
 }
 
-// buildAPI builds the admin API on the parts, with a key manager whose
-// changes reach this process's revoked sessions and cfg.Notify.
-func (s *Service) buildAPI(ctx context.Context, cfg Config) (*admin.Server, error) {
+// buildAPI builds the admin API on the parts, with the key manager.
+func (s *Service) buildAPI(cfg Config, mgr *keystore.Manager) (*admin.Server, error) {
 	p := s.parts
 	return admin.New(admin.Options{
-		Store: p.Store,
-		Manager: keystore.NewManager(p.Store, p.Redis, keystore.ManagerOptions{Registerer: p.Registry, CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, Notify: func(inv keystore.Invalidation) {
-			keystore.Receivers{Sessions: p.Revoked}.Apply(ctx, inv) // this process's own view of logged-out sessions
-			if cfg.Notify != nil {
-				cfg.Notify(inv)
-			}
-		}, SingleProcess: cfg.Notify != nil, Logger: s.log}),
+		Store: p.Store, Manager: mgr,
 		Verifier: p.Verifier, Revoked: p.Revoked,
 		AllowNoSessionID: cfg.JWTAllowNoSessionID, AllowImpersonatedKeys: cfg.AllowImpersonatedKeys,
 		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
@@ -148,6 +154,32 @@ func (s *Service) buildAPI(ctx context.Context, cfg Config) (*admin.Server, erro
 		TrustedProxies: cfg.TrustedProxies, GitHubSecretScanning: cfg.GitHubSecretScanning,
 		Logger: s.log, Registerer: p.Registry,
 	})
+}
+
+// newManager is the key manager of the API and the key policy, whose
+// changes reach this process's revoked sessions and cfg.Notify.
+func (s *Service) newManager(ctx context.Context, cfg Config) *keystore.Manager {
+	p := s.parts
+	return keystore.NewManager(p.Store, p.Redis, keystore.ManagerOptions{Registerer: p.Registry, CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, MaxKeyLifetime: keystore.MaxLifetime(cfg.MaxKeyLifetime), Notify: func(inv keystore.Invalidation) {
+		keystore.Receivers{Sessions: p.Revoked}.Apply(ctx, inv) // this process's own view of logged-out sessions
+		if cfg.Notify != nil {
+			cfg.Notify(inv)
+		}
+	}, SingleProcess: cfg.Notify != nil, Logger: s.log})
+}
+
+// startKeyPolicy starts the unused-keys policy when it is on.
+func (s *Service) startKeyPolicy(ctx context.Context, opts keypolicy.Options, mgr *keystore.Manager) error {
+	if opts.UnusedFor <= 0 {
+		return nil
+	}
+	opts.Manager, opts.Logger, opts.Registerer = mgr, s.log, s.parts.Registry
+	j, err := keypolicy.New(opts)
+	if err != nil {
+		return err
+	}
+	go j.Run(ctx)
+	return nil
 }
 
 // startBackground starts the readiness probes (ready when the store
