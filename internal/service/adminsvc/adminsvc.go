@@ -117,6 +117,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		return nil, err
 	}
 	s.parts = parts
+	if cfg.MaxKeyLifetime > 0 && cfg.Webhooks.ExpiringWithin >= cfg.MaxKeyLifetime {
+		logger.Warn("the maximum key lifetime is no longer than the key.expiring notice: every new key's key.expiring event is sent at the first scan after its creation",
+			"max_key_lifetime", keystore.FormatAge(cfg.MaxKeyLifetime), "key_expiring_notice", keystore.FormatAge(cfg.Webhooks.ExpiringWithin))
+	}
 	mgr := s.newManager(ctx, cfg)
 	api, err := s.buildAPI(cfg, mgr)
 	if err != nil {
