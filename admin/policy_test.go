@@ -92,7 +92,10 @@ func TestKeyUsageAndUnusedFilter(t *testing.T) {
 // expires_at), and a roll keeps the new key within it.
 func TestMaxKeyLifetimeAPI(t *testing.T) {
 	const max = 30 * 24 * time.Hour
-	e := newEnvWith(t, func(c *adminsvc.Config) { c.MaxKeyLifetime = max })
+	e := newEnvWith(t, func(c *adminsvc.Config) {
+		c.MaxKeyLifetime = keystore.KeyLifetimes{Default: keystore.MaxLifetime(max),
+			Orgs: map[string]keystore.MaxLifetime{"org_acme": keystore.MaxLifetime(7 * 24 * time.Hour)}}
+	})
 	r := e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "CI", "scopes": []string{}, "user_id": "user_a"})
 	e.MustStatus(r, 201)
 	created, _ := time.Parse(time.RFC3339Nano, r.Str("created_at"))
@@ -109,6 +112,18 @@ func TestMaxKeyLifetimeAPI(t *testing.T) {
 	r = e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "CI", "scopes": []string{}, "user_id": "user_a",
 		"expires_at": time.Now().Add(max - time.Hour).UTC().Format(time.RFC3339)})
 	e.MustStatus(r, 201)
+	// An organisation's own maximum replaces the default for its keys.
+	r = e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "deploy", "scopes": []string{}, "org_id": "org_acme"})
+	e.MustStatus(r, 201)
+	created, _ = time.Parse(time.RFC3339Nano, r.Str("created_at"))
+	if orgExpires, _ := time.Parse(time.RFC3339Nano, r.Str("expires_at")); orgExpires.Sub(created).Round(time.Hour) != 7*24*time.Hour {
+		t.Errorf("organisation key expires %v after creation, want 7 days", orgExpires.Sub(created))
+	}
+	r = e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "deploy", "scopes": []string{}, "org_id": "org_acme",
+		"expires_at": time.Now().Add(8 * 24 * time.Hour).UTC().Format(time.RFC3339)})
+	if r.Status != 400 || r.ErrorField() != "expires_at" {
+		t.Errorf("expiry past the organisation's maximum: %d %s", r.Status, r.Raw)
+	}
 	r = e.Do("POST", "/v1/keys/"+id+"/roll", admintest.OperatorToken, nil)
 	e.MustStatus(r, 201)
 	if rolled, _ := time.Parse(time.RFC3339Nano, r.Str("expires_at")); !rolled.Equal(expires) {

@@ -87,11 +87,12 @@ type ManagerOptions struct {
 	// without Redis is unconfirmed: replicas learn of it when their cache
 	// entries expire.
 	SingleProcess bool
-	// MaxKeyLifetime, when positive, is the longest a key may live: a key
-	// created without an expiry expires that long after its creation, one
-	// asked to live longer is refused (ErrInvalid), and a roll's new key
-	// expires no later than that long after the roll.
-	MaxKeyLifetime MaxLifetime
+	// MaxKeyLifetime is the longest a key may live (KeyLifetimes.For its
+	// organisation; zero: no limit): a key created without an expiry
+	// expires that long after its creation, one asked to live longer is
+	// refused (ErrInvalid), and a roll's new key expires no later than that
+	// long after the roll.
+	MaxKeyLifetime KeyLifetimes
 	// Registerer receives odin_keystore_revoke_propagation_seconds
 	// (optional: without it the histogram is kept but not exported).
 	Registerer prometheus.Registerer
@@ -401,13 +402,14 @@ func (m *Manager) Roll(ctx context.Context, by Actor, id string, grace time.Dura
 // and the change propagated; the conformance suite (storetest) runs
 // RollKey on each store.
 func RollKey(ctx context.Context, s Store, id string, h Hash, hint string, oldExpiresAt time.Time, ev *AuditEvent) (old, rolled *Key, err error) {
-	return RollKeyWithin(ctx, s, id, h, hint, oldExpiresAt, 0, ev)
+	return RollKeyWithin(ctx, s, id, h, hint, oldExpiresAt, KeyLifetimes{}, ev)
 }
 
-// RollKeyWithin is RollKey under a maximum key lifetime (zero: none): the
-// new key's expiry is the old key's, brought forward to max from now when
-// it is later or the old key never expires.
-func RollKeyWithin(ctx context.Context, s Store, id string, h Hash, hint string, oldExpiresAt time.Time, max MaxLifetime, ev *AuditEvent) (old, rolled *Key, err error) {
+// RollKeyWithin is RollKey under a maximum key lifetime policy (the zero
+// value: none): the new key's expiry is the old key's, brought forward to
+// the key's maximum (max.For its organisation) from now when it is later
+// or the old key never expires.
+func RollKeyWithin(ctx context.Context, s Store, id string, h Hash, hint string, oldExpiresAt time.Time, max KeyLifetimes, ev *AuditEvent) (old, rolled *Key, err error) {
 	err = s.UpdateKey(ctx, id, func(ctx context.Context, tx KeyTx, cur *Key) error {
 		if err := cur.Usable(time.Now()); err != nil {
 			return fmt.Errorf("%w: key is %s", ErrConflict, strings.TrimPrefix(err.Error(), "key "))
@@ -418,7 +420,7 @@ func RollKeyWithin(ctx context.Context, s Store, id string, h Hash, hint string,
 			return &AlreadyRolledError{Successor: cur.ReplacedBy}
 		}
 		n := NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt}
-		n.ExpiresAt = max.clamp(n.ExpiresAt, time.Now())
+		n.ExpiresAt = max.For(cur.OrgID).clamp(n.ExpiresAt, time.Now())
 		var err error
 		if rolled, err = tx.InsertKey(ctx, n, h, hint); err != nil {
 			return err

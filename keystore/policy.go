@@ -1,7 +1,10 @@
 package keystore
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -14,15 +17,69 @@ import (
 // MaxLifetime is the longest a key may live; zero or less: no limit.
 type MaxLifetime time.Duration
 
+// KeyLifetimes is the maximum key lifetime policy: the operator's default
+// and organisations' own, each of which replaces the default for the
+// organisation's keys (shorter or longer).
+type KeyLifetimes struct {
+	Default MaxLifetime
+	Orgs    map[string]MaxLifetime
+}
+
+// For is the maximum lifetime of a key of organisation orgID ("" for a
+// personal key).
+func (p KeyLifetimes) For(orgID string) MaxLifetime {
+	if m, ok := p.Orgs[orgID]; ok && orgID != "" {
+		return m
+	}
+	return p.Default
+}
+
+// keyPolicyFile is the JSON of a key policy file: per organisation, its
+// maximum key lifetime as ParseAge reads it.
+type keyPolicyFile struct {
+	Organisations map[string]struct {
+		MaxKeyLifetime string `json:"max_key_lifetime"`
+	} `json:"organisations"`
+}
+
+// ParseKeyPolicy reads a key policy file (docs/ADMIN.md, key policy):
+// {"organisations": {"org_...": {"max_key_lifetime": "30d"}}}. Unknown
+// fields, a malformed organisation id and a bad lifetime are errors naming
+// them.
+func ParseKeyPolicy(data []byte) (map[string]MaxLifetime, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var f keyPolicyFile
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("key policy: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("key policy: more than one JSON value")
+	}
+	out := make(map[string]MaxLifetime, len(f.Organisations))
+	for org, p := range f.Organisations {
+		if !ownerPattern.MatchString(org) {
+			return nil, fmt.Errorf("key policy: organisation %q: not a valid id", org)
+		}
+		d, err := ParseAge(p.MaxKeyLifetime)
+		if err != nil {
+			return nil, fmt.Errorf("key policy: organisation %s: max_key_lifetime: %w", org, err)
+		}
+		out[org] = MaxLifetime(d)
+	}
+	return out, nil
+}
+
 // maxLifetimeSlack is how much later than now+max an asked-for expiry may
 // be: a client that computed "max from now" on its own clock, a moment
 // before the server did, is not refused for it.
 const maxLifetimeSlack = time.Minute
 
-// apply gives n, created at now, the maximum lifetime: an expiry when it
+// apply gives n, created at now, its maximum lifetime: an expiry when it
 // has none, and an error (ErrInvalid, naming expires_at) when it asks for a
 // later one.
-func (m MaxLifetime) apply(n *NewKey, now time.Time) error {
+func (p KeyLifetimes) apply(n *NewKey, now time.Time) error {
+	m := p.For(n.OrgID)
 	if m <= 0 {
 		return nil
 	}
@@ -32,7 +89,11 @@ func (m MaxLifetime) apply(n *NewKey, now time.Time) error {
 		return nil
 	}
 	if n.ExpiresAt.After(limit.Add(maxLifetimeSlack)) {
-		return fmt.Errorf("%w: expires_at: at most %s after creation (the maximum key lifetime)", ErrInvalid, FormatAge(time.Duration(m)))
+		whose := "the maximum key lifetime"
+		if _, ok := p.Orgs[n.OrgID]; ok && n.OrgID != "" {
+			whose += " of organisation " + n.OrgID
+		}
+		return fmt.Errorf("%w: expires_at: at most %s after creation (%s)", ErrInvalid, FormatAge(time.Duration(m)), whose)
 	}
 	return nil
 }

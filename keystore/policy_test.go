@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,7 +38,7 @@ func TestMaxKeyLifetime(t *testing.T) {
 			by := keystore.Actor{ID: "operator"}
 			free := keystore.NewManager(store, nil, keystore.ManagerOptions{SingleProcess: true, Notify: func(keystore.Invalidation) {}})
 			mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{SingleProcess: true, Notify: func(keystore.Invalidation) {},
-				MaxKeyLifetime: keystore.MaxLifetime(max)})
+				MaxKeyLifetime: keystore.KeyLifetimes{Default: keystore.MaxLifetime(max)}})
 			before := time.Now()
 			_, k, err := mgr.Create(ctx, by, keystore.NewKey{UserID: "user_1", Name: "no expiry"})
 			if err != nil {
@@ -140,6 +141,53 @@ func TestParseAge(t *testing.T) {
 	for d, want := range map[time.Duration]string{90 * 24 * time.Hour: "90d", 36 * time.Hour: "36h0m0s"} {
 		if got := keystore.FormatAge(d); got != want {
 			t.Errorf("FormatAge(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// An organisation's own maximum replaces the default for its keys, shorter
+// or longer; personal keys and other organisations' keep the default.
+func TestOrgMaxKeyLifetime(t *testing.T) {
+	const day = 24 * time.Hour
+	store := policyStores["sqlite"](t)
+	ctx := context.Background()
+	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{SingleProcess: true, Notify: func(keystore.Invalidation) {},
+		MaxKeyLifetime: keystore.KeyLifetimes{Default: keystore.MaxLifetime(30 * day), Orgs: map[string]keystore.MaxLifetime{
+			"org_short": keystore.MaxLifetime(7 * day), "org_long": keystore.MaxLifetime(365 * day)}}})
+	for _, tc := range []struct {
+		user, org string
+		want      time.Duration
+	}{
+		{"user_1", "", 30 * day}, {"user_1", "org_other", 30 * day}, {"", "org_short", 7 * day}, {"user_1", "org_long", 365 * day},
+	} {
+		before := time.Now()
+		_, k, err := mgr.Create(ctx, keystore.Actor{ID: "operator"}, keystore.NewKey{UserID: tc.user, OrgID: tc.org, Name: "k"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k.ExpiresAt.Before(before.Add(tc.want).Truncate(time.Microsecond)) || k.ExpiresAt.After(time.Now().Add(tc.want)) {
+			t.Errorf("org %q: expires %v after creation, want %v", tc.org, k.ExpiresAt.Sub(k.CreatedAt), tc.want)
+		}
+	}
+	_, _, err := mgr.Create(ctx, keystore.Actor{ID: "operator"}, keystore.NewKey{OrgID: "org_short", Name: "k", ExpiresAt: time.Now().Add(8 * day)})
+	if !errors.Is(err, keystore.ErrInvalid) || !strings.Contains(err.Error(), "organisation org_short") {
+		t.Errorf("past the organisation's maximum: %v", err)
+	}
+}
+
+func TestParseKeyPolicy(t *testing.T) {
+	got, err := keystore.ParseKeyPolicy([]byte(`{"organisations": {"org_a": {"max_key_lifetime": "30d"}, "org_b": {"max_key_lifetime": "36h"}}}`))
+	want := map[string]keystore.MaxLifetime{"org_a": keystore.MaxLifetime(30 * 24 * time.Hour), "org_b": keystore.MaxLifetime(36 * time.Hour)}
+	if err != nil || len(got) != 2 || got["org_a"] != want["org_a"] || got["org_b"] != want["org_b"] {
+		t.Errorf("ParseKeyPolicy = %v, %v; want %v", got, err, want)
+	}
+	for _, bad := range []string{
+		``, `[]`, `{"orgs": {}}`, `{"organisations": {"org a": {"max_key_lifetime": "30d"}}}`,
+		`{"organisations": {"org_a": {"max_key_lifetime": "forever"}}}`, `{"organisations": {"org_a": {}}}`,
+		`{"organisations": {"org_a": {"max_key_lifetime": "30d", "revoke": true}}}`, `{} {}`,
+	} {
+		if got, err := keystore.ParseKeyPolicy([]byte(bad)); err == nil {
+			t.Errorf("ParseKeyPolicy(%s) = %v, want an error", bad, got)
 		}
 	}
 }

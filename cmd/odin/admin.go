@@ -32,14 +32,46 @@ type adminConfig struct {
 // keyPolicyFlags are the flags of the operator's key policy: strings read
 // by keystore.ParseAge (90d, 36h), empty for off.
 type keyPolicyFlags struct {
-	maxLifetime, revokeUnusedAfter string
-	dryRun                         bool
-	interval                       time.Duration
+	lifetimes         keyLifetimeFlags
+	revokeUnusedAfter string
+	dryRun            bool
+	interval          time.Duration
+}
+
+// keyLifetimeFlags are --max-key-lifetime and --key-policy-file.
+type keyLifetimeFlags struct{ max, file string }
+
+func (l *keyLifetimeFlags) bind(f *flags, note string) {
+	f.String(&l.max, "max-key-lifetime", "ODIN_MAX_KEY_LIFETIME", "",
+		"longest a key may live, e.g. 365d or 2160h: a key created without an expiry expires that long after its creation, a later expiry is refused, a roll's new key expires within it; empty: no limit"+note)
+	f.String(&l.file, "key-policy-file", "ODIN_KEY_POLICY_FILE", "",
+		`JSON file of organisations' own maximum key lifetimes, replacing --max-key-lifetime for their keys: {"organisations": {"org_...": {"max_key_lifetime": "30d"}}}`+note)
+}
+
+// lifetimes reads the flags (and the file) into a policy.
+func (l *keyLifetimeFlags) lifetimes() (keystore.KeyLifetimes, error) {
+	var p keystore.KeyLifetimes
+	if l.max != "" {
+		d, err := keystore.ParseAge(l.max)
+		if err != nil {
+			return p, fmt.Errorf("--max-key-lifetime: %w", err)
+		}
+		p.Default = keystore.MaxLifetime(d)
+	}
+	if l.file != "" {
+		raw, err := os.ReadFile(l.file)
+		if err != nil {
+			return p, fmt.Errorf("--key-policy-file: %w", err)
+		}
+		if p.Orgs, err = keystore.ParseKeyPolicy(raw); err != nil {
+			return p, fmt.Errorf("--key-policy-file %s: %w", l.file, err)
+		}
+	}
+	return p, nil
 }
 
 func (p *keyPolicyFlags) bind(f *flags) {
-	f.String(&p.maxLifetime, "max-key-lifetime", "ODIN_MAX_KEY_LIFETIME", "",
-		"longest a key may live, e.g. 365d or 2160h: a key created without an expiry expires that long after its creation, a later expires_at is refused (400), a roll's new key expires within it; empty: no limit")
+	p.lifetimes.bind(f, "")
 	f.String(&p.revokeUnusedAfter, "revoke-unused-after", "ODIN_REVOKE_UNUSED_AFTER", "",
 		"revoke keys unused for this long, e.g. 90d: last used longer ago, or never used and created longer ago (audit actor "+keypolicy.Actor+", reason "+keystore.RevokeReasonExpiredByPolicy+"); empty: off")
 	f.Bool(&p.dryRun, "revoke-unused-dry-run", "ODIN_REVOKE_UNUSED_DRY_RUN", false,
@@ -50,12 +82,9 @@ func (p *keyPolicyFlags) bind(f *flags) {
 
 // apply checks the flags and writes them into cfg.
 func (p *keyPolicyFlags) apply(cfg *adminsvc.Config) error {
-	if p.maxLifetime != "" {
-		d, err := keystore.ParseAge(p.maxLifetime)
-		if err != nil {
-			return fmt.Errorf("--max-key-lifetime: %w", err)
-		}
-		cfg.MaxKeyLifetime = d
+	var err error
+	if cfg.MaxKeyLifetime, err = p.lifetimes.lifetimes(); err != nil {
+		return err
 	}
 	if p.revokeUnusedAfter != "" {
 		d, err := keystore.ParseAge(p.revokeUnusedAfter)

@@ -116,9 +116,9 @@ type listKeysQuery struct {
 type backendFlags struct {
 	store storeFlags
 	admin adminFlags
-	// maxKeyLifetime is --max-key-lifetime, of the commands that make
-	// keys (create, roll) on the database: "" for none.
-	maxKeyLifetime string
+	// lifetimes are --max-key-lifetime and --key-policy-file, of the
+	// commands that make keys (create, roll) on the database.
+	lifetimes keyLifetimeFlags
 }
 
 func (b *backendFlags) bind(f *flags) {
@@ -129,22 +129,18 @@ func (b *backendFlags) bind(f *flags) {
 // bindMaxKeyLifetime defines --max-key-lifetime, for the commands that
 // make keys.
 func (b *backendFlags) bindMaxKeyLifetime(f *flags) {
-	f.String(&b.maxKeyLifetime, "max-key-lifetime", "ODIN_MAX_KEY_LIFETIME", "",
-		"longest a key may live, e.g. 90d or 2160h: a key made without an expiry expires that long after it is made, a longer --expires-in is refused; empty: no limit. On the database only: over --admin-url, odin admin's own setting applies")
+	b.lifetimes.bind(f, ". On the database only: over --admin-url, odin admin's own setting applies")
 }
 
 func (b *backendFlags) open(ctx context.Context, stderr io.Writer) (keyAdmin, error) {
 	if b.admin.url != "" {
 		return newAdminClient(b.admin, stderr)
 	}
-	var max time.Duration
-	if b.maxKeyLifetime != "" {
-		var err error
-		if max, err = keystore.ParseAge(b.maxKeyLifetime); err != nil {
-			return nil, fmt.Errorf("--max-key-lifetime: %w", err)
-		}
+	lifetimes, err := b.lifetimes.lifetimes()
+	if err != nil {
+		return nil, err
 	}
-	return openKeysEnv(ctx, b.store, keystore.MaxLifetime(max), stderr)
+	return openKeysEnv(ctx, b.store, lifetimes, stderr)
 }
 
 // keysEnv is keyAdmin on the database directly.
@@ -166,7 +162,7 @@ func (e *keysEnv) Close() {
 	e.store.Close()
 }
 
-func openKeysEnv(ctx context.Context, sf storeFlags, maxLifetime keystore.MaxLifetime, stderr io.Writer) (*keysEnv, error) {
+func openKeysEnv(ctx context.Context, sf storeFlags, maxLifetime keystore.KeyLifetimes, stderr io.Writer) (*keysEnv, error) {
 	if sf.databaseURL == "" {
 		return nil, errMissingBackend
 	}

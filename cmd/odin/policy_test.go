@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +82,17 @@ func TestKeysMaxLifetimeOnDatabase(t *testing.T) {
 	if _, _, err := cli(t, "keys", "create", "--name", "CI", "--owner", "user_1", "--max-key-lifetime", "forever"); err == nil || !strings.Contains(err.Error(), "--max-key-lifetime") {
 		t.Errorf("bad --max-key-lifetime: %v", err)
 	}
+	policy := filepath.Join(t.TempDir(), "policy.json")
+	if err := os.WriteFile(policy, []byte(`{"organisations": {"org_acme": {"max_key_lifetime": "7d"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k = decodeJSON[createdKeyRecord](t, mustCLI(t, "keys", "create", "--name", "deploy", "--owner", "org_acme", "--max-key-lifetime", "30d", "--key-policy-file", policy, "--json"))
+	if d := k.ExpiresAt.Sub(k.CreatedAt); d.Round(time.Hour) != 7*24*time.Hour {
+		t.Errorf("organisation key expires %v after creation, want 7 days (its own maximum)", d)
+	}
+	if _, _, err := cli(t, "keys", "create", "--name", "CI", "--owner", "user_1", "--key-policy-file", filepath.Join(t.TempDir(), "missing.json")); err == nil || !strings.Contains(err.Error(), "--key-policy-file") {
+		t.Errorf("missing --key-policy-file: %v", err)
+	}
 	forever := decodeJSON[createdKeyRecord](t, mustCLI(t, "keys", "create", "--name", "old", "--owner", "user_1", "--json"))
 	rolled := decodeJSON[rolledKeyRecord](t, mustCLI(t, "keys", "roll", forever.ID, "--max-key-lifetime", "7d", "--json"))
 	if d := time.Until(rolled.ExpiresAt); rolled.ExpiresAt.IsZero() || d > 7*24*time.Hour || d < 7*24*time.Hour-time.Minute {
@@ -96,5 +109,6 @@ func TestAdminKeyPolicyFlags(t *testing.T) {
 		{"dry run alone", []string{"admin", "--revoke-unused-dry-run"}, nil, "--revoke-unused-dry-run needs --revoke-unused-after"},
 		{"bad interval", []string{"admin", "--revoke-unused-after", "90d", "--revoke-unused-interval", "0s"}, nil, "--revoke-unused-interval"},
 		{"bad lifetime", []string{"admin"}, map[string]string{"ODIN_MAX_KEY_LIFETIME": "1y"}, "--max-key-lifetime"},
+		{"bad policy file", []string{"admin", "--key-policy-file", "/nonexistent/policy.json"}, nil, "--key-policy-file"},
 	})
 }

@@ -75,9 +75,9 @@ type Config struct {
 	// TLS, when set, serves the API and its /healthz, /readyz, /metrics
 	// over TLS (mutual TLS when TLS.ClientCAFile is set).
 	TLS *tlsreload.Config
-	// MaxKeyLifetime, when positive, is the longest a key may live
-	// (keystore.ManagerOptions.MaxKeyLifetime).
-	MaxKeyLifetime time.Duration
+	// MaxKeyLifetime is the longest a key may live, by default and per
+	// organisation (keystore.ManagerOptions.MaxKeyLifetime); zero: no limit.
+	MaxKeyLifetime keystore.KeyLifetimes
 	// UnusedKeys configures the revocation of keys unused for too long
 	// (off by default). The service fills in the store, manager, logger and
 	// registry.
@@ -117,10 +117,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		return nil, err
 	}
 	s.parts = parts
-	if cfg.MaxKeyLifetime > 0 && cfg.Webhooks.ExpiringWithin >= cfg.MaxKeyLifetime {
-		logger.Warn("the maximum key lifetime is no longer than the key.expiring notice: every new key's key.expiring event is sent at the first scan after its creation",
-			"max_key_lifetime", keystore.FormatAge(cfg.MaxKeyLifetime), "key_expiring_notice", keystore.FormatAge(cfg.Webhooks.ExpiringWithin))
-	}
+	warnShortLifetimes(logger, cfg)
 	mgr := s.newManager(ctx, cfg)
 	api, err := s.buildAPI(cfg, mgr)
 	if err != nil {
@@ -146,6 +143,23 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	return s, nil
 }
 
+// warnShortLifetimes warns of maximum key lifetimes no longer than the
+// key.expiring notice: every such key's event is sent at the first scan
+// after its creation.
+func warnShortLifetimes(logger *slog.Logger, cfg Config) {
+	notice := cfg.Webhooks.ExpiringWithin
+	warn := func(m keystore.MaxLifetime, org string) {
+		if m > 0 && notice >= time.Duration(m) {
+			logger.Warn("a maximum key lifetime is no longer than the key.expiring notice: each new key's key.expiring event is sent at the first scan after its creation",
+				"max_key_lifetime", keystore.FormatAge(time.Duration(m)), "org_id", org, "key_expiring_notice", keystore.FormatAge(notice))
+		}
+	}
+	warn(cfg.MaxKeyLifetime.Default, "")
+	for org, m := range cfg.MaxKeyLifetime.Orgs {
+		warn(m, org)
+	}
+}
+
 // buildAPI builds the admin API on the parts, with the key manager.
 func (s *Service) buildAPI(cfg Config, mgr *keystore.Manager) (*admin.Server, error) {
 	p := s.parts
@@ -164,7 +178,7 @@ func (s *Service) buildAPI(cfg Config, mgr *keystore.Manager) (*admin.Server, er
 // changes reach this process's revoked sessions and cfg.Notify.
 func (s *Service) newManager(ctx context.Context, cfg Config) *keystore.Manager {
 	p := s.parts
-	return keystore.NewManager(p.Store, p.Redis, keystore.ManagerOptions{Registerer: p.Registry, CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, MaxKeyLifetime: keystore.MaxLifetime(cfg.MaxKeyLifetime), Notify: func(inv keystore.Invalidation) {
+	return keystore.NewManager(p.Store, p.Redis, keystore.ManagerOptions{Registerer: p.Registry, CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, MaxKeyLifetime: cfg.MaxKeyLifetime, Notify: func(inv keystore.Invalidation) {
 		keystore.Receivers{Sessions: p.Revoked}.Apply(ctx, inv) // this process's own view of logged-out sessions
 		if cfg.Notify != nil {
 			cfg.Notify(inv)
