@@ -407,9 +407,9 @@ func RollKey(ctx context.Context, s Store, id string, h Hash, hint string, oldEx
 
 // RollKeyWithin is RollKey under a maximum key lifetime policy (the zero
 // value: none): the new key's expiry is the old key's, brought forward to
-// the key's maximum (max.For its organisation) from now when it is later
-// or the old key never expires.
-func RollKeyWithin(ctx context.Context, s Store, id string, h Hash, hint string, oldExpiresAt time.Time, max KeyLifetimes, ev *AuditEvent) (old, rolled *Key, err error) {
+// the key's maximum (limits.For its organisation) from now when it is
+// later or the old key never expires.
+func RollKeyWithin(ctx context.Context, s Store, id string, h Hash, hint string, oldExpiresAt time.Time, limits KeyLifetimes, ev *AuditEvent) (old, rolled *Key, err error) {
 	err = s.UpdateKey(ctx, id, func(ctx context.Context, tx KeyTx, cur *Key) error {
 		if err := cur.Usable(time.Now()); err != nil {
 			return fmt.Errorf("%w: key is %s", ErrConflict, strings.TrimPrefix(err.Error(), "key "))
@@ -420,7 +420,7 @@ func RollKeyWithin(ctx context.Context, s Store, id string, h Hash, hint string,
 			return &AlreadyRolledError{Successor: cur.ReplacedBy}
 		}
 		n := NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt}
-		n.ExpiresAt = max.For(cur.OrgID).clamp(n.ExpiresAt, time.Now())
+		n.ExpiresAt = limits.For(cur.OrgID).clamp(n.ExpiresAt, time.Now())
 		var err error
 		if rolled, err = tx.InsertKey(ctx, n, h, hint); err != nil {
 			return err
