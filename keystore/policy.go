@@ -174,6 +174,17 @@ func UsageWindows(now time.Time) (day, month time.Time) {
 	return hour.Add(-23 * time.Hour), hour.Add(-(30*24 - 1) * time.Hour)
 }
 
+// JobLocker is what a store shared by several processes offers their
+// background jobs: a lock by name that one process at a time holds
+// (pgstore: a PostgreSQL advisory lock). The embedded store, one process's
+// own, has none.
+type JobLocker interface {
+	// TryJobLock takes the lock name when no other holder has it, and
+	// returns its release; ok is false, with nothing to release, when
+	// another holds it. A holder that dies loses the lock.
+	TryJobLock(ctx context.Context, name string) (release func(), ok bool, err error)
+}
+
 // ErrUsed is RevokeUnused's answer for a key that was used since the
 // cutoff, or that is no longer active (revoked or expired): it is left as
 // it is.

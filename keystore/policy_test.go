@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -189,5 +190,47 @@ func TestParseKeyPolicy(t *testing.T) {
 		if got, err := keystore.ParseKeyPolicy([]byte(bad)); err == nil {
 			t.Errorf("ParseKeyPolicy(%s) = %v, want an error", bad, got)
 		}
+	}
+}
+
+// Concurrent RevokeUnused calls of one key (policy jobs on several
+// replicas, without their lock) revoke it once: one succeeds, the others get
+// ErrUsed, and there is one key.revoked event.
+func TestConcurrentRevokeUnused(t *testing.T) {
+	for name, open := range policyStores {
+		t.Run(name, func(t *testing.T) {
+			store := open(t)
+			ctx := context.Background()
+			mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{SingleProcess: true, Notify: func(keystore.Invalidation) {}})
+			_, k, err := mgr.Create(ctx, keystore.Actor{ID: "operator"}, keystore.NewKey{UserID: "user_1", Name: "idle"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cutoff := time.Now().Add(time.Hour)
+			errs := make([]error, 4)
+			var wg sync.WaitGroup
+			for i := range errs {
+				wg.Go(func() {
+					_, errs[i] = mgr.RevokeUnused(ctx, keystore.Actor{ID: "policy:unused-keys"}, k.ID, cutoff, nil)
+				})
+			}
+			wg.Wait()
+			revoked := 0
+			for _, err := range errs {
+				switch {
+				case err == nil:
+					revoked++
+				case !errors.Is(err, keystore.ErrUsed):
+					t.Errorf("RevokeUnused: %v", err)
+				}
+			}
+			events, _, err := store.ListAudit(ctx, keystore.AuditFilter{Action: keystore.ActionKeyRevoked})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if revoked != 1 || len(events) != 1 {
+				t.Errorf("%d revokes succeeded, %d key.revoked events; want 1 and 1", revoked, len(events))
+			}
+		})
 	}
 }

@@ -8,9 +8,11 @@
 // the audit actor Actor and the reason expired-by-policy: the key.revoked
 // webhook event carries that reason, and the revoke has every revoke's
 // propagation guarantee. RevokeUnused checks the key again as it locks it,
-// so a key used (and flushed) since the sweep listed it is kept, and when
-// several admin replicas sweep at once each key is revoked once, by one of
-// them; the others find it revoked and leave it.
+// so a key used (and flushed) since the sweep listed it is kept. Several
+// admin replicas on one PostgreSQL take turns: a sweep holds the store's
+// job lock (keystore.JobLocker, an advisory lock), and a replica that finds
+// it held skips its sweep. Even without it, each key would be revoked once:
+// the row lock and the second check make the others find it revoked.
 package keypolicy
 
 import (
@@ -25,7 +27,7 @@ import (
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
-// Actor is the audit actor of the job's revokes.
+// Actor is the audit actor of the job's revokes, and the name of its lock.
 const Actor = "policy:unused-keys"
 
 // DefaultInterval is how often the job sweeps by default.
@@ -57,6 +59,8 @@ type Options struct {
 // dry run would revoke), and how many it listed but kept (used since, or
 // revoked by someone else, in the meantime).
 type Result struct {
+	// Skipped: another replica holds the job's lock; this sweep did nothing.
+	Skipped     bool
 	Revoked     []string
 	WouldRevoke []string
 	Kept        int
@@ -131,11 +135,24 @@ func (j *Job) Sweep(ctx context.Context) (Result, error) {
 	if !j.Enabled() {
 		return res, nil
 	}
+	store := j.opts.Manager.Store()
+	if l, ok := store.(keystore.JobLocker); ok {
+		release, held, err := l.TryJobLock(ctx, Actor)
+		if err != nil {
+			j.m.sweeps.WithLabelValues(sweepError).Inc()
+			return res, err
+		}
+		if !held {
+			j.m.sweeps.WithLabelValues(sweepSkipped).Inc()
+			j.log.Debug("unused-keys sweep skipped: another replica is sweeping")
+			return Result{Skipped: true}, nil
+		}
+		defer release()
+	}
 	now := j.opts.Now()
 	cutoff := now.Add(-j.opts.UnusedFor)
 	details := map[string]any{"unused_for": keystore.FormatAge(j.opts.UnusedFor)}
 	by := keystore.Actor{ID: Actor}
-	store := j.opts.Manager.Store()
 	opts := keystore.ListKeysOptions{UnusedSince: cutoff, Revoked: new(bool), Limit: pageSize}
 	for {
 		keys, next, err := store.ListKeys(ctx, opts)
@@ -196,8 +213,9 @@ func (j *Job) handle(ctx context.Context, by keystore.Actor, k *keystore.Key, cu
 
 // The result label values of odin_admin_unused_keys_sweeps_total.
 const (
-	sweepOK    = "ok"
-	sweepError = "error"
+	sweepOK      = "ok"
+	sweepError   = "error"
+	sweepSkipped = "skipped" // another replica held the lock
 )
 
 type metrics struct {
@@ -218,11 +236,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		sweeps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "odin_admin_unused_keys_sweeps_total",
-			Help: "Sweeps of the unused-keys policy, by result: ok, error (the store failed; the next sweep starts over).",
+			Help: "Sweeps of the unused-keys policy, by result: ok, error (the store failed; the next sweep starts over), skipped (another admin replica was sweeping).",
 		}, []string{"result"}),
 	}
-	m.sweeps.WithLabelValues(sweepOK)
-	m.sweeps.WithLabelValues(sweepError)
+	for _, r := range []string{sweepOK, sweepError, sweepSkipped} {
+		m.sweeps.WithLabelValues(r)
+	}
 	for _, c := range []prometheus.Collector{m.revoked, m.wouldRevoke, m.sweeps} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -245,6 +245,35 @@ func TestConcurrentSweepsRevokeOnce(t *testing.T) {
 	})
 }
 
+// On PostgreSQL a sweep holds the job's advisory lock: while another holder
+// has it, a sweep is skipped and changes nothing; released, the next sweep
+// runs. (Two sweeps at once, above, are safe without it too.)
+func TestSweepSkippedWhileLocked(t *testing.T) {
+	s := testenv.OpenStore(t, testenv.Postgres(t), pgstore.Options{})
+	f := newFixture(t, s, 2)
+	ctx := context.Background()
+	release, ok, err := s.TryJobLock(ctx, keypolicy.Actor)
+	if err != nil || !ok {
+		t.Fatalf("take the lock: %v %v", ok, err)
+	}
+	if _, again, err := s.TryJobLock(ctx, keypolicy.Actor); err != nil || again {
+		t.Fatalf("the lock was taken twice: %v %v", again, err)
+	}
+	reg := prometheus.NewRegistry()
+	j := f.job(t, false, reg)
+	res, err := j.Sweep(ctx)
+	if err != nil || !res.Skipped || len(res.Revoked) != 0 {
+		t.Fatalf("sweep while locked: %+v, %v; want skipped", res, err)
+	}
+	if n := len(policyRevokes(t, s)); n != 0 {
+		t.Errorf("%d policy revokes while locked", n)
+	}
+	release()
+	if res, err := j.Sweep(ctx); err != nil || res.Skipped || len(res.Revoked) != 2 {
+		t.Errorf("sweep after release: %+v, %v; want the 2 idle keys revoked", res, err)
+	}
+}
+
 // Off (no unused period), a sweep does nothing.
 func TestOff(t *testing.T) {
 	j, err := keypolicy.New(keypolicy.Options{})
