@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/odin-scan/odin-authz/admin/keypolicy"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 	"github.com/odin-scan/odin-authz/keystore"
@@ -128,5 +129,39 @@ func TestMaxKeyLifetimeAPI(t *testing.T) {
 	e.MustStatus(r, 201)
 	if rolled, _ := time.Parse(time.RFC3339Nano, r.Str("expires_at")); !rolled.Equal(expires) {
 		t.Errorf("rolled key expires %v, want its predecessor's %v", rolled, expires)
+	}
+}
+
+// odin admin with the unused-keys policy on runs the job: a key unused
+// for the (here tiny) period is revoked by policy:unused-keys with the
+// reason expired-by-policy, and the revoke reaches Redis as any revoke.
+func TestUnusedKeysJobRuns(t *testing.T) {
+	e := newEnvWith(t, func(c *adminsvc.Config) {
+		c.UnusedKeys = keypolicy.Options{UnusedFor: time.Millisecond, Interval: 20 * time.Millisecond}
+	})
+	r := e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "idle", "scopes": []string{}, "user_id": "user_a"})
+	e.MustStatus(r, 201)
+	id := r.Str("id")
+	deadline := time.Now().Add(20 * time.Second) // a bound on the wait, not a measured time
+	for {
+		r = e.Do("GET", "/v1/audit-log?action=key.revoked&actor="+keypolicy.Actor, admintest.OperatorToken, nil)
+		e.MustStatus(r, 200)
+		if events, _ := r.Body["events"].([]any); len(events) > 0 {
+			ev := events[0].(map[string]any)
+			details, _ := ev["details"].(map[string]any)
+			if ev["target"] != id || details["reason"] != keystore.RevokeReasonExpiredByPolicy {
+				t.Fatalf("policy revoke event: %v", ev)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the unused-keys job revoked nothing")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r = e.Do("GET", "/v1/keys/"+id, admintest.OperatorToken, nil)
+	e.MustStatus(r, 200)
+	if r.Body["revoked"] != true {
+		t.Errorf("key not revoked: %s", r.Raw)
 	}
 }
