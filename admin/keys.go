@@ -95,7 +95,7 @@ func fieldError(err error) error {
 	return errInvalid(field, msg)
 }
 
-// listKeys is GET /v1/keys?owner=me|org&revoked=true|false&limit=&cursor=.
+// listKeys is GET /v1/keys?owner=me|org&revoked=true|false&unused_for=&limit=&cursor=.
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, c *caller) error {
 	q := r.URL.Query()
 	opts := keystore.ListKeysOptions{Cursor: q.Get("cursor")}
@@ -114,6 +114,14 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, c *caller) err
 	default:
 		return errInvalid("revoked", "revoked must be true or false")
 	}
+	now := time.Now()
+	if v := q.Get("unused_for"); v != "" {
+		d, err := keystore.ParseAge(v)
+		if err != nil {
+			return errInvalid("unused_for", "unused_for: "+err.Error())
+		}
+		opts.UnusedSince = now.Add(-d)
+	}
 	switch {
 	case c.operator:
 		opts.UserID, opts.OrgID = q.Get("user_id"), q.Get("org_id")
@@ -131,9 +139,17 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, c *caller) err
 	if err != nil {
 		return fieldError(err)
 	}
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = k.ID
+	}
+	totals, err := s.opts.Store.KeyUsageTotals(r.Context(), ids, now)
+	if err != nil {
+		return err
+	}
 	out := api.KeyPage{Keys: make([]api.Key, 0, len(keys)), NextCursor: next}
 	for _, k := range keys {
-		out.Keys = append(out.Keys, view(k))
+		out.Keys = append(out.Keys, api.NewKey(k, now).WithUsage(totals))
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
@@ -147,17 +163,23 @@ func (s *Server) managedKey(r *http.Request, c *caller) (*keystore.Key, error) {
 	return k, err
 }
 
-// getKey is GET /v1/keys/{id}, with the last 7 days of hourly usage.
+// getKey is GET /v1/keys/{id}, with its usage totals and the last 7 days
+// of hourly usage.
 func (s *Server) getKey(w http.ResponseWriter, r *http.Request, c *caller) error {
 	k, err := s.managedKey(r, c)
 	if err != nil {
 		return err
 	}
-	usage, err := s.opts.Store.KeyUsage(r.Context(), k.ID, time.Now().Add(-7*24*time.Hour).Truncate(time.Hour))
+	now := time.Now()
+	usage, err := s.opts.Store.KeyUsage(r.Context(), k.ID, now.Add(-7*24*time.Hour).Truncate(time.Hour))
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, api.KeyDetail{Key: view(k), Usage: usage})
+	totals, err := s.opts.Store.KeyUsageTotals(r.Context(), []string{k.ID}, now)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, api.KeyDetail{Key: api.NewKey(k, now).WithUsage(totals), Usage: usage})
 }
 
 // revokeKey is POST /v1/keys/{id}/revoke. It answers 200 only once no

@@ -87,6 +87,12 @@ type ManagerOptions struct {
 	// without Redis is unconfirmed: replicas learn of it when their cache
 	// entries expire.
 	SingleProcess bool
+	// MaxKeyLifetime is the longest a key may live (KeyLifetimes.For its
+	// organisation; zero: no limit): a key created without an expiry
+	// expires that long after its creation, one asked to live longer is
+	// refused (ErrInvalid), and a roll's new key expires no later than that
+	// long after the roll.
+	MaxKeyLifetime KeyLifetimes
 	// Registerer receives odin_keystore_revoke_propagation_seconds
 	// (optional: without it the histogram is kept but not exported).
 	Registerer prometheus.Registerer
@@ -208,7 +214,11 @@ func (m *Manager) Issue(ctx context.Context, by Actor, n NewKey, plaintext strin
 	if err != nil {
 		return nil, fmt.Errorf("%w: key: not a valid odin_sk_ key", ErrInvalid)
 	}
-	if err := n.Validate(time.Now()); err != nil { // fills the defaults the audit event records
+	now := time.Now()
+	if err := n.Validate(now); err != nil { // fills the defaults the audit event records
+		return nil, err
+	}
+	if err := m.opts.MaxKeyLifetime.apply(&n, now); err != nil {
 		return nil, err
 	}
 	k, err := m.store.CreateKey(ctx, n, h, KeyHint(plaintext), by.event(ActionKeyCreated, map[string]any{
@@ -243,6 +253,9 @@ const (
 	// RevokeReasonLeaked: the key was found in public (GitHub secret
 	// scanning reported it).
 	RevokeReasonLeaked = "leaked"
+	// RevokeReasonExpiredByPolicy: the key went unused for longer than the
+	// operator's policy allows (`odin admin --revoke-unused-after`).
+	RevokeReasonExpiredByPolicy = "expired-by-policy"
 )
 
 // RevokeWithReason is Revoke with the reason (one of the RevokeReason
@@ -254,20 +267,33 @@ const (
 // again.
 func (m *Manager) RevokeWithReason(ctx context.Context, by Actor, id, reason string, details map[string]any) (*Key, error) {
 	switch reason {
-	case RevokeReasonUser, RevokeReasonOperator, RevokeReasonLeaked:
+	case RevokeReasonUser, RevokeReasonOperator, RevokeReasonLeaked, RevokeReasonExpiredByPolicy:
 	default:
-		return nil, fmt.Errorf("%w: revoke reason %q: must be %s, %s or %s", ErrInvalid, reason, RevokeReasonUser, RevokeReasonOperator, RevokeReasonLeaked)
+		return nil, fmt.Errorf("%w: revoke reason %q: must be %s, %s, %s or %s", ErrInvalid, reason,
+			RevokeReasonUser, RevokeReasonOperator, RevokeReasonLeaked, RevokeReasonExpiredByPolicy)
 	}
+	return m.revoke(ctx, by, id, withReason(details, reason))
+}
+
+// withReason is a copy of details with "reason" set.
+func withReason(details map[string]any, reason string) map[string]any {
 	d := make(map[string]any, len(details)+1)
 	for k, v := range details {
 		d[k] = v
 	}
 	d["reason"] = reason
-	return m.revoke(ctx, by, id, d)
+	return d
 }
 
 func (m *Manager) revoke(ctx context.Context, by Actor, id string, details map[string]any) (*Key, error) {
-	k, err := RevokeKey(ctx, m.store, id, time.Now(), by.event(ActionKeyRevoked, details))
+	return m.revokeIf(ctx, by, id, details, nil)
+}
+
+// revokeIf is revoke of a key that cond (when not nil) accepts as it is
+// read, locked, in the revoke's transaction: its error is returned and
+// nothing changes or propagates.
+func (m *Manager) revokeIf(ctx context.Context, by Actor, id string, details map[string]any, cond func(*Key) error) (*Key, error) {
+	k, err := revokeKeyIf(ctx, m.store, id, time.Now(), by.event(ActionKeyRevoked, details), cond)
 	if err != nil {
 		return nil, err
 	}
@@ -281,8 +307,19 @@ func (m *Manager) revoke(ctx context.Context, by Actor, id string, details map[s
 // with the change propagated; the conformance suite (storetest) runs
 // RevokeKey on each store.
 func RevokeKey(ctx context.Context, s Store, id string, at time.Time, ev *AuditEvent) (*Key, error) {
+	return revokeKeyIf(ctx, s, id, at, ev, nil)
+}
+
+// revokeKeyIf is RevokeKey of a key that cond (when not nil) accepts:
+// cond's error is returned as it is, with nothing written.
+func revokeKeyIf(ctx context.Context, s Store, id string, at time.Time, ev *AuditEvent, cond func(*Key) error) (*Key, error) {
 	var k *Key
 	err := s.UpdateKey(ctx, id, func(ctx context.Context, tx KeyTx, cur *Key) error {
+		if cond != nil {
+			if err := cond(cur); err != nil {
+				return err
+			}
+		}
 		if !cur.RevokedAt.IsZero() {
 			k = cur
 			return nil
@@ -294,7 +331,7 @@ func RevokeKey(ctx context.Context, s Store, id string, at time.Time, ev *AuditE
 		return tx.AppendAudit(ctx, ev, k.ID, k.Owner())
 	})
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrConflict):
 		return nil, err
 	case err != nil:
 		return nil, fmt.Errorf("revoke key %s: %w", id, err)
@@ -336,7 +373,7 @@ func (m *Manager) Roll(ctx context.Context, by Actor, id string, grace time.Dura
 		return "", nil, nil, fmt.Errorf("generate key: %w", err)
 	}
 	at := time.Now()
-	old, rolled, err := RollKey(ctx, m.store, id, HashKey(plaintext), KeyHint(plaintext), at.Add(grace),
+	old, rolled, err := RollKeyWithin(ctx, m.store, id, HashKey(plaintext), KeyHint(plaintext), at.Add(grace), m.opts.MaxKeyLifetime,
 		by.event(ActionKeyRolled, map[string]any{"grace_seconds": int(grace.Seconds()), "new_hint": KeyHint(plaintext)}))
 	if err != nil {
 		return "", nil, nil, err
@@ -365,6 +402,14 @@ func (m *Manager) Roll(ctx context.Context, by Actor, id string, grace time.Dura
 // and the change propagated; the conformance suite (storetest) runs
 // RollKey on each store.
 func RollKey(ctx context.Context, s Store, id string, h Hash, hint string, oldExpiresAt time.Time, ev *AuditEvent) (old, rolled *Key, err error) {
+	return RollKeyWithin(ctx, s, id, h, hint, oldExpiresAt, KeyLifetimes{}, ev)
+}
+
+// RollKeyWithin is RollKey under a maximum key lifetime policy (the zero
+// value: none): the new key's expiry is the old key's, brought forward to
+// the key's maximum (limits.For its organisation) from now when it is
+// later or the old key never expires.
+func RollKeyWithin(ctx context.Context, s Store, id string, h Hash, hint string, oldExpiresAt time.Time, limits KeyLifetimes, ev *AuditEvent) (old, rolled *Key, err error) {
 	err = s.UpdateKey(ctx, id, func(ctx context.Context, tx KeyTx, cur *Key) error {
 		if err := cur.Usable(time.Now()); err != nil {
 			return fmt.Errorf("%w: key is %s", ErrConflict, strings.TrimPrefix(err.Error(), "key "))
@@ -375,6 +420,7 @@ func RollKey(ctx context.Context, s Store, id string, h Hash, hint string, oldEx
 			return &AlreadyRolledError{Successor: cur.ReplacedBy}
 		}
 		n := NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt}
+		n.ExpiresAt = limits.For(cur.OrgID).clamp(n.ExpiresAt, time.Now())
 		var err error
 		if rolled, err = tx.InsertKey(ctx, n, h, hint); err != nil {
 			return err

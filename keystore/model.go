@@ -182,8 +182,11 @@ type ListKeysOptions struct {
 	// Revoked filters on revocation: nil for all, true for revoked only,
 	// false for active (not revoked) only.
 	Revoked *bool
-	Limit   int    // 1..1000, default 50
-	Cursor  string // from the previous page; empty for the first
+	// UnusedSince, when set, keeps only keys unused since then: last used
+	// before it, or never used and created before it (Key.UnusedSince).
+	UnusedSince time.Time
+	Limit       int    // 1..1000, default 50
+	Cursor      string // from the previous page; empty for the first
 }
 
 // KeyTx is what a change made under Store.UpdateKey may write, in its
@@ -251,6 +254,10 @@ type Store interface {
 	RecordUsage(ctx context.Context, batch []Usage) error
 	// KeyUsage returns the hourly counts of a key since the given time.
 	KeyUsage(ctx context.Context, id string, since time.Time) ([]HourlyUsage, error)
+	// KeyUsageTotals returns the UsageTotals at now of the keys with these
+	// ids, in one query; a key with no checks in 30 days, or no such key,
+	// has none in the map.
+	KeyUsageTotals(ctx context.Context, ids []string, now time.Time) (map[string]UsageTotals, error)
 	// RevokeSession records a logged-out session, with ev in the audit log.
 	RevokeSession(ctx context.Context, r RevokedSession, ev *AuditEvent) error
 	// FirstDelivery records a webhook delivery id and reports whether it is

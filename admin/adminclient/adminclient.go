@@ -237,8 +237,10 @@ type ListKeysQuery struct {
 	UserID, OrgID string
 	// Revoked, when set, selects revoked or active keys only.
 	Revoked *bool
-	Limit   int
-	Cursor  string
+	// UnusedFor, when positive, keeps only keys unused that long.
+	UnusedFor time.Duration
+	Limit     int
+	Cursor    string
 }
 
 // ListKeys is GET /v1/keys.
@@ -251,6 +253,9 @@ func (c *Client) ListKeys(ctx context.Context, q ListKeysQuery) (api.KeyPage, er
 	}
 	if q.Revoked != nil {
 		v.Set("revoked", strconv.FormatBool(*q.Revoked))
+	}
+	if q.UnusedFor > 0 {
+		v.Set("unused_for", keystore.FormatAge(q.UnusedFor))
 	}
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))

@@ -58,12 +58,19 @@ func TestKeyLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got.UsageTotals == nil || *got.UsageTotals != (keystore.UsageTotals{}) {
+		t.Errorf("Key: usage totals %+v, want zeros", got.UsageTotals)
+	}
+	got.UsageTotals = nil // the answers of changes carry none
 	if diff := cmp.Diff(created.Key, got.Key); diff != "" {
 		t.Errorf("Key (-created, +got):\n%s", diff)
 	}
 	page, err := c.ListKeys(ctx, ListKeysQuery{UserID: "user_ci", Revoked: new(false), Limit: 10})
 	if err != nil || len(page.Keys) != 1 || page.Keys[0].ID != created.ID || page.NextCursor != "" {
 		t.Fatalf("ListKeys = %+v, %v", page, err)
+	}
+	if page, err := c.ListKeys(ctx, ListKeysQuery{UserID: "user_ci", UnusedFor: 90 * 24 * time.Hour}); err != nil || len(page.Keys) != 0 {
+		t.Fatalf("ListKeys(unused for 90d) = %+v, %v; want none: the key is new", page, err)
 	}
 	rolled, err := c.RollKey(ctx, created.ID, time.Hour)
 	if err != nil {

@@ -76,6 +76,19 @@ type Key struct {
 	Revoked  bool `json:"revoked"`
 	Expired  bool `json:"expired"`
 	Disabled bool `json:"disabled"`
+	// UsageTotals are the key's checks over the last 24 hours and 30 days,
+	// in lists and reads of keys (absent from the answers of changes). Like
+	// last_used_at, they lag the checks by up to odin authz's
+	// --usage-interval.
+	UsageTotals *keystore.UsageTotals `json:"usage_totals,omitempty"`
+}
+
+// WithUsage is k with its usage totals from totals (a key absent from it
+// has none: zeros).
+func (k Key) WithUsage(totals map[string]keystore.UsageTotals) Key {
+	t := totals[k.ID]
+	k.UsageTotals = &t
+	return k
 }
 
 // NewKey is k as the API shows it at now.

@@ -40,6 +40,7 @@ func TestTypesMatchOpenAPI(t *testing.T) {
 		{"AuditPage", AuditPage{}, []string{"GET /v1/audit-log 200"}},
 		{"AuditEvent", keystore.AuditEvent{}, nil},
 		{"HourlyUsage", keystore.HourlyUsage{}, nil},
+		{"UsageTotals", keystore.UsageTotals{}, nil},
 	} {
 		t.Run(tc.schema, func(t *testing.T) {
 			ref := doc.Components.Schemas[tc.schema]

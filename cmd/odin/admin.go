@@ -2,17 +2,21 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/odin-scan/odin-authz/admin"
 	"github.com/odin-scan/odin-authz/admin/console"
+	"github.com/odin-scan/odin-authz/admin/keypolicy"
 	"github.com/odin-scan/odin-authz/admin/secretscan"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 	"github.com/odin-scan/odin-authz/jwtauth"
+	"github.com/odin-scan/odin-authz/keystore"
 )
 
 // adminConfig is what odin admin's flags set.
@@ -27,6 +31,80 @@ type adminConfig struct {
 	tls      tlsServerFlags
 	hooks    outgoingWebhookFlags
 	console  bool
+	policy   keyPolicyFlags
+}
+
+// keyPolicyFlags are the flags of the operator's key policy: strings read
+// by keystore.ParseAge (90d, 36h), empty for off.
+type keyPolicyFlags struct {
+	lifetimes         keyLifetimeFlags
+	revokeUnusedAfter string
+	dryRun            bool
+	interval          time.Duration
+}
+
+// keyLifetimeFlags are --max-key-lifetime and --key-policy-file.
+type keyLifetimeFlags struct{ max, file string }
+
+func (l *keyLifetimeFlags) bind(f *flags, note string) {
+	f.String(&l.max, "max-key-lifetime", "ODIN_MAX_KEY_LIFETIME", "",
+		"longest a key may live, e.g. 365d or 2160h: a key created without an expiry expires that long after its creation, a later expiry is refused, a roll's new key expires within it; empty: no limit"+note)
+	f.String(&l.file, "key-policy-file", "ODIN_KEY_POLICY_FILE", "",
+		`JSON file of organisations' own maximum key lifetimes, replacing --max-key-lifetime for their keys: {"organisations": {"org_...": {"max_key_lifetime": "30d"}}}`+note)
+}
+
+// lifetimes reads the flags (and the file) into a policy.
+func (l *keyLifetimeFlags) lifetimes() (keystore.KeyLifetimes, error) {
+	var p keystore.KeyLifetimes
+	if l.max != "" {
+		d, err := keystore.ParseAge(l.max)
+		if err != nil {
+			return p, fmt.Errorf("--max-key-lifetime: %w", err)
+		}
+		p.Default = keystore.MaxLifetime(d)
+	}
+	if l.file != "" {
+		raw, err := os.ReadFile(l.file)
+		if err != nil {
+			return p, fmt.Errorf("--key-policy-file: %w", err)
+		}
+		if p.Orgs, err = keystore.ParseKeyPolicy(raw); err != nil {
+			return p, fmt.Errorf("--key-policy-file %s: %w", l.file, err)
+		}
+	}
+	return p, nil
+}
+
+func (p *keyPolicyFlags) bind(f *flags) {
+	p.lifetimes.bind(f, "")
+	f.String(&p.revokeUnusedAfter, "revoke-unused-after", "ODIN_REVOKE_UNUSED_AFTER", "",
+		"revoke keys unused for this long, e.g. 90d: last used longer ago, or never used and created longer ago (audit actor "+keypolicy.Actor+", reason "+keystore.RevokeReasonExpiredByPolicy+"); empty: off")
+	f.Bool(&p.dryRun, "revoke-unused-dry-run", "ODIN_REVOKE_UNUSED_DRY_RUN", false,
+		"with --revoke-unused-after: log the keys a sweep would revoke and count them in odin_admin_unused_keys_would_revoke, revoking nothing")
+	f.Duration(&p.interval, "revoke-unused-interval", "ODIN_REVOKE_UNUSED_INTERVAL", keypolicy.DefaultInterval,
+		"time between two sweeps for unused keys (the first at start)")
+}
+
+// apply checks the flags and writes them into cfg.
+func (p *keyPolicyFlags) apply(cfg *adminsvc.Config) error {
+	var err error
+	if cfg.MaxKeyLifetime, err = p.lifetimes.lifetimes(); err != nil {
+		return err
+	}
+	if p.revokeUnusedAfter != "" {
+		d, err := keystore.ParseAge(p.revokeUnusedAfter)
+		if err != nil {
+			return fmt.Errorf("--revoke-unused-after: %w", err)
+		}
+		cfg.UnusedKeys.UnusedFor = d
+	} else if p.dryRun {
+		return errors.New("--revoke-unused-dry-run needs --revoke-unused-after")
+	}
+	if p.interval <= 0 {
+		return errors.New("--revoke-unused-interval must be positive")
+	}
+	cfg.UnusedKeys.DryRun, cfg.UnusedKeys.Interval = p.dryRun, p.interval
+	return nil
 }
 
 // adminFlagSet defines odin admin's flags, writing to c.
@@ -60,6 +138,7 @@ func adminFlagSet(c *adminConfig) *flags {
 	f.Bool(&c.migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving")
 	c.tls.bind(f, "ODIN_ADMIN_", "the admin API and its /healthz, /readyz, /metrics")
 	c.hooks.bind(f)
+	c.policy.bind(f)
 	return f
 }
 
@@ -105,6 +184,9 @@ func runAdmin(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	if cfg.Webhooks, err = c.hooks.options(); err != nil {
+		return err
+	}
+	if err := c.policy.apply(&cfg); err != nil {
 		return err
 	}
 	cfg.Tracing.FillFromEnv(os.Getenv)

@@ -94,7 +94,7 @@ func (c *adminClient) CreateKey(ctx context.Context, req createKeyRequest) (crea
 // ListKeys implements keyAdmin with GET /v1/keys.
 func (c *adminClient) ListKeys(ctx context.Context, q listKeysQuery) (keyPage, error) {
 	out, err := c.api.ListKeys(ctx, adminclient.ListKeysQuery{
-		Owner: q.owner, UserID: q.userID, OrgID: q.orgID, Revoked: q.revoked, Limit: q.limit, Cursor: q.cursor,
+		Owner: q.owner, UserID: q.userID, OrgID: q.orgID, Revoked: q.revoked, UnusedFor: q.unusedFor, Limit: q.limit, Cursor: q.cursor,
 	})
 	return out, cliError(err)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -115,6 +116,7 @@ type listKeysQuery struct {
 	owner         string // "me" or "org": a session token's own keys (admin API only)
 	userID, orgID string
 	revoked       *bool
+	unusedFor     time.Duration // zero: any
 	limit         int
 	cursor        string
 }
@@ -124,6 +126,9 @@ type listKeysQuery struct {
 type backendFlags struct {
 	store storeFlags
 	admin adminFlags
+	// lifetimes are --max-key-lifetime and --key-policy-file, of the
+	// commands that make keys (create, roll) on the database.
+	lifetimes keyLifetimeFlags
 }
 
 func (b *backendFlags) bind(f *flags) {
@@ -131,11 +136,21 @@ func (b *backendFlags) bind(f *flags) {
 	b.admin.bind(f)
 }
 
+// bindMaxKeyLifetime defines --max-key-lifetime, for the commands that
+// make keys.
+func (b *backendFlags) bindMaxKeyLifetime(f *flags) {
+	b.lifetimes.bind(f, ". On the database only: over --admin-url, odin admin's own setting applies")
+}
+
 func (b *backendFlags) open(ctx context.Context, stderr io.Writer) (keyAdmin, error) {
 	if b.admin.url != "" {
 		return newAdminClient(b.admin, stderr)
 	}
-	return openKeysEnv(ctx, b.store, stderr)
+	lifetimes, err := b.lifetimes.lifetimes()
+	if err != nil {
+		return nil, err
+	}
+	return openKeysEnv(ctx, b.store, lifetimes, stderr)
 }
 
 // keysEnv is keyAdmin on the database directly.
@@ -157,7 +172,7 @@ func (e *keysEnv) Close() {
 	e.store.Close()
 }
 
-func openKeysEnv(ctx context.Context, sf storeFlags, stderr io.Writer) (*keysEnv, error) {
+func openKeysEnv(ctx context.Context, sf storeFlags, maxLifetime keystore.KeyLifetimes, stderr io.Writer) (*keysEnv, error) {
 	if sf.databaseURL == "" {
 		return nil, errMissingBackend
 	}
@@ -178,7 +193,7 @@ func openKeysEnv(ctx context.Context, sf storeFlags, stderr io.Writer) (*keysEnv
 			return nil, err
 		}
 	}
-	e.manager = keystore.NewManager(store, e.redis, keystore.ManagerOptions{CacheTTL: sf.cacheTTL, SessionRetention: sf.sessionRetention, SessionSync: sf.sessionSync})
+	e.manager = keystore.NewManager(store, e.redis, keystore.ManagerOptions{CacheTTL: sf.cacheTTL, SessionRetention: sf.sessionRetention, SessionSync: sf.sessionSync, MaxKeyLifetime: maxLifetime})
 	return e, nil
 }
 
@@ -217,14 +232,26 @@ func (e *keysEnv) ListKeys(ctx context.Context, q listKeysQuery) (keyPage, error
 	if q.owner != "" {
 		return keyPage{}, fmt.Errorf("--owner %s names the caller of the admin API: it needs --admin-url", q.owner)
 	}
-	keys, next, err := e.store.ListKeys(ctx, keystore.ListKeysOptions{UserID: q.userID, OrgID: q.orgID, Revoked: q.revoked, Limit: q.limit, Cursor: q.cursor})
+	now := time.Now()
+	opts := keystore.ListKeysOptions{UserID: q.userID, OrgID: q.orgID, Revoked: q.revoked, Limit: q.limit, Cursor: q.cursor}
+	if q.unusedFor > 0 {
+		opts.UnusedSince = now.Add(-q.unusedFor)
+	}
+	keys, next, err := e.store.ListKeys(ctx, opts)
+	if err != nil {
+		return keyPage{}, err
+	}
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = k.ID
+	}
+	totals, err := e.store.KeyUsageTotals(ctx, ids, now)
 	if err != nil {
 		return keyPage{}, err
 	}
 	page := keyPage{Keys: make([]api.Key, 0, len(keys)), NextCursor: next}
-	now := time.Now()
 	for _, k := range keys {
-		page.Keys = append(page.Keys, api.NewKey(k, now))
+		page.Keys = append(page.Keys, api.NewKey(k, now).WithUsage(totals))
 	}
 	return page, nil
 }
@@ -243,7 +270,11 @@ func (e *keysEnv) Key(ctx context.Context, id string) (keyRecord, error) {
 	if err != nil {
 		return keyRecord{}, fmt.Errorf("read usage of %s: %w", id, err)
 	}
-	return keyRecord{Key: api.NewKey(k, now), Usage: usage}, nil
+	totals, err := e.store.KeyUsageTotals(ctx, []string{k.ID}, now)
+	if err != nil {
+		return keyRecord{}, fmt.Errorf("read usage of %s: %w", id, err)
+	}
+	return keyRecord{Key: api.NewKey(k, now).WithUsage(totals), Usage: usage}, nil
 }
 
 // RevokeKey implements keyAdmin. A revocation not confirmed on every
@@ -308,12 +339,13 @@ type keysCreateConfig struct {
 func keysCreateFlagSet(c *keysCreateConfig) *flags {
 	f := newFlags("keys create", "Issue an API key. The key is printed alone on stdout, once; only its hash is stored.")
 	c.backend.bind(f)
+	c.backend.bindMaxKeyLifetime(f)
 	f.String(&c.name, "name", "", "", "descriptive name, e.g. \"GitHub Actions - Production\" (required)")
 	f.List(&c.scopes, "scopes", "", "scopes, e.g. scans:read,scans:write")
 	f.String(&c.tier, "tier", "", "", "subscription tier (default "+keystore.DefaultTier+"; over the admin API with a session token, your own)")
 	f.String(&c.owner, "owner", "", "", "owning user id (user_...) or organisation id (org_...) (required, except over the admin API with a session token: you)")
 	f.String(&c.org, "org", "", "", "organisation the key belongs to, when --owner is a user")
-	f.Duration(&c.expiresIn, "expires-in", "", 0, "lifetime, e.g. 720h; 0: never expires")
+	f.Duration(&c.expiresIn, "expires-in", "", 0, "lifetime, e.g. 720h; 0: never expires (under a maximum key lifetime: the maximum)")
 	f.Bool(&c.json, "json", "", false, "print the record with the key as JSON")
 	return f
 }
@@ -352,6 +384,7 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 type keysListConfig struct {
 	backend        backendFlags
 	owner, revoked string
+	unusedFor      string
 	limit          int
 	cursor         string
 	json           bool
@@ -363,6 +396,7 @@ func keysListFlagSet(c *keysListConfig) *flags {
 	c.backend.bind(f)
 	f.String(&c.owner, "owner", "", "", "only keys of this user (user_...) or organisation (org_...); over the admin API with a session token: me (default) or org")
 	f.String(&c.revoked, "revoked", "", "all", "all, yes (revoked only) or no (active only)")
+	f.String(&c.unusedFor, "unused-for", "", "", "only keys unused for at least this long, e.g. 90d or 36h: last used longer ago, or never used and created longer ago (last use is recorded up to odin authz's --usage-interval late)")
 	f.Int(&c.limit, "limit", "", 50, "page size, 1 to 1000")
 	f.String(&c.cursor, "cursor", "", "", "next-page cursor printed by the previous page")
 	f.Bool(&c.json, "json", "", false, "print JSON")
@@ -398,6 +432,11 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if q.limit < 1 || q.limit > 1000 {
 		return errors.New("keys list: --limit must be between 1 and 1000")
 	}
+	if c.unusedFor != "" {
+		if q.unusedFor, err = keystore.ParseAge(c.unusedFor); err != nil {
+			return fmt.Errorf("keys list: --unused-for: %w", err)
+		}
+	}
 	ka, err := bf.open(ctx, stderr)
 	if err != nil {
 		return err
@@ -411,11 +450,16 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return writeJSON(stdout, page)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tHINT\tOWNER\tSCOPES\tTIER\tCREATED\tEXPIRES\tSTATE")
+	fmt.Fprintln(tw, "ID\tNAME\tHINT\tOWNER\tSCOPES\tTIER\tCREATED\tEXPIRES\tLAST USED\tCHECKS 24H\tCHECKS 30D\tSTATE")
 	now := time.Now()
 	for _, k := range page.Keys {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Hint, k.Owner(),
-			strings.Join(k.Scopes, ","), k.Tier, k.CreatedAt.Format(time.RFC3339), orDash(k.ExpiresAt), keyState(k, now))
+		var t keystore.UsageTotals
+		if k.UsageTotals != nil {
+			t = *k.UsageTotals
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", k.ID, k.Name, k.Hint, k.Owner(),
+			strings.Join(k.Scopes, ","), k.Tier, k.CreatedAt.Format(time.RFC3339), orDash(k.ExpiresAt), orDash(k.LastUsedAt),
+			t.Last24h, t.Last30d, keyState(k, now))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -500,7 +544,8 @@ func printKey(w io.Writer, k keyRecord, now time.Time) error {
 		{"scopes", orDashString(strings.Join(k.Scopes, ","))}, {"tier", k.Tier}, {"state", keyState(k.Key, now)},
 		{"created", k.CreatedAt.Format(time.RFC3339)}, {"expires", orDash(k.ExpiresAt)}, {"revoked", orDash(k.RevokedAt)},
 		{"disabled", orDash(k.DisabledAt)},
-		{"last used", orDash(k.LastUsedAt)},
+		{"last used", orDash(k.LastUsedAt)}, {"checks, 24 hours", usageTotal(k.UsageTotals, false)},
+		{"checks, 30 days", usageTotal(k.UsageTotals, true)},
 	} {
 		fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])
 	}
@@ -518,6 +563,19 @@ func printKey(w io.Writer, k keyRecord, now time.Time) error {
 	return tw.Flush()
 }
 
+// usageTotal is one of the totals (30 days, else 24 hours), or - when the
+// answer had none.
+func usageTotal(t *keystore.UsageTotals, month bool) string {
+	switch {
+	case t == nil:
+		return "-"
+	case month:
+		return strconv.FormatInt(t.Last30d, 10)
+	default:
+		return strconv.FormatInt(t.Last24h, 10)
+	}
+}
+
 // keysRollConfig is what odin keys roll's flags set.
 type keysRollConfig struct {
 	backend backendFlags
@@ -529,6 +587,7 @@ type keysRollConfig struct {
 func keysRollFlagSet(c *keysRollConfig) *flags {
 	f := newFlags("keys roll", "Replace a key (key_...) with a new one of the same name, owner, scopes, tier and expiry.\nThe new key is printed alone on stdout, once; the old one keeps working for --grace.\nA key is rolled once: rolling it again during its grace period is refused, naming its successor.")
 	c.backend.bind(f)
+	c.backend.bindMaxKeyLifetime(f)
 	f.Duration(&c.grace, "grace", "", 0, "how long the old key keeps working, whole seconds up to "+formatDuration(keystore.MaxRollGrace)+"; 0: it stops at once")
 	f.Bool(&c.json, "json", "", false, "print the new record with the key, and the old record, as JSON")
 	return f

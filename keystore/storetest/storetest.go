@@ -42,6 +42,8 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"ListKeysBadCursor", testListKeysBadCursor},
 		{"PageSizes", testPageSizes},
 		{"Usage", testUsage},
+		{"UsageTotals", testUsageTotals},
+		{"ListKeysUnused", testListKeysUnused},
 		{"SessionRevocation", testSessionRevocation},
 		{"AuditFiltersAndPagination", testAuditFilters},
 		{"AuditEvents", testAuditEvents},

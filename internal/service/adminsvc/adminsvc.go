@@ -17,6 +17,7 @@ import (
 
 	"github.com/odin-scan/odin-authz/admin"
 	"github.com/odin-scan/odin-authz/admin/console"
+	"github.com/odin-scan/odin-authz/admin/keypolicy"
 	"github.com/odin-scan/odin-authz/admin/webhooks"
 	"github.com/odin-scan/odin-authz/internal/connlimit"
 	"github.com/odin-scan/odin-authz/internal/ops"
@@ -84,6 +85,13 @@ type Config struct {
 	ConsoleDisabled   bool
 	ConsoleSessionTTL time.Duration
 
+	// MaxKeyLifetime is the longest a key may live, by default and per
+	// organisation (keystore.ManagerOptions.MaxKeyLifetime); zero: no limit.
+	MaxKeyLifetime keystore.KeyLifetimes
+	// UnusedKeys configures the revocation of keys unused for too long
+	// (off by default). The service fills in the store, manager, logger and
+	// registry.
+	UnusedKeys keypolicy.Options
 	// Webhooks configures the outgoing webhooks: endpoints, attempts,
 	// timeout, the key.expiring notice. The service fills in the store,
 	// logger and registry. With no endpoint, events are marked skipped.
@@ -121,7 +129,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		return nil, err
 	}
 	s.parts = parts
-	api, err := s.buildAPI(ctx, cfg)
+	warnShortLifetimes(logger, cfg)
+	mgr := s.newManager(ctx, cfg)
+	api, err := s.buildAPI(cfg, mgr)
 	if err != nil {
 		parts.Abandon(ctx)
 		return nil, err
@@ -131,6 +141,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 			parts.Abandon(ctx)
 			return nil, err
 		}
+	}
+	if err := s.startKeyPolicy(ctx, cfg.UnusedKeys, mgr); err != nil {
+		parts.Abandon(ctx)
+		return nil, err
 	}
 	if err := s.startWebhooks(ctx, cfg.Webhooks); err != nil {
 		parts.Abandon(ctx)
@@ -150,18 +164,28 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	return s, nil
 }
 
-// buildAPI builds the admin API on the parts, with a key manager whose
-// changes reach this process's revoked sessions and cfg.Notify.
-func (s *Service) buildAPI(ctx context.Context, cfg Config) (*admin.Server, error) {
+// warnShortLifetimes warns of maximum key lifetimes no longer than the
+// key.expiring notice: every such key's event is sent at the first scan
+// after its creation.
+func warnShortLifetimes(logger *slog.Logger, cfg Config) {
+	notice := cfg.Webhooks.ExpiringWithin
+	warn := func(m keystore.MaxLifetime, org string) {
+		if m > 0 && notice >= time.Duration(m) {
+			logger.Warn("a maximum key lifetime is no longer than the key.expiring notice: each new key's key.expiring event is sent at the first scan after its creation",
+				"max_key_lifetime", keystore.FormatAge(time.Duration(m)), "org_id", org, "key_expiring_notice", keystore.FormatAge(notice))
+		}
+	}
+	warn(cfg.MaxKeyLifetime.Default, "")
+	for org, m := range cfg.MaxKeyLifetime.Orgs {
+		warn(m, org)
+	}
+}
+
+// buildAPI builds the admin API on the parts, with the key manager.
+func (s *Service) buildAPI(cfg Config, mgr *keystore.Manager) (*admin.Server, error) {
 	p := s.parts
 	return admin.New(admin.Options{
-		Store: p.Store,
-		Manager: keystore.NewManager(p.Store, p.Redis, keystore.ManagerOptions{Registerer: p.Registry, CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, Notify: func(inv keystore.Invalidation) {
-			keystore.Receivers{Sessions: p.Revoked}.Apply(ctx, inv) // this process's own view of logged-out sessions
-			if cfg.Notify != nil {
-				cfg.Notify(inv)
-			}
-		}, SingleProcess: cfg.Notify != nil, Logger: s.log}),
+		Store: p.Store, Manager: mgr,
 		Verifier: p.Verifier, Revoked: p.Revoked,
 		AllowNoSessionID: cfg.JWTAllowNoSessionID, AllowImpersonatedKeys: cfg.AllowImpersonatedKeys, Reverify: cfg.Reverify,
 		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
@@ -169,6 +193,32 @@ func (s *Service) buildAPI(ctx context.Context, cfg Config) (*admin.Server, erro
 		TrustedProxies: cfg.TrustedProxies, GitHubSecretScanning: cfg.GitHubSecretScanning,
 		Logger: s.log, Registerer: p.Registry,
 	})
+}
+
+// newManager is the key manager of the API and the key policy, whose
+// changes reach this process's revoked sessions and cfg.Notify.
+func (s *Service) newManager(ctx context.Context, cfg Config) *keystore.Manager {
+	p := s.parts
+	return keystore.NewManager(p.Store, p.Redis, keystore.ManagerOptions{Registerer: p.Registry, CacheTTL: cfg.CacheTTL, SessionRetention: cfg.SessionRetention, SessionSync: cfg.SessionSync, MaxKeyLifetime: cfg.MaxKeyLifetime, Notify: func(inv keystore.Invalidation) {
+		keystore.Receivers{Sessions: p.Revoked}.Apply(ctx, inv) // this process's own view of logged-out sessions
+		if cfg.Notify != nil {
+			cfg.Notify(inv)
+		}
+	}, SingleProcess: cfg.Notify != nil, Logger: s.log})
+}
+
+// startKeyPolicy starts the unused-keys policy when it is on.
+func (s *Service) startKeyPolicy(ctx context.Context, opts keypolicy.Options, mgr *keystore.Manager) error {
+	if opts.UnusedFor <= 0 {
+		return nil
+	}
+	opts.Manager, opts.Logger, opts.Registerer = mgr, s.log, s.parts.Registry
+	j, err := keypolicy.New(opts)
+	if err != nil {
+		return err
+	}
+	go j.Run(ctx)
+	return nil
 }
 
 // startBackground starts the readiness probes (ready when the store

@@ -70,10 +70,30 @@ func ListKeys(d Dialect, columns string, opts keystore.ListKeysOptions, after []
 			q.and("revoked_at IS NULL")
 		}
 	}
+	if !opts.UnusedSince.IsZero() {
+		q.and("COALESCE(last_used_at, created_at) < " + q.arg(d.Time(opts.UnusedSince)))
+	}
 	if after != nil {
 		q.and(fmt.Sprintf("(created_at, id) < (%s, %s)", q.arg(after[0]), q.arg(after[1])))
 	}
 	return q.sql(columns, "api_keys", "created_at DESC, id DESC", limit)
+}
+
+// UsageTotals is the query of the keystore.UsageTotals of the keys with
+// these ids (at least one) at now: rows of key id, the 24-hour total and
+// the 30-day total, one aggregate over the (key_id, hour) primary key.
+func UsageTotals(d Dialect, ids []string, now time.Time) (string, []any) {
+	day, month := keystore.UsageWindows(now)
+	q := &query{d: d}
+	dayArg := q.arg(d.Time(day))
+	ps := make([]string, len(ids))
+	for i, id := range ids {
+		ps[i] = q.arg(id)
+	}
+	s := `SELECT key_id, COALESCE(SUM(CASE WHEN hour >= ` + dayArg + ` THEN count ELSE 0 END), 0), COALESCE(SUM(count), 0)
+		FROM key_usage_hourly WHERE key_id IN (` + strings.Join(ps, ", ") + `) AND hour >= ` + q.arg(d.Time(month)) + `
+		GROUP BY key_id`
+	return s, q.args
 }
 
 // AuditColumns are the columns ListAudit selects, in this order.
