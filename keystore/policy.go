@@ -98,6 +98,31 @@ func (p KeyLifetimes) apply(n *NewKey, now time.Time) error {
 	return nil
 }
 
+// AllowsExpiry refuses (ErrInvalid, naming expires_at) a change of k's
+// expiry to expiry (zero: never) that lets k live longer than its maximum
+// lifetime from its creation. Bringing the expiry forward, or giving a key
+// that never expired an expiry, is always allowed: it narrows the key, and
+// a key made before the policy may be older than the maximum already.
+func (p KeyLifetimes) AllowsExpiry(k *Key, expiry time.Time) error {
+	m := p.For(k.OrgID)
+	if m <= 0 {
+		return nil
+	}
+	later := expiry.IsZero() || (!k.ExpiresAt.IsZero() && expiry.After(k.ExpiresAt))
+	limit := k.CreatedAt.Add(time.Duration(m))
+	if !later || (!expiry.IsZero() && !expiry.After(limit.Add(maxLifetimeSlack))) {
+		return nil
+	}
+	whose := "the maximum key lifetime"
+	if _, ok := p.Orgs[k.OrgID]; ok && k.OrgID != "" {
+		whose += " of organisation " + k.OrgID
+	}
+	if expiry.IsZero() {
+		return fmt.Errorf("%w: expires_at: a key cannot be made never to expire under %s (%s)", ErrInvalid, whose, FormatAge(time.Duration(m)))
+	}
+	return fmt.Errorf("%w: expires_at: at most %s after the key's creation (%s)", ErrInvalid, FormatAge(time.Duration(m)), whose)
+}
+
 // clamp is expiry (zero: never) brought forward to at most max after now.
 func (m MaxLifetime) clamp(expiry, now time.Time) time.Time {
 	if m <= 0 {

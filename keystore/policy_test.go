@@ -76,6 +76,63 @@ func TestMaxKeyLifetime(t *testing.T) {
 	}
 }
 
+// Under a maximum lifetime a change of expiry (PATCH /v1/keys/{id}) may
+// not let a key live longer than the maximum from its creation, nor make it
+// never expire; bringing an expiry forward is always allowed, also on a key
+// made before the policy and older than the maximum.
+func TestMaxKeyLifetimeBoundsUpdates(t *testing.T) {
+	const max = 30 * 24 * time.Hour
+	for name, open := range policyStores {
+		t.Run(name, func(t *testing.T) {
+			store := open(t)
+			ctx := context.Background()
+			by := keystore.Actor{ID: "operator"}
+			opts := func(lt keystore.KeyLifetimes) keystore.ManagerOptions {
+				return keystore.ManagerOptions{SingleProcess: true, Notify: func(keystore.Invalidation) {}, MaxKeyLifetime: lt}
+			}
+			free := keystore.NewManager(store, nil, opts(keystore.KeyLifetimes{}))
+			mgr := keystore.NewManager(store, nil, opts(keystore.KeyLifetimes{Default: keystore.MaxLifetime(max)}))
+			at := func(d time.Duration) *time.Time { t := time.Now().Add(d).Truncate(time.Microsecond); return &t }
+			never := &time.Time{}
+
+			_, k, err := mgr.Create(ctx, by, keystore.NewKey{UserID: "user_1", Name: "capped", ExpiresAt: *at(time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for what, exp := range map[string]*time.Time{"past the maximum": at(max + time.Hour), "never": never} {
+				if _, err := mgr.Update(ctx, by, k.ID, keystore.KeyUpdate{ExpiresAt: exp}); !errors.Is(err, keystore.ErrInvalid) || !strings.Contains(err.Error(), "expires_at") {
+					t.Errorf("expiry %s: %v, want ErrInvalid naming expires_at", what, err)
+				}
+			}
+			within := at(max - time.Hour)
+			if k, err := mgr.Update(ctx, by, k.ID, keystore.KeyUpdate{ExpiresAt: within}); err != nil || !k.ExpiresAt.Equal(*within) {
+				t.Errorf("later expiry within the maximum: %v, %v", k, err)
+			}
+			if _, err := free.Update(ctx, by, k.ID, keystore.KeyUpdate{ExpiresAt: never}); err != nil {
+				t.Errorf("without a maximum, never: %v", err)
+			}
+
+			// A key older than the maximum, made before the policy: it may
+			// be given an expiry and have it brought forward, not pushed back.
+			_, old, err := free.Create(ctx, by, keystore.NewKey{UserID: "user_1", Name: "before the policy"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			old.CreatedAt = old.CreatedAt.Add(-2 * max) // as the policy sees it below
+			if err := (keystore.KeyLifetimes{Default: keystore.MaxLifetime(max)}).AllowsExpiry(old, *at(24 * time.Hour)); err != nil {
+				t.Errorf("an expiry for a key that never expired: %v", err)
+			}
+			old.ExpiresAt = *at(time.Hour)
+			if err := (keystore.KeyLifetimes{Default: keystore.MaxLifetime(max)}).AllowsExpiry(old, *at(30 * time.Minute)); err != nil {
+				t.Errorf("bringing an expiry forward: %v", err)
+			}
+			if err := (keystore.KeyLifetimes{Default: keystore.MaxLifetime(max)}).AllowsExpiry(old, *at(2 * time.Hour)); !errors.Is(err, keystore.ErrInvalid) {
+				t.Errorf("pushing the expiry of a key past its maximum back: %v, want ErrInvalid", err)
+			}
+		})
+	}
+}
+
 // RevokeUnused revokes an active key unused since the cutoff, with the
 // reason expired-by-policy; a key used since, a revoked or an expired one is
 // ErrUsed and unchanged; a second call writes no second event.

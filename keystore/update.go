@@ -26,6 +26,11 @@ type KeyUpdate struct {
 	// change's transaction, so a concurrent change cannot be undone by one
 	// that read the key before it.
 	NarrowScopesOnly bool
+	// Lifetimes is the maximum key lifetime policy: an expiry change that
+	// lets the key live longer than its maximum from its creation is
+	// ErrInvalid (bringing the expiry forward is always allowed). Update
+	// sets it from the manager's policy.
+	Lifetimes KeyLifetimes
 }
 
 // Update changes a key's name, scopes, tier or expiry. Like Revoke, it
@@ -36,6 +41,7 @@ type KeyUpdate struct {
 // again changes nothing, writes no event, and propagates again.
 func (m *Manager) Update(ctx context.Context, by Actor, id string, u KeyUpdate) (*Key, error) {
 	at := time.Now()
+	u.Lifetimes = m.opts.MaxKeyLifetime
 	k, err := ModifyKey(ctx, m.store, id, u, at, by)
 	if err != nil {
 		return nil, err
@@ -107,6 +113,9 @@ func ModifyKey(ctx context.Context, s Store, id string, u KeyUpdate, now time.Ti
 			st.Tier = *u.Tier
 		}
 		if u.ExpiresAt != nil && !u.ExpiresAt.Equal(cur.ExpiresAt) {
+			if err := u.Lifetimes.AllowsExpiry(cur, *u.ExpiresAt); err != nil {
+				return err
+			}
 			changes["expires_at"] = fromTo(timeOrNil(cur.ExpiresAt), timeOrNil(*u.ExpiresAt))
 			st.ExpiresAt = *u.ExpiresAt
 		}

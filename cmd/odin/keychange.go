@@ -92,6 +92,7 @@ type keysUpdateConfig struct {
 func keysUpdateFlagSet(c *keysUpdateConfig) *flags {
 	f := newFlags("keys update", "Change a key (key_...): the flags given, the rest left as it is. It is in force on every replica when the command returns.\nOver the admin API with a session token you may only rename and narrow the scopes.")
 	c.backend.bind(f)
+	c.backend.bindMaxKeyLifetime(f)
 	f.String(&c.name, "name", "", "", "new name")
 	f.List(&c.scopes, "scopes", "", "new scopes, e.g. scans:read; '' for none")
 	f.String(&c.tier, "tier", "", "", "new subscription tier")
