@@ -2,7 +2,9 @@ package keystore_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,5 +112,42 @@ func TestRawWriter(t *testing.T) {
 	// s:0 is in the queue or, taken by the writer, in flight: one or two more fit.
 	if n := testutil.ToFloat64(dropped); n != float64(5-queued) || queued < 1 || queued > 2 {
 		t.Errorf("queued %d of 5 with capacity 2 and dropped %v; want 1 or 2 queued, the rest dropped", queued, n)
+	}
+}
+
+// pipelineCounter counts the pipelines of SETs a client sends, and their
+// commands.
+type pipelineCounter struct{ pipelines, sets atomic.Int64 }
+
+func (h *pipelineCounter) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *pipelineCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() == "set" {
+			h.pipelines.Add(1)
+			h.sets.Add(int64(len(cmds)))
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestRawWriterLingers: writes queued while the writer lingers go in one
+// round trip, and Flush does not wait for the linger to end.
+func TestRawWriterLingers(t *testing.T) {
+	rd, _, _ := openTestRedis(t)
+	h := &pipelineCounter{}
+	rd.Conn().Client().AddHook(h)
+	w := rd.NewRawWriter(keystore.RawWriterOptions{Linger: time.Hour})
+	for i := range 10 {
+		w.Set(fmt.Sprintf("l:%d", i), time.Minute, func() []byte { return []byte(fmt.Sprint(i)) })
+	}
+	w.Flush() // an hour's linger: the test would time out if Flush waited for it
+	if p, n := h.pipelines.Load(), h.sets.Load(); p != 1 || n != 10 {
+		t.Errorf("%d pipelines carrying %d SETs, want 1 carrying 10", p, n)
+	}
+	for i := range 10 {
+		if val, ok := rd.GetRaw(t.Context(), fmt.Sprintf("l:%d", i)); !ok || string(val) != fmt.Sprint(i) {
+			t.Errorf("l:%d = %q, %v", i, val, ok)
+		}
 	}
 }
