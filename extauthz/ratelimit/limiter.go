@@ -96,6 +96,7 @@ type Limiter struct {
 	keys     *keyTable
 	m        *metrics
 	log      *slog.Logger
+	batcher  leaseBatcher
 
 	// downUntil is the UnixNano until which Redis is left alone; 0 when
 	// it is believed up.
