@@ -41,6 +41,8 @@ type Redis struct {
 	// opTimeout bounds one cache read or write, retries included, so a slow
 	// Redis never eats the PostgreSQL lookup's budget.
 	opTimeout time.Duration
+	// reads groups the first-sight reads of concurrent checks (getRaws).
+	reads readBatcher
 	// downUntil is the UnixNano until which Redis is skipped after an error.
 	downUntil atomic.Int64
 	m         *Metrics

@@ -40,3 +40,11 @@ func TestInvalidationCarriesLSN(t *testing.T) {
 		t.Errorf("bad position: %+v, %v", got, err)
 	}
 }
+
+// QueuedReadsForTest is the number of getRaws calls waiting for the round
+// trip in flight to end.
+func (r *Redis) QueuedReadsForTest() int {
+	r.reads.mu.Lock()
+	defer r.reads.mu.Unlock()
+	return len(r.reads.queue)
+}
