@@ -1,6 +1,7 @@
 package jwtauth
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +30,18 @@ func benchmarkVerify(b *testing.B, alg string) {
 	for b.Loop() {
 		if _, err := e.v.Verify(ctx, tok); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLooksLikeJWT: the shape check every bearer credential passes
+// through, on a token of a Clerk session's size.
+func BenchmarkLooksLikeJWT(b *testing.B) {
+	tok := strings.Repeat("eyJhbGciOiJSUzI1NiIsImtpZCI6", 10) + "." + strings.Repeat("abcdefghijklmnopqrstuvwxyzAB-_", 25) + "." + strings.Repeat("QUJDREVGR0hJSktMTU5PUFFSU1RVVldY", 11)
+	b.SetBytes(int64(len(tok)))
+	for b.Loop() {
+		if !LooksLikeJWT(tok) {
+			b.Fatal("not a JWT")
 		}
 	}
 }
