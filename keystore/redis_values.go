@@ -3,7 +3,6 @@ package keystore
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -60,7 +59,7 @@ func revokedSessionKey(sid string) string { return "rsid:" + sid }
 // give; read is false when Redis was unavailable or failed, and then
 // nothing was found.
 //
-// Reads of concurrent callers share round trips (readBatcher): the first
+// Reads of concurrent callers share round trips (groupcommit): the first
 // is sent at once; those made while it is in flight go together in the
 // next pipeline, each sent after its caller asked, so a read never answers
 // from before the request that made it.
@@ -69,84 +68,22 @@ func (r *Redis) getRaws(ctx context.Context, names ...string) (vals [][]byte, fo
 		return make([][]byte, len(names)), make([]bool, len(names)), false
 	}
 	c := &rawRead{names: names}
-	if r.reads.join(c) { // nothing in flight: send now
-		r.readBatch([]*rawRead{c})
-		if next := r.reads.take(); len(next) > 0 {
-			go r.sendReads(next)
-		}
-		return c.vals, c.found, c.read
-	}
-	select {
-	case <-c.done:
-		return c.vals, c.found, c.read
-	case <-ctx.Done(): // the caller gave up: that says nothing of Redis
+	if !r.reads.Do(ctx, c) { // the caller gave up: that says nothing of Redis
 		return make([][]byte, len(names)), make([]bool, len(names)), false
 	}
+	return c.vals, c.found, c.read
 }
 
-// readBatcher groups concurrent getRaws calls: while one round trip is in
-// flight, the calls made meanwhile queue and go in the next, together.
-type readBatcher struct {
-	mu     sync.Mutex
-	queue  []*rawRead
-	flying bool
-}
-
-// rawRead is one getRaws call: its names, its answer, and done closed once
-// the answer is there (for a caller that did not send it itself).
+// rawRead is one getRaws call and its answer.
 type rawRead struct {
 	names []string
 	vals  [][]byte
 	found []bool
 	read  bool
-	done  chan struct{}
 }
 
 // maxReadBatch bounds one pipeline of reads (calls, each of a few GETs).
 const maxReadBatch = 128
-
-// join queues c and reports whether its caller is to send it now (no
-// round trip was in flight); otherwise c.done will be closed.
-func (b *readBatcher) join(c *rawRead) (send bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.flying {
-		b.flying = true
-		return true
-	}
-	c.done = make(chan struct{})
-	b.queue = append(b.queue, c)
-	return false
-}
-
-// take removes up to maxReadBatch queued calls; when none are queued it
-// ends the flight.
-func (b *readBatcher) take() []*rawRead {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	batch := b.queue
-	if len(batch) > maxReadBatch {
-		batch = batch[:maxReadBatch:maxReadBatch]
-		b.queue = b.queue[maxReadBatch:]
-	} else {
-		b.queue = nil
-	}
-	if len(batch) == 0 {
-		b.flying = false
-	}
-	return batch
-}
-
-// sendReads sends queued reads until none are left.
-func (r *Redis) sendReads(batch []*rawRead) {
-	for len(batch) > 0 {
-		r.readBatch(batch)
-		for _, c := range batch {
-			close(c.done)
-		}
-		batch = r.reads.take()
-	}
-}
 
 // readBatch reads every call's names in one pipeline, with a deadline of
 // its own (opTimeout), not any one caller's.

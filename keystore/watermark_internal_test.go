@@ -43,8 +43,4 @@ func TestInvalidationCarriesLSN(t *testing.T) {
 
 // QueuedReadsForTest is the number of getRaws calls waiting for the round
 // trip in flight to end.
-func (r *Redis) QueuedReadsForTest() int {
-	r.reads.mu.Lock()
-	defer r.reads.mu.Unlock()
-	return len(r.reads.queue)
-}
+func (r *Redis) QueuedReadsForTest() int { return r.reads.Queued() }

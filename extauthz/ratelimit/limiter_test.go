@@ -429,13 +429,7 @@ func TestLeasesShareRoundTrips(t *testing.T) {
 			for i := 1; i < n; i++ {
 				wg.Go(func() { results[i] = l.Allow(context.Background(), fmt.Sprintf("key-%d", i), "slow", time.Now()) })
 			}
-			for {
-				l.batcher.mu.Lock()
-				queued := len(l.batcher.queue)
-				l.batcher.mu.Unlock()
-				if queued == n-1 {
-					break
-				}
+			for l.batcher.Queued() != n-1 {
 				time.Sleep(time.Millisecond)
 			}
 			close(h.release)

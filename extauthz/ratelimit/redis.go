@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,105 +55,35 @@ type lease struct {
 	resetAt   int64        // UnixNano when the shared bucket is full again
 }
 
-// lease asks the shared GCRA for a batch of tokens for key. Leases wanted
-// at the same time by different keys share one round trip (leaseBatcher).
+// lease asks the shared GCRA for a batch of tokens for key. Leases of
+// different keys wanted while one is in flight share the next round trip
+// (groupcommit): each is the same script on its own key as when sent
+// alone, after the same checks, so the bounds of docs/RATELIMIT.md hold
+// as they are.
 func (l *Limiter) lease(ctx context.Context, key string, lim *limits, t int64) (*lease, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	c := &leaseCall{key: key, lim: lim, t: t}
-	if l.batcher.join(c) { // nobody is asking Redis: ask now, with whatever queued
-		l.sendLeases(c)
-		return c.le, c.err
-	}
-	select {
-	case <-c.done:
-		return c.le, c.err
-	case <-ctx.Done():
+	if !l.batcher.Do(ctx, c) {
 		// The caller gave up; what Redis grants meanwhile is not spent
 		// (fewer requests allowed, never more).
 		return nil, ctx.Err()
 	}
+	return c.le, c.err
 }
 
-// leaseBatcher groups the leases of different keys wanted at the same
-// time into one pipeline: the first caller sends at once, with no wait;
-// callers arriving while its round trip is in flight queue, and go
-// together in the next. Each lease is the same script on its own key as
-// when sent alone, after the same checks, so the bounds of
-// docs/RATELIMIT.md hold as they are; only the round trips are shared.
-type leaseBatcher struct {
-	mu     sync.Mutex
-	queue  []*leaseCall
-	flying bool
-}
-
-// leaseCall is one lease wanted: its answer, and done closed once it is
-// there (for a caller that did not send it itself).
+// leaseCall is one lease wanted, and its answer.
 type leaseCall struct {
-	key  string
-	lim  *limits
-	t    int64
-	le   *lease
-	err  error
-	done chan struct{}
+	key string
+	lim *limits
+	t   int64
+	le  *lease
+	err error
 }
 
 // maxLeaseBatch bounds one pipeline of leases.
 const maxLeaseBatch = 128
-
-// join queues c, and reports whether its caller is to send the batch
-// (no round trip was in flight); otherwise c.done will be closed.
-func (b *leaseBatcher) join(c *leaseCall) (send bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.flying {
-		b.flying = true
-		return true
-	}
-	c.done = make(chan struct{})
-	b.queue = append(b.queue, c)
-	return false
-}
-
-// take removes up to maxLeaseBatch queued calls; when none are queued it
-// ends the flight.
-func (b *leaseBatcher) take() []*leaseCall {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	batch := b.queue
-	if len(batch) > maxLeaseBatch {
-		batch = batch[:maxLeaseBatch:maxLeaseBatch]
-		b.queue = b.queue[maxLeaseBatch:]
-	} else {
-		b.queue = nil
-	}
-	if len(batch) == 0 {
-		b.flying = false
-	}
-	return batch
-}
-
-// sendLeases sends first's lease, alone: the flight it starts is what
-// later callers gather behind. If some queued during its round trip, a
-// goroutine sends them, so that first's caller goes on at once.
-func (l *Limiter) sendLeases(first *leaseCall) {
-	l.leaseOne(first)
-	if next := l.batcher.take(); len(next) > 0 {
-		go l.sendQueued(next)
-	}
-}
-
-// sendQueued sends queued leases until none are left.
-func (l *Limiter) sendQueued(batch []*leaseCall) {
-	for len(batch) > 0 {
-		l.leaseBatch(batch)
-		for _, c := range batch {
-			close(c.done)
-		}
-		batch = l.batcher.take()
-	}
-}
 
 // leaseBatch runs the lease script for every call: one call alone, as
 // Script.Run does (EVALSHA, then EVAL if Redis does not have the script);
