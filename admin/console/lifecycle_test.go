@@ -9,10 +9,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 	"github.com/odin-scan/odin-authz/jwtauth"
+	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
 )
 
 // The key page renames a key, narrows its scopes (the operator also sets
