@@ -261,6 +261,7 @@ type keysPage struct {
 	NextURL            string
 	Scopes             []string
 	Error              string
+	FilterError        string
 	Form               createForm
 }
 
@@ -269,7 +270,21 @@ func (keysPage) title() string { return "API keys" }
 // keysFilter is the list's filter, from the query string.
 type keysFilter struct {
 	Owner, UserID, OrgID, Status, Cursor string
+	// Unused is "", a choice ("30d", "90d") or "custom" with UnusedCustom
+	// (whole days or a Go duration, as the API takes it); Expiring is "",
+	// "7d" or "30d".
+	Unused, UnusedCustom, Expiring string
 }
+
+// Active reports whether the filter holds more than the owner, for the
+// caption.
+func (f keysFilter) Active() bool { return f.Status != "" || f.Unused != "" || f.Expiring != "" }
+
+// unusedChoices and expiringChoices are the list's filter choices.
+var (
+	unusedChoices   = map[string]bool{"30d": true, "90d": true, "custom": true}
+	expiringChoices = map[string]bool{"7d": true, "30d": true}
+)
 
 // createForm is what the create form was last sent with, to fill it in
 // again after an error.
@@ -305,17 +320,40 @@ func (c *Console) renderKeys(w http.ResponseWriter, r *http.Request, req *reques
 	default:
 		f.Status = ""
 	}
+	f.Unused, f.UnusedCustom, f.Expiring = q.Get("unused"), strings.TrimSpace(q.Get("unused_custom")), q.Get("expiring")
+	v := keysPage{Operator: p.Operator, OrgAdmin: p.OrgAdmin, OrgID: p.OrgID, Scopes: c.api.Scopes(), Error: errMsg, Form: form}
+	switch {
+	case f.Unused == "custom" && f.UnusedCustom != "":
+		params.Set("unused_for", f.UnusedCustom)
+	case f.Unused == "custom":
+		f.Unused = ""
+	case unusedChoices[f.Unused]:
+		params.Set("unused_for", f.Unused)
+		f.UnusedCustom = ""
+	default:
+		f.Unused, f.UnusedCustom = "", ""
+	}
+	if expiringChoices[f.Expiring] {
+		params.Set("expires_within", f.Expiring)
+	} else {
+		f.Expiring = ""
+	}
+	v.Filter = f
 	if f.Cursor != "" {
 		params.Set("cursor", f.Cursor)
 	}
 	params.Set("limit", "50")
 	var page api.KeyPage
 	if fl := c.call(r, req, http.MethodGet, "/v1/keys?"+params.Encode(), nil, &page); fl != nil {
+		if fl.status == http.StatusBadRequest && errMsg == "" { // a custom "unused for" the API refuses
+			v.FilterError = fl.message
+			c.render(w, r, http.StatusBadRequest, "keys", req, v)
+			return
+		}
 		c.fail(w, r, req, fl)
 		return
 	}
-	v := keysPage{Operator: p.Operator, OrgAdmin: p.OrgAdmin, OrgID: p.OrgID, Filter: f, Keys: page.Keys,
-		Scopes: c.api.Scopes(), Error: errMsg, Form: form}
+	v.Keys = page.Keys
 	if page.NextCursor != "" {
 		next := url.Values{}
 		for k, vs := range q {
