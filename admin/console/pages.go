@@ -19,7 +19,7 @@ import (
 // pageTemplate is one page: the layout with the page's content.
 type pageTemplate = template.Template
 
-var pageNames = []string{"signin", "keys", "key", "created", "error", "audit", "sessions"}
+var pageNames = []string{"signin", "keys", "key", "created", "error", "audit", "sessions", "status"}
 
 var funcs = template.FuncMap{
 	"when": func(t time.Time) string {
@@ -29,6 +29,7 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04 UTC")
 	},
 	"join": strings.Join,
+	"age":  age,
 	"has": func(list []string, v string) bool {
 		for _, x := range list {
 			if x == v {
@@ -54,10 +55,11 @@ func parsePages() (map[string]*pageTemplate, error) {
 // view is what the layout renders: the page's title, who is signed in,
 // the CSRF token of the session's forms, and the page's own data.
 type view struct {
-	Title string
-	Who   string
-	CSRF  string
-	Page  any
+	Title    string
+	Who      string
+	Operator bool
+	CSRF     string
+	Page     any
 }
 
 // render writes a page. The buffer keeps a failed template from sending
@@ -69,6 +71,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	}
 	if req != nil {
 		v.Who = who(req.session.principal)
+		v.Operator = req.session.principal.Operator
 		v.CSRF = req.session.csrf
 	}
 	var buf bytes.Buffer
