@@ -59,16 +59,7 @@ func TestKeyUsageAndUnusedFilter(t *testing.T) {
 		t.Errorf("usage totals of a read (-want, +got):\n%s", diff)
 	}
 
-	listed := func(path, bearer string) []string {
-		t.Helper()
-		r := e.Do("GET", path, bearer, nil)
-		e.MustStatus(r, 200)
-		var ids []string
-		for _, k := range r.Body["keys"].([]any) {
-			ids = append(ids, k.(map[string]any)["id"].(string))
-		}
-		return ids
-	}
+	listed := func(path, bearer string) []string { t.Helper(); return e.listedKeys(path, bearer) }
 	user := e.Token("user_a", "", "")
 	for _, tc := range []struct {
 		path, bearer string
@@ -88,6 +79,19 @@ func TestKeyUsageAndUnusedFilter(t *testing.T) {
 	}
 }
 
+// listedKeys is the ids of the keys GET path answers with (200 required),
+// in order.
+func (e *env) listedKeys(path, bearer string) []string {
+	e.T.Helper()
+	r := e.Do("GET", path, bearer, nil)
+	e.MustStatus(r, 200)
+	var ids []string
+	for _, k := range r.Body["keys"].([]any) {
+		ids = append(ids, k.(map[string]any)["id"].(string))
+	}
+	return ids
+}
+
 // expires_within keeps the keys expiring that soon, with the other filters,
 // for the operator and for a user; bad values are 400 naming it.
 func TestExpiresWithinFilter(t *testing.T) {
@@ -103,16 +107,7 @@ func TestExpiresWithinFilter(t *testing.T) {
 	}
 	const day = 24 * time.Hour
 	soon, later, _, theirs := create("user_a", 2*day), create("user_a", 20*day), create("user_a", 0), create("user_b", day)
-	listed := func(path, bearer string) []string {
-		t.Helper()
-		r := e.Do("GET", path, bearer, nil)
-		e.MustStatus(r, 200)
-		var ids []string
-		for _, k := range r.Body["keys"].([]any) {
-			ids = append(ids, k.(map[string]any)["id"].(string))
-		}
-		return ids
-	}
+	listed := func(path, bearer string) []string { t.Helper(); return e.listedKeys(path, bearer) }
 	user := e.Token("user_a", "", "")
 	for _, tc := range []struct {
 		path, bearer string
