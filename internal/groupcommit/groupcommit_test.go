@@ -19,8 +19,7 @@ func TestCallsQueuedDuringAFlightGoTogether(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var sizes []int
-	var b *Batcher[*call]
-	b = New(10, func(batch []*call) {
+	b := New(10, func(batch []*call) {
 		mu.Lock()
 		first := len(sizes) == 0
 		sizes = append(sizes, len(batch))
