@@ -251,7 +251,9 @@ func testRateLimit(t *testing.T, s keystore.Store) {
 		}
 		got = append(got, c)
 	}
-	limit := func(rate float64, burst int) map[string]any { return map[string]any{"rate": rate, "burst": float64(burst)} }
+	limit := func(rate float64, burst int) map[string]any {
+		return map[string]any{"rate": rate, "burst": float64(burst)}
+	}
 	want := []any{
 		map[string]any{"rate_limit": map[string]any{"from": limit(0.5, 3), "to": limit(1000, 50)}},
 		map[string]any{"rate_limit": map[string]any{"from": limit(1000, 50), "to": nil}},
