@@ -173,8 +173,8 @@ func keysUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	err = printResult(stdout, c.json, k, "updated %s (%s): name %q, scopes %s, tier %s, rate limit %s, expires %s\n",
-		k.ID, k.Hint, k.Name, orDashString(strings.Join(k.Scopes, ",")), k.Tier, rateLimitString(k.RateLimit), orDash(k.ExpiresAt))
+	err = printResult(stdout, c.json, k, "updated %s (%s): name %q, scopes %s, tier %s, expires %s, rate limit %s\n",
+		k.ID, k.Hint, k.Name, orDashString(strings.Join(k.Scopes, ",")), k.Tier, orDash(k.ExpiresAt), rateLimitString(k.RateLimit))
 	if ue != nil {
 		return fmt.Errorf("keys update: %s is changed but %w", k.ID, ue)
 	}
