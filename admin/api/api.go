@@ -6,6 +6,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"time"
 
@@ -69,8 +70,11 @@ func (o *OptionalRateLimit) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		return nil
 	}
+	// Strict, as the body around it is read: an unknown field is an error.
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
 	var l keystore.RateLimit
-	if err := json.Unmarshal(b, &l); err != nil {
+	if err := d.Decode(&l); err != nil {
 		return err
 	}
 	o.Limit = &l
