@@ -94,14 +94,9 @@ type Limiter struct {
 	opts     Options
 	tiers    map[string]*limits
 	fallback *limits // for unknown tiers
-	// own holds the prepared limits of limit keys' own rates and bursts
-	// (AllowOwn), one per distinct limit, so that a check prepares
-	// nothing; it is emptied when it reaches maxOwnLimits.
-	ownMu sync.RWMutex
-	own   map[Tier]*limits
-	keys  *keyTable
-	m     *metrics
-	log   *slog.Logger
+	keys     *keyTable
+	m        *metrics
+	log      *slog.Logger
 
 	// downUntil is the UnixNano until which Redis is left alone; 0 when
 	// it is believed up.
@@ -109,6 +104,12 @@ type Limiter struct {
 	errLog    lograte.Limiter
 	// reported is set once an outage was logged, so its end is logged too.
 	reported atomic.Bool
+
+	// own holds the prepared limits of limit keys' own rates and bursts
+	// (AllowOwn), one per distinct limit, so that a check prepares
+	// nothing; it is emptied when it reaches maxOwnLimits.
+	ownMu sync.RWMutex
+	own   map[Tier]*limits
 }
 
 // New builds a Limiter. client may be nil: then every replica enforces each
@@ -224,21 +225,7 @@ func (l *Limiter) limitsFor(tier string) *limits {
 // While this replica holds a lease for key, Allow takes no lock and
 // allocates nothing.
 func (l *Limiter) Allow(ctx context.Context, key, tier string, now time.Time) Result {
-	return l.allow(ctx, key, l.limitsFor(tier), now)
-}
-
-// AllowOwn decides one request of key under its own limit own rather
-// than a tier's: an API key an operator gave its own rate and burst. It
-// is Allow in every other way (the lease, the Redis outage, the Result:
-// its Limit is own.Burst). The key should name the limit as well as the
-// caller (the API key's id with own.String()), so that a changed limit
-// starts from a bucket of its own instead of inheriting the state of the
-// old one: that is what extauthz does.
-func (l *Limiter) AllowOwn(ctx context.Context, key string, own Tier, now time.Time) Result {
-	return l.allow(ctx, key, l.ownLimits(own), now)
-}
-
-func (l *Limiter) allow(ctx context.Context, key string, lim *limits, now time.Time) Result {
+	lim := l.limitsFor(tier)
 	t := now.UnixNano()
 	b := l.keys.get(key, t)
 	if r, ok := l.fromLease(b, lim, t); ok {
@@ -250,6 +237,35 @@ func (l *Limiter) allow(ctx context.Context, key string, lim *limits, now time.T
 		b.count(r, pathLocal)
 		return r
 	}
+	return l.shared(ctx, b, key, lim, t)
+}
+
+// AllowOwn decides one request of key under its own limit own rather
+// than a tier's: an API key an operator gave its own rate and burst. It
+// is Allow in every other way (the lease, the Redis outage, the Result:
+// its Limit is own.Burst). The key should name the limit as well as the
+// caller (the API key's id with own.String()), so that a changed limit
+// starts from a bucket of its own instead of inheriting the state of the
+// old one: that is what extauthz does.
+func (l *Limiter) AllowOwn(ctx context.Context, key string, own Tier, now time.Time) Result {
+	lim := l.ownLimits(own)
+	t := now.UnixNano()
+	b := l.keys.get(key, t)
+	if r, ok := l.fromLease(b, lim, t); ok {
+		b.count(r, pathLease)
+		return r
+	}
+	if l.client == nil {
+		r := b.takeLocal(lim, t)
+		b.count(r, pathLocal)
+		return r
+	}
+	return l.shared(ctx, b, key, lim, t)
+}
+
+// shared answers a request the lease in hand cannot, with Redis: degraded
+// while it is down, else from a new lease.
+func (l *Limiter) shared(ctx context.Context, b *bucket, key string, lim *limits, t int64) Result {
 	if !l.redisUp(t) {
 		return l.degraded(b, lim, t)
 	}
