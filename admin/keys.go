@@ -98,7 +98,7 @@ func fieldError(err error) error {
 	return errInvalid(field, msg)
 }
 
-// listKeys is GET /v1/keys?owner=me|org&revoked=true|false&unused_for=&limit=&cursor=.
+// listKeys is GET /v1/keys?owner=me|org&revoked=true|false&unused_for=&expires_within=&limit=&cursor=.
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, c *caller) error {
 	q := r.URL.Query()
 	opts := keystore.ListKeysOptions{Cursor: q.Get("cursor")}
@@ -124,6 +124,13 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, c *caller) err
 			return errInvalid("unused_for", "unused_for: "+err.Error())
 		}
 		opts.UnusedSince = now.Add(-d)
+	}
+	if v := q.Get("expires_within"); v != "" {
+		d, err := keystore.ParseAge(v)
+		if err != nil {
+			return errInvalid("expires_within", "expires_within: "+err.Error())
+		}
+		opts.ExpiresFrom, opts.ExpiresBefore = now, now.Add(d)
 	}
 	switch {
 	case c.operator:

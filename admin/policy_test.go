@@ -59,16 +59,7 @@ func TestKeyUsageAndUnusedFilter(t *testing.T) {
 		t.Errorf("usage totals of a read (-want, +got):\n%s", diff)
 	}
 
-	listed := func(path, bearer string) []string {
-		t.Helper()
-		r := e.Do("GET", path, bearer, nil)
-		e.MustStatus(r, 200)
-		var ids []string
-		for _, k := range r.Body["keys"].([]any) {
-			ids = append(ids, k.(map[string]any)["id"].(string))
-		}
-		return ids
-	}
+	listed := func(path, bearer string) []string { t.Helper(); return e.listedKeys(path, bearer) }
 	user := e.Token("user_a", "", "")
 	for _, tc := range []struct {
 		path, bearer string
@@ -84,6 +75,58 @@ func TestKeyUsageAndUnusedFilter(t *testing.T) {
 	} {
 		if diff := cmp.Diff(tc.want, listed(tc.path, tc.bearer)); diff != "" {
 			t.Errorf("%s (-want, +got):\n%s", tc.path, diff)
+		}
+	}
+}
+
+// listedKeys is the ids of the keys GET path answers with (200 required),
+// in order.
+func (e *env) listedKeys(path, bearer string) []string {
+	e.T.Helper()
+	r := e.Do("GET", path, bearer, nil)
+	e.MustStatus(r, 200)
+	var ids []string
+	for _, k := range r.Body["keys"].([]any) {
+		ids = append(ids, k.(map[string]any)["id"].(string))
+	}
+	return ids
+}
+
+// expires_within keeps the keys expiring that soon, with the other filters,
+// for the operator and for a user; bad values are 400 naming it.
+func TestExpiresWithinFilter(t *testing.T) {
+	e := newEnv(t)
+	create := func(user string, in time.Duration) string {
+		body := map[string]any{"name": "k", "scopes": []string{}, "user_id": user}
+		if in > 0 {
+			body["expires_at"] = time.Now().Add(in).UTC().Format(time.RFC3339)
+		}
+		r := e.Do("POST", "/v1/keys", admintest.OperatorToken, body)
+		e.MustStatus(r, 201)
+		return r.Str("id")
+	}
+	const day = 24 * time.Hour
+	soon, later, _, theirs := create("user_a", 2*day), create("user_a", 20*day), create("user_a", 0), create("user_b", day)
+	listed := func(path, bearer string) []string { t.Helper(); return e.listedKeys(path, bearer) }
+	user := e.Token("user_a", "", "")
+	for _, tc := range []struct {
+		path, bearer string
+		want         []string
+	}{
+		{"/v1/keys?expires_within=7d", admintest.OperatorToken, []string{theirs, soon}},
+		{"/v1/keys?expires_within=30d&user_id=user_a&limit=1", admintest.OperatorToken, []string{later}},
+		{"/v1/keys?expires_within=30d", user, []string{later, soon}},
+		{"/v1/keys?expires_within=1h", user, nil},
+		{"/v1/keys?expires_within=7d&revoked=true", admintest.OperatorToken, nil},
+	} {
+		if diff := cmp.Diff(tc.want, listed(tc.path, tc.bearer)); diff != "" {
+			t.Errorf("%s (-want, +got):\n%s", tc.path, diff)
+		}
+	}
+	for _, v := range []string{"soon", "0d", "-3h"} {
+		r := e.Do("GET", "/v1/keys?expires_within="+v, admintest.OperatorToken, nil)
+		if r.Status != 400 || r.ErrorField() != "expires_within" {
+			t.Errorf("expires_within=%s: %d %s, want 400 naming expires_within", v, r.Status, r.Raw)
 		}
 	}
 }

@@ -124,6 +124,7 @@ func TestSessionOfRemovedKeyRefused(t *testing.T) {
 	if got := check(a, tok); got != 200 {
 		t.Fatalf("replica a before the rotation: %d", got)
 	}
+	waitSessionEntries(t, f, 1) // a writes the verified session to Redis in the background
 	// b's first sight of the token is a's Redis entry, read without verifying.
 	if got := check(b, tok); got != 200 {
 		t.Fatalf("replica b before the rotation: %d", got)

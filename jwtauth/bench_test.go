@@ -1,6 +1,11 @@
 package jwtauth
 
 import (
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"strings"
 	"testing"
 	"time"
 
@@ -28,6 +33,38 @@ func benchmarkVerify(b *testing.B, alg string) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := e.v.Verify(ctx, tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkLooksLikeJWT: the shape check every bearer credential passes
+// through, on a token of a Clerk session's size.
+func BenchmarkLooksLikeJWT(b *testing.B) {
+	tok := strings.Repeat("eyJhbGciOiJSUzI1NiIsImtpZCI6", 10) + "." + strings.Repeat("abcdefghijklmnopqrstuvwxyzAB-_", 25) + "." + strings.Repeat("QUJDREVGR0hJSktMTU5PUFFSU1RVVldY", 11)
+	b.SetBytes(int64(len(tok)))
+	for b.Loop() {
+		if !LooksLikeJWT(tok) {
+			b.Fatal("not a JWT")
+		}
+	}
+}
+
+// BenchmarkRSA2048Verify: crypto/rsa's PKCS #1 v1.5 check of one RS256
+// signature alone, the floor under BenchmarkVerifyRS256 (which adds the
+// token's decoding and claims).
+func BenchmarkRSA2048Verify(b *testing.B) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		b.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("header.payload"))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest[:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := rsa.VerifyPKCS1v15(&key.PublicKey, crypto.SHA256, digest[:], sig); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -39,6 +39,17 @@ func TestLooksLikeJWT(t *testing.T) {
 	if diff := cmp.Diff(tests, got); diff != "" {
 		t.Errorf("LooksLikeJWT (-want, +got):\n%s", diff)
 	}
+	// Every byte, in every segment: only the base64url alphabet passes.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for c := range 256 {
+		b := string([]byte{byte(c)})
+		for _, s := range []string{b + ".b.c", "a." + b + ".c", "a.b." + b, "a" + b + ".b.c"} {
+			want := strings.Contains(alphabet, b) // a dot here makes a fourth or an empty segment
+			if got := LooksLikeJWT(s); got != want {
+				t.Errorf("LooksLikeJWT(%q) = %v, want %v", s, got, want)
+			}
+		}
+	}
 }
 
 func TestConfigRefused(t *testing.T) {

@@ -468,3 +468,33 @@ func (r *Redis) PublishAndWait(ctx context.Context, inv Invalidation, fenceAfter
 	time.Sleep(time.Until(deadline))
 	return missing, werr
 }
+
+// Replica is one replica in the bus's heartbeat set, as a reader outside
+// it sees it (Redis.Replicas).
+type Replica struct {
+	ID string
+	// LastSeen is its last heartbeat Redis accepted, by its own clock.
+	LastSeen time.Time
+	// Live: that heartbeat is recent enough for the replica to trust its
+	// cache. Otherwise it is fenced (out of contact with the bus: it
+	// answers no key from its cache) or stopped without leaving the set;
+	// either way revokers no longer wait for it, and its entry leaves the
+	// set within half a minute.
+	Live bool
+}
+
+// Replicas lists the replicas in the bus's heartbeat set at now, most
+// recently seen first: read only, for a status page (one ZRANGE).
+func (r *Redis) Replicas(ctx context.Context, now time.Time) ([]Replica, error) {
+	zs, err := r.client.ZRevRangeWithScores(ctx, r.busName("replicas"), 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read the replicas' heartbeats: %w", err)
+	}
+	out := make([]Replica, 0, len(zs))
+	for _, z := range zs {
+		id, _ := z.Member.(string)
+		seen := time.UnixMilli(int64(z.Score))
+		out = append(out, Replica{ID: id, LastSeen: seen, Live: now.Sub(seen) <= heartbeatVisible})
+	}
+	return out, nil
+}

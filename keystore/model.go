@@ -236,8 +236,11 @@ type ListKeysOptions struct {
 	// UnusedSince, when set, keeps only keys unused since then: last used
 	// before it, or never used and created before it (Key.UnusedSince).
 	UnusedSince time.Time
-	Limit       int    // 1..1000, default 50
-	Cursor      string // from the previous page; empty for the first
+	// ExpiresBefore, when set, keeps only keys with an expiry before it
+	// and not before ExpiresFrom: the keys expiring within a window.
+	ExpiresFrom, ExpiresBefore time.Time
+	Limit                      int    // 1..1000, default 50
+	Cursor                     string // from the previous page; empty for the first
 }
 
 // KeyTx is what a change made under Store.UpdateKey may write, in its

@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/odin-scan/odin-authz/internal/groupcommit"
 	"github.com/odin-scan/odin-authz/internal/lograte"
 	"github.com/odin-scan/odin-authz/keystore/redisconn"
 )
@@ -41,6 +42,8 @@ type Redis struct {
 	// opTimeout bounds one cache read or write, retries included, so a slow
 	// Redis never eats the PostgreSQL lookup's budget.
 	opTimeout time.Duration
+	// reads groups the first-sight reads of concurrent checks (getRaws).
+	reads *groupcommit.Batcher[*rawRead]
 	// downUntil is the UnixNano until which Redis is skipped after an error.
 	downUntil atomic.Int64
 	m         *Metrics
@@ -81,7 +84,7 @@ func OpenRedis(opts RedisOptions, m *Metrics, logger *slog.Logger) (*Redis, erro
 	if err != nil {
 		return nil, err
 	}
-	return &Redis{
+	r := &Redis{
 		mac:       mac,
 		opTimeout: 3 * conn.Timeout(),
 		conn:      conn,
@@ -92,7 +95,9 @@ func OpenRedis(opts RedisOptions, m *Metrics, logger *slog.Logger) (*Redis, erro
 		m:         m,
 		log:       logger,
 		errLog:    lograte.Limiter{Every: 10 * time.Second},
-	}, nil
+	}
+	r.reads = groupcommit.New(maxReadBatch, r.readBatch)
+	return r, nil
 }
 
 // Conn is the connection the tier uses, for the process's other Redis

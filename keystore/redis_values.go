@@ -58,31 +58,68 @@ func revokedSessionKey(sid string) string { return "rsid:" + sid }
 // different slots). found[i] and vals[i] are what GetRaw(names[i]) would
 // give; read is false when Redis was unavailable or failed, and then
 // nothing was found.
+//
+// Reads of concurrent callers share round trips (groupcommit): the first
+// is sent at once; those made while it is in flight go together in the
+// next pipeline, each sent after its caller asked, so a read never answers
+// from before the request that made it.
 func (r *Redis) getRaws(ctx context.Context, names ...string) (vals [][]byte, found []bool, read bool) {
-	vals, found = make([][]byte, len(names)), make([]bool, len(names))
 	if !r.available() {
-		return vals, found, false
+		return make([][]byte, len(names)), make([]bool, len(names)), false
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.opTimeout)
+	c := &rawRead{names: names}
+	if !r.reads.Do(ctx, c) { // the caller gave up: that says nothing of Redis
+		return make([][]byte, len(names)), make([]bool, len(names)), false
+	}
+	return c.vals, c.found, c.read
+}
+
+// rawRead is one getRaws call and its answer.
+type rawRead struct {
+	names []string
+	vals  [][]byte
+	found []bool
+	read  bool
+}
+
+// maxReadBatch bounds one pipeline of reads (calls, each of a few GETs).
+const maxReadBatch = 128
+
+// readBatch reads every call's names in one pipeline, with a deadline of
+// its own (opTimeout), not any one caller's.
+func (r *Redis) readBatch(batch []*rawRead) {
+	n := 0
+	for _, c := range batch {
+		c.vals, c.found = make([][]byte, len(c.names)), make([]bool, len(c.names))
+		n += len(c.names)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.opTimeout)
 	defer cancel()
 	pipe := r.client.Pipeline()
-	cmds := make([]*redis.StringCmd, len(names))
-	for i, name := range names {
-		cmds[i] = pipe.Get(ctx, r.prefix+name)
+	cmds := make([]*redis.StringCmd, 0, n)
+	for _, c := range batch {
+		for _, name := range c.names {
+			cmds = append(cmds, pipe.Get(ctx, r.prefix+name))
+		}
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		r.fail("get", err)
-		return vals, found, false
+		return
 	}
 	r.ok()
-	for i, cmd := range cmds {
-		raw, err := cmd.Bytes()
-		if err != nil { // redis.Nil: absent
-			continue
-		}
-		if vals[i], found[i] = r.mac.open(r.prefix+names[i], raw); !found[i] {
-			r.m.redisErrors.WithLabelValues("mac").Inc()
+	i := 0
+	for _, c := range batch {
+		c.read = true
+		for j, name := range c.names {
+			cmd := cmds[i]
+			i++
+			raw, err := cmd.Bytes()
+			if err != nil { // redis.Nil: absent
+				continue
+			}
+			if c.vals[j], c.found[j] = r.mac.open(r.prefix+name, raw); !c.found[j] {
+				r.m.redisErrors.WithLabelValues("mac").Inc()
+			}
 		}
 	}
-	return vals, found, true
 }

@@ -15,16 +15,23 @@ import (
 // replica that misses it verifies the token again), so it is bounded and
 // drops rather than waits: when the queue is full, or Redis is unavailable,
 // the write is dropped and counted. The goroutine runs only while there is
-// something to write, so a RawWriter needs no closing.
+// something to write, so a RawWriter needs no closing. It lingers a little
+// before each batch (RawWriterOptions.Linger), so that one round trip
+// carries the writes of that while, not one each.
 type RawWriter struct {
 	r       *Redis
 	max     int
+	linger  time.Duration
 	dropped prometheus.Counter
 
 	mu      sync.Mutex
 	queue   []pendingRaw
 	running bool
 	idle    *sync.Cond // broadcast when the goroutine stops; see Flush
+	// flush cuts the goroutine's linger short; flushing counts the Flush
+	// calls waiting, during which it does not linger.
+	flush    chan struct{}
+	flushing int
 }
 
 // pendingRaw is a queued write. value runs on the writer's goroutine, so
@@ -40,10 +47,19 @@ type RawWriterOptions struct {
 	// Capacity is the most writes queued at once, default 4096; more are
 	// dropped.
 	Capacity int
+	// Linger is how long the goroutine waits before sending a batch,
+	// gathering the writes queued meanwhile, default DefaultRawWriterLinger;
+	// negative: none. A write becomes visible to other readers that much
+	// later: fine for an entry they can do without.
+	Linger time.Duration
 	// Dropped counts the writes dropped (queue full, Redis unavailable or
 	// failing). Nil: not counted.
 	Dropped prometheus.Counter
 }
+
+// DefaultRawWriterLinger is RawWriterOptions.Linger's default: at 1,000
+// writes a second, a round trip carries about five.
+const DefaultRawWriterLinger = 5 * time.Millisecond
 
 // maxRawBatch bounds one pipeline, so a backlog goes out in round trips of
 // a size Redis answers quickly.
@@ -54,7 +70,13 @@ func (r *Redis) NewRawWriter(opts RawWriterOptions) *RawWriter {
 	if opts.Capacity <= 0 {
 		opts.Capacity = 4096
 	}
-	w := &RawWriter{r: r, max: opts.Capacity, dropped: opts.Dropped}
+	switch {
+	case opts.Linger == 0:
+		opts.Linger = DefaultRawWriterLinger
+	case opts.Linger < 0:
+		opts.Linger = 0
+	}
+	w := &RawWriter{r: r, max: opts.Capacity, linger: opts.Linger, dropped: opts.Dropped, flush: make(chan struct{}, 1)}
 	w.idle = sync.NewCond(&w.mu)
 	return w
 }
@@ -81,12 +103,19 @@ func (w *RawWriter) Set(name string, ttl time.Duration, value func() []byte) boo
 	return true
 }
 
-// Flush waits until every queued write has been sent (or dropped).
+// Flush waits until every queued write has been sent (or dropped), without
+// lingering.
 func (w *RawWriter) Flush() {
 	w.mu.Lock()
+	w.flushing++
 	for w.running {
+		select {
+		case w.flush <- struct{}{}:
+		default:
+		}
 		w.idle.Wait()
 	}
+	w.flushing--
 	w.mu.Unlock()
 }
 
@@ -96,10 +125,27 @@ func (w *RawWriter) drop(n int) {
 	}
 }
 
-// run sends batches until the queue is empty. While a batch is in flight
-// the next one gathers, so under load the round trips are few and full.
+// run sends batches until the queue is empty. Before each, and while a
+// batch is in flight, the next one gathers, so the round trips are few and
+// full.
 func (w *RawWriter) run() {
+	var t *time.Timer
 	for {
+		w.mu.Lock()
+		linger := w.linger > 0 && w.flushing == 0
+		w.mu.Unlock()
+		if linger {
+			if t == nil {
+				t = time.NewTimer(w.linger)
+			} else {
+				t.Reset(w.linger)
+			}
+			select {
+			case <-t.C:
+			case <-w.flush:
+				t.Stop()
+			}
+		}
 		w.mu.Lock()
 		batch := w.queue
 		if len(batch) > maxRawBatch {

@@ -2,7 +2,10 @@ package keystore_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,5 +113,122 @@ func TestRawWriter(t *testing.T) {
 	// s:0 is in the queue or, taken by the writer, in flight: one or two more fit.
 	if n := testutil.ToFloat64(dropped); n != float64(5-queued) || queued < 1 || queued > 2 {
 		t.Errorf("queued %d of 5 with capacity 2 and dropped %v; want 1 or 2 queued, the rest dropped", queued, n)
+	}
+}
+
+// pipelineCounter counts the pipelines of SETs a client sends, and their
+// commands.
+type pipelineCounter struct{ pipelines, sets atomic.Int64 }
+
+func (h *pipelineCounter) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *pipelineCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *pipelineCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) > 0 && cmds[0].Name() == "set" {
+			h.pipelines.Add(1)
+			h.sets.Add(int64(len(cmds)))
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestRawWriterLingers: writes queued while the writer lingers go in one
+// round trip, and Flush does not wait for the linger to end.
+func TestRawWriterLingers(t *testing.T) {
+	rd, _, _ := openTestRedis(t)
+	h := &pipelineCounter{}
+	rd.Conn().Client().AddHook(h)
+	w := rd.NewRawWriter(keystore.RawWriterOptions{Linger: time.Hour})
+	for i := range 10 {
+		w.Set(fmt.Sprintf("l:%d", i), time.Minute, func() []byte { return []byte(fmt.Sprint(i)) })
+	}
+	w.Flush() // an hour's linger: the test would time out if Flush waited for it
+	if p, n := h.pipelines.Load(), h.sets.Load(); p != 1 || n != 10 {
+		t.Errorf("%d pipelines carrying %d SETs, want 1 carrying 10", p, n)
+	}
+	for i := range 10 {
+		if val, ok := rd.GetRaw(t.Context(), fmt.Sprintf("l:%d", i)); !ok || string(val) != fmt.Sprint(i) {
+			t.Errorf("l:%d = %q, %v", i, val, ok)
+		}
+	}
+}
+
+// gateGets holds the first pipeline of GETs until release is closed, and
+// counts the pipelines of GETs and their commands.
+type gateGets struct {
+	release         chan struct{}
+	held            atomic.Bool
+	pipelines, gets atomic.Int64
+}
+
+func (h *gateGets) DialHook(next redis.DialHook) redis.DialHook          { return next }
+func (h *gateGets) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+func (h *gateGets) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) == 0 || cmds[0].Name() != "get" {
+			return next(ctx, cmds)
+		}
+		h.pipelines.Add(1)
+		h.gets.Add(int64(len(cmds)))
+		if h.held.CompareAndSwap(false, true) {
+			<-h.release
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestFirstSightReadsShareRoundTrips: the first-sight reads (session
+// entry and revocation marker) of checks made while one is in flight go
+// together in the next round trip, each answered as if alone.
+func TestFirstSightReadsShareRoundTrips(t *testing.T) {
+	rd, _, _ := openTestRedis(t)
+	ctx := t.Context()
+	rs := keystore.NewRevokedSessions(nil, rd, time.Hour, quiet())
+	const n = 20
+	for i := range n {
+		if i%2 == 0 {
+			rd.SetRaw(ctx, fmt.Sprintf("jwt:%d", i), []byte(fmt.Sprint("entry ", i)), time.Minute)
+		}
+		if i%3 == 0 {
+			rd.SetRaw(ctx, fmt.Sprintf("rsid:sess_%d", i), []byte("1"), time.Minute)
+		}
+	}
+	h := &gateGets{release: make(chan struct{})}
+	rd.Conn().Client().AddHook(h)
+	type answer struct {
+		val     string
+		ok      bool
+		revoked bool
+	}
+	answers := make([]answer, n)
+	read := func(i int) {
+		sid := fmt.Sprintf("sess_%d", i)
+		val, ok, m := rs.ReadWithMirror(ctx, rd, fmt.Sprintf("jwt:%d", i), sid)
+		answers[i] = answer{string(val), ok, rs.CheckMirrorRead(ctx, sid, m, time.Now())}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { read(0) })
+	for !h.held.Load() { // the first read is in flight, held
+		time.Sleep(time.Millisecond)
+	}
+	for i := 1; i < n; i++ {
+		wg.Go(func() { read(i) })
+	}
+	for rd.QueuedReadsForTest() != n-1 {
+		time.Sleep(time.Millisecond)
+	}
+	close(h.release)
+	wg.Wait()
+	for i, a := range answers {
+		want := answer{revoked: i%3 == 0}
+		if i%2 == 0 {
+			want.val, want.ok = fmt.Sprint("entry ", i), true
+		}
+		if a != want {
+			t.Errorf("check %d: %+v, want %+v", i, a, want)
+		}
+	}
+	if p, g := h.pipelines.Load(), h.gets.Load(); p != 2 || g != 2*n {
+		t.Errorf("%d pipelines carrying %d GETs, want 2 carrying %d", p, g, 2*n)
 	}
 }

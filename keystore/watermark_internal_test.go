@@ -40,3 +40,7 @@ func TestInvalidationCarriesLSN(t *testing.T) {
 		t.Errorf("bad position: %+v, %v", got, err)
 	}
 }
+
+// QueuedReadsForTest is the number of getRaws calls waiting for the round
+// trip in flight to end.
+func (r *Redis) QueuedReadsForTest() int { return r.reads.Queued() }

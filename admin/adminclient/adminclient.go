@@ -239,8 +239,10 @@ type ListKeysQuery struct {
 	Revoked *bool
 	// UnusedFor, when positive, keeps only keys unused that long.
 	UnusedFor time.Duration
-	Limit     int
-	Cursor    string
+	// ExpiresWithin, when positive, keeps only keys expiring that soon.
+	ExpiresWithin time.Duration
+	Limit         int
+	Cursor        string
 }
 
 // ListKeys is GET /v1/keys.
@@ -256,6 +258,9 @@ func (c *Client) ListKeys(ctx context.Context, q ListKeysQuery) (api.KeyPage, er
 	}
 	if q.UnusedFor > 0 {
 		v.Set("unused_for", keystore.FormatAge(q.UnusedFor))
+	}
+	if q.ExpiresWithin > 0 {
+		v.Set("expires_within", keystore.FormatAge(q.ExpiresWithin))
 	}
 	if q.Limit > 0 {
 		v.Set("limit", strconv.Itoa(q.Limit))

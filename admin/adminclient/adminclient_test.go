@@ -69,6 +69,9 @@ func TestKeyLifecycle(t *testing.T) {
 	if err != nil || len(page.Keys) != 1 || page.Keys[0].ID != created.ID || page.NextCursor != "" {
 		t.Fatalf("ListKeys = %+v, %v", page, err)
 	}
+	if page, err := c.ListKeys(ctx, ListKeysQuery{UserID: "user_ci", ExpiresWithin: time.Hour}); err != nil || len(page.Keys) != 0 {
+		t.Errorf("keys expiring within an hour: %v, %v", page, err)
+	}
 	if page, err := c.ListKeys(ctx, ListKeysQuery{UserID: "user_ci", UnusedFor: 90 * 24 * time.Hour}); err != nil || len(page.Keys) != 0 {
 		t.Fatalf("ListKeys(unused for 90d) = %+v, %v; want none: the key is new", page, err)
 	}

@@ -10,6 +10,7 @@
 package console
 
 import (
+	"context"
 	"embed"
 	"errors"
 	"io/fs"
@@ -67,6 +68,15 @@ type Options struct {
 	// past it the one closest to its end is dropped.
 	MaxSessions int
 	Logger      *slog.Logger
+	// Status, when set, is the status page's view of this process and of
+	// the bus (the operator's page /console/status).
+	Status func(context.Context) Status
+	// AuthzMetricsURL, when set, is an odin authz /metrics URL whose
+	// decision counters the status page shows, with rates.
+	AuthzMetricsURL string
+	// HTTPClient reads AuthzMetricsURL (default: a client with no proxy
+	// from the environment and a 2 s timeout).
+	HTTPClient *http.Client
 }
 
 // Console serves the console pages.
@@ -77,10 +87,18 @@ type Console struct {
 	log      *slog.Logger
 	mux      *http.ServeMux
 	now      func() time.Time
+	status   func(context.Context) Status
+	// decisions scrapes odin authz's metrics; nil without a URL.
+	decisions *decisions
 }
 
 // New builds the console.
 func New(opts Options) (*Console, error) {
+	if u := opts.AuthzMetricsURL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return nil, errors.New("console: the authz metrics URL must be an http or https URL")
+		}
+	}
 	if opts.API == nil {
 		return nil, errors.New("console: the admin API is required")
 	}
@@ -97,7 +115,14 @@ func New(opts Options) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Console{api: opts.API, sessions: newSessions(opts.SessionTTL, opts.MaxSessions), pages: pages, log: opts.Logger, now: time.Now}
+	c := &Console{api: opts.API, sessions: newSessions(opts.SessionTTL, opts.MaxSessions), pages: pages, log: opts.Logger, now: time.Now, status: opts.Status}
+	if opts.AuthzMetricsURL != "" {
+		client := opts.HTTPClient
+		if client == nil {
+			client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{}}
+		}
+		c.decisions = &decisions{url: opts.AuthzMetricsURL, client: client}
+	}
 	c.routes()
 	return c, nil
 }
@@ -131,9 +156,13 @@ func (c *Console) routes() {
 	mux.Handle("GET "+Path+"keys/{id}", c.authed(c.keyPage))
 	mux.Handle("POST "+Path+"keys/{id}/revoke", c.authed(c.revokeKey))
 	mux.Handle("POST "+Path+"keys/{id}/roll", c.authed(c.rollKey))
+	mux.Handle("POST "+Path+"keys/{id}/edit", c.authed(c.updateKey))
+	mux.Handle("POST "+Path+"keys/{id}/disable", c.authed(c.setDisabled("disable")))
+	mux.Handle("POST "+Path+"keys/{id}/enable", c.authed(c.setDisabled("enable")))
 	mux.Handle("GET "+Path+"audit", c.authed(c.auditPage))
 	mux.Handle("GET "+Path+"sessions", c.authed(c.sessionsPage))
 	mux.Handle("POST "+Path+"sessions/revoke", c.authed(c.revokeSession))
+	mux.Handle("GET "+Path+"status", c.authed(c.statusPage))
 	mux.Handle(Path, c.plain(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusNotFound, "error", nil, errorPage{Title: "Not found", Message: "There is no such page."})
 	})))

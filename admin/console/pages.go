@@ -19,7 +19,7 @@ import (
 // pageTemplate is one page: the layout with the page's content.
 type pageTemplate = template.Template
 
-var pageNames = []string{"signin", "keys", "key", "created", "error", "audit", "sessions"}
+var pageNames = []string{"signin", "keys", "key", "created", "error", "audit", "sessions", "status"}
 
 var funcs = template.FuncMap{
 	"when": func(t time.Time) string {
@@ -29,6 +29,7 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04 UTC")
 	},
 	"join": strings.Join,
+	"age":  age,
 	"has": func(list []string, v string) bool {
 		for _, x := range list {
 			if x == v {
@@ -54,10 +55,11 @@ func parsePages() (map[string]*pageTemplate, error) {
 // view is what the layout renders: the page's title, who is signed in,
 // the CSRF token of the session's forms, and the page's own data.
 type view struct {
-	Title string
-	Who   string
-	CSRF  string
-	Page  any
+	Title    string
+	Who      string
+	Operator bool
+	CSRF     string
+	Page     any
 }
 
 // render writes a page. The buffer keeps a failed template from sending
@@ -69,6 +71,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 	}
 	if req != nil {
 		v.Who = who(req.session.principal)
+		v.Operator = req.session.principal.Operator
 		v.CSRF = req.session.csrf
 	}
 	var buf bytes.Buffer
@@ -187,6 +190,23 @@ type failure struct {
 	status  int
 	code    denial.Code
 	message string
+	// reverify: the 403 of a session that must verify a factor again
+	// (--admin-reverify), with Clerk's hint.
+	reverify bool
+}
+
+// reverifyHint is what the console adds to the 403 of a session that must
+// verify a factor again: the console cannot prompt for it, the dashboard
+// can, and the session keeps the factors of the token it was opened with.
+const reverifyHint = "Verify your second factor again in the dashboard, then sign in again (sign out, and sign in with a fresh session token)."
+
+// text is the failure's message for a page: the API's, with the
+// reverification hint when it applies.
+func (f *failure) text() string {
+	if f.reverify {
+		return f.message + ". " + reverifyHint
+	}
+	return f.message
 }
 
 // call makes one admin API request for the session's caller, in process;
@@ -212,6 +232,7 @@ func (c *Console) call(r *http.Request, req *request, method, target string, bod
 	var b denial.Body
 	if json.Unmarshal(resp, &b) == nil && b.Error.Message != "" {
 		f.code, f.message = b.Error.Code, b.Error.Message
+		f.reverify = status == http.StatusForbidden && b.ClerkError != nil
 	}
 	return f
 }
@@ -230,7 +251,7 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, req *request, f *
 	if f.status == http.StatusNotFound {
 		title = "Not found"
 	}
-	c.render(w, r, f.status, "error", req, errorPage{Title: title, Message: f.message})
+	c.render(w, r, f.status, "error", req, errorPage{Title: title, Message: f.text()})
 }
 
 // --- keys ---
@@ -243,6 +264,7 @@ type keysPage struct {
 	NextURL            string
 	Scopes             []string
 	Error              string
+	FilterError        string
 	Form               createForm
 }
 
@@ -251,7 +273,21 @@ func (keysPage) title() string { return "API keys" }
 // keysFilter is the list's filter, from the query string.
 type keysFilter struct {
 	Owner, UserID, OrgID, Status, Cursor string
+	// Unused is "", a choice ("30d", "90d") or "custom" with UnusedCustom
+	// (whole days or a Go duration, as the API takes it); Expiring is "",
+	// "7d" or "30d".
+	Unused, UnusedCustom, Expiring string
 }
+
+// Active reports whether the filter holds more than the owner, for the
+// caption.
+func (f keysFilter) Active() bool { return f.Status != "" || f.Unused != "" || f.Expiring != "" }
+
+// unusedChoices and expiringChoices are the list's filter choices.
+var (
+	unusedChoices   = map[string]bool{"30d": true, "90d": true, "custom": true}
+	expiringChoices = map[string]bool{"7d": true, "30d": true}
+)
 
 // createForm is what the create form was last sent with, to fill it in
 // again after an error.
@@ -287,17 +323,40 @@ func (c *Console) renderKeys(w http.ResponseWriter, r *http.Request, req *reques
 	default:
 		f.Status = ""
 	}
+	f.Unused, f.UnusedCustom, f.Expiring = q.Get("unused"), strings.TrimSpace(q.Get("unused_custom")), q.Get("expiring")
+	v := keysPage{Operator: p.Operator, OrgAdmin: p.OrgAdmin, OrgID: p.OrgID, Scopes: c.api.Scopes(), Error: errMsg, Form: form}
+	switch {
+	case f.Unused == "custom" && f.UnusedCustom != "":
+		params.Set("unused_for", f.UnusedCustom)
+	case f.Unused == "custom":
+		f.Unused = ""
+	case unusedChoices[f.Unused]:
+		params.Set("unused_for", f.Unused)
+		f.UnusedCustom = ""
+	default:
+		f.Unused, f.UnusedCustom = "", ""
+	}
+	if expiringChoices[f.Expiring] {
+		params.Set("expires_within", f.Expiring)
+	} else {
+		f.Expiring = ""
+	}
+	v.Filter = f
 	if f.Cursor != "" {
 		params.Set("cursor", f.Cursor)
 	}
 	params.Set("limit", "50")
 	var page api.KeyPage
 	if fl := c.call(r, req, http.MethodGet, "/v1/keys?"+params.Encode(), nil, &page); fl != nil {
+		if fl.status == http.StatusBadRequest && errMsg == "" { // a custom "unused for" the API refuses
+			v.FilterError = fl.message
+			c.render(w, r, http.StatusBadRequest, "keys", req, v)
+			return
+		}
 		c.fail(w, r, req, fl)
 		return
 	}
-	v := keysPage{Operator: p.Operator, OrgAdmin: p.OrgAdmin, OrgID: p.OrgID, Filter: f, Keys: page.Keys,
-		Scopes: c.api.Scopes(), Error: errMsg, Form: form}
+	v.Keys = page.Keys
 	if page.NextCursor != "" {
 		next := url.Values{}
 		for k, vs := range q {
@@ -352,7 +411,7 @@ func (c *Console) createKey(w http.ResponseWriter, r *http.Request, req *request
 	var created api.CreatedKey
 	if fl := c.call(r, req, http.MethodPost, "/v1/keys", body, &created); fl != nil {
 		if fl.status == http.StatusBadRequest || fl.status == http.StatusForbidden {
-			c.renderKeys(w, r, req, fl.status, fl.message, form)
+			c.renderKeys(w, r, req, fl.status, fl.text(), form)
 			return
 		}
 		c.fail(w, r, req, fl)
@@ -362,21 +421,46 @@ func (c *Console) createKey(w http.ResponseWriter, r *http.Request, req *request
 }
 
 type keyPage struct {
-	Key    api.Key
-	Chart  chart
-	By     string
-	Events []keystore.AuditEvent
-	Done   string
+	Key      api.Key
+	Chart    chart
+	By       string
+	Events   []keystore.AuditEvent
+	Done     string
+	Operator bool
+	// Scopes are the edit form's choices: every scope for the operator,
+	// the key's own for a user (who may only narrow them).
+	Scopes []string
+	Error  string
+	Form   editForm
+}
+
+// editForm is what the edit form was last sent with, to fill it in again
+// after an error.
+type editForm struct {
+	Sent                bool
+	Name, Tier, Expires string
+	Scopes              []string
 }
 
 func (p keyPage) title() string { return "Key " + p.Key.Name }
 
 // doneMessages are the notices a redirect after an action may show.
-var doneMessages = map[string]string{"revoked": "Key revoked: checks with it are denied from now on."}
+var doneMessages = map[string]string{
+	"revoked":  "Key revoked: checks with it are denied from now on.",
+	"disabled": "Key disabled: checks with it are denied (401 \"API key is disabled\") until it is enabled again.",
+	"enabled":  "Key enabled: checks with it are allowed again.",
+	"updated":  "Key changed.",
+}
 
 func keyPath(id string) string { return Path + "keys/" + url.PathEscape(id) }
 
 func (c *Console) keyPage(w http.ResponseWriter, r *http.Request, req *request) {
+	c.renderKey(w, r, req, http.StatusOK, "", editForm{})
+}
+
+// renderKey renders a key's page, with an error and the edit form as sent
+// after a failed change.
+func (c *Console) renderKey(w http.ResponseWriter, r *http.Request, req *request, status int, errMsg string, form editForm) {
 	id := r.PathValue("id")
 	var detail api.KeyDetail
 	if fl := c.call(r, req, http.MethodGet, "/v1/keys/"+url.PathEscape(id), nil, &detail); fl != nil {
@@ -392,8 +476,19 @@ func (c *Console) keyPage(w http.ResponseWriter, r *http.Request, req *request) 
 	if by != "day" {
 		by = "hour"
 	}
-	c.render(w, r, http.StatusOK, "key", req, keyPage{Key: detail.Key, Chart: usageChart(detail.Usage, by, c.now()), By: by,
-		Events: audit.Events, Done: doneMessages[r.URL.Query().Get("done")]})
+	v := keyPage{Key: detail.Key, Chart: usageChart(detail.Usage, by, c.now()), By: by,
+		Events: audit.Events, Done: doneMessages[r.URL.Query().Get("done")], Operator: req.session.principal.Operator,
+		Scopes: detail.Scopes, Error: errMsg, Form: form}
+	if v.Operator {
+		v.Scopes = c.api.Scopes()
+	}
+	if !form.Sent {
+		v.Form = editForm{Name: detail.Name, Tier: detail.Tier, Scopes: detail.Scopes}
+	}
+	if status != http.StatusOK {
+		v.Done = ""
+	}
+	c.render(w, r, status, "key", req, v)
 }
 
 func (c *Console) revokeKey(w http.ResponseWriter, r *http.Request, req *request) {
@@ -422,4 +517,95 @@ func (c *Console) rollKey(w http.ResponseWriter, r *http.Request, req *request) 
 	}
 	prev := rolled.Previous
 	c.render(w, r, http.StatusCreated, "created", req, createdPage{Plaintext: rolled.Plaintext, Key: rolled.Key, Previous: &prev})
+}
+
+// updateKey changes a key's name and scopes (a user may only narrow them)
+// and, for the operator, its tier and expiry: PATCH /v1/keys/{id} with the
+// fields that differ from the key's. The API decides what is allowed.
+func (c *Console) updateKey(w http.ResponseWriter, r *http.Request, req *request) {
+	id := r.PathValue("id")
+	var cur api.KeyDetail
+	if fl := c.call(r, req, http.MethodGet, "/v1/keys/"+url.PathEscape(id), nil, &cur); fl != nil {
+		c.fail(w, r, req, fl)
+		return
+	}
+	form := editForm{Sent: true, Name: strings.TrimSpace(r.PostFormValue("name")), Scopes: r.PostForm["scope"],
+		Tier: strings.TrimSpace(r.PostFormValue("tier")), Expires: r.PostFormValue("expires")}
+	var body api.UpdateKeyRequest
+	if form.Name != cur.Name {
+		body.Name = &form.Name
+	}
+	scopes := form.Scopes
+	if scopes == nil {
+		scopes = []string{}
+	}
+	if !sameSet(scopes, cur.Scopes) {
+		body.Scopes = &scopes
+	}
+	if req.session.principal.Operator {
+		if form.Tier != cur.Tier {
+			body.Tier = &form.Tier
+		}
+		switch form.Expires {
+		case "":
+		case "never":
+			body.ExpiresAt = api.Expiry{Set: true}
+		default:
+			days, ok := expiryChoices[form.Expires]
+			if !ok {
+				c.renderKey(w, r, req, http.StatusBadRequest, "Choose an expiry from the list.", form)
+				return
+			}
+			at := c.now().Add(time.Duration(days) * 24 * time.Hour).UTC().Truncate(time.Second)
+			body.ExpiresAt = api.Expiry{Set: true, At: &at}
+		}
+	}
+	if body.Name == nil && body.Scopes == nil && body.Tier == nil && !body.ExpiresAt.Set {
+		c.renderKey(w, r, req, http.StatusBadRequest, "Nothing to change: the form is as the key is.", form)
+		return
+	}
+	if fl := c.call(r, req, http.MethodPatch, "/v1/keys/"+url.PathEscape(id), body, nil); fl != nil {
+		if fl.status == http.StatusBadRequest || fl.status == http.StatusForbidden || fl.status == http.StatusConflict {
+			c.renderKey(w, r, req, fl.status, fl.text(), form)
+			return
+		}
+		c.fail(w, r, req, fl)
+		return
+	}
+	http.Redirect(w, r, keyPath(id)+"?done=updated", http.StatusSeeOther)
+}
+
+// sameSet reports whether a and b hold the same strings.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	in := make(map[string]bool, len(a))
+	for _, x := range a {
+		in[x] = true
+	}
+	for _, x := range b {
+		if !in[x] {
+			return false
+		}
+	}
+	return true
+}
+
+// setDisabled disables or enables a key (POST /v1/keys/{id}/disable or
+// /enable); enabling asks for the step-up verification under
+// --admin-reverify, as creating and rolling do.
+func (c *Console) setDisabled(action string) func(http.ResponseWriter, *http.Request, *request) {
+	return func(w http.ResponseWriter, r *http.Request, req *request) {
+		id := r.PathValue("id")
+		if fl := c.call(r, req, http.MethodPost, "/v1/keys/"+url.PathEscape(id)+"/"+action, nil, nil); fl != nil {
+			if fl.status == http.StatusForbidden || fl.status == http.StatusConflict || fl.status == http.StatusBadRequest {
+				c.renderKey(w, r, req, fl.status, fl.text(), editForm{})
+				return
+			}
+			c.fail(w, r, req, fl)
+			return
+		}
+		http.Redirect(w, r, keyPath(id)+"?done="+action+"d", http.StatusSeeOther)
+	}
 }

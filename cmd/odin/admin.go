@@ -135,6 +135,8 @@ func adminFlagSet(c *adminConfig) *flags {
 		"serve the operator console at /console/ (keys in a browser, docs/CONSOLE.md); false: 404")
 	f.Duration(&cfg.ConsoleSessionTTL, "console-session-ttl", "ODIN_CONSOLE_SESSION_TTL", console.DefaultSessionTTL,
 		"lifetime of a console session from sign-in (not extended by use)")
+	f.String(&cfg.ConsoleAuthzMetricsURL, "console-authz-metrics-url", "ODIN_CONSOLE_AUTHZ_METRICS_URL", "",
+		"an odin authz /metrics URL (e.g. http://authz:9003/metrics) whose decision counters the console's status page shows with their rates; empty: the page says where they are")
 	f.Bool(&c.migrate, "migrate", "ODIN_MIGRATE", false, "apply pending schema migrations before serving")
 	c.tls.bind(f, "ODIN_ADMIN_", "the admin API and its /healthz, /readyz, /metrics")
 	c.hooks.bind(f)

@@ -201,7 +201,7 @@ func serveDev(ctx context.Context, cfg devConfig, lis *devListeners, store keyst
 		return serveDevIssuer(ctx, lis.issuer, newDevIssuerHandler(provider, issuerCfg, logger), logger)
 	})
 
-	authz, admin, err := newDevServices(ctx, cfg, store, creds.operatorToken, b.issuerURL, logger)
+	authz, admin, err := newDevServices(ctx, cfg, store, creds.operatorToken, b.issuerURL, b.opsURL+"/metrics", logger)
 	if err != nil {
 		return failed(err)
 	}
@@ -227,8 +227,9 @@ func serveDev(ctx context.Context, cfg devConfig, lis *devListeners, store keyst
 
 // newDevServices builds odin authz and odin admin on store, both trusting
 // the dev issuer's tokens, with the admin's changes reaching authz's caches
-// in process.
-func newDevServices(ctx context.Context, cfg devConfig, store keystore.Store, operatorToken, issuerURL string, logger *slog.Logger) (*authzsvc.Service, *adminsvc.Service, error) {
+// in process; the console's status page reads authz's decision counters
+// from authzMetrics.
+func newDevServices(ctx context.Context, cfg devConfig, store keystore.Store, operatorToken, issuerURL, authzMetrics string, logger *slog.Logger) (*authzsvc.Service, *adminsvc.Service, error) {
 	hooks, err := cfg.hooks.options()
 	if err != nil {
 		return nil, nil, err
@@ -259,6 +260,8 @@ func newDevServices(ctx context.Context, cfg devConfig, store keystore.Store, op
 		JWT:           jwt,
 		OperatorToken: operatorToken,
 		Scopes:        []string{"scans:read", "scans:write"},
+		// The ops port serves authz's /metrics.
+		ConsoleAuthzMetricsURL: authzMetrics,
 	}, logger)
 	if err != nil {
 		return nil, nil, err

@@ -415,6 +415,13 @@ func TestChartAdminLifecycleSettings(t *testing.T) {
 	lifecycle := []string{"ODIN_OUTGOING_WEBHOOK_URL", "ODIN_OUTGOING_WEBHOOK_SECRET", "ODIN_GITHUB_SECRET_SCANNING", "ODIN_GITHUB_SECRET_SCANNING_TOKEN"}
 
 	set, _ := chartCases[0].render(t)
+	// The console's sessions live in one admin pod: its Service keeps a
+	// client on one pod by default.
+	for _, o := range set.services {
+		if svc := o.obj.(*corev1.Service); svc.Name == "odin-admin" && svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
+			t.Errorf("admin Service sessionAffinity %q, want ClientIP", svc.Spec.SessionAffinity)
+		}
+	}
 	off := env(findDeployment(t, set, "odin-admin").Spec.Template.Spec.Containers[0])
 	for _, name := range lifecycle {
 		if _, ok := off[name]; ok {

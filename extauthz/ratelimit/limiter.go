@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/odin-scan/odin-authz/internal/groupcommit"
 	"github.com/odin-scan/odin-authz/internal/lograte"
 )
 
@@ -97,6 +98,7 @@ type Limiter struct {
 	keys     *keyTable
 	m        *metrics
 	log      *slog.Logger
+	batcher  *groupcommit.Batcher[*leaseCall]
 
 	// downUntil is the UnixNano until which Redis is left alone; 0 when
 	// it is believed up.
@@ -162,6 +164,7 @@ func New(client redis.UniversalClient, opts Options, logger *slog.Logger, reg pr
 		}
 		l.tiers[name] = newLimits(name, t, opts.LeaseFraction, opts.LeaseTTL)
 	}
+	l.batcher = groupcommit.New(maxLeaseBatch, l.leaseBatch)
 	l.fallback = l.tiers[opts.DefaultTier]
 	if l.fallback == nil {
 		return nil, fmt.Errorf("rate limit default tier %q: no such tier", opts.DefaultTier)

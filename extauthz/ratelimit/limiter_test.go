@@ -357,6 +357,116 @@ func TestEviction(t *testing.T) {
 	}
 }
 
+// gateHook holds the first EVALSHA until release is closed, counts the
+// round trips (a command, or a pipeline), and can flush Redis' scripts
+// just before the first pipeline is sent (flush: another client).
+type gateHook struct {
+	release   chan struct{}
+	held      atomic.Bool
+	trips     atomic.Int64
+	pipelines atomic.Int64
+	flush     redis.UniversalClient
+	pipeFlush atomic.Bool
+	piped     atomic.Int64 // commands sent in pipelines
+}
+
+func (h *gateHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *gateHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !isScript(cmd) { // a connection's handshake, say
+			return next(ctx, cmd)
+		}
+		h.trips.Add(1)
+		if cmd.Name() == "evalsha" && h.held.CompareAndSwap(false, true) {
+			<-h.release
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *gateHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) == 0 || !isScript(cmds[0]) {
+			return next(ctx, cmds)
+		}
+		h.trips.Add(1)
+		h.pipelines.Add(1)
+		h.piped.Add(int64(len(cmds)))
+		if h.flush != nil && h.pipeFlush.CompareAndSwap(false, true) {
+			if err := h.flush.ScriptFlush(ctx).Err(); err != nil {
+				return err
+			}
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func isScript(cmd redis.Cmder) bool { return cmd.Name() == "evalsha" || cmd.Name() == "eval" }
+
+// TestLeasesShareRoundTrips: leases of different keys wanted while one is
+// in flight go together in one pipeline, each answered as if alone; a
+// NOSCRIPT answer in that pipeline (Redis lost its scripts) falls back to
+// EVAL for those leases.
+func TestLeasesShareRoundTrips(t *testing.T) {
+	for _, flush := range []bool{false, true} {
+		t.Run(fmt.Sprintf("scripts_flushed=%v", flush), func(t *testing.T) {
+			c, prefix := sharedRedis(t)
+			h := &gateHook{release: make(chan struct{})}
+			if flush {
+				other, _ := sharedRedis(t)
+				h.flush = other
+			}
+			c.AddHook(h)
+			l := newLimiter(t, c, Options{Tiers: slowTier, DefaultTier: "slow", Prefix: prefix, LeaseFraction: 0.25, LeaseTTL: time.Hour})
+			const n = 40
+			results := make([]Result, n)
+			var wg sync.WaitGroup
+			wg.Go(func() { results[0] = l.Allow(context.Background(), "key-0", "slow", time.Now()) })
+			for !h.held.Load() { // the first lease is in flight, held
+				time.Sleep(time.Millisecond)
+			}
+			for i := 1; i < n; i++ {
+				wg.Go(func() { results[i] = l.Allow(context.Background(), fmt.Sprintf("key-%d", i), "slow", time.Now()) })
+			}
+			for l.batcher.Queued() != n-1 {
+				time.Sleep(time.Millisecond)
+			}
+			close(h.release)
+			wg.Wait()
+			for i, r := range results {
+				if !r.Allowed || r.Remaining != 19 || r.Limit != 20 {
+					t.Errorf("key-%d: %+v, want allowed with 19 remaining", i, r)
+				}
+			}
+			if got := h.pipelines.Load(); got != 1 {
+				t.Errorf("%d pipelines, want 1 (the %d leases queued behind the first)", got, n-1)
+			}
+			if got := h.piped.Load(); got != n-1 {
+				t.Errorf("%d commands in pipelines, want %d", got, n-1)
+			}
+			if !flush {
+				if got := h.trips.Load(); got != 2 {
+					t.Errorf("%d round trips for %d leases, want 2", got, n)
+				}
+			}
+			// Each key's lease was taken once: the next 4 requests of each are
+			// answered from it, without Redis.
+			before := h.trips.Load()
+			for i := range n {
+				for range 4 {
+					if r := l.Allow(context.Background(), fmt.Sprintf("key-%d", i), "slow", time.Now()); !r.Allowed {
+						t.Fatalf("key-%d refused within its lease", i)
+					}
+				}
+			}
+			if got := h.trips.Load() - before; got != 0 {
+				t.Errorf("%d round trips within the leases, want 0", got)
+			}
+		})
+	}
+}
+
 // AllowOwn applies the given limit instead of a tier's: its burst is the
 // Limit, and the same limit is prepared once.
 func TestAllowOwn(t *testing.T) {

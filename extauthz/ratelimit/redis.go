@@ -55,18 +55,88 @@ type lease struct {
 	resetAt   int64        // UnixNano when the shared bucket is full again
 }
 
-// lease asks the shared GCRA for a batch of tokens for key.
+// lease asks the shared GCRA for a batch of tokens for key. Leases of
+// different keys wanted while one is in flight share the next round trip
+// (groupcommit): each is the same script on its own key as when sent
+// alone, after the same checks, so the bounds of docs/RATELIMIT.md hold
+// as they are.
 func (l *Limiter) lease(ctx context.Context, key string, lim *limits, t int64) (*lease, error) {
-	ctx, cancel := context.WithTimeout(ctx, l.opts.Timeout)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c := &leaseCall{key: key, lim: lim, t: t}
+	if !l.batcher.Do(ctx, c) {
+		// The caller gave up; what Redis grants meanwhile is not spent
+		// (fewer requests allowed, never more).
+		return nil, ctx.Err()
+	}
+	return c.le, c.err
+}
+
+// leaseCall is one lease wanted, and its answer.
+type leaseCall struct {
+	key string
+	lim *limits
+	t   int64
+	le  *lease
+	err error
+}
+
+// maxLeaseBatch bounds one pipeline of leases.
+const maxLeaseBatch = 128
+
+// leaseBatch runs the lease script for every call: one call alone, as
+// Script.Run does (EVALSHA, then EVAL if Redis does not have the script);
+// several in one pipeline of EVALSHAs, those answered NOSCRIPT then one by
+// one. The round trip has its own deadline (Options.Timeout), not one
+// caller's: a caller that gives up does not fail the others.
+func (l *Limiter) leaseBatch(batch []*leaseCall) {
+	if len(batch) == 1 {
+		l.leaseOne(batch[0])
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.Timeout)
 	defer cancel()
-	reply, err := leaseScript.Run(ctx, l.client, []string{l.opts.Prefix + "{" + key + "}"},
-		lim.intervalUS, lim.burst, lim.batch, lim.minBatch).Int64Slice()
+	pipe := l.client.Pipeline()
+	cmds := make([]*redis.Cmd, len(batch))
+	for i, c := range batch {
+		cmds[i] = leaseScript.EvalSha(ctx, pipe, l.leaseKeys(c), l.leaseArgs(c)...)
+	}
+	_, _ = pipe.Exec(ctx) // each command's error is its own
+	for i, c := range batch {
+		cmd := cmds[i]
+		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			cmd = leaseScript.Run(ctx, l.client, l.leaseKeys(c), l.leaseArgs(c)...)
+		}
+		c.le, c.err = l.parseLease(c, cmd)
+	}
+}
+
+// leaseOne runs the lease script for one call, as Script.Run does.
+func (l *Limiter) leaseOne(c *leaseCall) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.Timeout)
+	defer cancel()
+	c.le, c.err = l.parseLease(c, leaseScript.Run(ctx, l.client, l.leaseKeys(c), l.leaseArgs(c)...))
+}
+
+func (l *Limiter) leaseKeys(c *leaseCall) []string {
+	return []string{l.opts.Prefix + "{" + c.key + "}"}
+}
+
+func (l *Limiter) leaseArgs(c *leaseCall) []any {
+	return []any{c.lim.intervalUS, c.lim.burst, c.lim.batch, c.lim.minBatch}
+}
+
+// parseLease reads the script's reply into a lease.
+func (l *Limiter) parseLease(c *leaseCall, cmd *redis.Cmd) (*lease, error) {
+	reply, err := cmd.Int64Slice()
 	if err != nil {
 		return nil, fmt.Errorf("lease rate limit tokens: %w", err)
 	}
 	if len(reply) != 4 {
 		return nil, fmt.Errorf("lease rate limit tokens: reply of %d values, want 4", len(reply))
 	}
+	lim, t := c.lim, c.t
 	granted, shared, retryUS, resetUS := reply[0], reply[1], reply[2], reply[3]
 	le := &lease{limits: lim, shared: shared, resetAt: t + resetUS*1000}
 	if granted > 0 {

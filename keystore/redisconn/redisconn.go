@@ -44,7 +44,8 @@ type Options struct {
 	// parameters apply, except the timeouts and retries, which Timeout
 	// sets, and the options that read from replicas (read_only,
 	// route_by_latency, route_randomly, replica_only), which are refused:
-	// a replica may not have a revoke's write yet.
+	// a replica may not have a revoke's write yet. The RESP version is 2
+	// unless protocol=3 is given (DefaultProtocol).
 	URL     string
 	Timeout time.Duration // dial, read and write timeout, default 100ms
 }
@@ -145,6 +146,7 @@ func newClient(rawURL string, timeout time.Duration) (redis.UniversalClient, str
 		}
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = t.dial, t.io, t.io, t.io
 		o.MaxRetries, o.MinRetryBackoff, o.MaxRetryBackoff = retries, minRetryBackoff, maxRetryBackoff
+		o.Protocol = protocol(o.Protocol)
 		return redis.NewClient(o), TopologySingle, nil, nil
 	case TopologySentinel:
 		c, w, err := newSentinelClient(u, rawURL, t)
@@ -162,6 +164,22 @@ func schemeError(scheme string) error {
 
 // timeouts are a client's: dial, and every read, write and pool wait.
 type timeouts struct{ dial, io time.Duration }
+
+// DefaultProtocol is the RESP version spoken unless the URL's protocol=
+// parameter says otherwise: RESP2. Nothing here needs RESP3 (its push
+// notifications, client-side caching, maintenance notifications; pub/sub
+// runs on a connection of its own either way), and with RESP3 go-redis
+// looks for pending push notifications before reading every reply, a
+// measurable share of each command's CPU (BENCHMARKS.md).
+const DefaultProtocol = 2
+
+// protocol is p, the URL's protocol= (0 when absent), or DefaultProtocol.
+func protocol(p int) int {
+	if p == 0 {
+		return DefaultProtocol
+	}
+	return p
+}
 
 // One quick retry for a dropped pooled connection.
 const (
@@ -185,6 +203,7 @@ func newSentinelClient(u, rawURL string, t timeouts) (redis.UniversalClient, *ma
 	}
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = t.dial, t.io, t.io, t.io
 	o.MaxRetries, o.MinRetryBackoff, o.MaxRetryBackoff = retries, minRetryBackoff, maxRetryBackoff
+	o.Protocol = protocol(o.Protocol)
 	w := &masterWatch{dial: redis.NewDialer(&redis.Options{DialTimeout: t.dial, TLSConfig: o.TLSConfig}), sentinels: map[string]bool{}}
 	for _, a := range o.SentinelAddrs {
 		w.sentinels[a] = true
@@ -205,6 +224,7 @@ func newClusterClient(u, rawURL string, t timeouts) (redis.UniversalClient, erro
 	}
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = t.dial, t.io, t.io, t.io
 	o.MaxRetries, o.MinRetryBackoff, o.MaxRetryBackoff = retries, minRetryBackoff, maxRetryBackoff
+	o.Protocol = protocol(o.Protocol)
 	c := redis.NewClusterClient(o)
 	c.AddHook(reloadOnError{c})
 	return c, nil

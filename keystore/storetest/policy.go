@@ -87,3 +87,36 @@ func testListKeysUnused(t *testing.T, s keystore.Store) {
 		}
 	}
 }
+
+// ExpiresFrom and ExpiresBefore keep the keys whose expiry falls between
+// them, with the other filters and across pages; keys that never expire
+// are never among them.
+func testListKeysExpiring(t *testing.T, s keystore.Store) {
+	now := time.Now().UTC().Truncate(time.Second)
+	at := func(d time.Duration) time.Time { return now.Add(d) }
+	_, never := create(t, s, keystore.NewKey{UserID: "user_a", Name: "never expires"})
+	_, soon := create(t, s, keystore.NewKey{UserID: "user_a", Name: "in 2 days", ExpiresAt: at(48 * time.Hour)})
+	_, later := create(t, s, keystore.NewKey{UserID: "user_a", Name: "in 20 days", ExpiresAt: at(20 * 24 * time.Hour)})
+	_, far := create(t, s, keystore.NewKey{UserID: "user_a", Name: "in 60 days", ExpiresAt: at(60 * 24 * time.Hour)})
+	_, other := create(t, s, keystore.NewKey{UserID: "user_b", Name: "other user, in 1 day", ExpiresAt: at(24 * time.Hour)})
+	_ = never
+	for _, tc := range []struct {
+		name string
+		opts keystore.ListKeysOptions
+		want []*keystore.Key // newest first
+	}{
+		{"within 7 days", keystore.ListKeysOptions{ExpiresFrom: now, ExpiresBefore: at(7 * 24 * time.Hour)}, []*keystore.Key{other, soon}},
+		{"within 30 days", keystore.ListKeysOptions{ExpiresFrom: now, ExpiresBefore: at(30 * 24 * time.Hour)}, []*keystore.Key{other, later, soon}},
+		{"user's, within 90 days", keystore.ListKeysOptions{UserID: "user_a", ExpiresFrom: now, ExpiresBefore: at(90 * 24 * time.Hour)}, []*keystore.Key{far, later, soon}},
+		{"from after the soonest", keystore.ListKeysOptions{ExpiresFrom: at(72 * time.Hour), ExpiresBefore: at(30 * 24 * time.Hour)}, []*keystore.Key{later}},
+		{"within an hour", keystore.ListKeysOptions{ExpiresFrom: now, ExpiresBefore: at(time.Hour)}, nil},
+	} {
+		for _, limit := range []int{0, 1} {
+			opts := tc.opts
+			opts.Limit = limit
+			if diff := cmp.Diff(keyIDs(tc.want), listAll(t, s, opts), cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("%s, limit %d (-want, +got):\n%s", tc.name, limit, diff)
+			}
+		}
+	}
+}

@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"Usage", testUsage},
 		{"UsageTotals", testUsageTotals},
 		{"ListKeysUnused", testListKeysUnused},
+		{"ListKeysExpiring", testListKeysExpiring},
 		{"SessionRevocation", testSessionRevocation},
 		{"AuditFiltersAndPagination", testAuditFilters},
 		{"AuditEvents", testAuditEvents},

@@ -342,26 +342,61 @@ func TestConsoleInABrowser(t *testing.T) {
 	b.do(t, "per day", chromedp.Navigate(keyURL+"?by=day"), chromedp.WaitVisible(css("#usage-total")))
 	b.shot(t, "05-key-usage-per-day")
 
+	// Its checks over 24 hours, from the same flushed usage.
+	if got := get(t, b, "the 24-hour checks", chromedp.Text(css("#usage-24h"))); got != strconv.Itoa(uses) {
+		t.Errorf("the key page counts %q checks in 24 hours, want %d", got, uses)
+	}
+
+	// Rename it; disable it (the next check is denied) and enable it again.
+	b.do(t, "rename", chromedp.SetValue(css("#edit-name"), "e2e renamed"), chromedp.Click(css("#save")), chromedp.WaitVisible(css("p.notice")))
+	if title := h1(); title != "Key e2e renamed" {
+		t.Fatalf("after the rename the heading is %q", title)
+	}
+	b.do(t, "disable", chromedp.Click(css("#disable")), chromedp.WaitVisible(css("#enable")))
+	if got := d.check(t, key); got != http.StatusUnauthorized {
+		t.Fatalf("a check with the disabled key: %d, want 401", got)
+	}
+	b.shot(t, "06-key-disabled")
+	b.do(t, "enable", chromedp.Click(css("#enable")), chromedp.WaitVisible(css("#disable")))
+	if got := d.check(t, key); got != http.StatusOK {
+		t.Fatalf("a check with the enabled key: %d, want 200", got)
+	}
+
 	// Revoke it in the console: the next check is denied.
 	b.do(t, "revoke", chromedp.Click(css("#revoke")), chromedp.WaitVisible(css("p.notice")))
 	if got := d.check(t, key); got != http.StatusUnauthorized {
 		t.Fatalf("a check with the revoked key: %d, want 401", got)
 	}
-	b.shot(t, "06-key-revoked")
+	b.shot(t, "07-key-revoked")
 	b.do(t, "the list", chromedp.Navigate(d.admin+"/console/keys"), chromedp.WaitVisible(css("caption")))
-	b.shot(t, "07-keys")
+	b.shot(t, "08-keys")
+	b.do(t, "keys unused for 90 days", chromedp.Navigate(d.admin+"/console/keys?unused=90d&expiring=7d"), chromedp.WaitVisible(css("caption")))
+	if got := get(t, b, "the filtered list", chromedp.Text(css("caption"))); !strings.Contains(got, "filtered") {
+		t.Errorf("the filtered list's caption is %q", got)
+	}
+
+	// The status page: this process's checks, and odin authz's decisions
+	// (odin dev points the console at its own ops port).
+	b.do(t, "the status page", chromedp.Click(css(`nav a[href="/console/status"]`)), chromedp.WaitVisible(css("#ready")))
+	if got := get(t, b, "readiness", chromedp.Text(css("#ready"))); got != "ready" {
+		t.Errorf("the status page says %q", got)
+	}
+	if got := get(t, b, "the decisions", chromedp.Text(css("#decision-table"))); !strings.Contains(got, "allow") {
+		t.Errorf("the status page's decisions: %q", got)
+	}
+	b.shot(t, "09-status")
 	b.do(t, "the audit log", chromedp.Click(css(`nav a[href="/console/audit"]`)), chromedp.WaitVisible(css(`form[aria-label="Filter the audit log"]`)))
 	if title := h1(); title != "Audit log" {
 		t.Fatalf("the audit log link opened %q", title)
 	}
-	b.shot(t, "08-audit-log")
+	b.shot(t, "10-audit-log")
 	// On a phone's width: no page wider than the screen.
 	b.do(t, "a phone's viewport", chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
 		chromedp.Navigate(keyURL), chromedp.WaitVisible(css("#usage-total")))
 	if wide := get(t, b, "page width", chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth + 1`)); wide {
 		t.Error("the key page is wider than a phone's screen")
 	}
-	b.shot(t, "09-key-on-a-phone")
+	b.shot(t, "11-key-on-a-phone")
 	b.do(t, "back to a desktop viewport", chromedp.EmulateReset())
 
 	// Sign out: the session is over, the pages ask for a token again.
@@ -370,5 +405,5 @@ func TestConsoleInABrowser(t *testing.T) {
 	if loc := get(t, b, "location", chromedp.Location()); !strings.HasSuffix(loc, "/console/signin") {
 		t.Fatalf("after signing out /console/keys is at %s", loc)
 	}
-	b.shot(t, "10-signed-out")
+	b.shot(t, "12-signed-out")
 }

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,6 +86,9 @@ type Config struct {
 	// (default console.DefaultSessionTTL).
 	ConsoleDisabled   bool
 	ConsoleSessionTTL time.Duration
+	// ConsoleAuthzMetricsURL, when set, is an odin authz /metrics URL
+	// whose decision counters the console's status page shows.
+	ConsoleAuthzMetricsURL string
 
 	// MaxKeyLifetime is the longest a key may live, by default and per
 	// organisation (keystore.ManagerOptions.MaxKeyLifetime); zero: no limit.
@@ -109,6 +114,9 @@ type Service struct {
 	webhooksDone chan struct{}
 	// console is the operator console; nil when it is off.
 	console *console.Console
+	// readiness is the readiness probes' tracker (set in New, before
+	// anything is served), which the console's status page reads.
+	readiness *ops.Readiness
 }
 
 // New builds the service and starts its background work under ctx.
@@ -137,7 +145,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		return nil, err
 	}
 	if !cfg.ConsoleDisabled {
-		if s.console, err = console.New(console.Options{API: api, SessionTTL: cfg.ConsoleSessionTTL, Logger: logger}); err != nil {
+		if s.console, err = console.New(console.Options{API: api, SessionTTL: cfg.ConsoleSessionTTL, Logger: logger,
+			Status: s.consoleStatus, AuthzMetricsURL: cfg.ConsoleAuthzMetricsURL}); err != nil {
 			parts.Abandon(ctx)
 			return nil, err
 		}
@@ -151,6 +160,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 		return nil, err
 	}
 	readiness := s.startBackground(ctx)
+	s.readiness = readiness
 	mux := http.NewServeMux()
 	opsHandler := ops.Handler(parts.Registry, readiness)
 	for _, p := range []string{"GET /healthz", "GET /readyz", "GET /metrics"} {
@@ -162,6 +172,37 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	}
 	s.handler = parts.Tracing.AdminHandler(mux, "/healthz", "/readyz", "/metrics")
 	return s, nil
+}
+
+// consoleStatus is the console's status page's view: this process's
+// readiness checks (the JWKS's read now, as odin authz reports it) and
+// the bus's replicas.
+func (s *Service) consoleStatus(ctx context.Context) console.Status {
+	var st console.Status
+	if s.readiness != nil {
+		rep := s.readiness.Report()
+		st.Ready = rep.Ready
+		for name, state := range rep.Checks {
+			st.Checks = append(st.Checks, console.StatusCheck{Name: name, State: state})
+		}
+	}
+	if probe, ok := s.parts.JWKSProbe(); ok {
+		state := "ok"
+		if probe.Fn(ctx) != nil {
+			state = "no key set loaded"
+		}
+		st.Checks = append(st.Checks, console.StatusCheck{Name: probe.Name, State: state})
+	}
+	slices.SortFunc(st.Checks, func(a, b console.StatusCheck) int { return strings.Compare(a.Name, b.Name) })
+	if s.parts.Redis != nil {
+		st.RedisConfigured = true
+		replicas, err := s.parts.Redis.Replicas(ctx, time.Now())
+		if err != nil {
+			st.ReplicasError = "The heartbeat set could not be read from Redis."
+		}
+		st.Replicas = replicas
+	}
+	return st
 }
 
 // warnShortLifetimes warns of maximum key lifetimes no longer than the

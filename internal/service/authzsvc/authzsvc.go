@@ -197,6 +197,7 @@ type Service struct {
 	usage     *keystore.UsageRecorder
 	bus       *keystore.Bus // nil without Redis
 	authz     *extauthz.Authorizer
+	sessions  *extauthz.Sessions // nil without a JWKS
 	grpc      *grpc.Server
 	health    *health.Server
 	draining  chan struct{} // closed when the drain begins
@@ -261,6 +262,7 @@ func (s *Service) buildDecision(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.sessions = sessions
 	pol, err := policy.NewHolder(s.cfg.PolicyFile, s.log, s.parts.Registry)
 	if err != nil {
 		return fmt.Errorf("load policy: %w", err)
@@ -537,6 +539,9 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 		_ = srv.Shutdown(sctx)
 	}
 	cancel()
+	if s.sessions != nil { // the verified sessions still queued for Redis, for the other replicas
+		s.sessions.FlushRedisWrites()
+	}
 	stopUsage()
 	<-usageDone
 	if err := s.parts.Tracing.Shutdown(context.WithoutCancel(ctx)); err != nil { // the spans of the drained requests

@@ -73,6 +73,9 @@ func ListKeys(d Dialect, columns string, opts keystore.ListKeysOptions, after []
 	if !opts.UnusedSince.IsZero() {
 		q.and("COALESCE(last_used_at, created_at) < " + q.arg(d.Time(opts.UnusedSince)))
 	}
+	if !opts.ExpiresBefore.IsZero() {
+		q.and("expires_at IS NOT NULL AND expires_at >= " + q.arg(d.Time(opts.ExpiresFrom)) + " AND expires_at < " + q.arg(d.Time(opts.ExpiresBefore)))
+	}
 	if after != nil {
 		q.and(fmt.Sprintf("(created_at, id) < (%s, %s)", q.arg(after[0]), q.arg(after[1])))
 	}
