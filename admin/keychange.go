@@ -13,7 +13,8 @@ import (
 
 // updateKey is PATCH /v1/keys/{id}: a user renames a key they manage and
 // narrows its scopes (to some of its current ones); the operator may also
-// set its scopes, tier and expiry. Like a revoke, it answers 200 only once
+// set its scopes, tier, expiry and own rate limit (null: back to the
+// tier's). Like a revoke, it answers 200 only once
 // every replica enforces the change; when that cannot be confirmed, 503
 // with the change stored, and the same request propagates it again.
 func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c *caller) error {
@@ -32,8 +33,12 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c *caller) er
 		}
 		u.ExpiresAt = &at
 	}
-	if u.Name == nil && u.Scopes == nil && u.Tier == nil && u.ExpiresAt == nil {
-		return errInvalid("", "nothing to change: give name, scopes, tier or expires_at")
+	if req.RateLimit.Set {
+		rl := req.RateLimit.Limit // nil: back to the tier's
+		u.RateLimit = &rl
+	}
+	if u.Name == nil && u.Scopes == nil && u.Tier == nil && u.ExpiresAt == nil && u.RateLimit == nil {
+		return errInvalid("", "nothing to change: give name, scopes, tier, expires_at or rate_limit")
 	}
 	if u.Scopes != nil {
 		for _, sc := range *u.Scopes {
@@ -52,6 +57,8 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c *caller) er
 			return errForbidden("only the operator can change a key's tier")
 		case u.ExpiresAt != nil:
 			return errForbidden("only the operator can change a key's expiry")
+		case u.RateLimit != nil:
+			return errForbidden("only the operator can change a key's rate limit")
 		}
 		u.NarrowScopesOnly = true
 	}

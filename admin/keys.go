@@ -23,7 +23,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c *caller) er
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	n := keystore.NewKey{Name: req.Name, Scopes: req.Scopes, Tier: req.Tier}
+	n := keystore.NewKey{Name: req.Name, Scopes: req.Scopes, Tier: req.Tier, RateLimit: req.RateLimit}
 	if req.ExpiresAt != nil {
 		if req.ExpiresAt.IsZero() { // year 1 is in the past, and a zero expiry would read as "never"
 			return errInvalid("expires_at", "expires_at: must be in the future")
@@ -45,6 +45,9 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c *caller) er
 		}
 		n.UserID, n.OrgID = req.UserID, req.OrgID
 	default:
+		if req.RateLimit != nil {
+			return errForbidden("only the operator can give a key its own rate limit")
+		}
 		if req.UserID != "" && req.UserID != c.userID {
 			return errForbidden("keys can only be created for yourself or your organisation")
 		}

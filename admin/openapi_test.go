@@ -355,6 +355,7 @@ func TestOpenAPIContract(t *testing.T) {
 	t.Run("operations", func(t *testing.T) { contractOperations(t, c) })
 	t.Run("keys", func(t *testing.T) { contractKeys(t, e, c) })
 	t.Run("key changes", func(t *testing.T) { contractKeyChanges(t, e, c) })
+	t.Run("key rate limits", func(t *testing.T) { contractKeyRateLimits(t, e, c) })
 	t.Run("sessions", func(t *testing.T) { contractSessions(t, e, c) })
 	t.Run("webhook", func(t *testing.T) { contractWebhook(t, c) })
 	t.Run("secret scanning", func(t *testing.T) { contractSecretScanning(t, e, client) })

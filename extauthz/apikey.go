@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/odin-scan/odin-authz/denial"
+	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -58,14 +59,19 @@ func (a *apiKeys) judge(e *keystore.Entry[*Principal], err error, now time.Time)
 // PrincipalForKey is the prepare of the key cache (keystore.NewCache): the
 // identity of an API key, rendered when the key is loaded or, once its
 // principal has left the hot tier, from its compact record. It reads only
-// what that record keeps: id, user and org ids, scopes and tier.
+// what that record keeps: id, user and org ids, scopes, tier and the key's
+// own rate limit.
 func PrincipalForKey(k *keystore.Key) *Principal {
-	return NewPrincipal(Identity{
+	id := Identity{
 		Method:  "api_key",
 		Subject: k.Subject(),
 		OrgID:   k.OrgID,
 		KeyID:   k.ID,
 		Scopes:  k.Scopes,
 		Tier:    k.Tier,
-	})
+	}
+	if k.RateLimit != nil {
+		id.RateLimit = &ratelimit.Tier{Rate: k.RateLimit.Rate, Burst: k.RateLimit.Burst}
+	}
+	return NewPrincipal(id)
 }

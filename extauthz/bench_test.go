@@ -138,6 +138,16 @@ func BenchmarkCheckCachedKeyRendered(b *testing.B) {
 // 100k/s each so that no key's limit is reached: the figure is the cost of
 // the limiter on an allowed request.
 func BenchmarkCheckCachedKeyRateLimited(b *testing.B) {
+	benchCheckRateLimited(b, keystore.NewKey{UserID: "user_bench", Tier: "pro"})
+}
+
+// BenchmarkCheckCachedKeyOwnRateLimit is BenchmarkCheckCachedKeyRateLimited
+// for keys an operator gave their own rate limit (the fixture's tiers' values).
+func BenchmarkCheckCachedKeyOwnRateLimit(b *testing.B) {
+	benchCheckRateLimited(b, keystore.NewKey{UserID: "user_bench", Tier: "free", RateLimit: &keystore.RateLimit{Rate: 1e5, Burst: 1e5}})
+}
+
+func benchCheckRateLimited(b *testing.B, n keystore.NewKey) {
 	f := authztest.NewFixture(b, authztest.WithRedis)
 	svc, err := authzsvc.New(b.Context(), f.Config(), authztest.DiscardLogger())
 	if err != nil {
@@ -147,7 +157,7 @@ func BenchmarkCheckCachedKeyRateLimited(b *testing.B) {
 	ctx := context.Background()
 	var reqs []*authv3.CheckRequest
 	for range 16 {
-		key, _ := f.CreateKey(b, keystore.NewKey{UserID: "user_bench", Tier: "pro"})
+		key, _ := f.CreateKey(b, n)
 		req := authztest.EnvoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
 		if resp, _ := srv.Check(ctx, req); resp.GetOkResponse() == nil {
 			b.Fatalf("not allowed: %v", resp)

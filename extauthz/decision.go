@@ -259,15 +259,21 @@ func reverify(d *Decision, rv *policy.Reverify, rule string, now time.Time) {
 	}
 }
 
-// rateLimit spends one request of the caller's tier: 429 when it is spent,
-// 503 when the limiter is down and configured to fail closed.
+// rateLimit spends one request of the caller's tier, or of its API key's
+// own limit when an operator gave it one: 429 when it is spent, 503 when
+// the limiter is down and configured to fail closed.
 func (a *Authorizer) rateLimit(ctx context.Context, d *Decision, now time.Time) {
 	p := d.Principal
 	key := p.limitByCredential
 	if a.limitBy == "org" {
 		key = p.limitByOrg
 	}
-	d.RateLimit, d.HasRateLimit = a.limiter.Allow(ctx, key, p.Tier, now), true
+	if p.RateLimit != nil {
+		d.RateLimit = a.limiter.AllowOwn(ctx, key, *p.RateLimit, now)
+	} else {
+		d.RateLimit = a.limiter.Allow(ctx, key, p.Tier, now)
+	}
+	d.HasRateLimit = true
 	d.StoreWait += d.RateLimit.StoreWait
 	switch {
 	case d.RateLimit.Allowed:

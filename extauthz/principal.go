@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/jwtauth"
 )
 
@@ -31,6 +32,9 @@ type Identity struct {
 	// asks for reverification; nil for API keys and for tokens without a
 	// usable fva. Shared and read-only, like the rest of the principal.
 	Factors *jwtauth.FactorVerification `json:",omitempty"`
+	// RateLimit is an API key's own rate limit, which an operator set
+	// instead of its tier's (keystore.Key.RateLimit); nil: the tier's.
+	RateLimit *ratelimit.Tier `json:",omitempty"`
 }
 
 // The identity headers (docs/CONTRACT.md), in a fixed order.
@@ -226,6 +230,13 @@ func NewPrincipal(id Identity) *Principal {
 	p.limitByOrg = p.limitByCredential
 	if id.OrgID != "" {
 		p.limitByOrg = "org:" + id.OrgID
+	}
+	if id.RateLimit != nil {
+		// A key with its own limit counts on its own, whatever the limits
+		// count by, in a bucket named after the limit too: a changed limit
+		// starts from a full bucket of its own (docs/RATELIMIT.md).
+		p.limitByCredential = p.limitByCredential + "#" + id.RateLimit.String()
+		p.limitByOrg = p.limitByCredential
 	}
 	return p
 }

@@ -94,3 +94,43 @@ func TestRateLimitRedisDown(t *testing.T) {
 		})
 	}
 }
+
+// A key's own limit across 2 replicas sharing Redis, with limits counted
+// by organisation: the key gets exactly its own burst (it refills one
+// request per 1,000 s, and its lease is one token) with ratelimit-limit
+// its burst, and neither spends its organisation's
+// budget nor is refused when the organisation's is spent.
+func TestOwnRateLimitAcrossReplicas(t *testing.T) {
+	f := authztest.NewFixture(t, authztest.WithRedis)
+	cfg := func() authzsvc.Config {
+		cfg := limitedConfig(f)
+		cfg.RateLimitBy = "org"
+		return cfg
+	}
+	replicas := []*authztest.Replica{authztest.StartReplica(t, cfg()), authztest.StartReplica(t, cfg())}
+	own, _ := f.CreateKey(t, keystore.NewKey{UserID: "user_1", OrgID: "org_1", Tier: "free", RateLimit: &keystore.RateLimit{Rate: 0.001, Burst: 30}})
+	orgKey, _ := f.CreateKey(t, keystore.NewKey{UserID: "user_2", OrgID: "org_1", Tier: "free"})
+	// Spend the organisation's free tier (burst 20) with the other key.
+	for i := 0; ; i++ {
+		if authztest.HTTPStatus(replicas[i%2].Check(t, map[string]string{"api-key": orgKey})) == 429 {
+			break
+		}
+		if i > 100 {
+			t.Fatal("the organisation's tier is never spent")
+		}
+	}
+	for i := range 30 {
+		resp := replicas[i%2].Check(t, map[string]string{"api-key": own})
+		h := authztest.HeaderMap(resp.GetOkResponse().GetResponseHeadersToAdd())
+		if got := authztest.HTTPStatus(resp); got != 200 || h["ratelimit-limit"] != "30" {
+			t.Fatalf("check %d of the key with its own limit: %d, %v", i+1, got, h)
+		}
+	}
+	for i, r := range replicas {
+		resp := r.Check(t, map[string]string{"api-key": own})
+		h := authztest.HeaderMap(resp.GetDeniedResponse().GetHeaders())
+		if got := authztest.HTTPStatus(resp); got != 429 || h["ratelimit-limit"] != "30" || h["ratelimit-remaining"] != "0" {
+			t.Errorf("replica %d after the key's burst: %d, %v; want 429 with ratelimit-limit 30", i, got, h)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -212,7 +213,8 @@ func (c *compactKeys) version(h Hash) (uint64, bool) {
 
 // view rebuilds what the record keeps of h's key, and marks it used: id,
 // user and org ids, scopes and tier (shared with every record that has the
-// same), expiry, revocation and whether it is disabled; no name, hint or
+// same, with the key's own rate limit: see tierKey), expiry, revocation
+// and whether it is disabled; no name, hint or
 // creation time.
 func (c *compactKeys) view(h Hash) (*Key, keyMeta, bool) {
 	s := c.shard(&h)
@@ -237,14 +239,15 @@ func (c *compactKeys) view(h Hash) (*Key, keyMeta, bool) {
 		k.ID, k.UserID, k.OrgID = all[:a], all[a:b], all[b:]
 	}
 	_, k.Scopes = c.scopes.get(sl.scopes)
-	k.Tier, _ = c.tiers.get(sl.tier)
+	tier, _ := c.tiers.get(sl.tier)
+	k.Tier, k.RateLimit = splitTier(tier)
 	return k, sl.meta(), true
 }
 
 // put stores k's record for h, replacing any, evicting another key's when
 // the shard is full.
 func (c *compactKeys) put(h Hash, k *Key, m keyMeta) {
-	scopes, tier := c.scopes.internScopes(k.Scopes), c.tiers.acquire(k.Tier, nil)
+	scopes, tier := c.scopes.internScopes(k.Scopes), c.tiers.acquire(tierKey(k), nil)
 	s := c.shard(&h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -275,6 +278,32 @@ func (c *compactKeys) put(h Hash, k *Key, m keyMeta) {
 		}
 		s.long[idx] = [3]string{strings.Clone(k.ID), strings.Clone(k.UserID), strings.Clone(k.OrgID)}
 	}
+}
+
+// tierKey is what a record interns as its tier: the tier, followed, for a
+// key with its own rate limit, by a NUL (never in a tier name) and the
+// limit ("pro\x0010/s:20"). A key without one interns its tier alone, as
+// before keys had their own limits.
+func tierKey(k *Key) string {
+	if k.RateLimit == nil {
+		return k.Tier
+	}
+	return k.Tier + "\x00" + k.RateLimit.String()
+}
+
+// splitTier reads back tierKey.
+func splitTier(s string) (string, *RateLimit) {
+	tier, limit, ok := strings.Cut(s, "\x00")
+	if !ok {
+		return s, nil
+	}
+	rate, burst, _ := strings.Cut(limit, ":")
+	r, err1 := strconv.ParseFloat(strings.TrimSuffix(rate, "/s"), 64)
+	b, err2 := strconv.Atoi(burst)
+	if err1 != nil || err2 != nil { // cannot happen: tierKey wrote it
+		return tier, nil
+	}
+	return tier, &RateLimit{Rate: r, Burst: b}
 }
 
 // clear releases what slot idx refers to (interned values, long ids).

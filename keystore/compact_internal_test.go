@@ -475,3 +475,19 @@ func TestFillAfterInvalidationKeepsNothing(t *testing.T) {
 		t.Error("a fill older than an invalidation was cached")
 	}
 }
+
+// A key's own rate limit rides in its record's interned tier, exactly.
+func TestCompactRateLimit(t *testing.T) {
+	c, err := newCompactKeys(16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, rl := range []*RateLimit{nil, {Rate: 0.1, Burst: 1}, {Rate: 1.0 / 3, Burst: 7}, {Rate: MaxRateLimitRate, Burst: MaxRateLimitBurst}} {
+		h := Hash{byte(i + 1)}
+		c.put(h, &Key{ID: "key_" + string(rune('a'+i)), UserID: "user_1", Tier: "pro", RateLimit: rl}, keyMeta{ver: 1})
+		k, _, ok := c.view(h)
+		if !ok || k.Tier != "pro" || !rl.Equal(k.RateLimit) {
+			t.Errorf("record of a key with rate limit %+v: %+v", rl, k)
+		}
+	}
+}

@@ -419,7 +419,8 @@ func RollKeyWithin(ctx context.Context, s Store, id string, h Hash, hint string,
 		if cur.ReplacedBy != "" {
 			return &AlreadyRolledError{Successor: cur.ReplacedBy}
 		}
-		n := NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt}
+		n := NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt,
+			RateLimit: cur.RateLimit}
 		n.ExpiresAt = limits.For(cur.OrgID).clamp(n.ExpiresAt, time.Now())
 		var err error
 		if rolled, err = tx.InsertKey(ctx, n, h, hint); err != nil {

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
+	"strconv"
 	"time"
 )
 
@@ -67,6 +69,50 @@ type Key struct {
 	// again. The cache's compact record keeps only whether it is set
 	// (compactKeys.view gives DisabledSince).
 	DisabledAt time.Time `json:"disabled_at,omitzero"`
+	// RateLimit is the key's own rate limit, used instead of its tier's;
+	// nil: the tier's. Only an operator sets it.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+}
+
+// RateLimit is a key's own rate limit, in the rate limiter's units
+// (docs/RATELIMIT.md): a sustained rate in requests per second (fractions
+// allowed) and a burst, the requests a caller with an unused budget may
+// send at once (reported as ratelimit-limit).
+type RateLimit struct {
+	Rate  float64 `json:"rate"`
+	Burst int     `json:"burst"`
+}
+
+// The bounds of a key's own rate limit: the rate limiter's bounds of a
+// tier (extauthz/ratelimit's Tier.Validate; a test checks they agree).
+const (
+	MaxRateLimitRate  = 100_000
+	MaxRateLimitBurst = 1_000_000_000
+)
+
+// Validate checks a rate limit; the error names the field.
+func (r *RateLimit) Validate() error {
+	if math.IsNaN(r.Rate) || r.Rate <= 0 || r.Rate > MaxRateLimitRate {
+		return fmt.Errorf("%w: rate_limit.rate: want more than 0 and at most %d requests per second", ErrInvalid, MaxRateLimitRate)
+	}
+	if r.Burst < 1 || r.Burst > MaxRateLimitBurst {
+		return fmt.Errorf("%w: rate_limit.burst: want 1 to %d", ErrInvalid, MaxRateLimitBurst)
+	}
+	return nil
+}
+
+// Equal reports whether r and o are the same limit (both nil: the tier's).
+func (r *RateLimit) Equal(o *RateLimit) bool {
+	if r == nil || o == nil {
+		return r == o
+	}
+	return *r == *o
+}
+
+// String formats the limit as the rate limiter's tier lists write one,
+// in requests per second: "10/s:20".
+func (r *RateLimit) String() string {
+	return strconv.FormatFloat(r.Rate, 'g', -1, 64) + "/s:" + strconv.Itoa(r.Burst)
 }
 
 // DisabledSince stands for the disabling time of a key read back from a
@@ -115,6 +161,8 @@ type NewKey struct {
 	Scopes    []string
 	Tier      string
 	ExpiresAt time.Time // zero: never
+	// RateLimit is the key's own rate limit; nil: its tier's.
+	RateLimit *RateLimit
 }
 
 var (
@@ -143,7 +191,7 @@ func (n *NewKey) Validate(now time.Time) error {
 	if n.Scopes == nil {
 		n.Scopes = []string{}
 	}
-	st := KeyState{Name: n.Name, Scopes: n.Scopes, Tier: n.Tier, ExpiresAt: n.ExpiresAt}
+	st := KeyState{Name: n.Name, Scopes: n.Scopes, Tier: n.Tier, ExpiresAt: n.ExpiresAt, RateLimit: n.RateLimit}
 	return st.Validate(now)
 }
 
@@ -169,6 +217,9 @@ func (st *KeyState) Validate(now time.Time) error {
 	}
 	if st.ExpiresAt.UTC().Year() > 9999 { // RFC 3339 cannot write it back
 		return fmt.Errorf("%w: expires_at: must be before the year 10000", ErrInvalid)
+	}
+	if st.RateLimit != nil {
+		return st.RateLimit.Validate()
 	}
 	return nil
 }
@@ -205,7 +256,7 @@ type KeyTx interface {
 	// key as stored.
 	SetRevokedAt(ctx context.Context, at time.Time) (*Key, error)
 	// SetState writes the locked key's changeable fields (name, scopes,
-	// tier, expiry, disabling time) and returns the key as stored.
+	// tier, expiry, disabling time, own rate limit) and returns the key as stored.
 	SetState(ctx context.Context, st KeyState) (*Key, error)
 	// AppendAudit writes ev (when not nil) for target, owned by owner,
 	// filling in its target and owner when empty, and its id and time.
@@ -223,6 +274,8 @@ type KeyState struct {
 	Tier       string
 	ExpiresAt  time.Time
 	DisabledAt time.Time
+	// RateLimit is the key's own rate limit; nil: its tier's.
+	RateLimit *RateLimit
 }
 
 // Store is the source of truth for keys. PostgreSQL implements it

@@ -217,19 +217,20 @@ type keyEventData struct {
 
 // webhookKey is a key as the events show it: never the key or its hash.
 type webhookKey struct {
-	ID         string    `json:"id"`
-	Owner      string    `json:"owner"`
-	UserID     string    `json:"user_id,omitempty"`
-	OrgID      string    `json:"org_id,omitempty"`
-	Name       string    `json:"name"`
-	Hint       string    `json:"hint"`
-	Scopes     []string  `json:"scopes"`
-	Tier       string    `json:"tier"`
-	CreatedAt  time.Time `json:"created_at"`
-	ExpiresAt  time.Time `json:"expires_at,omitzero"`
-	RevokedAt  time.Time `json:"revoked_at,omitzero"`
-	ReplacedBy string    `json:"replaced_by,omitempty"`
-	DisabledAt time.Time `json:"disabled_at,omitzero"`
+	ID         string     `json:"id"`
+	Owner      string     `json:"owner"`
+	UserID     string     `json:"user_id,omitempty"`
+	OrgID      string     `json:"org_id,omitempty"`
+	Name       string     `json:"name"`
+	Hint       string     `json:"hint"`
+	Scopes     []string   `json:"scopes"`
+	Tier       string     `json:"tier"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  time.Time  `json:"expires_at,omitzero"`
+	RevokedAt  time.Time  `json:"revoked_at,omitzero"`
+	ReplacedBy string     `json:"replaced_by,omitempty"`
+	DisabledAt time.Time  `json:"disabled_at,omitzero"`
+	RateLimit  *RateLimit `json:"rate_limit,omitempty"`
 }
 
 func webhookKeyOf(k *Key) *webhookKey {
@@ -242,7 +243,7 @@ func webhookKeyOf(k *Key) *webhookKey {
 	}
 	return &webhookKey{ID: k.ID, Owner: k.Owner(), UserID: k.UserID, OrgID: k.OrgID, Name: k.Name, Hint: k.Hint,
 		Scopes: scopes, Tier: k.Tier, CreatedAt: k.CreatedAt.UTC(), ExpiresAt: k.ExpiresAt.UTC(),
-		RevokedAt: k.RevokedAt.UTC(), ReplacedBy: k.ReplacedBy, DisabledAt: k.DisabledAt.UTC()}
+		RevokedAt: k.RevokedAt.UTC(), ReplacedBy: k.ReplacedBy, DisabledAt: k.DisabledAt.UTC(), RateLimit: k.RateLimit}
 }
 
 type sessionEventData struct {

@@ -12,7 +12,8 @@ import (
 // when only narrowing was allowed (KeyUpdate.NarrowScopesOnly).
 var ErrWider = errors.New("change widens the key")
 
-// KeyUpdate is a change of a key's name, scopes, tier or expiry. Nil fields
+// KeyUpdate is a change of a key's name, scopes, tier, expiry or own rate
+// limit. Nil fields
 // are left as they are.
 type KeyUpdate struct {
 	Name   *string
@@ -21,6 +22,9 @@ type KeyUpdate struct {
 	// ExpiresAt is the new expiry; a pointer to the zero time removes it
 	// (the key never expires).
 	ExpiresAt *time.Time
+	// RateLimit is the key's new own rate limit; a pointer to nil removes
+	// it (the key goes back to its tier's).
+	RateLimit **RateLimit
 	// NarrowScopesOnly refuses scopes that are not all among the key's
 	// current ones (ErrWider): a user's change. It is checked in the
 	// change's transaction, so a concurrent change cannot be undone by one
@@ -119,6 +123,14 @@ func ModifyKey(ctx context.Context, s Store, id string, u KeyUpdate, now time.Ti
 			changes["expires_at"] = fromTo(timeOrNil(cur.ExpiresAt), timeOrNil(*u.ExpiresAt))
 			st.ExpiresAt = *u.ExpiresAt
 		}
+		if u.RateLimit != nil && !(*u.RateLimit).Equal(cur.RateLimit) {
+			st.RateLimit = *u.RateLimit
+			if st.RateLimit != nil {
+				cp := *st.RateLimit
+				st.RateLimit = &cp
+			}
+			changes["rate_limit"] = fromTo(rateLimitOrNil(cur.RateLimit), rateLimitOrNil(st.RateLimit))
+		}
 		if err := st.Validate(now); err != nil {
 			return err
 		}
@@ -189,7 +201,7 @@ func changeable(k *Key, now time.Time) error {
 }
 
 func stateOf(k *Key) KeyState {
-	return KeyState{Name: k.Name, Scopes: k.Scopes, Tier: k.Tier, ExpiresAt: k.ExpiresAt, DisabledAt: k.DisabledAt}
+	return KeyState{Name: k.Name, Scopes: k.Scopes, Tier: k.Tier, ExpiresAt: k.ExpiresAt, DisabledAt: k.DisabledAt, RateLimit: k.RateLimit}
 }
 
 // fromTo is one field of a key.updated event's "changes".
@@ -201,4 +213,13 @@ func timeOrNil(t time.Time) any {
 		return nil
 	}
 	return t.UTC()
+}
+
+// rateLimitOrNil is a rate limit as an event shows it: {"rate", "burst"},
+// or null for the tier's.
+func rateLimitOrNil(r *RateLimit) any {
+	if r == nil {
+		return nil
+	}
+	return map[string]any{"rate": r.Rate, "burst": r.Burst}
 }

@@ -6,6 +6,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"time"
 
@@ -23,6 +24,9 @@ type CreateKeyRequest struct {
 	OrgID string `json:"org_id,omitempty"`
 	// UserID is for the operator only: the user who owns the key.
 	UserID string `json:"user_id,omitempty"`
+	// RateLimit is for the operator only: the key's own rate limit,
+	// instead of its tier's.
+	RateLimit *keystore.RateLimit `json:"rate_limit,omitempty"`
 }
 
 // RollKeyRequest is the optional body of POST /v1/keys/{id}/roll.
@@ -33,13 +37,48 @@ type RollKeyRequest struct {
 
 // UpdateKeyRequest is the body of PATCH /v1/keys/{id}: the fields to
 // change, absent ones left as they are. A user may rename a key and narrow
-// its scopes; the operator may also set scopes, tier and expiry.
+// its scopes; the operator may also set scopes, tier, expiry and the key's
+// own rate limit.
 type UpdateKeyRequest struct {
 	Name   *string   `json:"name,omitempty"`
 	Scopes *[]string `json:"scopes,omitempty"`
 	Tier   *string   `json:"tier,omitempty"`
 	// ExpiresAt sets the expiry; null removes it (the key never expires).
 	ExpiresAt Expiry `json:"expires_at,omitzero"`
+	// RateLimit sets the key's own rate limit; null removes it (the key
+	// goes back to its tier's).
+	RateLimit OptionalRateLimit `json:"rate_limit,omitzero"`
+}
+
+// OptionalRateLimit is an optional rate limit that may be null: absent
+// (Set false) leaves the key's as it is, null (Set, Limit nil) goes back to
+// the tier's, an object sets it.
+type OptionalRateLimit struct {
+	Set   bool
+	Limit *keystore.RateLimit
+}
+
+// IsZero reports whether the rate limit is absent (omitted from a body).
+func (o OptionalRateLimit) IsZero() bool { return !o.Set }
+
+// MarshalJSON writes the limit, or null.
+func (o OptionalRateLimit) MarshalJSON() ([]byte, error) { return json.Marshal(o.Limit) }
+
+// UnmarshalJSON reads a limit, or null.
+func (o *OptionalRateLimit) UnmarshalJSON(b []byte) error {
+	o.Set, o.Limit = true, nil
+	if string(b) == "null" {
+		return nil
+	}
+	// Strict, as the body around it is read: an unknown field is an error.
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	var l keystore.RateLimit
+	if err := d.Decode(&l); err != nil {
+		return err
+	}
+	o.Limit = &l
+	return nil
 }
 
 // Expiry is an optional expiry that may be null: absent (Set false) leaves

@@ -190,3 +190,33 @@ func TestUpdateKeyRequestExpiry(t *testing.T) {
 		t.Error("a bad time was accepted")
 	}
 }
+
+// An update's rate_limit is absent (left as it is), null (back to the
+// tier's) or a limit, written back the same way; read strictly.
+func TestUpdateKeyRequestRateLimit(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want OptionalRateLimit
+	}{
+		{`{"name":"x"}`, OptionalRateLimit{}},
+		{`{"rate_limit":null}`, OptionalRateLimit{Set: true}},
+		{`{"rate_limit":{"rate":0.5,"burst":3}}`, OptionalRateLimit{Set: true, Limit: &keystore.RateLimit{Rate: 0.5, Burst: 3}}},
+	} {
+		var req UpdateKeyRequest
+		if err := json.Unmarshal([]byte(tc.body), &req); err != nil {
+			t.Fatalf("%s: %v", tc.body, err)
+		}
+		if diff := cmp.Diff(tc.want, req.RateLimit); diff != "" {
+			t.Errorf("%s (-want, +got):\n%s", tc.body, diff)
+		}
+		back, err := json.Marshal(req)
+		if err != nil || string(back) != tc.body {
+			t.Errorf("%s written back as %s (%v)", tc.body, back, err)
+		}
+	}
+	for _, bad := range []string{`{"rate_limit":{"rate":1,"burst":1,"extra":1}}`, `{"rate_limit":{"rate":"fast","burst":1}}`, `{"rate_limit":{"rate":1,"burst":1.5}}`, `{"rate_limit":5}`} {
+		if err := json.Unmarshal([]byte(bad), new(UpdateKeyRequest)); err == nil {
+			t.Errorf("%s was accepted", bad)
+		}
+	}
+}

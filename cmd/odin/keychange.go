@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/odin-scan/odin-authz/admin/api"
+	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
@@ -21,7 +22,7 @@ import (
 type updateKeyRequest = api.UpdateKeyRequest
 
 // UpdateKey implements keyAdmin: the operator's change (any scopes, tier,
-// expiry). A change not confirmed on every replica is returned with an
+// expiry, own rate limit). A change not confirmed on every replica is returned with an
 // *unconfirmedError.
 func (e *keysEnv) UpdateKey(ctx context.Context, id string, req updateKeyRequest) (api.Key, error) {
 	u := keystore.KeyUpdate{Name: req.Name, Scopes: req.Scopes, Tier: req.Tier}
@@ -31,6 +32,10 @@ func (e *keysEnv) UpdateKey(ctx context.Context, id string, req updateKeyRequest
 			at = *req.ExpiresAt.At
 		}
 		u.ExpiresAt = &at
+	}
+	if req.RateLimit.Set {
+		rl := req.RateLimit.Limit
+		u.RateLimit = &rl
 	}
 	k, err := e.manager.Update(ctx, cliActor, id, u)
 	return changedKey(k, err, id, "the same odin keys update command")
@@ -85,6 +90,8 @@ type keysUpdateConfig struct {
 	scopes     []string
 	expiresIn  time.Duration
 	noExpiry   bool
+	rateLimit  string
+	tierLimit  bool
 	json       bool
 }
 
@@ -98,6 +105,8 @@ func keysUpdateFlagSet(c *keysUpdateConfig) *flags {
 	f.String(&c.tier, "tier", "", "", "new subscription tier")
 	f.Duration(&c.expiresIn, "expires-in", "", 0, "new lifetime from now, e.g. 720h")
 	f.Bool(&c.noExpiry, "no-expiry", "", false, "remove the expiry: the key never expires")
+	f.String(&c.rateLimit, "rate-limit", "", "", "new "+rateLimitUsage+" (operator only)")
+	f.Bool(&c.tierLimit, "tier-rate-limit", "", false, "remove the key's own rate limit: it goes back to its tier's (operator only)")
 	f.Bool(&c.json, "json", "", false, "print the changed record as JSON")
 	return f
 }
@@ -139,8 +148,20 @@ func keysUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case c.noExpiry:
 		req.ExpiresAt = api.Expiry{Set: true}
 	}
-	if req.Name == nil && req.Scopes == nil && req.Tier == nil && !req.ExpiresAt.Set {
-		return errors.New("keys update: nothing to change: give --name, --scopes, --tier, --expires-in or --no-expiry")
+	switch {
+	case set["rate-limit"] && c.tierLimit:
+		return errors.New("keys update: --rate-limit and --tier-rate-limit: give one")
+	case set["rate-limit"]:
+		rl, err := parseRateLimit(c.rateLimit)
+		if err != nil {
+			return fmt.Errorf("keys update: %w", err)
+		}
+		req.RateLimit = api.OptionalRateLimit{Set: true, Limit: rl}
+	case c.tierLimit:
+		req.RateLimit = api.OptionalRateLimit{Set: true}
+	}
+	if req.Name == nil && req.Scopes == nil && req.Tier == nil && !req.ExpiresAt.Set && !req.RateLimit.Set {
+		return errors.New("keys update: nothing to change: give --name, --scopes, --tier, --expires-in, --no-expiry, --rate-limit or --tier-rate-limit")
 	}
 	ka, err := c.backend.open(ctx, stderr)
 	if err != nil {
@@ -152,8 +173,8 @@ func keysUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	err = printResult(stdout, c.json, k, "updated %s (%s): name %q, scopes %s, tier %s, expires %s\n",
-		k.ID, k.Hint, k.Name, orDashString(strings.Join(k.Scopes, ",")), k.Tier, orDash(k.ExpiresAt))
+	err = printResult(stdout, c.json, k, "updated %s (%s): name %q, scopes %s, tier %s, expires %s, rate limit %s\n",
+		k.ID, k.Hint, k.Name, orDashString(strings.Join(k.Scopes, ",")), k.Tier, orDash(k.ExpiresAt), rateLimitString(k.RateLimit))
 	if ue != nil {
 		return fmt.Errorf("keys update: %s is changed but %w", k.ID, ue)
 	}
@@ -215,4 +236,24 @@ func printKeyChange(w io.Writer, asJSON bool, command string, k api.Key, err err
 		return fmt.Errorf("%s: %s is changed but %w", command, k.ID, ue)
 	}
 	return err
+}
+
+// rateLimitUsage describes the --rate-limit flags.
+const rateLimitUsage = "the key's own rate limit instead of its tier's, RATE/UNIT:BURST as in --rate-limit-tiers, e.g. 10/s:20 or 600/m:50"
+
+// parseRateLimit reads a --rate-limit value.
+func parseRateLimit(spec string) (*keystore.RateLimit, error) {
+	t, err := ratelimit.ParseLimit(spec)
+	if err != nil {
+		return nil, fmt.Errorf("--rate-limit %q: %w", spec, err)
+	}
+	return &keystore.RateLimit{Rate: t.Rate, Burst: t.Burst}, nil
+}
+
+// rateLimitString shows a key's own rate limit, or "-" for its tier's.
+func rateLimitString(r *keystore.RateLimit) string {
+	if r == nil {
+		return "-"
+	}
+	return r.String()
 }

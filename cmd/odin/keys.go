@@ -18,12 +18,14 @@ import (
 
 const keysUsage = `Usage: odin keys <create|list|get|update|disable|enable|roll|revoke> [flags]
 
-  create --name N [--scopes a,b] [--tier T] --owner ID [--expires-in DUR] [--json]
+  create --name N [--scopes a,b] [--tier T] --owner ID [--expires-in DUR]
+         [--rate-limit RATE/UNIT:BURST] [--json]
          prints the new key alone on stdout (it is shown once, never again)
   list   [--owner ID|me|org] [--revoked all|yes|no] [--limit N] [--cursor C] [--json]
   get    <id> [--json]
          the key by hint (never the key itself) and its checks per hour, last 7 days
-  update <id> [--name N] [--scopes a,b] [--tier T] [--expires-in DUR|--no-expiry] [--json]
+  update <id> [--name N] [--scopes a,b] [--tier T] [--expires-in DUR|--no-expiry]
+         [--rate-limit RATE/UNIT:BURST|--tier-rate-limit] [--json]
          changes what is given; in force on every replica when it returns
   disable <id> [--json]
          the key is refused (401, "API key is disabled") until enabled again
@@ -216,7 +218,7 @@ func notFound(err error, id string) error {
 
 // CreateKey implements keyAdmin.
 func (e *keysEnv) CreateKey(ctx context.Context, req createKeyRequest) (createdKeyRecord, error) {
-	n := keystore.NewKey{Name: req.Name, Scopes: req.Scopes, Tier: req.Tier, UserID: req.UserID, OrgID: req.OrgID}
+	n := keystore.NewKey{Name: req.Name, Scopes: req.Scopes, Tier: req.Tier, UserID: req.UserID, OrgID: req.OrgID, RateLimit: req.RateLimit}
 	if req.ExpiresAt != nil {
 		n.ExpiresAt = *req.ExpiresAt
 	}
@@ -332,6 +334,7 @@ type keysCreateConfig struct {
 	name, tier, owner, org string
 	scopes                 []string
 	expiresIn              time.Duration
+	rateLimit              string
 	json                   bool
 }
 
@@ -346,6 +349,7 @@ func keysCreateFlagSet(c *keysCreateConfig) *flags {
 	f.String(&c.owner, "owner", "", "", "owning user id (user_...) or organisation id (org_...) (required, except over the admin API with a session token: you)")
 	f.String(&c.org, "org", "", "", "organisation the key belongs to, when --owner is a user")
 	f.Duration(&c.expiresIn, "expires-in", "", 0, "lifetime, e.g. 720h; 0: never expires (under a maximum key lifetime: the maximum)")
+	f.String(&c.rateLimit, "rate-limit", "", "", rateLimitUsage+" (operator only)")
 	f.Bool(&c.json, "json", "", false, "print the record with the key as JSON")
 	return f
 }
@@ -367,6 +371,11 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	req.UserID, req.OrgID = ownerIDs(owner, org)
 	if expiresIn > 0 {
 		req.ExpiresAt = ptr(time.Now().Add(expiresIn).UTC())
+	}
+	if c.rateLimit != "" {
+		if req.RateLimit, err = parseRateLimit(c.rateLimit); err != nil {
+			return fmt.Errorf("keys create: %w", err)
+		}
 	}
 	ka, err := bf.open(ctx, stderr)
 	if err != nil {
@@ -450,15 +459,15 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return writeJSON(stdout, page)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tHINT\tOWNER\tSCOPES\tTIER\tCREATED\tEXPIRES\tLAST USED\tCHECKS 24H\tCHECKS 30D\tSTATE")
+	fmt.Fprintln(tw, "ID\tNAME\tHINT\tOWNER\tSCOPES\tTIER\tRATE LIMIT\tCREATED\tEXPIRES\tLAST USED\tCHECKS 24H\tCHECKS 30D\tSTATE")
 	now := time.Now()
 	for _, k := range page.Keys {
 		var t keystore.UsageTotals
 		if k.UsageTotals != nil {
 			t = *k.UsageTotals
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", k.ID, k.Name, k.Hint, k.Owner(),
-			strings.Join(k.Scopes, ","), k.Tier, k.CreatedAt.Format(time.RFC3339), orDash(k.ExpiresAt), orDash(k.LastUsedAt),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", k.ID, k.Name, k.Hint, k.Owner(),
+			strings.Join(k.Scopes, ","), k.Tier, rateLimitString(k.RateLimit), k.CreatedAt.Format(time.RFC3339), orDash(k.ExpiresAt), orDash(k.LastUsedAt),
 			t.Last24h, t.Last30d, keyState(k, now))
 	}
 	if err := tw.Flush(); err != nil {
@@ -541,7 +550,8 @@ func printKey(w io.Writer, k keyRecord, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, row := range [][2]string{
 		{"id", k.ID}, {"name", k.Name}, {"hint", k.Hint}, {"user", orDashString(k.UserID)}, {"org", orDashString(k.OrgID)},
-		{"scopes", orDashString(strings.Join(k.Scopes, ","))}, {"tier", k.Tier}, {"state", keyState(k.Key, now)},
+		{"scopes", orDashString(strings.Join(k.Scopes, ","))}, {"tier", k.Tier}, {"rate limit", rateLimitString(k.RateLimit)},
+		{"state", keyState(k.Key, now)},
 		{"created", k.CreatedAt.Format(time.RFC3339)}, {"expires", orDash(k.ExpiresAt)}, {"revoked", orDash(k.RevokedAt)},
 		{"disabled", orDash(k.DisabledAt)},
 		{"last used", orDash(k.LastUsedAt)}, {"checks, 24 hours", usageTotal(k.UsageTotals, false)},

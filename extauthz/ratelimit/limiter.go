@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -105,6 +106,12 @@ type Limiter struct {
 	errLog    lograte.Limiter
 	// reported is set once an outage was logged, so its end is logged too.
 	reported atomic.Bool
+
+	// own holds the prepared limits of limit keys' own rates and bursts
+	// (AllowOwn), one per distinct limit, so that a check prepares
+	// nothing; it is emptied when it reaches maxOwnLimits.
+	ownMu sync.RWMutex
+	own   map[Tier]*limits
 }
 
 // New builds a Limiter. client may be nil: then every replica enforces each
@@ -146,6 +153,7 @@ func New(client redis.UniversalClient, opts Options, logger *slog.Logger, reg pr
 		client: client,
 		opts:   opts,
 		tiers:  make(map[string]*limits, len(tiers)),
+		own:    map[Tier]*limits{},
 		keys:   newKeyTable(opts.MaxKeys),
 		log:    logger,
 		errLog: lograte.Limiter{Every: 10 * time.Second},
@@ -174,6 +182,38 @@ func (l *Limiter) Limits(tier string) (name string, t Tier, batch int) {
 	return lim.name, Tier{Rate: 1e6 / float64(lim.intervalUS), Burst: lim.burst}, lim.batch
 }
 
+// maxOwnLimits bounds Limiter.own: far more distinct limits than keys
+// are likely to be given.
+const maxOwnLimits = 10_000
+
+// ownLimits returns the prepared limits of t, preparing them the first
+// time; an invalid t (the key store validates limits, so it cannot
+// happen) gets the default tier's.
+func (l *Limiter) ownLimits(t Tier) *limits {
+	l.ownMu.RLock()
+	lim := l.own[t]
+	l.ownMu.RUnlock()
+	if lim != nil {
+		return lim
+	}
+	if t.Validate() != nil {
+		return l.fallback
+	}
+	l.ownMu.Lock()
+	defer l.ownMu.Unlock()
+	if lim = l.own[t]; lim == nil {
+		if len(l.own) >= maxOwnLimits {
+			clear(l.own)
+		}
+		lim = newLimits(OwnLimit, t, l.opts.LeaseFraction, l.opts.LeaseTTL)
+		l.own[t] = lim
+	}
+	return lim
+}
+
+// OwnLimit is the name Limits gives a limit key's own limit (AllowOwn).
+const OwnLimit = "own"
+
 func (l *Limiter) limitsFor(tier string) *limits {
 	if lim, ok := l.tiers[tier]; ok {
 		return lim
@@ -200,6 +240,35 @@ func (l *Limiter) Allow(ctx context.Context, key, tier string, now time.Time) Re
 		b.count(r, pathLocal)
 		return r
 	}
+	return l.shared(ctx, b, key, lim, t)
+}
+
+// AllowOwn decides one request of key under its own limit own rather
+// than a tier's: an API key an operator gave its own rate and burst. It
+// is Allow in every other way (the lease, the Redis outage, the Result:
+// its Limit is own.Burst). The key should name the limit as well as the
+// caller (the API key's id with own.String()), so that a changed limit
+// starts from a bucket of its own instead of inheriting the state of the
+// old one: that is what extauthz does.
+func (l *Limiter) AllowOwn(ctx context.Context, key string, own Tier, now time.Time) Result {
+	lim := l.ownLimits(own)
+	t := now.UnixNano()
+	b := l.keys.get(key, t)
+	if r, ok := l.fromLease(b, lim, t); ok {
+		b.count(r, pathLease)
+		return r
+	}
+	if l.client == nil {
+		r := b.takeLocal(lim, t)
+		b.count(r, pathLocal)
+		return r
+	}
+	return l.shared(ctx, b, key, lim, t)
+}
+
+// shared answers a request the lease in hand cannot, with Redis: degraded
+// while it is down, else from a new lease.
+func (l *Limiter) shared(ctx context.Context, b *bucket, key string, lim *limits, t int64) Result {
 	if !l.redisUp(t) {
 		return l.degraded(b, lim, t)
 	}

@@ -466,3 +466,31 @@ func TestLeasesShareRoundTrips(t *testing.T) {
 		})
 	}
 }
+
+// AllowOwn applies the given limit instead of a tier's: its burst is the
+// Limit, and the same limit is prepared once.
+func TestAllowOwn(t *testing.T) {
+	l, err := New(nil, Options{}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	own := Tier{Rate: 0.001, Burst: 3}
+	for i := range 3 {
+		if r := l.AllowOwn(t.Context(), "key_1#own", own, now); !r.Allowed || r.Limit != 3 {
+			t.Fatalf("request %d: %+v", i+1, r)
+		}
+	}
+	if r := l.AllowOwn(t.Context(), "key_1#own", own, now); r.Allowed || r.Limit != 3 || r.RetryAfter <= 0 {
+		t.Errorf("fourth request: %+v, want refused", r)
+	}
+	if l.ownLimits(own) != l.ownLimits(Tier{Rate: 0.001, Burst: 3}) {
+		t.Error("the same limit prepared twice")
+	}
+	if got := l.ownLimits(Tier{Rate: -1, Burst: 3}); got != l.fallback {
+		t.Error("an invalid limit does not get the default tier's")
+	}
+	if a := testing.AllocsPerRun(100, func() { l.AllowOwn(t.Context(), "key_2#own", Tier{Rate: 1e5, Burst: 1e5}, now) }); a != 0 {
+		t.Errorf("AllowOwn allocates %v times per call", a)
+	}
+}

@@ -89,6 +89,13 @@ func ParseTiers(s string) (map[string]Tier, error) {
 	return tiers, nil
 }
 
+// ParseLimit reads one limit as ParseTiers writes a tier's: RATE/UNIT:BURST,
+// for example 10/s:20 or 600/m:50 (an API key's own limit, on the command
+// line). It is validated.
+func ParseLimit(spec string) (Tier, error) {
+	return parseTier(strings.TrimSpace(spec))
+}
+
 func parseTier(spec string) (Tier, error) {
 	rate, burst, ok := strings.Cut(spec, ":")
 	if !ok {

@@ -102,3 +102,15 @@ func TestNewOptions(t *testing.T) {
 		}
 	}
 }
+
+// ParseLimit reads one limit as a tier list writes it, validated.
+func TestParseLimit(t *testing.T) {
+	if got, err := ParseLimit(" 600/m:50 "); err != nil || got != (Tier{Rate: 10, Burst: 50}) {
+		t.Errorf("ParseLimit(600/m:50) = %+v, %v", got, err)
+	}
+	for _, bad := range []string{"", "10", "10/s", "0/s:1", "10/s:0", "10/d:1", "1e9/s:1"} {
+		if _, err := ParseLimit(bad); err == nil {
+			t.Errorf("ParseLimit(%q) accepted", bad)
+		}
+	}
+}

@@ -143,16 +143,18 @@ func (s *Store) Migrate(ctx context.Context, logger *slog.Logger) error {
 	return nil
 }
 
-const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by, disabled_at`
+const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by, disabled_at, rate_limit_rate, rate_limit_burst`
 
 func scanKey(row pgx.Row) (*keystore.Key, error) {
 	var (
 		k                                    keystore.Key
 		hash                                 []byte
 		expires, revoked, lastUsed, disabled pgtype.Timestamptz
+		rlRate                               *float64
+		rlBurst                              *int32
 	)
 	err := row.Scan(&k.ID, &k.UserID, &k.OrgID, &k.Name, &hash, &k.Hint, &k.Scopes, &k.Tier,
-		&k.CreatedAt, &expires, &revoked, &lastUsed, &k.ReplacedBy, &disabled)
+		&k.CreatedAt, &expires, &revoked, &lastUsed, &k.ReplacedBy, &disabled, &rlRate, &rlBurst)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, keystore.ErrNotFound
 	}
@@ -165,6 +167,9 @@ func scanKey(row pgx.Row) (*keystore.Key, error) {
 	copy(k.Hash[:], hash)
 	k.ExpiresAt, k.RevokedAt, k.LastUsedAt, k.DisabledAt = tsValue(expires), tsValue(revoked), tsValue(lastUsed), tsValue(disabled)
 	k.CreatedAt = k.CreatedAt.UTC()
+	if rlRate != nil && rlBurst != nil {
+		k.RateLimit = &keystore.RateLimit{Rate: *rlRate, Burst: int(*rlBurst)}
+	}
 	if k.Scopes == nil {
 		k.Scopes = []string{}
 	}
@@ -264,10 +269,10 @@ func insertKey(ctx context.Context, tx pgx.Tx, n keystore.NewKey, h keystore.Has
 		return nil, err
 	}
 	return scanKey(tx.QueryRow(ctx, `
-		INSERT INTO api_keys (id, user_id, org_id, name, key_hash, hint, scopes, tier, expires_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		INSERT INTO api_keys (id, user_id, org_id, name, key_hash, hint, scopes, tier, expires_at, rate_limit_rate, rate_limit_burst)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 		RETURNING `+keyColumns,
-		id, n.UserID, n.OrgID, n.Name, h[:], hint, n.Scopes, n.Tier, tsArg(n.ExpiresAt)))
+		id, n.UserID, n.OrgID, n.Name, h[:], hint, n.Scopes, n.Tier, tsArg(n.ExpiresAt), rateArg(n.RateLimit), burstArg(n.RateLimit)))
 }
 
 // UpdateKey implements keystore.Store: the row lock (FOR UPDATE)
@@ -310,8 +315,10 @@ func (t keyTx) SetState(ctx context.Context, st keystore.KeyState) (*keystore.Ke
 		scopes = []string{}
 	}
 	return scanKey(t.tx.QueryRow(ctx, `
-		UPDATE api_keys SET name = $2, scopes = $3, tier = $4, expires_at = $5, disabled_at = $6
-		WHERE id = $1 RETURNING `+keyColumns, t.id, st.Name, scopes, st.Tier, tsArg(st.ExpiresAt), tsArg(st.DisabledAt)))
+		UPDATE api_keys SET name = $2, scopes = $3, tier = $4, expires_at = $5, disabled_at = $6,
+			rate_limit_rate = $7, rate_limit_burst = $8
+		WHERE id = $1 RETURNING `+keyColumns, t.id, st.Name, scopes, st.Tier, tsArg(st.ExpiresAt), tsArg(st.DisabledAt),
+		rateArg(st.RateLimit), burstArg(st.RateLimit)))
 }
 
 func (t keyTx) AppendAudit(ctx context.Context, ev *keystore.AuditEvent, target, owner string) error {
@@ -460,4 +467,21 @@ func decodeCursor(c string) (time.Time, string, error) {
 		return time.Time{}, "", bad
 	}
 	return at, id, nil
+}
+
+// rateArg and burstArg are a key's own rate limit as column values (NULL:
+// its tier's).
+func rateArg(r *keystore.RateLimit) *float64 {
+	if r == nil {
+		return nil
+	}
+	return &r.Rate
+}
+
+func burstArg(r *keystore.RateLimit) *int32 {
+	if r == nil {
+		return nil
+	}
+	b := int32(r.Burst) // validated: at most keystore.MaxRateLimitBurst
+	return &b
 }

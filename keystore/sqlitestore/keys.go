@@ -15,7 +15,7 @@ import (
 	"github.com/odin-scan/odin-authz/keystore/internal/keysql"
 )
 
-const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by, disabled_at`
+const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by, disabled_at, rate_limit_rate, rate_limit_burst`
 
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
@@ -28,9 +28,11 @@ func scanKey(row scanner) (*keystore.Key, error) {
 		created                    int64
 		expires, revoked, lastUsed sql.NullInt64
 		disabled                   sql.NullInt64
+		rlRate                     sql.NullFloat64
+		rlBurst                    sql.NullInt64
 	)
 	err := row.Scan(&k.ID, &k.UserID, &k.OrgID, &k.Name, &hash, &k.Hint, &scopes, &k.Tier,
-		&created, &expires, &revoked, &lastUsed, &k.ReplacedBy, &disabled)
+		&created, &expires, &revoked, &lastUsed, &k.ReplacedBy, &disabled, &rlRate, &rlBurst)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, keystore.ErrNotFound
 	}
@@ -50,6 +52,9 @@ func scanKey(row scanner) (*keystore.Key, error) {
 	k.CreatedAt = fromMicros(created)
 	k.ExpiresAt, k.RevokedAt, k.LastUsedAt = fromNullMicros(expires), fromNullMicros(revoked), fromNullMicros(lastUsed)
 	k.DisabledAt = fromNullMicros(disabled)
+	if rlRate.Valid && rlBurst.Valid {
+		k.RateLimit = &keystore.RateLimit{Rate: rlRate.Float64, Burst: int(rlBurst.Int64)}
+	}
 	return &k, nil
 }
 
@@ -140,10 +145,11 @@ func insertKey(ctx context.Context, tx *sql.Tx, n keystore.NewKey, h keystore.Ha
 		scopes = []byte("[]")
 	}
 	return scanKey(tx.QueryRowContext(ctx, `
-		INSERT INTO api_keys (id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		INSERT INTO api_keys (id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, rate_limit_rate, rate_limit_burst)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		RETURNING `+keyColumns,
-		id, n.UserID, n.OrgID, n.Name, h[:], hint, string(scopes), n.Tier, micros(timestamp()), nullMicros(n.ExpiresAt)))
+		id, n.UserID, n.OrgID, n.Name, h[:], hint, string(scopes), n.Tier, micros(timestamp()), nullMicros(n.ExpiresAt),
+		rateArg(n.RateLimit), burstArg(n.RateLimit)))
 }
 
 // UpdateKey implements keystore.Store: the write transaction (BEGIN
@@ -189,8 +195,10 @@ func (t keyTx) SetState(ctx context.Context, st keystore.KeyState) (*keystore.Ke
 		scopes = []byte("[]")
 	}
 	return scanKey(t.tx.QueryRowContext(ctx, `
-		UPDATE api_keys SET name = ?, scopes = ?, tier = ?, expires_at = ?, disabled_at = ?
-		WHERE id = ? RETURNING `+keyColumns, st.Name, string(scopes), st.Tier, nullMicros(st.ExpiresAt), nullMicros(st.DisabledAt), t.id))
+		UPDATE api_keys SET name = ?, scopes = ?, tier = ?, expires_at = ?, disabled_at = ?,
+			rate_limit_rate = ?, rate_limit_burst = ?
+		WHERE id = ? RETURNING `+keyColumns, st.Name, string(scopes), st.Tier, nullMicros(st.ExpiresAt), nullMicros(st.DisabledAt),
+		rateArg(st.RateLimit), burstArg(st.RateLimit), t.id))
 }
 
 func (t keyTx) AppendAudit(ctx context.Context, ev *keystore.AuditEvent, target, owner string) error {
@@ -343,4 +351,20 @@ func decodeCursor(c string) (int64, string, error) {
 		return 0, "", bad
 	}
 	return at, id, nil
+}
+
+// rateArg and burstArg are a key's own rate limit as column values (NULL:
+// its tier's).
+func rateArg(r *keystore.RateLimit) sql.NullFloat64 {
+	if r == nil {
+		return sql.NullFloat64{}
+	}
+	return sql.NullFloat64{Float64: r.Rate, Valid: true}
+}
+
+func burstArg(r *keystore.RateLimit) sql.NullInt64 {
+	if r == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: int64(r.Burst), Valid: true}
 }

@@ -176,3 +176,98 @@ func testDisable(t *testing.T, s keystore.Store) {
 		t.Errorf("disable a missing key: %v, want ErrNotFound", err)
 	}
 }
+
+// testRateLimit gives a key its own rate limit at creation, changes it
+// and takes it away: each stored and read back exactly (by hash, by id, in
+// a list), each change in a key.updated event, a rolled key keeping it,
+// and bad limits refused.
+func testRateLimit(t *testing.T, s keystore.Store) {
+	ctx := context.Background()
+	own := &keystore.RateLimit{Rate: 0.5, Burst: 3}
+	p, k := create(t, s, keystore.NewKey{UserID: "user_1", Name: "limited", Tier: "pro", RateLimit: own})
+	if !own.Equal(k.RateLimit) {
+		t.Fatalf("created key's rate limit: %+v, want %+v", k.RateLimit, own)
+	}
+	_, plain := create(t, s, keystore.NewKey{UserID: "user_1", Name: "tier"})
+	if plain.RateLimit != nil {
+		t.Errorf("a key created without a rate limit has %+v", plain.RateLimit)
+	}
+	check := func(what string, want *keystore.RateLimit) {
+		t.Helper()
+		byHash, err := s.KeyByHash(ctx, keystore.HashKey(p))
+		if err != nil || !want.Equal(byHash.RateLimit) {
+			t.Errorf("%s: by hash %+v, %v; want %+v", what, byHash, err, want)
+		}
+		byID, err := s.Key(ctx, k.ID)
+		if err != nil || !want.Equal(byID.RateLimit) {
+			t.Errorf("%s: by id %+v, %v; want %+v", what, byID, err, want)
+		}
+		keys, _, err := s.ListKeys(ctx, keystore.ListKeysOptions{UserID: "user_1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range keys {
+			if l.ID == k.ID && !want.Equal(l.RateLimit) {
+				t.Errorf("%s: listed %+v, want %+v", what, l.RateLimit, want)
+			}
+		}
+	}
+	check("created", own)
+	by := keystore.Actor{ID: "operator"}
+	for _, bad := range []keystore.RateLimit{{Rate: 0, Burst: 1}, {Rate: -1, Burst: 1}, {Rate: 1, Burst: 0}, {Rate: 1e6, Burst: 1}, {Rate: 1, Burst: 2e9}} {
+		bad := &bad
+		if got, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{RateLimit: &bad}, time.Now(), by); !errors.Is(err, keystore.ErrInvalid) || got != nil {
+			t.Errorf("rate limit %+v: %+v, %v; want ErrInvalid", *bad, got, err)
+		}
+		hk, _ := keystore.GenerateKey()
+		if _, err := s.CreateKey(ctx, keystore.NewKey{UserID: "user_1", Name: "bad", RateLimit: bad}, keystore.HashKey(hk), keystore.KeyHint(hk), nil); !errors.Is(err, keystore.ErrInvalid) {
+			t.Errorf("create with rate limit %+v: %v; want ErrInvalid", *bad, err)
+		}
+	}
+	check("after the refusals", own)
+	changed := &keystore.RateLimit{Rate: 1000, Burst: 50}
+	if got, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{RateLimit: &changed}, time.Now(), by); err != nil || !changed.Equal(got.RateLimit) {
+		t.Fatalf("change the rate limit: %+v, %v", got, err)
+	}
+	check("changed", changed)
+	var tier *keystore.RateLimit
+	if got, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{RateLimit: &tier}, time.Now(), by); err != nil || got.RateLimit != nil || got.Tier != "pro" {
+		t.Fatalf("back to the tier: %+v, %v", got, err)
+	}
+	check("back to the tier", nil)
+	if _, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{RateLimit: &tier}, time.Now(), by); err != nil {
+		t.Fatal(err)
+	}
+	events, _, err := s.ListAudit(ctx, keystore.AuditFilter{Action: keystore.ActionKeyUpdated, Target: k.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []any
+	for i := len(events) - 1; i >= 0; i-- { // oldest first
+		raw, _ := json.Marshal(events[i].Details["changes"])
+		var c map[string]any
+		if err := json.Unmarshal(raw, &c); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, c)
+	}
+	limit := func(rate float64, burst int) map[string]any {
+		return map[string]any{"rate": rate, "burst": float64(burst)}
+	}
+	want := []any{
+		map[string]any{"rate_limit": map[string]any{"from": limit(0.5, 3), "to": limit(1000, 50)}},
+		map[string]any{"rate_limit": map[string]any{"from": limit(1000, 50), "to": nil}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("key.updated changes (-want, +got):\n%s", diff)
+	}
+	// A rolled key keeps its own limit.
+	if _, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{RateLimit: &own}, time.Now(), by); err != nil {
+		t.Fatal(err)
+	}
+	np, _ := keystore.GenerateKey()
+	_, rolled, err := keystore.RollKey(ctx, s, k.ID, keystore.HashKey(np), keystore.KeyHint(np), time.Now().Add(time.Hour), nil)
+	if err != nil || !own.Equal(rolled.RateLimit) {
+		t.Errorf("rolled key: %+v, %v; want rate limit %+v", rolled, err, own)
+	}
+}

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"ModifyKey", testModifyKey},
 		{"ModifyKeyRefuses", testModifyKeyRefuses},
 		{"Disable", testDisable},
+		{"RateLimit", testRateLimit},
 		{"KeyHashes", testKeyHashes},
 		{"ListKeysPaginationAndFilters", testListKeys},
 		{"ListKeysBadCursor", testListKeysBadCursor},
