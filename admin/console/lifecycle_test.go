@@ -41,6 +41,11 @@ func TestKeyChanges(t *testing.T) {
 	if k.Name != "new name" || !slices.Equal(k.Scopes, []string{"scans:read"}) {
 		t.Fatalf("the store has %q %v", k.Name, k.Scopes)
 	}
+	// The key's rate limit: the tier's, then its own once the operator
+	// sets one.
+	u.want(u.get("/console/keys/"+id), http.StatusOK, `<dd id="rate-limit">the tier's</dd>`)
+	e.MustStatus(e.Do("PATCH", "/v1/keys/"+id, admintest.OperatorToken, map[string]any{"rate_limit": map[string]any{"rate": 10, "burst": 20}}), http.StatusOK)
+	u.want(u.get("/console/keys/"+id), http.StatusOK, `<dd id="rate-limit">10/s:20, the key's own`)
 	// A user cannot widen: the API's 403, the form as sent.
 	p = u.post("/console/keys/"+id+"/edit", url.Values{"name": {"new name"}, "scope": {"scans:read", "scans:write"}})
 	u.want(p, http.StatusForbidden, `id="action-error"`)
