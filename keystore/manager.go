@@ -221,9 +221,11 @@ func (m *Manager) Issue(ctx context.Context, by Actor, n NewKey, plaintext strin
 	if err := m.opts.MaxKeyLifetime.apply(&n, now); err != nil {
 		return nil, err
 	}
-	k, err := m.store.CreateKey(ctx, n, h, KeyHint(plaintext), by.event(ActionKeyCreated, map[string]any{
-		"name": n.Name, "hint": KeyHint(plaintext), "scopes": n.Scopes, "tier": n.Tier,
-	}))
+	detail := map[string]any{"name": n.Name, "hint": KeyHint(plaintext), "scopes": n.Scopes, "tier": n.Tier}
+	if len(n.AllowedCIDRs) > 0 {
+		detail["allowed_cidrs"] = CIDRStrings(n.AllowedCIDRs)
+	}
+	k, err := m.store.CreateKey(ctx, n, h, KeyHint(plaintext), by.event(ActionKeyCreated, detail))
 	if err != nil {
 		return nil, err
 	}
@@ -420,7 +422,7 @@ func RollKeyWithin(ctx context.Context, s Store, id string, h Hash, hint string,
 			return &AlreadyRolledError{Successor: cur.ReplacedBy}
 		}
 		n := NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt,
-			RateLimit: cur.RateLimit}
+			RateLimit: cur.RateLimit, AllowedCIDRs: cur.AllowedCIDRs}
 		n.ExpiresAt = limits.For(cur.OrgID).clamp(n.ExpiresAt, time.Now())
 		var err error
 		if rolled, err = tx.InsertKey(ctx, n, h, hint); err != nil {
