@@ -13,6 +13,11 @@ import (
 // when only narrowing was allowed (KeyUpdate.NarrowScopesOnly).
 var ErrWider = errors.New("change widens the key")
 
+// ErrWiderNetworks is the ErrWider of an allowlist that allows an address
+// the key's current one does not, when only narrowing it was allowed
+// (KeyUpdate.NarrowCIDRsOnly).
+var ErrWiderNetworks = fmt.Errorf("%w: allowed_cidrs", ErrWider)
+
 // KeyUpdate is a change of a key's name, scopes, tier, expiry, own rate
 // limit or network allowlist. Nil fields are left as they are.
 type KeyUpdate struct {
@@ -33,6 +38,11 @@ type KeyUpdate struct {
 	// change's transaction, so a concurrent change cannot be undone by one
 	// that read the key before it.
 	NarrowScopesOnly bool
+	// NarrowCIDRsOnly refuses an allowlist that allows an address the
+	// key's current one does not (CoversCIDRs; ErrWiderNetworks): the
+	// change of a session without the step-up verification a widening
+	// needs. Checked in the change's transaction, as NarrowScopesOnly is.
+	NarrowCIDRsOnly bool
 	// Lifetimes is the maximum key lifetime policy: an expiry change that
 	// lets the key live longer than its maximum from its creation is
 	// ErrInvalid (bringing the expiry forward is always allowed). Update
@@ -85,10 +95,11 @@ func (m *Manager) Enable(ctx context.Context, by Actor, id string) (*Key, error)
 // whose "changes" detail holds each changed field's "from" and "to". A
 // revoked or expired key is refused (ErrConflict); invalid values are
 // ErrInvalid (an expiry must be in the future); with NarrowScopesOnly,
-// scopes not all among the current ones are ErrWider. A change that
-// changes nothing writes nothing. Update is ModifyKey with the change
-// propagated; the conformance suite (storetest) runs ModifyKey on each
-// store.
+// scopes not all among the current ones are ErrWider, and with
+// NarrowCIDRsOnly an allowlist wider than the current one is
+// ErrWiderNetworks. A change that changes nothing writes nothing. Update
+// is ModifyKey with the change propagated; the conformance suite
+// (storetest) runs ModifyKey on each store.
 func ModifyKey(ctx context.Context, s Store, id string, u KeyUpdate, now time.Time, by Actor) (*Key, error) {
 	var k *Key
 	err := s.UpdateKey(ctx, id, func(ctx context.Context, tx KeyTx, cur *Key) error {
@@ -140,6 +151,9 @@ func ModifyKey(ctx context.Context, s Store, id string, u KeyUpdate, now time.Ti
 				return err
 			}
 			if !slices.Equal(cidrs, cur.AllowedCIDRs) {
+				if u.NarrowCIDRsOnly && !CoversCIDRs(cur.AllowedCIDRs, cidrs) {
+					return fmt.Errorf("%w: the new allowlist allows addresses the current one does not", ErrWiderNetworks)
+				}
 				changes["allowed_cidrs"] = fromTo(cidrsOrNil(cur.AllowedCIDRs), cidrsOrNil(cidrs))
 				st.AllowedCIDRs = cidrs
 			}
