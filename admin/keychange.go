@@ -11,12 +11,15 @@ import (
 	"github.com/odin-scan/odin-authz/keystore"
 )
 
-// updateKey is PATCH /v1/keys/{id}: a user renames a key they manage and
-// narrows its scopes (to some of its current ones); the operator may also
-// set its scopes, tier, expiry and own rate limit (null: back to the
-// tier's). Like a revoke, it answers 200 only once
-// every replica enforces the change; when that cannot be confirmed, 503
-// with the change stored, and the same request propagates it again.
+// updateKey is PATCH /v1/keys/{id}: a user renames a key they manage,
+// narrows its scopes (to some of its current ones) and sets its network
+// allowlist; the operator may also set its scopes, tier, expiry and own
+// rate limit (null: back to the tier's). A session's change that widens
+// the allowlist is sensitive, as enabling a key is: under --admin-reverify
+// it needs a recent factor, judged in the change's transaction against the
+// allowlist it replaces. Like a revoke, it answers 200 only once every
+// replica enforces the change; when that cannot be confirmed, 503 with the
+// change stored, and the same request propagates it again.
 func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c *caller) error {
 	var req api.UpdateKeyRequest
 	if err := decode(r, &req); err != nil {
@@ -37,8 +40,15 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c *caller) er
 		rl := req.RateLimit.Limit // nil: back to the tier's
 		u.RateLimit = &rl
 	}
-	if u.Name == nil && u.Scopes == nil && u.Tier == nil && u.ExpiresAt == nil && u.RateLimit == nil {
-		return errInvalid("", "nothing to change: give name, scopes, tier, expires_at or rate_limit")
+	if req.AllowedCIDRs.Set {
+		cidrs, err := keystore.ParseCIDRs(req.AllowedCIDRs.CIDRs) // nil for none: any network
+		if err != nil {
+			return fieldError(err)
+		}
+		u.AllowedCIDRs = &cidrs
+	}
+	if u.Name == nil && u.Scopes == nil && u.Tier == nil && u.ExpiresAt == nil && u.RateLimit == nil && u.AllowedCIDRs == nil {
+		return errInvalid("", "nothing to change: give name, scopes, tier, expires_at, rate_limit or allowed_cidrs")
 	}
 	if u.Scopes != nil {
 		for _, sc := range *u.Scopes {
@@ -62,7 +72,17 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c *caller) er
 		}
 		u.NarrowScopesOnly = true
 	}
+	// Without a recent enough factor (and only then: the operator, and any
+	// session when --admin-reverify is off, pass), the allowlist may only
+	// be narrowed; the store checks it against the allowlist it replaces.
+	reverify := s.requireReverification(c, time.Now())
+	if u.AllowedCIDRs != nil && reverify != nil {
+		u.NarrowCIDRsOnly = true
+	}
 	k, err = s.opts.Manager.Update(r.Context(), c.actor(), k.ID, u)
+	if reverify != nil && errors.Is(err, keystore.ErrWiderNetworks) {
+		return reverify
+	}
 	if np, ok := asNotPropagated(err); ok {
 		return s.writeNotPropagated(w, unconfirmedKeyUpdate, np, "Key updated, but not every replica confirmed it: the key may be accepted as it was until denied_by; repeat the request to propagate it again",
 			http.MethodPatch+" /v1/keys/"+k.ID, view(k))

@@ -38,6 +38,13 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c *caller) er
 			return errInvalid("scopes", "unknown scope "+strconv.Quote(sc))
 		}
 	}
+	if req.AllowedCIDRs != nil {
+		cidrs, err := keystore.ParseCIDRs(req.AllowedCIDRs)
+		if err != nil {
+			return fieldError(err)
+		}
+		n.AllowedCIDRs = cidrs
+	}
 	switch {
 	case c.operator:
 		if req.UserID == "" && req.OrgID == "" {

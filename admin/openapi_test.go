@@ -356,6 +356,7 @@ func TestOpenAPIContract(t *testing.T) {
 	t.Run("keys", func(t *testing.T) { contractKeys(t, e, c) })
 	t.Run("key changes", func(t *testing.T) { contractKeyChanges(t, e, c) })
 	t.Run("key rate limits", func(t *testing.T) { contractKeyRateLimits(t, e, c) })
+	t.Run("key networks", func(t *testing.T) { contractKeyNetworks(t, e, c) })
 	t.Run("sessions", func(t *testing.T) { contractSessions(t, e, c) })
 	t.Run("webhook", func(t *testing.T) { contractWebhook(t, c) })
 	t.Run("secret scanning", func(t *testing.T) { contractSecretScanning(t, e, client) })
@@ -598,7 +599,8 @@ func contractKeyActions(t *testing.T, e *env, c contractClient, who callers, ids
 
 // contractReverification: with --admin-reverify, a session without a
 // recent second factor gets the 403 of ReverificationError on create, roll
-// and enable; a fresh one and the operator are served.
+// and enable, and on a change that widens a key's network allowlist; a
+// fresh one and the operator are served.
 func contractReverification(t *testing.T, e *env, client func(string) contractClient) {
 	cfg := e.Config
 	rv, err := jwtauth.ParseReverification("strict")
@@ -608,9 +610,11 @@ func contractReverification(t *testing.T, e *env, client func(string) contractCl
 	cfg.Reverify = &rv
 	c := client(startService(t, cfg))
 	fresh, stale := fvaToken(t, e, "user_rv", []int{0, 1}), fvaToken(t, e, "user_rv", []int{0, 60})
-	body := map[string]any{"name": "rv", "scopes": []string{"scans:read"}}
+	body := map[string]any{"name": "rv", "scopes": []string{"scans:read"}, "allowed_cidrs": []string{"203.0.113.0/24"}}
 	id := c.do(t, call{method: "POST", path: keysPath, bearer: fresh, body: body, status: 201}).Str("id")
+	c.do(t, call{method: "PATCH", path: keysPath + "/" + id, bearer: stale, body: map[string]any{"allowed_cidrs": []string{"203.0.113.0/25"}}, status: 200})
 	for _, r := range []admintest.Response{
+		c.do(t, call{method: "PATCH", path: keysPath + "/" + id, bearer: stale, body: map[string]any{"allowed_cidrs": nil}, status: 403}),
 		c.do(t, call{method: "POST", path: keysPath, bearer: stale, body: body, status: 403}),
 		c.do(t, call{method: "POST", path: keysPath + "/" + id + "/roll", bearer: stale, status: 403}),
 		c.do(t, call{method: "POST", path: keysPath + "/" + id + "/enable", bearer: stale, status: 403}),
@@ -822,6 +826,11 @@ func TestOpenAPICatchesDrift(t *testing.T) {
 	}{
 		{"a good key", "GET", "/v1/keys/key_1", "", 200, ok, `{` + key + `}`, false, false},
 		{"a good created key", "POST", "/v1/keys", `{"name":"CI","scopes":[],"user_id":"u"}`, 201, ok, `{` + plan + `,` + key + `}`, false, false},
+		{"a key with a network allowlist", "POST", "/v1/keys", `{"name":"CI","scopes":[],"user_id":"u","allowed_cidrs":["203.0.113.0/24","2001:db8::1"]}`, 201, ok, `{` + plan + `,` + key + `,"allowed_cidrs":["203.0.113.0/24","2001:db8::1/128"]}`, false, false},
+		{"an allowlist that is not a list", "GET", "/v1/keys/key_1", "", 200, ok, `{` + key + `,"allowed_cidrs":"203.0.113.0/24"}`, false, true},
+		{"an empty allowlist shown", "GET", "/v1/keys/key_1", "", 200, ok, `{` + key + `,"allowed_cidrs":[]}`, false, true},
+		{"an allowlist entry that is no address", "POST", "/v1/keys", `{"name":"CI","scopes":[],"allowed_cidrs":["localhost"]}`, 400, ok, `{"error":{"code":"INVALID_REQUEST","message":"m","field":"allowed_cidrs[0]"},` + ts + `}`, true, false},
+		{"a null allowlist in a change", "PATCH", "/v1/keys/key_1", `{"allowed_cidrs":null}`, 200, ok, `{` + key + `}`, false, false},
 		{"a good error", "GET", "/v1/keys", "", 401, unauth, `{"error":{"code":"UNAUTHORIZED","message":"m"},` + ts + `}`, false, false},
 		{"an undocumented field", "GET", "/v1/keys/key_1", "", 200, ok, `{` + key + `,"hash":"00"}`, false, true},
 		{"the plaintext in a read", "GET", "/v1/keys/key_1", "", 200, ok, `{` + plan + `,` + key + `}`, false, true},

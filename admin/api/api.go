@@ -27,6 +27,10 @@ type CreateKeyRequest struct {
 	// RateLimit is for the operator only: the key's own rate limit,
 	// instead of its tier's.
 	RateLimit *keystore.RateLimit `json:"rate_limit,omitempty"`
+	// AllowedCIDRs are the networks the key may be used from
+	// (keystore.ParseCIDRs: "203.0.113.0/24", "2001:db8::/32" or a bare
+	// address); absent or empty: any network.
+	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
 }
 
 // RollKeyRequest is the optional body of POST /v1/keys/{id}/roll.
@@ -36,9 +40,9 @@ type RollKeyRequest struct {
 }
 
 // UpdateKeyRequest is the body of PATCH /v1/keys/{id}: the fields to
-// change, absent ones left as they are. A user may rename a key and narrow
-// its scopes; the operator may also set scopes, tier, expiry and the key's
-// own rate limit.
+// change, absent ones left as they are. A user may rename a key, narrow
+// its scopes and set its network allowlist; the operator may also set
+// scopes, tier, expiry and the key's own rate limit.
 type UpdateKeyRequest struct {
 	Name   *string   `json:"name,omitempty"`
 	Scopes *[]string `json:"scopes,omitempty"`
@@ -48,6 +52,33 @@ type UpdateKeyRequest struct {
 	// RateLimit sets the key's own rate limit; null removes it (the key
 	// goes back to its tier's).
 	RateLimit OptionalRateLimit `json:"rate_limit,omitzero"`
+	// AllowedCIDRs sets the networks the key may be used from; null or an
+	// empty list removes the allowlist (any network).
+	AllowedCIDRs OptionalCIDRs `json:"allowed_cidrs,omitzero"`
+}
+
+// OptionalCIDRs is an optional network allowlist that may be null: absent
+// (Set false) leaves the key's as it is, null or an empty list (Set, CIDRs
+// empty) removes it, a list sets it. The entries are as the caller wrote
+// them; keystore.ParseCIDRs reads them.
+type OptionalCIDRs struct {
+	Set   bool
+	CIDRs []string
+}
+
+// IsZero reports whether the allowlist is absent (omitted from a body).
+func (o OptionalCIDRs) IsZero() bool { return !o.Set }
+
+// MarshalJSON writes the list, or null for none.
+func (o OptionalCIDRs) MarshalJSON() ([]byte, error) { return json.Marshal(o.CIDRs) }
+
+// UnmarshalJSON reads a list of strings, or null.
+func (o *OptionalCIDRs) UnmarshalJSON(b []byte) error {
+	o.Set, o.CIDRs = true, nil
+	if string(b) == "null" {
+		return nil
+	}
+	return json.Unmarshal(b, &o.CIDRs)
 }
 
 // OptionalRateLimit is an optional rate limit that may be null: absent
