@@ -190,6 +190,14 @@ func (f *flags) parse(args []string) error {
 	return nil
 }
 
+// isSet reports whether the command line gave flag name (even with an
+// empty value), as opposed to its default.
+func (f *flags) isSet(name string) bool {
+	set := false
+	f.Visit(func(fl *flag.Flag) { set = set || fl.Name == name })
+	return set
+}
+
 // noArgs refuses positional arguments, for a command that takes none.
 func (f *flags) noArgs() error {
 	if len(f.positional) > 0 {

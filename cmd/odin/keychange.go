@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -22,8 +23,8 @@ import (
 type updateKeyRequest = api.UpdateKeyRequest
 
 // UpdateKey implements keyAdmin: the operator's change (any scopes, tier,
-// expiry, own rate limit). A change not confirmed on every replica is returned with an
-// *unconfirmedError.
+// expiry, own rate limit, network allowlist). A change not confirmed on
+// every replica is returned with an *unconfirmedError.
 func (e *keysEnv) UpdateKey(ctx context.Context, id string, req updateKeyRequest) (api.Key, error) {
 	u := keystore.KeyUpdate{Name: req.Name, Scopes: req.Scopes, Tier: req.Tier}
 	if req.ExpiresAt.Set {
@@ -36,6 +37,13 @@ func (e *keysEnv) UpdateKey(ctx context.Context, id string, req updateKeyRequest
 	if req.RateLimit.Set {
 		rl := req.RateLimit.Limit
 		u.RateLimit = &rl
+	}
+	if req.AllowedCIDRs.Set {
+		cidrs, err := keystore.ParseCIDRs(req.AllowedCIDRs.CIDRs)
+		if err != nil {
+			return api.Key{}, err
+		}
+		u.AllowedCIDRs = &cidrs
 	}
 	k, err := e.manager.Update(ctx, cliActor, id, u)
 	return changedKey(k, err, id, "the same odin keys update command")
@@ -92,12 +100,14 @@ type keysUpdateConfig struct {
 	noExpiry   bool
 	rateLimit  string
 	tierLimit  bool
+	cidrs      []string
+	anyNetwork bool
 	json       bool
 }
 
 // keysUpdateFlagSet defines odin keys update's flags, writing to c.
 func keysUpdateFlagSet(c *keysUpdateConfig) *flags {
-	f := newFlags("keys update", "Change a key (key_...): the flags given, the rest left as it is. It is in force on every replica when the command returns.\nOver the admin API with a session token you may only rename and narrow the scopes.")
+	f := newFlags("keys update", "Change a key (key_...): the flags given, the rest left as it is. It is in force on every replica when the command returns.\nOver the admin API with a session token you may only rename, narrow the scopes and set the networks\n(widening them may ask for a recently verified second factor: --admin-reverify).")
 	c.backend.bind(f)
 	c.backend.bindMaxKeyLifetime(f)
 	f.String(&c.name, "name", "", "", "new name")
@@ -107,6 +117,8 @@ func keysUpdateFlagSet(c *keysUpdateConfig) *flags {
 	f.Bool(&c.noExpiry, "no-expiry", "", false, "remove the expiry: the key never expires")
 	f.String(&c.rateLimit, "rate-limit", "", "", "new "+rateLimitUsage+" (operator only)")
 	f.Bool(&c.tierLimit, "tier-rate-limit", "", false, "remove the key's own rate limit: it goes back to its tier's (operator only)")
+	f.List(&c.cidrs, "allowed-cidrs", "", "new "+allowedCIDRsUsage)
+	f.Bool(&c.anyNetwork, "any-network", "", false, "remove the key's network allowlist: it may be used from any address")
 	f.Bool(&c.json, "json", "", false, "print the changed record as JSON")
 	return f
 }
@@ -160,8 +172,20 @@ func keysUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case c.tierLimit:
 		req.RateLimit = api.OptionalRateLimit{Set: true}
 	}
-	if req.Name == nil && req.Scopes == nil && req.Tier == nil && !req.ExpiresAt.Set && !req.RateLimit.Set {
-		return errors.New("keys update: nothing to change: give --name, --scopes, --tier, --expires-in, --no-expiry, --rate-limit or --tier-rate-limit")
+	switch {
+	case set["allowed-cidrs"] && c.anyNetwork:
+		return errors.New("keys update: --allowed-cidrs and --any-network: give one")
+	case set["allowed-cidrs"]:
+		cidrs, err := parseAllowedCIDRs(c.cidrs)
+		if err != nil {
+			return fmt.Errorf("keys update: %w (--any-network removes the allowlist)", err)
+		}
+		req.AllowedCIDRs = api.OptionalCIDRs{Set: true, CIDRs: cidrs}
+	case c.anyNetwork:
+		req.AllowedCIDRs = api.OptionalCIDRs{Set: true}
+	}
+	if req.Name == nil && req.Scopes == nil && req.Tier == nil && !req.ExpiresAt.Set && !req.RateLimit.Set && !req.AllowedCIDRs.Set {
+		return errors.New("keys update: nothing to change: give --name, --scopes, --tier, --expires-in, --no-expiry, --rate-limit, --tier-rate-limit, --allowed-cidrs or --any-network")
 	}
 	ka, err := c.backend.open(ctx, stderr)
 	if err != nil {
@@ -173,8 +197,8 @@ func keysUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	err = printResult(stdout, c.json, k, "updated %s (%s): name %q, scopes %s, tier %s, expires %s, rate limit %s\n",
-		k.ID, k.Hint, k.Name, orDashString(strings.Join(k.Scopes, ",")), k.Tier, orDash(k.ExpiresAt), rateLimitString(k.RateLimit))
+	err = printResult(stdout, c.json, k, "updated %s (%s): name %q, scopes %s, tier %s, expires %s, rate limit %s, networks %s\n",
+		k.ID, k.Hint, k.Name, orDashString(strings.Join(k.Scopes, ",")), k.Tier, orDash(k.ExpiresAt), rateLimitString(k.RateLimit), networksString(k.AllowedCIDRs))
 	if ue != nil {
 		return fmt.Errorf("keys update: %s is changed but %w", k.ID, ue)
 	}
@@ -256,4 +280,30 @@ func rateLimitString(r *keystore.RateLimit) string {
 		return "-"
 	}
 	return r.String()
+}
+
+// allowedCIDRsUsage describes the --allowed-cidrs flags.
+const allowedCIDRsUsage = "networks the key may be used from, e.g. 203.0.113.0/24,2001:db8::/32 (a bare address is a /32 or /128); a check from anywhere else is denied 403"
+
+// parseAllowedCIDRs reads an --allowed-cidrs value: at least one network,
+// each checked as the admin API checks it (keystore.ParseCIDRs), and
+// returns them canonical, as the API takes them.
+func parseAllowedCIDRs(list []string) ([]string, error) {
+	if len(list) == 0 {
+		return nil, errors.New("--allowed-cidrs is empty: give at least one network")
+	}
+	cidrs, err := keystore.ParseCIDRs(list)
+	if err != nil {
+		return nil, fmt.Errorf("--allowed-cidrs: %w", err)
+	}
+	return keystore.CIDRStrings(cidrs), nil
+}
+
+// networksString shows a key's network allowlist, or "any" when it has
+// none.
+func networksString(cidrs []netip.Prefix) string {
+	if len(cidrs) == 0 {
+		return "any"
+	}
+	return strings.Join(keystore.CIDRStrings(cidrs), ",")
 }

@@ -35,7 +35,7 @@ func TestKeyRateLimitFromCLI(t *testing.T) {
 			if out := mustCLI(t, "keys", "list", "--owner", "user_rl"); !strings.Contains(out, "RATE LIMIT") || !strings.Contains(out, "10/s:50") {
 				t.Errorf("keys list:\n%s", out)
 			}
-			if out := mustCLI(t, "keys", "update", id, "--rate-limit", "0.5/s:3"); !strings.HasSuffix(out, "rate limit 0.5/s:3\n") {
+			if out := mustCLI(t, "keys", "update", id, "--rate-limit", "0.5/s:3"); !strings.HasSuffix(out, "rate limit 0.5/s:3, networks any\n") {
 				t.Errorf("update --rate-limit printed %q", out)
 			}
 			k := decodeJSON[keyRecord](t, mustCLI(t, "keys", "update", id, "--tier-rate-limit", "--json"))

@@ -19,13 +19,14 @@ import (
 const keysUsage = `Usage: odin keys <create|list|get|update|disable|enable|roll|revoke> [flags]
 
   create --name N [--scopes a,b] [--tier T] --owner ID [--expires-in DUR]
-         [--rate-limit RATE/UNIT:BURST] [--json]
+         [--rate-limit RATE/UNIT:BURST] [--allowed-cidrs CIDR,...] [--json]
          prints the new key alone on stdout (it is shown once, never again)
   list   [--owner ID|me|org] [--revoked all|yes|no] [--limit N] [--cursor C] [--json]
   get    <id> [--json]
          the key by hint (never the key itself) and its checks per hour, last 7 days
   update <id> [--name N] [--scopes a,b] [--tier T] [--expires-in DUR|--no-expiry]
-         [--rate-limit RATE/UNIT:BURST|--tier-rate-limit] [--json]
+         [--rate-limit RATE/UNIT:BURST|--tier-rate-limit]
+         [--allowed-cidrs CIDR,...|--any-network] [--json]
          changes what is given; in force on every replica when it returns
   disable <id> [--json]
          the key is refused (401, "API key is disabled") until enabled again
@@ -222,6 +223,11 @@ func (e *keysEnv) CreateKey(ctx context.Context, req createKeyRequest) (createdK
 	if req.ExpiresAt != nil {
 		n.ExpiresAt = *req.ExpiresAt
 	}
+	cidrs, err := keystore.ParseCIDRs(req.AllowedCIDRs)
+	if err != nil {
+		return createdKeyRecord{}, err
+	}
+	n.AllowedCIDRs = cidrs
 	plaintext, k, err := e.manager.Create(ctx, cliActor, n)
 	if err = e.notPropagated(err); err != nil {
 		return createdKeyRecord{}, err
@@ -335,6 +341,7 @@ type keysCreateConfig struct {
 	scopes                 []string
 	expiresIn              time.Duration
 	rateLimit              string
+	allowedCIDRs           []string
 	json                   bool
 }
 
@@ -350,6 +357,7 @@ func keysCreateFlagSet(c *keysCreateConfig) *flags {
 	f.String(&c.org, "org", "", "", "organisation the key belongs to, when --owner is a user")
 	f.Duration(&c.expiresIn, "expires-in", "", 0, "lifetime, e.g. 720h; 0: never expires (under a maximum key lifetime: the maximum)")
 	f.String(&c.rateLimit, "rate-limit", "", "", rateLimitUsage+" (operator only)")
+	f.List(&c.allowedCIDRs, "allowed-cidrs", "", allowedCIDRsUsage+"; absent: any network")
 	f.Bool(&c.json, "json", "", false, "print the record with the key as JSON")
 	return f
 }
@@ -374,6 +382,11 @@ func keysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if c.rateLimit != "" {
 		if req.RateLimit, err = parseRateLimit(c.rateLimit); err != nil {
+			return fmt.Errorf("keys create: %w", err)
+		}
+	}
+	if f.isSet("allowed-cidrs") {
+		if req.AllowedCIDRs, err = parseAllowedCIDRs(c.allowedCIDRs); err != nil {
 			return fmt.Errorf("keys create: %w", err)
 		}
 	}
@@ -459,15 +472,15 @@ func keysList(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return writeJSON(stdout, page)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tHINT\tOWNER\tSCOPES\tTIER\tRATE LIMIT\tCREATED\tEXPIRES\tLAST USED\tCHECKS 24H\tCHECKS 30D\tSTATE")
+	fmt.Fprintln(tw, "ID\tNAME\tHINT\tOWNER\tSCOPES\tTIER\tRATE LIMIT\tNETWORKS\tCREATED\tEXPIRES\tLAST USED\tCHECKS 24H\tCHECKS 30D\tSTATE")
 	now := time.Now()
 	for _, k := range page.Keys {
 		var t keystore.UsageTotals
 		if k.UsageTotals != nil {
 			t = *k.UsageTotals
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", k.ID, k.Name, k.Hint, k.Owner(),
-			strings.Join(k.Scopes, ","), k.Tier, rateLimitString(k.RateLimit), k.CreatedAt.Format(time.RFC3339), orDash(k.ExpiresAt), orDash(k.LastUsedAt),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", k.ID, k.Name, k.Hint, k.Owner(),
+			strings.Join(k.Scopes, ","), k.Tier, rateLimitString(k.RateLimit), networksString(k.AllowedCIDRs), k.CreatedAt.Format(time.RFC3339), orDash(k.ExpiresAt), orDash(k.LastUsedAt),
 			t.Last24h, t.Last30d, keyState(k, now))
 	}
 	if err := tw.Flush(); err != nil {
@@ -551,6 +564,7 @@ func printKey(w io.Writer, k keyRecord, now time.Time) error {
 	for _, row := range [][2]string{
 		{"id", k.ID}, {"name", k.Name}, {"hint", k.Hint}, {"user", orDashString(k.UserID)}, {"org", orDashString(k.OrgID)},
 		{"scopes", orDashString(strings.Join(k.Scopes, ","))}, {"tier", k.Tier}, {"rate limit", rateLimitString(k.RateLimit)},
+		{"networks", networksString(k.AllowedCIDRs)},
 		{"state", keyState(k.Key, now)},
 		{"created", k.CreatedAt.Format(time.RFC3339)}, {"expires", orDash(k.ExpiresAt)}, {"revoked", orDash(k.RevokedAt)},
 		{"disabled", orDash(k.DisabledAt)},
