@@ -13,6 +13,7 @@ import (
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc/admintest"
 	"github.com/odin-scan/odin-authz/jwtauth"
 	"github.com/odin-scan/odin-authz/jwtauth/devissuer"
+	"github.com/odin-scan/odin-authz/keystore"
 )
 
 // The key page renames a key, narrows its scopes (the operator also sets
@@ -177,4 +178,94 @@ func TestKeyChangesEscaping(t *testing.T) {
 	if p.status != http.StatusForbidden || strings.Contains(p.body, "<img src=x") {
 		t.Errorf("the refused form: %d, markup rendered: %v", p.status, strings.Contains(p.body, "<img src=x"))
 	}
+}
+
+// The key page shows a key's networks and its edit form changes them
+// through the API: narrowing needs no step-up, widening with a stale
+// session is the API's 403 with the console's advice and no change, a bad
+// entry is the API's 400 naming it (as text), a fresh session clears them,
+// and a form without the field leaves them be. The create form takes
+// them too.
+func TestKeyNetworksForm(t *testing.T) {
+	rv, err := jwtauth.ParseReverification("second_factor:10m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := admintest.NewEnvWith(t, func(c *adminsvc.Config) { c.Reverify = &rv })
+	ctx := context.Background()
+	r := e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "office", "scopes": []string{"scans:read"}, "user_id": "user_a",
+		"allowed_cidrs": []string{"2001:db8::/32", "203.0.113.0/24"}})
+	e.MustStatus(r, http.StatusCreated)
+	id := r.Str("id")
+	cidrs := func() []string {
+		t.Helper()
+		k, err := e.Store.Key(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keystore.CIDRStrings(k.AllowedCIDRs)
+	}
+	mint := func(fva []int) string {
+		tok, err := e.Issuer.Mint(devissuer.Claims{Subject: "user_a", SessionID: "sess_user_a", Extra: map[string]any{"fva": fva}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+
+	stale := newBrowser(e)
+	stale.mustSignIn(mint([]int{0, 30}))
+	stale.want(stale.get("/console/keys/"+id), http.StatusOK,
+		`<dd id="allowed-cidrs"><code>203.0.113.0/24</code>, <code>2001:db8::/32</code> only</dd>`,
+		`name="allowed_cidrs"`, ">203.0.113.0/24\n2001:db8::/32</textarea>")
+	edit := func(b *browser, networks string) page {
+		t.Helper()
+		return b.post("/console/keys/"+id+"/edit", url.Values{"name": {"office"}, "scope": {"scans:read"}, "allowed_cidrs": {networks}})
+	}
+
+	// Narrowed (commas and spaces separate too): no step-up.
+	stale.want(edit(stale, "203.0.113.0/25, 2001:db8::/32"), http.StatusSeeOther)
+	if got := cidrs(); !slices.Equal(got, []string{"203.0.113.0/25", "2001:db8::/32"}) {
+		t.Fatalf("narrowed: the store has %v", got)
+	}
+	// Widened (cleared, or a network added) with a stale factor: refused.
+	for _, networks := range []string{"", "203.0.113.0/25\n2001:db8::/32\n198.51.100.7"} {
+		p := edit(stale, networks)
+		stale.want(p, http.StatusForbidden, "Additional verification required", html.EscapeString("Verify your second factor again in the dashboard"))
+		if got := cidrs(); !slices.Equal(got, []string{"203.0.113.0/25", "2001:db8::/32"}) {
+			t.Fatalf("widened to %q with a stale session: the store has %v", networks, got)
+		}
+	}
+	// A bad entry: the API's message naming it; markup in it is text.
+	stale.want(edit(stale, "203.0.113.0/25\n203.0.113.7/24"), http.StatusBadRequest, "allowed_cidrs[1]")
+	p := edit(stale, `<img src=x onerror=alert(4)>`)
+	if p.status != http.StatusBadRequest || strings.Contains(p.body, "<img src=x") || !strings.Contains(p.body, html.EscapeString("<img src=x")) {
+		t.Errorf("a bad entry with markup: %d, markup rendered: %v", p.status, strings.Contains(p.body, "<img src=x"))
+	}
+	// A form without the field (another page's) leaves the networks be.
+	stale.want(stale.post("/console/keys/"+id+"/edit", url.Values{"name": {"office 2"}, "scope": {"scans:read"}}), http.StatusSeeOther)
+	if got := cidrs(); len(got) != 2 {
+		t.Fatalf("a rename without the field: the store has %v", got)
+	}
+
+	// A fresh session clears them: any network.
+	fresh := newBrowser(e)
+	fresh.mustSignIn(mint([]int{0, 1}))
+	fresh.want(edit(fresh, "  \n"), http.StatusSeeOther)
+	if got := cidrs(); got != nil {
+		t.Fatalf("cleared: the store has %v", got)
+	}
+	fresh.want(fresh.get("/console/keys/"+id), http.StatusOK, `<dd id="allowed-cidrs">any network</dd>`)
+
+	// The create form.
+	p = fresh.post("/console/keys", url.Values{"name": {"made with networks"}, "scope": {"scans:read"}, "allowed_cidrs": {"192.0.2.0/24\n2001:db8::1"}})
+	fresh.want(p, http.StatusCreated, "Copy this key now")
+	keys, _, err := e.Store.ListKeys(ctx, keystore.ListKeysOptions{UserID: "user_a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) == 0 || keys[0].Name != "made with networks" || !slices.Equal(keystore.CIDRStrings(keys[0].AllowedCIDRs), []string{"192.0.2.0/24", "2001:db8::1/128"}) {
+		t.Errorf("created: %+v", keys)
+	}
+	fresh.want(fresh.post("/console/keys", url.Values{"name": {"bad networks"}, "allowed_cidrs": {"192.0.2.1/24"}}), http.StatusBadRequest, "allowed_cidrs[0]", ">192.0.2.1/24</textarea>")
 }

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -294,6 +295,9 @@ var (
 type createForm struct {
 	Name, UserID, OrgID, Owner, Tier, Expires string
 	Scopes                                    []string
+	// AllowedCIDRs is the networks field as typed: one network a line,
+	// or comma-separated.
+	AllowedCIDRs string
 }
 
 func (c *Console) keysPage(w http.ResponseWriter, r *http.Request, req *request) {
@@ -389,8 +393,9 @@ func (c *Console) createKey(w http.ResponseWriter, r *http.Request, req *request
 	p := req.session.principal
 	form := createForm{Name: strings.TrimSpace(r.PostFormValue("name")), Scopes: r.PostForm["scope"],
 		UserID: strings.TrimSpace(r.PostFormValue("user_id")), OrgID: strings.TrimSpace(r.PostFormValue("org_id")),
-		Owner: r.PostFormValue("owner"), Tier: strings.TrimSpace(r.PostFormValue("tier")), Expires: r.PostFormValue("expires")}
-	body := api.CreateKeyRequest{Name: form.Name, Scopes: form.Scopes}
+		Owner: r.PostFormValue("owner"), Tier: strings.TrimSpace(r.PostFormValue("tier")), Expires: r.PostFormValue("expires"),
+		AllowedCIDRs: r.PostFormValue("allowed_cidrs")}
+	body := api.CreateKeyRequest{Name: form.Name, Scopes: form.Scopes, AllowedCIDRs: splitCIDRs(form.AllowedCIDRs)}
 	if body.Scopes == nil {
 		body.Scopes = []string{}
 	}
@@ -440,6 +445,9 @@ type editForm struct {
 	Sent                bool
 	Name, Tier, Expires string
 	Scopes              []string
+	// AllowedCIDRs is the networks field: one network a line (as typed,
+	// after an error); empty for any network.
+	AllowedCIDRs string
 }
 
 func (p keyPage) title() string { return "Key " + p.Key.Name }
@@ -483,7 +491,8 @@ func (c *Console) renderKey(w http.ResponseWriter, r *http.Request, req *request
 		v.Scopes = c.api.Scopes()
 	}
 	if !form.Sent {
-		v.Form = editForm{Name: detail.Name, Tier: detail.Tier, Scopes: detail.Scopes}
+		v.Form = editForm{Name: detail.Name, Tier: detail.Tier, Scopes: detail.Scopes,
+			AllowedCIDRs: strings.Join(keystore.CIDRStrings(detail.AllowedCIDRs), "\n")}
 	}
 	if status != http.StatusOK {
 		v.Done = ""
@@ -519,9 +528,11 @@ func (c *Console) rollKey(w http.ResponseWriter, r *http.Request, req *request) 
 	c.render(w, r, http.StatusCreated, "created", req, createdPage{Plaintext: rolled.Plaintext, Key: rolled.Key, Previous: &prev})
 }
 
-// updateKey changes a key's name and scopes (a user may only narrow them)
-// and, for the operator, its tier and expiry: PATCH /v1/keys/{id} with the
-// fields that differ from the key's. The API decides what is allowed.
+// updateKey changes a key's name, scopes (a user may only narrow them) and
+// network allowlist and, for the operator, its tier and expiry: PATCH
+// /v1/keys/{id} with the fields that differ from the key's. The API
+// decides what is allowed, and asks for the step-up verification of a
+// widened allowlist.
 func (c *Console) updateKey(w http.ResponseWriter, r *http.Request, req *request) {
 	id := r.PathValue("id")
 	var cur api.KeyDetail
@@ -530,7 +541,7 @@ func (c *Console) updateKey(w http.ResponseWriter, r *http.Request, req *request
 		return
 	}
 	form := editForm{Sent: true, Name: strings.TrimSpace(r.PostFormValue("name")), Scopes: r.PostForm["scope"],
-		Tier: strings.TrimSpace(r.PostFormValue("tier")), Expires: r.PostFormValue("expires")}
+		Tier: strings.TrimSpace(r.PostFormValue("tier")), Expires: r.PostFormValue("expires"), AllowedCIDRs: r.PostFormValue("allowed_cidrs")}
 	var body api.UpdateKeyRequest
 	if form.Name != cur.Name {
 		body.Name = &form.Name
@@ -541,6 +552,15 @@ func (c *Console) updateKey(w http.ResponseWriter, r *http.Request, req *request
 	}
 	if !sameSet(scopes, cur.Scopes) {
 		body.Scopes = &scopes
+	}
+	// A form without the field (not this page's) leaves the allowlist be.
+	if _, sent := r.PostForm["allowed_cidrs"]; sent {
+		entries := splitCIDRs(form.AllowedCIDRs)
+		// Entries the API would refuse are sent as typed, for its message
+		// naming the one at fault.
+		if ps, err := keystore.ParseCIDRs(entries); err != nil || !slices.Equal(keystore.CIDRStrings(ps), keystore.CIDRStrings(cur.AllowedCIDRs)) {
+			body.AllowedCIDRs = api.OptionalCIDRs{Set: true, CIDRs: entries} // none: null, any network
+		}
 	}
 	if req.session.principal.Operator {
 		if form.Tier != cur.Tier {
@@ -560,7 +580,7 @@ func (c *Console) updateKey(w http.ResponseWriter, r *http.Request, req *request
 			body.ExpiresAt = api.Expiry{Set: true, At: &at}
 		}
 	}
-	if body.Name == nil && body.Scopes == nil && body.Tier == nil && !body.ExpiresAt.Set {
+	if body.Name == nil && body.Scopes == nil && body.Tier == nil && !body.ExpiresAt.Set && !body.AllowedCIDRs.Set {
 		c.renderKey(w, r, req, http.StatusBadRequest, "Nothing to change: the form is as the key is.", form)
 		return
 	}
@@ -573,6 +593,12 @@ func (c *Console) updateKey(w http.ResponseWriter, r *http.Request, req *request
 		return
 	}
 	http.Redirect(w, r, keyPath(id)+"?done=updated", http.StatusSeeOther)
+}
+
+// splitCIDRs splits the networks field into its entries: one a line, or
+// separated by commas or spaces; nil when there are none.
+func splitCIDRs(s string) []string {
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r' })
 }
 
 // sameSet reports whether a and b hold the same strings.

@@ -352,6 +352,17 @@ func TestConsoleInABrowser(t *testing.T) {
 	if title := h1(); title != "Key e2e renamed" {
 		t.Fatalf("after the rename the heading is %q", title)
 	}
+	// Give it a network allowlist in the edit form, read it back, and
+	// clear it again (any network) before the checks below.
+	b.do(t, "set networks", chromedp.SetValue(css("#edit-cidrs"), "203.0.113.0/24\n2001:db8::/32"), chromedp.Click(css("#save")), chromedp.WaitVisible(css("#allowed-cidrs code")))
+	if got := get(t, b, "the networks", chromedp.Text(css("#allowed-cidrs"))); got != "203.0.113.0/24, 2001:db8::/32 only" {
+		t.Errorf("the key page shows networks %q", got)
+	}
+	b.shot(t, "05b-key-networks")
+	b.do(t, "clear networks", chromedp.SetValue(css("#edit-cidrs"), ""), chromedp.Click(css("#save")), chromedp.WaitNotPresent(css("#allowed-cidrs code")))
+	if got := get(t, b, "the networks", chromedp.Text(css("#allowed-cidrs"))); got != "any network" {
+		t.Errorf("after clearing, the key page shows networks %q", got)
+	}
 	b.do(t, "disable", chromedp.Click(css("#disable")), chromedp.WaitVisible(css("#enable")))
 	if got := d.check(t, key); got != http.StatusUnauthorized {
 		t.Fatalf("a check with the disabled key: %d, want 401", got)
