@@ -359,7 +359,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("the key page shows networks %q", got)
 	}
 	b.shot(t, "05b-key-networks")
-	b.do(t, "clear networks", chromedp.SetValue(css("#edit-cidrs"), ""), chromedp.Click(css("#save")), chromedp.WaitNotPresent(css("#allowed-cidrs code")))
+	b.do(t, "clear networks", chromedp.Clear(css("#edit-cidrs")), chromedp.Click(css("#save")), chromedp.WaitNotPresent(css("#allowed-cidrs code")))
 	if got := get(t, b, "the networks", chromedp.Text(css("#allowed-cidrs"))); got != "any network" {
 		t.Errorf("after clearing, the key page shows networks %q", got)
 	}
@@ -374,7 +374,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 
 	// Revoke it in the console: the next check is denied.
-	b.do(t, "revoke", chromedp.Click(css("#revoke")), chromedp.WaitVisible(css("p.notice")))
+	b.do(t, "revoke", chromedp.Click(css("#revoke")), chromedp.WaitVisible(css("span.badge.revoked")))
 	if got := d.check(t, key); got != http.StatusUnauthorized {
 		t.Fatalf("a check with the revoked key: %d, want 401", got)
 	}
