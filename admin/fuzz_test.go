@@ -39,6 +39,9 @@ type createRequest struct {
 	ExpiresAt *time.Time `json:"expires_at"`
 	OrgID     string     `json:"org_id"`
 	UserID    string     `json:"user_id"`
+	// AllowedCIDRs is read by keystore.ParseCIDRs, the oracle of its
+	// entries (its own tests check it).
+	AllowedCIDRs []string `json:"allowed_cidrs"`
 }
 
 // The documented limits of a key request (keystore.NewKey.Validate).
@@ -50,8 +53,8 @@ var (
 
 // validCreate reports whether an operator's body is a valid create request:
 // one JSON value and nothing else, an object with known fields of the right
-// types, an owner, a name, known scopes (a list, at most 64), a tier name
-// and an expiry in the future.
+// types, an owner, a name, known scopes (a list, at most 64), a tier name,
+// an expiry in the future and networks keystore.ParseCIDRs reads.
 func validCreate(body []byte, now time.Time) (createRequest, bool) {
 	var req createRequest
 	if !json.Valid(body) {
@@ -75,8 +78,9 @@ func validCreate(body []byte, now time.Time) (createRequest, bool) {
 			return req, false
 		}
 	}
+	_, cidrsErr := keystore.ParseCIDRs(req.AllowedCIDRs)
 	ok := namePattern.MatchString(req.Name) && (req.Tier == "" || tierPattern.MatchString(req.Tier)) &&
-		(req.ExpiresAt == nil || (req.ExpiresAt.After(now) && req.ExpiresAt.UTC().Year() <= 9999))
+		(req.ExpiresAt == nil || (req.ExpiresAt.After(now) && req.ExpiresAt.UTC().Year() <= 9999)) && cidrsErr == nil
 	return req, ok
 }
 
@@ -154,6 +158,9 @@ func checkCreated(t *testing.T, store keystore.Store, req createRequest, w *http
 		t.Fatalf("201 body %s does not match the request %+v", w.Body, req)
 	case req.ExpiresAt != nil && got.ExpiresAt.Sub(*req.ExpiresAt).Abs() >= time.Microsecond:
 		t.Fatalf("expires_at %v, asked %v", got.ExpiresAt, req.ExpiresAt)
+	}
+	if want, _ := keystore.ParseCIDRs(req.AllowedCIDRs); !slices.Equal(got.AllowedCIDRs, want) {
+		t.Fatalf("allowed_cidrs %v, asked %v", got.AllowedCIDRs, req.AllowedCIDRs)
 	}
 	stored, err := store.KeyByHash(context.Background(), keystore.HashKey(extra.Key))
 	if err != nil || stored.ID != got.ID {
