@@ -378,3 +378,51 @@ func testAllowedCIDRs(t *testing.T, s keystore.Store) {
 		t.Errorf("rolled key: %+v, %v; want allowlist %v", rolled, err, narrowed)
 	}
 }
+
+// testNarrowCIDRsOnly: with NarrowCIDRsOnly, an allowlist that allows an
+// address the key's current one does not (removing it, adding or growing
+// a network) is ErrWiderNetworks, an ErrWider, and changes nothing;
+// narrowing it, the same list, and a first allowlist on a key without one
+// are made.
+func testNarrowCIDRsOnly(t *testing.T, s keystore.Store) {
+	ctx := context.Background()
+	by := keystore.Actor{ID: "user_1"}
+	nets := func(ss ...string) *[]netip.Prefix {
+		out := make([]netip.Prefix, len(ss))
+		for i, p := range ss {
+			out[i] = netip.MustParsePrefix(p)
+		}
+		return &out
+	}
+	_, k := create(t, s, keystore.NewKey{UserID: "user_1", Name: "office", AllowedCIDRs: *nets("203.0.113.0/24", "2001:db8::/32")})
+	modify := func(id string, cidrs *[]netip.Prefix) (*keystore.Key, error) {
+		return keystore.ModifyKey(ctx, s, id, keystore.KeyUpdate{AllowedCIDRs: cidrs, NarrowCIDRsOnly: true}, time.Now(), by)
+	}
+	if got, err := modify(k.ID, nets("203.0.113.0/25", "2001:db8::/32")); err != nil || len(got.AllowedCIDRs) != 2 {
+		t.Fatalf("narrowed: %+v, %v", got, err)
+	}
+	if _, err := modify(k.ID, nets("2001:db8::/32", "203.0.113.0/25")); err != nil {
+		t.Fatalf("the same list: %v", err)
+	}
+	for name, wider := range map[string]*[]netip.Prefix{
+		"removed":       {},
+		"removed (nil)": new([]netip.Prefix),
+		"an address":    nets("203.0.113.0/25", "2001:db8::/32", "198.51.100.7/32"),
+		"grown":         nets("203.0.113.0/24", "2001:db8::/32"),
+	} {
+		if got, err := modify(k.ID, wider); !errors.Is(err, keystore.ErrWiderNetworks) || !errors.Is(err, keystore.ErrWider) || got != nil {
+			t.Errorf("%s: %+v, %v; want ErrWiderNetworks", name, got, err)
+		}
+	}
+	if cur, err := s.Key(ctx, k.ID); err != nil || !slices.Equal(cur.AllowedCIDRs, *nets("203.0.113.0/25", "2001:db8::/32")) {
+		t.Errorf("after the refused widenings: %+v, %v", cur, err)
+	}
+	events, _, err := s.ListAudit(ctx, keystore.AuditFilter{Action: keystore.ActionKeyUpdated, Target: k.ID})
+	if err != nil || len(events) != 1 {
+		t.Errorf("%d key.updated events (%v), want 1: the narrowing", len(events), err)
+	}
+	_, open := create(t, s, keystore.NewKey{UserID: "user_1", Name: "open"})
+	if got, err := modify(open.ID, nets("192.0.2.0/24")); err != nil || len(got.AllowedCIDRs) != 1 {
+		t.Errorf("a first allowlist: %+v, %v", got, err)
+	}
+}
