@@ -31,6 +31,10 @@ var (
 	// ErrConflict wraps a request that the key's state forbids (rolling a
 	// revoked key).
 	ErrConflict = errors.New("conflict")
+	// ErrNotEnforced wraps a change refused because a replica running now
+	// would not enforce it: a network allowlist while a replica of an
+	// older release is on the bus (Redis.ReplicasIgnoringAllowlists).
+	ErrNotEnforced = errors.New("not enforced by every replica")
 )
 
 // AlreadyRolledError is the ErrConflict of rolling a key that has been

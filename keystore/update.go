@@ -59,6 +59,11 @@ type KeyUpdate struct {
 func (m *Manager) Update(ctx context.Context, by Actor, id string, u KeyUpdate) (*Key, error) {
 	at := time.Now()
 	u.Lifetimes = m.opts.MaxKeyLifetime
+	if u.AllowedCIDRs != nil && len(*u.AllowedCIDRs) > 0 {
+		if err := m.allowlistsEnforced(ctx); err != nil {
+			return nil, err
+		}
+	}
 	k, err := ModifyKey(ctx, m.store, id, u, at, by)
 	if err != nil {
 		return nil, err
