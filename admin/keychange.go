@@ -80,8 +80,11 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c *caller) er
 		u.NarrowCIDRsOnly = true
 	}
 	k, err = s.opts.Manager.Update(r.Context(), c.actor(), k.ID, u)
-	if reverify != nil && errors.Is(err, keystore.ErrWiderNetworks) {
+	switch {
+	case reverify != nil && errors.Is(err, keystore.ErrWiderNetworks):
 		return reverify
+	case errors.Is(err, keystore.ErrNotEnforced):
+		return notEnforced(c, err)
 	}
 	if np, ok := asNotPropagated(err); ok {
 		return s.writeNotPropagated(w, unconfirmedKeyUpdate, np, "Key updated, but not every replica confirmed it: the key may be accepted as it was until denied_by; repeat the request to propagate it again",

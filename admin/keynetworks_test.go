@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/odin-scan/odin-authz/denial/denialtest"
 	"github.com/odin-scan/odin-authz/internal/service/adminsvc"
@@ -126,6 +129,25 @@ func contractKeyNetworks(t *testing.T, e *env, c contractClient) {
 	}
 	if r := create(hana, map[string]any{"name": "empty list", "allowed_cidrs": []string{}}); r.Body["allowed_cidrs"] != nil {
 		t.Errorf("allowed_cidrs [] at creation: %s", r.Raw)
+	}
+
+	// Beside a replica of an older release, which would accept the key
+	// from anywhere, no key is given an allowlist: 409, naming the replica
+	// to the operator only.
+	olderReplica(t, e, func() {
+		body := map[string]any{"name": "too early", "scopes": []string{}, "allowed_cidrs": []string{"203.0.113.0/24"}}
+		r := c.do(t, call{method: "POST", path: keysPath, bearer: hana, body: body, status: 409})
+		if r.ErrorCode() != "CONFLICT" || strings.Contains(r.Raw, "replica-old") || !strings.Contains(r.Raw, "upgrade") {
+			t.Errorf("a user's key with an allowlist beside an older replica: %s", r.Raw)
+		}
+		body["user_id"] = "user_net"
+		if r := c.do(t, call{method: "POST", path: keysPath, bearer: op, body: body, status: 409}); !strings.Contains(r.Raw, "replica-old") {
+			t.Errorf("the operator's refusal does not name the replica: %s", r.Raw)
+		}
+		c.do(t, call{method: "PATCH", path: keysPath + "/" + plain.Str("id"), bearer: hana, body: map[string]any{"allowed_cidrs": []string{"203.0.113.0/24"}}, status: 409})
+	})
+	if k, err := e.Store.Key(context.Background(), plain.Str("id")); err != nil || k.AllowedCIDRs != nil {
+		t.Errorf("the refused change was stored: %+v, %v", k, err)
 	}
 
 	// Bad entries: 400 naming the one at fault, on creation and change
@@ -320,4 +342,43 @@ func TestKeyNetworksReverification(t *testing.T) {
 	}
 	// Renaming alone needs no step-up, allowlist or not.
 	e.MustStatus(e.Do("PATCH", open, stale, map[string]any{"name": "still open"}), 200)
+}
+
+// olderReplica runs f while the env's bus has a replica of a release
+// before network allowlists: one that heartbeats without announcing them
+// (keystore.Redis.ReplicasIgnoringAllowlists). It never acknowledges a
+// change, so f should make none that waits for the replicas.
+func olderReplica(t *testing.T, e *env, f func()) {
+	t.Helper()
+	opts, err := redis.ParseURL(e.Config.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := redis.NewClient(opts)
+	defer client.Close()
+	ctx, key := context.Background(), e.Config.RedisPrefix+"replicas"
+	beat := func() error {
+		return client.ZAdd(ctx, key, redis.Z{Score: float64(time.Now().UnixMilli()), Member: "replica-old"}).Err()
+	}
+	if err := beat(); err != nil {
+		t.Fatal(err)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { // a heartbeat, however slow f is
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+				_ = beat()
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		<-done
+		client.ZRem(ctx, key, "replica-old")
+	}()
+	f()
 }

@@ -78,10 +78,25 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c *caller) er
 		}
 	}
 	plaintext, k, err := s.opts.Manager.Create(r.Context(), c.actor(), n)
-	if err != nil && !errors.Is(err, keystore.ErrNotPropagated) {
+	switch {
+	case errors.Is(err, keystore.ErrNotEnforced):
+		return notEnforced(c, err)
+	case err != nil && !errors.Is(err, keystore.ErrNotPropagated):
 		return fieldError(err)
 	}
 	return writeJSON(w, http.StatusCreated, api.CreatedKey{Plaintext: plaintext, Key: view(k)})
+}
+
+// notEnforced is the 409 of giving a key a network allowlist while an odin
+// authz replica that would not enforce it (an older release, mid-upgrade)
+// is on the bus: it would accept the key from any network. The operator
+// is told which replicas; anyone else, that an upgrade is under way (the
+// replicas' names are the deployment's business).
+func notEnforced(c *caller, err error) error {
+	if c.operator {
+		return errConflict(err.Error())
+	}
+	return errConflict("network allowlists are not yet enforced by every odin authz replica (an upgrade is under way): try again once it is done")
 }
 
 // fieldError turns a store validation error ("invalid key request: name:

@@ -415,7 +415,7 @@ func (c *Console) createKey(w http.ResponseWriter, r *http.Request, req *request
 	}
 	var created api.CreatedKey
 	if fl := c.call(r, req, http.MethodPost, "/v1/keys", body, &created); fl != nil {
-		if fl.status == http.StatusBadRequest || fl.status == http.StatusForbidden {
+		if fl.status == http.StatusBadRequest || fl.status == http.StatusForbidden || fl.status == http.StatusConflict {
 			c.renderKeys(w, r, req, fl.status, fl.text(), form)
 			return
 		}
