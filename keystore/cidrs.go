@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -35,7 +36,7 @@ func ParseCIDRs(ss []string) ([]netip.Prefix, error) {
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: allowed_cidrs[%d]: %s is not a network in CIDR notation (like 203.0.113.0/24 or 2001:db8::/32) nor an address", ErrInvalid, i, quoteShort(s))
+			return nil, fmt.Errorf("%w: allowed_cidrs[%d]: %snot a network in CIDR notation (like 203.0.113.0/24 or 2001:db8::/32) nor an address", ErrInvalid, i, shown(s))
 		}
 	}
 	return CanonicalCIDRs(ps)
@@ -121,11 +122,14 @@ func cidrsOrNil(ps []netip.Prefix) any {
 	return CIDRStrings(ps)
 }
 
-// quoteShort quotes s for an error message, cut to 64 bytes: what a
-// caller sent is named, not echoed whole.
-func quoteShort(s string) string {
-	if len(s) > 64 {
-		return fmt.Sprintf("%q…", s[:64])
+// shown is how an error names an entry that is not a network: quoted,
+// followed by "is ", when it is made only of what addresses are written
+// with (hex digits, ".", ":", "/") and short; otherwise not at all, so that
+// a credential pasted into the wrong field is never echoed into an answer
+// or a log.
+func shown(s string) string {
+	if len(s) > 64 || strings.Trim(s, "0123456789abcdefABCDEF.:/") != "" {
+		return ""
 	}
-	return fmt.Sprintf("%q", s)
+	return strconv.Quote(s) + " is "
 }
