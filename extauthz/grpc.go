@@ -67,7 +67,8 @@ func (s *CheckServer) Check(ctx context.Context, req *authv3.CheckRequest) (resp
 // fills header_map instead, which is read the same way.
 func checkRequest(req *authv3.CheckRequest) Request {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
-	r := Request{Method: httpReq.GetMethod(), Path: httpReq.GetPath(), Host: httpReq.GetHost()}
+	r := Request{Method: httpReq.GetMethod(), Path: httpReq.GetPath(), Host: httpReq.GetHost(),
+		Client: EnvoyClient(req.GetAttributes().GetSource().GetAddress())}
 	if hdrs := httpReq.GetHeaders(); len(hdrs) > 0 || httpReq.GetHeaderMap() == nil {
 		r.Headers = MapHeaders(hdrs)
 	} else {
