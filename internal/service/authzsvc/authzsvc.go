@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -97,7 +98,13 @@ type Config struct {
 	// (default: the request line), "original" (X-Original-*) or
 	// "forwarded" (X-Forwarded-*); see extauthz.ForwardAuthOptions.
 	ForwardedHeaders string
-	MaxStreams       uint32
+	// TrustedProxies are the proxies in front of the forward-auth port
+	// whose X-Forwarded-For is believed for the client address an API
+	// key's network allowlist is checked against (see
+	// extauthz.ClientBehindProxies); none: the TCP peer is the client.
+	// Envoy's gRPC Check reports the client itself (source.address).
+	TrustedProxies []netip.Prefix
+	MaxStreams     uint32
 	// StreamWorkers is how many goroutines serve gRPC streams, each one
 	// stream after another: a worker keeps the stack it grew, where a
 	// goroutine per stream grows a fresh one every time (about a tenth of
@@ -470,7 +477,7 @@ type Listeners struct {
 func (s *Service) ForwardAuth() http.Handler {
 	return s.parts.Tracing.ForwardAuthHandler(extauthz.NewForwardAuth(s.authz, extauthz.ForwardAuthOptions{
 		StripCredential: s.cfg.StripCredential, PathPrefix: s.cfg.HTTPPathPrefix,
-		ForwardedHeaders: s.cfg.ForwardedHeaders, Logger: s.log,
+		ForwardedHeaders: s.cfg.ForwardedHeaders, TrustedProxies: s.cfg.TrustedProxies, Logger: s.log,
 	}))
 }
 
@@ -509,6 +516,9 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 		go func() { errc <- srv.Serve(l) }()
 	}
 	serveHTTP(lis.HTTP, s.ForwardAuth())
+	if lis.HTTP != nil && len(s.cfg.TrustedProxies) == 0 {
+		s.log.Warn("forward-auth serves with no trusted proxies (--trusted-proxies, ODIN_TRUSTED_PROXIES): an API key restricted to certain networks is checked against the TCP peer, which behind a proxy is the proxy's address")
+	}
 	opsHandler := ops.Handler(s.parts.Registry, s.readiness)
 	if s.cfg.Profiling {
 		opsHandler = ops.WithProfiling(opsHandler)
