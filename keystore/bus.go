@@ -141,6 +141,7 @@ func (r *Redis) busName(name string) string {
 }
 
 func (b *Bus) heartbeatKey() string   { return b.r.busName("replicas") }
+func (b *Bus) allowlistsKey() string  { return b.r.busName(allowlistsSet) }
 func (r *Redis) acksChannel() string  { return r.busName("acks") }
 func (b *Bus) probeChannel() string   { return b.r.busName("probe:" + b.id) }
 func isSubscribed(kind string) bool   { return kind == "subscribe" || kind == "ssubscribe" }
@@ -385,6 +386,7 @@ func (b *Bus) heartbeatLoop(ctx context.Context) {
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.r.opTimeout)
 			b.r.client.ZRem(dctx, b.heartbeatKey(), b.id)
+			b.r.client.ZRem(dctx, b.allowlistsKey(), b.id)
 			cancel()
 			return
 		case <-t.C:
@@ -397,6 +399,10 @@ func (b *Bus) heartbeatLoop(ctx context.Context) {
 		pipe := b.r.client.Pipeline() // one key: one node, even on a cluster
 		pipe.ZAdd(hctx, b.heartbeatKey(), redis.Z{Score: float64(now.UnixMilli()), Member: b.id})
 		pipe.ZRemRangeByScore(hctx, b.heartbeatKey(), "-inf", fmt.Sprint(now.Add(-10*heartbeatRetention).UnixMilli()))
+		// This version enforces keys' network allowlists: say so beside
+		// the heartbeat (same slot), for ReplicasIgnoringAllowlists.
+		pipe.ZAdd(hctx, b.allowlistsKey(), redis.Z{Score: float64(now.UnixMilli()), Member: b.id})
+		pipe.ZRemRangeByScore(hctx, b.allowlistsKey(), "-inf", fmt.Sprint(now.Add(-10*heartbeatRetention).UnixMilli()))
 		if _, err := pipe.Exec(hctx); err != nil {
 			b.r.m.redisErrors.WithLabelValues("heartbeat").Inc()
 		} else {
@@ -467,6 +473,44 @@ func (r *Redis) PublishAndWait(ctx context.Context, inv Invalidation, fenceAfter
 	// Whoever did not answer has been out of contact for FenceAfter by now.
 	time.Sleep(time.Until(deadline))
 	return missing, werr
+}
+
+// allowlistsSet names the set in which replicas that enforce keys'
+// network allowlists announce themselves, with the heartbeat's score.
+// Releases before allowlists heartbeat only in "replicas": they read a
+// key's allowlist as nothing at all, and would let the key in from any
+// network.
+const allowlistsSet = "features:allowed_cidrs"
+
+// ReplicasIgnoringAllowlists returns the live replicas on the bus (those
+// a revoker waits for) that do not announce enforcing network
+// allowlists: replicas of a release before them, during a rolling
+// upgrade. Giving a key an allowlist while one runs would leave that
+// replica accepting the key from anywhere, so the Manager refuses it
+// (ErrNotEnforced).
+func (r *Redis) ReplicasIgnoringAllowlists(ctx context.Context, now time.Time) ([]string, error) {
+	since := &redis.ZRangeBy{Min: fmt.Sprint(now.Add(-heartbeatRetention).UnixMilli()), Max: "+inf"}
+	live, err := r.client.ZRangeByScore(ctx, r.busName("replicas"), since).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read live replicas: %w", err)
+	}
+	if len(live) == 0 {
+		return nil, nil
+	}
+	// Any announcement in the retention counts: a replica announces in
+	// the heartbeat's own pipeline, so one seen alive has announced.
+	all := &redis.ZRangeBy{Min: fmt.Sprint(now.Add(-10 * heartbeatRetention).UnixMilli()), Max: "+inf"}
+	enforcing, err := r.client.ZRangeByScore(ctx, r.busName(allowlistsSet), all).Result()
+	if err != nil {
+		return nil, fmt.Errorf("read replicas enforcing allowlists: %w", err)
+	}
+	var missing []string
+	for _, id := range live {
+		if !slices.Contains(enforcing, id) {
+			missing = append(missing, id)
+		}
+	}
+	return missing, nil
 }
 
 // Replica is one replica in the bus's heartbeat set, as a reader outside

@@ -204,7 +204,7 @@ var errNoPrepare = errors.New("build cache: no prepare (NoPrepare when entries c
 // known key loaded, and again when a key's entry is rendered from its
 // compact record: it must depend only on what the record keeps (see
 // compactKeys.view: id, user and org ids, scopes, tier, own rate limit,
-// expiry, revocation, and whether it is disabled). Its result rides along in the entry (Entry.Prepared);
+// network allowlist, expiry, revocation, and whether it is disabled). Its result rides along in the entry (Entry.Prepared);
 // NoPrepare when there is nothing to prepare.
 func NewCache[P any](store Store, redis *Redis, opts CacheOptions, prepare func(*Key) P, m *Metrics, logger *slog.Logger) (*Cache[P], error) {
 	if prepare == nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -286,4 +288,56 @@ func TestLateTimeoutAfterRecoveryStartsNoBackoff(t *testing.T) {
 		t.Errorf("error queries = %v, want 1 (the timeout is still counted)", got)
 	}
 	close(store.release)
+}
+
+// A key's allowlist reaches the cache's prepare whichever tier answers:
+// PostgreSQL, another replica's Redis record, or the compact record of a
+// key that has left the hot tier.
+func TestAllowlistInEveryTier(t *testing.T) {
+	store := newStore(t)
+	url, prefix := testenv.Redis(t)
+	rd, err := keystore.OpenRedis(keystore.RedisOptions{URL: url, Prefix: prefix, MACSecret: testenv.RedisMACSecret}, keystore.NewMetrics(nil), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	nets, err := keystore.ParseCIDRs([]string{"2001:db8::/32", "198.51.100.0/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := keystore.NewManager(store, rd, keystore.ManagerOptions{})
+	ctx := context.Background()
+	plaintext, _, err := m.Create(ctx, keystore.Actor{ID: "test"}, keystore.NewKey{UserID: "user_1", Name: "ci", AllowedCIDRs: nets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := m.Create(ctx, keystore.Actor{ID: "test"}, keystore.NewKey{UserID: "user_1", Name: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prepare := func(k *keystore.Key) []netip.Prefix { return k.AllowedCIDRs }
+	lookup := func(c *keystore.Cache[[]netip.Prefix], what string) {
+		t.Helper()
+		e, err := c.Lookup(ctx, keystore.HashKey(plaintext), time.Now())
+		if err != nil || !slices.Equal(e.Prepared(), nets) {
+			t.Errorf("%s: allowlist %v, %v; want %v", what, e, err, nets)
+		}
+	}
+	fromRedis, err := keystore.NewCache(store, rd, keystore.CacheOptions{HotSize: 1}, prepare, keystore.NewMetrics(nil), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lookup(fromRedis, "from Redis")
+	if n := store.lookups.Load(); n != 0 {
+		t.Fatalf("store queried %d times; the key should have come from Redis", n)
+	}
+	if _, err := fromRedis.Lookup(ctx, keystore.HashKey(other), time.Now()); err != nil { // evicts it from the hot tier
+		t.Fatal(err)
+	}
+	lookup(fromRedis, "from the compact record")
+	fromStore, err := keystore.NewCache(store, nil, keystore.CacheOptions{}, prepare, keystore.NewMetrics(nil), quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lookup(fromStore, "from PostgreSQL")
 }

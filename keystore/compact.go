@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"strings"
@@ -213,7 +214,7 @@ func (c *compactKeys) version(h Hash) (uint64, bool) {
 
 // view rebuilds what the record keeps of h's key, and marks it used: id,
 // user and org ids, scopes and tier (shared with every record that has the
-// same, with the key's own rate limit: see tierKey), expiry, revocation
+// same, with the key's own rate limit and allowlist: see tierKey), expiry, revocation
 // and whether it is disabled; no name, hint or
 // creation time.
 func (c *compactKeys) view(h Hash) (*Key, keyMeta, bool) {
@@ -240,7 +241,7 @@ func (c *compactKeys) view(h Hash) (*Key, keyMeta, bool) {
 	}
 	_, k.Scopes = c.scopes.get(sl.scopes)
 	tier, _ := c.tiers.get(sl.tier)
-	k.Tier, k.RateLimit = splitTier(tier)
+	splitTier(tier, k)
 	return k, sl.meta(), true
 }
 
@@ -280,30 +281,59 @@ func (c *compactKeys) put(h Hash, k *Key, m keyMeta) {
 	}
 }
 
-// tierKey is what a record interns as its tier: the tier, followed, for a
-// key with its own rate limit, by a NUL (never in a tier name) and the
-// limit ("pro\x0010/s:20"). A key without one interns its tier alone, as
-// before keys had their own limits.
+// tierKey is what a record interns as its tier: the tier, followed by
+// what the key has of its own, each after a NUL (never in a tier name)
+// and a letter: "r" and its rate limit, "n" and its allowlist
+// ("pro\x00r10/s:20\x00n10.0.0.0/8,2001:db8::/32"). A key with neither
+// interns its tier alone, and keys with the same share one string.
 func tierKey(k *Key) string {
-	if k.RateLimit == nil {
+	if k.RateLimit == nil && len(k.AllowedCIDRs) == 0 {
 		return k.Tier
 	}
-	return k.Tier + "\x00" + k.RateLimit.String()
+	var b strings.Builder
+	b.WriteString(k.Tier)
+	if k.RateLimit != nil {
+		b.WriteString("\x00r")
+		b.WriteString(k.RateLimit.String())
+	}
+	if len(k.AllowedCIDRs) > 0 {
+		b.WriteString("\x00n")
+		for i, p := range k.AllowedCIDRs {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(p.String())
+		}
+	}
+	return b.String()
 }
 
-// splitTier reads back tierKey.
-func splitTier(s string) (string, *RateLimit) {
-	tier, limit, ok := strings.Cut(s, "\x00")
-	if !ok {
-		return s, nil
+// splitTier reads back tierKey into k's tier, own rate limit and
+// allowlist.
+func splitTier(s string, k *Key) {
+	tier, rest, _ := strings.Cut(s, "\x00")
+	k.Tier = tier
+	for rest != "" {
+		var part string
+		part, rest, _ = strings.Cut(rest, "\x00")
+		switch part[0] {
+		case 'r':
+			rate, burst, _ := strings.Cut(part[1:], ":")
+			r, err1 := strconv.ParseFloat(strings.TrimSuffix(rate, "/s"), 64)
+			b, err2 := strconv.Atoi(burst)
+			if err1 == nil && err2 == nil { // tierKey wrote it
+				k.RateLimit = &RateLimit{Rate: r, Burst: b}
+			}
+		case 'n':
+			nets := strings.Split(part[1:], ",")
+			k.AllowedCIDRs = make([]netip.Prefix, 0, len(nets))
+			for _, n := range nets {
+				if p, err := netip.ParsePrefix(n); err == nil { // tierKey wrote it
+					k.AllowedCIDRs = append(k.AllowedCIDRs, p)
+				}
+			}
+		}
 	}
-	rate, burst, _ := strings.Cut(limit, ":")
-	r, err1 := strconv.ParseFloat(strings.TrimSuffix(rate, "/s"), 64)
-	b, err2 := strconv.Atoi(burst)
-	if err1 != nil || err2 != nil { // cannot happen: tierKey wrote it
-		return tier, nil
-	}
-	return tier, &RateLimit{Rate: r, Burst: b}
 }
 
 // clear releases what slot idx refers to (interned values, long ids).

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -488,6 +490,34 @@ func TestCompactRateLimit(t *testing.T) {
 		k, _, ok := c.view(h)
 		if !ok || k.Tier != "pro" || !rl.Equal(k.RateLimit) {
 			t.Errorf("record of a key with rate limit %+v: %+v", rl, k)
+		}
+	}
+}
+
+// A key's allowlist rides in its record's interned tier, with or without
+// its own rate limit, exactly.
+func TestCompactAllowedCIDRs(t *testing.T) {
+	c, err := newCompactKeys(16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nets := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("203.0.113.7/32"), netip.MustParsePrefix("2001:db8::/32")}
+	for i, k := range []*Key{
+		{Tier: "pro", AllowedCIDRs: nets[:1]},
+		{Tier: "pro", AllowedCIDRs: nets},
+		{Tier: "free", AllowedCIDRs: nets[2:], RateLimit: &RateLimit{Rate: 0.25, Burst: 4}},
+		{Tier: "free", RateLimit: &RateLimit{Rate: 2, Burst: 4}},
+		{Tier: "free"},
+	} {
+		h := Hash{byte(i + 1)}
+		k.ID, k.UserID = "key_"+string(rune('a'+i)), "user_1"
+		c.put(h, k, keyMeta{ver: 1})
+		got, _, ok := c.view(h)
+		if !ok || got.Tier != k.Tier || !k.RateLimit.Equal(got.RateLimit) || !slices.Equal(got.AllowedCIDRs, k.AllowedCIDRs) {
+			t.Errorf("record of %+v: %+v", k, got)
+		}
+		if (got.AllowedCIDRs == nil) != (k.AllowedCIDRs == nil) {
+			t.Errorf("record of %+v: allowlist %#v", k, got.AllowedCIDRs)
 		}
 	}
 }

@@ -180,6 +180,28 @@ func (m *Manager) Create(ctx context.Context, by Actor, n NewKey) (string, *Key,
 	return plaintext, k, err
 }
 
+// allowlistsEnforced says whether every live replica on the bus
+// enforces network allowlists, before a key is given one: ErrNotEnforced
+// naming those that do not (an older release, mid-upgrade), ErrUnavailable
+// when Redis cannot tell. Without Redis there is no bus and no replica
+// to ask.
+func (m *Manager) allowlistsEnforced(ctx context.Context) error {
+	if m.redis == nil {
+		return nil
+	}
+	missing, err := m.redis.ReplicasIgnoringAllowlists(ctx, time.Now())
+	if err != nil {
+		return fmt.Errorf("%w: cannot tell whether every replica enforces network allowlists: %v", ErrUnavailable, err)
+	}
+	if n := len(missing); n > 0 {
+		if n > 5 {
+			missing = append(missing[:5:5], "…")
+		}
+		return fmt.Errorf("%w: %d odin authz replica(s) on the bus do not enforce network allowlists (%s): upgrade every replica before giving a key an allowlist", ErrNotEnforced, n, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
 // Actor is who makes a change, for the audit log.
 type Actor struct {
 	ID        string // user id, "operator", "clerk-webhook"…
@@ -221,9 +243,16 @@ func (m *Manager) Issue(ctx context.Context, by Actor, n NewKey, plaintext strin
 	if err := m.opts.MaxKeyLifetime.apply(&n, now); err != nil {
 		return nil, err
 	}
-	k, err := m.store.CreateKey(ctx, n, h, KeyHint(plaintext), by.event(ActionKeyCreated, map[string]any{
-		"name": n.Name, "hint": KeyHint(plaintext), "scopes": n.Scopes, "tier": n.Tier,
-	}))
+	if len(n.AllowedCIDRs) > 0 {
+		if err := m.allowlistsEnforced(ctx); err != nil {
+			return nil, err
+		}
+	}
+	detail := map[string]any{"name": n.Name, "hint": KeyHint(plaintext), "scopes": n.Scopes, "tier": n.Tier}
+	if len(n.AllowedCIDRs) > 0 {
+		detail["allowed_cidrs"] = CIDRStrings(n.AllowedCIDRs)
+	}
+	k, err := m.store.CreateKey(ctx, n, h, KeyHint(plaintext), by.event(ActionKeyCreated, detail))
 	if err != nil {
 		return nil, err
 	}
@@ -420,7 +449,7 @@ func RollKeyWithin(ctx context.Context, s Store, id string, h Hash, hint string,
 			return &AlreadyRolledError{Successor: cur.ReplacedBy}
 		}
 		n := NewKey{UserID: cur.UserID, OrgID: cur.OrgID, Name: cur.Name, Scopes: cur.Scopes, Tier: cur.Tier, ExpiresAt: cur.ExpiresAt,
-			RateLimit: cur.RateLimit}
+			RateLimit: cur.RateLimit, AllowedCIDRs: cur.AllowedCIDRs}
 		n.ExpiresAt = limits.For(cur.OrgID).clamp(n.ExpiresAt, time.Now())
 		var err error
 		if rolled, err = tx.InsertKey(ctx, n, h, hint); err != nil {

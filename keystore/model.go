@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"time"
@@ -30,6 +31,10 @@ var (
 	// ErrConflict wraps a request that the key's state forbids (rolling a
 	// revoked key).
 	ErrConflict = errors.New("conflict")
+	// ErrNotEnforced wraps a change refused because a replica running now
+	// would not enforce it: a network allowlist while a replica of an
+	// older release is on the bus (Redis.ReplicasIgnoringAllowlists).
+	ErrNotEnforced = errors.New("not enforced by every replica")
 )
 
 // AlreadyRolledError is the ErrConflict of rolling a key that has been
@@ -72,6 +77,10 @@ type Key struct {
 	// RateLimit is the key's own rate limit, used instead of its tier's;
 	// nil: the tier's. Only an operator sets it.
 	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+	// AllowedCIDRs are the networks the key may be used from; nil: any
+	// network. Canonical (CanonicalCIDRs): masked, IPv4 before IPv6,
+	// sorted, without duplicates.
+	AllowedCIDRs []netip.Prefix `json:"allowed_cidrs,omitempty"`
 }
 
 // RateLimit is a key's own rate limit, in the rate limiter's units
@@ -163,6 +172,9 @@ type NewKey struct {
 	ExpiresAt time.Time // zero: never
 	// RateLimit is the key's own rate limit; nil: its tier's.
 	RateLimit *RateLimit
+	// AllowedCIDRs are the networks the key may be used from; nil: any.
+	// Validate makes them canonical.
+	AllowedCIDRs []netip.Prefix
 }
 
 var (
@@ -191,7 +203,12 @@ func (n *NewKey) Validate(now time.Time) error {
 	if n.Scopes == nil {
 		n.Scopes = []string{}
 	}
-	st := KeyState{Name: n.Name, Scopes: n.Scopes, Tier: n.Tier, ExpiresAt: n.ExpiresAt, RateLimit: n.RateLimit}
+	cidrs, err := CanonicalCIDRs(n.AllowedCIDRs)
+	if err != nil {
+		return err
+	}
+	n.AllowedCIDRs = cidrs
+	st := KeyState{Name: n.Name, Scopes: n.Scopes, Tier: n.Tier, ExpiresAt: n.ExpiresAt, RateLimit: n.RateLimit, AllowedCIDRs: cidrs}
 	return st.Validate(now)
 }
 
@@ -219,7 +236,12 @@ func (st *KeyState) Validate(now time.Time) error {
 		return fmt.Errorf("%w: expires_at: must be before the year 10000", ErrInvalid)
 	}
 	if st.RateLimit != nil {
-		return st.RateLimit.Validate()
+		if err := st.RateLimit.Validate(); err != nil {
+			return err
+		}
+	}
+	if len(st.AllowedCIDRs) > MaxAllowedCIDRs {
+		return fmt.Errorf("%w: allowed_cidrs: at most %d networks", ErrInvalid, MaxAllowedCIDRs)
 	}
 	return nil
 }
@@ -276,6 +298,9 @@ type KeyState struct {
 	DisabledAt time.Time
 	// RateLimit is the key's own rate limit; nil: its tier's.
 	RateLimit *RateLimit
+	// AllowedCIDRs are the networks the key may be used from, canonical
+	// (CanonicalCIDRs); nil: any.
+	AllowedCIDRs []netip.Prefix
 }
 
 // Store is the source of truth for keys. PostgreSQL implements it

@@ -231,6 +231,8 @@ type webhookKey struct {
 	ReplacedBy string     `json:"replaced_by,omitempty"`
 	DisabledAt time.Time  `json:"disabled_at,omitzero"`
 	RateLimit  *RateLimit `json:"rate_limit,omitempty"`
+	// AllowedCIDRs: absent for any network.
+	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
 }
 
 func webhookKeyOf(k *Key) *webhookKey {
@@ -243,7 +245,8 @@ func webhookKeyOf(k *Key) *webhookKey {
 	}
 	return &webhookKey{ID: k.ID, Owner: k.Owner(), UserID: k.UserID, OrgID: k.OrgID, Name: k.Name, Hint: k.Hint,
 		Scopes: scopes, Tier: k.Tier, CreatedAt: k.CreatedAt.UTC(), ExpiresAt: k.ExpiresAt.UTC(),
-		RevokedAt: k.RevokedAt.UTC(), ReplacedBy: k.ReplacedBy, DisabledAt: k.DisabledAt.UTC(), RateLimit: k.RateLimit}
+		RevokedAt: k.RevokedAt.UTC(), ReplacedBy: k.ReplacedBy, DisabledAt: k.DisabledAt.UTC(), RateLimit: k.RateLimit,
+		AllowedCIDRs: CIDRStrings(k.AllowedCIDRs)}
 }
 
 type sessionEventData struct {

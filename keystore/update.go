@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 )
@@ -12,9 +13,8 @@ import (
 // when only narrowing was allowed (KeyUpdate.NarrowScopesOnly).
 var ErrWider = errors.New("change widens the key")
 
-// KeyUpdate is a change of a key's name, scopes, tier, expiry or own rate
-// limit. Nil fields
-// are left as they are.
+// KeyUpdate is a change of a key's name, scopes, tier, expiry, own rate
+// limit or network allowlist. Nil fields are left as they are.
 type KeyUpdate struct {
 	Name   *string
 	Scopes *[]string
@@ -25,6 +25,9 @@ type KeyUpdate struct {
 	// RateLimit is the key's new own rate limit; a pointer to nil removes
 	// it (the key goes back to its tier's).
 	RateLimit **RateLimit
+	// AllowedCIDRs is the key's new allowlist; a pointer to nil or an
+	// empty list removes it (any network). It is made canonical.
+	AllowedCIDRs *[]netip.Prefix
 	// NarrowScopesOnly refuses scopes that are not all among the key's
 	// current ones (ErrWider): a user's change. It is checked in the
 	// change's transaction, so a concurrent change cannot be undone by one
@@ -46,6 +49,11 @@ type KeyUpdate struct {
 func (m *Manager) Update(ctx context.Context, by Actor, id string, u KeyUpdate) (*Key, error) {
 	at := time.Now()
 	u.Lifetimes = m.opts.MaxKeyLifetime
+	if u.AllowedCIDRs != nil && len(*u.AllowedCIDRs) > 0 {
+		if err := m.allowlistsEnforced(ctx); err != nil {
+			return nil, err
+		}
+	}
 	k, err := ModifyKey(ctx, m.store, id, u, at, by)
 	if err != nil {
 		return nil, err
@@ -131,6 +139,16 @@ func ModifyKey(ctx context.Context, s Store, id string, u KeyUpdate, now time.Ti
 			}
 			changes["rate_limit"] = fromTo(rateLimitOrNil(cur.RateLimit), rateLimitOrNil(st.RateLimit))
 		}
+		if u.AllowedCIDRs != nil {
+			cidrs, err := CanonicalCIDRs(*u.AllowedCIDRs)
+			if err != nil {
+				return err
+			}
+			if !slices.Equal(cidrs, cur.AllowedCIDRs) {
+				changes["allowed_cidrs"] = fromTo(cidrsOrNil(cur.AllowedCIDRs), cidrsOrNil(cidrs))
+				st.AllowedCIDRs = cidrs
+			}
+		}
 		if err := st.Validate(now); err != nil {
 			return err
 		}
@@ -201,7 +219,8 @@ func changeable(k *Key, now time.Time) error {
 }
 
 func stateOf(k *Key) KeyState {
-	return KeyState{Name: k.Name, Scopes: k.Scopes, Tier: k.Tier, ExpiresAt: k.ExpiresAt, DisabledAt: k.DisabledAt, RateLimit: k.RateLimit}
+	return KeyState{Name: k.Name, Scopes: k.Scopes, Tier: k.Tier, ExpiresAt: k.ExpiresAt, DisabledAt: k.DisabledAt, RateLimit: k.RateLimit,
+		AllowedCIDRs: k.AllowedCIDRs}
 }
 
 // fromTo is one field of a key.updated event's "changes".

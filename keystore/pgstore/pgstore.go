@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -143,7 +144,7 @@ func (s *Store) Migrate(ctx context.Context, logger *slog.Logger) error {
 	return nil
 }
 
-const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by, disabled_at, rate_limit_rate, rate_limit_burst`
+const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by, disabled_at, rate_limit_rate, rate_limit_burst, allowed_cidrs`
 
 func scanKey(row pgx.Row) (*keystore.Key, error) {
 	var (
@@ -154,7 +155,7 @@ func scanKey(row pgx.Row) (*keystore.Key, error) {
 		rlBurst                              *int32
 	)
 	err := row.Scan(&k.ID, &k.UserID, &k.OrgID, &k.Name, &hash, &k.Hint, &k.Scopes, &k.Tier,
-		&k.CreatedAt, &expires, &revoked, &lastUsed, &k.ReplacedBy, &disabled, &rlRate, &rlBurst)
+		&k.CreatedAt, &expires, &revoked, &lastUsed, &k.ReplacedBy, &disabled, &rlRate, &rlBurst, &k.AllowedCIDRs)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, keystore.ErrNotFound
 	}
@@ -269,10 +270,11 @@ func insertKey(ctx context.Context, tx pgx.Tx, n keystore.NewKey, h keystore.Has
 		return nil, err
 	}
 	return scanKey(tx.QueryRow(ctx, `
-		INSERT INTO api_keys (id, user_id, org_id, name, key_hash, hint, scopes, tier, expires_at, rate_limit_rate, rate_limit_burst)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		INSERT INTO api_keys (id, user_id, org_id, name, key_hash, hint, scopes, tier, expires_at, rate_limit_rate, rate_limit_burst, allowed_cidrs)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 		RETURNING `+keyColumns,
-		id, n.UserID, n.OrgID, n.Name, h[:], hint, n.Scopes, n.Tier, tsArg(n.ExpiresAt), rateArg(n.RateLimit), burstArg(n.RateLimit)))
+		id, n.UserID, n.OrgID, n.Name, h[:], hint, n.Scopes, n.Tier, tsArg(n.ExpiresAt), rateArg(n.RateLimit), burstArg(n.RateLimit),
+		cidrsArg(n.AllowedCIDRs)))
 }
 
 // UpdateKey implements keystore.Store: the row lock (FOR UPDATE)
@@ -316,9 +318,9 @@ func (t keyTx) SetState(ctx context.Context, st keystore.KeyState) (*keystore.Ke
 	}
 	return scanKey(t.tx.QueryRow(ctx, `
 		UPDATE api_keys SET name = $2, scopes = $3, tier = $4, expires_at = $5, disabled_at = $6,
-			rate_limit_rate = $7, rate_limit_burst = $8
+			rate_limit_rate = $7, rate_limit_burst = $8, allowed_cidrs = $9
 		WHERE id = $1 RETURNING `+keyColumns, t.id, st.Name, scopes, st.Tier, tsArg(st.ExpiresAt), tsArg(st.DisabledAt),
-		rateArg(st.RateLimit), burstArg(st.RateLimit)))
+		rateArg(st.RateLimit), burstArg(st.RateLimit), cidrsArg(st.AllowedCIDRs)))
 }
 
 func (t keyTx) AppendAudit(ctx context.Context, ev *keystore.AuditEvent, target, owner string) error {
@@ -471,6 +473,14 @@ func decodeCursor(c string) (time.Time, string, error) {
 
 // rateArg and burstArg are a key's own rate limit as column values (NULL:
 // its tier's).
+// cidrsArg is a key's allowlist as a column value: NULL for any network.
+func cidrsArg(ps []netip.Prefix) []netip.Prefix {
+	if len(ps) == 0 {
+		return nil
+	}
+	return ps
+}
+
 func rateArg(r *keystore.RateLimit) *float64 {
 	if r == nil {
 		return nil

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -15,7 +16,7 @@ import (
 	"github.com/odin-scan/odin-authz/keystore/internal/keysql"
 )
 
-const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by, disabled_at, rate_limit_rate, rate_limit_burst`
+const keyColumns = `id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, revoked_at, last_used_at, replaced_by, disabled_at, rate_limit_rate, rate_limit_burst, allowed_cidrs`
 
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
@@ -30,9 +31,10 @@ func scanKey(row scanner) (*keystore.Key, error) {
 		disabled                   sql.NullInt64
 		rlRate                     sql.NullFloat64
 		rlBurst                    sql.NullInt64
+		cidrs                      sql.NullString
 	)
 	err := row.Scan(&k.ID, &k.UserID, &k.OrgID, &k.Name, &hash, &k.Hint, &scopes, &k.Tier,
-		&created, &expires, &revoked, &lastUsed, &k.ReplacedBy, &disabled, &rlRate, &rlBurst)
+		&created, &expires, &revoked, &lastUsed, &k.ReplacedBy, &disabled, &rlRate, &rlBurst, &cidrs)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, keystore.ErrNotFound
 	}
@@ -54,6 +56,14 @@ func scanKey(row scanner) (*keystore.Key, error) {
 	k.DisabledAt = fromNullMicros(disabled)
 	if rlRate.Valid && rlBurst.Valid {
 		k.RateLimit = &keystore.RateLimit{Rate: rlRate.Float64, Burst: int(rlBurst.Int64)}
+	}
+	if cidrs.Valid {
+		if err := json.Unmarshal([]byte(cidrs.String), &k.AllowedCIDRs); err != nil {
+			return nil, fmt.Errorf("key %s: stored allowed_cidrs: %w", k.ID, err)
+		}
+		if len(k.AllowedCIDRs) == 0 {
+			k.AllowedCIDRs = nil
+		}
 	}
 	return &k, nil
 }
@@ -145,11 +155,11 @@ func insertKey(ctx context.Context, tx *sql.Tx, n keystore.NewKey, h keystore.Ha
 		scopes = []byte("[]")
 	}
 	return scanKey(tx.QueryRowContext(ctx, `
-		INSERT INTO api_keys (id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, rate_limit_rate, rate_limit_burst)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		INSERT INTO api_keys (id, user_id, org_id, name, key_hash, hint, scopes, tier, created_at, expires_at, rate_limit_rate, rate_limit_burst, allowed_cidrs)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		RETURNING `+keyColumns,
 		id, n.UserID, n.OrgID, n.Name, h[:], hint, string(scopes), n.Tier, micros(timestamp()), nullMicros(n.ExpiresAt),
-		rateArg(n.RateLimit), burstArg(n.RateLimit)))
+		rateArg(n.RateLimit), burstArg(n.RateLimit), cidrsArg(n.AllowedCIDRs)))
 }
 
 // UpdateKey implements keystore.Store: the write transaction (BEGIN
@@ -196,9 +206,9 @@ func (t keyTx) SetState(ctx context.Context, st keystore.KeyState) (*keystore.Ke
 	}
 	return scanKey(t.tx.QueryRowContext(ctx, `
 		UPDATE api_keys SET name = ?, scopes = ?, tier = ?, expires_at = ?, disabled_at = ?,
-			rate_limit_rate = ?, rate_limit_burst = ?
+			rate_limit_rate = ?, rate_limit_burst = ?, allowed_cidrs = ?
 		WHERE id = ? RETURNING `+keyColumns, st.Name, string(scopes), st.Tier, nullMicros(st.ExpiresAt), nullMicros(st.DisabledAt),
-		rateArg(st.RateLimit), burstArg(st.RateLimit), t.id))
+		rateArg(st.RateLimit), burstArg(st.RateLimit), cidrsArg(st.AllowedCIDRs), t.id))
 }
 
 func (t keyTx) AppendAudit(ctx context.Context, ev *keystore.AuditEvent, target, owner string) error {
@@ -351,6 +361,16 @@ func decodeCursor(c string) (int64, string, error) {
 		return 0, "", bad
 	}
 	return at, id, nil
+}
+
+// cidrsArg is a key's allowlist as a column value: a JSON array of
+// networks, NULL for any network.
+func cidrsArg(ps []netip.Prefix) sql.NullString {
+	if len(ps) == 0 {
+		return sql.NullString{}
+	}
+	b, _ := json.Marshal(keystore.CIDRStrings(ps)) // strings: cannot fail
+	return sql.NullString{String: string(b), Valid: true}
 }
 
 // rateArg and burstArg are a key's own rate limit as column values (NULL:

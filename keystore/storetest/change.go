@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -269,5 +271,110 @@ func testRateLimit(t *testing.T, s keystore.Store) {
 	_, rolled, err := keystore.RollKey(ctx, s, k.ID, keystore.HashKey(np), keystore.KeyHint(np), time.Now().Add(time.Hour), nil)
 	if err != nil || !own.Equal(rolled.RateLimit) {
 		t.Errorf("rolled key: %+v, %v; want rate limit %+v", rolled, err, own)
+	}
+}
+
+func testAllowedCIDRs(t *testing.T, s keystore.Store) {
+	ctx := context.Background()
+	nets := func(ss ...string) []netip.Prefix {
+		out := make([]netip.Prefix, len(ss))
+		for i, p := range ss {
+			out[i] = netip.MustParsePrefix(p)
+		}
+		return out
+	}
+	// Given out of order and with a duplicate: stored canonical.
+	p, k := create(t, s, keystore.NewKey{UserID: "user_1", Name: "ci", AllowedCIDRs: nets("2001:db8::/32", "203.0.113.0/24", "10.0.0.0/8", "203.0.113.0/24")})
+	canonical := nets("10.0.0.0/8", "203.0.113.0/24", "2001:db8::/32")
+	if !slices.Equal(k.AllowedCIDRs, canonical) {
+		t.Fatalf("created key's allowlist: %v, want %v", k.AllowedCIDRs, canonical)
+	}
+	_, plain := create(t, s, keystore.NewKey{UserID: "user_1", Name: "anywhere", AllowedCIDRs: []netip.Prefix{}})
+	if plain.AllowedCIDRs != nil {
+		t.Errorf("a key created with an empty allowlist has %v, want nil (any network)", plain.AllowedCIDRs)
+	}
+	check := func(what string, want []netip.Prefix) {
+		t.Helper()
+		byHash, err := s.KeyByHash(ctx, keystore.HashKey(p))
+		if err != nil || !slices.Equal(byHash.AllowedCIDRs, want) {
+			t.Errorf("%s: by hash %v, %v; want %v", what, byHash.AllowedCIDRs, err, want)
+		}
+		byID, err := s.Key(ctx, k.ID)
+		if err != nil || !slices.Equal(byID.AllowedCIDRs, want) {
+			t.Errorf("%s: by id %v, %v; want %v", what, byID.AllowedCIDRs, err, want)
+		}
+		keys, _, err := s.ListKeys(ctx, keystore.ListKeysOptions{UserID: "user_1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range keys {
+			if l.ID == k.ID && !slices.Equal(l.AllowedCIDRs, want) {
+				t.Errorf("%s: listed %v, want %v", what, l.AllowedCIDRs, want)
+			}
+		}
+	}
+	check("created", canonical)
+	by := keystore.Actor{ID: "operator"}
+	tooMany := make([]netip.Prefix, keystore.MaxAllowedCIDRs+1)
+	for i := range tooMany {
+		tooMany[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(i), 0}), 24)
+	}
+	for _, bad := range [][]netip.Prefix{
+		nets("10.1.2.3/8"),          // host bits
+		nets("::ffff:10.0.0.0/104"), // IPv4-mapped
+		{{}},                        // not a network
+		tooMany,
+	} {
+		if got, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{AllowedCIDRs: &bad}, time.Now(), by); !errors.Is(err, keystore.ErrInvalid) || got != nil {
+			t.Errorf("allowlist %v: %v, %v; want ErrInvalid", bad, got, err)
+		}
+		hk, _ := keystore.GenerateKey()
+		if _, err := s.CreateKey(ctx, keystore.NewKey{UserID: "user_1", Name: "bad", AllowedCIDRs: bad}, keystore.HashKey(hk), keystore.KeyHint(hk), nil); !errors.Is(err, keystore.ErrInvalid) {
+			t.Errorf("create with allowlist %v: %v; want ErrInvalid", bad, err)
+		}
+	}
+	check("after the refusals", canonical)
+	narrowed := nets("203.0.113.128/25")
+	if got, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{AllowedCIDRs: &narrowed}, time.Now(), by); err != nil || !slices.Equal(got.AllowedCIDRs, narrowed) {
+		t.Fatalf("narrow the allowlist: %+v, %v", got, err)
+	}
+	check("narrowed", narrowed)
+	var anyNet []netip.Prefix
+	if got, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{AllowedCIDRs: &anyNet}, time.Now(), by); err != nil || got.AllowedCIDRs != nil {
+		t.Fatalf("remove the allowlist: %+v, %v", got, err)
+	}
+	check("removed", nil)
+	empty := []netip.Prefix{} // the same as nil: no change, no event
+	if _, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{AllowedCIDRs: &empty}, time.Now(), by); err != nil {
+		t.Fatal(err)
+	}
+	events, _, err := s.ListAudit(ctx, keystore.AuditFilter{Action: keystore.ActionKeyUpdated, Target: k.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []any
+	for i := len(events) - 1; i >= 0; i-- { // oldest first
+		raw, _ := json.Marshal(events[i].Details["changes"])
+		var c map[string]any
+		if err := json.Unmarshal(raw, &c); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, c)
+	}
+	want := []any{
+		map[string]any{"allowed_cidrs": map[string]any{"from": []any{"10.0.0.0/8", "203.0.113.0/24", "2001:db8::/32"}, "to": []any{"203.0.113.128/25"}}},
+		map[string]any{"allowed_cidrs": map[string]any{"from": []any{"203.0.113.128/25"}, "to": nil}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("key.updated changes (-want, +got):\n%s", diff)
+	}
+	// A rolled key keeps its allowlist.
+	if _, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{AllowedCIDRs: &narrowed}, time.Now(), by); err != nil {
+		t.Fatal(err)
+	}
+	np, _ := keystore.GenerateKey()
+	_, rolled, err := keystore.RollKey(ctx, s, k.ID, keystore.HashKey(np), keystore.KeyHint(np), time.Now().Add(time.Hour), nil)
+	if err != nil || !slices.Equal(rolled.AllowedCIDRs, narrowed) {
+		t.Errorf("rolled key: %+v, %v; want allowlist %v", rolled, err, narrowed)
 	}
 }

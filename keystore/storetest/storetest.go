@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"ModifyKeyRefuses", testModifyKeyRefuses},
 		{"Disable", testDisable},
 		{"RateLimit", testRateLimit},
+		{"AllowedCIDRs", testAllowedCIDRs},
 		{"KeyHashes", testKeyHashes},
 		{"ListKeysPaginationAndFilters", testListKeys},
 		{"ListKeysBadCursor", testListKeysBadCursor},
