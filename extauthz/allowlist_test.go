@@ -132,6 +132,42 @@ func TestAllowlistGRPC(t *testing.T) {
 	}
 }
 
+// Behind a load balancer in the trusted proxies, a gRPC check's client is
+// what it reports in x-forwarded-for (Envoy's source.address being the
+// load balancer); from any other source.address that header is not read.
+func TestAllowlistGRPCBehindLoadBalancer(t *testing.T) {
+	f := authztest.NewFixture(t, authztest.NoRedis)
+	cfg := f.Config()
+	cfg.DisableRateLimit = true
+	svc, err := authzsvc.New(t.Context(), cfg, authztest.DiscardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{TrustedProxies: cidrs(t, "10.0.0.0/8"), Logger: authztest.DiscardLogger()})
+	key, _ := f.CreateKey(t, keystore.NewKey{AllowedCIDRs: cidrs(t, "203.0.113.0/24")})
+	for _, tt := range []struct {
+		name, source, xff string
+		want              int
+	}{
+		{"load balancer, client inside", "10.0.0.2", "203.0.113.9, 10.0.0.2", 200},
+		{"load balancer, client outside", "10.0.0.2", "203.0.113.9, 198.51.100.1, 10.0.0.2", 403},
+		{"load balancer without x-forwarded-for", "10.0.0.2", "", 403},
+		{"direct client outside, spoofed x-forwarded-for", "198.51.100.1", "203.0.113.9", 403},
+		{"direct client inside", "203.0.113.9", "", 200},
+	} {
+		h := map[string]string{"api-key": key}
+		if tt.xff != "" {
+			h["x-forwarded-for"] = tt.xff
+		}
+		req := authztest.EnvoyRequest("GET", "/v1/scans", h)
+		req.Attributes.Source.Address = socketAddress(tt.source)
+		resp, _ := srv.Check(t.Context(), req)
+		if got := authztest.HTTPStatus(resp); got != tt.want {
+			t.Errorf("%s: %d, want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
 // A check from a refused network spends nothing of the key's rate limit.
 func TestAllowlistSpendsNoBudget(t *testing.T) {
 	f := authztest.NewFixture(t, authztest.WithRedis)

@@ -17,15 +17,22 @@ import (
 // point at what they already hold.
 type ClientSource struct {
 	envoy   *corev3.Address // gRPC: Envoy's attributes.source.address
+	headers Headers         // gRPC: the request's headers, for x-forwarded-for
 	http    *http.Request   // forward-auth: the subrequest
-	trusted *netallow.Set   // forward-auth: the trusted proxies
+	trusted *netallow.Set   // the trusted proxies
 }
 
-// EnvoyClient is the client Envoy reports in a CheckRequest:
-// attributes.source.address. Envoy sets it to the downstream peer, or, with
-// use_remote_address and xff_num_trusted_hops, to the address the trusted
-// hops report (docs/DEPLOYMENT.md, "The client address").
-func EnvoyClient(source *corev3.Address) ClientSource { return ClientSource{envoy: source} }
+// EnvoyClient is the client of a CheckRequest whose
+// attributes.source.address is source and whose request headers are h.
+// Envoy fills source.address with the address of the downstream
+// connection's peer (or the one the PROXY protocol reported for it): the
+// client when it connects to Envoy itself. use_remote_address and
+// xff_num_trusted_hops do not change it. When that peer is one of the
+// trusted proxies (a load balancer in front of Envoy), the client is read
+// from the request's x-forwarded-for as ClientBehindProxies reads it.
+func EnvoyClient(source *corev3.Address, h Headers, trusted *netallow.Set) ClientSource {
+	return ClientSource{envoy: source, headers: h, trusted: trusted}
+}
 
 // ForwardedClient is the client of a forward-auth subrequest, as
 // ClientBehindProxies reads it from r's peer and X-Forwarded-For.
@@ -42,11 +49,19 @@ func (c ClientSource) Addr() (netip.Addr, bool) {
 		if sa == nil { // a pipe or an internal address: no IP
 			return netip.Addr{}, false
 		}
-		a, err := netip.ParseAddr(sa.GetAddress())
+		peer, err := netip.ParseAddr(sa.GetAddress())
 		if err != nil {
 			return netip.Addr{}, false
 		}
-		return a.Unmap().WithZone(""), true
+		peer = peer.Unmap().WithZone("")
+		if !c.trusted.Contains(peer) {
+			return peer, true
+		}
+		var xff string // Envoy joins repeated headers with ","
+		if c.headers != nil {
+			xff = c.headers.Get("x-forwarded-for")
+		}
+		return walkForwardedFor([]string{xff}, c.trusted)
 	case c.http != nil:
 		return ClientBehindProxies(c.http.RemoteAddr, c.http.Header["X-Forwarded-For"], c.trusted)
 	}
@@ -81,6 +96,12 @@ func ClientBehindProxies(remoteAddr string, forwardedFor []string, trusted *neta
 	if !trusted.Contains(peer) { // nil: no proxy is trusted
 		return peer, true
 	}
+	return walkForwardedFor(forwardedFor, trusted)
+}
+
+// walkForwardedFor is the client a trusted peer reports in the
+// X-Forwarded-For lines forwardedFor (see ClientBehindProxies).
+func walkForwardedFor(forwardedFor []string, trusted *netallow.Set) (netip.Addr, bool) {
 	var leftmost netip.Addr
 	for i := len(forwardedFor) - 1; i >= 0; i-- {
 		line := forwardedFor[i]

@@ -103,7 +103,7 @@ func TestClientBehindProxiesManyHops(t *testing.T) {
 }
 
 // Envoy's source.address is the gRPC client: an IP socket address, or
-// unknown.
+// unknown; when it is a trusted proxy, the x-forwarded-for it reports.
 func TestEnvoyClient(t *testing.T) {
 	sock := func(a string) *corev3.Address {
 		return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: a}}}
@@ -122,7 +122,32 @@ func TestEnvoyClient(t *testing.T) {
 		{"hostname", sock("envoy.internal"), "unknown"},
 		{"with port", sock("203.0.113.7:80"), "unknown"},
 	} {
-		a, ok := extauthz.EnvoyClient(tt.src).Addr()
+		a, ok := extauthz.EnvoyClient(tt.src, extauthz.MapHeaders{"x-forwarded-for": "192.0.2.1"}, nil).Addr()
+		got := "unknown"
+		if ok {
+			got = a.String()
+		}
+		if got != tt.want {
+			t.Errorf("%s: client %s, want %s", tt.name, got, tt.want)
+		}
+	}
+	// Behind a trusted load balancer, its x-forwarded-for tells the client.
+	trusted := netallow.New([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	for _, tt := range []struct {
+		name, source, xff, want string
+	}{
+		{"untrusted source: x-forwarded-for ignored", "203.0.113.7", "192.0.2.1", "203.0.113.7"},
+		{"trusted source", "10.0.0.2", "192.0.2.1", "192.0.2.1"},
+		{"trusted source, Envoy appended it", "10.0.0.2", "198.51.100.1, 192.0.2.1, 10.0.0.2", "192.0.2.1"},
+		{"trusted mapped source", "::ffff:10.0.0.2", "192.0.2.1", "192.0.2.1"},
+		{"trusted source without x-forwarded-for", "10.0.0.2", "", "unknown"},
+		{"trusted source, garbage", "10.0.0.2", "192.0.2.1, nonsense", "unknown"},
+	} {
+		h := extauthz.MapHeaders{}
+		if tt.xff != "" {
+			h["x-forwarded-for"] = tt.xff
+		}
+		a, ok := extauthz.EnvoyClient(sock(tt.source), h, trusted).Addr()
 		got := "unknown"
 		if ok {
 			got = a.String()

@@ -110,7 +110,7 @@ func defaultTiers() string {
 
 // trustedProxiesUsage is the usage of --trusted-proxies, on odin authz and
 // odin dev.
-const trustedProxiesUsage = "proxies in front of the forward-auth port (CIDRs or addresses, e.g. 10.0.0.0/8,2001:db8::/32,192.0.2.10) whose X-Forwarded-For tells the client address an API key's network allowlist is checked against, walked from the right through these; empty: the TCP peer is the client (gRPC Check reads Envoy's source.address instead)"
+const trustedProxiesUsage = "proxies whose X-Forwarded-For tells the client address that API keys restricted to certain networks are checked against (CIDRs or addresses, e.g. 10.0.0.0/8,2001:db8::/32,192.0.2.10): the forward-auth port's peers (NGINX, Caddy) and load balancers before them, and load balancers before Envoy (gRPC Check: when source.address is one of them); X-Forwarded-For is walked from the right through these. Empty: the forward-auth peer, or Envoy's source.address, is the client"
 
 // parseTrustedProxies checks --trusted-proxies.
 func parseTrustedProxies(list []string) ([]netip.Prefix, error) {

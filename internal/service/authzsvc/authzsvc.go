@@ -98,11 +98,13 @@ type Config struct {
 	// (default: the request line), "original" (X-Original-*) or
 	// "forwarded" (X-Forwarded-*); see extauthz.ForwardAuthOptions.
 	ForwardedHeaders string
-	// TrustedProxies are the proxies in front of the forward-auth port
-	// whose X-Forwarded-For is believed for the client address an API
-	// key's network allowlist is checked against (see
-	// extauthz.ClientBehindProxies); none: the TCP peer is the client.
-	// Envoy's gRPC Check reports the client itself (source.address).
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed for
+	// the client address an API key's network allowlist is checked
+	// against: the forward-auth port's peers (NGINX, Caddy, and the load
+	// balancers before them), and the load balancers Envoy's
+	// source.address may name on the gRPC port (see
+	// extauthz.ClientBehindProxies and extauthz.EnvoyClient); none: the
+	// TCP peer, or Envoy's source.address, is the client.
 	TrustedProxies []netip.Prefix
 	MaxStreams     uint32
 	// StreamWorkers is how many goroutines serve gRPC streams, each one
@@ -360,7 +362,9 @@ func (s *Service) buildGRPC() {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.Connections.KeepaliveTime, Timeout: s.cfg.Connections.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.Connections.KeepaliveMinTime, PermitWithoutStream: true}),
 	}, s.parts.Tracing.GRPCServerOptions()...)...) // none when tracing is off
-	authv3.RegisterAuthorizationServer(s.grpc, extauthz.NewCheckServer(s.authz, extauthz.CheckOptions{StripCredential: s.cfg.StripCredential, Logger: s.log}))
+	authv3.RegisterAuthorizationServer(s.grpc, extauthz.NewCheckServer(s.authz, extauthz.CheckOptions{
+		StripCredential: s.cfg.StripCredential, TrustedProxies: s.cfg.TrustedProxies, Logger: s.log,
+	}))
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
