@@ -373,3 +373,43 @@ func TestPrincipalForKeyAllowlist(t *testing.T) {
 		t.Errorf("principal of a key without an allowlist: networks %+v", nets)
 	}
 }
+
+// A key whose principal has left the hot tier is rendered again from its
+// compact record on its next check, allowlist included: two keys take turns
+// in a hot tier of one.
+func TestAllowlistRenderedFromCompactRecord(t *testing.T) {
+	f := authztest.NewFixture(t, authztest.NoRedis)
+	cfg := f.Config()
+	cfg.DisableRateLimit = true
+	cfg.Cache.HotSize = 1
+	svc, err := authzsvc.New(t.Context(), cfg, authztest.DiscardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := extauthz.NewCheckServer(svc.Authorizer(), extauthz.CheckOptions{Logger: authztest.DiscardLogger()})
+	restricted, _ := f.CreateKey(t, keystore.NewKey{AllowedCIDRs: cidrs(t, "203.0.113.0/24", "2001:db8::/32")})
+	other, _ := f.CreateKey(t, keystore.NewKey{})
+	check := func(key, from string) int {
+		req := authztest.EnvoyRequest("GET", "/v1/scans", map[string]string{"api-key": key})
+		req.Attributes.Source.Address = socketAddress(from)
+		resp, _ := srv.Check(t.Context(), req)
+		return authztest.HTTPStatus(resp)
+	}
+	for i := range 3 {
+		for _, tt := range []struct {
+			key, from string
+			want      int
+		}{
+			{restricted, "203.0.113.1", 200}, {other, "198.51.100.1", 200},
+			{restricted, "198.51.100.1", 403}, {other, "198.51.100.1", 200},
+			{restricted, "2001:db8::1", 200}, {other, "198.51.100.1", 200},
+		} {
+			if got := check(tt.key, tt.from); got != tt.want {
+				t.Errorf("round %d, from %s: %d, want %d", i, tt.from, got, tt.want)
+			}
+		}
+	}
+	if n, _ := authztest.Gathered(t, svc.Registry(), "odin_keystore_key_renders_total", nil); n < 6 {
+		t.Errorf("%v checks rendered from a compact record, want most of the 18", n)
+	}
+}
