@@ -1,6 +1,7 @@
 package extauthz_test
 
 import (
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -158,5 +159,37 @@ func TestEnvoyClient(t *testing.T) {
 	}
 	if _, ok := (extauthz.ClientSource{}).Addr(); ok {
 		t.Error("the zero ClientSource knows a client")
+	}
+}
+
+// BenchmarkClientAddr is what a check of a key with an allowlist adds: the
+// client address read (Envoy's source.address, or a forward-auth peer behind
+// two trusted hops) and matched against four networks.
+func BenchmarkClientAddr(b *testing.B) {
+	nets := netallow.New([]netip.Prefix{netip.MustParsePrefix("198.51.100.0/24"), netip.MustParsePrefix("192.0.2.0/24"),
+		netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("203.0.113.0/24")})
+	trusted := netallow.New([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	sock := &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "::ffff:203.0.113.7"}}}
+	for _, bc := range []struct {
+		name string
+		src  func() extauthz.ClientSource
+	}{
+		{"Envoy", func() extauthz.ClientSource { return extauthz.EnvoyClient(sock, nil, nil) }},
+		{"ForwardAuth", func() extauthz.ClientSource {
+			r, _ := http.NewRequest("GET", "/", nil)
+			r.RemoteAddr = "10.0.0.2:40000"
+			r.Header["X-Forwarded-For"] = []string{"192.0.2.99, 203.0.113.7, 10.1.1.1"}
+			return extauthz.ForwardedClient(r, trusted)
+		}},
+	} {
+		src := bc.src()
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if a, ok := src.Addr(); !ok || !nets.Contains(a) {
+					b.Fatal("not allowed")
+				}
+			}
+		})
 	}
 }
