@@ -69,6 +69,14 @@ const (
 	// the caller is told it is not invalid. Only the key's holder can get
 	// this answer.
 	MessageDisabled = "API key is disabled"
+	// MessageNetworkNotAllowed is odin authz's 403 message for an API key
+	// presented from outside the networks it is restricted to. It names
+	// the reason, never the networks.
+	MessageNetworkNotAllowed = "API key is not allowed from this network"
+	// MessageClientAddressUnknown is odin authz's 403 message for an API
+	// key restricted to certain networks when the client's address cannot
+	// be told (a proxy reported none, or one that is not an address).
+	MessageClientAddressUnknown = "API key is restricted to certain networks and the client address is unknown"
 )
 
 // ContentType is the content type of the error body.

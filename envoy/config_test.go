@@ -224,6 +224,15 @@ var brokenEnvoyCases = []brokenEnvoy{
 			l.Patterns = slices.DeleteFunc(l.Patterns, func(p *matcherv3.StringMatcher) bool { return p.GetExact() == "content-type" })
 		})
 	}},
+	{name: "use_remote_address off", wantErr: "use_remote_address is not true", mutate: func(t *testing.T, b *bootstrapv3.Bootstrap) {
+		editHCM(t, b, func(h *hcmv3.HttpConnectionManager) { h.UseRemoteAddress = nil })
+	}},
+	{name: "x-forwarded-for not sent to authz", only: "http", wantErr: `allowed_headers does not let "x-forwarded-for"`, mutate: func(t *testing.T, b *bootstrapv3.Bootstrap) {
+		editExtAuthz(t, b, func(e *extauthzv3.ExtAuthz) {
+			l := e.GetAllowedHeaders()
+			l.Patterns = slices.DeleteFunc(l.Patterns, func(p *matcherv3.StringMatcher) bool { return p.GetExact() == "x-forwarded-for" })
+		})
+	}},
 	{name: "api-key not sent to authz", only: "http", wantErr: `allowed_headers does not let "api-key"`, mutate: func(t *testing.T, b *bootstrapv3.Bootstrap) {
 		editExtAuthz(t, b, func(e *extauthzv3.ExtAuthz) { e.AllowedHeaders = nil })
 	}},

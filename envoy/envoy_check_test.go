@@ -131,6 +131,12 @@ func checkHCM(path string, h *hcmv3.HttpConnectionManager, clusters map[string]*
 	if g := h.GetGenerateRequestId(); g != nil && !g.GetValue() {
 		errs = append(errs, fmt.Errorf("%s: generate_request_id is false; the server needs x-request-id", path))
 	}
+	// The edge appends the true peer to x-forwarded-for and sanitizes
+	// client-sent x-envoy-* headers: what odin authz's client address of a
+	// key restricted to certain networks rests on, over http_service.
+	if !h.GetUseRemoteAddress().GetValue() {
+		errs = append(errs, fmt.Errorf("%s: use_remote_address is not true; this Envoy is the edge (docs/DEPLOYMENT.md, \"The client address\")", path))
+	}
 	if !hasAuthzUnavailableBody(h.GetLocalReplyConfig()) {
 		errs = append(errs, fmt.Errorf("%s: local_reply_config has no mapper giving ext_authz 503 replies (UAEX) the UNAVAILABLE JSON body", path))
 	}
@@ -220,7 +226,7 @@ func checkExtAuthz(path string, e *extauthzv3.ExtAuthz, clusters map[string]*clu
 			list    *matcherv3.ListStringMatcher
 			headers []string
 		}{
-			{"allowed_headers", e.GetAllowedHeaders(), []string{"api-key", "x-request-id"}},
+			{"allowed_headers", e.GetAllowedHeaders(), []string{"api-key", "x-request-id", "x-forwarded-for"}},
 			{"allowed_upstream_headers", resp.GetAllowedUpstreamHeaders(), identityHeaders},
 			{"allowed_client_headers", resp.GetAllowedClientHeaders(), []string{"content-type", "www-authenticate", "retry-after"}},
 			{"allowed_client_headers_on_success", resp.GetAllowedClientHeadersOnSuccess(), []string{"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"}},

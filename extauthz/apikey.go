@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/odin-scan/odin-authz/denial"
+	"github.com/odin-scan/odin-authz/extauthz/netallow"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/keystore"
 )
@@ -60,7 +61,7 @@ func (a *apiKeys) judge(e *keystore.Entry[*Principal], err error, now time.Time)
 // identity of an API key, rendered when the key is loaded or, once its
 // principal has left the hot tier, from its compact record. It reads only
 // what that record keeps: id, user and org ids, scopes, tier and the key's
-// own rate limit.
+// own rate limit and network allowlist.
 func PrincipalForKey(k *keystore.Key) *Principal {
 	id := Identity{
 		Method:  "api_key",
@@ -73,5 +74,10 @@ func PrincipalForKey(k *keystore.Key) *Principal {
 	if k.RateLimit != nil {
 		id.RateLimit = &ratelimit.Tier{Rate: k.RateLimit.Rate, Burst: k.RateLimit.Burst}
 	}
-	return NewPrincipal(id)
+	p := NewPrincipal(id)
+	// Parsed once here, for every check of the key while its principal is
+	// cached; nil for a key without an allowlist, which is then never
+	// asked for a client address.
+	p.networks = netallow.New(k.AllowedCIDRs)
+	return p
 }

@@ -86,6 +86,23 @@ func BenchmarkCheckCachedKey(b *testing.B) {
 	loopCheck(b, srv, req)
 }
 
+// BenchmarkCheckCachedKeyAllowlist is BenchmarkCheckCachedKey for a key
+// restricted to certain networks (four, of both families), checked from
+// an IPv4 client Envoy reports as IPv4-mapped (a dual-stack listener) in
+// the last of them: the cost of reading and matching the client address.
+func BenchmarkCheckCachedKeyAllowlist(b *testing.B) {
+	f, srv := benchService(b, authztest.WithRedis)
+	nets, err := keystore.ParseCIDRs([]string{"198.51.100.0/24", "192.0.2.0/24", "2001:db8::/32", "203.0.113.0/24"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, _ := f.CreateKey(b, keystore.NewKey{UserID: "user_bench", Scopes: []string{"scans:read", "scans:write"}, Tier: "pro", AllowedCIDRs: nets})
+	req := authztest.EnvoyRequest("GET", "/v1/scans?page=2", map[string]string{"authorization": "Bearer " + key, "x-request-id": "req-bench"})
+	req.Attributes.Source.Address.GetSocketAddress().Address = "::ffff:203.0.113.7"
+	mustAllow(b, srv, req)
+	loopCheck(b, srv, req)
+}
+
 // BenchmarkCheckCachedKeyWire is BenchmarkCheckCachedKey plus the
 // encoding of the answer, as the gRPC server does before sending it: the
 // part of a check's cost that the answer's shape decides.

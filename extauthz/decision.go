@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -81,6 +82,9 @@ type Request struct {
 	// (a forward-auth proxy did not send what its mode promises): it is
 	// refused as DenyMisconfigured with that reason, whatever it carries.
 	Misconfigured string
+	// Client is where the client's address is read, when a key with a
+	// network allowlist asks for it.
+	Client ClientSource
 }
 
 // Decision is the answer for one request: Allow with a Principal, or a
@@ -104,6 +108,9 @@ type Decision struct {
 	// denial asks it to verify a factor again: the body then carries
 	// Clerk's reverification hint (denial.NewReverification).
 	Reverify *policy.Reverify
+	// ClientAddr is the client's address when the decision read it (a key
+	// with a network allowlist); the zero Addr otherwise.
+	ClientAddr netip.Addr
 }
 
 // Body renders the error body for a denial.
@@ -217,6 +224,11 @@ func (a *Authorizer) decide(ctx context.Context, r *Request, now time.Time) Deci
 		res := auth.Authenticate(ctx, d.Credential.Value, now)
 		d.Outcome, d.Reason, d.Principal, d.StoreWait = res.Outcome, res.Reason, res.Principal, res.StoreWait
 		d.Message = res.Message
+	}
+	// A key's network allowlist comes first: a refused network learns
+	// nothing of the route's scopes and spends no rate-limit budget.
+	if d.Outcome == Allow && d.Principal.networks != nil {
+		checkNetwork(&d, r, d.Principal.networks)
 	}
 	if d.Outcome == Allow {
 		if res := rule.Check(d.Principal.Scopes); !res.Allowed() {

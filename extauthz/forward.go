@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"strings"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/odin-scan/odin-authz/extauthz/netallow"
 )
 
 // ForwardAuthOptions configure the HTTP forward-auth front end.
@@ -26,7 +29,11 @@ type ForwardAuthOptions struct {
 	// ForwardedOriginal or ForwardedForwarded. Check it with
 	// CheckForwarding before serving.
 	ForwardedHeaders string
-	Logger           *slog.Logger
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed
+	// when an API key's network allowlist asks for the client's address
+	// (ClientBehindProxies); none: the TCP peer is the client.
+	TrustedProxies []netip.Prefix
+	Logger         *slog.Logger
 }
 
 // The values of ForwardAuthOptions.ForwardedHeaders: one per way a proxy
@@ -95,8 +102,9 @@ const HeaderAuthHeadersToRemove = "x-envoy-auth-headers-to-remove"
 // Traefik ForwardAuth. 200 with the identity headers allows; any other
 // status is the denial, with the error body, for the proxy to return.
 type ForwardAuth struct {
-	authz *Authorizer
-	opts  ForwardAuthOptions
+	authz   *Authorizer
+	opts    ForwardAuthOptions
+	trusted *netallow.Set
 }
 
 // NewForwardAuth returns the HTTP front end.
@@ -104,7 +112,7 @@ func NewForwardAuth(a *Authorizer, opts ForwardAuthOptions) *ForwardAuth {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &ForwardAuth{authz: a, opts: opts}
+	return &ForwardAuth{authz: a, opts: opts, trusted: netallow.New(opts.TrustedProxies)}
 }
 
 // ServeHTTP implements http.Handler.
@@ -117,6 +125,7 @@ func (f *ForwardAuth) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	req := ForwardedRequest(r, f.opts.PathPrefix, f.opts.ForwardedHeaders)
+	req.Client = ForwardedClient(r, f.trusted)
 	d := f.authz.Decide(r.Context(), &req)
 	traceDecision(r.Context(), &d, &req)
 	if d.Outcome != Allow {

@@ -3,6 +3,7 @@ package extauthz
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -11,6 +12,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
+
+	"github.com/odin-scan/odin-authz/extauthz/netallow"
 )
 
 // CheckServer implements envoy.service.auth.v3.Authorization on the
@@ -19,8 +22,9 @@ import (
 // no body.
 type CheckServer struct {
 	authv3.UnimplementedAuthorizationServer
-	authz *Authorizer
-	opts  CheckOptions
+	authz   *Authorizer
+	opts    CheckOptions
+	trusted *netallow.Set
 }
 
 // CheckOptions configure the gRPC front end.
@@ -28,6 +32,11 @@ type CheckOptions struct {
 	// StripCredential removes the credential header from the upstream
 	// request.
 	StripCredential bool
+	// TrustedProxies are the load balancers in front of Envoy whose
+	// x-forwarded-for is believed when Envoy's source.address is one of
+	// them and an API key's network allowlist asks for the client's
+	// address (EnvoyClient); none: source.address is the client.
+	TrustedProxies []netip.Prefix
 	// Logger receives the panics Check recovers from; nil: discarded.
 	Logger *slog.Logger
 }
@@ -37,7 +46,7 @@ func NewCheckServer(a *Authorizer, opts CheckOptions) *CheckServer {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &CheckServer{authz: a, opts: opts}
+	return &CheckServer{authz: a, opts: opts, trusted: netallow.New(opts.TrustedProxies)}
 }
 
 var okStatus = &status.Status{}
@@ -53,7 +62,7 @@ func (s *CheckServer) Check(ctx context.Context, req *authv3.CheckRequest) (resp
 			resp, err = deniedResponse(&d), nil
 		}
 	}()
-	r := checkRequest(req)
+	r := checkRequest(req, s.trusted)
 	d := s.authz.Decide(ctx, &r)
 	traceDecision(ctx, &d, &r)
 	if d.Outcome != Allow {
@@ -65,7 +74,7 @@ func (s *CheckServer) Check(ctx context.Context, req *authv3.CheckRequest) (resp
 // checkRequest reads what the decision needs from Envoy's CheckRequest.
 // Envoy sends lower-case headers joined with ","; with encode_raw_headers it
 // fills header_map instead, which is read the same way.
-func checkRequest(req *authv3.CheckRequest) Request {
+func checkRequest(req *authv3.CheckRequest, trusted *netallow.Set) Request {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	r := Request{Method: httpReq.GetMethod(), Path: httpReq.GetPath(), Host: httpReq.GetHost()}
 	if hdrs := httpReq.GetHeaders(); len(hdrs) > 0 || httpReq.GetHeaderMap() == nil {
@@ -73,6 +82,7 @@ func checkRequest(req *authv3.CheckRequest) Request {
 	} else {
 		r.Headers = rawHeaders(httpReq.GetHeaderMap().GetHeaders())
 	}
+	r.Client = EnvoyClient(req.GetAttributes().GetSource().GetAddress(), r.Headers, trusted)
 	return r
 }
 

@@ -95,6 +95,9 @@ func (a *Authorizer) observe(d *Decision, r *Request, took time.Duration) {
 	if d.Reason != "" {
 		attrs = append(attrs, slog.String("reason", d.Reason))
 	}
+	if d.ClientAddr.IsValid() { // read for a key's network allowlist
+		attrs = append(attrs, slog.String("client_address", d.ClientAddr.String()))
+	}
 	if d.Principal != nil {
 		attrs = append(attrs, slog.String("subject", d.Principal.Subject), slog.String("key_id", d.Principal.KeyID))
 		if d.Principal.Actor != "" {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/odin-scan/odin-authz/extauthz/netallow"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/jwtauth"
 )
@@ -89,7 +90,14 @@ type Principal struct {
 	// The rate-limit keys, built once here rather than on every check: by
 	// credential (the API key, or the session's user) and by organisation.
 	limitByCredential, limitByOrg string
+	// networks are the networks an API key may be used from; nil: any
+	// (every key without an allowlist, every session).
+	networks *netallow.Set
 }
+
+// AllowedNetworks are the networks the principal's API key may be used
+// from; nil: any.
+func (p *Principal) AllowedNetworks() *netallow.Set { return p.networks }
 
 // identityHeaders are the identity headers of docs/CONTRACT.md in answer order, with their
 // dynamic-metadata names.

@@ -7,12 +7,14 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/odin-scan/odin-authz/extauthz"
+	"github.com/odin-scan/odin-authz/extauthz/netallow"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/telemetry"
@@ -106,6 +108,19 @@ func defaultTiers() string {
 	return strings.Join(names, ", ")
 }
 
+// trustedProxiesUsage is the usage of --trusted-proxies, on odin authz and
+// odin dev.
+const trustedProxiesUsage = "proxies whose X-Forwarded-For tells the client address that API keys restricted to certain networks are checked against (CIDRs or addresses, e.g. 10.0.0.0/8,2001:db8::/32,192.0.2.10): the forward-auth port's peers (NGINX, Caddy) and load balancers before them, and load balancers before Envoy (gRPC Check: when source.address is one of them); X-Forwarded-For is walked from the right through these. Empty: the forward-auth peer, or Envoy's source.address, is the client"
+
+// parseTrustedProxies checks --trusted-proxies.
+func parseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	ps, err := netallow.ParseList(list)
+	if err != nil {
+		return nil, fmt.Errorf("--trusted-proxies (ODIN_TRUSTED_PROXIES): %w", err)
+	}
+	return ps, nil
+}
+
 // authzConfig is what odin authz's flags set.
 type authzConfig struct {
 	svc                         authzsvc.Config
@@ -115,6 +130,7 @@ type authzConfig struct {
 	cacheSize, maxStreams       int
 	migrate, keyFilter          bool
 	tiers                       string
+	trustedProxies              []string
 	tls                         tlsServerFlags // gRPC and forward-auth; the ops port stays plain HTTP for probes
 }
 
@@ -143,6 +159,7 @@ func authzFlagSet(c *authzConfig) *flags {
 	f.String(&cfg.HTTPPathPrefix, "http-path-prefix", "ODIN_HTTP_PATH_PREFIX", "", "Envoy http_service path_prefix: every forward-auth path must start with it and it is removed once (needs --forwarded-headers none)")
 	f.String(&cfg.ForwardedHeaders, "forwarded-headers", "ODIN_FORWARDED_HEADERS", "none",
 		"what the forward-auth proxy sets, and so where the original method and URI are read: none (Envoy http_service: the request line), original (NGINX auth_request: X-Original-Method and X-Original-URI), forwarded (Caddy forward_auth, Traefik ForwardAuth: X-Forwarded-Method and X-Forwarded-Uri); a subrequest without what its mode expects is refused with 500")
+	f.List(&c.trustedProxies, "trusted-proxies", "ODIN_TRUSTED_PROXIES", trustedProxiesUsage)
 	f.String(&c.opsAddr, "ops-addr", "ODIN_OPS_ADDR", ":9003", "operations HTTP listen address (/healthz, /readyz, /metrics); empty disables")
 	f.Int(&c.cacheSize, "cache-size", "ODIN_CACHE_SIZE", keystore.DefaultCacheSize, "known keys cached in-process, as compact records of about 200 B outside the Go heap (unknown keys have their own tier, --negative-cache-size)")
 	f.Int(&cfg.Cache.HotSize, "hot-cache-size", "ODIN_HOT_CACHE_SIZE", keystore.DefaultHotCacheSize, "cached keys whose rendered answer is kept (about 1.3 KB each); a check of another cached key renders it from its compact record (about 200 B each, --cache-size of them)")
@@ -196,6 +213,9 @@ func runAuthz(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.Tracing.FillFromEnv(os.Getenv)
+	if cfg.TrustedProxies, err = parseTrustedProxies(c.trustedProxies); err != nil {
+		return err
+	}
 	if c.tiers != "" {
 		if cfg.RateLimit.Tiers, err = ratelimit.ParseTiers(c.tiers); err != nil {
 			return fmt.Errorf("--rate-limit-tiers: %w", err)

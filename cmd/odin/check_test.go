@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -180,6 +181,8 @@ func TestCheckErrors(t *testing.T) {
 		{key},
 		{"--method", "G E T"},
 		{"--path", "v1/scans"},
+		{"--client-address", "client.example", "--key", key},
+		{"--client-address", "203.0.113.7", "--http", "http://" + deadAddr, "--key", key},
 		{"--http", "ftp://example.com", "--key", key},
 		{"--grpc", deadAddr, "--key", key},
 		{"--http", "http://" + deadAddr, "--key", key},
@@ -259,5 +262,23 @@ func TestCheckAgainstDev(t *testing.T) {
 				t.Errorf("the key is printed in full:\n%s", out.String())
 			}
 		})
+	}
+}
+
+// --client-address is Envoy's source.address; without it none is sent.
+func TestCheckClientAddress(t *testing.T) {
+	for _, tt := range []struct{ flag, want string }{{"203.0.113.7", "203.0.113.7"}, {"::ffff:203.0.113.7", "::ffff:203.0.113.7"}, {"2001:db8::7", "2001:db8::7"}, {"", ""}} {
+		args := []string{"--key", "odin_sk_x"}
+		if tt.flag != "" {
+			args = append(args, "--client-address", tt.flag)
+		}
+		o, err := parseCheckFlags(args, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := checkRequest(o).GetAttributes().GetSource().GetAddress().GetSocketAddress().GetAddress()
+		if got != tt.want || (tt.want == "") != (checkRequest(o).GetAttributes().GetSource() == nil) {
+			t.Errorf("--client-address %q: source.address %q, want %q", tt.flag, got, tt.want)
+		}
 	}
 }

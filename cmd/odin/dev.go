@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -61,8 +62,12 @@ const (
 type devConfig struct {
 	dataDir    string
 	policyFile string
-	addrs      devAddrs
-	hooks      outgoingWebhookFlags // to try the outgoing webhooks against a local receiver
+	// trustedProxies are the proxies before the forward-auth port, as
+	// odin authz's --trusted-proxies, and parsed.
+	trustedProxies []string
+	trusted        []netip.Prefix
+	addrs          devAddrs
+	hooks          outgoingWebhookFlags // to try the outgoing webhooks against a local receiver
 }
 
 // devGRPCAddr is odin dev's gRPC address by default, and so where odin
@@ -97,6 +102,7 @@ func devFlagSet(cfg *devConfig, lo *logOptions) *flags {
 	f.String(&cfg.addrs.admin, "admin-addr", "ODIN_DEV_ADMIN_ADDR", "127.0.0.1:9004", "admin API listen address")
 	f.String(&cfg.addrs.issuer, "issuer-addr", "ODIN_DEV_ISSUER_ADDR", "127.0.0.1:9005", "dev issuer listen address (JWKS and POST /mint); its URL is the tokens' iss")
 	f.String(&cfg.policyFile, "policy-file", "ODIN_POLICY_FILE", "", "route policy (YAML); empty: read for GET/HEAD/OPTIONS, write otherwise")
+	f.List(&cfg.trustedProxies, "trusted-proxies", "ODIN_TRUSTED_PROXIES", trustedProxiesUsage)
 	lo.bind(f, "text")
 	cfg.hooks.bind(f)
 	return f
@@ -114,6 +120,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	logger, err := lo.logger(stderr)
 	if err != nil {
+		return err
+	}
+	if cfg.trusted, err = parseTrustedProxies(cfg.trustedProxies); err != nil {
 		return err
 	}
 	lis, err := listenDev(cfg.addrs)
@@ -246,6 +255,7 @@ func newDevServices(ctx context.Context, cfg devConfig, store keystore.Store, op
 		SessionRetention: keystore.DefaultSessionRetention,
 		PolicyFile:       cfg.policyFile,
 		StripCredential:  true,
+		TrustedProxies:   cfg.trusted,
 		DrainTimeout:     5 * time.Second,
 	}, logger)
 	if err != nil {

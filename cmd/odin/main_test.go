@@ -110,6 +110,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, nil, `unknown command "frobnicate"`},
 		{"missing database url", []string{"keys", "list"}, nil, "database URL is required"},
 		{"bad env duration", []string{"authz"}, map[string]string{"ODIN_CACHE_TTL": "soon"}, `ODIN_CACHE_TTL="soon": not a duration`},
+		{"bad env trusted proxies", []string{"authz"}, map[string]string{"ODIN_TRUSTED_PROXIES": "10.0.0.0/8,10.0.0.0/33"}, `--trusted-proxies (ODIN_TRUSTED_PROXIES): "10.0.0.0/33" is not an address nor a CIDR`},
 		{"bad flag", []string{"keys", "create", "--nope"}, nil, "flag provided but not defined"},
 		{"bad revoked filter", []string{"keys", "list", "--revoked", "maybe"}, nil, "want all, yes or no"},
 		{"revoke without id", []string{"keys", "revoke"}, nil, "exactly one key id"},
@@ -173,6 +174,9 @@ func TestConfigErrorsBeforeBusyPorts(t *testing.T) {
 	}{
 		{[]string{"authz", "--grpc-addr", addr, "--http-addr", addr, "--ops-addr", addr}, "database URL is required"},
 		{[]string{"authz", "--grpc-addr", addr, "--database-url", "postgres://127.0.0.1:1/x", "--forwarded-headers", "auto"}, "forwarded headers"},
+		{[]string{"authz", "--grpc-addr", addr, "--database-url", "postgres://127.0.0.1:1/x", "--trusted-proxies", "10.0.0.0/8, 10.0.0.1/8"}, `--trusted-proxies (ODIN_TRUSTED_PROXIES): "10.0.0.1/8" has host bits set: write 10.0.0.0/8`},
+		{[]string{"authz", "--grpc-addr", addr, "--database-url", "postgres://127.0.0.1:1/x", "--trusted-proxies", "proxy.internal"}, `--trusted-proxies (ODIN_TRUSTED_PROXIES): "proxy.internal" is not an address nor a CIDR`},
+		{[]string{"dev", "--http-addr", addr, "--trusted-proxies", "::ffff:10.0.0.1"}, `--trusted-proxies (ODIN_TRUSTED_PROXIES): "::ffff:10.0.0.1" is an IPv4-mapped IPv6 form`},
 		{[]string{"admin", "--admin-addr", addr}, "database URL is required"},
 		{[]string{"admin", "--admin-addr", addr, "--admin-reverify", "second_factor:90s"}, "--admin-reverify: reverification max age 1m30s: must be a whole number of minutes"},
 		{[]string{"admin", "--admin-addr", addr, "--admin-reverify", "third_factor:10m"}, `--admin-reverify: unknown reverification level "third_factor"`},

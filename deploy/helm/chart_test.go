@@ -466,3 +466,36 @@ func TestChartAdminLifecycleSettings(t *testing.T) {
 		}
 	}
 }
+
+// authz.trustedProxies becomes ODIN_TRUSTED_PROXIES of odin authz alone,
+// comma-separated; by default it is not set. A value that is not a CIDR nor
+// an address is refused by the schema.
+func TestChartTrustedProxies(t *testing.T) {
+	env := func(set chartSet, name string) (string, bool) {
+		for _, e := range findDeployment(t, set, name).Spec.Template.Spec.Containers[0].Env {
+			if e.Name == "ODIN_TRUSTED_PROXIES" {
+				return e.Value, true
+			}
+		}
+		return "", false
+	}
+	set, _ := chartCases[0].render(t)
+	if v, ok := env(set, "odin-authz"); ok {
+		t.Errorf("defaults set ODIN_TRUSTED_PROXIES=%q", v)
+	}
+	set, _ = chartCase{name: "trusted proxies", set: map[string]any{"authz": map[string]any{
+		"trustedProxies": []any{"10.0.0.0/8", "2001:db8::/32", "192.0.2.10"},
+	}}}.render(t)
+	if v, _ := env(set, "odin-authz"); v != "10.0.0.0/8,2001:db8::/32,192.0.2.10" {
+		t.Errorf("ODIN_TRUSTED_PROXIES = %q, want 10.0.0.0/8,2001:db8::/32,192.0.2.10", v)
+	}
+	if v, ok := env(set, "odin-admin"); ok {
+		t.Errorf("odin admin gets ODIN_TRUSTED_PROXIES=%q, an authz setting", v)
+	}
+	for _, bad := range []any{"load-balancer.internal", []any{"10.0.0.0/8"}} {
+		_, err := renderChart(t, chartCase{set: map[string]any{"authz": map[string]any{"trustedProxies": []any{bad}}}}.values(t))
+		if err == nil || !strings.Contains(err.Error(), "trustedProxies") {
+			t.Errorf("trustedProxies [%v]: render error %v, want one naming trustedProxies", bad, err)
+		}
+	}
+}

@@ -321,4 +321,5 @@ func runForwardAuthCases(t *testing.T, w *world, up *echoUpstream, start func(au
 			return b.String()
 		},
 	})
+	t.Run("client address", func(t *testing.T) { runClientAddressCases(t, w, up, startOne) })
 }

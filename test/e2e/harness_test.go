@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,11 +66,19 @@ func startReplica(t *testing.T, cfg authzsvc.Config, logs io.Writer) replica {
 // keys are the credentials the cases present.
 type keys struct {
 	valid, validID, readOnly, revoked, unknown, badChecksum string
+	// restricted may be used only from restrictedFrom (a network
+	// allowlist of one loopback address).
+	restricted string
 }
+
+// restrictedFrom is the one address the restricted key may be used from:
+// a loopback address other than the proxies' 127.0.0.1, so that a client
+// and its proxy have distinct addresses on one machine.
+const restrictedFrom = "127.0.0.2"
 
 // all lists every plaintext, to look for in logs.
 func (k keys) all() []string {
-	return []string{k.valid, k.readOnly, k.revoked, k.unknown, k.badChecksum}
+	return []string{k.valid, k.readOnly, k.revoked, k.unknown, k.badChecksum, k.restricted}
 }
 
 // e2ePolicy is the replicas' route policy: the built-in default (read for
@@ -128,13 +137,18 @@ func newWorld(t *testing.T, mode string) *world {
 	if err != nil {
 		t.Fatalf("create key: %v", err)
 	}
+	restricted, _, err := manager.Create(ctx, keystore.Actor{ID: "e2e"}, keystore.NewKey{Name: "e2e restricted", UserID: "user_dave", Scopes: []string{"scans:read"},
+		AllowedCIDRs: []netip.Prefix{netip.MustParsePrefix(restrictedFrom + "/32")}})
+	if err != nil {
+		t.Fatalf("create key: %v", err)
+	}
 	unknown, err := keystore.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	last := valid[len(valid)-1]
 	bad := valid[:len(valid)-1] + map[bool]string{true: "1", false: "0"}[last == '0']
-	w.keys = keys{valid: valid, validID: k.ID, readOnly: readOnly, revoked: revoked, unknown: unknown, badChecksum: bad}
+	w.keys = keys{valid: valid, validID: k.ID, readOnly: readOnly, revoked: revoked, unknown: unknown, badChecksum: bad, restricted: restricted}
 
 	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(policyFile, []byte(e2ePolicy), 0o600); err != nil {

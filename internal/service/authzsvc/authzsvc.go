@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -97,7 +98,15 @@ type Config struct {
 	// (default: the request line), "original" (X-Original-*) or
 	// "forwarded" (X-Forwarded-*); see extauthz.ForwardAuthOptions.
 	ForwardedHeaders string
-	MaxStreams       uint32
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed for
+	// the client address an API key's network allowlist is checked
+	// against: the forward-auth port's peers (NGINX, Caddy, and the load
+	// balancers before them), and the load balancers Envoy's
+	// source.address may name on the gRPC port (see
+	// extauthz.ClientBehindProxies and extauthz.EnvoyClient); none: the
+	// TCP peer, or Envoy's source.address, is the client.
+	TrustedProxies []netip.Prefix
+	MaxStreams     uint32
 	// StreamWorkers is how many goroutines serve gRPC streams, each one
 	// stream after another: a worker keeps the stack it grew, where a
 	// goroutine per stream grows a fresh one every time (about a tenth of
@@ -353,7 +362,9 @@ func (s *Service) buildGRPC() {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: s.cfg.Connections.KeepaliveTime, Timeout: s.cfg.Connections.KeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: s.cfg.Connections.KeepaliveMinTime, PermitWithoutStream: true}),
 	}, s.parts.Tracing.GRPCServerOptions()...)...) // none when tracing is off
-	authv3.RegisterAuthorizationServer(s.grpc, extauthz.NewCheckServer(s.authz, extauthz.CheckOptions{StripCredential: s.cfg.StripCredential, Logger: s.log}))
+	authv3.RegisterAuthorizationServer(s.grpc, extauthz.NewCheckServer(s.authz, extauthz.CheckOptions{
+		StripCredential: s.cfg.StripCredential, TrustedProxies: s.cfg.TrustedProxies, Logger: s.log,
+	}))
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
@@ -470,7 +481,7 @@ type Listeners struct {
 func (s *Service) ForwardAuth() http.Handler {
 	return s.parts.Tracing.ForwardAuthHandler(extauthz.NewForwardAuth(s.authz, extauthz.ForwardAuthOptions{
 		StripCredential: s.cfg.StripCredential, PathPrefix: s.cfg.HTTPPathPrefix,
-		ForwardedHeaders: s.cfg.ForwardedHeaders, Logger: s.log,
+		ForwardedHeaders: s.cfg.ForwardedHeaders, TrustedProxies: s.cfg.TrustedProxies, Logger: s.log,
 	}))
 }
 
@@ -509,6 +520,9 @@ func (s *Service) Serve(ctx context.Context, lis Listeners) error {
 		go func() { errc <- srv.Serve(l) }()
 	}
 	serveHTTP(lis.HTTP, s.ForwardAuth())
+	if lis.HTTP != nil && len(s.cfg.TrustedProxies) == 0 {
+		s.log.Warn("forward-auth serves with no trusted proxies (--trusted-proxies, ODIN_TRUSTED_PROXIES): an API key restricted to certain networks is checked against the TCP peer, which behind a proxy is the proxy's address")
+	}
 	opsHandler := ops.Handler(s.parts.Registry, s.readiness)
 	if s.cfg.Profiling {
 		opsHandler = ops.WithProfiling(opsHandler)
