@@ -11,8 +11,10 @@ import (
 // A key change answered 2xx is in force on every replica at once, as a
 // revoke is: two odin authz replicas that cached the key check it
 // continuously while the admin API narrows its scopes, widens them back,
-// disables and enables it; no check that began after an answer sees the
-// key as it was before.
+// disables and enables it, restricts it to networks the client is
+// outside of, then to none, then to the client's, then narrows that to
+// exclude the client; no check that began after an answer sees the key
+// as it was before.
 func TestKeyChangesAreImmediate(t *testing.T) {
 	e := newEnv(t)
 	replicas := []func(string) int{startAuthz(t, e.authzConfig()), startAuthz(t, e.authzConfig())}
@@ -37,6 +39,11 @@ func TestKeyChangesAreImmediate(t *testing.T) {
 		{method: "PATCH", path: "/v1/keys/" + id, body: map[string]any{"scopes": []string{"scans:read"}}, want: 200},
 		{method: "POST", path: "/v1/keys/" + id + "/disable", want: 401},
 		{method: "POST", path: "/v1/keys/" + id + "/enable", want: 200},
+		// The checks come from checkClient, 203.0.113.5.
+		{method: "PATCH", path: "/v1/keys/" + id, body: map[string]any{"allowed_cidrs": []string{"198.51.100.0/24"}}, want: 403},
+		{method: "PATCH", path: "/v1/keys/" + id, body: map[string]any{"allowed_cidrs": nil}, want: 200},
+		{method: "PATCH", path: "/v1/keys/" + id, body: map[string]any{"allowed_cidrs": []string{"203.0.113.0/24", "2001:db8::/32"}}, want: 200},
+		{method: "PATCH", path: "/v1/keys/" + id, body: map[string]any{"allowed_cidrs": []string{"203.0.113.128/25"}}, want: 403},
 	}
 	type sample struct {
 		replica, status int

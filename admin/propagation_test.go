@@ -3,6 +3,7 @@ package admin_test
 import (
 	"context"
 	"fmt"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"io"
 	"log/slog"
 	"net"
@@ -50,6 +51,7 @@ func startReplica(t *testing.T, cfg authzsvc.Config) func(headers map[string]str
 	client := authv3.NewAuthorizationClient(conn)
 	return func(headers map[string]string) int {
 		resp, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			Source: checkSource,
 			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 				Method: "GET", Path: "/v1/scans", Headers: headers,
 			}},
@@ -63,6 +65,15 @@ func startReplica(t *testing.T, cfg authzsvc.Config) func(headers map[string]str
 		return 200
 	}
 }
+
+// checkClient is the client address every check of startReplica comes
+// from, as Envoy's source.address: what a key's network allowlist is
+// matched against.
+const checkClient = "203.0.113.5"
+
+var checkSource = &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
+	SocketAddress: &corev3.SocketAddress{Address: checkClient, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 40000}},
+}}}
 
 func (e *env) authzConfig() authzsvc.Config {
 	return authzsvc.Config{DatabaseURL: e.Config.DatabaseURL, RedisURL: e.Config.RedisURL, RedisPrefix: e.Config.RedisPrefix, RedisMACSecret: e.Config.RedisMACSecret, DisableRateLimit: true}
