@@ -77,14 +77,14 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c *caller) er
 	return writeJSON(w, http.StatusCreated, api.CreatedKey{Plaintext: plaintext, Key: view(k)})
 }
 
-// fieldError turns a store validation error ("invalid key request: name:
+// fieldError turns a store validation error ("invalid request: name:
 // ...") into a 400 naming the field.
 func fieldError(err error) error {
 	if !errors.Is(err, keystore.ErrInvalid) {
 		return err
 	}
 	msg := err.Error()
-	const prefix = "invalid key request: "
+	const prefix = "invalid request: "
 	if len(msg) > len(prefix) {
 		msg = msg[len(prefix):]
 	}
