@@ -187,15 +187,16 @@ func TestTTLBoundsAStaleEntry(t *testing.T) {
 // into the LRU after the invalidation for that revoke was handled.
 func TestInvalidationDuringLoadWins(t *testing.T) {
 	store := newStore(t)
-	store.delay = 100 * time.Millisecond
 	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
 	plaintext, k, _ := mgr.Create(context.Background(), keystore.Actor{ID: "test"}, keystore.NewKey{UserID: "user_1", Name: "race"})
+	store.lookups.Store(0)
+	store.answerDelay = 100 * time.Millisecond // read before the revoke, answered after it
 	c, _ := newCache(t, store, nil, keystore.CacheOptions{})
 	h := keystore.HashKey(plaintext)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = c.Lookup(context.Background(), h, time.Now()) // reads "active", slowly
+		_, _ = c.Lookup(context.Background(), h, time.Now()) // reads "active", answers slowly
 	}()
 	time.Sleep(20 * time.Millisecond)
 	if _, err := keystore.RevokeKey(context.Background(), store, k.ID, time.Now(), nil); err != nil {
@@ -203,7 +204,6 @@ func TestInvalidationDuringLoadWins(t *testing.T) {
 	}
 	c.Invalidate(keystore.Invalidation{Kind: keystore.InvalidateKey, Hash: h})
 	<-done
-	store.delay = 0
 	e, err := c.Lookup(context.Background(), h, time.Now())
 	if err != nil || e.Usable(time.Now()) != keystore.ErrRevoked {
 		t.Fatalf("after invalidation: key usable = %v (%v); the stale load was cached", e.Usable(time.Now()), err)
