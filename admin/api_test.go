@@ -121,6 +121,11 @@ func TestBadInput(t *testing.T) {
 		{"bad session id", "POST", "/v1/sessions/bad%20id/revoke", admintest.OperatorToken, nil, 400, "INVALID_REQUEST", "sid"},
 		{"unknown endpoint", "GET", "/v1/nope", admintest.OperatorToken, nil, 404, "NOT_FOUND", ""},
 		{"bad audit time", "GET", "/v1/audit-log?since=yesterday", admintest.OperatorToken, nil, 400, "INVALID_REQUEST", "since"},
+		{"malformed query escape", "GET", "/v1/keys?limit=%zz", admintest.OperatorToken, nil, 400, "INVALID_REQUEST", ""},
+		{"malformed audit cursor escape", "GET", "/v1/audit-log?cursor=%%25", admintest.OperatorToken, nil, 400, "INVALID_REQUEST", ""},
+		{"body not an object", "POST", "/v1/keys", admintest.OperatorToken, `[]`, 400, "INVALID_REQUEST", ""},
+		{"expiry not a time", "POST", "/v1/keys", admintest.OperatorToken, `{"name":"x","scopes":[],"user_id":"u","expires_at":"tomorrow"}`, 400, "INVALID_REQUEST", "expires_at"},
+		{"expiry a number", "PATCH", "/v1/keys/key_x", admintest.OperatorToken, `{"expires_at":5}`, 400, "INVALID_REQUEST", "expires_at"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,6 +138,31 @@ func TestBadInput(t *testing.T) {
 			}
 			if tt.status == 401 && r.Header.Get("Www-Authenticate") == "" {
 				t.Error("401 without www-authenticate")
+			}
+		})
+	}
+}
+
+// TestBadInputMessages checks that a malformed body or query string is told
+// apart in words a caller can act on, not in encoding/json's or time's.
+func TestBadInputMessages(t *testing.T) {
+	e := newEnv(t)
+	for _, tt := range []struct {
+		name, method, path, body, want string
+	}{
+		{"unknown field", "POST", "/v1/keys", `{"name":"x","scopes":[],"user_id":"u","admin":true}`, `unknown field "admin"`},
+		{"not an object", "POST", "/v1/keys", `["x"]`, "request body must be a JSON object, not array"},
+		{"expiry not a time", "POST", "/v1/keys", `{"name":"x","scopes":[],"user_id":"u","expires_at":"tomorrow"}`, "expires_at: must be an RFC 3339 time, e.g. 2030-01-15T10:30:00Z"},
+		{"malformed query", "GET", "/v1/keys?limit=%zz", "", "the query string is not valid: a malformed %-escape or a ';' separator"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var body any
+			if tt.body != "" {
+				body = tt.body
+			}
+			r := e.Do(tt.method, tt.path, admintest.OperatorToken, body)
+			if got := r.Body["error"].(map[string]any)["message"]; r.Status != 400 || got != tt.want {
+				t.Errorf("%d %q, want 400 %q", r.Status, got, tt.want)
 			}
 		})
 	}

@@ -99,14 +99,14 @@ func notEnforced(c *caller, err error) error {
 	return errConflict("network allowlists are not yet enforced by every odin authz replica (an upgrade is under way): try again once it is done")
 }
 
-// fieldError turns a store validation error ("invalid key request: name:
+// fieldError turns a store validation error ("invalid request: name:
 // ...") into a 400 naming the field.
 func fieldError(err error) error {
 	if !errors.Is(err, keystore.ErrInvalid) {
 		return err
 	}
 	msg := err.Error()
-	const prefix = "invalid key request: "
+	const prefix = "invalid request: "
 	if len(msg) > len(prefix) {
 		msg = msg[len(prefix):]
 	}

@@ -13,8 +13,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -259,7 +261,11 @@ func (s *Server) wrap(route string, acc access, h func(http.ResponseWriter, *htt
 			c.requestID = reqID
 			telemetry.AnnotateActor(r.Context(), c.kind())
 		}
-		if err := h(rec, r, c); err != nil {
+		err := checkQuery(r)
+		if err == nil {
+			err = h(rec, r, c)
+		}
+		if err != nil {
 			writeError(rec, reqID, err)
 			level := slog.LevelInfo
 			var ae *apiError
@@ -359,6 +365,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
 
+// checkQuery refuses a query string that does not parse (a malformed
+// %-escape, a ';'): r.URL.Query() would drop the broken parameter
+// silently, so that "limit=%zz" would answer a default page instead of
+// saying what is wrong.
+func checkQuery(r *http.Request) error {
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		return errInvalid("", "the query string is not valid: a malformed %-escape or a ';' separator")
+	}
+	return nil
+}
+
 // decodeOptional is decode for an optional body: an empty one (however it
 // was sent, chunked included) leaves v as it is.
 func decodeOptional(r *http.Request, v any) error {
@@ -381,13 +398,26 @@ func decode(r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var maxErr *http.MaxBytesError
 		var typeErr *json.UnmarshalTypeError
+		var timeErr *time.ParseError
 		switch {
 		case errors.As(err, &maxErr):
 			return errInvalid("", "request body too large")
+		case errors.As(err, &typeErr) && typeErr.Field == "":
+			return errInvalid("", "request body must be a JSON object, not "+typeErr.Value)
 		case errors.As(err, &typeErr):
 			return errInvalid(typeErr.Field, "wrong type for field "+typeErr.Field)
+		case errors.As(err, &timeErr), strings.HasPrefix(err.Error(), "Time.UnmarshalJSON:"):
+			// expires_at is the only time a request body holds; time's own
+			// message shows Go's layout string, which helps no one.
+			return errInvalid("expires_at", "expires_at: must be an RFC 3339 time, e.g. 2030-01-15T10:30:00Z")
 		case err.Error() == "EOF":
 			return errInvalid("", "request body is empty: a JSON object is required")
+		}
+		if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			// The body is valid JSON: say what is wrong with it. The field
+			// may be nested (in rate_limit), so it is named in the message
+			// only.
+			return errInvalid("", "unknown field "+field)
 		}
 		return errInvalid("", "request body is not valid JSON: "+err.Error())
 	}

@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"sync"
@@ -343,7 +344,15 @@ func (c *Cache[P]) lookupMiss(ctx context.Context, h Hash, now time.Time) (*Entr
 		c.m.hitFilter.Inc()
 		return nil, ErrNotFound
 	}
-	v, err, _ := c.sf.Do(string(h[:]), func() (any, error) {
+	// The flight is per hash and generation: a caller that missed after an
+	// invalidation must not share a load that began before it, which may
+	// have read the key as it was before the change, and the change may
+	// have been acknowledged (a revoke answered 2xx) since.
+	gen := c.gen.Load()
+	var flight [len(h) + 8]byte
+	copy(flight[:], h[:])
+	binary.LittleEndian.PutUint64(flight[len(h):], gen)
+	v, err, _ := c.sf.Do(string(flight[:]), func() (any, error) {
 		// A flight that ended between this caller's miss and its Do has
 		// filled the tiers: use that rather than query again.
 		if now := time.Now(); !c.fenced(now) {
@@ -354,7 +363,7 @@ func (c *Cache[P]) lookupMiss(ctx context.Context, h Hash, now time.Time) (*Entr
 				return nil, ErrNotFound
 			}
 		}
-		return c.load(ctx, h)
+		return c.load(ctx, h, gen)
 	})
 	if err != nil {
 		return nil, err
@@ -423,11 +432,11 @@ func (c *Cache[P]) fenced(now time.Time) bool {
 	return c.opts.Fenced != nil && c.opts.Fenced(now)
 }
 
-// load fills the tiers from Redis or PostgreSQL. It runs once for all the
-// concurrent callers of one hash, so it must not depend on the first
-// caller's cancellation: it has its own deadline instead.
-func (c *Cache[P]) load(ctx context.Context, h Hash) (*Entry[P], error) {
-	gen := c.gen.Load()
+// load fills the tiers from Redis or PostgreSQL, unless an invalidation
+// came after gen. It runs once for all the concurrent callers of one hash
+// and generation, so it must not depend on the first caller's
+// cancellation: it has its own deadline instead.
+func (c *Cache[P]) load(ctx context.Context, h Hash, gen uint64) (*Entry[P], error) {
 	ctx = context.WithoutCancel(ctx)
 	if c.redis != nil {
 		if rec, err := c.redis.get(ctx, h); err == nil && time.Now().Before(rec.until) {

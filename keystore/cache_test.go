@@ -27,13 +27,20 @@ type countingStore struct {
 	*pgstore.Store
 	lookups   atomic.Int64
 	hashReads atomic.Int64
-	delay     time.Duration
+	delay     time.Duration // before the read
+	// answerDelay holds the first lookup's answer back after the read, as
+	// a slow network does.
+	answerDelay time.Duration
 }
 
 func (s *countingStore) KeyByHash(ctx context.Context, h keystore.Hash) (*keystore.Key, error) {
-	s.lookups.Add(1)
+	n := s.lookups.Add(1)
 	time.Sleep(s.delay)
-	return s.Store.KeyByHash(ctx, h)
+	k, err := s.Store.KeyByHash(ctx, h)
+	if n == 1 {
+		time.Sleep(s.answerDelay)
+	}
+	return k, err
 }
 
 // KeyHashes counts the key filter's reads (builds and catch-ups).
@@ -180,15 +187,16 @@ func TestTTLBoundsAStaleEntry(t *testing.T) {
 // into the LRU after the invalidation for that revoke was handled.
 func TestInvalidationDuringLoadWins(t *testing.T) {
 	store := newStore(t)
-	store.delay = 100 * time.Millisecond
 	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
 	plaintext, k, _ := mgr.Create(context.Background(), keystore.Actor{ID: "test"}, keystore.NewKey{UserID: "user_1", Name: "race"})
+	store.lookups.Store(0)
+	store.answerDelay = 100 * time.Millisecond // read before the revoke, answered after it
 	c, _ := newCache(t, store, nil, keystore.CacheOptions{})
 	h := keystore.HashKey(plaintext)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = c.Lookup(context.Background(), h, time.Now()) // reads "active", slowly
+		_, _ = c.Lookup(context.Background(), h, time.Now()) // reads "active", answers slowly
 	}()
 	time.Sleep(20 * time.Millisecond)
 	if _, err := keystore.RevokeKey(context.Background(), store, k.ID, time.Now(), nil); err != nil {
@@ -196,10 +204,38 @@ func TestInvalidationDuringLoadWins(t *testing.T) {
 	}
 	c.Invalidate(keystore.Invalidation{Kind: keystore.InvalidateKey, Hash: h})
 	<-done
-	store.delay = 0
 	e, err := c.Lookup(context.Background(), h, time.Now())
 	if err != nil || e.Usable(time.Now()) != keystore.ErrRevoked {
 		t.Fatalf("after invalidation: key usable = %v (%v); the stale load was cached", e.Usable(time.Now()), err)
+	}
+}
+
+// A lookup that begins after an invalidation does not join a load that
+// began before it: that load may have read the key as it was before the
+// change, and the change has been acknowledged (a revoke answered 200)
+// by the time the new lookup runs.
+func TestLookupAfterInvalidationJoinsNoEarlierLoad(t *testing.T) {
+	store := newStore(t)
+	mgr := keystore.NewManager(store, nil, keystore.ManagerOptions{})
+	plaintext, k, _ := mgr.Create(context.Background(), keystore.Actor{ID: "test"}, keystore.NewKey{UserID: "user_1", Name: "race"})
+	store.lookups.Store(0)
+	store.answerDelay = 200 * time.Millisecond // the first load has read and is still answering when the second lookup begins
+	c, _ := newCache(t, store, nil, keystore.CacheOptions{})
+	h := keystore.HashKey(plaintext)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = c.Lookup(context.Background(), h, time.Now()) // reads "active", answers slowly
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if _, err := keystore.RevokeKey(context.Background(), store, k.ID, time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Invalidate(keystore.Invalidation{Kind: keystore.InvalidateKey, Hash: h})
+	e, err := c.Lookup(context.Background(), h, time.Now()) // the first load is still answering
+	<-done
+	if err != nil || e.Usable(time.Now()) != keystore.ErrRevoked {
+		t.Fatalf("a lookup after the invalidation: key usable = %v (%v); it shared the load begun before", e.Usable(time.Now()), err)
 	}
 }
 

@@ -26,8 +26,9 @@ var (
 	// ErrUnavailable means the answer depends on a store that cannot be
 	// reached and nothing usable is cached. It must never become a 401.
 	ErrUnavailable = errors.New("key store unavailable")
-	// ErrInvalid wraps a request the store refuses (bad name, scope, tier…).
-	ErrInvalid = errors.New("invalid key request")
+	// ErrInvalid wraps a request the store refuses (bad name, scope, tier,
+	// session id, delivery filter…).
+	ErrInvalid = errors.New("invalid request")
 	// ErrConflict wraps a request that the key's state forbids (rolling a
 	// revoked key).
 	ErrConflict = errors.New("conflict")

@@ -21,7 +21,8 @@ const keysUsage = `Usage: odin keys <create|list|get|update|disable|enable|roll|
   create --name N [--scopes a,b] [--tier T] --owner ID [--expires-in DUR]
          [--rate-limit RATE/UNIT:BURST] [--allowed-cidrs CIDR,...] [--json]
          prints the new key alone on stdout (it is shown once, never again)
-  list   [--owner ID|me|org] [--revoked all|yes|no] [--limit N] [--cursor C] [--json]
+  list   [--owner ID|me|org] [--revoked all|yes|no] [--unused-for DUR] [--limit N]
+         [--cursor C] [--json]
   get    <id> [--json]
          the key by hint (never the key itself) and its checks per hour, last 7 days
   update <id> [--name N] [--scopes a,b] [--tier T] [--expires-in DUR|--no-expiry]
