@@ -392,3 +392,19 @@ func TestFailedAuthIsThrottled(t *testing.T) {
 		t.Errorf("a bad token after the good ones: %d", r.Status)
 	}
 }
+
+// A path with an empty, "." or ".." segment gets the API's 404 error
+// body, not net/http's redirect to the cleaned path (with an HTML body),
+// on the API and under the console alike.
+func TestUncleanPathsGetTheErrorBody(t *testing.T) {
+	e := newEnv(t)
+	for _, p := range []string{"/v1//keys", "/v1/keys/.", "/v1/keys/./x", "/v1/audit-log/../keys", "//v1/keys", "/console//keys"} {
+		r := e.Do("GET", p, admintest.OperatorToken, nil)
+		if r.Status != http.StatusNotFound || r.ErrorCode() != "NOT_FOUND" || r.Header.Get("Location") != "" {
+			t.Errorf("GET %s: %d %q, location %q; want 404 NOT_FOUND with the error body", p, r.Status, r.Raw, r.Header.Get("Location"))
+		}
+	}
+	if r := e.Do("GET", "/v1/keys", admintest.OperatorToken, nil); r.Status != http.StatusOK {
+		t.Errorf("GET /v1/keys: %d", r.Status)
+	}
+}

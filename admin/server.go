@@ -208,10 +208,27 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("POST /v1/webhooks/clerk", s.wrap("POST /v1/webhooks/clerk", noCaller, s.clerkWebhook))
 	mux.Handle(secretScanningRoute, s.wrap(secretScanningRoute, noCaller, s.githubSecretScanning))
 	mux.HandleFunc("GET /openapi.json", serveOpenAPI)
-	mux.Handle("/", s.wrap("unknown", noCaller, func(http.ResponseWriter, *http.Request, *caller) error {
+	unknown := s.wrap("unknown", noCaller, func(http.ResponseWriter, *http.Request, *caller) error {
 		return errNotFound("no such endpoint")
-	}))
-	return mux
+	})
+	mux.Handle("/", unknown)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if UncleanPath(r.URL.Path) { // ServeMux would redirect, with an HTML body
+			unknown.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// UncleanPath reports whether p has an empty segment or a "." or ".."
+// segment ("/v1//keys", "/v1/keys/../audit-log"): no endpoint has one,
+// and net/http's ServeMux would answer it with a redirect and an HTML
+// body rather than the API's 404 error body. A server that mounts the API
+// behind a ServeMux of its own sends such paths straight to Handler.
+func UncleanPath(p string) bool {
+	return strings.Contains(p, "//") || strings.Contains(p, "/./") || strings.Contains(p, "/../") ||
+		strings.HasSuffix(p, "/.") || strings.HasSuffix(p, "/..")
 }
 
 // access says whether a route authenticates its caller.

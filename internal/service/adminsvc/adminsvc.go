@@ -166,11 +166,19 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Service, error)
 	for _, p := range []string{"GET /healthz", "GET /readyz", "GET /metrics"} {
 		mux.Handle(p, opsHandler)
 	}
-	mux.Handle("/", api.Handler())
+	apiHandler := api.Handler()
+	mux.Handle("/", apiHandler)
 	if s.console != nil {
 		mux.Handle(console.Path, s.console.Handler())
 	}
-	s.handler = parts.Tracing.AdminHandler(mux, "/healthz", "/readyz", "/metrics")
+	root := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if admin.UncleanPath(r.URL.Path) { // the API's 404 body, not ServeMux's redirect
+			apiHandler.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	s.handler = parts.Tracing.AdminHandler(root, "/healthz", "/readyz", "/metrics")
 	return s, nil
 }
 
