@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -204,6 +205,7 @@ func (n *NewKey) Validate(now time.Time) error {
 	if n.Scopes == nil {
 		n.Scopes = []string{}
 	}
+	n.Scopes = uniqueScopes(n.Scopes)
 	cidrs, err := CanonicalCIDRs(n.AllowedCIDRs)
 	if err != nil {
 		return err
@@ -211,6 +213,24 @@ func (n *NewKey) Validate(now time.Time) error {
 	n.AllowedCIDRs = cidrs
 	st := KeyState{Name: n.Name, Scopes: n.Scopes, Tier: n.Tier, ExpiresAt: n.ExpiresAt, RateLimit: n.RateLimit, AllowedCIDRs: cidrs}
 	return st.Validate(now)
+}
+
+// uniqueScopes is ss without repeats, in the order of their first
+// appearance: a scope granted twice is granted once. ss itself when it
+// has none.
+func uniqueScopes(ss []string) []string {
+	for i := 1; i < len(ss); i++ {
+		if slices.Contains(ss[:i], ss[i]) {
+			out := slices.Clone(ss[:i])
+			for _, s := range ss[i+1:] {
+				if !slices.Contains(out, s) {
+					out = append(out, s)
+				}
+			}
+			return out
+		}
+	}
+	return ss
 }
 
 // Validate checks the fields a key is issued or changed with; the error

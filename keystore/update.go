@@ -117,6 +117,10 @@ func ModifyKey(ctx context.Context, s Store, id string, u KeyUpdate, now time.Ti
 			changes["name"] = fromTo(cur.Name, *u.Name)
 			st.Name = *u.Name
 		}
+		if u.Scopes != nil {
+			scopes := uniqueScopes(*u.Scopes)
+			u.Scopes = &scopes
+		}
 		if u.Scopes != nil && !slices.Equal(*u.Scopes, cur.Scopes) {
 			if u.NarrowScopesOnly {
 				for _, sc := range *u.Scopes {

@@ -426,3 +426,25 @@ func testNarrowCIDRsOnly(t *testing.T, s keystore.Store) {
 		t.Errorf("a first allowlist: %+v, %v", got, err)
 	}
 }
+
+// A scope given twice is granted once, at creation and in a change.
+func testDuplicateScopes(t *testing.T, s keystore.Store) {
+	ctx := context.Background()
+	_, k := create(t, s, keystore.NewKey{UserID: "user_1", Name: "twice", Scopes: []string{"scans:read", "scans:write", "scans:read"}})
+	if want := []string{"scans:read", "scans:write"}; !slices.Equal(k.Scopes, want) {
+		t.Errorf("created with a scope twice: %q, want %q", k.Scopes, want)
+	}
+	scopes := []string{"scans:write", "scans:write"}
+	got, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{Scopes: &scopes}, time.Now(), keystore.Actor{ID: "operator"})
+	if err != nil || !slices.Equal(got.Scopes, []string{"scans:write"}) {
+		t.Errorf("changed to a scope twice: %+v, %v", got, err)
+	}
+	same := []string{"scans:write", "scans:write"} // no change: no event
+	if _, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{Scopes: &same}, time.Now(), keystore.Actor{ID: "operator"}); err != nil {
+		t.Fatal(err)
+	}
+	events, _, err := s.ListAudit(ctx, keystore.AuditFilter{Action: keystore.ActionKeyUpdated, Target: k.ID})
+	if err != nil || len(events) != 1 {
+		t.Errorf("key.updated events: %d, %v; want 1", len(events), err)
+	}
+}

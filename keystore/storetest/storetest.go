@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) keystore.Store) {
 		{"Disable", testDisable},
 		{"RateLimit", testRateLimit},
 		{"AllowedCIDRs", testAllowedCIDRs},
+		{"DuplicateScopes", testDuplicateScopes},
 		{"NarrowCIDRsOnly", testNarrowCIDRsOnly},
 		{"KeyHashes", testKeyHashes},
 		{"ListKeysPaginationAndFilters", testListKeys},
