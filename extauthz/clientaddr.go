@@ -88,6 +88,14 @@ func (c ClientSource) Addr() (netip.Addr, bool) {
 // "[2001:db8::1]:443"), which is ignored, and a zone, which is dropped.
 // IPv4-mapped IPv6 addresses are read as IPv4. With no trusted proxies
 // the peer is the client. false: the client is not known.
+//
+// It is written here rather than taken from realclientip-go, which odin
+// admin's throttle uses (admin/authlimit.go): that walk allocates (it
+// splits the header and builds a net.IPAddr per entry, then a string),
+// where this one runs on a cached key's check and must not; it reads only
+// http.Header, where the gRPC front end holds Envoy's joined headers; and
+// it falls back to the peer when no entry is usable, where a key's
+// allowlist must fail closed.
 func ClientBehindProxies(remoteAddr string, forwardedFor []string, trusted *netallow.Set) (netip.Addr, bool) {
 	peer, ok := parseHostPort(remoteAddr)
 	if !ok {
