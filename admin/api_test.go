@@ -408,3 +408,26 @@ func TestUncleanPathsGetTheErrorBody(t *testing.T) {
 		t.Errorf("GET /v1/keys: %d", r.Status)
 	}
 }
+
+// With --key-tiers the operator can only give a key one of those tiers, at
+// creation and by PATCH; a user's own tier is not judged by it (a user
+// naming another tier is 403 as before), and without the setting any
+// well-formed tier is accepted.
+func TestKeyTiers(t *testing.T) {
+	e := newEnvWith(t, func(c *adminsvc.Config) { c.Tiers = []string{"free", "pro", "enterprise"} })
+	r := e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "gold", "scopes": []string{}, "user_id": "user_t", "tier": "gold"})
+	if r.Status != http.StatusBadRequest || r.ErrorField() != "tier" || !strings.Contains(r.Raw, `unknown tier \"gold\" (known: enterprise, free, pro)`) {
+		t.Errorf("create with an unknown tier: %d %s", r.Status, r.Raw)
+	}
+	r = e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "pro", "scopes": []string{}, "user_id": "user_t", "tier": "pro"})
+	e.MustStatus(r, 201)
+	id := r.Str("id")
+	if r := e.Do("PATCH", "/v1/keys/"+id, admintest.OperatorToken, map[string]any{"tier": "platinum"}); r.Status != http.StatusBadRequest || r.ErrorField() != "tier" {
+		t.Errorf("change to an unknown tier: %d %s", r.Status, r.Raw)
+	}
+	e.MustStatus(e.Do("PATCH", "/v1/keys/"+id, admintest.OperatorToken, map[string]any{"tier": "enterprise"}), 200)
+	e.MustStatus(e.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "default", "scopes": []string{}, "user_id": "user_t"}), 201)
+
+	open := newEnv(t)
+	open.MustStatus(open.Do("POST", "/v1/keys", admintest.OperatorToken, map[string]any{"name": "gold", "scopes": []string{}, "user_id": "user_t", "tier": "gold"}), 201)
+}

@@ -72,6 +72,11 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, c *caller) er
 		}
 		u.NarrowScopesOnly = true
 	}
+	if u.Tier != nil { // the operator's: a user's is refused above
+		if err := s.checkTier(*u.Tier); err != nil {
+			return err
+		}
+	}
 	// Without a recent enough factor (and only then: the operator, and any
 	// session when --admin-reverify is off, pass), the allowlist may only
 	// be narrowed; the store checks it against the allowlist it replaces.

@@ -50,6 +50,11 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, c *caller) er
 		if req.UserID == "" && req.OrgID == "" {
 			return errInvalid("user_id", "the operator must name the owner: user_id or org_id")
 		}
+		if req.Tier != "" { // a user's is their own (below)
+			if err := s.checkTier(req.Tier); err != nil {
+				return err
+			}
+		}
 		n.UserID, n.OrgID = req.UserID, req.OrgID
 	default:
 		if req.RateLimit != nil {

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +66,11 @@ type Options struct {
 	// OrgAdminRoles are the organisation roles that manage the
 	// organisation's keys, default ["org:admin"].
 	OrgAdminRoles []string
+	// Tiers, when set, are the tier names a request may give a key (the
+	// tiers odin authz is configured with): another is 400. Empty: any
+	// well-formed name, which odin authz limits as its default tier when
+	// it does not know it.
+	Tiers []string
 	// MaxBodyBytes bounds a request body, default 64 KiB.
 	MaxBodyBytes int64
 	// FailedAuthPerMinute and FailedAuthBurst bound failed authentications
@@ -93,6 +99,7 @@ type Server struct {
 	authFail    *failedAuthLimiter
 	clientAddr  *clientAddress
 	scopes      map[string]bool
+	tiers       map[string]bool // nil: any well-formed tier
 	requests    *prometheus.CounterVec
 	unconfirmed *prometheus.CounterVec
 	handlerOnce sync.Once
@@ -150,6 +157,12 @@ func New(opts Options) (*Server, error) {
 	}
 	for _, sc := range opts.Scopes {
 		s.scopes[sc] = true
+	}
+	if len(opts.Tiers) > 0 {
+		s.tiers = map[string]bool{}
+		for _, t := range opts.Tiers {
+			s.tiers[t] = true
+		}
 	}
 	if opts.WebhookSecret != "" {
 		wh, err := svix.NewWebhook(opts.WebhookSecret)
@@ -219,6 +232,21 @@ func (s *Server) routes() http.Handler {
 		}
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// checkTier refuses a tier a request names that is not among Options.Tiers
+// (when they are set): odin authz would limit it as its default tier, and
+// a misspelt tier would go unnoticed until its keys are throttled.
+func (s *Server) checkTier(tier string) error {
+	if s.tiers == nil || s.tiers[tier] {
+		return nil
+	}
+	known := make([]string, 0, len(s.tiers))
+	for t := range s.tiers {
+		known = append(known, t)
+	}
+	slices.Sort(known)
+	return errInvalid("tier", "tier: unknown tier "+strconv.Quote(tier)+" (known: "+strings.Join(known, ", ")+")")
 }
 
 // UncleanPath reports whether p has an empty segment or a "." or ".."

@@ -126,6 +126,7 @@ func adminFlagSet(c *adminConfig) *flags {
 	cfg.Scopes = []string{"scans:read", "scans:write"}
 	f.List(&cfg.Scopes, "key-scopes", "ODIN_KEY_SCOPES", "scopes a key may carry (default "+strings.Join(admin.DefaultKeyScopes(), ",")+")")
 	f.List(&cfg.UserScopes, "user-scopes", "ODIN_USER_SCOPES", "scopes of a caller whose token carries no permissions (default: all key scopes)")
+	f.List(&cfg.Tiers, "key-tiers", "ODIN_KEY_TIERS", "tier names the operator may give a key (the tiers of odin authz's --rate-limit-tiers, e.g. free,pro,enterprise): another is 400; empty: any well-formed name, which odin authz limits as its default tier")
 	f.List(&cfg.OrgAdminRoles, "org-admin-roles", "ODIN_ORG_ADMIN_ROLES", "organisation roles that manage the organisation's keys (default "+strings.Join(admin.DefaultOrgAdminRoles(), ",")+")")
 	f.List(&cfg.TrustedProxies, "admin-trusted-proxies", "ODIN_ADMIN_TRUSTED_PROXIES",
 		"addresses or CIDR ranges of the load balancers in front of the admin API: from them, the failed-authentication throttle counts the rightmost X-Forwarded-For entry outside these ranges; empty: the socket peer, X-Forwarded-For ignored")

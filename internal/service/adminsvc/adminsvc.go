@@ -56,6 +56,8 @@ type Config struct {
 	JWT                                     jwtauth.Config // JWKSURL empty: operator token only
 	OperatorToken, WebhookSecret            string
 	Scopes, UserScopes, OrgAdminRoles       []string
+	// Tiers are the tier names a request may give a key; empty: any.
+	Tiers []string
 	// MaxConnections caps the open connections of the admin port (default
 	// DefaultMaxConnections; negative: no cap); one more is closed at once.
 	MaxConnections int
@@ -238,7 +240,7 @@ func (s *Service) buildAPI(cfg Config, mgr *keystore.Manager) (*admin.Server, er
 		Verifier: p.Verifier, Revoked: p.Revoked,
 		AllowNoSessionID: cfg.JWTAllowNoSessionID, AllowImpersonatedKeys: cfg.AllowImpersonatedKeys, Reverify: cfg.Reverify,
 		OperatorToken: cfg.OperatorToken, WebhookSecret: cfg.WebhookSecret,
-		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles,
+		Scopes: cfg.Scopes, UserScopes: cfg.UserScopes, OrgAdminRoles: cfg.OrgAdminRoles, Tiers: cfg.Tiers,
 		TrustedProxies: cfg.TrustedProxies, GitHubSecretScanning: cfg.GitHubSecretScanning,
 		Logger: s.log, Registerer: p.Registry,
 	})
