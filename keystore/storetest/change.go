@@ -240,19 +240,7 @@ func testRateLimit(t *testing.T, s keystore.Store) {
 	if _, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{RateLimit: &tier}, time.Now(), by); err != nil {
 		t.Fatal(err)
 	}
-	events, _, err := s.ListAudit(ctx, keystore.AuditFilter{Action: keystore.ActionKeyUpdated, Target: k.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []any
-	for i := len(events) - 1; i >= 0; i-- { // oldest first
-		raw, _ := json.Marshal(events[i].Details["changes"])
-		var c map[string]any
-		if err := json.Unmarshal(raw, &c); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, c)
-	}
+	got := updatedChanges(t, s, k.ID)
 	limit := func(rate float64, burst int) map[string]any {
 		return map[string]any{"rate": rate, "burst": float64(burst)}
 	}
@@ -348,19 +336,7 @@ func testAllowedCIDRs(t *testing.T, s keystore.Store) {
 	if _, err := keystore.ModifyKey(ctx, s, k.ID, keystore.KeyUpdate{AllowedCIDRs: &empty}, time.Now(), by); err != nil {
 		t.Fatal(err)
 	}
-	events, _, err := s.ListAudit(ctx, keystore.AuditFilter{Action: keystore.ActionKeyUpdated, Target: k.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []any
-	for i := len(events) - 1; i >= 0; i-- { // oldest first
-		raw, _ := json.Marshal(events[i].Details["changes"])
-		var c map[string]any
-		if err := json.Unmarshal(raw, &c); err != nil {
-			t.Fatal(err)
-		}
-		got = append(got, c)
-	}
+	got := updatedChanges(t, s, k.ID)
 	want := []any{
 		map[string]any{"allowed_cidrs": map[string]any{"from": []any{"10.0.0.0/8", "203.0.113.0/24", "2001:db8::/32"}, "to": []any{"203.0.113.128/25"}}},
 		map[string]any{"allowed_cidrs": map[string]any{"from": []any{"203.0.113.128/25"}, "to": nil}},
@@ -447,4 +423,24 @@ func testDuplicateScopes(t *testing.T, s keystore.Store) {
 	if err != nil || len(events) != 1 {
 		t.Errorf("key.updated events: %d, %v; want 1", len(events), err)
 	}
+}
+
+// updatedChanges are the "changes" of key id's key.updated events, oldest
+// first, as JSON reads them back (numbers as float64).
+func updatedChanges(t *testing.T, s keystore.Store, id string) []any {
+	t.Helper()
+	events, _, err := s.ListAudit(context.Background(), keystore.AuditFilter{Action: keystore.ActionKeyUpdated, Target: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []any
+	for i := len(events) - 1; i >= 0; i-- {
+		raw, _ := json.Marshal(events[i].Details["changes"])
+		var c map[string]any
+		if err := json.Unmarshal(raw, &c); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, c)
+	}
+	return got
 }
