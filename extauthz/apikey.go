@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/odin-scan/odin-authz/denial"
-	"github.com/odin-scan/odin-authz/extauthz/netallow"
+	"github.com/odin-scan/odin-authz/internal/netallow"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/keystore"
 )

@@ -9,7 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/odin-scan/odin-authz/extauthz"
-	"github.com/odin-scan/odin-authz/extauthz/netallow"
+	"github.com/odin-scan/odin-authz/internal/netallow"
 )
 
 // The forward-auth client is the peer, or what the trusted proxies in front

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/odin-scan/odin-authz/extauthz/netallow"
+	"github.com/odin-scan/odin-authz/internal/netallow"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/jwtauth"
 )

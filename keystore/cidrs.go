@@ -1,54 +1,42 @@
 package keystore
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/odin-scan/odin-authz/internal/netallow"
 )
 
 // MaxAllowedCIDRs is the most networks a key's allowlist may hold.
 const MaxAllowedCIDRs = 100
 
 // ParseCIDRs parses a key's allowlist as the admin API and the CLI take
-// it: networks in CIDR notation ("203.0.113.0/24", "2001:db8::/32") or
-// bare addresses (a /32 or a /128). The result is canonical
-// (CanonicalCIDRs), nil for an empty list. Errors wrap ErrInvalid and
-// name the entry: "allowed_cidrs[2]: ...".
+// it, each entry as netallow.ParsePrefix reads a network: in CIDR
+// notation ("203.0.113.0/24", "2001:db8::/32") or a bare address (a /32 or
+// a /128). The result is canonical (CanonicalCIDRs), nil for an empty
+// list. Errors wrap ErrInvalid and name the entry: "allowed_cidrs[2]: ...".
 func ParseCIDRs(ss []string) ([]netip.Prefix, error) {
 	if len(ss) > MaxAllowedCIDRs {
 		return nil, fmt.Errorf("%w: allowed_cidrs: at most %d networks", ErrInvalid, MaxAllowedCIDRs)
 	}
 	ps := make([]netip.Prefix, len(ss))
 	for i, s := range ss {
-		s = strings.TrimSpace(s)
-		var err error
-		if strings.Contains(s, "/") {
-			ps[i], err = netip.ParsePrefix(s)
-		} else {
-			var a netip.Addr
-			if a, err = netip.ParseAddr(s); err == nil && a.Zone() != "" {
-				err = errors.New("zone") // PrefixFrom would drop it
-			} else if err == nil {
-				ps[i] = netip.PrefixFrom(a, a.BitLen())
-			}
-		}
+		p, err := netallow.ParsePrefix(s)
 		if err != nil {
-			return nil, fmt.Errorf("%w: allowed_cidrs[%d]: %snot a network in CIDR notation (like 203.0.113.0/24 or 2001:db8::/32) nor an address", ErrInvalid, i, shown(s))
+			return nil, fmt.Errorf("%w: allowed_cidrs[%d]: %s %v", ErrInvalid, i, shown(strings.TrimSpace(s)), err)
 		}
+		ps[i] = p
 	}
 	return CanonicalCIDRs(ps)
 }
 
-// CanonicalCIDRs checks an allowlist and returns it canonical: IPv4
-// networks before IPv6 ones, each family in address order (then the
-// shorter prefix first), without duplicates; nil when empty. Refused,
-// naming the entry: an invalid prefix, one with host bits set (10.1.2.3/8
-// is refused rather than read as 10.0.0.0/8, which may not be what was
-// meant), an IPv4-mapped IPv6 one (write the IPv4 network: clients are
-// matched by their IPv4 address), and more than MaxAllowedCIDRs.
+// CanonicalCIDRs checks an allowlist, each network as netallow.CheckPrefix
+// does, and returns it canonical: IPv4 networks before IPv6 ones, each
+// family in address order (then the shorter prefix first), without
+// duplicates; nil when empty. More than MaxAllowedCIDRs are refused.
 func CanonicalCIDRs(ps []netip.Prefix) ([]netip.Prefix, error) {
 	if len(ps) == 0 {
 		return nil, nil
@@ -57,15 +45,8 @@ func CanonicalCIDRs(ps []netip.Prefix) ([]netip.Prefix, error) {
 		return nil, fmt.Errorf("%w: allowed_cidrs: at most %d networks", ErrInvalid, MaxAllowedCIDRs)
 	}
 	for i, p := range ps {
-		switch {
-		case !p.IsValid():
-			return nil, fmt.Errorf("%w: allowed_cidrs[%d]: not a network", ErrInvalid, i)
-		case p.Addr().Zone() != "":
-			return nil, fmt.Errorf("%w: allowed_cidrs[%d]: %s has a zone", ErrInvalid, i, p)
-		case p.Addr().Is4In6():
-			return nil, fmt.Errorf("%w: allowed_cidrs[%d]: %s is IPv4-mapped: write the IPv4 network", ErrInvalid, i, p)
-		case p != p.Masked():
-			return nil, fmt.Errorf("%w: allowed_cidrs[%d]: %s has bits set after the prefix (did you mean %s?)", ErrInvalid, i, p, p.Masked())
+		if err := netallow.CheckPrefix(p); err != nil {
+			return nil, fmt.Errorf("%w: allowed_cidrs[%d]: %s %v", ErrInvalid, i, shown(p.String()), err)
 		}
 	}
 	out := slices.Clone(ps)
@@ -122,14 +103,13 @@ func cidrsOrNil(ps []netip.Prefix) any {
 	return CIDRStrings(ps)
 }
 
-// shown is how an error names an entry that is not a network: quoted,
-// followed by "is ", when it is made only of what addresses are written
-// with (hex digits, ".", ":", "/") and short; otherwise not at all, so that
-// a credential pasted into the wrong field is never echoed into an answer
-// or a log.
+// shown is how an error names an entry: quoted when it is made only of
+// what addresses are written with (hex digits, ".", ":", "/") and short;
+// otherwise "the entry", so that a credential pasted into the wrong field
+// is never echoed into an answer or a log.
 func shown(s string) string {
 	if len(s) > 64 || strings.Trim(s, "0123456789abcdefABCDEF.:/") != "" {
-		return ""
+		return "the entry"
 	}
-	return strconv.Quote(s) + " is "
+	return strconv.Quote(s)
 }

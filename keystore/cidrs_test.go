@@ -40,13 +40,13 @@ func TestParseCIDRs(t *testing.T) {
 		in   []string
 		want string
 	}{
-		{[]string{"10.0.0.0/8", "10.1.2.3/8"}, "allowed_cidrs[1]: 10.1.2.3/8 has bits set after the prefix (did you mean 10.0.0.0/8?)"},
-		{[]string{"example.com"}, `allowed_cidrs[0]: not a network in CIDR notation`},
+		{[]string{"10.0.0.0/8", "10.1.2.3/8"}, `allowed_cidrs[1]: "10.1.2.3/8" has bits set after the prefix (did you mean 10.0.0.0/8?)`},
+		{[]string{"example.com"}, `allowed_cidrs[0]: the entry is not a network in CIDR notation`},
 		{[]string{""}, `allowed_cidrs[0]: "" is not a network`},
 		{[]string{"10.0.0.0/33"}, `allowed_cidrs[0]: "10.0.0.0/33" is not a network`},
-		{[]string{"fe80::1%eth0"}, `allowed_cidrs[0]: not a network`},
-		{[]string{"::ffff:10.0.0.0/104"}, "allowed_cidrs[0]: ::ffff:10.0.0.0/104 is IPv4-mapped: write the IPv4 network"},
-		{[]string{strings.Repeat("9", 500)}, `allowed_cidrs[0]: not a network`},
+		{[]string{"fe80::1%eth0"}, `allowed_cidrs[0]: the entry has a zone`},
+		{[]string{"::ffff:10.0.0.0/104"}, `allowed_cidrs[0]: "::ffff:10.0.0.0/104" is IPv4-mapped: write the IPv4 network`},
+		{[]string{strings.Repeat("9", 500)}, `allowed_cidrs[0]: the entry is not a network`},
 		{many, "allowed_cidrs: at most 100 networks"},
 	} {
 		_, err := keystore.ParseCIDRs(c.in)

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/odin-scan/odin-authz/extauthz"
-	"github.com/odin-scan/odin-authz/extauthz/netallow"
+	"github.com/odin-scan/odin-authz/internal/netallow"
 	"github.com/odin-scan/odin-authz/extauthz/ratelimit"
 	"github.com/odin-scan/odin-authz/internal/service/authzsvc"
 	"github.com/odin-scan/odin-authz/internal/telemetry"

@@ -8,6 +8,7 @@
 package netallow
 
 import (
+	"errors"
 	"cmp"
 	"encoding/binary"
 	"fmt"
@@ -138,50 +139,70 @@ func (s *Set) Len() int {
 	return s.n
 }
 
-// ParseList reads networks as an operator writes them in a flag: CIDRs
-// ("10.0.0.0/8", "2001:db8::/32") or bare addresses (a /32 or a /128),
-// spaces around each ignored. Host bits set ("10.0.0.1/8"), zones and
-// IPv4-mapped IPv6 forms are refused, each with the entry at fault: the
-// list must mean what it reads as. Nil for an empty list.
+// ParseList reads networks as an operator writes them in a flag (see
+// ParsePrefix); each error names its entry, quoted: the list is the
+// operator's own configuration. Nil for an empty list.
 func ParseList(entries []string) ([]netip.Prefix, error) {
 	var ps []netip.Prefix
 	for _, e := range entries {
 		p, err := ParsePrefix(e)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%q %w", strings.TrimSpace(e), err)
 		}
 		ps = append(ps, p)
 	}
 	return ps, nil
 }
 
-// ParsePrefix reads one network as ParseList does.
+// ParsePrefix reads one network as odin takes them everywhere (a key's
+// allowlist, the trusted proxies): in CIDR notation ("10.0.0.0/8",
+// "2001:db8::/32") or a bare address (a /32 or a /128), spaces around it
+// ignored, and then as CheckPrefix asks. Its error says what is wrong
+// ("is not a network…"), for the caller to put after the entry as it
+// names it.
 func ParsePrefix(s string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
-	var p netip.Prefix
 	if strings.Contains(s, "/") {
-		var err error
-		if p, err = netip.ParsePrefix(s); err != nil {
-			return p, fmt.Errorf("%q is not an address nor a CIDR (e.g. 10.0.0.0/8, 2001:db8::/32, 192.0.2.1)", s)
-		}
-		if p != p.Masked() {
-			return p, fmt.Errorf("%q has host bits set: write %s", s, p.Masked())
-		}
-	} else {
-		a, err := netip.ParseAddr(s)
+		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return p, fmt.Errorf("%q is not an address nor a CIDR (e.g. 10.0.0.0/8, 2001:db8::/32, 192.0.2.1)", s)
+			return p, errNotNetwork
 		}
-		if a.Zone() != "" {
-			return p, fmt.Errorf("%q has a zone: write the address without it", s)
-		}
-		p = netip.PrefixFrom(a, a.BitLen())
+		return p, CheckPrefix(p)
 	}
-	if p.Addr().Is4In6() {
-		return p, fmt.Errorf("%q is an IPv4-mapped IPv6 form: write the IPv4 network (IPv4 clients are matched as IPv4 whichever way they connect)", s)
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		return netip.Prefix{}, errNotNetwork
+	case a.Zone() != "": // PrefixFrom would drop it
+		return netip.Prefix{}, errZone
 	}
-	return p, nil
+	p := netip.PrefixFrom(a, a.BitLen())
+	return p, CheckPrefix(p)
 }
+
+// CheckPrefix refuses a network that does not mean what it reads as: not
+// valid, with a zone, IPv4-mapped (clients are matched by their IPv4
+// address, whichever way they connect), or with host bits set
+// (10.1.2.3/8 is refused rather than read as 10.0.0.0/8, which may not be
+// what was meant). Its error is worded as ParsePrefix's.
+func CheckPrefix(p netip.Prefix) error {
+	switch {
+	case !p.IsValid():
+		return errNotNetwork
+	case p.Addr().Zone() != "":
+		return errZone
+	case p.Addr().Is4In6():
+		return errors.New("is IPv4-mapped: write the IPv4 network")
+	case p != p.Masked():
+		return fmt.Errorf("has bits set after the prefix (did you mean %s?)", p.Masked())
+	}
+	return nil
+}
+
+var (
+	errNotNetwork = errors.New("is not a network in CIDR notation (like 203.0.113.0/24 or 2001:db8::/32) nor an address")
+	errZone       = errors.New("has a zone: write the address without it")
+)
 
 // prefixMask32 is the IPv4 mask of a prefix of bits bits.
 func prefixMask32(bits int) uint32 {

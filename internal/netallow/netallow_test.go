@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/odin-scan/odin-authz/extauthz/netallow"
+	"github.com/odin-scan/odin-authz/internal/netallow"
 )
 
 func prefixes(t testing.TB, ss ...string) []netip.Prefix {
@@ -128,13 +128,13 @@ func TestParseList(t *testing.T) {
 		t.Errorf("ParseList(nil) = %v, %v", ps, err)
 	}
 	for _, tt := range []struct{ in, mention string }{
-		{"10.0.0.1/8", "write 10.0.0.0/8"},
+		{"10.0.0.1/8", `"10.0.0.1/8" has bits set after the prefix (did you mean 10.0.0.0/8?)`},
 		{"fe80::1%eth0", "zone"},
 		{"::ffff:10.0.0.0/104", "IPv4-mapped"},
 		{"::ffff:10.0.0.1", "IPv4-mapped"},
-		{"10.0.0.0/33", "not an address nor a CIDR"},
-		{"proxy.internal", "not an address nor a CIDR"},
-		{"", "not an address nor a CIDR"},
+		{"10.0.0.0/33", "is not a network in CIDR notation"},
+		{"proxy.internal", "is not a network in CIDR notation"},
+		{"", "is not a network in CIDR notation"},
 	} {
 		if _, err := netallow.ParseList([]string{"10.0.0.0/8", tt.in}); err == nil || !strings.Contains(err.Error(), tt.mention) {
 			t.Errorf("ParseList(%q) = %v, want an error mentioning %q", tt.in, err, tt.mention)
