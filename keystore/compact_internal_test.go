@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"math"
@@ -519,5 +520,19 @@ func TestCompactAllowedCIDRs(t *testing.T) {
 		if (got.AllowedCIDRs == nil) != (k.AllowedCIDRs == nil) {
 			t.Errorf("record of %+v: allowlist %#v", k, got.AllowedCIDRs)
 		}
+	}
+}
+
+// A webhook event shows a key's allowlist as the API does: strings in
+// CIDR notation, and nothing for any network.
+func TestWebhookKeyAllowlist(t *testing.T) {
+	k := &Key{ID: "key_a", UserID: "user_1", AllowedCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::1/128")}}
+	b, err := json.Marshal(webhookKeyOf(k))
+	if err != nil || !strings.Contains(string(b), `"allowed_cidrs":["10.0.0.0/8","2001:db8::1/128"]`) {
+		t.Errorf("webhook key: %s, %v", b, err)
+	}
+	k.AllowedCIDRs = nil
+	if b, _ := json.Marshal(webhookKeyOf(k)); strings.Contains(string(b), "allowed_cidrs") {
+		t.Errorf("webhook key of a key without an allowlist: %s", b)
 	}
 }

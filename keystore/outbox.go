@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -232,7 +233,7 @@ type webhookKey struct {
 	DisabledAt time.Time  `json:"disabled_at,omitzero"`
 	RateLimit  *RateLimit `json:"rate_limit,omitempty"`
 	// AllowedCIDRs: absent for any network.
-	AllowedCIDRs []string `json:"allowed_cidrs,omitempty"`
+	AllowedCIDRs []netip.Prefix `json:"allowed_cidrs,omitempty"`
 }
 
 func webhookKeyOf(k *Key) *webhookKey {
@@ -246,7 +247,7 @@ func webhookKeyOf(k *Key) *webhookKey {
 	return &webhookKey{ID: k.ID, Owner: k.Owner(), UserID: k.UserID, OrgID: k.OrgID, Name: k.Name, Hint: k.Hint,
 		Scopes: scopes, Tier: k.Tier, CreatedAt: k.CreatedAt.UTC(), ExpiresAt: k.ExpiresAt.UTC(),
 		RevokedAt: k.RevokedAt.UTC(), ReplacedBy: k.ReplacedBy, DisabledAt: k.DisabledAt.UTC(), RateLimit: k.RateLimit,
-		AllowedCIDRs: CIDRStrings(k.AllowedCIDRs)}
+		AllowedCIDRs: k.AllowedCIDRs}
 }
 
 type sessionEventData struct {

@@ -283,9 +283,8 @@ func (s *Store) KeyUsage(ctx context.Context, id string, since time.Time) ([]key
 // KeyUsageTotals implements keystore.Store: one aggregate over the
 // (key_id, hour) primary key.
 func (s *Store) KeyUsageTotals(ctx context.Context, ids []string, now time.Time) (map[string]keystore.UsageTotals, error) {
-	out := make(map[string]keystore.UsageTotals, len(ids))
 	if len(ids) == 0 {
-		return out, nil
+		return map[string]keystore.UsageTotals{}, nil
 	}
 	q, args := keysql.UsageTotals(dialect, ids, now)
 	rows, err := s.reader.QueryContext(ctx, q, args...)
@@ -293,17 +292,8 @@ func (s *Store) KeyUsageTotals(ctx context.Context, ids []string, now time.Time)
 		return nil, fmt.Errorf("read key usage totals: %w", err)
 	}
 	defer rows.Close()
-	for rows.Next() {
-		var (
-			id string
-			t  keystore.UsageTotals
-		)
-		if err := rows.Scan(&id, &t.Last24h, &t.Last30d); err != nil {
-			return nil, fmt.Errorf("read key usage totals: %w", err)
-		}
-		out[id] = t
-	}
-	if err := rows.Err(); err != nil {
+	out, err := keysql.ReadUsageTotals(rows, len(ids))
+	if err != nil {
 		return nil, fmt.Errorf("read key usage totals: %w", err)
 	}
 	return out, nil

@@ -163,6 +163,32 @@ func AppendRows[T any](out []T, rows Rows, scan func() (T, error)) ([]T, error) 
 	return out, nil
 }
 
+// ScanRows is Rows that can also be read, as both drivers' are.
+type ScanRows interface {
+	Rows
+	Scan(dest ...any) error
+}
+
+// ReadUsageTotals reads the rows of the UsageTotals query into a map by
+// key id; n is how many ids were asked for.
+func ReadUsageTotals(rows ScanRows, n int) (map[string]keystore.UsageTotals, error) {
+	out := make(map[string]keystore.UsageTotals, n)
+	for rows.Next() {
+		var (
+			id string
+			t  keystore.UsageTotals
+		)
+		if err := rows.Scan(&id, &t.Last24h, &t.Last30d); err != nil {
+			return nil, err
+		}
+		out[id] = t
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Page cuts the rows of a query for limit (limit+1 rows at most) to a page
 // and returns the cursor of the next: cursor of the page's last row when
 // the query found one more, else "".
