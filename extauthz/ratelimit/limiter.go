@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,9 +110,11 @@ type Limiter struct {
 
 	// own holds the prepared limits of limit keys' own rates and bursts
 	// (AllowOwn), one per distinct limit, so that a check prepares
-	// nothing; it is emptied when it reaches maxOwnLimits.
-	ownMu sync.RWMutex
-	own   map[Tier]*limits
+	// nothing. A check reads it without a lock: a new limit replaces the
+	// whole map (under ownMu), which starts over empty once it holds
+	// maxOwnLimits.
+	ownMu sync.Mutex
+	own   atomic.Pointer[map[Tier]*limits]
 }
 
 // New builds a Limiter. client may be nil: then every replica enforces each
@@ -153,7 +156,6 @@ func New(client redis.UniversalClient, opts Options, logger *slog.Logger, reg pr
 		client: client,
 		opts:   opts,
 		tiers:  make(map[string]*limits, len(tiers)),
-		own:    map[Tier]*limits{},
 		keys:   newKeyTable(opts.MaxKeys),
 		log:    logger,
 		errLog: lograte.Limiter{Every: 10 * time.Second},
@@ -190,24 +192,30 @@ const maxOwnLimits = 10_000
 // time; an invalid t (the key store validates limits, so it cannot
 // happen) gets the default tier's.
 func (l *Limiter) ownLimits(t Tier) *limits {
-	l.ownMu.RLock()
-	lim := l.own[t]
-	l.ownMu.RUnlock()
-	if lim != nil {
-		return lim
+	if own := l.own.Load(); own != nil {
+		if lim := (*own)[t]; lim != nil {
+			return lim
+		}
 	}
 	if t.Validate() != nil {
 		return l.fallback
 	}
 	l.ownMu.Lock()
 	defer l.ownMu.Unlock()
-	if lim = l.own[t]; lim == nil {
-		if len(l.own) >= maxOwnLimits {
-			clear(l.own)
-		}
-		lim = newLimits(OwnLimit, t, l.opts.LeaseFraction, l.opts.LeaseTTL)
-		l.own[t] = lim
+	var cur map[Tier]*limits
+	if own := l.own.Load(); own != nil {
+		cur = *own
 	}
+	if lim := cur[t]; lim != nil {
+		return lim
+	}
+	next := make(map[Tier]*limits, len(cur)+1)
+	if len(cur) < maxOwnLimits {
+		maps.Copy(next, cur)
+	}
+	lim := newLimits(OwnLimit, t, l.opts.LeaseFraction, l.opts.LeaseTTL)
+	next[t] = lim
+	l.own.Store(&next)
 	return lim
 }
 
