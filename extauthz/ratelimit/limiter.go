@@ -258,6 +258,10 @@ func (l *Limiter) Allow(ctx context.Context, key, tier string, now time.Time) Re
 // caller (the API key's id with own.String()), so that a changed limit
 // starts from a bucket of its own instead of inheriting the state of the
 // old one: that is what extauthz does.
+//
+// Its body repeats Allow's on purpose: with both calling one helper, the
+// call (not inlined) cost every tier's check about 10 ns
+// (BenchmarkAllowLocal, -cpu 1: 53-56 ns as it is, 65-70 with the helper).
 func (l *Limiter) AllowOwn(ctx context.Context, key string, own Tier, now time.Time) Result {
 	lim := l.ownLimits(own)
 	t := now.UnixNano()
